@@ -1,0 +1,131 @@
+"""REST API (django-ninja): token-authenticated, OpenAPI schema at ``/api/openapi.json``.
+
+Same services as the admin and the CLI. Authenticate with ``Authorization: Bearer <key>``;
+create keys with ``python manage.py create_api_token USER``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from ninja import File, Form, NinjaAPI, Schema
+from ninja.errors import HttpError
+from ninja.files import UploadedFile
+from ninja.security import HttpBearer
+
+from annotate import selectors
+from annotate.importing import FORMATS
+from annotate.models import ApiToken, ImportJob, Project
+from annotate.services import api_token_digest, import_job_create, upload_save
+
+
+class TokenAuth(HttpBearer):
+    def authenticate(self, request, token: str):
+        found = (
+            ApiToken.objects.select_related("user")
+            .filter(digest=api_token_digest(token), user__is_active=True)
+            .first()
+        )
+        if found is None:
+            return None
+        ApiToken.objects.filter(pk=found.pk).update(last_used_at=timezone.now())
+        request.user = found.user
+        return found.user
+
+
+api = NinjaAPI(
+    title="Quorum API",
+    version="1",
+    description="Import preference data, follow import jobs. Bearer-token authentication.",
+    auth=TokenAuth(),
+    urls_namespace="api",
+)
+
+
+class ProjectOut(Schema):
+    id: int
+    name: str
+    mode: str
+    candidates_per_task: int
+    annotators_per_task: int
+    ties_allowed: bool
+    blind: bool
+
+
+class ImportJobOut(Schema):
+    id: int
+    project_id: int | None
+    status: str
+    format: str
+    total_rows: int
+    processed_rows: int
+    progress_percent: int
+    counts: dict
+    errors: list[str]
+    created_at: datetime
+    finished_at: datetime | None
+
+
+@api.get("/projects", response=list[ProjectOut], summary="Projects you can see")
+def list_projects(request):
+    return list(selectors.projects_for_user(user=request.auth))
+
+
+def _check_format(format: str | None) -> str | None:
+    if format in (None, ""):
+        return None
+    if format not in FORMATS:
+        raise HttpError(422, f"format: unknown value {format!r} (expected {', '.join(FORMATS)})")
+    return format
+
+
+@api.post(
+    "/projects/{project_id}/imports",
+    response={201: ImportJobOut},
+    summary="Import a file into a project",
+)
+def import_into_project(
+    request, project_id: int, file: File[UploadedFile], format: Form[str | None] = None
+):
+    project = get_object_or_404(Project, pk=project_id)
+    if not selectors.user_can_manage(user=request.auth, project=project):
+        raise HttpError(403, "you are not an admin of this project")
+    path = upload_save(uploaded_file=file)
+    job = import_job_create(
+        path=path,
+        project=project,
+        format=_check_format(format),
+        original_name=file.name,
+        created_by=request.auth,
+    )
+    return 201, job
+
+
+@api.post("/imports", response={201: ImportJobOut}, summary="Import a file into a new project")
+def import_new_project(
+    request,
+    file: File[UploadedFile],
+    project_name: Form[str | None] = None,
+    format: Form[str | None] = None,
+):
+    if not request.auth.is_staff:
+        raise HttpError(403, "only staff may create projects")
+    path = upload_save(uploaded_file=file)
+    job = import_job_create(
+        path=path,
+        project_name=project_name or "",
+        format=_check_format(format),
+        original_name=file.name,
+        created_by=request.auth,
+    )
+    return 201, job
+
+
+@api.get("/imports/{job_id}", response=ImportJobOut, summary="Status of an import job")
+def import_status(request, job_id: int):
+    job = get_object_or_404(ImportJob, pk=job_id)
+    if not (request.auth.is_staff or job.created_by_id == request.auth.pk):
+        raise HttpError(404, "Not Found")
+    return job

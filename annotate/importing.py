@@ -1,0 +1,882 @@
+"""Reading import files into plain records, with every problem named by line and field.
+
+Three formats (see the README for complete examples):
+
+- ``quorum``: Quorum's own JSONL, one prompt per line with its candidates and optional
+  judgments; an optional first line ``{"project": {...}}`` carries project settings.
+- ``seed``: the multi-response reward model's training format
+  ``{"prompt", "responses", "rankings", "image"?, "video"?}`` (rankings: 1 = best, ties allowed).
+- ``arena``: external pairwise votes ``{"model_a", "model_b", "winner", ...}`` as a JSON array
+  or JSONL, ``winner`` in ``model_a | model_b | tie | tie (bothbad)``.
+
+Media paths are relative to the import file: a folder beside it, or inside the same ``.zip``.
+Nothing here touches the database: the service in ``annotate.services`` writes the records
+only when this module found no problem at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+FORMATS = ("quorum", "seed", "arena")
+PAIR_OUTCOMES = ("a", "b", "tie", "both_bad")
+KINDS = ("text", "image", "video")
+ARENA_WINNERS = {"model_a": "a", "model_b": "b", "tie": "tie", "tie (bothbad)": "both_bad"}
+IMAGE_FORMATS = {"PNG": "png", "JPEG": "jpg", "GIF": "gif", "WEBP": "webp"}
+MAX_PROBLEMS = 200
+
+
+@dataclass(frozen=True)
+class Problem:
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" if self.line is not None else "file"
+        return (
+            f"{where}, field {self.field!r}: {self.message}"
+            if self.field
+            else f"{where}: {self.message}"
+        )
+
+
+class ImportRejected(Exception):
+    """The file has problems; nothing was written."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        shown = "\n".join(f"  - {p}" for p in problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        super().__init__(f"import rejected with {len(problems)} problem(s):\n{shown}{more}")
+
+
+@dataclass
+class MediaRef:
+    """A media file named by an import row, checked and ready to store."""
+
+    name: str  # as written in the file
+    kind: str  # image | video
+    sha256: str = ""
+    ext: str = ""
+    size: int = 0
+
+
+@dataclass
+class CandidateRecord:
+    external_id: str
+    model_name: str
+    kind: str
+    text: str = ""
+    media: MediaRef | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class JudgmentRecord:
+    """A judgment with candidates named by external id; ``ranking`` is best group first."""
+
+    line: int
+    kind: str  # ranking | pair
+    idempotency_key: str
+    source_name: str
+    external_annotator: str
+    ranking: list[list[str]] | None = None
+    pair: tuple[str, str] | None = None
+    outcome: str = ""
+    rationale: str = ""
+    duration_ms: int | None = None
+
+
+@dataclass
+class PromptRecord:
+    line: int
+    external_id: str
+    text: str
+    image: MediaRef | None = None
+    video: MediaRef | None = None
+    metadata: dict = field(default_factory=dict)
+    candidates: list[CandidateRecord] = field(default_factory=list)
+    judgments: list[JudgmentRecord] = field(default_factory=list)
+
+
+@dataclass
+class ParsedImport:
+    format: str
+    prompts: list[PromptRecord]
+    project_settings: dict
+    media: dict[str, MediaRef]  # by name as written
+    source: MediaSource
+
+    @property
+    def judgment_count(self) -> int:
+        return sum(len(p.judgments) for p in self.prompts)
+
+    @property
+    def candidate_count(self) -> int:
+        return sum(len(p.candidates) for p in self.prompts)
+
+
+# --- where the import file and its media live ---------------------------------------------
+
+
+class MediaSource:
+    """The import file plus the media beside it (a folder) or inside the same zip."""
+
+    def __init__(self, path: Path, *, max_media_bytes: int, max_file_bytes: int):
+        self.path = Path(path)
+        self.max_media_bytes = max_media_bytes
+        self.max_file_bytes = max_file_bytes
+        self._zip: zipfile.ZipFile | None = None
+        self._zip_base = PurePosixPath("")
+        self.data_name = self.path.name
+
+    def open(self) -> list[Problem]:
+        """Checks the container; returns problems (zip entries escaping, oversize files)."""
+        if not self.path.is_file():
+            return [Problem(None, "", f"{self.path}: no such file")]
+        size = self.path.stat().st_size
+        if size > self.max_file_bytes:
+            return [
+                Problem(
+                    None,
+                    "",
+                    f"{self.path.name}: {size} bytes is over the import limit of {self.max_file_bytes}",
+                )
+            ]
+        if not zipfile.is_zipfile(self.path):
+            return []
+        try:
+            self._zip = zipfile.ZipFile(self.path)
+        except zipfile.BadZipFile as exc:
+            return [Problem(None, "", f"{self.path.name}: not a readable zip file ({exc})")]
+        problems = []
+        data_files = []
+        for info in self._zip.infolist():
+            name = info.filename
+            pure = PurePosixPath(name.replace("\\", "/"))
+            if (
+                name.startswith(("/", "\\"))
+                or pure.is_absolute()
+                or (len(name) > 1 and name[1] == ":")
+            ):
+                problems.append(Problem(None, "zip", f"entry {name!r} has an absolute path"))
+            elif ".." in pure.parts:
+                problems.append(
+                    Problem(None, "zip", f"entry {name!r} escapes the archive with '..'")
+                )
+            elif (
+                not info.is_dir()
+                and info.file_size > self.max_media_bytes
+                and not name.endswith((".jsonl", ".json"))
+            ):
+                problems.append(
+                    Problem(
+                        None,
+                        "zip",
+                        f"entry {name!r} is {info.file_size} bytes, over the limit of {self.max_media_bytes}",
+                    )
+                )
+            if (
+                not info.is_dir()
+                and pure.suffix in (".jsonl", ".json")
+                and "__MACOSX" not in pure.parts
+            ):
+                data_files.append(pure)
+        if problems:
+            return problems
+        if not data_files:
+            return [Problem(None, "zip", f"{self.path.name}: no .jsonl or .json file inside")]
+        # The data file nearest the root; media paths are relative to its folder.
+        data_files.sort(key=lambda p: (len(p.parts), str(p)))
+        if len(data_files) > 1 and len(data_files[0].parts) == len(data_files[1].parts):
+            names = ", ".join(str(p) for p in data_files[:3])
+            return [
+                Problem(
+                    None,
+                    "zip",
+                    f"{self.path.name}: several data files at the same level ({names}); keep one",
+                )
+            ]
+        self.data_name = str(data_files[0])
+        self._zip_base = data_files[0].parent
+        return []
+
+    def read_data(self) -> bytes:
+        if self._zip is not None:
+            return self._zip.read(self.data_name)
+        return self.path.read_bytes()
+
+    def read_media(self, name: str) -> bytes:
+        """Returns the bytes of a media file named relative to the data file.
+
+        Raises ValueError (path escapes, absolute), FileNotFoundError or OSError.
+        """
+        if not name or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+            raise ValueError(
+                "absolute paths are not allowed; give a path relative to the import file"
+            )
+        pure = PurePosixPath(name.replace("\\", "/"))
+        if ".." in pure.parts:
+            raise ValueError("path escapes the media folder ('..')")
+        if self._zip is not None:
+            member = str(self._zip_base / pure) if str(self._zip_base) != "." else str(pure)
+            try:
+                info = self._zip.getinfo(member)
+            except KeyError:
+                raise FileNotFoundError(f"{member} is not in {self.path.name}") from None
+            if info.file_size > self.max_media_bytes:
+                raise OSError(
+                    f"{info.file_size} bytes is over the media limit of {self.max_media_bytes}"
+                )
+            with self._zip.open(info) as fh:
+                data = fh.read(self.max_media_bytes + 1)
+            if len(data) > self.max_media_bytes:
+                raise OSError(f"over the media limit of {self.max_media_bytes} bytes")
+            return data
+        base = self.path.parent.resolve()
+        target = (base / pure).resolve()
+        # resolve() follows symlinks, so a link pointing outside is caught here too.
+        if base != target and base not in target.parents:
+            raise ValueError(f"path resolves outside the media folder {base}")
+        if not target.is_file():
+            raise FileNotFoundError(f"{target} does not exist")
+        size = target.stat().st_size
+        if size > self.max_media_bytes:
+            raise OSError(f"{size} bytes is over the media limit of {self.max_media_bytes}")
+        return target.read_bytes()
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+
+
+# --- content checks -----------------------------------------------------------------------
+
+
+def sniff_image(data: bytes) -> str:
+    """Returns the file extension of a real image, or raises ValueError."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt = img.format
+            img.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"not a readable image ({exc.__class__.__name__}: {exc})") from None
+    if fmt not in IMAGE_FORMATS:
+        raise ValueError(f"image format {fmt} is not supported (PNG, JPEG, GIF, WEBP)")
+    return IMAGE_FORMATS[fmt]
+
+
+def sniff_video(data: bytes) -> str:
+    """Returns the file extension of a real video with a decodable frame, or raises ValueError."""
+    import av
+
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            if not container.streams.video:
+                raise ValueError("no video stream")
+            fmt = container.format.name
+            stream = container.streams.video[0]
+            for _frame in container.decode(stream):
+                break
+            else:
+                raise ValueError("no decodable frame")
+    except av.FFmpegError as exc:
+        raise ValueError(f"not a readable video ({exc.__class__.__name__})") from None
+    if "mp4" in fmt or "mov" in fmt:
+        return "mp4"
+    if "webm" in fmt or "matroska" in fmt:
+        return "webm"
+    raise ValueError(f"video container {fmt} is not supported (MP4, WebM)")
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+
+def _iter_rows(data: bytes, name: str) -> Iterator[tuple[int, Any, str]]:
+    """Yields (line number, parsed object or a JSONDecodeError, raw text) per row."""
+    text = data.decode("utf-8-sig", errors="strict")
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield exc.lineno, exc, ""
+            return
+        for index, item in enumerate(items, start=1):
+            yield index, item, json.dumps(item, sort_keys=True)
+        return
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line), line
+        except json.JSONDecodeError as exc:
+            yield number, exc, line
+
+
+def detect_format(first: Any) -> str | None:
+    if not isinstance(first, dict):
+        return None
+    if "project" in first and len(first) == 1:
+        return "quorum"
+    if "responses" in first and "rankings" in first:
+        return "seed"
+    if {"model_a", "model_b", "winner"} <= first.keys():
+        return "arena"
+    if "candidates" in first:
+        return "quorum"
+    return None
+
+
+def _digest(*parts: str) -> str:
+    h = hashlib.sha1()
+    for part in parts:
+        h.update(part.encode())
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+class _Parser:
+    def __init__(self, source: MediaSource, source_name: str):
+        self.source = source
+        self.source_name = source_name
+        self.problems: list[Problem] = []
+        self.media: dict[str, MediaRef] = {}
+        self.seen_prompt_ids: dict[str, int] = {}
+        self.seen_candidate_ids: dict[str, int] = {}
+        self.seen_rows: Counter[str] = Counter()
+        self.seed_records: dict[str, PromptRecord] = {}
+
+    def problem(self, line: int | None, fld: str, message: str) -> None:
+        self.problems.append(Problem(line, fld, message))
+
+    def text(
+        self, line: int, obj: dict, key: str, *, required: bool = False, where: str = ""
+    ) -> str:
+        value = obj.get(key)
+        label = f"{where}{key}"
+        if value is None:
+            if required:
+                self.problem(line, label, "is required")
+            return ""
+        if not isinstance(value, str):
+            self.problem(line, label, f"must be a string, got {type(value).__name__}")
+            return ""
+        if required and not value.strip():
+            self.problem(line, label, "must not be empty")
+        return value
+
+    def media_ref(
+        self, line: int, obj: dict, key: str, kind: str, where: str = ""
+    ) -> MediaRef | None:
+        name = obj.get(key)
+        if name in (None, ""):
+            return None
+        if not isinstance(name, str):
+            self.problem(line, f"{where}{key}", f"must be a path string, got {type(name).__name__}")
+            return None
+        ref = self.media.get(name)
+        if ref is None:
+            ref = self.media[name] = MediaRef(name=name, kind=kind)
+        elif ref.kind != kind:
+            self.problem(line, f"{where}{key}", f"{name!r} is used as both {ref.kind} and {kind}")
+        # Remember the first place a file is named, for error messages.
+        ref.__dict__.setdefault("first_use", (line, f"{where}{key}"))
+        return ref
+
+    def register_prompt(self, line: int, external_id: str) -> bool:
+        if external_id in self.seen_prompt_ids:
+            self.problem(
+                line,
+                "id",
+                f"prompt id {external_id!r} already used on line {self.seen_prompt_ids[external_id]}",
+            )
+            return False
+        self.seen_prompt_ids[external_id] = line
+        return True
+
+    def register_candidate(self, line: int, external_id: str, fld: str) -> bool:
+        if external_id in self.seen_candidate_ids:
+            self.problem(
+                line,
+                fld,
+                f"candidate id {external_id!r} already used on line {self.seen_candidate_ids[external_id]}",
+            )
+            return False
+        self.seen_candidate_ids[external_id] = line
+        return True
+
+    def row_key(self, raw: str) -> str:
+        """Idempotency key of a row: its content digest plus its occurrence in this file."""
+        canonical = raw.strip()
+        # Content only (not the file name): the same rows imported again are recognised.
+        digest = _digest(canonical)
+        self.seen_rows[digest] += 1
+        return f"{digest[:32]}.{self.seen_rows[digest]}"
+
+    # --- Quorum JSONL ---
+
+    def quorum(self, line: int, obj: dict, raw: str) -> PromptRecord | None:
+        pid = self.text(line, obj, "id", required=True)
+        text = self.text(line, obj, "prompt")
+        unknown = set(obj) - {
+            "id",
+            "prompt",
+            "image",
+            "video",
+            "metadata",
+            "candidates",
+            "judgments",
+        }
+        if unknown:
+            self.problem(
+                line,
+                sorted(unknown)[0],
+                "unknown field (expected id, prompt, image, video, metadata, candidates, judgments)",
+            )
+        metadata = obj.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            self.problem(line, "metadata", "must be an object")
+            metadata = {}
+        record = PromptRecord(
+            line=line,
+            external_id=pid,
+            text=text,
+            image=self.media_ref(line, obj, "image", "image"),
+            video=self.media_ref(line, obj, "video", "video"),
+            metadata=metadata,
+        )
+        if pid and not self.register_prompt(line, pid):
+            return None
+        candidates = obj.get("candidates")
+        if not isinstance(candidates, list) or len(candidates) < 2:
+            self.problem(line, "candidates", "must be a list of at least 2 candidates")
+            candidates = []
+        for index, cand in enumerate(candidates):
+            where = f"candidates[{index}]."
+            if not isinstance(cand, dict):
+                self.problem(line, f"candidates[{index}]", "must be an object")
+                continue
+            cid = self.text(line, cand, "id", required=True, where=where)
+            model = self.text(line, cand, "model", required=True, where=where)
+            kind = cand.get("kind")
+            present = [k for k in ("image", "video") if cand.get(k)]
+            if kind is None:
+                kind = present[0] if present else "text"
+            if kind not in KINDS:
+                self.problem(
+                    line, f"{where}kind", f"unknown value {kind!r} (expected text, image or video)"
+                )
+                continue
+            if len(present) > 1:
+                self.problem(
+                    line,
+                    where + "video",
+                    "a candidate has one media file: give image or video, not both",
+                )
+            media = None
+            if kind in ("image", "video"):
+                media = self.media_ref(line, cand, kind, kind, where)
+                if media is None and not cand.get("text"):
+                    self.problem(line, f"{where}{kind}", f"a {kind} candidate needs a {kind} file")
+            elif present:
+                self.problem(line, f"{where}kind", f"kind 'text' but {present[0]} given")
+            ctext = self.text(line, cand, "text", where=where)
+            if kind == "text" and not ctext.strip():
+                self.problem(line, f"{where}text", "a text candidate needs non-empty text")
+            cmeta = cand.get("metadata") or {}
+            if not isinstance(cmeta, dict):
+                self.problem(line, f"{where}metadata", "must be an object")
+                cmeta = {}
+            if cid and self.register_candidate(line, cid, f"{where}id"):
+                record.candidates.append(CandidateRecord(cid, model, kind, ctext, media, cmeta))
+        judgments = obj.get("judgments") or []
+        if not isinstance(judgments, list):
+            self.problem(line, "judgments", "must be a list")
+            judgments = []
+        cand_ids = {c.external_id for c in record.candidates}
+        for index, j in enumerate(judgments):
+            where = f"judgments[{index}]."
+            if not isinstance(j, dict):
+                self.problem(line, f"judgments[{index}]", "must be an object")
+                continue
+            annotator = self.text(line, j, "annotator", required=True, where=where)
+            source_name = self.text(line, j, "source", where=where) or self.source_name
+            rationale = self.text(line, j, "rationale", where=where)
+            duration = j.get("duration_ms")
+            if duration is not None and (
+                not isinstance(duration, int) or isinstance(duration, bool) or duration < 0
+            ):
+                self.problem(line, f"{where}duration_ms", "must be a non-negative integer")
+                duration = None
+            key = j.get("key") or f"{pid}:{self.row_key(json.dumps(j, sort_keys=True) + pid)}"
+            if "ranking" in j:
+                ranking = self.ranking_groups(line, j["ranking"], cand_ids, f"{where}ranking")
+                if ranking is None:
+                    continue
+                record.judgments.append(
+                    JudgmentRecord(
+                        line,
+                        "ranking",
+                        str(key),
+                        source_name,
+                        annotator,
+                        ranking=ranking,
+                        rationale=rationale,
+                        duration_ms=duration,
+                    )
+                )
+            elif "pair" in j:
+                pair = j["pair"]
+                if not (
+                    isinstance(pair, list)
+                    and len(pair) == 2
+                    and all(isinstance(x, str) for x in pair)
+                    and pair[0] != pair[1]
+                ):
+                    self.problem(line, f"{where}pair", "must be two different candidate ids")
+                    continue
+                missing = [x for x in pair if x not in cand_ids]
+                if missing:
+                    self.problem(line, f"{where}pair", f"unknown candidate id {missing[0]!r}")
+                    continue
+                outcome = j.get("outcome")
+                if outcome not in PAIR_OUTCOMES:
+                    self.problem(
+                        line,
+                        f"{where}outcome",
+                        f"unknown value {outcome!r} (expected a, b, tie or both_bad)",
+                    )
+                    continue
+                record.judgments.append(
+                    JudgmentRecord(
+                        line,
+                        "pair",
+                        str(key),
+                        source_name,
+                        annotator,
+                        pair=(pair[0], pair[1]),
+                        outcome=outcome,
+                        rationale=rationale,
+                        duration_ms=duration,
+                    )
+                )
+            else:
+                self.problem(line, f"judgments[{index}]", "needs 'ranking' or 'pair' + 'outcome'")
+        return record
+
+    def ranking_groups(
+        self, line: int, value: Any, cand_ids: set[str], fld: str
+    ) -> list[list[str]] | None:
+        if not isinstance(value, list) or not value:
+            self.problem(
+                line, fld, 'must be a non-empty list of tie groups, e.g. [["a"], ["b", "c"]]'
+            )
+            return None
+        groups: list[list[str]] = []
+        seen: set[str] = set()
+        for group in value:
+            items = group if isinstance(group, list) else [group]
+            if not items or not all(isinstance(x, str) for x in items):
+                self.problem(line, fld, "each tie group must be a non-empty list of candidate ids")
+                return None
+            for x in items:
+                if x not in cand_ids:
+                    self.problem(line, fld, f"unknown candidate id {x!r}")
+                    return None
+                if x in seen:
+                    self.problem(line, fld, f"candidate {x!r} appears twice")
+                    return None
+                seen.add(x)
+            groups.append(list(items))
+        if len(seen) < 2:
+            self.problem(line, fld, "must rank at least 2 candidates")
+            return None
+        return groups
+
+    # --- seed paper JSONL ---
+
+    def seed(self, line: int, obj: dict, raw: str) -> PromptRecord | None:
+        text = self.text(line, obj, "prompt", required=True)
+        responses = obj.get("responses")
+        rankings = obj.get("rankings")
+        if (
+            not isinstance(responses, list)
+            or len(responses) < 2
+            or not all(isinstance(r, str) for r in responses)
+        ):
+            self.problem(line, "responses", "must be a list of at least 2 strings")
+            return None
+        if not isinstance(rankings, list) or not all(
+            isinstance(r, int) and not isinstance(r, bool) for r in rankings
+        ):
+            self.problem(line, "rankings", "must be a list of integers (1 = best)")
+            return None
+        if len(rankings) != len(responses):
+            self.problem(
+                line, "rankings", f"has {len(rankings)} entries for {len(responses)} responses"
+            )
+            return None
+        n = len(responses)
+        bad = [r for r in rankings if not 1 <= r <= n]
+        if bad:
+            self.problem(line, "rankings", f"rank {bad[0]} is outside 1..{n}")
+            return None
+        if 1 not in rankings:
+            self.problem(line, "rankings", "no response has rank 1")
+            return None
+        models = obj.get("models")
+        if models is not None and (
+            not isinstance(models, list)
+            or len(models) != n
+            or not all(isinstance(m, str) for m in models)
+        ):
+            self.problem(line, "models", f"must be a list of {n} model names")
+            models = None
+        image = self.media_ref(line, obj, "image", "image")
+        video = self.media_ref(line, obj, "video", "video")
+        pid = obj.get("id")
+        if pid is not None and not isinstance(pid, str):
+            self.problem(line, "id", "must be a string")
+            return None
+        pid = (
+            pid
+            or "seed-"
+            + _digest(text, str(obj.get("image") or ""), str(obj.get("video") or ""), *responses)[
+                :16
+            ]
+        )
+        previous = self.seed_records.get(pid)
+        if previous is not None and [c.text for c in previous.candidates] == responses:
+            # The same prompt ranked again (another annotator): one more judgment on it.
+            ids = [c.external_id for c in previous.candidates]
+            groups = [
+                [ids[i] for i in range(n) if rankings[i] == value]
+                for value in sorted(set(rankings))
+            ]
+            previous.judgments.append(
+                JudgmentRecord(
+                    line,
+                    "ranking",
+                    f"{pid}:{self.row_key(raw)}",
+                    self.source_name,
+                    str(obj.get("annotator") or self.source_name),
+                    ranking=groups,
+                )
+            )
+            return None
+        if not self.register_prompt(line, pid):
+            return None
+        metadata = {
+            k: v
+            for k, v in obj.items()
+            if k not in {"prompt", "responses", "rankings", "image", "video", "id", "models"}
+        }
+        record = PromptRecord(line, pid, text, image, video, metadata)
+        self.seed_records[pid] = record
+        ids = []
+        for i, resp in enumerate(responses):
+            cid = f"{pid}-r{i}"
+            ids.append(cid)
+            self.register_candidate(line, cid, f"responses[{i}]")
+            record.candidates.append(
+                CandidateRecord(
+                    cid,
+                    models[i] if models else f"response-{i}",
+                    "text",
+                    resp,
+                    None,
+                    {"response_index": i},
+                )
+            )
+        groups = [
+            [ids[i] for i in range(n) if rankings[i] == value] for value in sorted(set(rankings))
+        ]
+        record.judgments.append(
+            JudgmentRecord(
+                line,
+                "ranking",
+                f"{pid}:{self.row_key(raw)}",
+                self.source_name,
+                str(obj.get("annotator") or self.source_name),
+                ranking=groups,
+            )
+        )
+        return record
+
+    # --- arena votes ---
+
+    def arena(self, line: int, obj: dict, raw: str) -> PromptRecord | None:
+        model_a = self.text(line, obj, "model_a", required=True)
+        model_b = self.text(line, obj, "model_b", required=True)
+        winner = obj.get("winner")
+        if winner not in ARENA_WINNERS:
+            self.problem(
+                line,
+                "winner",
+                f"unknown value {winner!r} (expected model_a, model_b, tie or 'tie (bothbad)')",
+            )
+            return None
+        if not model_a or not model_b:
+            return None
+        key = self.row_key(raw)
+        pid = f"vote-{key}"
+        self.register_prompt(line, pid)
+        metadata = {
+            k: obj[k] for k in ("tstamp", "anony", "judge", "question_id", "language") if k in obj
+        }
+        prompt_text = obj.get("prompt") if isinstance(obj.get("prompt"), str) else ""
+        record = PromptRecord(line, pid, prompt_text, metadata=metadata)
+        kind = obj.get("kind") if obj.get("kind") in KINDS else "image"
+        record.candidates = [
+            CandidateRecord(
+                f"{pid}-a", model_a, kind, "", None, {"content": "not provided by the source"}
+            ),
+            CandidateRecord(
+                f"{pid}-b", model_b, kind, "", None, {"content": "not provided by the source"}
+            ),
+        ]
+        judge = obj.get("judge") if isinstance(obj.get("judge"), str) else ""
+        record.judgments.append(
+            JudgmentRecord(
+                line,
+                "pair",
+                f"vote:{key}",
+                self.source_name,
+                judge,
+                pair=(f"{pid}-a", f"{pid}-b"),
+                outcome=ARENA_WINNERS[winner],
+            )
+        )
+        return record
+
+    # --- media ---
+
+    def check_media(self, on_progress: Callable[[int], None] | None = None) -> None:
+        for count, ref in enumerate(self.media.values(), start=1):
+            line, fld = ref.__dict__.get("first_use", (None, ref.name))
+            try:
+                data = self.source.read_media(ref.name)
+            except ValueError as exc:
+                self.problem(line, fld, f"{ref.name!r}: {exc}")
+                continue
+            except FileNotFoundError as exc:
+                self.problem(line, fld, f"{ref.name!r}: missing file ({exc})")
+                continue
+            except OSError as exc:
+                self.problem(line, fld, f"{ref.name!r}: unreadable ({exc})")
+                continue
+            try:
+                ref.ext = sniff_image(data) if ref.kind == "image" else sniff_video(data)
+            except ValueError as exc:
+                self.problem(line, fld, f"{ref.name!r} is not a valid {ref.kind}: {exc}")
+                continue
+            ref.sha256 = hashlib.sha256(data).hexdigest()
+            ref.size = len(data)
+            if on_progress is not None and count % 50 == 0:
+                on_progress(count)
+
+
+def parse_import(
+    path: str | os.PathLike,
+    *,
+    format: str | None = None,
+    source_name: str | None = None,
+    max_media_bytes: int,
+    max_file_bytes: int,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> ParsedImport:
+    """Reads and checks an import file completely. Raises ImportRejected listing problems.
+
+    Args:
+        path: a ``.jsonl``/``.json`` file (media beside it) or a ``.zip`` holding one.
+        format: one of ``FORMATS``; detected from the first row when None.
+        source_name: names imported judgments' source; defaults to the file's stem.
+        on_progress: called as ``(phase, done, total)`` while rows and media are checked.
+    """
+    path = Path(path)
+    if format is not None and format not in FORMATS:
+        raise ImportRejected(
+            [Problem(None, "format", f"unknown format {format!r} (expected {', '.join(FORMATS)})")]
+        )
+    source = MediaSource(path, max_media_bytes=max_media_bytes, max_file_bytes=max_file_bytes)
+    problems = source.open()
+    if problems:
+        source.close()
+        raise ImportRejected(problems)
+    try:
+        data = source.read_data()
+        rows = list(_iter_rows(data, source.data_name))
+    except UnicodeDecodeError as exc:
+        source.close()
+        raise ImportRejected(
+            [
+                Problem(
+                    None,
+                    "",
+                    f"{source.data_name}: not UTF-8 text ({exc.reason} at byte {exc.start})",
+                )
+            ]
+        ) from None
+    parser = _Parser(source, source_name or Path(source.data_name).stem or path.stem)
+    project_settings: dict = {}
+    prompts: list[PromptRecord] = []
+    if not rows:
+        source.close()
+        raise ImportRejected([Problem(None, "", f"{source.data_name}: no rows")])
+    for number, obj, _raw in rows:
+        if isinstance(obj, json.JSONDecodeError):
+            parser.problem(number, "", f"malformed JSON: {obj.msg} at column {obj.colno}")
+    first = next((obj for _, obj, _ in rows if not isinstance(obj, json.JSONDecodeError)), None)
+    fmt = format or detect_format(first)
+    if fmt is None:
+        parser.problem(
+            rows[0][0],
+            "",
+            "cannot detect the format: expected Quorum JSONL ('candidates'), seed JSONL ('responses' + 'rankings') or arena votes ('model_a', 'model_b', 'winner'); pass --format",
+        )
+        source.close()
+        raise ImportRejected(parser.problems)
+    handler = getattr(parser, fmt)
+    total = len(rows)
+    for index, (number, obj, raw) in enumerate(rows, start=1):
+        if isinstance(obj, json.JSONDecodeError):
+            continue
+        if not isinstance(obj, dict):
+            parser.problem(number, "", f"expected a JSON object, got {type(obj).__name__}")
+            continue
+        if fmt == "quorum" and "project" in obj and len(obj) == 1:
+            if index != 1 or not isinstance(obj["project"], dict):
+                parser.problem(
+                    number, "project", "project settings must be an object on the first line"
+                )
+            else:
+                project_settings = obj["project"]
+            continue
+        record = handler(number, obj, raw)
+        if record is not None:
+            prompts.append(record)
+        if len(parser.problems) >= MAX_PROBLEMS:
+            break
+        if on_progress is not None and index % 1000 == 0:
+            on_progress("rows", index, total)
+    if not parser.problems:
+        parser.check_media(
+            lambda n: on_progress("media", n, len(parser.media)) if on_progress else None
+        )
+    if parser.problems:
+        source.close()
+        raise ImportRejected(parser.problems)
+    return ParsedImport(fmt, prompts, project_settings, parser.media, source)

@@ -1,0 +1,639 @@
+"""Writes for the annotate app. Every door (CLI, admin, API, annotator UI) calls these."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import secrets
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from annotate.importing import ImportRejected, ParsedImport, Problem, parse_import
+from annotate.models import (
+    ApiToken,
+    Candidate,
+    ImportJob,
+    Judgment,
+    Project,
+    Prompt,
+    Task,
+    TaskCandidate,
+)
+
+logger = logging.getLogger("quorum.annotate")
+
+
+class JudgmentInvalid(ValueError):
+    """A judgment does not fit its task. ``field`` names the offending field."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+# --- judgments: the one validation every door uses ---------------------------------------
+
+
+def judgment_validate(
+    *,
+    candidate_ids: Sequence[int],
+    kind: str,
+    ranking: object = None,
+    outcome: object = None,
+    ties_allowed: bool = True,
+) -> list[list[int]] | str:
+    """Checks a ranking or pair outcome against the task's candidates.
+
+    Args:
+        candidate_ids: the task's candidate ids in task order.
+        kind: "ranking" or "pair".
+        ranking: ordered tie groups of candidate ids, best first, covering every candidate
+            exactly once; a flat list means no ties.
+        outcome: for pairs, "a" (task position 0 won), "b", "tie" or "both_bad".
+        ties_allowed: whether tie groups of more than one candidate (and pair ties) are allowed.
+
+    Returns:
+        The normalised ranking (list of lists of ints) or the outcome.
+    """
+    if kind == "pair":
+        if len(candidate_ids) != 2:
+            raise JudgmentInvalid("kind", "a pair judgment needs a task with exactly 2 candidates")
+        if outcome not in Judgment.Outcome.values:
+            raise JudgmentInvalid(
+                "outcome", f"unknown value {outcome!r} (expected a, b, tie or both_bad)"
+            )
+        if outcome == "tie" and not ties_allowed:
+            raise JudgmentInvalid("outcome", "ties are not allowed in this project")
+        return str(outcome)
+    if kind != "ranking":
+        raise JudgmentInvalid("kind", f"unknown value {kind!r} (expected ranking or pair)")
+    if not isinstance(ranking, list) or not ranking:
+        raise JudgmentInvalid("ranking", "must be a non-empty list of tie groups")
+    groups: list[list[int]] = []
+    for group in ranking:
+        items = group if isinstance(group, list) else [group]
+        if not items:
+            raise JudgmentInvalid("ranking", "tie groups must not be empty")
+        for item in items:
+            if not isinstance(item, int) or isinstance(item, bool):
+                raise JudgmentInvalid("ranking", f"candidate ids must be integers, got {item!r}")
+        if len(items) > 1 and not ties_allowed:
+            raise JudgmentInvalid("ranking", "ties are not allowed in this project")
+        groups.append(list(items))
+    flat = [c for g in groups for c in g]
+    if len(flat) != len(set(flat)):
+        raise JudgmentInvalid("ranking", "a candidate appears more than once")
+    expected = set(candidate_ids)
+    if set(flat) != expected:
+        missing = sorted(expected - set(flat))
+        extra = sorted(set(flat) - expected)
+        detail = []
+        if missing:
+            detail.append(f"missing {missing}")
+        if extra:
+            detail.append(f"not in this task {extra}")
+        raise JudgmentInvalid(
+            "ranking", "must cover exactly the task's candidates: " + ", ".join(detail)
+        )
+    return groups
+
+
+def candidate_key(candidate_ids: Iterable[int]) -> str:
+    return "-".join(str(c) for c in sorted(candidate_ids))
+
+
+def plan_tasks(
+    candidate_ids: Sequence[int], *, mode: str, n: int, seed: str
+) -> list[tuple[int, ...]]:
+    """Which candidate groups of a prompt become annotation tasks.
+
+    Ranking: all candidates if there are at most N, else groups of N from a shuffle seeded by
+    the prompt, the last group topped up so every candidate is ranked at least once.
+    Pairwise: the pair, or for more candidates a cycle over a seeded shuffle (each candidate
+    in two pairs; the comparison graph is connected, which a leaderboard needs).
+    """
+    ids = list(candidate_ids)
+    if len(ids) < 2:
+        return []
+    rng = random.Random(seed)
+    size = 2 if mode == Project.Mode.PAIRWISE else n
+    if len(ids) <= size:
+        return [tuple(ids)]
+    order = ids[:]
+    rng.shuffle(order)
+    if size == 2:
+        return [(order[i], order[(i + 1) % len(order)]) for i in range(len(order))]
+    groups = [order[i : i + size] for i in range(0, len(order), size)]
+    if len(groups[-1]) < size:
+        rest = [c for c in order if c not in groups[-1]]
+        groups[-1] += rng.sample(rest, size - len(groups[-1]))
+    return [tuple(g) for g in groups]
+
+
+# --- import --------------------------------------------------------------------------------
+
+
+@dataclass
+class ImportResult:
+    project: Project
+    format: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _project_defaults(parsed: ParsedImport) -> dict:
+    if parsed.format == "arena":
+        return {"mode": Project.Mode.PAIRWISE, "candidates_per_task": 2}
+    sizes = [len(p.candidates) for p in parsed.prompts] or [4]
+    all_pairs = all(j.kind == "pair" for p in parsed.prompts for j in p.judgments)
+    if parsed.format == "quorum" and all_pairs and max(sizes) == 2:
+        return {"mode": Project.Mode.PAIRWISE, "candidates_per_task": 2}
+    return {"mode": Project.Mode.RANKING, "candidates_per_task": max(2, min(8, max(sizes)))}
+
+
+_SETTING_FIELDS = {
+    "mode": str,
+    "candidates_per_task": int,
+    "annotators_per_task": int,
+    "ties_allowed": bool,
+    "blind": bool,
+    "instructions": str,
+    "rubric_dimensions": list,
+    "gold_rate": float,
+    "lease_minutes": int,
+}
+
+
+def _project_from_settings(name: str, parsed: ParsedImport) -> Project:
+    values = _project_defaults(parsed)
+    for key, value in parsed.project_settings.items():
+        expected = _SETTING_FIELDS.get(key)
+        if expected is None:
+            raise ImportRejected([Problem(1, f"project.{key}", "unknown project setting")])
+        if expected is float and isinstance(value, int):
+            value = float(value)
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ImportRejected([Problem(1, f"project.{key}", f"must be {expected.__name__}")])
+        values[key] = value
+    if values.get("mode") not in Project.Mode.values:
+        raise ImportRejected([Problem(1, "project.mode", f"unknown value {values.get('mode')!r}")])
+    project = Project(name=name, **values)
+    try:
+        with transaction.atomic():
+            project.save()
+    except IntegrityError as exc:
+        raise ImportRejected([Problem(1, "project", f"invalid project settings ({exc})")]) from None
+    return project
+
+
+def _store_media(project: Project, parsed: ParsedImport, created: list[str]) -> dict[str, str]:
+    """Writes checked media under content-addressed names; returns storage name by import name.
+
+    Names carry no model or file name, so blind projects leak nothing through media URLs.
+    """
+    stored: dict[str, str] = {}
+    for ref in parsed.media.values():
+        name = f"p{project.pk}/{ref.sha256[:2]}/{ref.sha256}.{ref.ext}"
+        if not default_storage.exists(name):
+            data = parsed.source.read_media(ref.name)
+            saved = default_storage.save(name, ContentFile(data))
+            created.append(saved)
+            name = saved
+        stored[ref.name] = name
+    return stored
+
+
+def import_file(
+    *,
+    path: str | Path,
+    project: Project | None = None,
+    project_name: str | None = None,
+    format: str | None = None,
+    source_name: str | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> ImportResult:
+    """Imports a file into a project (created when missing), all or nothing.
+
+    Re-importing the same file creates nothing new: prompts and candidates are matched by
+    external id, tasks by their candidate set, judgments by idempotency key.
+
+    Raises:
+        ImportRejected: with every problem found, naming line and field; the database and
+            media storage are left unchanged.
+    """
+    path = Path(path)
+    parsed = parse_import(
+        path,
+        format=format,
+        source_name=source_name,
+        max_media_bytes=settings.QUORUM_MAX_MEDIA_BYTES,
+        max_file_bytes=settings.QUORUM_MAX_IMPORT_BYTES,
+        on_progress=on_progress,
+    )
+    created_media: list[str] = []
+    try:
+        with transaction.atomic():
+            if project is None:
+                name = project_name or path.stem
+                project = Project.objects.filter(name=name).first() or _project_from_settings(
+                    name, parsed
+                )
+            counts = _write_records(project, parsed, created_media, on_progress)
+    except BaseException:
+        for name in created_media:
+            default_storage.delete(name)
+        raise
+    finally:
+        parsed.source.close()
+    return ImportResult(project=project, format=parsed.format, counts=counts)
+
+
+def _write_records(
+    project: Project,
+    parsed: ParsedImport,
+    created_media: list[str],
+    on_progress: Callable[[str, int, int], None] | None,
+) -> dict[str, int]:
+    problems: list[Problem] = []
+    if project.mode == Project.Mode.PAIRWISE:
+        for p in parsed.prompts:
+            for j in p.judgments:
+                if j.kind == "ranking":
+                    problems.append(
+                        Problem(
+                            j.line,
+                            "judgments",
+                            f"project {project.name!r} is pairwise: ranking judgments cannot be imported into it",
+                        )
+                    )
+    if not project.ties_allowed:
+        for p in parsed.prompts:
+            for j in p.judgments:
+                if (j.ranking and any(len(g) > 1 for g in j.ranking)) or j.outcome == "tie":
+                    problems.append(
+                        Problem(
+                            j.line, "judgments", f"project {project.name!r} does not allow ties"
+                        )
+                    )
+    if problems:
+        raise ImportRejected(problems)
+
+    stored = _store_media(project, parsed, created_media)
+    counts = dict.fromkeys(("prompts", "candidates", "tasks", "judgments", "skipped_existing"), 0)
+
+    # Prompts
+    ext_ids = [p.external_id for p in parsed.prompts]
+    existing_prompts = _fetch_by_external_id(Prompt.objects.filter(project=project), ext_ids)
+    new_prompts = [
+        Prompt(
+            project=project,
+            external_id=p.external_id,
+            text=p.text,
+            image=stored[p.image.name] if p.image else "",
+            video=stored[p.video.name] if p.video else "",
+            metadata=p.metadata,
+        )
+        for p in parsed.prompts
+        if p.external_id not in existing_prompts
+    ]
+    Prompt.objects.bulk_create(new_prompts, batch_size=2000)
+    counts["prompts"] = len(new_prompts)
+    prompts = {**existing_prompts, **{p.external_id: p for p in new_prompts}}
+    if any(p.pk is None for p in new_prompts):  # backends without RETURNING
+        prompts = _fetch_by_external_id(Prompt.objects.filter(project=project), ext_ids)
+    new_prompt_ids = {p.external_id for p in new_prompts}
+
+    # Candidates
+    cand_ext_ids = [c.external_id for p in parsed.prompts for c in p.candidates]
+    existing_cands = _fetch_by_external_id(Candidate.objects.filter(project=project), cand_ext_ids)
+    new_cands = []
+    for p in parsed.prompts:
+        prompt = prompts[p.external_id]
+        for c in p.candidates:
+            old = existing_cands.get(c.external_id)
+            if old is not None:
+                if old.prompt_id != prompt.pk:
+                    problems.append(
+                        Problem(
+                            p.line,
+                            "candidates",
+                            f"candidate id {c.external_id!r} already belongs to another prompt in project {project.name!r}",
+                        )
+                    )
+                continue
+            new_cands.append(
+                Candidate(
+                    project=project,
+                    prompt=prompt,
+                    external_id=c.external_id,
+                    model_name=c.model_name,
+                    kind=c.kind,
+                    text=c.text,
+                    media=stored[c.media.name] if c.media else "",
+                    metadata=c.metadata,
+                )
+            )
+    if problems:
+        raise ImportRejected(problems)
+    Candidate.objects.bulk_create(new_cands, batch_size=2000)
+    counts["candidates"] = len(new_cands)
+    cands = {**existing_cands, **{c.external_id: c for c in new_cands}}
+    if any(c.pk is None for c in new_cands):
+        cands = _fetch_by_external_id(Candidate.objects.filter(project=project), cand_ext_ids)
+    if on_progress:
+        on_progress("write", len(parsed.prompts) // 3, len(parsed.prompts))
+
+    # Tasks: planned annotation tasks for new prompts, plus one per imported judgment's set.
+    wanted: dict[tuple[int, str], tuple[int, ...]] = {}
+    for p in parsed.prompts:
+        prompt = prompts[p.external_id]
+        if p.external_id in new_prompt_ids:
+            ids = [cands[c.external_id].pk for c in p.candidates]
+            for group in plan_tasks(
+                ids, mode=project.mode, n=project.candidates_per_task, seed=p.external_id
+            ):
+                wanted.setdefault((prompt.pk, candidate_key(group)), group)
+        for j in p.judgments:
+            members = j.pair if j.kind == "pair" else [c for g in j.ranking for c in g]
+            group = tuple(cands[c].pk for c in members)
+            wanted.setdefault((prompt.pk, candidate_key(group)), group)
+    prompt_pks = {prompts[p.external_id].pk for p in parsed.prompts}
+    existing_tasks = {
+        (t.prompt_id, t.candidate_key): t
+        for t in _chunked_filter(Task.objects.filter(project=project), "prompt_id", prompt_pks)
+    }
+    new_tasks = [
+        Task(project=project, prompt_id=prompt_pk, candidate_key=key)
+        for (prompt_pk, key) in wanted
+        if (prompt_pk, key) not in existing_tasks
+    ]
+    Task.objects.bulk_create(new_tasks, batch_size=2000)
+    if any(t.pk is None for t in new_tasks):
+        new_tasks = list(
+            _chunked_filter(Task.objects.filter(project=project), "prompt_id", prompt_pks).exclude(
+                pk__in=[t.pk for t in existing_tasks.values()]
+            )
+        )
+    slots = []
+    for t in new_tasks:
+        for position, cand_pk in enumerate(wanted[(t.prompt_id, t.candidate_key)]):
+            slots.append(TaskCandidate(task=t, candidate_id=cand_pk, position=position))
+    TaskCandidate.objects.bulk_create(slots, batch_size=5000)
+    counts["tasks"] = len(new_tasks)
+    tasks = {**existing_tasks, **{(t.prompt_id, t.candidate_key): t for t in new_tasks}}
+    task_order: dict[int, list[int]] = {
+        t.pk: list(wanted[(t.prompt_id, t.candidate_key)]) for t in new_tasks
+    }
+    old_task_pks = [t.pk for t in existing_tasks.values()]
+    for slot in _chunked_filter(
+        TaskCandidate.objects.order_by("task_id", "position"), "task_id", old_task_pks
+    ):
+        task_order.setdefault(slot.task_id, []).append(slot.candidate_id)
+    if on_progress:
+        on_progress("write", 2 * len(parsed.prompts) // 3, len(parsed.prompts))
+
+    # Judgments
+    def final_key(raw: str) -> str:
+        key = f"import:{project.pk}:{raw}"
+        return (
+            key
+            if len(key) <= 200
+            else f"import:{project.pk}:{hashlib.sha1(raw.encode()).hexdigest()}"
+        )
+
+    keys = [final_key(j.idempotency_key) for p in parsed.prompts for j in p.judgments]
+    existing_keys = set(
+        _chunked_filter(
+            Judgment.objects.values_list("idempotency_key", flat=True), "idempotency_key", keys
+        )
+    )
+    new_judgments = []
+    added: dict[int, int] = defaultdict(int)
+    for p in parsed.prompts:
+        prompt = prompts[p.external_id]
+        for j in p.judgments:
+            key = final_key(j.idempotency_key)
+            if key in existing_keys:
+                counts["skipped_existing"] += 1
+                continue
+            existing_keys.add(key)
+            members = j.pair if j.kind == "pair" else [c for g in j.ranking for c in g]
+            task = tasks[(prompt.pk, candidate_key(cands[c].pk for c in members))]
+            order = task_order[task.pk]
+            try:
+                if j.kind == "pair":
+                    b = cands[j.pair[1]].pk
+                    outcome = j.outcome
+                    if order[0] == b and outcome in ("a", "b"):
+                        outcome = "b" if outcome == "a" else "a"  # the task holds the pair reversed
+                    outcome = judgment_validate(
+                        candidate_ids=order,
+                        kind="pair",
+                        outcome=outcome,
+                        ties_allowed=project.ties_allowed,
+                    )
+                    ranking = None
+                else:
+                    ranking = judgment_validate(
+                        candidate_ids=order,
+                        kind="ranking",
+                        ranking=[[cands[c].pk for c in g] for g in j.ranking],
+                        ties_allowed=project.ties_allowed,
+                    )
+                    outcome = ""
+            except JudgmentInvalid as exc:
+                problems.append(Problem(j.line, "judgments." + exc.field, str(exc)))
+                continue
+            new_judgments.append(
+                Judgment(
+                    project=project,
+                    task_id=task.pk,
+                    source=Judgment.Source.EXTERNAL,
+                    source_name=j.source_name[:200],
+                    external_annotator=str(j.external_annotator)[:200],
+                    kind=j.kind,
+                    ranking=ranking,
+                    outcome=outcome,
+                    rationale=j.rationale,
+                    duration_ms=j.duration_ms,
+                    idempotency_key=key,
+                )
+            )
+            added[task.pk] += 1
+    if problems:
+        raise ImportRejected(problems)
+    Judgment.objects.bulk_create(new_judgments, batch_size=2000)
+    counts["judgments"] = len(new_judgments)
+
+    changed = []
+    all_tasks = {t.pk: t for t in tasks.values()}
+    for task_pk, n in added.items():
+        if n <= 0:
+            continue
+        t = all_tasks[task_pk]
+        t.judgment_count += n
+        needed = t.required_judgments or project.annotators_per_task
+        if t.status == Task.Status.OPEN and t.judgment_count >= needed:
+            t.status = Task.Status.COMPLETE
+        changed.append(t)
+    Task.objects.bulk_update(changed, ["judgment_count", "status"], batch_size=2000)
+    if on_progress:
+        on_progress("write", len(parsed.prompts), len(parsed.prompts))
+    return counts
+
+
+def _chunked_filter(queryset, field_name: str, values, size: int = 900):
+    """Filters ``field__in`` in chunks (SQLite limits query parameters)."""
+    values = list(values)
+    for start in range(0, len(values), size):
+        yield from queryset.filter(**{f"{field_name}__in": values[start : start + size]})
+
+
+def _fetch_by_external_id(queryset, ext_ids) -> dict:
+    return {obj.external_id: obj for obj in _chunked_filter(queryset, "external_id", set(ext_ids))}
+
+
+# --- import jobs (admin and API doors; large files go to Celery) -------------------------
+
+
+def _count_rows(path: Path) -> int:
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        return 0
+    with open(path, "rb") as fh:
+        head = fh.read(1)
+        while head.isspace():
+            head = fh.read(1)
+        if head == b"[":
+            return 0  # one JSON document; counted while parsing
+        fh.seek(0)
+        return sum(1 for line in fh if line.strip())
+
+
+def import_job_create(
+    *,
+    path: str | Path,
+    project: Project | None = None,
+    project_name: str = "",
+    format: str | None = None,
+    original_name: str = "",
+    created_by: AbstractBaseUser | None = None,
+    run_async: bool | None = None,
+) -> ImportJob:
+    """Records an import and runs it: inline for small files, as a Celery task for large ones.
+
+    The Celery task is enqueued only after the job row is committed.
+    """
+    path = Path(path)
+    rows = _count_rows(path)
+    job = ImportJob.objects.create(
+        project=project,
+        project_name=project_name,
+        source_file=str(path),
+        original_name=original_name or path.name,
+        format=format or "",
+        total_rows=rows,
+        created_by=created_by,
+    )
+    if run_async is None:
+        run_async = (
+            rows == 0
+            and path.stat().st_size > 2_000_000
+            or rows > settings.QUORUM_ASYNC_IMPORT_ROWS
+        )
+    if run_async:
+        from workers.tasks import import_file_task
+
+        transaction.on_commit(lambda: import_file_task.delay(job_id=job.pk))
+    else:
+        import_job_run(job_id=job.pk)
+        job.refresh_from_db()
+    return job
+
+
+def import_job_run(*, job_id: int) -> ImportJob:
+    """Runs an import job; records its counts or its problems. Safe to call twice."""
+    with transaction.atomic():
+        job = ImportJob.objects.select_for_update().get(pk=job_id)
+        if job.status in (ImportJob.Status.DONE, ImportJob.Status.FAILED, ImportJob.Status.RUNNING):
+            return job
+        job.status = ImportJob.Status.RUNNING
+        job.save(update_fields=["status"])
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase == "rows":
+            ImportJob.objects.filter(pk=job_id).update(
+                processed_rows=done, total_rows=max(total, 1)
+            )
+
+    try:
+        result = import_file(
+            path=job.source_file,
+            project=job.project,
+            project_name=job.project_name or None,
+            format=job.format or None,
+            source_name=Path(job.original_name).stem or None,
+            on_progress=progress,
+        )
+    except ImportRejected as exc:
+        ImportJob.objects.filter(pk=job_id).update(
+            status=ImportJob.Status.FAILED,
+            errors=[str(p) for p in exc.problems[:200]],
+            finished_at=timezone.now(),
+        )
+    except Exception as exc:
+        logger.exception("import job %s failed", job_id)
+        ImportJob.objects.filter(pk=job_id).update(
+            status=ImportJob.Status.FAILED,
+            errors=[f"internal error: {exc.__class__.__name__}: {exc}"],
+            finished_at=timezone.now(),
+        )
+    else:
+        total = max(job.total_rows, 1)
+        ImportJob.objects.filter(pk=job_id).update(
+            status=ImportJob.Status.DONE,
+            project=result.project,
+            format=result.format,
+            counts=result.counts,
+            processed_rows=total,
+            total_rows=total,
+            finished_at=timezone.now(),
+        )
+    job.refresh_from_db()
+    return job
+
+
+def upload_save(*, uploaded_file, subdir: str = "uploads") -> Path:
+    """Saves an uploaded import file outside MEDIA_ROOT (it is not public media)."""
+    folder = Path(settings.DATA_DIR) / subdir / secrets.token_hex(8)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = Path(uploaded_file.name).name or "upload.jsonl"
+    target = folder / name
+    with open(target, "wb") as fh:
+        for chunk in uploaded_file.chunks():
+            fh.write(chunk)
+    return target
+
+
+# --- API tokens ------------------------------------------------------------------------------
+
+
+def api_token_digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def api_token_create(*, user: AbstractBaseUser, name: str = "") -> tuple[ApiToken, str]:
+    """Creates a token; returns it with the plain key, which is never stored."""
+    key = "qrm_" + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(user=user, name=name, digest=api_token_digest(key))
+    return token, key

@@ -1,0 +1,191 @@
+"""Quorum settings: one module, driven by environment variables.
+
+Embedded default (demo, tests): SQLite in WAL mode and a kombu ``filesystem://`` Celery broker
+under ``QUORUM_DATA_DIR`` -- no servers. Production: ``DATABASE_URL`` (PostgreSQL) and
+``CELERY_BROKER_URL`` (Redis). A bad value stops start-up with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import env_bool, env_choice, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("QUORUM_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = env_str("DJANGO_SECRET_KEY") or ""
+if not SECRET_KEY:
+    if not DEBUG and env_bool("QUORUM_REQUIRE_SECRET_KEY", False):
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY: must be set (or DJANGO_SECRET_KEY_FILE)")
+    # Development key: the demo and tests run without configuration.
+    SECRET_KEY = "quorum-insecure-development-key-change-me"
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "annotate",
+    "curation",
+    "workers",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _database_from_env() -> dict:
+    url = env_str("DATABASE_URL")
+    if not url:
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "quorum.sqlite3",
+            "OPTIONS": {
+                # WAL lets the web process read while a worker writes; IMMEDIATE takes the
+                # write lock at BEGIN so concurrent writers queue instead of failing mid-way.
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+            },
+            # A file, not :memory:, so a Celery worker process started by a test sees it.
+            "TEST": {"NAME": str(DATA_DIR / "test-quorum.sqlite3")},
+        }
+    try:
+        config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+    except Exception as exc:  # dj-database-url raises several types for bad URLs
+        raise ImproperlyConfigured(f"DATABASE_URL: cannot parse {url!r}: {exc}") from exc
+    if config.get("ENGINE") not in (
+        "django.db.backends.postgresql",
+        "django.db.backends.sqlite3",
+    ):
+        raise ImproperlyConfigured(
+            f"DATABASE_URL: unsupported database {config.get('ENGINE')!r}; use postgres:// or sqlite://"
+        )
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        config["OPTIONS"] = {"init_command": "PRAGMA journal_mode=WAL;", "timeout": 30}
+    return config
+
+
+DATABASES = {"default": _database_from_env()}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "static"
+MEDIA_URL = "media/"
+MEDIA_ROOT = Path(env_str("QUORUM_MEDIA_ROOT", str(DATA_DIR / "media"))).resolve()
+
+# Import limits. Files over the limit are rejected naming the file.
+QUORUM_MAX_MEDIA_BYTES = env_int("QUORUM_MAX_MEDIA_MB", 200, minimum=1) * 1024 * 1024
+QUORUM_MAX_IMPORT_BYTES = env_int("QUORUM_MAX_IMPORT_MB", 2048, minimum=1) * 1024 * 1024
+# Imports with more rows than this run as a Celery task when started from the admin or API.
+QUORUM_ASYNC_IMPORT_ROWS = env_int("QUORUM_ASYNC_IMPORT_ROWS", 2000, minimum=0)
+QUORUM_LEASE_MINUTES = env_int("QUORUM_LEASE_MINUTES", 10, minimum=1)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+
+# --- Celery -------------------------------------------------------------------------------
+_BROKER_SCHEMES = ("filesystem", "redis", "rediss", "amqp", "pyamqp", "memory")
+
+
+def _broker_from_env() -> tuple[str, dict]:
+    url = env_str("CELERY_BROKER_URL") or "filesystem://"
+    scheme = urlparse(url).scheme
+    if scheme not in _BROKER_SCHEMES:
+        raise ImproperlyConfigured(
+            f"CELERY_BROKER_URL: unsupported scheme {scheme!r} in {url!r}; "
+            f"use one of {', '.join(_BROKER_SCHEMES)}"
+        )
+    if scheme != "filesystem":
+        return url, {"visibility_timeout": 3600}
+    broker_dir = DATA_DIR / "broker"
+    for sub in ("queue", "processed"):
+        (broker_dir / sub).mkdir(parents=True, exist_ok=True)
+    return url, {
+        "data_folder_in": str(broker_dir / "queue"),
+        "data_folder_out": str(broker_dir / "queue"),
+        "processed_folder": str(broker_dir / "processed"),
+        "store_processed": False,
+    }
+
+
+CELERY_BROKER_URL, CELERY_BROKER_TRANSPORT_OPTIONS = _broker_from_env()
+_default_backend = (
+    f"file://{DATA_DIR / 'results'}"
+    if CELERY_BROKER_URL.startswith("filesystem")
+    else CELERY_BROKER_URL
+)
+CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND") or _default_backend
+if CELERY_RESULT_BACKEND.startswith("file://"):
+    Path(CELERY_RESULT_BACKEND.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+# Hard and soft limits in seconds for every task; per-task limits may be lower.
+CELERY_TASK_TIME_LIMIT = env_int("QUORUM_TASK_TIME_LIMIT", 3600, minimum=1)
+CELERY_TASK_SOFT_TIME_LIMIT = env_int(
+    "QUORUM_TASK_SOFT_TIME_LIMIT", max(1, CELERY_TASK_TIME_LIMIT - 30), minimum=1
+)
+if CELERY_TASK_SOFT_TIME_LIMIT > CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        "QUORUM_TASK_SOFT_TIME_LIMIT: must not exceed QUORUM_TASK_TIME_LIMIT "
+        f"({CELERY_TASK_SOFT_TIME_LIMIT} > {CELERY_TASK_TIME_LIMIT})"
+    )
+
+# Reward-model checkpoint of the demo (written by make_demo).
+QUORUM_DEMO_DIR = DATA_DIR / "demo"
+
+LOG_LEVEL = env_choice("QUORUM_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {"quorum": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False}},
+}

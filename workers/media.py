@@ -1,0 +1,247 @@
+"""Media loading for the reward-model workers: images through Pillow, video frames through PyAV.
+
+Every failure to read a file (missing, unreadable, corrupt, no video stream, no decodable
+frame) is raised as :class:`MediaError` whose message names the file, so a scoring batch can
+report it against the one prompt or candidate that referenced it.
+
+PyAV is imported lazily, inside the video functions: it is only needed when a video is
+actually decoded, and keeping it out of module import lets the scoring core run where no
+FFmpeg wheel is installed (e.g. a GPU benchmark box scoring pre-decoded frames).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+__all__ = [
+    "MediaError",
+    "VideoFrames",
+    "encode_video",
+    "evenly_spaced_indices",
+    "load_image",
+    "sample_video_frames",
+]
+
+class MediaError(Exception):
+    """A media file could not be read or decoded.
+
+    Args:
+        path (`str` or `os.PathLike`):
+            The offending file; it is always part of the message.
+        reason (`str`):
+            What went wrong, in words a user can act on.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+@dataclass(frozen=True)
+class VideoFrames:
+    """Frames sampled from a video.
+
+    Attributes:
+        frames (`np.ndarray` of shape `(num_frames, height, width, 3)`, dtype `uint8`):
+            RGB frames in presentation order.
+        indices (`list[int]`):
+            Index of each sampled frame among all decoded frames.
+        timestamps (`list[float]`):
+            Presentation time of each sampled frame in seconds.
+        fps (`float`):
+            Rate of the sampled frames (frames per second of video time), used by Qwen2.5-VL's
+            temporal position ids; 1.0 when the clip has a single sampled frame.
+    """
+
+    frames: np.ndarray
+    indices: list[int]
+    timestamps: list[float]
+    fps: float
+
+
+def evenly_spaced_indices(total: int, count: int) -> list[int]:
+    """Pick `min(count, total)` evenly spaced indices in `range(total)`, first and last included.
+
+    Args:
+        total (`int`): Number of frames available.
+        count (`int`): Maximum number of frames wanted (>= 1).
+
+    Returns:
+        `list[int]`: Strictly increasing indices.
+    """
+    if total <= 0:
+        return []
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    if count >= total:
+        return list(range(total))
+    if count == 1:
+        return [(total - 1) // 2]
+    # Same rule as the Qwen-VL video reader (linspace over [0, total-1], rounded); with
+    # count < total consecutive picks are at least 1 apart, so rounding never duplicates.
+    return [round(i * (total - 1) / (count - 1)) for i in range(count)]
+
+
+def _capped_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    if max_side is None or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    # Even sizes keep yuv420 rescaling exact and never reach zero.
+    new_w = max(2, int(round(width * scale / 2)) * 2)
+    new_h = max(2, int(round(height * scale / 2)) * 2)
+    return min(new_w, max_side), min(new_h, max_side)
+
+
+def load_image(path: str | os.PathLike[str], *, max_side: int | None = None) -> Image.Image:
+    """Open an image file as RGB, fully decoded.
+
+    Args:
+        path (`str` or `os.PathLike`): Image file.
+        max_side (`int`, *optional*): Downscale (keeping aspect ratio) so neither side exceeds it.
+
+    Returns:
+        `PIL.Image.Image`: An RGB image detached from the file.
+
+    Raises:
+        MediaError: The file is missing, unreadable, not an image, or truncated.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(path, "file not found")
+    try:
+        with Image.open(path) as img:
+            # load() forces a full decode now, so truncated files fail here and not later
+            # inside the image processor with an unrelated message.
+            img.load()
+            rgb = img.convert("RGB")
+    # DecompressionBombError (Pillow's guard against huge images) is reported like any
+    # other unreadable upload.
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise MediaError(path, f"cannot decode image ({exc.__class__.__name__}: {exc})") from exc
+    if max_side is not None:
+        width, height = _capped_size(rgb.width, rgb.height, max_side)
+        if (width, height) != rgb.size:
+            rgb = rgb.resize((width, height), Image.Resampling.BICUBIC)
+    return rgb
+
+
+def _count_frames(container, stream) -> int:  # noqa: ANN001 - PyAV types are runtime-only
+    if stream.frames and stream.frames > 0:
+        return int(stream.frames)
+    # Some containers (e.g. raw or fragmented streams) leave the frame count at 0. Counting
+    # packets demuxes without decoding, so it is cheap compared with a decode pass.
+    count = sum(1 for packet in container.demux(stream) if packet.size > 0)
+    container.seek(0, stream=stream)
+    return count
+
+
+def sample_video_frames(
+    path: str | os.PathLike[str],
+    *,
+    max_frames: int = 8,
+    max_side: int | None = 448,
+) -> VideoFrames:
+    """Decode `max_frames` evenly spaced RGB frames of a video, downscaled to `max_side`.
+
+    Frames are decoded sequentially and only the picked ones are converted to RGB; decoding
+    stops after the last picked frame.
+
+    Args:
+        path (`str` or `os.PathLike`): Video file (any container/codec FFmpeg reads).
+        max_frames (`int`, *optional*, defaults to 8): Cap on the number of frames returned.
+        max_side (`int`, *optional*, defaults to 448): Cap on the longer side of each frame;
+            `None` keeps the native resolution.
+
+    Returns:
+        [`VideoFrames`]: The sampled frames with their indices, timestamps and sampling rate.
+
+    Raises:
+        MediaError: The file is missing, corrupt, has no video stream or no decodable frame.
+    """
+    import av  # lazy: see module docstring
+
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(path, "file not found")
+    if max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        raise MediaError(path, f"cannot open video ({exc.__class__.__name__}: {exc})") from exc
+    with container:
+        if not container.streams.video:
+            raise MediaError(path, "no video stream")
+        stream = container.streams.video[0]
+        # Frame-level threading makes FFmpeg decode ahead; worth it for long clips.
+        stream.thread_type = "AUTO"
+        try:
+            total = _count_frames(container, stream)
+            wanted = evenly_spaced_indices(total, max_frames)
+            wanted_set = set(wanted)
+            frames: list[np.ndarray] = []
+            indices: list[int] = []
+            timestamps: list[float] = []
+            if wanted:
+                last_wanted = wanted[-1]
+                for index, frame in enumerate(container.decode(stream)):
+                    if index in wanted_set:
+                        width, height = _capped_size(frame.width, frame.height, max_side)
+                        rgb = frame.reformat(width=width, height=height, format="rgb24")
+                        frames.append(rgb.to_ndarray())
+                        indices.append(index)
+                        timestamps.append(float(frame.time) if frame.time is not None else 0.0)
+                    if index >= last_wanted:
+                        break
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            raise MediaError(path, f"cannot decode video ({exc.__class__.__name__}: {exc})") from exc
+    if not frames:
+        raise MediaError(path, "no decodable video frame")
+    span = timestamps[-1] - timestamps[0]
+    fps = (len(frames) - 1) / span if len(frames) > 1 and span > 0 else 1.0
+    return VideoFrames(
+        frames=np.stack(frames), indices=indices, timestamps=timestamps, fps=float(fps)
+    )
+
+
+def encode_video(
+    path: str | os.PathLike[str], frames: np.ndarray | list[np.ndarray], *, fps: int = 10
+) -> Path:
+    """Write RGB frames as a lossless H.264 mp4 (for tests, demos and benchmarks).
+
+    Args:
+        path (`str` or `os.PathLike`): Output file; its parent must exist.
+        frames (`np.ndarray` of shape `(num_frames, height, width, 3)` or list of such frames):
+            uint8 RGB frames; height and width must be even (yuv420).
+        fps (`int`, *optional*, defaults to 10): Frame rate.
+
+    Returns:
+        `Path`: The written file.
+    """
+    import av  # lazy: see module docstring
+
+    frames = [np.ascontiguousarray(f, dtype=np.uint8) for f in frames]
+    if not frames:
+        raise ValueError("encode_video needs at least one frame")
+    height, width = frames[0].shape[:2]
+    if height % 2 or width % 2:
+        raise ValueError(f"frame size must be even for yuv420, got {width}x{height}")
+    path = Path(path)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        # qp 0 = lossless luma, so tests can read frame identities back from pixel values.
+        stream.options = {"qp": "0"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
