@@ -10,7 +10,7 @@ from datetime import datetime
 
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from ninja import File, Form, NinjaAPI, Schema
+from ninja import File, Form, NinjaAPI, Schema, Status
 from ninja.errors import HttpError
 from ninja.files import UploadedFile
 from ninja.security import HttpBearer
@@ -100,7 +100,7 @@ def import_into_project(
         original_name=file.name,
         created_by=request.auth,
     )
-    return 201, job
+    return Status(201, job)
 
 
 @api.post("/imports", response={201: ImportJobOut}, summary="Import a file into a new project")
@@ -120,7 +120,7 @@ def import_new_project(
         original_name=file.name,
         created_by=request.auth,
     )
-    return 201, job
+    return Status(201, job)
 
 
 @api.get("/imports/{job_id}", response=ImportJobOut, summary="Status of an import job")

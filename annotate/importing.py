@@ -489,7 +489,8 @@ class _Parser:
             media = None
             if kind in ("image", "video"):
                 media = self.media_ref(line, cand, kind, kind, where)
-                if media is None and not cand.get("text"):
+                # "placeholder": the source gave no content (e.g. arena votes name models only).
+                if media is None and not cand.get("text") and cand.get("placeholder") is not True:
                     self.problem(line, f"{where}{kind}", f"a {kind} candidate needs a {kind} file")
             elif present:
                 self.problem(line, f"{where}kind", f"kind 'text' but {present[0]} given")

@@ -409,3 +409,33 @@ class ModelScore(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reward_model}: {self.candidate_id} = {self.score}"
+
+
+class JudgmentRevision(models.Model):
+    """A superseded version of a judgment, kept when its annotator changes it.
+
+    The annotator may change their last judgment while its lease lasts; the previous values
+    are copied here first, so no verdict is ever lost. ``edit_key`` is the idempotency key of
+    the edit that superseded this version (a retried edit stores one revision).
+    """
+
+    judgment = models.ForeignKey(Judgment, on_delete=models.CASCADE, related_name="revisions")
+    number = models.PositiveIntegerField(help_text="1 for the first version, then 2, ...")
+    ranking = models.JSONField(null=True, blank=True)
+    outcome = models.CharField(max_length=8, blank=True)
+    presented_order = models.JSONField(default=list, blank=True)
+    rationale = models.TextField(blank=True)
+    ratings = models.JSONField(default=dict, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    edit_key = models.CharField(max_length=200, unique=True)
+    submitted_at = models.DateTimeField(help_text="When this version was submitted.")
+    superseded_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["judgment", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["judgment", "number"], name="judgmentrevision_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"judgment {self.judgment_id} v{self.number}"

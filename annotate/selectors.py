@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
+from django.urls import reverse
+from django.utils.safestring import SafeString
 
-from annotate.models import Membership, Project
+from annotate.models import (
+    Assignment,
+    Candidate,
+    Judgment,
+    Membership,
+    Project,
+    Task,
+    TaskCandidate,
+)
+from annotate.rendering import markdown_html
 
 
 def projects_for_user(*, user: AbstractBaseUser) -> QuerySet[Project]:
@@ -26,3 +39,115 @@ def membership_role(*, user: AbstractBaseUser, project: Project) -> str | None:
 def user_can_manage(*, user: AbstractBaseUser, project: Project) -> bool:
     """Staff, or an admin member of the project."""
     return bool(user.is_staff or membership_role(user=user, project=project) == "admin")
+
+
+# --- annotator task pages (appended for the annotator UI) ---------------------------------
+
+LETTERS = "ABCDEFGH"
+
+
+@dataclass(frozen=True)
+class CandidateDisplay:
+    letter: str
+    candidate_id: int
+    kind: str
+    text_html: SafeString
+    media_url: str
+    model_name: str  # empty in blind projects
+
+
+@dataclass(frozen=True)
+class TaskDisplay:
+    assignment_id: int
+    prompt_html: SafeString
+    prompt_image_url: str
+    prompt_video_url: str
+    candidates: list[CandidateDisplay]
+
+    @property
+    def has_video(self) -> bool:
+        return any(c.kind == Candidate.Kind.VIDEO and c.media_url for c in self.candidates)
+
+
+def _media_url(name: str) -> str:
+    # Media names are content-addressed (``p{project}/ab/<sha256>.ext``): no model or file name.
+    return reverse("media", kwargs={"path": name}) if name else ""
+
+
+def task_display(
+    *, project: Project, task_id: int, assignment_id: int, presented_order: list[int]
+) -> TaskDisplay:
+    """What an annotator sees of a task, candidates in the order presented to them.
+
+    One query. Model names are left out of blind projects here, so no template can show them;
+    nothing marks a gold task.
+    """
+    slots = list(
+        TaskCandidate.objects.filter(task_id=task_id).select_related("candidate", "task__prompt")
+    )
+    if not slots:
+        raise Task.DoesNotExist(f"task {task_id} has no candidates")
+    by_id = {s.candidate_id: s.candidate for s in slots}
+    order = [c for c in presented_order if c in by_id] or [s.candidate_id for s in slots]
+    prompt = slots[0].task.prompt
+    candidates = [
+        CandidateDisplay(
+            letter=LETTERS[i],
+            candidate_id=cand.pk,
+            kind=cand.kind,
+            text_html=markdown_html(cand.text),
+            media_url=_media_url(cand.media.name),
+            model_name="" if project.blind else cand.model_name,
+        )
+        for i, cand in enumerate(by_id[c] for c in order)
+    ]
+    return TaskDisplay(
+        assignment_id=assignment_id,
+        prompt_html=markdown_html(prompt.text),
+        prompt_image_url=_media_url(prompt.image.name),
+        prompt_video_url=_media_url(prompt.video.name),
+        candidates=candidates,
+    )
+
+
+def membership_for_annotation(*, user: AbstractBaseUser, project_id: int) -> Membership | None:
+    """The user's membership (with its project) when they may annotate there: any role."""
+    if not user.is_authenticated:
+        return None
+    return (
+        Membership.objects.select_related("project")
+        .filter(project_id=project_id, user=user)
+        .first()
+    )
+
+
+def assignment_for_annotator(
+    *, user: AbstractBaseUser, project_id: int, assignment_id: int
+) -> Assignment | None:
+    """An assignment of this user in a project they are still a member of."""
+    return (
+        Assignment.objects.select_related("task__project")
+        .filter(
+            pk=assignment_id,
+            annotator=user,
+            task__project_id=project_id,
+            task__project__memberships__user=user,
+        )
+        .first()
+    )
+
+
+def judgment_for_annotator(
+    *, user: AbstractBaseUser, project_id: int, judgment_id: int
+) -> Judgment | None:
+    """A judgment this user made in a project they are still a member of."""
+    return (
+        Judgment.objects.select_related("assignment", "project")
+        .filter(
+            pk=judgment_id,
+            annotator=user,
+            project_id=project_id,
+            project__memberships__user=user,
+        )
+        .first()
+    )

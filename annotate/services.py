@@ -403,6 +403,8 @@ def _write_records(
 
     # Judgments
     def final_key(raw: str) -> str:
+        if raw.startswith(f"import:{project.pk}:"):
+            return raw  # exported from this project: the same judgment
         key = f"import:{project.pk}:{raw}"
         return (
             key

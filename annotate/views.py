@@ -1,15 +1,255 @@
-"""Pages of the annotate app. Thin: read through selectors, write through services."""
+"""Pages of the annotate app. Thin: read through selectors, write through the work queue.
+
+Annotator endpoints (any member of a project may annotate in it; everybody else gets 404):
+
+- ``GET  projects/<p>/annotate/``                the annotation page (leases or resumes a task)
+- ``GET  projects/<p>/annotate/task/``           the task fragment the page swaps in
+- ``POST projects/<p>/assignments/<a>/submit/``  JSON judgment -> 201 (200 when replayed)
+- ``POST projects/<p>/assignments/<a>/skip/``    JSON ``{"reason": ...}``
+- ``GET  projects/<p>/judgments/<j>/edit/``      fragment to change the last judgment
+- ``POST projects/<p>/judgments/<j>/revise/``    JSON, like submit, with ``edit_key``
+- ``GET  projects/<p>/instructions/``            the project's instructions
+"""
 
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+import json
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
 
-from annotate import selectors
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from annotate import queue, selectors
+from annotate.models import Assignment, Judgment, Membership, Project
+from annotate.rendering import markdown_html
+from annotate.services import JudgmentInvalid
+
+JsonView = Callable[..., JsonResponse]
+
+
+def _json_login_required(view: JsonView) -> JsonView:
+    """Like ``login_required``, but answers 401 JSON: the caller is a fetch, not a person."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+        if not request.user.is_authenticated:
+            return JsonResponse({"error": "log in first", "code": "login_required"}, status=401)
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _membership_or_404(request: HttpRequest, project_id: int) -> Membership:
+    membership = selectors.membership_for_annotation(user=request.user, project_id=project_id)
+    if membership is None:
+        raise Http404("no such project")
+    return membership
+
+
+def _json_body(request: HttpRequest) -> dict[str, Any]:
+    try:
+        data = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise JudgmentInvalid("body", "must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise JudgmentInvalid("body", "must be a JSON object")
+    return data
+
+
+def _error(exc: Exception) -> JsonResponse:
+    if isinstance(exc, JudgmentInvalid):
+        return JsonResponse({"error": str(exc), "field": exc.field}, status=400)
+    assert isinstance(exc, queue.QueueError)
+    return JsonResponse({"error": str(exc), "code": exc.code}, status=exc.status)
+
+
+def _task_context(request: HttpRequest, project: Project) -> dict[str, Any]:
+    """Leases (or resumes) the annotator's task and builds what the fragment shows."""
+    assignment = queue.assignment_next(project=project, annotator=request.user)
+    display = None
+    if assignment is not None:
+        display = selectors.task_display(
+            project=project,
+            task_id=assignment.task_id,
+            assignment_id=assignment.pk,
+            presented_order=assignment.presented_order,
+        )
+    return {
+        "project": project,
+        "assignment": assignment,
+        "display": display,
+        "progress": queue.annotator_progress(project=project, annotator=request.user),
+        "edit": None,
+    }
 
 
 @login_required
+@require_GET
 def home(request: HttpRequest) -> HttpResponse:
     projects = selectors.projects_for_user(user=request.user).order_by("name")
-    return render(request, "annotate/home.html", {"projects": projects})
+    roles = dict(Membership.objects.filter(user=request.user).values_list("project_id", "role"))
+    rows = [(p, roles.get(p.pk)) for p in projects]
+    return render(request, "annotate/home.html", {"rows": rows})
+
+
+@login_required
+@require_GET
+def work(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = _membership_or_404(request, project_id).project
+    context = _task_context(request, project)
+    context["instructions_html"] = markdown_html(project.instructions)
+    context["last_letter"] = selectors.LETTERS[project.candidates_per_task - 1]
+    return render(request, "annotate/work.html", context)
+
+
+@login_required
+@require_GET
+def task_fragment(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = _membership_or_404(request, project_id).project
+    return render(request, "annotate/_task.html", _task_context(request, project))
+
+
+@_json_login_required
+@require_POST
+def submit(request: HttpRequest, project_id: int, assignment_id: int) -> JsonResponse:
+    assignment = _assignment_or_404(request, project_id, assignment_id)
+    project = assignment.task.project
+    try:
+        data = _json_body(request)
+        result = queue.judgment_submit(
+            assignment=assignment,
+            project=project,
+            idempotency_key=data.get("idempotency_key"),
+            ranking=data.get("ranking"),
+            choice=data.get("choice"),
+            rationale=data.get("rationale", ""),
+            ratings=data.get("ratings"),
+            duration_ms=data.get("duration_ms"),
+        )
+    except (JudgmentInvalid, queue.QueueError) as exc:
+        return _error(exc)
+    return _saved(result, project)
+
+
+@_json_login_required
+@require_POST
+def skip(request: HttpRequest, project_id: int, assignment_id: int) -> JsonResponse:
+    assignment = _assignment_or_404(request, project_id, assignment_id)
+    try:
+        queue.assignment_skip(assignment=assignment, reason=_json_body(request).get("reason", ""))
+    except (JudgmentInvalid, queue.QueueError) as exc:
+        return _error(exc)
+    return JsonResponse({"skipped": True, "next_url": reverse("annotate_task", args=[project_id])})
+
+
+@login_required
+@require_GET
+def edit(request: HttpRequest, project_id: int, judgment_id: int) -> HttpResponse:
+    judgment = _judgment_or_404(request, project_id, judgment_id)
+    project = judgment.project
+    editable = queue.judgment_editable(judgment=judgment, annotator=request.user)
+    context = {
+        "project": project,
+        "assignment": judgment.assignment,
+        "display": selectors.task_display(
+            project=project,
+            task_id=judgment.task_id,
+            assignment_id=judgment.assignment_id,
+            presented_order=judgment.presented_order,
+        )
+        if editable
+        else None,
+        "progress": queue.annotator_progress(project=project, annotator=request.user),
+        "edit": {
+            "judgment": judgment,
+            "editable": editable,
+            "initial": {
+                "ranking": judgment.ranking,
+                "choice": _shown_choice(judgment),
+                "rationale": judgment.rationale,
+                "ratings": judgment.ratings,
+            },
+        },
+    }
+    return render(request, "annotate/_task.html", context, status=200 if editable else 409)
+
+
+@_json_login_required
+@require_POST
+def revise(request: HttpRequest, project_id: int, judgment_id: int) -> JsonResponse:
+    judgment = _judgment_or_404(request, project_id, judgment_id)
+    try:
+        data = _json_body(request)
+        result = queue.judgment_revise(
+            judgment=judgment,
+            project=judgment.project,
+            annotator=request.user,
+            edit_key=data.get("edit_key"),
+            ranking=data.get("ranking"),
+            choice=data.get("choice"),
+            rationale=data.get("rationale", ""),
+            ratings=data.get("ratings"),
+            duration_ms=data.get("duration_ms"),
+        )
+    except (JudgmentInvalid, queue.QueueError) as exc:
+        return _error(exc)
+    return _saved(result, judgment.project)
+
+
+@login_required
+@require_GET
+def instructions(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = _membership_or_404(request, project_id).project
+    return render(
+        request,
+        "annotate/instructions.html",
+        {"project": project, "instructions_html": markdown_html(project.instructions)},
+    )
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _assignment_or_404(request: HttpRequest, project_id: int, assignment_id: int) -> Assignment:
+    assignment = selectors.assignment_for_annotator(
+        user=request.user, project_id=project_id, assignment_id=assignment_id
+    )
+    if assignment is None:
+        raise Http404("no such assignment")
+    return assignment
+
+
+def _judgment_or_404(request: HttpRequest, project_id: int, judgment_id: int) -> Judgment:
+    judgment = selectors.judgment_for_annotator(
+        user=request.user, project_id=project_id, judgment_id=judgment_id
+    )
+    if judgment is None or judgment.assignment is None:
+        raise Http404("no such judgment")
+    return judgment
+
+
+def _shown_choice(judgment: Judgment) -> str | None:
+    if judgment.kind != Judgment.Kind.PAIR:
+        return None
+    return queue.pair_choice_shown(
+        outcome=judgment.outcome,
+        presented=judgment.presented_order,
+        positions=queue.task_positions(judgment.task_id),
+    )
+
+
+def _saved(result: queue.SubmitResult, project: Project) -> JsonResponse:
+    return JsonResponse(
+        {
+            "judgment_id": result.judgment.pk,
+            "created": result.created,
+            "next_url": reverse("annotate_task", args=[project.pk]),
+            "edit_url": reverse("annotate_edit", args=[project.pk, result.judgment.pk]),
+        },
+        status=201 if result.created else 200,
+    )

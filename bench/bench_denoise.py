@@ -153,27 +153,17 @@ def ensemble_for(prompt: Prompt, with_rm: bool) -> nx.DiGraph:
     by_judge: dict[object, list[G.Edge]] = defaultdict(list)
     for judge, u, v in prompt.votes:
         by_judge[judge].append((u, v, 1.0))
-    graphs = {judge: G.evaluator_graph(edges, nodes=range(n)) for judge, edges in by_judge.items()}
+    graphs = {judge: G.evaluator_graph(edges) for judge, edges in by_judge.items()}
     weights = dict.fromkeys(graphs, 1.0)
     if with_rm:
         rm_order = [[int(c)] for c in np.argsort(-prompt.rm_scores)]
         graphs["rm"] = G.evaluator_graph(G.edges_from_ranking(rm_order))
         weights["rm"] = RM_WEIGHT
-    return G.ensemble_graph(graphs, weights)
+    return G.ensemble_graph(graphs, weights, nodes=range(n))
 
 
-def denoised(method: str, with_rm: bool) -> Callable[[Prompt], Ranking]:
-    def run(prompt: Prompt) -> Ranking:
-        ensemble = ensemble_for(prompt, with_rm)
-        ranking = G.consensus_ranking(G.denoise(ensemble).dag, method)  # type: ignore[arg-type]
-        G.pair_margins(ensemble, ranking)
-        return ranking
-
-    return run
-
-
-def naive_pipeline(prompt: Prompt) -> Ranking:
-    """Sum votes, cancel 2-cycles, unweighted Eades-Lin-Smyth on the whole graph, toposort."""
+def naive_denoise(prompt: Prompt) -> tuple[nx.DiGraph, float]:
+    """Sum votes, cancel 2-cycles, unweighted Eades-Lin-Smyth on the whole graph."""
     graph = nx.DiGraph()
     graph.add_nodes_from(range(len(prompt.quality)))
     for _, u, v in prompt.votes:
@@ -204,16 +194,31 @@ def naive_pipeline(prompt: Prompt) -> Ranking:
             front.append(best)
             work.remove_node(best)
     position = {n: i for i, n in enumerate(front + back[::-1])}
-    graph.remove_edges_from([(u, v) for u, v in graph.edges if position[u] > position[v]])
-    return [[n] for n in nx.topological_sort(graph)]
+    backward = [(u, v) for u, v in graph.edges if position[u] > position[v]]
+    removed = sum(graph[u][v]["weight"] for u, v in backward)
+    graph.remove_edges_from(backward)
+    return graph, float(removed)
+
+
+def naive_pipeline(prompt: Prompt) -> Ranking:
+    """`naive_denoise`, then a plain topological sort (one candidate per group)."""
+    dag, _ = naive_denoise(prompt)
+    return [[n] for n in nx.topological_sort(dag)]
 
 
 # --------------------------------------------------------------------------- metrics
 
 
-def recovery(prompts: Sequence[Prompt], rankings: Sequence[Ranking]) -> tuple[float, float]:
-    """Mean pairwise accuracy (tied prediction = 1/2) and mean Kendall tau-b vs truth."""
-    accuracy, tau = [], []
+@dataclass(frozen=True)
+class Recovery:
+    accuracy: float  # share of all pairs ordered as in the truth, a predicted tie = 1/2
+    tau: float  # Kendall tau-b against the true order
+    precision: float  # share correct among the pairs the ranking does order
+    coverage: float  # share of pairs the ranking orders (not tied)
+
+
+def recovery(prompts: Sequence[Prompt], rankings: Sequence[Ranking]) -> Recovery:
+    accuracy, tau, precision, coverage = [], [], [], []
     for prompt, ranking in zip(prompts, rankings, strict=True):
         position = np.empty(len(prompt.quality))
         for g, group in enumerate(ranking):
@@ -221,44 +226,54 @@ def recovery(prompts: Sequence[Prompt], rankings: Sequence[Ranking]) -> tuple[fl
         upper = np.triu_indices(len(position), k=1)
         pred = np.sign(position[upper[1]] - position[upper[0]])  # +1: first ranked higher
         true = np.sign(prompt.quality[upper[0]] - prompt.quality[upper[1]])
-        accuracy.append(np.mean(np.where(pred == 0, 0.5, pred == true)))
+        ordered = pred != 0
+        accuracy.append(np.mean(np.where(ordered, pred == true, 0.5)))
+        if ordered.any():
+            precision.append(np.mean(pred[ordered] == true[ordered]))
+        coverage.append(np.mean(ordered))
         denominator = math.sqrt(np.count_nonzero(pred) * np.count_nonzero(true))
         tau.append(float(pred @ true) / denominator if denominator else 0.0)
-    return float(np.mean(accuracy)), float(np.mean(tau))
+    return Recovery(
+        float(np.mean(accuracy)),
+        float(np.mean(tau)),
+        float(np.mean(precision)),
+        float(np.mean(coverage)),
+    )
 
 
-def evaluate(prompts: list[Prompt], methods: dict[str, Callable[[Prompt], Ranking]]):
-    rows = {}
-    for name, method in methods.items():
-        start = time.perf_counter()
-        rankings = [method(p) for p in prompts]
-        seconds = time.perf_counter() - start
-        rows[name] = (*recovery(prompts, rankings), seconds)
+BASELINES: dict[str, Callable[[Prompt], Ranking]] = {
+    "majority + Copeland": majority_copeland,
+    "plain Bradley-Terry": plain_bradley_terry,
+    "naive nx pipeline": naive_pipeline,
+}
+
+
+def evaluate(prompts: list[Prompt]) -> dict[str, Recovery]:
+    rows = {name: recovery(prompts, [run(p) for p in prompts]) for name, run in BASELINES.items()}
+    for with_rm, label in ((False, "denoised"), (True, "denoised + RM")):
+        # One ensemble and one FAS per prompt, ranked by every method.
+        dags = [G.denoise(ensemble_for(p, with_rm)).dag for p in prompts]
+        for method in G.RANKING_METHODS:
+            rankings = [G.consensus_ranking(dag, method) for dag in dags]  # type: ignore[arg-type]
+            rows[f"{label}, {method}"] = recovery(prompts, rankings)
     return rows
 
 
-def method_table(include_rm: bool) -> dict[str, Callable[[Prompt], Ranking]]:
-    methods: dict[str, Callable[[Prompt], Ranking]] = {
-        "majority + Copeland": majority_copeland,
-        "plain Bradley-Terry": plain_bradley_terry,
-        "naive nx pipeline": naive_pipeline,
-    }
-    for method in G.RANKING_METHODS:
-        methods[f"denoised, {method}"] = denoised(method, with_rm=False)
-    if include_rm:
-        for method in G.RANKING_METHODS:
-            methods[f"denoised + RM, {method}"] = denoised(method, with_rm=True)
-    return methods
-
-
-def print_table(title: str, results: dict[float, dict[str, tuple[float, float, float]]]) -> None:
-    print(f"\n## {title}\n")
+def print_table(
+    title: str,
+    results: dict[float, dict[str, Recovery]],
+    metrics: tuple[str, str] = ("accuracy", "tau"),
+) -> None:
+    print(f"\n## {title}: {metrics[0]} / {metrics[1]}\n")
     names = list(next(iter(results.values())))
-    header = " | ".join(f"{int(f * 100)}% acc / tau" for f in results)
+    header = " | ".join(f"{int(f * 100)}% flipped" for f in results)
     print(f"| method | {header} |")
     print("|---|" + "---|" * len(results))
     for name in names:
-        cells = " | ".join(f"{results[f][name][0]:.3f} / {results[f][name][1]:.3f}" for f in results)
+        cells = " | ".join(
+            f"{getattr(results[f][name], metrics[0]):.3f} / {getattr(results[f][name], metrics[1]):.3f}"
+            for f in results
+        )
         print(f"| {name} | {cells} |")
 
 
@@ -279,28 +294,60 @@ def main(argv: Sequence[str] | None = None) -> None:
         results = {}
         for flip in NOISE_LEVELS:
             rng = np.random.default_rng([args.seed, int(flip * 100)])
-            results[flip] = evaluate(simulate(rng, n, flip), method_table(include_rm=True))
+            results[flip] = evaluate(simulate(rng, n, flip))
         print_table(title, results)
+        print_table(title, results, ("precision", "coverage"))
 
     rng = np.random.default_rng([args.seed, 999])
     prompts = simulate_sparse(rng, n_sparse, 0.2)
     n_votes = sum(len(p.votes) for p in prompts)
     print(f"\n## Timing: full denoise pass, {n_votes:,} judgments, 20% flipped\n")
-    timings = {}
-    for name, method in (
-        ("naive nx pipeline", naive_pipeline),
-        (f"ours ({G.DEFAULT_RANKING_METHOD})", denoised(G.DEFAULT_RANKING_METHOD, False)),
-        (f"ours + RM ({G.DEFAULT_RANKING_METHOD})", denoised(G.DEFAULT_RANKING_METHOD, True)),
+
+    def naive_pass() -> float:
+        removed = 0.0
+        for prompt in prompts:
+            dag, weight = naive_denoise(prompt)
+            list(nx.topological_sort(dag))
+            removed += weight
+        return removed
+
+    def our_pass(with_rm: bool) -> Callable[[], float]:
+        def run() -> float:
+            removed = 0.0
+            for prompt in prompts:
+                ensemble = ensemble_for(prompt, with_rm)
+                result = G.denoise(ensemble)
+                G.pair_margins(ensemble, G.consensus_ranking(result.dag))
+                removed += result.removed_weight
+            return removed
+
+        return run
+
+    def our_lean_pass() -> float:
+        removed = 0.0
+        for prompt in prompts:
+            graph = G.evaluator_graph(
+                [(u, v, 1.0) for _, u, v in prompt.votes], nodes=range(len(prompt.quality))
+            )
+            result = G.denoise(graph)
+            G.consensus_ranking(result.dag)
+            removed += result.removed_weight
+        return removed
+
+    print("| pipeline | wall s | vs naive | removed arc weight |")
+    print("|---|---|---|---|")
+    naive_seconds = None
+    for name, run in (
+        ("naive nx pipeline (no margins)", naive_pass),
+        ("ours, naive's steps: one summed graph, FAS, ranking", our_lean_pass),
+        (f"ours: graphs, ensemble, FAS, {G.DEFAULT_RANKING_METHOD}, margins", our_pass(False)),
+        ("ours + RM evaluator (dense graphs)", our_pass(True)),
     ):
         start = time.perf_counter()
-        for prompt in prompts:
-            method(prompt)
-        timings[name] = time.perf_counter() - start
-    naive = timings["naive nx pipeline"]
-    print("| pipeline | wall s | vs naive |")
-    print("|---|---|---|")
-    for name, seconds in timings.items():
-        print(f"| {name} | {seconds:.2f} | {seconds / naive:.2f}x |")
+        removed = run()
+        seconds = time.perf_counter() - start
+        naive_seconds = naive_seconds or seconds
+        print(f"| {name} | {seconds:.2f} | {seconds / naive_seconds:.2f}x | {removed:.0f} |")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 
-from celery import Celery
+from celery import Celery, signals
+from celery.exceptions import SoftTimeLimitExceeded
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -25,3 +28,56 @@ app.conf.update(
     result_extended=True,
 )
 app.autodiscover_tasks(["workers"])
+
+
+# --- time limits under --pool=solo ----------------------------------------------------------
+# The prefork pool enforces task_time_limit / task_soft_time_limit itself; the solo pool (one
+# GPU worker process that keeps its model loaded) ignores both. So for solo workers: the soft
+# limit raises SoftTimeLimitExceeded in the task through SIGALRM, and past the hard limit a
+# watchdog ends the process (exit code 75) for its supervisor to restart; with acks_late the
+# message is redelivered and idempotent tasks finish it.
+_solo_pool = {"active": False}
+_armed: dict = {}
+
+
+@signals.worker_init.connect
+def _note_pool(sender=None, **kwargs) -> None:
+    pool_cls = getattr(sender, "pool_cls", None)
+    _solo_pool["active"] = "solo" in getattr(pool_cls, "__module__", str(pool_cls))
+
+
+def _limits(task) -> tuple[float | None, float | None]:
+    hard, soft = (task.request.timelimit or (None, None)) if task.request else (None, None)
+    hard = hard or task.time_limit or app.conf.task_time_limit
+    soft = soft or task.soft_time_limit or app.conf.task_soft_time_limit
+    return hard, soft
+
+
+def _raise_soft_limit(signum, frame):
+    raise SoftTimeLimitExceeded("soft time limit exceeded")
+
+
+@signals.task_prerun.connect
+def _arm_time_limits(task=None, **kwargs) -> None:
+    if not _solo_pool["active"] or threading.current_thread() is not threading.main_thread():
+        return
+    hard, soft = _limits(task)
+    if soft:
+        signal.signal(signal.SIGALRM, _raise_soft_limit)
+        signal.setitimer(signal.ITIMER_REAL, float(soft))
+    if hard:
+        timer = threading.Timer(float(hard), os._exit, args=(75,))
+        timer.daemon = True
+        timer.start()
+        _armed["timer"] = timer
+
+
+@signals.task_postrun.connect
+def _disarm_time_limits(**kwargs) -> None:
+    if not _solo_pool["active"]:
+        return
+    if threading.current_thread() is threading.main_thread():
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    timer = _armed.pop("timer", None)
+    if timer is not None:
+        timer.cancel()

@@ -147,12 +147,13 @@ def _broker_from_env() -> tuple[str, dict]:
     if scheme != "filesystem":
         return url, {"visibility_timeout": 3600}
     broker_dir = DATA_DIR / "broker"
-    for sub in ("queue", "processed"):
+    for sub in ("queue", "processed", "control"):
         (broker_dir / sub).mkdir(parents=True, exist_ok=True)
     return url, {
         "data_folder_in": str(broker_dir / "queue"),
         "data_folder_out": str(broker_dir / "queue"),
         "processed_folder": str(broker_dir / "processed"),
+        "control_folder": str(broker_dir / "control"),
         "store_processed": False,
     }
 
@@ -169,10 +170,11 @@ if CELERY_RESULT_BACKEND.startswith("file://"):
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # Hard and soft limits in seconds for every task; per-task limits may be lower.
 CELERY_TASK_TIME_LIMIT = env_int("QUORUM_TASK_TIME_LIMIT", 3600, minimum=1)
-CELERY_TASK_SOFT_TIME_LIMIT = env_int(
-    "QUORUM_TASK_SOFT_TIME_LIMIT", max(1, CELERY_TASK_TIME_LIMIT - 30), minimum=1
+# 0 disables the soft limit (the hard limit alone then applies).
+CELERY_TASK_SOFT_TIME_LIMIT = (
+    env_int("QUORUM_TASK_SOFT_TIME_LIMIT", max(1, CELERY_TASK_TIME_LIMIT - 30), minimum=0) or None
 )
-if CELERY_TASK_SOFT_TIME_LIMIT > CELERY_TASK_TIME_LIMIT:
+if CELERY_TASK_SOFT_TIME_LIMIT and CELERY_TASK_SOFT_TIME_LIMIT > CELERY_TASK_TIME_LIMIT:
     raise ImproperlyConfigured(
         "QUORUM_TASK_SOFT_TIME_LIMIT: must not exceed QUORUM_TASK_TIME_LIMIT "
         f"({CELERY_TASK_SOFT_TIME_LIMIT} > {CELERY_TASK_TIME_LIMIT})"

@@ -60,11 +60,11 @@ from scipy.special import expit
 Node = Hashable
 Edge = tuple[Node, Node, float]
 Arc = tuple[Node, Node]
-RankingMethod = Literal["bradley_terry", "copeland", "descendants"]
+RankingMethod = Literal["copeland", "bradley_terry", "descendants"]
 
 OUTCOMES = ("a", "b", "tie", "both_bad")
-RANKING_METHODS: tuple[str, ...] = ("bradley_terry", "copeland", "descendants")
-DEFAULT_RANKING_METHOD: RankingMethod = "bradley_terry"
+RANKING_METHODS: tuple[str, ...] = ("copeland", "bradley_terry", "descendants")
+DEFAULT_RANKING_METHOD: RankingMethod = "copeland"
 
 # Net weights are sums of float reliabilities: 0.1 + 0.2 - 0.3 must count as "no preference".
 _EPS = 1e-9
@@ -189,6 +189,7 @@ def evaluator_graph(edges: Iterable[Edge], nodes: Iterable[Node] = ()) -> nx.DiG
 def ensemble_graph(
     graphs: Mapping[Hashable, nx.DiGraph],
     weights: Mapping[Hashable, float] | None = None,
+    nodes: Iterable[Node] = (),
 ) -> nx.DiGraph:
     """Reliability-weighted sum of evaluator graphs.
 
@@ -199,15 +200,17 @@ def ensemble_graph(
         graphs: One preference graph per evaluator (annotator, reward model, ...).
         weights: Reliability per evaluator (default 1.0 each). Every evaluator in ``graphs``
             must have one; zero is allowed and silences the evaluator.
+        nodes: Candidates to include even if no evaluator judged them.
 
     Returns:
-        A DiGraph holding the nodes of every input graph and only positive net arcs.
+        A DiGraph holding ``nodes``, the nodes of every input graph, and only positive net
+        arcs.
 
     Raises:
         ValueError: On a missing or negative evaluator weight.
     """
     totals: dict[Arc, float] = defaultdict(float)
-    order: dict[Node, None] = {}
+    order: dict[Node, None] = dict.fromkeys(nodes)
     for evaluator, graph in graphs.items():
         if weights is None:
             factor = 1.0
@@ -329,26 +332,32 @@ def _feedback_arcs(graph: nx.DiGraph, exact_max_nodes: int) -> tuple[list[Arc], 
     arcs: list[Arc] = [(u, v) for u, v in nx.selfloop_edges(graph)]
     exact = True
     order = _stable_order(graph.nodes)
+    succ = graph.succ
     for component in nx.strongly_connected_components(graph):
         if len(component) < 2:
             continue
         nodes = sorted(component, key=order.__getitem__)
         index = {node: i for i, node in enumerate(nodes)}
-        sub = graph.subgraph(nodes)
+        inner = [
+            (index[u], index[v], float(data.get("weight", 1.0)))
+            for u in nodes
+            for v, data in succ[u].items()
+            if v in index and v != u
+        ]
         adjacent = np.zeros((len(nodes), len(nodes)), dtype=bool)
         weight = np.zeros((len(nodes), len(nodes)))
-        for u, v, w in sub.edges(data="weight", default=1.0):
-            if u != v:
-                adjacent[index[u], index[v]] = True
-                weight[index[u], index[v]] = w
+        for i, j, w in inner:
+            adjacent[i, j] = True
+            weight[i, j] = w
         if len(nodes) <= exact_max_nodes:
             positions = _exact_order(weight)
         else:
             exact = False
             positions = _sift(weight, _greedy_order(adjacent, weight))
-        rank = {nodes[p]: r for r, p in enumerate(positions)}
-        backward = [(u, v) for u, v in sub.edges if u != v and rank[u] > rank[v]]
-        arcs.extend(_restore_arcs(sub, backward))
+        rank = np.empty(len(nodes), dtype=np.int64)
+        rank[positions] = np.arange(len(nodes))
+        kept = _restore_arcs(inner, rank)
+        arcs.extend((nodes[i], nodes[j]) for i, j in kept)
     return arcs, exact
 
 
@@ -457,21 +466,27 @@ def _sift(weight: np.ndarray, order: list[int], max_passes: int = 20) -> list[in
     return order
 
 
-def _restore_arcs(sub: nx.DiGraph, backward: list[Arc]) -> list[Arc]:
-    """Put back, heaviest first, every backward arc that closes no cycle."""
-    dag = nx.DiGraph(sub)
-    dag.remove_edges_from(backward)
-    kept: list[Arc] = []
-    heaviest_first = sorted(
-        enumerate(backward),
-        key=lambda item: (-sub[item[1][0]][item[1][1]].get("weight", 1.0), item[0]),
-    )
-    for _, (u, v) in heaviest_first:
-        if nx.has_path(dag, v, u):
-            kept.append((u, v))
+def _restore_arcs(arcs: list[tuple[int, int, float]], rank: np.ndarray) -> list[tuple[int, int]]:
+    """Arcs pointing backwards in ``rank`` order, minus those that can be put back.
+
+    Backward arcs are put back, heaviest first, wherever they close no cycle; what stays
+    out is an inclusion-minimal feedback arc set.
+    """
+    dag = nx.DiGraph()
+    dag.add_nodes_from(range(len(rank)))
+    backward = []
+    for position, (i, j, w) in enumerate(arcs):
+        if rank[i] > rank[j]:
+            backward.append((-w, position, i, j))
         else:
-            dag.add_edge(u, v)
-    return kept
+            dag.add_edge(i, j)
+    removed = []
+    for _, _, i, j in sorted(backward):
+        if nx.has_path(dag, j, i):
+            removed.append((i, j))
+        else:
+            dag.add_edge(i, j)
+    return removed
 
 
 # --------------------------------------------------------------------------- ranking
@@ -507,23 +522,25 @@ def consensus_ranking(
     Raises:
         ValueError: On a cyclic graph or an unknown method.
     """
-    if has_cycle(dag):
-        raise ValueError("consensus_ranking needs a DAG: call denoise() first")
-    scores = _scores(dag, method, alpha)
+    # Rounded so that scores equal in exact arithmetic compare equal whatever the node
+    # insertion order (floating-point sums depend on it).
+    scores = {node: round(score, 9) for node, score in _scores(dag, method, alpha).items()}
     order = _stable_order(dag.nodes)
-    topo = nx.lexicographical_topological_sort(dag, key=lambda n: (-scores[n], order[n]))
+    try:
+        topo = list(nx.lexicographical_topological_sort(dag, key=lambda n: (-scores[n], order[n])))
+    except nx.NetworkXUnfeasible as error:
+        raise ValueError("consensus_ranking needs a DAG: call denoise() first") from error
     groups: list[list[Node]] = []
     for node in topo:
-        current = groups[-1] if groups else None
         if (
-            current is not None
-            and math.isclose(scores[node], scores[current[0]], rel_tol=1e-9, abs_tol=1e-9)
-            and not any(dag.has_edge(member, node) for member in current)
+            groups
+            and scores[node] == scores[groups[-1][0]]
+            and not any(dag.has_edge(member, node) for member in groups[-1])
         ):
-            current.append(node)
+            groups[-1].append(node)
         else:
             groups.append([node])
-    return groups
+    return [sorted(group, key=order.__getitem__) for group in groups]
 
 
 def _scores(dag: nx.DiGraph, method: str, alpha: float) -> dict[Node, float]:
@@ -639,13 +656,11 @@ def pair_margins(graph: nx.DiGraph, ranking: Sequence[Sequence[Node]]) -> list[P
     Returns:
         One `PairMargin` per cross-group pair, in ranking order.
     """
-
-    def net(u: Node, v: Node) -> float:
-        forward = graph[u][v].get("weight", 1.0) if graph.has_edge(u, v) else 0.0
-        backward = graph[v][u].get("weight", 1.0) if graph.has_edge(v, u) else 0.0
-        return float(forward - backward)
-
-    return [PairMargin(u, v, net(u, v)) for u, v, _ in edges_from_ranking(ranking)]
+    weight = {(u, v): float(w) for u, v, w in graph.edges(data="weight", default=1.0)}
+    return [
+        PairMargin(u, v, weight.get((u, v), 0.0) - weight.get((v, u), 0.0))
+        for u, v, _ in edges_from_ranking(ranking)
+    ]
 
 
 def _stable_order(nodes: Iterable[Node]) -> dict[Node, int]:

@@ -27,6 +27,7 @@ __all__ = [
     "sample_video_frames",
 ]
 
+
 class MediaError(Exception):
     """A media file could not be read or decoded.
 
@@ -200,7 +201,9 @@ def sample_video_frames(
                     if index >= last_wanted:
                         break
         except (av.FFmpegError, OSError, ValueError) as exc:
-            raise MediaError(path, f"cannot decode video ({exc.__class__.__name__}: {exc})") from exc
+            raise MediaError(
+                path, f"cannot decode video ({exc.__class__.__name__}: {exc})"
+            ) from exc
     if not frames:
         raise MediaError(path, "no decodable video frame")
     span = timestamps[-1] - timestamps[0]
@@ -244,4 +247,3 @@ def encode_video(
         for packet in stream.encode():
             container.mux(packet)
     return path
-

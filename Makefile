@@ -1,0 +1,43 @@
+# The two commands: `make demo` and `make test`. Both set up the virtualenv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+SEED ?= 0
+TEST_DATA_DIR ?= $(CURDIR)/var/test
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv lint bench clean
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Embedded default: SQLite + filesystem Celery broker under var/, no servers needed.
+demo: $(STAMP)
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py make_demo --seed $(SEED) --users
+	$(PY) manage.py collectstatic --noinput -v0
+	@echo ""
+	@echo "Quorum is starting at http://$(HOST):$(PORT)/  (admin: http://$(HOST):$(PORT)/admin/)"
+	@echo "Press Ctrl-C to stop the web server and the Celery worker."
+	@trap 'kill 0' INT TERM EXIT; \
+	$(VENV)/bin/celery -A config worker -Q default,gpu --pool=solo --loglevel=WARNING & \
+	DJANGO_DEBUG=1 $(PY) manage.py runserver $(HOST):$(PORT)
+
+test: $(STAMP)
+	mkdir -p $(TEST_DATA_DIR)
+	QUORUM_DATA_DIR=$(TEST_DATA_DIR) $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf var test-output

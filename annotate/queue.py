@@ -1,0 +1,665 @@
+"""The annotators' work queue: next task under a lease, skip, submit, change the last judgment.
+
+Capacity: a task wants k judgments (``task.required_judgments`` or the project's
+``annotators_per_task``). Live leases count against k as well as stored judgments, so no more
+than k annotators ever hold or have judged a task. Expired leases are not swept: a lease is
+live while ``leased_until`` is in the future, and the work returns to the pool by itself.
+
+Locking: every write that changes what a task can still take (a lease, a submit, a skip, an
+edit) runs while holding that task's row lock (``SELECT ... FOR UPDATE``) and takes no other
+task lock first, so writers of one task queue and writers of different tasks never wait on
+each other. Next-task takes task rows with ``SKIP LOCKED`` so annotators asking at the same
+moment get different tasks instead of queueing. On SQLite ``select_for_update`` does nothing;
+the settings open transactions in IMMEDIATE mode there, which serialises writers.
+
+Gold tasks (``is_gold``) are served at ``project.gold_rate`` to every annotator once (they
+measure the annotator, so k does not cap them) and render like any other task.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from annotate.models import (
+    Assignment,
+    Judgment,
+    JudgmentRevision,
+    Project,
+    Task,
+    TaskCandidate,
+)
+from annotate.services import JudgmentInvalid, judgment_validate
+
+MAX_RATIONALE_CHARS = 5000
+MAX_DURATION_MS = 24 * 3600 * 1000
+RATING_MIN, RATING_MAX = 1, 5
+MAX_SKIP_REASON_CHARS = 500
+_KEY = re.compile(r"^[A-Za-z0-9_-]{8,100}$")
+
+
+class QueueError(Exception):
+    """A request the queue cannot honour; ``status`` is the HTTP status a view answers."""
+
+    status = 409
+    code = "conflict"
+
+
+class LeaseLost(QueueError):
+    code = "lease_lost"
+
+
+class AlreadyJudged(QueueError):
+    code = "already_judged"
+
+
+class AssignmentClosed(QueueError):
+    code = "assignment_closed"
+
+
+class KeyConflict(QueueError):
+    code = "key_conflict"
+
+
+class EditWindowClosed(QueueError):
+    code = "edit_window_closed"
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    judgment: Judgment
+    created: bool
+
+
+@dataclass(frozen=True)
+class Progress:
+    done_today: int
+    remaining: int
+    editable_judgment_id: int | None
+
+
+def task_k(task: Task, project: Project) -> int:
+    """Judgments a task wants."""
+    return task.required_judgments or project.annotators_per_task
+
+
+def lease_minutes(project: Project) -> int:
+    return project.lease_minutes or settings.QUORUM_LEASE_MINUTES
+
+
+def _live_lease_count(now: datetime, *, exclude_pk: int | None = None) -> Subquery:
+    leases = Assignment.objects.filter(
+        task=OuterRef("pk"), status=Assignment.Status.LEASED, leased_until__gt=now
+    )
+    if exclude_pk is not None:
+        leases = leases.exclude(pk=exclude_pk)
+    counted = leases.order_by().values("task").annotate(n=Count("pk")).values("n")
+    return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
+
+
+def _ids_from_key(task: Task) -> list[int]:
+    return [int(c) for c in task.candidate_key.split("-") if c]
+
+
+# --- next task ----------------------------------------------------------------------------
+
+
+def assignment_current(
+    *, project: Project, annotator: AbstractBaseUser, now: datetime | None = None
+) -> Assignment | None:
+    """The annotator's live lease in this project, if any (a reload resumes it)."""
+    now = now or timezone.now()
+    return (
+        Assignment.objects.select_related("task")
+        .filter(
+            annotator=annotator,
+            task__project=project,
+            status=Assignment.Status.LEASED,
+            leased_until__gt=now,
+        )
+        .filter(Q(task__status=Task.Status.OPEN) | Q(task__is_gold=True))
+        .exclude(task__status=Task.Status.DISCARDED)
+        .order_by("-leased_until")
+        .first()
+    )
+
+
+def assignment_next(
+    *,
+    project: Project,
+    annotator: AbstractBaseUser,
+    now: datetime | None = None,
+    rng: random.Random | None = None,
+) -> Assignment | None:
+    """Leases the next task for an annotator, or resumes the live lease they hold.
+
+    Serves the task with the highest priority, oldest first, that still wants judgments and
+    that this annotator has neither judged nor skipped; a gold task instead with probability
+    ``project.gold_rate``. Returns None when nothing is left for them.
+    """
+    now = now or timezone.now()
+    current = assignment_current(project=project, annotator=annotator, now=now)
+    if current is not None:
+        return current
+    rng = rng or random.Random()
+    pools = [True, False] if project.gold_rate > 0 and rng.random() < project.gold_rate else [False]
+    with transaction.atomic():
+        for gold in pools:
+            assignment = _lease_from_pool(
+                project=project, annotator=annotator, now=now, gold=gold, rng=rng
+            )
+            if assignment is not None:
+                return assignment
+    return None
+
+
+def _pool(*, project: Project, annotator: AbstractBaseUser, now: datetime, gold: bool) -> tuple:
+    mine = Assignment.objects.filter(task=OuterRef("pk"), annotator=annotator)
+    done = mine.filter(
+        Q(status__in=[Assignment.Status.SUBMITTED, Assignment.Status.SKIPPED])
+        | Q(status=Assignment.Status.LEASED, leased_until__gt=now)
+    )
+    judged = Judgment.objects.filter(task=OuterRef("pk"), annotator=annotator)
+    tasks = Task.objects.filter(project=project, is_gold=gold).exclude(Exists(done))
+    tasks = tasks.exclude(Exists(judged))
+    if gold:
+        tasks = tasks.exclude(status=Task.Status.DISCARDED)
+    else:
+        k = Coalesce("required_judgments", Value(project.annotators_per_task))
+        tasks = (
+            tasks.filter(status=Task.Status.OPEN)
+            .alias(load=F("judgment_count") + _live_lease_count(now))
+            .filter(load__lt=k)
+        )
+    return tasks, mine
+
+
+def _lease_from_pool(
+    *,
+    project: Project,
+    annotator: AbstractBaseUser,
+    now: datetime,
+    gold: bool,
+    rng: random.Random,
+    attempts: int = 5,
+) -> Assignment | None:
+    """Call inside a transaction. Locks one task row, re-checks its room, leases it."""
+    tasks, mine = _pool(project=project, annotator=annotator, now=now, gold=gold)
+    tried: list[int] = []
+    for _ in range(attempts):
+        task = (
+            tasks.exclude(pk__in=tried)
+            .annotate(my_assignment=Subquery(mine.values("pk")[:1]))
+            .order_by("-priority", "id")
+            .select_for_update(skip_locked=True, of=("self",))
+            .first()
+        )
+        if task is None:
+            return None
+        if (
+            not gold
+            and connection.features.has_select_for_update
+            and not _has_room(task=task, project=project, now=now)
+        ):
+            # Read before the lock: a lease committed in between may have filled it.
+            tried.append(task.pk)
+            continue
+        return _write_lease(
+            task=task,
+            project=project,
+            annotator=annotator,
+            existing_pk=task.my_assignment,
+            now=now,
+            rng=rng,
+        )
+    return None
+
+
+def _has_room(*, task: Task, project: Project, now: datetime) -> bool:
+    """Re-reads a task's load in a new statement; call while holding its row lock."""
+    row = (
+        Task.objects.filter(pk=task.pk)
+        .annotate(load=F("judgment_count") + _live_lease_count(now))
+        .values("status", "load", "required_judgments")
+        .get()
+    )
+    k = row["required_judgments"] or project.annotators_per_task
+    return row["status"] == Task.Status.OPEN and row["load"] < k
+
+
+def _write_lease(
+    *,
+    task: Task,
+    project: Project,
+    annotator: AbstractBaseUser,
+    existing_pk: int | None,
+    now: datetime,
+    rng: random.Random,
+) -> Assignment:
+    order = _ids_from_key(task)
+    rng.shuffle(order)
+    until = now + timedelta(minutes=lease_minutes(project))
+    if existing_pk is not None:
+        # The annotator's own lapsed lease on this task: lease it again (one row per pair).
+        Assignment.objects.filter(pk=existing_pk).update(
+            status=Assignment.Status.LEASED,
+            leased_until=until,
+            presented_order=order,
+            skip_reason="",
+            updated_at=now,
+        )
+        assignment = Assignment(
+            pk=existing_pk,
+            task=task,
+            annotator=annotator,
+            status=Assignment.Status.LEASED,
+            leased_until=until,
+            presented_order=order,
+            updated_at=now,
+        )
+    else:
+        assignment = Assignment.objects.create(
+            task=task,
+            annotator=annotator,
+            status=Assignment.Status.LEASED,
+            leased_until=until,
+            presented_order=order,
+        )
+    return assignment
+
+
+# --- skip -----------------------------------------------------------------------------------
+
+
+def assignment_skip(
+    *, assignment: Assignment, reason: str, now: datetime | None = None
+) -> Assignment:
+    """Gives a leased task back with a reason; the annotator is not served it again."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise JudgmentInvalid("reason", "say why you skip this task")
+    if len(reason) > MAX_SKIP_REASON_CHARS:
+        raise JudgmentInvalid("reason", f"at most {MAX_SKIP_REASON_CHARS} characters")
+    now = now or timezone.now()
+    with transaction.atomic():
+        Task.objects.select_for_update().filter(pk=assignment.task_id).first()
+        current = Assignment.objects.get(pk=assignment.pk)
+        if current.status == Assignment.Status.SKIPPED:
+            return current
+        if current.status == Assignment.Status.SUBMITTED:
+            raise AssignmentClosed("this task was already judged")
+        current.status = Assignment.Status.SKIPPED
+        current.skip_reason = reason
+        current.save(update_fields=["status", "skip_reason", "updated_at"])
+    return current
+
+
+# --- submit ----------------------------------------------------------------------------------
+
+
+def _check_key(key: object, field: str = "idempotency_key") -> str:
+    if not isinstance(key, str) or not _KEY.match(key):
+        raise JudgmentInvalid(field, "must be 8-100 letters, digits, '-' or '_' (a uuid)")
+    return key
+
+
+def _pair_outcome(choice: object, presented: Sequence[int], positions: Sequence[int]) -> object:
+    """Maps the letter the annotator chose (A = first shown) to the task-position outcome."""
+    if choice in ("A", "B"):
+        winner = presented[0 if choice == "A" else 1]
+        return "a" if positions.index(winner) == 0 else "b"
+    if choice in ("tie", "both_bad"):
+        return choice
+    raise JudgmentInvalid("choice", f"unknown value {choice!r} (expected A, B, tie or both_bad)")
+
+
+def pair_choice_shown(*, outcome: str, presented: Sequence[int], positions: Sequence[int]) -> str:
+    """The inverse of the mapping above: a stored outcome as the letter that was pressed."""
+    if outcome not in ("a", "b"):
+        return outcome
+    winner = positions[0 if outcome == "a" else 1]
+    return "A" if list(presented[:1]) == [winner] else "B"
+
+
+def _check_verdict(
+    *,
+    project: Project,
+    positions: Sequence[int],
+    presented: Sequence[int],
+    ranking: object,
+    choice: object,
+    rationale: object,
+    ratings: object,
+    duration_ms: object,
+) -> dict:
+    """Validates what the annotator sent; returns Judgment field values."""
+    if project.mode == Project.Mode.PAIRWISE:
+        if len(presented) != 2 or set(presented) != set(positions):
+            raise JudgmentInvalid("choice", "the presented pair does not match the task")
+        outcome = judgment_validate(
+            candidate_ids=positions,
+            kind="pair",
+            outcome=_pair_outcome(choice, presented, positions),
+            ties_allowed=project.ties_allowed,
+        )
+        values = {"kind": Judgment.Kind.PAIR, "ranking": None, "outcome": outcome}
+    else:
+        groups = judgment_validate(
+            candidate_ids=positions,
+            kind="ranking",
+            ranking=ranking,
+            ties_allowed=project.ties_allowed,
+        )
+        values = {"kind": Judgment.Kind.RANKING, "ranking": groups, "outcome": ""}
+    if rationale is None:
+        rationale = ""
+    if not isinstance(rationale, str):
+        raise JudgmentInvalid("rationale", "must be text")
+    if len(rationale) > MAX_RATIONALE_CHARS:
+        raise JudgmentInvalid("rationale", f"at most {MAX_RATIONALE_CHARS} characters")
+    values["rationale"] = rationale.strip()
+    values["ratings"] = _check_ratings(ratings, project.rubric_dimensions or [], positions)
+    if duration_ms is not None and (
+        not isinstance(duration_ms, int)
+        or isinstance(duration_ms, bool)
+        or not 0 <= duration_ms <= MAX_DURATION_MS
+    ):
+        raise JudgmentInvalid("duration_ms", f"must be an integer 0..{MAX_DURATION_MS}")
+    values["duration_ms"] = duration_ms
+    return values
+
+
+def _check_ratings(ratings: object, dimensions: Sequence[str], candidate_ids: Sequence[int]):
+    """Ratings are optional: ``{dimension: {candidate id: 1..5}}`` for the project's rubric."""
+    if ratings in (None, {}):
+        return {}
+    if not isinstance(ratings, dict):
+        raise JudgmentInvalid("ratings", "must be an object of dimension -> ratings")
+    allowed = {str(c) for c in candidate_ids}
+    clean: dict[str, dict[str, int]] = {}
+    for dim, per_candidate in ratings.items():
+        if dim not in dimensions:
+            raise JudgmentInvalid("ratings", f"unknown dimension {dim!r}")
+        if not isinstance(per_candidate, dict):
+            raise JudgmentInvalid("ratings", f"{dim}: must map candidate ids to ratings")
+        clean[dim] = {}
+        for cand, value in per_candidate.items():
+            if str(cand) not in allowed:
+                raise JudgmentInvalid("ratings", f"{dim}: candidate {cand!r} is not in this task")
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise JudgmentInvalid("ratings", f"{dim}: ratings must be integers")
+            if not RATING_MIN <= value <= RATING_MAX:
+                raise JudgmentInvalid(
+                    "ratings", f"{dim}: ratings go from {RATING_MIN} to {RATING_MAX}"
+                )
+            clean[dim][str(cand)] = value
+    return clean
+
+
+def task_positions(task_id: int) -> list[int]:
+    """A task's candidate ids in task order (position 0 is pair outcome "a")."""
+    return list(
+        TaskCandidate.objects.filter(task_id=task_id)
+        .order_by("position")
+        .values_list("candidate_id", flat=True)
+    )
+
+
+def judgment_submit(
+    *,
+    assignment: Assignment,
+    project: Project,
+    idempotency_key: object,
+    ranking: object = None,
+    choice: object = None,
+    rationale: object = "",
+    ratings: object = None,
+    duration_ms: object = None,
+    now: datetime | None = None,
+) -> SubmitResult:
+    """Stores the annotator's judgment for a leased task, once.
+
+    ``ranking`` holds tie groups of candidate ids, best first (ranking projects); ``choice``
+    is "A", "B" (the letters as shown), "tie" or "both_bad" (pairwise projects). A request
+    repeated with the same ``idempotency_key`` returns the judgment stored the first time.
+    Increments the task's judgment count and completes it in the same transaction.
+
+    Raises:
+        JudgmentInvalid: the verdict does not fit the task (nothing stored).
+        LeaseLost: the lease lapsed and the task has no room left for this judgment.
+        AlreadyJudged, AssignmentClosed, KeyConflict: see their names.
+    """
+    key = _check_key(idempotency_key)
+    now = now or timezone.now()
+    try:
+        with transaction.atomic():
+            task = Task.objects.select_for_update().get(pk=assignment.task_id)
+            current = Assignment.objects.get(pk=assignment.pk)
+            if current.status == Assignment.Status.SUBMITTED:
+                replay = _replay(key=key, assignment_pk=current.pk)
+                if replay is not None:
+                    return replay
+                raise AlreadyJudged("you already judged this task; change it from the queue")
+            if current.status == Assignment.Status.SKIPPED:
+                raise AssignmentClosed("this task was skipped")
+            _check_room(task=task, project=project, assignment=current, now=now)
+            positions = task_positions(task.pk)
+            values = _check_verdict(
+                project=project,
+                positions=positions,
+                presented=current.presented_order,
+                ranking=ranking,
+                choice=choice,
+                rationale=rationale,
+                ratings=ratings,
+                duration_ms=duration_ms,
+            )
+            if values["duration_ms"] is None:
+                values["duration_ms"] = max(
+                    0, int((now - current.updated_at).total_seconds() * 1000)
+                )
+            judgment = Judgment.objects.create(
+                project=project,
+                task=task,
+                assignment=current,
+                annotator_id=current.annotator_id,
+                source=Judgment.Source.HUMAN,
+                presented_order=current.presented_order,
+                idempotency_key=key,
+                **values,
+            )
+            Assignment.objects.filter(pk=current.pk).update(
+                status=Assignment.Status.SUBMITTED, updated_at=now
+            )
+            task.judgment_count += 1
+            if task.status == Task.Status.OPEN and task.judgment_count >= task_k(task, project):
+                task.status = Task.Status.COMPLETE
+            task.save(update_fields=["judgment_count", "status"])
+    except IntegrityError:
+        # The key was stored by a concurrent copy of this request, or used elsewhere.
+        replay = _replay(key=key, assignment_pk=assignment.pk)
+        if replay is not None:
+            return replay
+        if Judgment.objects.filter(idempotency_key=key).exists():
+            raise KeyConflict("this idempotency key belongs to another judgment") from None
+        raise AlreadyJudged("you already judged this task") from None
+    return SubmitResult(judgment=judgment, created=True)
+
+
+def _replay(*, key: str, assignment_pk: int) -> SubmitResult | None:
+    stored = Judgment.objects.filter(idempotency_key=key).first()
+    if stored is None:
+        return None
+    if stored.assignment_id != assignment_pk:
+        raise KeyConflict("this idempotency key belongs to another judgment")
+    return SubmitResult(judgment=stored, created=False)
+
+
+def _check_room(*, task: Task, project: Project, assignment: Assignment, now: datetime) -> None:
+    """Call while holding the task lock. A live lease holds a place; a lapsed one may not."""
+    if task.status == Task.Status.DISCARDED:
+        raise LeaseLost("this task was withdrawn")
+    if task.is_gold:
+        return
+    k = task_k(task, project)
+    if task.judgment_count >= k:
+        raise LeaseLost("this task already has all its judgments")
+    if assignment.leased_until > now and assignment.status == Assignment.Status.LEASED:
+        return
+    others = (
+        Task.objects.filter(pk=task.pk)
+        .annotate(n=_live_lease_count(now, exclude_pk=assignment.pk))
+        .values_list("n", flat=True)
+        .get()
+    )
+    if task.judgment_count + others >= k:
+        raise LeaseLost("your lease expired and the task went to someone else")
+
+
+# --- change the last judgment -------------------------------------------------------------
+
+
+def judgment_editable(
+    *, judgment: Judgment, annotator: AbstractBaseUser, now: datetime | None = None
+) -> bool:
+    """Whether this is the annotator's last judgment in its project and its lease still runs."""
+    now = now or timezone.now()
+    if judgment.annotator_id != annotator.pk or judgment.assignment_id is None:
+        return False
+    if judgment.assignment.leased_until <= now:
+        return False
+    last = (
+        Judgment.objects.filter(project_id=judgment.project_id, annotator=annotator)
+        .order_by("-created_at", "-id")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    return last == judgment.pk
+
+
+def judgment_revise(
+    *,
+    judgment: Judgment,
+    project: Project,
+    annotator: AbstractBaseUser,
+    edit_key: object,
+    ranking: object = None,
+    choice: object = None,
+    rationale: object = "",
+    ratings: object = None,
+    duration_ms: object = None,
+    now: datetime | None = None,
+) -> SubmitResult:
+    """Changes the annotator's last judgment while its lease lasts, keeping the old version.
+
+    The previous values become a ``JudgmentRevision``; a repeated ``edit_key`` changes nothing.
+    The task's judgment count is unchanged: it is still one judgment.
+    """
+    key = _check_key(edit_key, "edit_key")
+    now = now or timezone.now()
+    try:
+        with transaction.atomic():
+            Task.objects.select_for_update().filter(pk=judgment.task_id).first()
+            current = Judgment.objects.select_related("assignment").get(pk=judgment.pk)
+            done = JudgmentRevision.objects.filter(edit_key=key).first()
+            if done is not None:
+                if done.judgment_id != current.pk:
+                    raise KeyConflict("this edit key belongs to another judgment")
+                return SubmitResult(judgment=current, created=False)
+            if not judgment_editable(judgment=current, annotator=annotator, now=now):
+                raise EditWindowClosed(
+                    "only your last judgment can be changed, while its lease lasts"
+                )
+            values = _check_verdict(
+                project=project,
+                positions=task_positions(current.task_id),
+                presented=current.presented_order,
+                ranking=ranking,
+                choice=choice,
+                rationale=rationale,
+                ratings=ratings,
+                duration_ms=duration_ms,
+            )
+            number = current.revisions.count() + 1
+            JudgmentRevision.objects.create(
+                judgment=current,
+                number=number,
+                ranking=current.ranking,
+                outcome=current.outcome,
+                presented_order=current.presented_order,
+                rationale=current.rationale,
+                ratings=current.ratings,
+                duration_ms=current.duration_ms,
+                edit_key=key,
+                submitted_at=current.updated_at,
+            )
+            for name, value in values.items():
+                if name == "duration_ms":
+                    # Time spent on the edit is added: the judgment took both.
+                    value = (current.duration_ms or 0) + (value or 0)
+                setattr(current, name, value)
+            current.save()
+    except IntegrityError:
+        done = JudgmentRevision.objects.filter(edit_key=key).first()
+        if done is not None and done.judgment_id == judgment.pk:
+            return SubmitResult(judgment=Judgment.objects.get(pk=judgment.pk), created=False)
+        raise KeyConflict("this edit key was used before") from None
+    return SubmitResult(judgment=current, created=True)
+
+
+# --- progress -------------------------------------------------------------------------------
+
+
+def annotator_progress(
+    *, project: Project, annotator: AbstractBaseUser, now: datetime | None = None
+) -> Progress:
+    """Done today, tasks still open to this annotator, and their editable last judgment.
+
+    One query. "Remaining" counts open tasks they have not judged or skipped; other
+    annotators' leases are left out (they come back when they lapse).
+    """
+    now = now or timezone.now()
+    today = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    mine = Judgment.objects.filter(project=OuterRef("pk"), annotator=annotator)
+    done_today = mine.filter(created_at__gte=today).order_by().values("project")
+    done_today = done_today.annotate(n=Count("pk")).values("n")
+    closed = Assignment.objects.filter(
+        task=OuterRef("pk"),
+        annotator=annotator,
+        status__in=[Assignment.Status.SUBMITTED, Assignment.Status.SKIPPED],
+    )
+    remaining = (
+        Task.objects.filter(project=OuterRef("pk"), status=Task.Status.OPEN, is_gold=False)
+        .exclude(Exists(closed))
+        .order_by()
+        .values("project")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    window = now - timedelta(minutes=lease_minutes(project))
+    last = mine.filter(created_at__gte=window).order_by("-created_at", "-id")
+    row = (
+        Project.objects.filter(pk=project.pk)
+        .annotate(
+            done_today=Coalesce(Subquery(done_today, output_field=IntegerField()), Value(0)),
+            remaining=Coalesce(Subquery(remaining, output_field=IntegerField()), Value(0)),
+            last_pk=Subquery(last.values("pk")[:1]),
+            last_until=Subquery(last.values("assignment__leased_until")[:1]),
+        )
+        .values("done_today", "remaining", "last_pk", "last_until")
+        .get()
+    )
+    editable = row["last_pk"] if row["last_until"] and row["last_until"] > now else None
+    return Progress(
+        done_today=row["done_today"], remaining=row["remaining"], editable_judgment_id=editable
+    )

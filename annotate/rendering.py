@@ -1,0 +1,37 @@
+"""Markdown for prompts, candidates and instructions, rendered then sanitised.
+
+Python-Markdown passes raw HTML through, so its output is never trusted: ``nh3`` keeps a
+small set of tags and attributes, drops scripts and event handlers, allows only http(s) and
+mailto links and adds ``rel="noopener noreferrer nofollow"``. Images are not allowed: a
+candidate could otherwise load a remote URL (a tracking pixel, or a hint at its source).
+"""
+
+from __future__ import annotations
+
+import markdown
+import nh3
+from django.utils.safestring import SafeString, mark_safe
+
+_TAGS = {
+    "p", "br", "hr", "strong", "em", "b", "i", "u", "s", "del", "code", "pre", "kbd",
+    "blockquote", "ul", "ol", "li", "h1", "h2", "h3", "h4", "h5", "h6", "a",
+    "table", "thead", "tbody", "tr", "th", "td", "sup", "sub",
+}  # fmt: skip
+_ATTRIBUTES = {"a": {"href", "title"}, "th": {"align"}, "td": {"align"}, "ol": {"start"}}
+_EXTENSIONS = ["fenced_code", "tables", "sane_lists"]
+
+
+def markdown_html(text: str) -> SafeString:
+    """Renders a markdown subset to HTML that is safe to insert into a page."""
+    if not text:
+        return mark_safe("")
+    html = markdown.markdown(text, extensions=_EXTENSIONS, output_format="html")
+    return mark_safe(  # noqa: S308 (sanitised by nh3 on the line below)
+        nh3.clean(
+            html,
+            tags=_TAGS,
+            attributes=_ATTRIBUTES,
+            url_schemes={"http", "https", "mailto"},
+            link_rel="noopener noreferrer nofollow",
+        )
+    )

@@ -1,0 +1,667 @@
+"""Agreement, annotator reliability and quality checks for preference judgments.
+
+Pure core: no Django, no other Quorum module. The Django layer converts its judgment rows
+into the two record types below and stores what comes back (flags, weights, scores).
+
+Records
+    `RankingRecord` (task, annotator, ranking, presented_order=(), duration_ms=None):
+        one N-way ranking as tie groups, best first; ``presented_order`` lists the
+        candidates in the slots they were shown in.
+    `PairRecord` (task, annotator, a, b, outcome, presented_order=None, duration_ms=None):
+        one pairwise judgment; outcome ``"a"``, ``"b"``, ``"tie"`` or ``"both_bad"``;
+        ``presented_order`` is ``(left, right)`` as shown.
+
+Preference relations
+    Measures built on pairs compare *relations*: for candidates ``x, y`` of a task (in a
+    canonical order, sorted ids), +1 = x preferred, -1 = y preferred, 0 = no preference.
+    A shared tie group, ``"tie"`` and ``"both_bad"`` are all 0: both-bad is a quality
+    judgment, not a preference. If an annotator judged the same unit twice, the last
+    record counts.
+
+Public API
+    krippendorff_alpha(records, level=None)      alpha: ordinal on rank positions, nominal on pairs
+    pairwise_agreement(records)                  per task: share of annotator pairs that agree
+    kendall_tau(r1, r2)                          tau-b between two tie-group rankings
+    annotator_reliability(records, gold=None)    agreement, leave-one-out, gold, CROWDLAB weight
+    position_bias(records, by_annotator=True)    does a display slot win beyond chance?
+    too_fast(records, ratio=0.25)                judgments far quicker than the usual pace
+    anomalous_voters(records, alpha=0.05)        Chatbot Arena's anomalous-user test
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import statistics
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import krippendorff
+import numpy as np
+from scipy import stats
+
+OUTCOMES = ("a", "b", "tie", "both_bad")
+
+Candidate = Hashable
+Unit = tuple[Hashable, Candidate, Candidate]  # (task, x, y) with x before y canonically
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class RankingRecord:
+    """One annotator's N-way ranking of one task.
+
+    Attributes:
+        task: Task id.
+        annotator: Annotator id (a reward model may appear as one more annotator).
+        ranking: Tie groups best -> worst, e.g. ``((3,), (1, 4), (2,))``.
+        presented_order: Candidates in display order (slot 0 first); empty if unknown.
+        duration_ms: Time spent on the judgment; None if unknown.
+    """
+
+    task: Hashable
+    annotator: Hashable
+    ranking: tuple[tuple[Candidate, ...], ...]
+    presented_order: tuple[Candidate, ...] = ()
+    duration_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        groups = tuple(tuple(group) for group in self.ranking)
+        ranked = [c for group in groups for c in group]
+        if not groups or any(not group for group in groups):
+            raise ValueError(f"task {self.task!r}: ranking has an empty tie group")
+        if len(set(ranked)) != len(ranked):
+            raise ValueError(f"task {self.task!r}: ranking lists a candidate twice")
+        presented = tuple(self.presented_order)
+        if presented and sorted(map(repr, presented)) != sorted(map(repr, ranked)):
+            raise ValueError(
+                f"task {self.task!r}: presented_order must list exactly the ranked candidates"
+            )
+        object.__setattr__(self, "ranking", groups)
+        object.__setattr__(self, "presented_order", presented)
+
+
+@dataclass(frozen=True)
+class PairRecord:
+    """One annotator's pairwise judgment.
+
+    Attributes:
+        task: Task id.
+        annotator: Annotator id.
+        a: Candidate labelled "a".
+        b: Candidate labelled "b".
+        outcome: ``"a"`` or ``"b"`` (that one is better), ``"tie"`` or ``"both_bad"``.
+        presented_order: ``(left, right)`` as displayed; None if unknown.
+        duration_ms: Time spent on the judgment; None if unknown.
+    """
+
+    task: Hashable
+    annotator: Hashable
+    a: Candidate
+    b: Candidate
+    outcome: str
+    presented_order: tuple[Candidate, Candidate] | None = None
+    duration_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.outcome not in OUTCOMES:
+            raise ValueError(
+                f"task {self.task!r}: outcome must be one of {OUTCOMES}, got {self.outcome!r}"
+            )
+        if self.a == self.b:
+            raise ValueError(f"task {self.task!r}: a and b are the same candidate")
+        if self.presented_order is not None:
+            presented = tuple(self.presented_order)
+            if len(presented) != 2 or set(presented) != {self.a, self.b}:
+                raise ValueError(f"task {self.task!r}: presented_order must be (a, b) or (b, a)")
+            object.__setattr__(self, "presented_order", presented)
+
+    @property
+    def winner(self) -> Candidate | None:
+        """The preferred candidate, or None for a tie or both-bad judgment."""
+        return {"a": self.a, "b": self.b}.get(self.outcome)
+
+
+Record = RankingRecord | PairRecord
+
+
+# --------------------------------------------------------------------------- relations
+
+
+def _precedes(x: Candidate, y: Candidate) -> bool:
+    """Canonical order of two candidate ids: natural order, else by repr."""
+    with contextlib.suppress(TypeError):
+        return bool(x < y)  # type: ignore[operator]
+    return repr(x) < repr(y)
+
+
+def _relations(record: Record) -> dict[tuple[Candidate, Candidate], int]:
+    """Relation per canonically ordered candidate pair of one record."""
+    if isinstance(record, PairRecord):
+        preference = {"a": 1, "b": -1}.get(record.outcome, 0)
+        if _precedes(record.a, record.b):
+            return {(record.a, record.b): preference}
+        return {(record.b, record.a): -preference}
+    position = {c: g for g, group in enumerate(record.ranking) for c in group}
+    relations = {}
+    for x, y in itertools.combinations(position, 2):
+        if not _precedes(x, y):
+            x, y = y, x
+        relations[(x, y)] = int(np.sign(position[y] - position[x]))
+    return relations
+
+
+def _relation_table(records: Iterable[Record]) -> dict[Unit, dict[Hashable, int]]:
+    """``{(task, x, y): {annotator: relation}}``; a later record replaces an earlier one."""
+    table: dict[Unit, dict[Hashable, int]] = defaultdict(dict)
+    for record in records:
+        for (x, y), relation in _relations(record).items():
+            table[(record.task, x, y)][record.annotator] = relation
+    return table
+
+
+def _record_kind(records: Sequence[Record]) -> type:
+    kinds = {type(r) for r in records}
+    if len(kinds) > 1:
+        raise ValueError("pass ranking records and pair records separately")
+    return kinds.pop() if kinds else RankingRecord
+
+
+# --------------------------------------------------------------------------- agreement
+
+
+def _mid_ranks(ranking: Sequence[Sequence[Candidate]]) -> dict[Candidate, float]:
+    """Rank position per candidate, tied candidates sharing the mean of their positions."""
+    ranks: dict[Candidate, float] = {}
+    start = 1
+    for group in ranking:
+        for candidate in group:
+            ranks[candidate] = start + (len(group) - 1) / 2
+        start += len(group)
+    return ranks
+
+
+def krippendorff_alpha(
+    records: Sequence[Record],
+    *,
+    level: Literal["nominal", "ordinal", "interval"] | None = None,
+) -> float | None:
+    """Krippendorff's alpha over all tasks in ``records``.
+
+    Rankings: units are ``(task, candidate)``, the value is the candidate's rank position
+    (tied candidates share the mean position, so a tie sits between the strict orders),
+    ordinal by default. Pairs: units are ``(task, x, y)``, the value is the relation
+    (+1/0/-1), nominal by default; each unit enters in both orientations so the result
+    does not depend on which candidate of a pair is called first.
+
+    Pass one task's records for a per-task alpha.
+
+    Args:
+        records: All `RankingRecord` or all `PairRecord`.
+        level: Level of measurement; default ordinal for rankings, nominal for pairs.
+
+    Returns:
+        Alpha, or None when it is undefined: no unit judged by two annotators, or a single
+        value throughout (nothing to tell agreement from chance).
+
+    Raises:
+        ValueError: When ranking and pair records are mixed.
+    """
+    records = list(records)
+    kind = _record_kind(records)
+    values: dict[tuple[Hashable, ...], dict[Hashable, float]] = defaultdict(dict)
+    if kind is RankingRecord:
+        level = level or "ordinal"
+        for record in records:
+            for candidate, rank in _mid_ranks(record.ranking).items():
+                values[(record.task, candidate)][record.annotator] = rank
+    else:
+        level = level or "nominal"
+        for (task, x, y), by_annotator in _relation_table(records).items():
+            for annotator, relation in by_annotator.items():
+                values[(task, x, y)][annotator] = float(relation)
+                values[(task, y, x)][annotator] = float(-relation)
+    pairable = [unit for unit in values.values() if len(unit) >= 2]
+    if len({v for unit in pairable for v in unit.values()}) < 2:
+        return None
+    annotators = sorted({a for unit in pairable for a in unit}, key=repr)
+    row = {a: i for i, a in enumerate(annotators)}
+    matrix = np.full((len(annotators), len(pairable)), np.nan)
+    for column, unit in enumerate(pairable):
+        for annotator, value in unit.items():
+            matrix[row[annotator], column] = value
+    return float(krippendorff.alpha(reliability_data=matrix, level_of_measurement=level))
+
+
+@dataclass(frozen=True)
+class TaskAgreement:
+    """Pairwise agreement within one task.
+
+    Attributes:
+        task: Task id.
+        agreement: Share of (annotator pair, candidate pair) combinations whose relations
+            match; None when no candidate pair was judged by two annotators.
+        n_annotators: Annotators with a judgment on the task.
+        by_pair: Share of annotator pairs agreeing, per candidate pair ``(x, y)`` judged
+            by at least two annotators: the disputed pairs for a review queue.
+    """
+
+    task: Hashable
+    agreement: float | None
+    n_annotators: int
+    by_pair: dict[tuple[Candidate, Candidate], float] = field(default_factory=dict)
+
+
+def pairwise_agreement(records: Iterable[Record]) -> dict[Hashable, TaskAgreement]:
+    """Per task, how often two annotators agree on a candidate pair.
+
+    Args:
+        records: Ranking or pair records, any number of tasks.
+
+    Returns:
+        A `TaskAgreement` per task.
+    """
+    records = list(records)
+    annotators: dict[Hashable, set[Hashable]] = defaultdict(set)
+    for record in records:
+        annotators[record.task].add(record.annotator)
+    agree: Counter[Hashable] = Counter()
+    total: Counter[Hashable] = Counter()
+    by_pair: dict[Hashable, dict[tuple[Candidate, Candidate], float]] = defaultdict(dict)
+    for (task, x, y), by_annotator in _relation_table(records).items():
+        relations = list(by_annotator.values())
+        pairs = list(itertools.combinations(relations, 2))
+        if not pairs:
+            continue
+        matches = sum(r1 == r2 for r1, r2 in pairs)
+        agree[task] += matches
+        total[task] += len(pairs)
+        by_pair[task][(x, y)] = matches / len(pairs)
+    return {
+        task: TaskAgreement(
+            task=task,
+            agreement=agree[task] / total[task] if total[task] else None,
+            n_annotators=len(members),
+            by_pair=by_pair.get(task, {}),
+        )
+        for task, members in annotators.items()
+    }
+
+
+def kendall_tau(
+    ranking_1: Sequence[Sequence[Candidate]], ranking_2: Sequence[Sequence[Candidate]]
+) -> float:
+    """Kendall tau-b between two rankings given as tie groups, on their common candidates.
+
+    Returns:
+        Tau-b in [-1, 1]; NaN with fewer than two common candidates or when either
+        ranking ties all of them (tau-b is undefined there).
+    """
+    first, second = _mid_ranks(ranking_1), _mid_ranks(ranking_2)
+    common = [c for c in first if c in second]
+    if len(common) < 2:
+        return math.nan
+    x = [first[c] for c in common]
+    y = [second[c] for c in common]
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return math.nan
+    return float(stats.kendalltau(x, y, variant="b").statistic)
+
+
+# --------------------------------------------------------------------------- reliability
+
+
+@dataclass(frozen=True)
+class AnnotatorReliability:
+    """How far an annotator's judgments can be trusted.
+
+    Attributes:
+        annotator: Annotator id.
+        n_judgments: Records by the annotator.
+        n_relations: Candidate-pair relations those records state.
+        agreement: ``A_j``: share of (own relation, another annotator's relation on the same
+            pair) combinations that match; None without overlap.
+        loo_agreement: Share of own relations equal to the leave-one-out consensus (the
+            most common relation of the other annotators; pairs where the others split
+            evenly are skipped); None without overlap.
+        gold_accuracy: Share of own relations on gold tasks equal to the gold relation;
+            None without gold judgments.
+        n_gold: Relations compared with gold.
+        weight: CROWDLAB weight ``max(1 - (1 - A_j) / e_mlc, eps)``, where ``e_mlc`` is the
+            error of always giving the most common relation (counted in both orientations
+            of each pair, so 0.5 for strict preferences); annotators without overlap get
+            the median weight of the others (1.0 if nobody overlaps).
+    """
+
+    annotator: Hashable
+    n_judgments: int
+    n_relations: int
+    agreement: float | None
+    loo_agreement: float | None
+    gold_accuracy: float | None
+    n_gold: int
+    weight: float
+
+
+def annotator_reliability(
+    records: Iterable[Record],
+    *,
+    gold: Mapping[Hashable, Sequence[Sequence[Candidate]]] | None = None,
+    eps: float = 1e-3,
+) -> dict[Hashable, AnnotatorReliability]:
+    """Reliability of every annotator: agreement, leave-one-out consensus, gold, weight.
+
+    The weight follows CROWDLAB (the published maths, no cleanlab dependency): an annotator
+    who agrees with others no more often than "always say the most common relation" gets
+    ``eps``; one who always agrees gets 1. Use it as the evaluator weight in
+    `curation.graph.ensemble_graph`. A reward model passed as one more annotator gets a
+    weight the same way, from its agreement with the humans.
+
+    Args:
+        records: Ranking or pair records (both kinds may be mixed: only relations count).
+        gold: Known answer per gold task, as tie groups best -> worst.
+        eps: Floor of the weight, so nobody is silenced entirely.
+
+    Returns:
+        An `AnnotatorReliability` per annotator.
+    """
+    records = list(records)
+    table = _relation_table(records)
+    judgments = Counter(r.annotator for r in records)
+    given: Counter[Hashable] = Counter()
+    agree: Counter[Hashable] = Counter()
+    compared: Counter[Hashable] = Counter()
+    loo_agree: Counter[Hashable] = Counter()
+    loo_total: Counter[Hashable] = Counter()
+    label_counts: Counter[int] = Counter()
+    for by_annotator in table.values():
+        for annotator in by_annotator:
+            given[annotator] += 1
+        if len(by_annotator) < 2:
+            continue
+        # Both orientations, as in `krippendorff_alpha`: which candidate of a pair is
+        # called x is arbitrary, so "+1" must not look like a majority label because of it.
+        label_counts.update(by_annotator.values())
+        label_counts.update(-r for r in by_annotator.values())
+        for annotator, relation in by_annotator.items():
+            others = Counter(r for a, r in by_annotator.items() if a != annotator)
+            agree[annotator] += others[relation]
+            compared[annotator] += sum(others.values())
+            ranked = others.most_common()
+            if len(ranked) == 1 or ranked[0][1] > ranked[1][1]:
+                loo_total[annotator] += 1
+                loo_agree[annotator] += relation == ranked[0][0]
+
+    gold_hits: Counter[Hashable] = Counter()
+    gold_total: Counter[Hashable] = Counter()
+    gold_relations = {
+        task: _relations(RankingRecord(task, None, tuple(map(tuple, ranking))))
+        for task, ranking in (gold or {}).items()
+    }
+    for (task, x, y), by_annotator in table.items():
+        expected = gold_relations.get(task, {}).get((x, y))
+        if expected is None:
+            continue
+        for annotator, relation in by_annotator.items():
+            gold_total[annotator] += 1
+            gold_hits[annotator] += relation == expected
+
+    n_labels = sum(label_counts.values())
+    e_mlc = 1 - max(label_counts.values()) / n_labels if n_labels else 0.0
+    weights: dict[Hashable, float] = {}
+    for annotator in judgments:
+        if compared[annotator]:
+            a_j = agree[annotator] / compared[annotator]
+            # Everyone gave the same relation: nothing separates annotators, trust all.
+            weights[annotator] = max(1 - (1 - a_j) / e_mlc, eps) if e_mlc > 0 else 1.0
+    fallback = statistics.median(weights.values()) if weights else 1.0
+
+    def share(hits: Counter[Hashable], totals: Counter[Hashable], key: Hashable) -> float | None:
+        return hits[key] / totals[key] if totals[key] else None
+
+    return {
+        annotator: AnnotatorReliability(
+            annotator=annotator,
+            n_judgments=judgments[annotator],
+            n_relations=given[annotator],
+            agreement=share(agree, compared, annotator),
+            loo_agreement=share(loo_agree, loo_total, annotator),
+            gold_accuracy=share(gold_hits, gold_total, annotator),
+            n_gold=gold_total[annotator],
+            weight=weights.get(annotator, fallback),
+        )
+        for annotator in judgments
+    }
+
+
+# --------------------------------------------------------------------------- checks
+
+
+@dataclass(frozen=True)
+class PositionBias:
+    """Whether judgments favour a display slot.
+
+    Attributes:
+        annotator: Annotator id, or None for all annotators together.
+        n: Judgments counted (pairs: decisive ones; rankings: a single top candidate).
+        counts: Wins per display slot (pairs: left, right; rankings: slot of rank 1).
+        expected: Wins per slot expected without bias.
+        p_value: Two-sided exact binomial test (pairs) or chi-square goodness of fit
+            (rankings; needs about 5 expected wins per slot to be trustworthy).
+        favoured_slot: Slot with the largest excess of wins over expectation.
+    """
+
+    annotator: Hashable | None
+    n: int
+    counts: tuple[int, ...]
+    expected: tuple[float, ...]
+    p_value: float
+    favoured_slot: int
+
+
+def position_bias(
+    records: Iterable[Record], *, by_annotator: bool = True
+) -> dict[Hashable | None, PositionBias]:
+    """Test whether the slot a candidate was shown in predicts that it wins.
+
+    Records without a presented order, ties, both-bad judgments and rankings with a tied
+    top group are skipped. Many annotators mean many tests: correct for multiplicity
+    (e.g. Holm) before flagging on ``p_value``.
+
+    Args:
+        records: All `PairRecord` or all `RankingRecord`.
+        by_annotator: One test per annotator; False pools everyone under the key None.
+
+    Returns:
+        A `PositionBias` per annotator with at least one usable judgment.
+    """
+    records = list(records)
+    kind = _record_kind(records)
+    wins: dict[Hashable | None, list[int]] = defaultdict(list)
+    slot_counts: dict[Hashable | None, list[int]] = defaultdict(list)
+    for record in records:
+        key = record.annotator if by_annotator else None
+        if isinstance(record, PairRecord):
+            if record.presented_order is None or record.winner is None:
+                continue
+            wins[key].append(record.presented_order.index(record.winner))
+            slot_counts[key].append(2)
+        else:
+            if not record.presented_order or len(record.ranking[0]) != 1:
+                continue
+            wins[key].append(record.presented_order.index(record.ranking[0][0]))
+            slot_counts[key].append(len(record.presented_order))
+    result = {}
+    for key, slots in wins.items():
+        n_slots = max(slot_counts[key])
+        counts = np.bincount(slots, minlength=n_slots)
+        expected = np.zeros(n_slots)
+        for size in slot_counts[key]:
+            expected[:size] += 1 / size
+        if kind is PairRecord:
+            p_value = stats.binomtest(int(counts[0]), len(slots), 0.5).pvalue
+        else:
+            p_value = stats.chisquare(counts, expected).pvalue
+        result[key] = PositionBias(
+            annotator=key,
+            n=len(slots),
+            counts=tuple(int(c) for c in counts),
+            expected=tuple(float(e) for e in expected),
+            p_value=float(p_value),
+            favoured_slot=int(np.argmax(counts - expected)),
+        )
+    return result
+
+
+@dataclass(frozen=True)
+class FastJudgment:
+    """A judgment made much faster than usual.
+
+    Attributes:
+        record: The flagged record.
+        threshold_ms: Duration below which it was flagged.
+        reference: Which median set the threshold: ``"annotator"`` or ``"project"``.
+    """
+
+    record: Record
+    threshold_ms: float
+    reference: Literal["annotator", "project"]
+
+
+def too_fast(
+    records: Iterable[Record], *, ratio: float = 0.25, min_history: int = 5
+) -> list[FastJudgment]:
+    """Flag judgments made in less than ``ratio`` times the usual duration.
+
+    Rule: the usual duration is the larger of the project median (all records passed in)
+    and the annotator's own median (used once they have ``min_history`` timed records).
+    The project median catches an annotator who always clicks through; the own median
+    catches a normally careful annotator who suddenly rushes. Pass one kind of task at a
+    time (a 4-video ranking and a text pair take different times). Records without a
+    duration are ignored.
+
+    Args:
+        records: Ranking and/or pair records of one project and task kind.
+        ratio: Fraction of the usual duration below which a judgment is flagged.
+        min_history: Timed records an annotator needs before their own median counts.
+
+    Returns:
+        The flagged judgments, in input order.
+    """
+    timed = [r for r in records if r.duration_ms is not None]
+    if not timed:
+        return []
+    project = statistics.median(r.duration_ms for r in timed)  # type: ignore[type-var]
+    own: dict[Hashable, list[int]] = defaultdict(list)
+    for record in timed:
+        own[record.annotator].append(record.duration_ms)  # type: ignore[arg-type]
+    flagged = []
+    for record in timed:
+        durations = own[record.annotator]
+        personal = statistics.median(durations) if len(durations) >= min_history else 0.0
+        reference: Literal["annotator", "project"] = (
+            "annotator" if personal > project else "project"
+        )
+        threshold = ratio * max(personal, project)
+        if record.duration_ms < threshold:  # type: ignore[operator]
+            flagged.append(FastJudgment(record, threshold, reference))
+    return flagged
+
+
+@dataclass(frozen=True)
+class AnomalyCheck:
+    """Result of the anomalous-voter test for one annotator.
+
+    Attributes:
+        annotator: Annotator id.
+        n_votes: Votes tested (pair records).
+        flagged: True when any checkpoint statistic exceeded its threshold.
+        checkpoints: ``(j, M_j, threshold)`` per checkpoint: Fisher's statistic over the
+            first j votes and the chi-square(2j) quantile it was compared with.
+    """
+
+    annotator: Hashable
+    n_votes: int
+    flagged: bool
+    checkpoints: tuple[tuple[int, float, float], ...]
+
+
+def anomalous_voters(
+    records: Iterable[PairRecord],
+    *,
+    alpha: float = 0.05,
+    n_checkpoints: int = 5,
+    seed: int = 0,
+) -> dict[Hashable, AnomalyCheck]:
+    """Chatbot Arena's anomalous-user test (Chiang et al. 2024).
+
+    For vote i of an annotator, on candidate pair A_i, the history H is every vote of the
+    *other* annotators on that pair, and ``p_i = (1 + #{h in H : h >= v_i}) / (|H| + 1)``.
+    Votes are valued 1 / 0.5 / 0 for the pair's underdog winning / a tie or both-bad / the
+    favourite winning, the underdog being the candidate the others prefer less (by wins
+    minus losses; sorted id on a draw). Ordered that way, ``h >= v_i`` is "at least as
+    surprising", and backing the others' loser repeatedly gives small p-values. At j in
+    ``n_checkpoints`` random checkpoints (seeded per annotator, so a result does not
+    depend on who else is checked), ``M_j = -2 sum_{i<=j} log p_i`` is compared with the
+    chi-square(2j) quantile at ``1 - alpha / n_checkpoints`` (Bonferroni over checkpoints).
+
+    Args:
+        records: Pair records in the order the votes were cast.
+        alpha: Family-wise false-positive rate per annotator.
+        n_checkpoints: Checkpoints per annotator (fewer if they cast fewer votes).
+        seed: Seed of the checkpoint draw.
+
+    Returns:
+        An `AnomalyCheck` per annotator.
+    """
+    records = list(records)
+    # Per canonical pair (x, y): votes per annotator as counts of (x won, tie, y won).
+    tallies: dict[tuple[Candidate, Candidate], dict[Hashable, np.ndarray]] = defaultdict(
+        lambda: defaultdict(lambda: np.zeros(3))
+    )
+    votes: dict[Hashable, list[tuple[tuple[Candidate, Candidate], int]]] = defaultdict(list)
+    for record in records:
+        if not isinstance(record, PairRecord):
+            raise ValueError("anomalous_voters takes pair records only")
+        (pair, relation), *_ = _relations(record).items()
+        column = 1 - relation  # +1 -> 0 (x won), 0 -> 1 (tie), -1 -> 2 (y won)
+        tallies[pair][record.annotator][column] += 1
+        votes[record.annotator].append((pair, column))
+    totals = {pair: sum(by.values()) for pair, by in tallies.items()}
+
+    result = {}
+    for annotator, cast in votes.items():
+        log_p = []
+        for pair, column in cast:
+            history = totals[pair] - tallies[pair][annotator]
+            x_won, tied, y_won = history
+            # Value 1 = the underdog won; history counts from the underdog's side.
+            from_underdog = history if x_won - y_won <= 0 else history[::-1]
+            value_column = column if x_won - y_won <= 0 else 2 - column
+            at_least_as_surprising = from_underdog[: value_column + 1].sum()
+            log_p.append(math.log((1 + at_least_as_surprising) / (history.sum() + 1)))
+        n = len(log_p)
+        rng = np.random.default_rng([seed, zlib.crc32(repr(annotator).encode())])
+        chosen = np.sort(rng.choice(np.arange(1, n + 1), size=min(n_checkpoints, n), replace=False))
+        cumulative = -2 * np.cumsum(log_p)
+        checkpoints = tuple(
+            (
+                int(j),
+                float(cumulative[j - 1]),
+                float(stats.chi2.ppf(1 - alpha / n_checkpoints, 2 * j)),
+            )
+            for j in chosen
+        )
+        result[annotator] = AnomalyCheck(
+            annotator=annotator,
+            n_votes=n,
+            flagged=any(m > threshold for _, m, threshold in checkpoints),
+            checkpoints=checkpoints,
+        )
+    return result

@@ -1,0 +1,68 @@
+"""A real Celery worker process: time limits in effect, imports run end-to-end."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+
+from annotate.models import ImportJob, Judgment
+from annotate.services import import_job_create
+from workers.tasks import ping
+
+pytestmark = pytest.mark.worker
+
+
+@pytest.mark.parametrize("pool", ["solo", "prefork"])
+def test_it_stops_a_task_at_the_soft_time_limit(pool, celery_worker_process):
+    celery_worker_process(
+        pool=pool,
+        queues="default",
+        extra_env={"QUORUM_TASK_TIME_LIMIT": "20", "QUORUM_TASK_SOFT_TIME_LIMIT": "2"},
+    )
+    started = time.monotonic()
+    # Explicit None: the message carries no limits, so the worker's own settings decide.
+    result = ping.apply_async(kwargs={"delay": 15}, time_limit=None, soft_time_limit=None)
+    with pytest.raises(SoftTimeLimitExceeded):
+        result.get(timeout=60)
+    assert time.monotonic() - started < 14
+
+
+def test_it_ends_a_solo_worker_past_the_hard_time_limit(celery_worker_process):
+    worker = celery_worker_process(
+        pool="solo",
+        queues="default",
+        extra_env={"QUORUM_TASK_TIME_LIMIT": "2", "QUORUM_TASK_SOFT_TIME_LIMIT": "0"},
+    )
+    started = time.monotonic()
+    ping.apply_async(kwargs={"delay": 30}, time_limit=None, soft_time_limit=None)
+    assert worker.proc.wait(timeout=25) == 75  # the watchdog's exit code
+    assert time.monotonic() - started < 20
+
+
+def test_it_runs_a_ping_on_the_worker(celery_worker_process):
+    celery_worker_process(queues="default")
+    assert ping.delay().get(timeout=60)["pid"] > 0
+
+
+def test_it_runs_an_import_job_end_to_end(celery_worker_process, tmp_path):
+    celery_worker_process(queues="default")
+    rows = [
+        {"model_a": f"m{i % 3}", "model_b": "m9", "winner": "model_b", "tstamp": i}
+        for i in range(50)
+    ]
+    path = tmp_path / "votes.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    job = import_job_create(path=path, project_name="from-worker", run_async=True)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        job.refresh_from_db()
+        if job.status in (ImportJob.Status.DONE, ImportJob.Status.FAILED):
+            break
+        time.sleep(0.3)
+    assert job.status == ImportJob.Status.DONE, job.errors
+    assert job.counts["judgments"] == 50
+    assert Judgment.objects.filter(project__name="from-worker").count() == 50
+    assert job.progress_percent == 100
