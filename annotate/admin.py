@@ -64,6 +64,21 @@ class ProjectAdmin(admin.ModelAdmin):
     list_select_related = ["active_reward_model"]
     inlines = [MembershipInline]
     change_list_template = "admin/annotate/project/change_list.html"
+    actions = ["score_with_active_model"]
+
+    @admin.action(description="Score all prompts with the project's active reward model")
+    def score_with_active_model(self, request, queryset):
+        from workers.scoring import scoring_run_start
+
+        for project in queryset.select_related("active_reward_model"):
+            run = scoring_run_start(project=project, reason="admin", created_by=request.user)
+            if run is None:
+                messages.warning(request, f"{project}: choose an active reward model first.")
+            else:
+                messages.success(
+                    request,
+                    f"{project}: scoring {run.total_prompts} prompts with {run.reward_model}.",
+                )
 
     def get_queryset(self, request):
         return (
@@ -267,11 +282,34 @@ class ApiTokenAdmin(admin.ModelAdmin):
     readonly_fields = ["digest", "created_at", "last_used_at"]
 
 
+class RewardModelForm(forms.ModelForm):
+    class Meta:
+        model = RewardModel
+        fields = ["name", "version", "backend", "path", "metrics"]
+
+    def clean(self):
+        from workers.scoring import checkpoint_problems
+
+        cleaned = super().clean()
+        if cleaned.get("path") and cleaned.get("backend"):
+            problems = checkpoint_problems(cleaned["path"], cleaned["backend"])
+            if problems:
+                raise forms.ValidationError({"path": problems})
+        return cleaned
+
+
 @admin.register(RewardModel)
 class RewardModelAdmin(admin.ModelAdmin):
-    list_display = ["name", "version", "backend", "path", "created_at"]
+    form = RewardModelForm
+    list_display = ["name", "version", "backend", "path", "metric_summary", "created_at"]
     list_filter = ["backend"]
     search_fields = ["name", "version", "path"]
+
+    @admin.display(description="metrics")
+    def metric_summary(self, obj):
+        return ", ".join(
+            f"{k}={v}" for k, v in sorted(obj.metrics.items()) if not isinstance(v, dict | list)
+        )[:120]
 
 
 @admin.register(ModelScore)

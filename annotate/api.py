@@ -129,3 +129,8 @@ def import_status(request, job_id: int):
     if not (request.auth.is_staff or job.created_by_id == request.auth.pk):
         raise HttpError(404, "Not Found")
     return job
+
+
+from curation.api import router as curation_router  # noqa: E402
+
+api.add_router("/", curation_router)

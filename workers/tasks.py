@@ -25,3 +25,8 @@ def import_file_task(*, job_id: int) -> dict:
 
     job = import_job_run(job_id=job_id)
     return {"job": job.pk, "status": job.status, "counts": job.counts}
+
+
+# Task modules by area; importing them here registers their tasks when the worker
+# autodiscovers ``workers.tasks``.
+from workers import curation_tasks, scoring_tasks  # noqa: E402, F401

@@ -1,0 +1,126 @@
+"""Scoring stored candidates: idempotent rows, priorities, real workers, a worker killed mid-batch."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from annotate.models import ModelScore, Project, RewardModel, Task
+from tests.factories import make_project
+from workers.models import ScoringRun
+from workers.scoring import candidate_groups, score_prompts, scoring_run_start, uncertainty_priority
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    from workers.tiny import save_tiny_reward_model
+
+    path = tmp_path_factory.mktemp("rm") / "tiny-rm"
+    save_tiny_reward_model(path, seed=3)
+    return path
+
+
+def _register(project: Project, path, name: str = "tiny") -> RewardModel:
+    rm = RewardModel.objects.create(
+        name=name, version="1", backend="multi_response", path=str(path)
+    )
+    project.active_reward_model = rm
+    project.save(update_fields=["active_reward_model"])
+    return rm
+
+
+def test_it_ranks_confident_scores_below_uncertain_ones():
+    assert uncertainty_priority([5.0, 0.0, -1.0, -2.0]) < uncertainty_priority(
+        [0.1, 0.0, 0.05, -0.1]
+    )
+    assert 0.0 <= uncertainty_priority([1.0, 1.0]) <= 1.0
+    assert uncertainty_priority([1.0]) == 0.0
+
+
+def test_it_splits_large_prompts_into_balanced_passes():
+    groups = candidate_groups(list(range(19)), size=8)
+    assert [len(g) for g in groups] == [7, 7, 5]
+    assert sorted(c for g in groups for c in g) == list(range(19))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_scores_every_candidate_once_and_sets_priorities(tiny_checkpoint, settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    project = make_project(n_prompts=3, n_candidates=4)
+    rm = _register(project, tiny_checkpoint)
+    run = ScoringRun.objects.create(project=project, reward_model=rm, total_prompts=3)
+    prompt_ids = list(project.prompts.values_list("id", flat=True))
+    first = score_prompts(run_id=run.pk, prompt_ids=prompt_ids)
+    assert first == {"prompts": 3, "scores": 12, "failed": 0}
+    assert ModelScore.objects.filter(reward_model=rm, score__isnull=False).count() == 12
+    again = score_prompts(run_id=run.pk, prompt_ids=prompt_ids)
+    assert again["prompts"] == 0 and ModelScore.objects.count() == 12
+    run.refresh_from_db()
+    assert run.status == "done" and run.done_prompts == 3 and run.scored_candidates == 12
+    assert all(0 < t.priority <= 1 for t in Task.objects.filter(project=project))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_records_an_error_for_a_candidate_it_cannot_score(tiny_checkpoint, settings):
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    project = make_project(n_prompts=1, n_candidates=3)
+    rm = _register(project, tiny_checkpoint)
+    broken = project.candidates.first()
+    broken.kind = "video"
+    broken.media = default_storage.save(
+        f"p{project.pk}/bad.mp4", ContentFile(b"not a video at all")
+    )
+    broken.save()
+    run = ScoringRun.objects.create(project=project, reward_model=rm, total_prompts=1)
+    score_prompts(run_id=run.pk, prompt_ids=[broken.prompt_id])
+    bad = ModelScore.objects.get(candidate=broken)
+    assert bad.score is None and bad.error
+    assert ModelScore.objects.filter(score__isnull=False).count() == 2
+
+
+@pytest.mark.worker
+def test_it_scores_a_project_on_a_real_worker(celery_worker_process, tiny_checkpoint):
+    project = make_project(n_prompts=5, n_candidates=4)
+    _register(project, tiny_checkpoint)
+    celery_worker_process(queues="gpu", pool="solo")
+    run = scoring_run_start(project=project, reason="test")
+    _wait_done(run, timeout=120)
+    assert ModelScore.objects.filter(candidate__project=project, score__isnull=False).count() == 20
+
+
+def _wait_done(run: ScoringRun, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run.refresh_from_db()
+        if run.status == "done":
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"scoring run not done: {run.done_prompts}/{run.total_prompts}")
+
+
+@pytest.mark.worker
+def test_it_scores_exactly_once_after_a_worker_is_killed_mid_batch(
+    celery_worker_process, tiny_checkpoint
+):
+    project = make_project(n_prompts=40, n_candidates=4)
+    rm = _register(project, tiny_checkpoint)
+    # Slow each batch down so the kill lands while a batch is being scored.
+    first = celery_worker_process(
+        queues="gpu", pool="solo", extra_env={"QUORUM_SCORING_DELAY": "1.5"}
+    )
+    run = scoring_run_start(project=project, reason="test")
+    deadline = time.monotonic() + 60
+    while "Task quorum.score_prompts" not in first.output() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    first.kill(signal.SIGKILL)
+    assert "succeeded" not in first.output()  # it died holding an unfinished batch
+    celery_worker_process(queues="gpu", pool="solo")
+    _wait_done(run, timeout=240)
+    rows = ModelScore.objects.filter(reward_model=rm)
+    assert rows.count() == 160
+    assert rows.values("candidate_id").distinct().count() == 160

@@ -1,0 +1,321 @@
+"""Reward-model scoring of stored candidates: runs, batches, idempotent score rows, priorities.
+
+The web process calls :func:`scoring_run_start` (no torch import). The ``gpu`` workers call
+:func:`score_prompts`, which loads the model once per worker process (never at import time,
+so CUDA is never touched before a fork) and writes one ``ModelScore`` per candidate and
+model version: a batch that is redelivered after a crash finds its rows and writes nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from annotate.models import ModelScore, Project, Prompt, RewardModel, Task, TaskCandidate
+from workers.models import ScoringRun
+
+logger = logging.getLogger("quorum.workers")
+
+PROMPTS_PER_BATCH = 16
+MAX_CANDIDATES_PER_PASS = 8
+
+
+# --- pure helpers -------------------------------------------------------------------------
+
+
+def uncertainty_priority(scores: Sequence[float]) -> float:
+    """How much a human judgment of these candidates would tell us, in [0, 1].
+
+    The mean of the normalised entropy of softmax(scores) and exp(-margin) between the top two:
+    both are high when the model cannot separate the candidates.
+    """
+    if len(scores) < 2:
+        return 0.0
+    top = max(scores)
+    weights = [math.exp(s - top) for s in scores]
+    total = sum(weights)
+    probs = [w / total for w in weights]
+    entropy = -sum(p * math.log(p) for p in probs if p > 0) / math.log(len(scores))
+    first, second = sorted(scores, reverse=True)[:2]
+    return 0.5 * entropy + 0.5 * math.exp(-(first - second))
+
+
+def candidate_groups(
+    candidate_ids: Sequence[int], size: int = MAX_CANDIDATES_PER_PASS
+) -> list[list[int]]:
+    """Splits a prompt's candidates into packed passes of at most ``size`` (balanced)."""
+    ids = list(candidate_ids)
+    if not ids:
+        return []
+    parts = math.ceil(len(ids) / size)
+    step = math.ceil(len(ids) / parts)
+    return [ids[i : i + step] for i in range(0, len(ids), step)]
+
+
+# --- web side -------------------------------------------------------------------------------
+
+
+def scoring_run_start(
+    *,
+    project: Project,
+    reward_model: RewardModel | None = None,
+    prompt_ids: Sequence[int] | None = None,
+    reason: str = "admin",
+    created_by=None,
+) -> ScoringRun | None:
+    """Records a scoring run and enqueues its batches on the ``gpu`` queue after commit.
+
+    Uses the project's active reward model when none is given; returns None without one.
+    """
+    from workers.scoring_tasks import score_prompts_task
+
+    reward_model = reward_model or project.active_reward_model
+    if reward_model is None:
+        return None
+    if prompt_ids is None:
+        prompt_ids = list(
+            Prompt.objects.filter(project=project).order_by("id").values_list("id", flat=True)
+        )
+    prompt_ids = list(prompt_ids)
+    run = ScoringRun.objects.create(
+        project=project,
+        reward_model=reward_model,
+        total_prompts=len(prompt_ids),
+        prompt_ids=prompt_ids,
+        reason=reason,
+        created_by=created_by,
+        status=ScoringRun.Status.RUNNING if prompt_ids else ScoringRun.Status.DONE,
+    )
+    batches = [
+        prompt_ids[i : i + PROMPTS_PER_BATCH] for i in range(0, len(prompt_ids), PROMPTS_PER_BATCH)
+    ]
+
+    def enqueue() -> None:
+        for batch in batches:
+            score_prompts_task.apply_async(kwargs={"run_id": run.pk, "prompt_ids": batch})
+
+    transaction.on_commit(enqueue)
+    return run
+
+
+def checkpoint_problems(path: str, backend: str) -> list[str]:
+    """Cheap checks of a checkpoint directory without importing torch (admin validation)."""
+    root = Path(path)
+    if not root.is_dir():
+        return [f"{path}: directory not found"]
+    if backend == RewardModel.Backend.MULTI_RESPONSE:
+        needed = ["reward_model_config.json", "value_head.pt", "config.json"]
+    else:
+        needed = ["config.json"]
+    return [f"{root / name}: missing" for name in needed if not (root / name).exists()]
+
+
+# --- worker side ----------------------------------------------------------------------------
+
+_scorers: dict[tuple[int, str], Any] = {}
+_scorers_lock = threading.Lock()
+
+
+def scorer_for(reward_model: RewardModel) -> Any:
+    """The loaded scorer for a model version, loaded once per worker process."""
+    key = (reward_model.pk, reward_model.path)
+    with _scorers_lock:
+        scorer = _scorers.get(key)
+        if scorer is None:
+            from workers.reward_model import load_reward_model
+
+            logger.info("loading reward model %s from %s", reward_model, reward_model.path)
+            scorer = _scorers[key] = load_reward_model(reward_model.path)
+        return scorer
+
+
+def _media_path(field_file) -> str | None:
+    if not field_file:
+        return None
+    return str(Path(settings.MEDIA_ROOT) / field_file.name)
+
+
+def score_prompts(*, run_id: int, prompt_ids: Sequence[int]) -> dict[str, int]:
+    """Scores every not-yet-scored candidate of the given prompts; safe to run twice."""
+    from workers.reward_model import CandidateInput, ScoringItem
+
+    run = ScoringRun.objects.select_related("reward_model", "project").get(pk=run_id)
+    reward_model = run.reward_model
+    prompts = list(
+        Prompt.objects.filter(pk__in=prompt_ids).prefetch_related("candidates").order_by("id")
+    )
+    already = set(
+        ModelScore.objects.filter(
+            reward_model=reward_model, candidate__prompt_id__in=prompt_ids
+        ).values_list("candidate_id", flat=True)
+    )
+    todo = [p for p in prompts if any(c.pk not in already for c in p.candidates.all())]
+    rows: list[ModelScore] = []
+    items: list[ScoringItem] = []
+    item_candidates: list[list[int]] = []
+    for prompt in todo:
+        candidates = {c.pk: c for c in prompt.candidates.all()}
+        scorable = []
+        for c in candidates.values():
+            if c.kind != "text" and not c.media:
+                rows.append(
+                    ModelScore(
+                        candidate=c,
+                        reward_model=reward_model,
+                        error="no content to score (the source gave none)",
+                    )
+                )
+            elif c.kind == "text" and not c.text:
+                rows.append(ModelScore(candidate=c, reward_model=reward_model, error="empty text"))
+            else:
+                scorable.append(c.pk)
+        for group in candidate_groups(sorted(scorable)):
+            inputs = [
+                CandidateInput(
+                    kind=candidates[cid].kind,
+                    text=candidates[cid].text,
+                    path=_media_path(candidates[cid].media),
+                )
+                for cid in group
+            ]
+            items.append(
+                ScoringItem(
+                    prompt_text=prompt.text,
+                    candidates=inputs,
+                    prompt_image=_media_path(prompt.image),
+                    prompt_video=_media_path(prompt.video),
+                )
+            )
+            item_candidates.append(group)
+    if items:
+        results = scorer_for(reward_model).score(items, mode="packed")
+        for group, result in zip(item_candidates, results, strict=True):
+            for index, cid in enumerate(group):
+                score = result.scores[index]
+                error = result.error or result.errors[index]
+                if score is None or (isinstance(score, float) and math.isnan(score)):
+                    rows.append(
+                        ModelScore(
+                            candidate_id=cid, reward_model=reward_model, error=error or "not scored"
+                        )
+                    )
+                else:
+                    rows.append(
+                        ModelScore(candidate_id=cid, reward_model=reward_model, score=float(score))
+                    )
+    delay = float(os.environ.get("QUORUM_SCORING_DELAY", "0") or 0)
+    if delay:  # fault-injection knob for tests: widens the window for a crash mid-batch
+        time.sleep(delay)
+    with transaction.atomic():
+        # Re-read under the run's lock after the slow part: another worker may have scored
+        # some of these prompts meanwhile (a redelivered or resumed batch). Write only the rest.
+        ScoringRun.objects.select_for_update().get(pk=run.pk)
+        now_done = set(
+            ModelScore.objects.filter(
+                reward_model=reward_model, candidate__prompt_id__in=[p.pk for p in todo]
+            ).values_list("candidate_id", flat=True)
+        )
+        rows = [r for r in rows if r.candidate_id not in now_done]
+        fresh_prompts = {
+            p.pk for p in todo if not any(c.pk in now_done for c in p.candidates.all())
+        }
+        failed = sum(1 for r in rows if r.score is None)
+        ModelScore.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
+        ScoringRun.objects.filter(pk=run.pk).update(
+            done_prompts=F("done_prompts") + len(fresh_prompts),
+            scored_candidates=F("scored_candidates") + len(rows) - failed,
+            failed_candidates=F("failed_candidates") + failed,
+        )
+        ScoringRun.objects.filter(
+            pk=run.pk, status=ScoringRun.Status.RUNNING, done_prompts__gte=F("total_prompts")
+        ).update(status=ScoringRun.Status.DONE, finished_at=timezone.now())
+        if (
+            run.project.prioritize_uncertain
+            and run.project.active_reward_model_id == reward_model.pk
+        ):
+            task_priorities_update(
+                project=run.project, reward_model=reward_model, prompt_ids=[p.pk for p in todo]
+            )
+    return {"prompts": len(fresh_prompts), "scores": len(rows), "failed": failed}
+
+
+def scoring_runs_resume() -> int:
+    """Re-enqueues the unscored prompts of unfinished runs; returns how many batches.
+
+    Called when a ``gpu`` worker starts: a batch whose worker died (SIGKILL, OOM) may be lost
+    by brokers without redelivery (the filesystem broker) or come back only after the
+    visibility timeout (Redis). Re-running a batch is harmless: writes are idempotent.
+    """
+    from workers.scoring_tasks import score_prompts_task
+
+    batches = 0
+    for run in ScoringRun.objects.filter(status=ScoringRun.Status.RUNNING):
+        scored = set(
+            ModelScore.objects.filter(
+                reward_model_id=run.reward_model_id, candidate__project_id=run.project_id
+            ).values_list("candidate__prompt_id", flat=True)
+        )
+        missing = [pid for pid in run.prompt_ids if pid not in scored]
+        if not missing:
+            ScoringRun.objects.filter(pk=run.pk).update(
+                status=ScoringRun.Status.DONE,
+                done_prompts=run.total_prompts,
+                finished_at=timezone.now(),
+            )
+            continue
+        for i in range(0, len(missing), PROMPTS_PER_BATCH):
+            score_prompts_task.apply_async(
+                kwargs={"run_id": run.pk, "prompt_ids": missing[i : i + PROMPTS_PER_BATCH]}
+            )
+            batches += 1
+    return batches
+
+
+def task_priorities_update(
+    *, project: Project, reward_model: RewardModel, prompt_ids: Sequence[int]
+) -> int:
+    """Sets Task.priority from the model's uncertainty over each task's candidates."""
+    tasks = list(Task.objects.filter(project=project, prompt_id__in=prompt_ids))
+    if not tasks:
+        return 0
+    slots: dict[int, list[int]] = {}
+    for task_id, cand_id in TaskCandidate.objects.filter(task__in=tasks).values_list(
+        "task_id", "candidate_id"
+    ):
+        slots.setdefault(task_id, []).append(cand_id)
+    scores = dict(
+        ModelScore.objects.filter(
+            reward_model=reward_model, candidate__prompt_id__in=prompt_ids, score__isnull=False
+        ).values_list("candidate_id", "score")
+    )
+    changed = []
+    for task in tasks:
+        values = [scores[c] for c in slots.get(task.pk, []) if c in scores]
+        if len(values) >= 2:
+            task.priority = round(uncertainty_priority(values), 6)
+            changed.append(task)
+    Task.objects.bulk_update(changed, ["priority"], batch_size=1000)
+    return len(changed)
+
+
+def model_ranking(
+    *, candidate_ids: Sequence[int], reward_model: RewardModel | None
+) -> list[tuple[int, float]]:
+    """(candidate id, score) best first, for the candidates the model scored."""
+    if reward_model is None:
+        return []
+    scores = ModelScore.objects.filter(
+        reward_model=reward_model, candidate_id__in=candidate_ids, score__isnull=False
+    ).values_list("candidate_id", "score")
+    return sorted(scores, key=lambda row: -row[1])
