@@ -43,3 +43,11 @@ def _resume_unfinished_runs(sender=None, **kwargs) -> None:
         return
     if batches:
         logger.info("re-enqueued %d scoring batches of unfinished runs", batches)
+
+
+@shared_task(name="quorum.score_adhoc")
+def score_adhoc_task(*, reward_model_id: int, item: dict) -> dict:
+    """Playground scoring on a gpu worker: one prompt, file paths (never bytes), every mode."""
+    from workers.playground import score_item
+
+    return score_item(reward_model_id=reward_model_id, item=item)
