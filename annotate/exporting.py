@@ -162,6 +162,8 @@ def export_project(project: Project, out_dir: str | Path, *, format: str = "quor
                 else:
                     out["pair"] = [candidates[c].external_id for c in orders[j.task_id]]
                     out["outcome"] = j.outcome
+                if j.presented_order:
+                    out["presented_order"] = [candidates[c].external_id for c in j.presented_order]
                 if j.rationale:
                     out["rationale"] = j.rationale
                 if j.duration_ms is not None:

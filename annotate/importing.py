@@ -95,6 +95,7 @@ class JudgmentRecord:
     outcome: str = ""
     rationale: str = ""
     duration_ms: int | None = None
+    presented_order: list[str] | None = None  # candidate ids in the order they were shown
 
 
 @dataclass
@@ -522,6 +523,18 @@ class _Parser:
             ):
                 self.problem(line, f"{where}duration_ms", "must be a non-negative integer")
                 duration = None
+            presented = j.get("presented_order")
+            if presented is not None and not (
+                isinstance(presented, list)
+                and all(isinstance(x, str) and x in cand_ids for x in presented)
+                and len(set(presented)) == len(presented)
+            ):
+                self.problem(
+                    line,
+                    f"{where}presented_order",
+                    "must list distinct candidate ids of this prompt",
+                )
+                presented = None
             key = j.get("key") or f"{pid}:{self.row_key(json.dumps(j, sort_keys=True) + pid)}"
             if "ranking" in j:
                 ranking = self.ranking_groups(line, j["ranking"], cand_ids, f"{where}ranking")
@@ -537,6 +550,7 @@ class _Parser:
                         ranking=ranking,
                         rationale=rationale,
                         duration_ms=duration,
+                        presented_order=presented,
                     )
                 )
             elif "pair" in j:
@@ -572,6 +586,7 @@ class _Parser:
                         outcome=outcome,
                         rationale=rationale,
                         duration_ms=duration,
+                        presented_order=presented,
                     )
                 )
             else:

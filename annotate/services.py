@@ -16,6 +16,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from annotate.importing import ImportRejected, ParsedImport, Problem, parse_import
@@ -248,6 +250,12 @@ def import_file(
                     name, parsed
                 )
             counts = _write_records(project, parsed, created_media, on_progress)
+            new_prompt_ids = counts.pop("_new_prompt_ids")
+            if new_prompt_ids and project.active_reward_model_id:
+                from workers.scoring import scoring_run_start
+
+                # Enqueued on commit: the gpu workers pre-rank the new candidates.
+                scoring_run_start(project=project, prompt_ids=new_prompt_ids, reason="import")
     except BaseException:
         for name in created_media:
             default_storage.delete(name)
@@ -352,19 +360,25 @@ def _write_records(
     if on_progress:
         on_progress("write", len(parsed.prompts) // 3, len(parsed.prompts))
 
-    # Tasks: planned annotation tasks for new prompts, plus one per imported judgment's set.
+    # Tasks: one per imported judgment's candidate set; new prompts that bring no judgments
+    # get planned annotation tasks (a prompt's judged sets are its tasks otherwise).
     wanted: dict[tuple[int, str], tuple[int, ...]] = {}
     for p in parsed.prompts:
         prompt = prompts[p.external_id]
-        if p.external_id in new_prompt_ids:
+        if p.external_id in new_prompt_ids and not p.judgments:
             ids = [cands[c.external_id].pk for c in p.candidates]
             for group in plan_tasks(
                 ids, mode=project.mode, n=project.candidates_per_task, seed=p.external_id
             ):
                 wanted.setdefault((prompt.pk, candidate_key(group)), group)
         for j in p.judgments:
-            members = j.pair if j.kind == "pair" else [c for g in j.ranking for c in g]
-            group = tuple(cands[c].pk for c in members)
+            if j.kind == "pair":
+                group = tuple(cands[c].pk for c in j.pair)
+            else:  # slots in the file's candidate order, not the ranking's
+                members = {c for g in j.ranking for c in g}
+                group = tuple(
+                    cands[c.external_id].pk for c in p.candidates if c.external_id in members
+                )
             wanted.setdefault((prompt.pk, candidate_key(group)), group)
     prompt_pks = {prompts[p.external_id].pk for p in parsed.prompts}
     existing_tasks = {
@@ -467,6 +481,9 @@ def _write_records(
                     outcome=outcome,
                     rationale=j.rationale,
                     duration_ms=j.duration_ms,
+                    presented_order=[cands[c].pk for c in j.presented_order]
+                    if j.presented_order
+                    else [],
                     idempotency_key=key,
                 )
             )
@@ -476,20 +493,24 @@ def _write_records(
     Judgment.objects.bulk_create(new_judgments, batch_size=2000)
     counts["judgments"] = len(new_judgments)
 
-    changed = []
-    all_tasks = {t.pk: t for t in tasks.values()}
+    # Counters: one UPDATE per (increment, chunk) instead of one per task, then statuses.
+    by_increment: dict[int, list[int]] = defaultdict(list)
     for task_pk, n in added.items():
-        if n <= 0:
-            continue
-        t = all_tasks[task_pk]
-        t.judgment_count += n
-        needed = t.required_judgments or project.annotators_per_task
-        if t.status == Task.Status.OPEN and t.judgment_count >= needed:
-            t.status = Task.Status.COMPLETE
-        changed.append(t)
-    Task.objects.bulk_update(changed, ["judgment_count", "status"], batch_size=2000)
+        if n > 0:
+            by_increment[n].append(task_pk)
+    for n, task_pks in by_increment.items():
+        for start in range(0, len(task_pks), 900):
+            Task.objects.filter(pk__in=task_pks[start : start + 900]).update(
+                judgment_count=F("judgment_count") + n
+            )
+    touched = [pk for pks in by_increment.values() for pk in pks]
+    for start in range(0, len(touched), 900):
+        Task.objects.filter(pk__in=touched[start : start + 900], status=Task.Status.OPEN).filter(
+            judgment_count__gte=Coalesce("required_judgments", Value(project.annotators_per_task))
+        ).update(status=Task.Status.COMPLETE)
     if on_progress:
         on_progress("write", len(parsed.prompts), len(parsed.prompts))
+    counts["_new_prompt_ids"] = [prompts[p.external_id].pk for p in new_prompts]
     return counts
 
 

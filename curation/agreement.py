@@ -79,7 +79,7 @@ class RankingRecord:
         if len(set(ranked)) != len(ranked):
             raise ValueError(f"task {self.task!r}: ranking lists a candidate twice")
         presented = tuple(self.presented_order)
-        if presented and sorted(map(repr, presented)) != sorted(map(repr, ranked)):
+        if presented and (len(presented) != len(ranked) or set(presented) != set(ranked)):
             raise ValueError(
                 f"task {self.task!r}: presented_order must list exactly the ranked candidates"
             )
@@ -524,7 +524,7 @@ class FastJudgment:
     """A judgment made much faster than usual.
 
     Attributes:
-        record: The flagged record.
+        record: The flagged record (the very object passed in).
         threshold_ms: Duration below which it was flagged.
         reference: Which median set the threshold: ``"annotator"`` or ``"project"``.
     """
@@ -561,10 +561,13 @@ def too_fast(
     own: dict[Hashable, list[int]] = defaultdict(list)
     for record in timed:
         own[record.annotator].append(record.duration_ms)  # type: ignore[arg-type]
+    # One median per annotator, not per record: recomputing it per record was O(n^2 log n).
+    personal_median = {
+        a: statistics.median(d) if len(d) >= min_history else 0.0 for a, d in own.items()
+    }
     flagged = []
     for record in timed:
-        durations = own[record.annotator]
-        personal = statistics.median(durations) if len(durations) >= min_history else 0.0
+        personal = personal_median[record.annotator]
         reference: Literal["annotator", "project"] = (
             "annotator" if personal > project else "project"
         )

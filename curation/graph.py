@@ -28,7 +28,7 @@ Public API
     tie_pairs(ranking)                           every within-group pair
     edges_from_pair(a, b, outcome)               zero or one arc for a pairwise judgment
     evaluator_graph(edges, nodes=())             one evaluator's net-preference graph
-    ensemble_graph(graphs, weights=None)         reliability-weighted sum, opposite arcs cancelled
+    ensemble_graph(graphs, weights=None, nodes=())  reliability-weighted sum, opposites cancel
     has_cycle(g) / find_cycles(g, limit=100)     cycle checks for flags
     feedback_arc_set(g, exact_max_nodes=12)      minimum-weight FAS (exact per SCC, else greedy)
     denoise(g, exact_max_nodes=12)               DenoiseResult(dag, removed_arcs, exact)
@@ -38,18 +38,24 @@ Public API
     bradley_terry_leaderboard(comparisons, ...)  Arena-style model leaderboard with bootstrap CIs
     leaderboard_stability(comparisons, ...)      how many votes must go to change the top model
 
-Ranking method: on simulated MR2Bench-Video-like data (bench/bench_denoise.py, figures in
-bench/results_denoise.md) Bradley-Terry on the denoised DAG recovers the hidden order best,
-so it is the default; descendant count, the paper's choice, recovers worst on sparse data.
+Ranking method: judged by recovery of a hidden order in bench/bench_denoise.py (figures in
+bench/results_denoise.md). On MR2Bench-Video-like sparse data (19 responses, ~19 of 171
+pairs judged) Copeland on the denoised DAG has the best Kendall tau of the three methods at
+10-40% flipped votes (0.335 vs 0.325 Bradley-Terry vs 0.289 descendant count at 20%), so it
+is the default. Note that plain majority vote + Copeland, which need not respect every
+surviving arc, scores higher still there (0.354): on sparse graphs there are few cycles to
+remove, and an arc left by one flipped vote becomes a hard constraint. The reward model as
+an extra, down-weighted evaluator is what lifts recovery (0.515 at 20%).
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
 import itertools
 import math
 from collections import Counter, defaultdict
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -505,11 +511,15 @@ def consensus_ranking(
     sort that takes the best-scored available node first, and consecutive nodes share a
     group only when their scores are equal and no arc joins them.
 
-    Methods:
-        ``"bradley_terry"``: MAP Bradley-Terry strength fitted on the arc weights (default;
-        recovers the hidden order best in bench/bench_denoise.py).
-        ``"copeland"``: arcs out minus arcs in (pairwise-majority wins minus losses).
-        ``"descendants"``: number of nodes reachable (GED's choice; weak on sparse graphs).
+    Methods (recovery measured by bench/bench_denoise.py, see bench/results_denoise.md):
+        ``"copeland"`` (default): arcs out minus arcs in, i.e. pairwise-majority wins minus
+        losses. Best Kendall tau and precision of the three at 10-40% flipped votes on
+        sparse data, and it leaves candidates with equal evidence tied instead of
+        inventing an order.
+        ``"bradley_terry"``: MAP Bradley-Terry strength fitted on the arc weights. Orders
+        nearly every pair; slightly better pairwise accuracy at 0-10% noise.
+        ``"descendants"``: number of nodes reachable (GED's choice). Worst on sparse data:
+        sinks and unjudged candidates all score 0.
 
     Args:
         dag: An acyclic preference graph, e.g. ``denoise(g).dag``.
@@ -526,10 +536,7 @@ def consensus_ranking(
     # insertion order (floating-point sums depend on it).
     scores = {node: round(score, 9) for node, score in _scores(dag, method, alpha).items()}
     order = _stable_order(dag.nodes)
-    try:
-        topo = list(nx.lexicographical_topological_sort(dag, key=lambda n: (-scores[n], order[n])))
-    except nx.NetworkXUnfeasible as error:
-        raise ValueError("consensus_ranking needs a DAG: call denoise() first") from error
+    topo = _topological_order(dag, key=lambda n: (-scores[n], order[n]))
     groups: list[list[Node]] = []
     for node in topo:
         if (
@@ -543,9 +550,33 @@ def consensus_ranking(
     return [sorted(group, key=order.__getitem__) for group in groups]
 
 
+def _topological_order(dag: nx.DiGraph, key: Callable[[Node], tuple]) -> list[Node]:
+    """Kahn's algorithm taking the smallest key among the available nodes each step.
+
+    Same result as ``nx.lexicographical_topological_sort`` with that key, in a quarter of the
+    time, which matters over thousands of prompts per export.
+    """
+    indegree = dict(dag.in_degree())
+    heap = [(key(n), i, n) for i, n in enumerate(dag.nodes) if indegree[n] == 0]
+    heapq.heapify(heap)
+    position = {n: i for i, n in enumerate(dag.nodes)}
+    topo = []
+    while heap:
+        _, _, node = heapq.heappop(heap)
+        topo.append(node)
+        for successor in dag.succ[node]:
+            indegree[successor] -= 1
+            if indegree[successor] == 0:
+                heapq.heappush(heap, (key(successor), position[successor], successor))
+    if len(topo) < len(indegree):
+        raise ValueError("consensus_ranking needs a DAG: call denoise() first")
+    return topo
+
+
 def _scores(dag: nx.DiGraph, method: str, alpha: float) -> dict[Node, float]:
     if method == "copeland":
-        return {n: float(dag.out_degree(n) - dag.in_degree(n)) for n in dag.nodes}
+        out_degree, in_degree = dict(dag.out_degree()), dict(dag.in_degree())
+        return {n: float(out_degree[n] - in_degree[n]) for n in dag.nodes}
     if method == "descendants":
         return {n: float(len(nx.descendants(dag, n))) for n in dag.nodes}
     if method == "bradley_terry":
@@ -704,21 +735,18 @@ class _Tally:
     """Votes grouped into ``(model_a, model_b, outcome)`` cells with a count each."""
 
     models: list[Hashable]
-    cells: list[tuple[int, int, str]]  # (index of model_a, index of model_b, outcome)
+    cells: list[tuple[Hashable, Hashable, str]]
+    first: np.ndarray  # index of model_a per cell
+    second: np.ndarray  # index of model_b per cell
+    share: np.ndarray  # wins of model_a per vote: 1, 0, or 1/2 for a tie
     counts: np.ndarray
 
-    def wins(self, counts: np.ndarray, ties: TiePolicy) -> np.ndarray:
-        """Win matrix for the given cell counts; a tie gives each side half a win."""
+    def wins(self, counts: np.ndarray) -> np.ndarray:
+        """``wins[i, j]``: (fractional) wins of model i over model j for these cell counts."""
         n = len(self.models)
-        first = np.array([i for i, _, _ in self.cells], dtype=np.int64)
-        second = np.array([j for _, j, _ in self.cells], dtype=np.int64)
-        outcome = np.array([o for _, _, o in self.cells])
-        tie_share = 0.5 if ties == "half" else 0.0
-        a_share = np.where(outcome == "a", 1.0, np.where(outcome == "b", 0.0, tie_share))
-        b_share = np.where(outcome == "b", 1.0, np.where(outcome == "a", 0.0, tie_share))
         wins = np.zeros((n, n))
-        np.add.at(wins, (first, second), counts * a_share)
-        np.add.at(wins, (second, first), counts * b_share)
+        np.add.at(wins, (self.first, self.second), counts * self.share)
+        np.add.at(wins, (self.second, self.first), counts * (1 - self.share))
         return wins
 
 
@@ -738,8 +766,15 @@ def _tally(comparisons: Iterable[Comparison], ties: TiePolicy) -> _Tally:
         counter[(a, b, outcome)] += 1
     models = list(_stable_order({m for a, b, _ in counter for m in (a, b)}))
     index = {m: i for i, m in enumerate(models)}
-    cells = [(index[a], index[b], outcome) for a, b, outcome in counter]
-    return _Tally(models, cells, np.array(list(counter.values()), dtype=float))
+    cells = list(counter)
+    return _Tally(
+        models=models,
+        cells=cells,
+        first=np.array([index[a] for a, _, _ in cells], dtype=np.int64),
+        second=np.array([index[b] for _, b, _ in cells], dtype=np.int64),
+        share=np.array([{"a": 1.0, "b": 0.0}.get(o, 0.5) for _, _, o in cells]),
+        counts=np.array(list(counter.values()), dtype=float),
+    )
 
 
 def _to_elo(theta: np.ndarray) -> np.ndarray:
@@ -779,7 +814,7 @@ def bradley_terry_leaderboard(
     tally = _tally(comparisons, ties)
     if not tally.models:
         return []
-    theta = _fit_bradley_terry(tally.wins(tally.counts, ties), alpha)
+    theta = _fit_bradley_terry(tally.wins(tally.counts), alpha)
     scores = _to_elo(theta)
     low = np.full(len(tally.models), math.nan)
     high = np.full(len(tally.models), math.nan)
@@ -788,18 +823,17 @@ def bradley_terry_leaderboard(
         total = int(tally.counts.sum())
         draws = rng.multinomial(total, tally.counts / total, size=bootstrap)
         samples = np.array(
-            [_to_elo(_fit_bradley_terry(tally.wins(d, ties), alpha, initial=theta)) for d in draws]
+            [_to_elo(_fit_bradley_terry(tally.wins(d), alpha, initial=theta)) for d in draws]
         )
         tail = (1 - confidence) / 2 * 100
         low, high = np.percentile(samples, [tail, 100 - tail], axis=0)
 
     n_votes = np.zeros(len(tally.models), dtype=int)
+    np.add.at(n_votes, tally.first, tally.counts.astype(int))
+    np.add.at(n_votes, tally.second, tally.counts.astype(int))
     linked = nx.Graph()
     linked.add_nodes_from(range(len(tally.models)))
-    for (i, j, _), count in zip(tally.cells, tally.counts, strict=True):
-        n_votes[i] += int(count)
-        n_votes[j] += int(count)
-        linked.add_edge(i, j)
+    linked.add_edges_from(zip(tally.first.tolist(), tally.second.tolist(), strict=True))
     components = sorted(
         nx.connected_components(linked), key=lambda c: (-sum(n_votes[i] for i in c), min(c))
     )
@@ -854,6 +888,9 @@ def leaderboard_stability(
     between the leader and the closest rival, removes one vote from the best cell, and
     refits exactly. It stops as soon as a refit shows another model strictly on top.
 
+    Pass the votes of one connected board (one `LeaderboardRow.component`): scores of
+    models no vote links are not comparable, so neither is "the top" across them.
+
     Args:
         comparisons: ``(model_a, model_b, outcome)`` records.
         ties: Tie policy, as in `bradley_terry_leaderboard`.
@@ -870,7 +907,7 @@ def leaderboard_stability(
         return StabilityReport(leader, None, (), None, total)
     order = _stable_order(tally.models)
     counts = tally.counts.copy()
-    theta = _fit_bradley_terry(tally.wins(counts, ties), alpha)
+    theta = _fit_bradley_terry(tally.wins(counts), alpha)
 
     def top(t: np.ndarray) -> int:
         return min(range(len(t)), key=lambda i: (-t[i], order[tally.models[i]]))
@@ -881,33 +918,26 @@ def leaderboard_stability(
     while len(removed) < limit:
         rivals = np.delete(np.arange(len(theta)), leader)
         rival = int(rivals[np.argmax(theta[rivals])])
-        wins = tally.wins(counts, ties)
+        wins = tally.wins(counts)
         _, hess = _bt_gradient_hessian(theta, wins, wins + wins.T, alpha)
         direction = np.zeros(len(theta))
         direction[leader], direction[rival] = 1.0, -1.0
         u = np.linalg.solve(hess, direction)
-        # Removing one win of i over j moves the gap by -(1 - p_ij) * (u_i - u_j).
+        # Removing one win of i over j moves the gap by -(1 - p_ij) * (u_i - u_j); a vote
+        # worth a share s of a win to model_a removes s of (a over b) and 1 - s of (b over a).
         p = expit(theta[:, None] - theta[None, :])
         effect = -(1 - p) * (u[:, None] - u[None, :])
-        best_cell, best_effect = -1, math.inf
-        for cell, (i, j, outcome) in enumerate(tally.cells):
-            if counts[cell] < 1:
-                continue
-            if outcome == "a":
-                change = effect[i, j]
-            elif outcome == "b":
-                change = effect[j, i]
-            else:
-                change = (effect[i, j] + effect[j, i]) / 2
-            if change < best_effect - 1e-15:
-                best_cell, best_effect = cell, change
-        if best_cell < 0 or best_effect >= 0:
+        i, j = tally.first, tally.second
+        change = tally.share * effect[i, j] + (1 - tally.share) * effect[j, i]
+        change = np.where(counts >= 1, change, np.inf)
+        best_cell = int(np.argmin(change))
+        best_effect = float(change[best_cell])
+        if best_effect >= 0:
             # No single vote narrows the gap any more, so greedy removal cannot flip it.
             break
         counts[best_cell] -= 1
-        i, j, outcome = tally.cells[best_cell]
-        removed.append((tally.models[i], tally.models[j], outcome))
-        theta = _fit_bradley_terry(tally.wins(counts, ties), alpha, initial=theta)
+        removed.append(tally.cells[best_cell])
+        theta = _fit_bradley_terry(tally.wins(counts), alpha, initial=theta)
         if np.max(np.delete(theta, leader)) > theta[leader] + 1e-9:
             return StabilityReport(
                 leader=tally.models[leader],

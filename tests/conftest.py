@@ -15,7 +15,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
-def _media_root(tmp_path, settings):
+def _media_root(request, tmp_path):
+    """Each test gets its own MEDIA_ROOT (skipped for pure tests run with -p no:django)."""
+    if not request.config.pluginmanager.hasplugin("django"):
+        return None
+    settings = request.getfixturevalue("settings")
     settings.MEDIA_ROOT = str(tmp_path / "media")
     Path(settings.MEDIA_ROOT).mkdir()
     return settings.MEDIA_ROOT

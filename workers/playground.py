@@ -98,7 +98,11 @@ def playground_score(
         "prompt_image": _stage(prompt_image, folder),
         "prompt_video": _stage(prompt_video, folder),
         "candidates": [
-            {"kind": c.get("kind", "text"), "text": c.get("text", ""), "path": _stage(c.get("path"), folder)}
+            {
+                "kind": c.get("kind", "text"),
+                "text": c.get("text", ""),
+                "path": _stage(c.get("path"), folder),
+            }
             for c in candidates
         ],
     }
@@ -107,14 +111,18 @@ def playground_score(
     if use_queue:
         from workers.scoring_tasks import score_adhoc_task
 
-        out = score_adhoc_task.delay(reward_model_id=reward_model_id, item=item).get(timeout=timeout)
+        out = score_adhoc_task.delay(reward_model_id=reward_model_id, item=item).get(
+            timeout=timeout
+        )
         ran_on = "gpu queue"
     else:
         out = score_item(reward_model_id=reward_model_id, item=item)
         ran_on = "in-process"
     packed = out["scores"]["packed"]
     order = sorted(range(len(packed)), key=lambda i: (packed[i] is None, -(packed[i] or 0.0)))
-    return PlaygroundResult(scores=out["scores"], errors=out["errors"], ranking=order, ran_on=ran_on)
+    return PlaygroundResult(
+        scores=out["scores"], errors=out["errors"], ranking=order, ran_on=ran_on
+    )
 
 
 def build_app(*, require_login: bool):
@@ -134,8 +142,11 @@ def build_app(*, require_login: bool):
             raise gr.Error("Register a reward model in the admin first.")
         try:
             result = playground_score(
-                reward_model_id=int(model_id), prompt_text=prompt or "", candidates=cands,
-                prompt_image=image, prompt_video=video,
+                reward_model_id=int(model_id),
+                prompt_text=prompt or "",
+                candidates=cands,
+                prompt_image=image,
+                prompt_video=video,
             )
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
@@ -143,13 +154,26 @@ def build_app(*, require_login: bool):
         for rank, i in enumerate(result.ranking, start=1):
             packed, isolated = result.scores["packed"][i], result.scores["isolated"][i]
             delta = None if packed is None or isolated is None else round(packed - isolated, 4)
-            rows.append([rank, chr(ord("A") + i), _fmt(packed), _fmt(isolated), delta, result.errors[i] or ""])
+            rows.append(
+                [
+                    rank,
+                    chr(ord("A") + i),
+                    _fmt(packed),
+                    _fmt(isolated),
+                    delta,
+                    result.errors[i] or "",
+                ]
+            )
         return rows, f"Scored {len(cands)} candidates ({result.ran_on})."
 
     with gr.Blocks(title="Quorum reward-model playground") as app:
-        gr.Markdown("## Reward-model playground\nScores from **one packed pass** beside **isolated** scores "
-                    "(each candidate sees only the prompt): the difference shows cross-response effects.")
-        model = gr.Dropdown(choices=choices, value=choices[0][1] if choices else None, label="Reward model")
+        gr.Markdown(
+            "## Reward-model playground\nScores from **one packed pass** beside **isolated** scores "
+            "(each candidate sees only the prompt): the difference shows cross-response effects."
+        )
+        model = gr.Dropdown(
+            choices=choices, value=choices[0][1] if choices else None, label="Reward model"
+        )
         with gr.Row():
             prompt = gr.Textbox(label="Prompt", lines=3, scale=3)
             image = gr.Image(label="Prompt image (optional)", type="filepath", scale=1)
@@ -157,12 +181,20 @@ def build_app(*, require_login: bool):
         fields = []
         for i in range(MAX_CANDIDATES):
             with gr.Row(visible=True):
-                kind = gr.Radio(["text", "image", "video"], value="text", label=f"Candidate {chr(65 + i)}", scale=1)
+                kind = gr.Radio(
+                    ["text", "image", "video"],
+                    value="text",
+                    label=f"Candidate {chr(65 + i)}",
+                    scale=1,
+                )
                 text = gr.Textbox(label="Text", lines=2, scale=3)
                 media = gr.File(label="Image/video", type="filepath", scale=2)
             fields += [kind, text, media]
         button = gr.Button("Score", variant="primary")
-        table = gr.Dataframe(headers=["rank", "candidate", "packed", "isolated", "packed - isolated", "error"], label="Scores")
+        table = gr.Dataframe(
+            headers=["rank", "candidate", "packed", "isolated", "packed - isolated", "error"],
+            label="Scores",
+        )
         status = gr.Markdown()
         button.click(run, inputs=[model, prompt, image, video, *fields], outputs=[table, status])
     return app

@@ -54,6 +54,7 @@ def _quorum_rows() -> list[dict]:
                     "annotator": "ann-1",
                     "ranking": [["q1-a"], ["q1-b", "q1-c"]],
                     "duration_ms": 5300,
+                    "presented_order": ["q1-c", "q1-a", "q1-b"],
                 },
                 {
                     "annotator": "ann-2",
@@ -107,7 +108,8 @@ def _judgments_as_records(project: Project) -> set:
         else:
             winner = {"a": ext[order[0]], "b": ext[order[1]]}.get(j.outcome, j.outcome)
             value = (frozenset(ext[c] for c in order), winner)
-        out.add((j.external_annotator, j.kind, value, j.rationale, j.duration_ms))
+        shown = tuple(ext[c] for c in j.presented_order)
+        out.add((j.external_annotator, j.kind, value, j.rationale, j.duration_ms, shown))
     return out
 
 
@@ -134,6 +136,8 @@ def test_it_imports_quorum_jsonl_with_media_and_judgments(quorum_file, settings)
     assert order[{"a": 0, "b": 1}[pair.outcome]] == "q2-b"
     tied = Judgment.objects.get(external_annotator="ann-1", kind="ranking")
     assert len(tied.ranking) == 2 and len(tied.ranking[1]) == 2
+    shown = [Candidate.objects.get(pk=c).external_id for c in tied.presented_order]
+    assert shown == ["q1-c", "q1-a", "q1-b"]
 
 
 def test_it_round_trips_quorum_jsonl(quorum_file, tmp_path):

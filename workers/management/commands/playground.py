@@ -33,7 +33,9 @@ class Command(BaseCommand):
 
         exposed = not _is_loopback(host)
         app = build_app(require_login=exposed)
-        self.stdout.write(f"Playground on http://{host}:{port}/" + (" (staff login required)" if exposed else ""))
+        self.stdout.write(
+            f"Playground on http://{host}:{port}/" + (" (staff login required)" if exposed else "")
+        )
         app.launch(
             server_name=host,
             server_port=port,

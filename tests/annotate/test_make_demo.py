@@ -1,0 +1,399 @@
+"""The demo world: deterministic generation, real media, import through the service, hidden truth."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import statistics
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from PIL import Image
+
+from annotate import demo_world as dw
+from annotate.models import Candidate, Judgment, Membership, Project, Prompt, Task
+
+TINY = 4  # prompts per project: enough for every question type, fast on two cores
+
+
+@pytest.fixture(scope="module")
+def tiny_world() -> dw.DemoWorld:
+    return dw.generate_world(3, "small", prompts=TINY)
+
+
+def _make_demo(out: Path, *args: str) -> str:
+    buf = io.StringIO()
+    call_command("make_demo", "--prompts", str(TINY), "--out", str(out), *args, stdout=buf)
+    return buf.getvalue()
+
+
+def _db_counts() -> dict[str, int]:
+    return {
+        "projects": Project.objects.count(),
+        "prompts": Prompt.objects.count(),
+        "candidates": Candidate.objects.count(),
+        "tasks": Task.objects.count(),
+        "judgments": Judgment.objects.count(),
+    }
+
+
+# --- determinism --------------------------------------------------------------------------
+
+
+def test_it_writes_byte_identical_files_for_the_same_seed(tmp_path, tiny_world):
+    again = dw.generate_world(3, "small", prompts=TINY)
+    first = dw.write_world(tiny_world, tmp_path / "a")
+    second = dw.write_world(again, tmp_path / "b")
+    for name, path in first.items():
+        assert path.read_bytes() == second[name].read_bytes()
+    truth_a = (tmp_path / "a" / dw.GROUND_TRUTH_FILE).read_bytes()
+    assert truth_a == (tmp_path / "b" / dw.GROUND_TRUTH_FILE).read_bytes()
+    media_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("media/**/*.*"))
+    assert media_a, "the small world has media"
+    for rel in media_a:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+
+
+def test_it_differs_for_another_seed(tiny_world):
+    other = dw.generate_world(4, "small", prompts=TINY)
+    for mine, theirs in zip(tiny_world.projects, other.projects, strict=True):
+        assert mine.jsonl_bytes() != theirs.jsonl_bytes()
+    assert tiny_world.ground_truth() != other.ground_truth()
+
+
+def test_the_mr2bench_generator_is_deterministic_for_a_seed():
+    first, again, other = (dw.generate_world(s, "mr2bench", prompts=40) for s in (5, 5, 6))
+    assert first.projects[0].jsonl_bytes() == again.projects[0].jsonl_bytes()
+    assert first.ground_truth() == again.ground_truth()
+    assert first.projects[0].jsonl_bytes() != other.projects[0].jsonl_bytes()
+
+
+def test_a_smaller_world_is_a_prefix_of_a_larger_one(tiny_world):
+    larger = dw.generate_world(3, "small", prompts=TINY + 2)
+    for small, big in zip(tiny_world.projects, larger.projects, strict=True):
+        assert big.rows[:TINY] == small.rows
+
+
+# --- media --------------------------------------------------------------------------------
+
+
+def test_every_image_opens_and_every_video_decodes_as_h264(tiny_world):
+    images = videos = 0
+    for project in tiny_world.projects:
+        for rel, data in project.media.items():
+            if rel.endswith(".png"):
+                with Image.open(io.BytesIO(data)) as img:
+                    assert img.format == "PNG"
+                    img.load()
+                    assert min(img.size) >= 64
+                images += 1
+            else:
+                assert rel.endswith(".mp4"), rel
+                with av.open(io.BytesIO(data)) as container:
+                    stream = container.streams.video[0]
+                    assert stream.codec_context.name == "h264"
+                    assert stream.codec_context.pix_fmt == "yuv420p"
+                    frames = list(container.decode(stream))
+                assert len(frames) >= 16
+                assert 64 <= frames[0].width <= 128
+                videos += 1
+            assert len(data) < 64_000, f"{rel} is {len(data)} bytes; keep demo media small"
+    assert images > 0 and videos > 0
+
+
+def _components(mask: np.ndarray) -> list[np.ndarray]:
+    """Connected regions (4-neighbour) of a boolean mask, as arrays of (y, x) pixels."""
+    seen = np.zeros_like(mask)
+    regions = []
+    for y, x in zip(*np.nonzero(mask), strict=True):
+        if seen[y, x]:
+            continue
+        stack, pixels = [(y, x)], []
+        seen[y, x] = True
+        while stack:
+            cy, cx = stack.pop()
+            pixels.append((cy, cx))
+            for ny, nx in ((cy + 1, cx), (cy - 1, cx), (cy, cx + 1), (cy, cx - 1)):
+                if (
+                    0 <= ny < mask.shape[0]
+                    and 0 <= nx < mask.shape[1]
+                    and mask[ny, nx]
+                    and not seen[ny, nx]
+                ):
+                    seen[ny, nx] = True
+                    stack.append((ny, nx))
+        if len(pixels) > 20:  # ignore stray anti-aliasing specks
+            regions.append(np.array(pixels))
+    return regions
+
+
+def _shape_of(region: np.ndarray) -> str:
+    """Tells the four demo shapes apart by how they fill their bounding box."""
+    ys, xs = region[:, 0], region[:, 1]
+    height, width = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+    fill = len(region) / (height * width)
+    if fill > 0.9:
+        return "square"
+    if fill > 0.68:
+        return "circle"
+    middle = ys.min() + height / 2
+    top, bottom = (ys < middle).sum(), (ys >= middle).sum()
+    return "triangle" if bottom > 1.5 * top else "diamond"
+
+
+def test_vqa_count_answers_can_be_read_off_the_picture(tiny_world):
+    vqa = dw.generate_world(3, "small", prompts=25).projects[0]
+    checked = 0
+    for row in vqa.rows:
+        match = re.fullmatch(r"How many (\w+) (\w+)s are in the picture\?", row["prompt"])
+        if not match:
+            continue
+        colour, shape = match.groups()
+        pixels = np.asarray(Image.open(io.BytesIO(vqa.media[row["image"]])).convert("RGB"))
+        mask = (pixels == np.array(dw.COLOURS[colour], dtype=np.uint8)).all(axis=-1)
+        seen = sum(_shape_of(r) == shape for r in _components(mask))
+        assert str(seen) == vqa.truth["prompts"][row["id"]]["answer"], row["id"]
+        checked += 1
+    assert checked >= 3
+
+
+# --- the simulated world --------------------------------------------------------------------
+
+
+def test_candidate_quality_follows_model_skill():
+    world = dw.generate_world(0, "small", prompts=30)
+    skill = {m.name: m.skill for m in world.models}
+    for project in world.projects:
+        by_model = defaultdict(list)
+        for c in project.truth["candidates"].values():
+            by_model[c["model"]].append(c["quality"])
+        ranked = sorted(by_model, key=lambda m: skill[m])
+        weak = statistics.mean(statistics.mean(by_model[m]) for m in ranked[:3])
+        strong = statistics.mean(statistics.mean(by_model[m]) for m in ranked[-3:])
+        assert strong > weak + 0.3, project.name
+
+
+@pytest.mark.parametrize(
+    ("kind", "expect_first"),
+    [("position_biased", (0.75, 1.0)), ("reliable", (0.3, 0.7)), ("spammer", (0.35, 0.65))],
+)
+def test_it_simulates_position_bias_only_for_biased_annotators(kind, expect_first):
+    import random
+
+    annotator = next(a for a in dw.make_annotators({kind: 1}))
+    rng = random.Random(1)
+    quality = {"x": 0.6, "y": 0.6}
+    outcomes = Counter(dw.simulate_pair(annotator, ["x", "y"], quality, rng) for _ in range(600))
+    share_first = outcomes["a"] / (outcomes["a"] + outcomes["b"])
+    assert expect_first[0] <= share_first <= expect_first[1]
+
+
+def test_reliable_annotators_agree_with_the_truth_and_spammers_do_not():
+    import random
+
+    rng = random.Random(2)
+    quality = {"good": 0.9, "fair": 0.6, "bad": 0.2, "worse": 0.1}
+    truth = ["good", "fair", "bad", "worse"]
+    people = {a.kind: a for a in dw.make_annotators(dw.SMALL_POOL)}
+    exact = Counter()
+    for _ in range(300):
+        for kind, annotator in people.items():
+            shown = truth[:]
+            rng.shuffle(shown)
+            ranking = dw.simulate_ranking(annotator, shown, quality, rng)
+            exact[kind] += [c for group in ranking for c in group] == truth
+    assert exact["reliable"] > 0.9 * 300
+    assert exact["spammer"] < 0.15 * 300
+    assert exact["reliable"] > exact["noisy"] > exact["spammer"]
+
+
+def test_spammers_are_too_fast():
+    import random
+
+    rng = random.Random(3)
+    people = {a.kind: a for a in dw.make_annotators(dw.SMALL_POOL)}
+    median = {
+        kind: statistics.median(dw.simulate_duration(a, rng, slots=4) for _ in range(200))
+        for kind, a in people.items()
+    }
+    assert median["spammer"] < 3000 < median["reliable"]
+
+
+def test_the_mr2bench_world_has_twenty_judgments_per_prompt_over_19_models():
+    world = dw.generate_world(0, "mr2bench", prompts=300)
+    (project,) = world.projects
+    assert project.name == dw.PROJECT_MR2 and project.settings["mode"] == "pairwise"
+    assert len(world.models) == 19
+    per_prompt, pairs_per_prompt, panel_sizes = [], [], []
+    by_kind: Counter[str] = Counter()
+    kind_of = {a.username: a.kind for a in world.annotators}
+    for row in project.rows:
+        assert len({c["model"] for c in row["candidates"]}) == 19
+        assert not any(c.get("image") or c.get("video") for c in row["candidates"])
+        judgments = row["judgments"]
+        per_prompt.append(len(judgments))
+        pairs = {frozenset(j["pair"]) for j in judgments}
+        pairs_per_prompt.append(len(pairs))
+        panel_sizes.append(len({j["annotator"] for j in judgments}))
+        by_kind.update(kind_of[j["annotator"]] for j in judgments)
+        # The judged pairs connect all 19 candidates (a leaderboard needs that).
+        reached, frontier = set(), [row["candidates"][0]["id"]]
+        while frontier:
+            node = frontier.pop()
+            reached.add(node)
+            frontier += [x for p in pairs if node in p for x in p if x not in reached]
+        assert len(reached) == 19
+    assert 19.5 <= statistics.mean(per_prompt) <= 20.5
+    assert set(pairs_per_prompt) == {19}
+    assert min(panel_sizes) >= 2 and max(panel_sizes) <= 5 and statistics.mean(panel_sizes) > 3
+    total = sum(by_kind.values())
+    assert set(by_kind) == {"reliable", "noisy", "position_biased", "spammer"}
+    assert 0.3 < by_kind["reliable"] / total < 0.6
+    assert 0.03 < by_kind["spammer"] / total < 0.15
+    accuracy = world.ground_truth()["projects"][dw.PROJECT_MR2]["annotators"]
+    mean_by_kind = {
+        kind: statistics.mean(v for name, v in accuracy.items() if kind_of[name] == kind)
+        for kind in by_kind
+    }
+    assert mean_by_kind["reliable"] > 0.9
+    assert 0.4 < mean_by_kind["spammer"] < 0.6
+    assert mean_by_kind["spammer"] < mean_by_kind["noisy"] < mean_by_kind["reliable"]
+
+
+def test_the_full_mr2bench_scale_is_the_advertised_size():
+    world = dw.generate_world(0, "mr2bench")
+    (project,) = world.projects
+    assert len(project.rows) == 4700
+    assert project.candidate_count == 4700 * 19
+    assert 93_000 <= project.judgment_count <= 95_000
+
+
+# --- loading through the import service ---------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_it_loads_the_world_through_the_import_service(tmp_path):
+    out = _make_demo(tmp_path / "demo")
+    assert "3 projects" in out
+    names = {dw.PROJECT_VQA, dw.PROJECT_T2I, dw.PROJECT_T2V}
+    assert set(Project.objects.values_list("name", flat=True)) == names
+    assert Project.objects.get(name=dw.PROJECT_T2V).mode == "pairwise"
+    for project in Project.objects.all():
+        assert project.prompts.count() == TINY
+        assert project.tasks.exists()
+        assert project.judgments.exists()
+    assert Candidate.objects.filter(kind="image").exclude(media="").exists()
+    assert Candidate.objects.filter(kind="video").exclude(media="").exists()
+    assert Prompt.objects.exclude(video="").exists()
+    judgment = Judgment.objects.filter(source=Judgment.Source.EXTERNAL).first()
+    assert judgment.external_annotator.startswith("ann_")
+    assert judgment.source_name == dw.DEMO_SOURCE
+    assert not Judgment.objects.filter(duration_ms__isnull=True).exists()
+    # Some tasks reached k and closed; some are left open for real annotators.
+    assert Task.objects.filter(status="complete").exists()
+    assert Task.objects.filter(status="open").exists()
+
+
+@pytest.mark.django_db
+def test_running_it_twice_creates_nothing_new(tmp_path):
+    _make_demo(tmp_path / "demo")
+    before = _db_counts()
+    judgment_ids = set(Judgment.objects.values_list("pk", flat=True))
+    out = _make_demo(tmp_path / "demo")
+    assert _db_counts() == before
+    assert set(Judgment.objects.values_list("pk", flat=True)) == judgment_ids
+    assert "0 new prompts, 0 new candidates, 0 new tasks, 0 new judgments" in out
+
+
+@pytest.mark.django_db
+def test_every_imported_candidate_has_ground_truth(tmp_path):
+    _make_demo(tmp_path / "demo")
+    truth = dw.load_ground_truth(tmp_path / "demo")
+    assert truth.seed == 0 and truth.scale == "small"
+    for project in Project.objects.all():
+        quality = truth.projects[project.name].quality()
+        ids = set(project.candidates.values_list("external_id", flat=True))
+        assert ids == set(quality)
+        prompt_id = project.prompts.first().external_id
+        best = truth.projects[project.name].true_ranking(prompt_id)[0]
+        assert quality[best] == max(
+            q for cid, q in quality.items() if cid.startswith(prompt_id + "-")
+        )
+
+
+@pytest.mark.django_db
+def test_ground_truth_is_not_in_any_database_row_or_served_file(tmp_path, settings):
+    _make_demo(tmp_path / "demo")
+    raw = json.loads((tmp_path / "demo" / dw.GROUND_TRUTH_FILE).read_text())
+    hidden_keys = {"quality", "skill", "category", "drawn", "artefact", "answer", "scene"}
+    for project_name, project in raw["projects"].items():
+        for prompt in Prompt.objects.filter(project__name=project_name):
+            blob = json.dumps(prompt.metadata)
+            assert not hidden_keys & set(prompt.metadata), prompt.external_id
+            answer = project["prompts"][prompt.external_id].get("answer")
+            if answer and len(answer) >= 3 and not answer.isdigit():  # longer words cannot
+                # turn up by chance
+                assert answer not in blob and answer not in prompt.text
+        for cand in Candidate.objects.filter(project__name=project_name):
+            assert cand.metadata == {}, cand.external_id
+            assert str(project["candidates"][cand.external_id]["quality"]) not in cand.text
+    for model, profile in raw["models"].items():
+        assert not Candidate.objects.filter(text__contains=str(profile["skill"])).exists(), model
+    served = [p for p in Path(settings.MEDIA_ROOT).rglob("*") if p.is_file()]
+    assert served, "media was imported"
+    assert not any(p.suffix == ".json" for p in served)
+    assert not any(b"quorum-demo-ground-truth" in p.read_bytes() for p in served)
+
+
+@pytest.mark.django_db
+def test_it_refuses_an_out_folder_that_is_served_publicly(settings):
+    with pytest.raises(CommandError, match="served publicly"):
+        _make_demo(Path(settings.MEDIA_ROOT) / "demo")
+    assert not Project.objects.exists()
+
+
+@pytest.mark.django_db
+def test_it_refuses_to_clear_a_folder_it_did_not_write(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(CommandError, match="not written by make_demo"):
+        _make_demo(tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.django_db
+def test_it_creates_demo_users_once(tmp_path, settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast
+    out = _make_demo(tmp_path / "demo", "--users")
+    assert "password quorum-demo" in out
+    User = get_user_model()
+    admin = User.objects.get(username="admin")
+    assert admin.is_superuser and admin.is_staff and admin.check_password("quorum-demo")
+    for project in Project.objects.all():
+        roles = dict(
+            Membership.objects.filter(project=project).values_list("user__username", "role")
+        )
+        assert roles == {
+            "admin": "admin",
+            "alice": "annotator",
+            "bob": "annotator",
+            "rita": "reviewer",
+        }
+    alice = User.objects.get(username="alice")
+    alice.set_password("alice-changed-it")
+    alice.save()
+
+    out = _make_demo(tmp_path / "demo", "--users")
+
+    assert User.objects.filter(username__in=["admin", "alice", "bob", "rita"]).count() == 4
+    assert Membership.objects.count() == 4 * 3
+    alice.refresh_from_db()
+    assert alice.check_password("alice-changed-it")
+    assert "password unchanged" in out

@@ -1,0 +1,177 @@
+"""Train the demo's small multi-response reward model on demo worlds (CPU, a few minutes).
+
+Training prompts come from demo worlds of other seeds than the one ``make_demo`` imports, so
+the imported demo prompts are held out; each training example ranks a prompt's candidates by
+their hidden ground-truth quality, and the loss is the N-way cross-entropy against the best
+one. Pure: torch, transformers and the demo-world generator, no Django.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import kendalltau
+
+from annotate.demo_world import generate_world, load_ground_truth, write_world
+from workers.reward_model import CandidateInput, PreferenceExample, ScoringItem, train
+
+logger = logging.getLogger("quorum.workers")
+
+# Small pixel budgets keep CPU training fast; shapes and colours stay visible.
+LIMITS = {
+    "image_max_pixels": 112 * 112,
+    "video_max_pixels": 56 * 56,
+    "max_frames": 4,
+    "max_length": 2048,
+}
+
+
+@dataclass
+class EvalReport:
+    prompts: int
+    top1_accuracy: float
+    chance: float
+    kendall_tau: float
+    per_project: dict[str, dict[str, float]]
+
+
+def examples_from_world(
+    world_dir: Path, *, projects: list[str] | None = None
+) -> list[tuple[str, PreferenceExample]]:
+    """(project name, example) per prompt, ranked by hidden quality (1 = best, ties shared)."""
+    truth = load_ground_truth(world_dir)
+    out: list[tuple[str, PreferenceExample]] = []
+    for name, project_truth in truth.projects.items():
+        if projects and name not in projects:
+            continue
+        rows = [
+            json.loads(line) for line in (world_dir / project_truth.file).read_text().splitlines()
+        ]
+        for row in rows:
+            if "candidates" not in row:
+                continue
+            quality = [project_truth.candidates[c["id"]]["quality"] for c in row["candidates"]]
+            ranks = [1 + sum(q2 > q for q2 in quality) for q in quality]
+            item = ScoringItem(
+                prompt_text=row.get("prompt", ""),
+                prompt_image=str(world_dir / row["image"]) if row.get("image") else None,
+                prompt_video=str(world_dir / row["video"]) if row.get("video") else None,
+                candidates=[
+                    CandidateInput(
+                        kind=c.get("kind", "text"),
+                        text=c.get("text", ""),
+                        path=str(world_dir / c[c["kind"]])
+                        if c.get("kind") in ("image", "video")
+                        else None,
+                    )
+                    for c in row["candidates"]
+                ],
+            )
+            out.append((name, PreferenceExample(item=item, rankings=ranks)))
+    return out
+
+
+def evaluate(scorer, examples: list[tuple[str, PreferenceExample]]) -> EvalReport:
+    """Top-1 accuracy (the model's best is a truly best candidate) and mean Kendall tau."""
+    results = scorer.score([ex.item for _, ex in examples], mode="packed")
+    per: dict[str, list[tuple[float, float, float]]] = {}
+    for (name, ex), result in zip(examples, results, strict=True):
+        scores = [s if s is not None else -np.inf for s in result.scores]
+        top = int(np.argmax(scores))
+        hit = 1.0 if ex.rankings[top] == 1 else 0.0
+        tau = kendalltau([-r for r in ex.rankings], scores).statistic
+        per.setdefault(name, []).append(
+            (hit, 0.0 if np.isnan(tau) else float(tau), 1.0 / len(ex.rankings))
+        )
+    all_rows = [r for rows in per.values() for r in rows]
+    return EvalReport(
+        prompts=len(all_rows),
+        top1_accuracy=round(float(np.mean([r[0] for r in all_rows])), 3),
+        chance=round(float(np.mean([r[2] for r in all_rows])), 3),
+        kendall_tau=round(float(np.mean([r[1] for r in all_rows])), 3),
+        per_project={
+            name: {
+                "prompts": len(rows),
+                "top1_accuracy": round(float(np.mean([r[0] for r in rows])), 3),
+                "chance": round(float(np.mean([r[2] for r in rows])), 3),
+                "kendall_tau": round(float(np.mean([r[1] for r in rows])), 3),
+            }
+            for name, rows in per.items()
+        },
+    )
+
+
+def train_demo_model(
+    *,
+    out_dir: Path,
+    work_dir: Path,
+    eval_world_dir: Path,
+    train_seeds: tuple[int, ...] = (101, 102),
+    epochs: int = 4,
+    projects: list[str] | None = None,
+    prompts_per_project: int | None = None,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> dict:
+    """Trains, evaluates on ``eval_world_dir`` (held out) and saves the seed release layout.
+
+    Returns the metrics written beside the checkpoint (``demo_metrics.json``).
+    """
+    from workers.tiny import build_tiny_reward_scorer, build_tiny_tokenizer
+
+    started = time.monotonic()
+    train_examples: list[tuple[str, PreferenceExample]] = []
+    corpus: list[str] = []
+    for train_seed in train_seeds:
+        world_dir = work_dir / f"train-seed{train_seed}-{prompts_per_project or 'all'}"
+        if not (world_dir / "ground_truth.json").exists():
+            write_world(
+                generate_world(seed=train_seed, scale="small", prompts=prompts_per_project),
+                world_dir,
+            )
+        train_examples += examples_from_world(world_dir, projects=projects)
+    for _, ex in train_examples:
+        corpus.append(ex.item.prompt_text)
+        corpus += [c.text for c in ex.item.candidates if c.text]
+    held_out = examples_from_world(eval_world_dir, projects=projects)
+    tokenizer = build_tiny_tokenizer(corpus, vocab_size=1024)
+    scorer = build_tiny_reward_scorer(
+        hidden_size=hidden_size, num_layers=num_layers, seed=seed, tokenizer=tokenizer, **LIMITS
+    )
+    before = evaluate(scorer, held_out)
+    losses = train(
+        scorer.model,
+        scorer.builder,
+        [ex for _, ex in train_examples],
+        epochs=epochs,
+        batch_size=8,
+        lr=lr,
+        seed=seed,
+    )
+    after = evaluate(scorer, held_out)
+    train_fit = evaluate(scorer, train_examples[: len(held_out)])
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    scorer.save(out_dir)
+    metrics = {
+        "held_out": asdict(after),
+        "held_out_untrained": asdict(before),
+        "train_subset": asdict(train_fit),
+        "train_examples": len(train_examples),
+        "epochs": epochs,
+        "steps": len(losses),
+        "first_loss": round(losses[0], 4) if losses else None,
+        "last_loss": round(float(np.mean(losses[-10:])), 4) if losses else None,
+        "train_seeds": list(train_seeds),
+        "hidden_size": hidden_size,
+        "num_layers": num_layers,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    (out_dir / "demo_metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
