@@ -179,8 +179,9 @@ def build_app(*, require_login: bool):
             image = gr.Image(label="Prompt image (optional)", type="filepath", scale=1)
             video = gr.Video(label="Prompt video (optional)", scale=1)
         fields = []
-        for i in range(MAX_CANDIDATES):
-            with gr.Row(visible=True):
+
+        def candidate_row(i: int) -> None:
+            with gr.Row():
                 kind = gr.Radio(
                     ["text", "image", "video"],
                     value="text",
@@ -189,7 +190,13 @@ def build_app(*, require_login: bool):
                 )
                 text = gr.Textbox(label="Text", lines=2, scale=3)
                 media = gr.File(label="Image/video", type="filepath", scale=2)
-            fields += [kind, text, media]
+            fields.extend([kind, text, media])
+
+        for i in range(4):
+            candidate_row(i)
+        with gr.Accordion("Candidates E-H", open=False):
+            for i in range(4, MAX_CANDIDATES):
+                candidate_row(i)
         button = gr.Button("Score", variant="primary")
         table = gr.Dataframe(
             headers=["rank", "candidate", "packed", "isolated", "packed - isolated", "error"],
