@@ -27,7 +27,18 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, Subquery, Value
+from django.db.models import (
+    Count,
+    Exists,
+    F,
+    IntegerField,
+    JSONField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+)
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -45,6 +56,7 @@ MAX_RATIONALE_CHARS = 5000
 MAX_DURATION_MS = 24 * 3600 * 1000
 RATING_MIN, RATING_MAX = 1, 5
 MAX_SKIP_REASON_CHARS = 500
+REMAINING_CAP = 1000
 _KEY = re.compile(r"^[A-Za-z0-9_-]{8,100}$")
 
 
@@ -84,8 +96,12 @@ class SubmitResult:
 @dataclass(frozen=True)
 class Progress:
     done_today: int
-    remaining: int
+    remaining: int  # at most REMAINING_CAP
     editable_judgment_id: int | None
+
+    @property
+    def remaining_label(self) -> str:
+        return f"{self.remaining:,}+" if self.remaining >= REMAINING_CAP else str(self.remaining)
 
 
 def task_k(task: Task, project: Project) -> int:
@@ -163,7 +179,10 @@ def assignment_next(
     return None
 
 
-def _pool(*, project: Project, annotator: AbstractBaseUser, now: datetime, gold: bool) -> tuple:
+def _pool(
+    *, project: Project, annotator: AbstractBaseUser, now: datetime, gold: bool
+) -> tuple[QuerySet[Task], QuerySet[Assignment]]:
+    """Tasks this annotator may lease now, and their own assignments (by task) to reuse."""
     mine = Assignment.objects.filter(task=OuterRef("pk"), annotator=annotator)
     done = mine.filter(
         Q(status__in=[Assignment.Status.SUBMITTED, Assignment.Status.SKIPPED])
@@ -199,7 +218,10 @@ def _lease_from_pool(
     for _ in range(attempts):
         task = (
             tasks.exclude(pk__in=tried)
-            .annotate(my_assignment=Subquery(mine.values("pk")[:1]))
+            .annotate(
+                my_assignment=Subquery(mine.values("pk")[:1]),
+                my_order=Subquery(mine.values("presented_order")[:1], output_field=JSONField()),
+            )
             .order_by("-priority", "id")
             .select_for_update(skip_locked=True, of=("self",))
             .first()
@@ -218,7 +240,7 @@ def _lease_from_pool(
             task=task,
             project=project,
             annotator=annotator,
-            existing_pk=task.my_assignment,
+            existing=(task.my_assignment, task.my_order) if task.my_assignment else None,
             now=now,
             rng=rng,
         )
@@ -242,15 +264,20 @@ def _write_lease(
     task: Task,
     project: Project,
     annotator: AbstractBaseUser,
-    existing_pk: int | None,
+    existing: tuple[int, list[int]] | None,
     now: datetime,
     rng: random.Random,
 ) -> Assignment:
+    """Writes the lease; ``existing`` is the annotator's own lapsed assignment on this task."""
     order = _ids_from_key(task)
     rng.shuffle(order)
     until = now + timedelta(minutes=lease_minutes(project))
-    if existing_pk is not None:
-        # The annotator's own lapsed lease on this task: lease it again (one row per pair).
+    if existing is not None:
+        # Lease the same row again (one per task and annotator) and keep the letters it
+        # showed: a page still open from the lapsed lease then means the same candidates.
+        existing_pk, shown = existing
+        if sorted(shown or []) == sorted(order):
+            order = list(shown)
         Assignment.objects.filter(pk=existing_pk).update(
             status=Assignment.Status.LEASED,
             leased_until=until,
@@ -281,16 +308,13 @@ def _write_lease(
 # --- skip -----------------------------------------------------------------------------------
 
 
-def assignment_skip(
-    *, assignment: Assignment, reason: str, now: datetime | None = None
-) -> Assignment:
+def assignment_skip(*, assignment: Assignment, reason: object) -> Assignment:
     """Gives a leased task back with a reason; the annotator is not served it again."""
-    reason = (reason or "").strip()
+    reason = reason.strip() if isinstance(reason, str) else ""
     if not reason:
         raise JudgmentInvalid("reason", "say why you skip this task")
     if len(reason) > MAX_SKIP_REASON_CHARS:
         raise JudgmentInvalid("reason", f"at most {MAX_SKIP_REASON_CHARS} characters")
-    now = now or timezone.now()
     with transaction.atomic():
         Task.objects.select_for_update().filter(pk=assignment.task_id).first()
         current = Assignment.objects.get(pk=assignment.pk)
@@ -620,13 +644,20 @@ def judgment_revise(
 # --- progress -------------------------------------------------------------------------------
 
 
+class _CountOf(Subquery):
+    """``(SELECT COUNT(*) FROM (subquery))``: counts a sliced queryset inside another query."""
+
+    template = "(SELECT COUNT(*) FROM (%(subquery)s) AS counted)"
+    output_field = IntegerField()
+
+
 def annotator_progress(
     *, project: Project, annotator: AbstractBaseUser, now: datetime | None = None
 ) -> Progress:
     """Done today, tasks still open to this annotator, and their editable last judgment.
 
-    One query. "Remaining" counts open tasks they have not judged or skipped; other
-    annotators' leases are left out (they come back when they lapse).
+    One query. "Remaining" counts open tasks they have not judged or skipped, up to
+    REMAINING_CAP; other annotators' leases are left out (they come back when they lapse).
     """
     now = now or timezone.now()
     today = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -638,13 +669,13 @@ def annotator_progress(
         annotator=annotator,
         status__in=[Assignment.Status.SUBMITTED, Assignment.Status.SKIPPED],
     )
-    remaining = (
-        Task.objects.filter(project=OuterRef("pk"), status=Task.Status.OPEN, is_gold=False)
+    # Counting every open task costs a scan of all of them (tens of ms at 100k tasks); the
+    # count stops at REMAINING_CAP, which the page shows as "1000+".
+    open_to_them = (
+        Task.objects.filter(project_id=project.pk, status=Task.Status.OPEN, is_gold=False)
         .exclude(Exists(closed))
         .order_by()
-        .values("project")
-        .annotate(n=Count("pk"))
-        .values("n")
+        .values("pk")[:REMAINING_CAP]
     )
     window = now - timedelta(minutes=lease_minutes(project))
     last = mine.filter(created_at__gte=window).order_by("-created_at", "-id")
@@ -652,7 +683,7 @@ def annotator_progress(
         Project.objects.filter(pk=project.pk)
         .annotate(
             done_today=Coalesce(Subquery(done_today, output_field=IntegerField()), Value(0)),
-            remaining=Coalesce(Subquery(remaining, output_field=IntegerField()), Value(0)),
+            remaining=_CountOf(open_to_them),
             last_pk=Subquery(last.values("pk")[:1]),
             last_until=Subquery(last.values("assignment__leased_until")[:1]),
         )

@@ -5,7 +5,6 @@ from annotate import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("projects/<int:project_id>/annotate/", views.work, name="annotate_work"),
-    path("projects/<int:project_id>/annotate/task/", views.task_fragment, name="annotate_task"),
     path(
         "projects/<int:project_id>/assignments/<int:assignment_id>/submit/",
         views.submit,

@@ -2,8 +2,9 @@
 
 Annotator endpoints (any member of a project may annotate in it; everybody else gets 404):
 
-- ``GET  projects/<p>/annotate/``                the annotation page (leases or resumes a task)
-- ``GET  projects/<p>/annotate/task/``           the task fragment the page swaps in
+- ``GET  projects/<p>/annotate/``                the annotation page (leases or resumes a task);
+                                                 with ``X-Requested-With: fetch``, the task
+                                                 fragment the page swaps in
 - ``POST projects/<p>/assignments/<a>/submit/``  JSON judgment -> 201 (200 when replayed)
 - ``POST projects/<p>/assignments/<a>/skip/``    JSON ``{"reason": ...}``
 - ``GET  projects/<p>/judgments/<j>/edit/``      fragment to change the last judgment
@@ -61,10 +62,9 @@ def _json_body(request: HttpRequest) -> dict[str, Any]:
     return data
 
 
-def _error(exc: Exception) -> JsonResponse:
+def _error(exc: JudgmentInvalid | queue.QueueError) -> JsonResponse:
     if isinstance(exc, JudgmentInvalid):
         return JsonResponse({"error": str(exc), "field": exc.field}, status=400)
-    assert isinstance(exc, queue.QueueError)
     return JsonResponse({"error": str(exc), "code": exc.code}, status=exc.status)
 
 
@@ -97,21 +97,23 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "annotate/home.html", {"rows": rows})
 
 
+def _render_task(
+    request: HttpRequest, project: Project, context: dict[str, Any], status: int = 200
+) -> HttpResponse:
+    """The task fragment for the page's fetch; the whole page otherwise."""
+    if request.headers.get("X-Requested-With") == "fetch":
+        return render(request, "annotate/_task.html", context, status=status)
+    context["instructions_html"] = markdown_html(project.instructions)
+    context["last_letter"] = selectors.LETTERS[project.candidates_per_task - 1]
+    return render(request, "annotate/work.html", context, status=status)
+
+
 @login_required
 @require_GET
 def work(request: HttpRequest, project_id: int) -> HttpResponse:
+    """The annotation page; its task fragment alone when the page fetches the next task."""
     project = _membership_or_404(request, project_id).project
-    context = _task_context(request, project)
-    context["instructions_html"] = markdown_html(project.instructions)
-    context["last_letter"] = selectors.LETTERS[project.candidates_per_task - 1]
-    return render(request, "annotate/work.html", context)
-
-
-@login_required
-@require_GET
-def task_fragment(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = _membership_or_404(request, project_id).project
-    return render(request, "annotate/_task.html", _task_context(request, project))
+    return _render_task(request, project, _task_context(request, project))
 
 
 @_json_login_required
@@ -144,7 +146,7 @@ def skip(request: HttpRequest, project_id: int, assignment_id: int) -> JsonRespo
         queue.assignment_skip(assignment=assignment, reason=_json_body(request).get("reason", ""))
     except (JudgmentInvalid, queue.QueueError) as exc:
         return _error(exc)
-    return JsonResponse({"skipped": True, "next_url": reverse("annotate_task", args=[project_id])})
+    return JsonResponse({"skipped": True, "next_url": reverse("annotate_work", args=[project_id])})
 
 
 @login_required
@@ -176,7 +178,7 @@ def edit(request: HttpRequest, project_id: int, judgment_id: int) -> HttpRespons
             },
         },
     }
-    return render(request, "annotate/_task.html", context, status=200 if editable else 409)
+    return _render_task(request, project, context, status=200 if editable else 409)
 
 
 @_json_login_required
@@ -248,7 +250,7 @@ def _saved(result: queue.SubmitResult, project: Project) -> JsonResponse:
         {
             "judgment_id": result.judgment.pk,
             "created": result.created,
-            "next_url": reverse("annotate_task", args=[project.pk]),
+            "next_url": reverse("annotate_work", args=[project.pk]),
             "edit_url": reverse("annotate_edit", args=[project.pk, result.judgment.pk]),
         },
         status=201 if result.created else 200,

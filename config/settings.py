@@ -98,7 +98,11 @@ def _database_from_env() -> dict:
             f"DATABASE_URL: unsupported database {config.get('ENGINE')!r}; use postgres:// or sqlite://"
         )
     if config["ENGINE"] == "django.db.backends.sqlite3":
-        config["OPTIONS"] = {"init_command": "PRAGMA journal_mode=WAL;", "timeout": 30}
+        config["OPTIONS"] = {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 30,
+        }
     return config
 
 

@@ -20,6 +20,8 @@ def _media_root(request, tmp_path):
     if not request.config.pluginmanager.hasplugin("django"):
         return None
     settings = request.getfixturevalue("settings")
+    # PBKDF2 costs ~0.3 s per user here; tests do not need slow hashes.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.MEDIA_ROOT = str(tmp_path / "media")
     Path(settings.MEDIA_ROOT).mkdir()
     return settings.MEDIA_ROOT
