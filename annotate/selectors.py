@@ -14,6 +14,7 @@ from annotate.models import (
     Candidate,
     Judgment,
     Membership,
+    ModelScore,
     Project,
     Task,
     TaskCandidate,
@@ -63,6 +64,8 @@ class TaskDisplay:
     prompt_image_url: str
     prompt_video_url: str
     candidates: list[CandidateDisplay]
+    # Letters best first by the active reward model; only where the project shows it.
+    model_ranking: tuple[str, ...] = ()
 
     @property
     def has_video(self) -> bool:
@@ -107,7 +110,26 @@ def task_display(
         prompt_image_url=_media_url(prompt.image.name),
         prompt_video_url=_media_url(prompt.video.name),
         candidates=candidates,
+        model_ranking=_model_ranking(project, candidates),
     )
+
+
+def _model_ranking(project: Project, candidates: list[CandidateDisplay]) -> tuple[str, ...]:
+    """The active reward model's order as letters; one query, and only when the project lets
+    annotators see it (reviewers always see it in the review queue)."""
+    if not (project.annotators_see_model_ranking and project.active_reward_model_id):
+        return ()
+    scores = dict(
+        ModelScore.objects.filter(
+            reward_model_id=project.active_reward_model_id,
+            candidate_id__in=[c.candidate_id for c in candidates],
+            score__isnull=False,
+        ).values_list("candidate_id", "score")
+    )
+    ranked = sorted(
+        (c for c in candidates if c.candidate_id in scores), key=lambda c: -scores[c.candidate_id]
+    )
+    return tuple(c.letter for c in ranked)
 
 
 def membership_for_annotation(*, user: AbstractBaseUser, project_id: int) -> Membership | None:

@@ -255,3 +255,33 @@ def test_it_does_not_mark_gold_tasks(ann, ranking_project):
     response = _page(ann, ranking_project)
     assert Assignment.objects.get().task.is_gold
     assert "gold" not in response.content.decode().lower()
+
+
+def _score_with_model(project):
+    from annotate.models import ModelScore, RewardModel
+
+    rm = RewardModel.objects.create(name="rm", version="1", backend="multi_response", path="/x")
+    for i, cand in enumerate(project.candidates.order_by("id")):
+        ModelScore.objects.create(candidate=cand, reward_model=rm, score=float(i))
+    project.active_reward_model = rm
+    project.save()
+    return rm
+
+
+def test_it_hides_the_model_ranking_from_annotators_by_default(ann, ranking_project):
+    _score_with_model(ranking_project)
+    assert "data-model-ranking" not in _page(ann, ranking_project).content.decode()
+
+
+def test_it_shows_the_model_ranking_when_the_project_allows_it(ann, ranking_project):
+    _score_with_model(ranking_project)
+    ranking_project.annotators_see_model_ranking = True
+    ranking_project.save()
+    html = _page(ann, ranking_project).content.decode()
+    # scores grow with candidate id: the model's best is the highest id, under its letter
+    letters = {
+        int(c): letter
+        for c, letter in re.findall(r'data-candidate-id="(\d+)" data-letter="([A-H])"', html)
+    }
+    expected = " > ".join(letters[c] for c in sorted(letters, reverse=True))
+    assert f"Reward model's ranking: {expected}</p>" in html
