@@ -1,5 +1,211 @@
-"""REST endpoints of the curation app, mounted under ``/api/`` by ``annotate.api``."""
+"""REST endpoints of the curation app, mounted under ``/api/`` by ``annotate.api``.
 
-from ninja import Router
+Bearer-token auth as the rest of the API. Reviewers (and admins, staff) read flags;
+project admins (and staff) recompute flags, read the leaderboard and start and download
+exports, through the same services as the pages, the admin and the CLI.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+from django.http import StreamingHttpResponse
+from django.shortcuts import get_object_or_404
+from ninja import Query, Router, Schema, Status
+from ninja.errors import HttpError
+
+from annotate.models import Project
+from curation import selectors, services
+from curation.exporting import ExportOptionsInvalid, iter_zip
+from curation.models import DatasetExport, Flag
 
 router = Router(tags=["curation"])
+
+
+def _project(request, project_id: int, *, admin: bool) -> Project:
+    project = get_object_or_404(
+        Project.objects.select_related("active_reward_model"), pk=project_id
+    )
+    check = selectors.can_administer if admin else selectors.can_review
+    if not check(user=request.auth, project=project):
+        raise HttpError(403, "your role in this project does not allow this")
+    return project
+
+
+class FlagOut(Schema):
+    id: int
+    kind: str
+    key: str
+    status: str
+    severity: float
+    prompt_id: int | None
+    task_id: int | None
+    judgment_id: int | None
+    evaluator: str
+    details: dict
+    evidence: int
+    created_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None
+
+
+class FlagFilter(Schema):
+    kind: str | None = None
+    status: str = "open"
+    limit: int = 100
+    offset: int = 0
+
+
+@router.get(
+    "/projects/{project_id}/flags", response=list[FlagOut], summary="Flags, most severe first"
+)
+def list_flags(request, project_id: int, filters: Query[FlagFilter]):
+    project = _project(request, project_id, admin=False)
+    if filters.kind is not None and filters.kind not in Flag.Kind.values:
+        raise HttpError(422, f"kind: unknown value {filters.kind!r}")
+    if filters.status not in Flag.Status.values:
+        raise HttpError(422, f"status: unknown value {filters.status!r}")
+    flags = Flag.objects.filter(project=project, status=filters.status)
+    if filters.kind:
+        flags = flags.filter(kind=filters.kind)
+    limit = max(1, min(filters.limit, 1000))
+    return list(flags.order_by("-severity", "id")[filters.offset : filters.offset + limit])
+
+
+@router.post(
+    "/projects/{project_id}/flags/recompute",
+    response={202: dict},
+    summary="Recompute every flag (Celery task)",
+)
+def recompute_flags(request, project_id: int):
+    project = _project(request, project_id, admin=True)
+    services.flags_recompute_enqueue(project_id=project.pk)
+    return Status(202, {"project": project.pk, "queued": "quorum.flags_recompute"})
+
+
+class LeaderboardRowOut(Schema):
+    rank: int
+    model: str
+    score: float
+    ci_low: float | None
+    ci_high: float | None
+    comparisons: int
+    component: int
+
+
+class LeaderboardOut(Schema):
+    rows: list[LeaderboardRowOut]
+    leader: str | None
+    votes_to_change_leader: int | None
+    new_leader: str | None
+    votes: int
+
+
+@router.get(
+    "/projects/{project_id}/leaderboard",
+    response=LeaderboardOut,
+    summary="Bradley-Terry leaderboard",
+)
+def leaderboard(request, project_id: int, bootstrap: int = 100, seed: int = 0):
+    project = _project(request, project_id, admin=True)
+    data = selectors.project_data(project=project, with_presented=False, with_times=False)
+    rows, stability = selectors.project_leaderboard(
+        data=data, bootstrap=max(0, min(bootstrap, 1000)), seed=seed
+    )
+
+    def finite(x: float) -> float | None:
+        return None if math.isnan(x) else round(x, 2)
+
+    return {
+        "rows": [
+            {
+                "rank": i + 1,
+                "model": str(r.model),
+                "score": round(r.score, 2),
+                "ci_low": finite(r.ci_low),
+                "ci_high": finite(r.ci_high),
+                "comparisons": r.n_comparisons,
+                "component": r.component,
+            }
+            for i, r in enumerate(rows)
+        ],
+        "leader": None if stability is None else str(stability.leader),
+        "votes_to_change_leader": None if stability is None else stability.votes_to_change,
+        "new_leader": None
+        if stability is None or stability.new_leader is None
+        else str(stability.new_leader),
+        "votes": 0 if stability is None else stability.n_votes,
+    }
+
+
+class ExportIn(Schema):
+    denoise: bool = True
+    rm_evaluator: bool = False
+    min_agreement: float | None = None
+    use_decisions: bool = True
+    splits: dict[str, float] | str = {"train": 1.0}
+    seed: int = 0
+    include_media: bool = True
+    variants_per_prompt: int = 3
+
+
+class ExportOut(Schema):
+    id: int
+    project_id: int
+    version: int
+    status: str
+    progress: int
+    phase: str
+    options: dict
+    counts: dict
+    error: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    datasheet: dict[str, Any]
+
+
+@router.get("/projects/{project_id}/exports", response=list[ExportOut], summary="Export versions")
+def list_exports(request, project_id: int):
+    project = _project(request, project_id, admin=True)
+    return list(DatasetExport.objects.filter(project=project).order_by("-version"))
+
+
+@router.post(
+    "/projects/{project_id}/exports",
+    response={201: ExportOut},
+    summary="Build a new export version",
+)
+def create_export(request, project_id: int, payload: ExportIn):
+    project = _project(request, project_id, admin=True)
+    try:
+        export = services.export_create(
+            project=project, options=payload.model_dump(), created_by=request.auth
+        )
+    except ExportOptionsInvalid as exc:
+        raise HttpError(422, str(exc)) from None
+    return Status(201, export)
+
+
+def _export(request, export_id: int) -> DatasetExport:
+    export = get_object_or_404(DatasetExport, pk=export_id)
+    _project(request, export.project_id, admin=True)
+    return export
+
+
+@router.get("/exports/{export_id}", response=ExportOut, summary="Status and progress of an export")
+def export_status(request, export_id: int):
+    return _export(request, export_id)
+
+
+@router.get("/exports/{export_id}/download", summary="The export's files as a zip")
+def export_download(request, export_id: int):
+    export = _export(request, export_id)
+    if export.status != DatasetExport.Status.DONE or not export.path.is_dir():
+        raise HttpError(409, f"export is {export.status}, not done")
+    name = f"quorum-{export.project_id}-v{export.version}"
+    response = StreamingHttpResponse(iter_zip(export.path, name), content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="{name}.zip"'
+    return response

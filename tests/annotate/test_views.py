@@ -285,3 +285,16 @@ def test_it_shows_the_model_ranking_when_the_project_allows_it(ann, ranking_proj
     }
     expected = " > ".join(letters[c] for c in sorted(letters, reverse=True))
     assert f"Reward model's ranking: {expected}</p>" in html
+
+
+def test_it_links_reviewers_to_the_review_queue_and_annotators_only_to_work(
+    client, users, ranking_project
+):
+    client.force_login(users["reviewer"])
+    html = client.get(reverse("home")).content.decode()
+    assert reverse("curation:queue", args=[ranking_project.pk]) in html
+    assert reverse("curation:dashboard", args=[ranking_project.pk]) not in html
+    client.force_login(users["annotator"])
+    html = client.get(reverse("home")).content.decode()
+    assert reverse("curation:queue", args=[ranking_project.pk]) not in html
+    assert reverse("annotate_work", args=[ranking_project.pk]) in html

@@ -21,7 +21,9 @@ def tiny_checkpoint(tmp_path_factory):
 
 @pytest.fixture
 def reward_model(db, tiny_checkpoint):
-    return RewardModel.objects.create(name="tiny", version="1", backend="multi_response", path=str(tiny_checkpoint))
+    return RewardModel.objects.create(
+        name="tiny", version="1", backend="multi_response", path=str(tiny_checkpoint)
+    )
 
 
 def test_it_scores_packed_and_isolated_in_process(reward_model, tmp_path):
@@ -55,17 +57,29 @@ def test_it_scores_image_candidates(reward_model, tmp_path):
 
 def test_it_refuses_fewer_than_two_candidates(reward_model):
     with pytest.raises(ValueError, match="2 to 8"):
-        playground_score(reward_model_id=reward_model.pk, prompt_text="p", candidates=[{"text": "x"}], use_queue=False)
+        playground_score(
+            reward_model_id=reward_model.pk,
+            prompt_text="p",
+            candidates=[{"text": "x"}],
+            use_queue=False,
+        )
 
 
 @pytest.mark.worker
 def test_it_scores_through_the_gpu_queue_when_a_worker_runs(celery_worker_process, tiny_checkpoint):
-    rm = RewardModel.objects.create(name="tiny-q", version="1", backend="multi_response", path=str(tiny_checkpoint))
+    rm = RewardModel.objects.create(
+        name="tiny-q", version="1", backend="multi_response", path=str(tiny_checkpoint)
+    )
     celery_worker_process(queues="gpu", pool="solo")
     local = playground_score(
-        reward_model_id=rm.pk, prompt_text="q", candidates=[{"text": "one"}, {"text": "two"}], use_queue=False
+        reward_model_id=rm.pk,
+        prompt_text="q",
+        candidates=[{"text": "one"}, {"text": "two"}],
+        use_queue=False,
     )
-    queued = playground_score(reward_model_id=rm.pk, prompt_text="q", candidates=[{"text": "one"}, {"text": "two"}])
+    queued = playground_score(
+        reward_model_id=rm.pk, prompt_text="q", candidates=[{"text": "one"}, {"text": "two"}]
+    )
     assert queued.ran_on == "gpu queue"
     assert queued.scores["packed"] == pytest.approx(local.scores["packed"], abs=1e-5)
 

@@ -1,0 +1,464 @@
+"""Recovery benchmark: does the denoised export recover the hidden order better than
+majority vote? Measured through the real export path (database rows -> ``export_build`` ->
+the export's Parquet files), at 0-40% noise.
+
+Worlds (simulated here, hidden quality per candidate ~ N(0, 1), ground truth kept in memory):
+
+- ``rank4``: prompts with N=4 candidates; 3 annotators from a pool of 12 rank each task fully
+  (MR2Bench-Image-like). An annotator with flip rate f is Thurstonian: quality + Gaussian
+  noise scaled so that a share f of pairs comes out flipped (f = 0.5: a random order).
+- ``sparse``: prompts with 19 candidates; 20 pairwise judgments per prompt over random pairs
+  from a panel of 3-5 annotators out of 30 (MR2Bench-Video-like); a judgment is flipped with
+  the annotator's flip rate.
+
+Noise level p = the expected share of flipped judgments. Two crowds:
+
+- ``mixed`` (the realistic case): half of the noise is honest mistakes (careful annotators
+  flip p/2 of their judgments), half is spam (a share of annotators answers at random, chosen
+  so the overall flip rate is p).
+- ``uniform``: every annotator flips exactly p (nothing to learn about who to trust).
+
+A reward model scores every candidate (quality + noise, 25% of pairs flipped).
+
+Methods, all scored against the truth per prompt (mean over prompts): pairwise accuracy over
+all candidate pairs (a predicted tie counts 1/2) and Kendall tau-b:
+
+- majority vote: per pair, the side with more raw votes; ranked by Copeland score;
+- plain Bradley-Terry on the raw votes (`curation.graph.bradley_terry_scores`);
+- export, no denoise: reliability-weighted majority (``--no-denoise``);
+- denoised export: reliability weights + minimum feedback arc set + Bradley-Terry ranking;
+- denoised export + RM: the same with the reward model as an evaluator (``--rm-evaluator``).
+
+Also the accuracy of the exported pairs (share whose chosen response is truly better) vs the
+majority-vote pairs: what a reward model would be trained on.
+
+    python bench/bench_recovery.py [--prompts 400] [--seed 0] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+NOISE_LEVELS = (0.0, 0.1, 0.2, 0.3, 0.4)
+RM_FLIP = 0.25
+
+
+@dataclass
+class World:
+    name: str
+    quality: dict[str, float]  # candidate external id -> hidden quality
+    prompts: dict[str, list[str]]  # prompt external id -> candidate external ids
+
+
+def thurstone_scale(flip: float) -> float:
+    """Noise s.d. giving the wanted flip rate for qualities ~ N(0, 1) (0.5: infinite)."""
+    return math.tan(math.pi * min(flip, 0.4999))
+
+
+def crowd(rng: np.random.Generator, size: int, p: float, kind: str) -> np.ndarray:
+    """Flip rate per annotator with mean p."""
+    if kind == "uniform" or p == 0:
+        return np.full(size, p)
+    careful = p / 2
+    spam_share = (p - careful) / (0.5 - careful)
+    n_spam = int(round(spam_share * size))
+    rates = np.full(size, careful)
+    rates[rng.choice(size, n_spam, replace=False)] = 0.5
+    # Rescale the careful ones so the mean is exactly p despite rounding the spammer count.
+    if size > n_spam:
+        rates[rates < 0.5] = max(0.0, (p * size - 0.5 * n_spam) / (size - n_spam))
+    return rates
+
+
+def simulate(
+    workload: str, n_prompts: int, p: float, kind: str, seed: int
+) -> tuple[World, list[dict], dict[str, float]]:
+    """The world, its judgments (as plain dicts) and the reward model's scores."""
+    rng = np.random.default_rng([seed, int(p * 100), 0 if kind == "mixed" else 1, len(workload)])
+    pool = 12 if workload == "rank4" else 30
+    rates = crowd(rng, pool, p, kind)
+    n_cand = 4 if workload == "rank4" else 19
+    quality, prompts, judgments = {}, {}, []
+    for i in range(n_prompts):
+        pid = f"{workload}-{i:05d}"
+        cands = [f"{pid}-c{j:02d}" for j in range(n_cand)]
+        q = rng.normal(size=n_cand)
+        quality.update(zip(cands, q.tolist(), strict=True))
+        prompts[pid] = cands
+        if workload == "rank4":
+            for annotator in rng.choice(pool, 3, replace=False):
+                seen = q + thurstone_scale(rates[annotator]) * rng.normal(size=n_cand)
+                if rates[annotator] >= 0.5:
+                    seen = rng.normal(size=n_cand)
+                order = [cands[j] for j in np.argsort(-seen)]
+                judgments.append({"prompt": pid, "annotator": int(annotator), "ranking": order})
+        else:
+            panel = rng.choice(pool, int(rng.integers(3, 6)), replace=False)
+            for _ in range(20):
+                a, b = rng.choice(n_cand, 2, replace=False)
+                annotator = int(rng.choice(panel))
+                better_a = q[a] > q[b]
+                if rng.random() < rates[annotator]:
+                    better_a = not better_a
+                judgments.append(
+                    {
+                        "prompt": pid,
+                        "annotator": annotator,
+                        "pair": (cands[a], cands[b]),
+                        "outcome": "a" if better_a else "b",
+                    }
+                )
+    noise = thurstone_scale(RM_FLIP)
+    rm = {c: quality[c] + noise * float(rng.normal()) for c in quality}
+    return World(workload, quality, prompts), judgments, rm
+
+
+def load(world: World, judgments: list[dict], rm: dict[str, float], label: str) -> int:
+    """Writes the world into the database as a project; returns its id."""
+    from annotate.models import (
+        Candidate,
+        Judgment,
+        ModelScore,
+        Project,
+        Prompt,
+        RewardModel,
+        Task,
+        TaskCandidate,
+    )
+    from annotate.services import candidate_key
+
+    pairwise = world.name == "sparse"
+    project = Project.objects.create(
+        name=f"recovery-{label}-{time.time_ns()}",
+        mode="pairwise" if pairwise else "ranking",
+        candidates_per_task=2 if pairwise else 4,
+        annotators_per_task=1 if pairwise else 3,
+    )
+    Prompt.objects.bulk_create(
+        [Prompt(project=project, external_id=pid, text=f"Question {pid}") for pid in world.prompts]
+    )
+    prompt_pk = dict(Prompt.objects.filter(project=project).values_list("external_id", "pk"))
+    Candidate.objects.bulk_create(
+        [
+            Candidate(
+                project=project, prompt_id=prompt_pk[pid], external_id=c, model_name=c[-3:], text=c
+            )
+            for pid, cands in world.prompts.items()
+            for c in cands
+        ],
+        batch_size=5000,
+    )
+    cand_pk = dict(Candidate.objects.filter(project=project).values_list("external_id", "pk"))
+    slots: dict[tuple[int, str], tuple[int, ...]] = {}
+    for j in judgments:
+        members = j["pair"] if pairwise else j["ranking"]
+        ids = tuple(cand_pk[c] for c in members)
+        if not pairwise:
+            ids = tuple(cand_pk[c] for c in world.prompts[j["prompt"]])
+        slots.setdefault((prompt_pk[j["prompt"]], candidate_key(ids)), ids)
+    Task.objects.bulk_create(
+        [Task(project=project, prompt_id=p, candidate_key=k, status="complete") for p, k in slots],
+        batch_size=5000,
+    )
+    task_pk = {
+        (p, k): pk
+        for pk, p, k in Task.objects.filter(project=project).values_list(
+            "pk", "prompt_id", "candidate_key"
+        )
+    }
+    TaskCandidate.objects.bulk_create(
+        [
+            TaskCandidate(task_id=task_pk[key], candidate_id=c, position=i)
+            for key, ids in slots.items()
+            for i, c in enumerate(ids)
+        ],
+        batch_size=10000,
+    )
+    rows = []
+    for n, j in enumerate(judgments):
+        common = {
+            "project": project,
+            "source": "external",
+            "source_name": "recovery",
+            "external_annotator": f"a{j['annotator']}",
+            "idempotency_key": f"recovery:{project.pk}:{n}",
+        }
+        if pairwise:
+            a, b = (cand_pk[c] for c in j["pair"])
+            key = (prompt_pk[j["prompt"]], candidate_key((a, b)))
+            outcome = j["outcome"]
+            if slots[key][0] != a:
+                outcome = "b" if outcome == "a" else "a"
+            rows.append(Judgment(task_id=task_pk[key], kind="pair", outcome=outcome, **common))
+        else:
+            ids = tuple(cand_pk[c] for c in world.prompts[j["prompt"]])
+            key = (prompt_pk[j["prompt"]], candidate_key(ids))
+            ranking = [[cand_pk[c]] for c in j["ranking"]]
+            rows.append(Judgment(task_id=task_pk[key], kind="ranking", ranking=ranking, **common))
+    Judgment.objects.bulk_create(rows, batch_size=5000)
+    model = RewardModel.objects.create(
+        name=f"rm-{project.pk}", version="1", backend="multi_response", path="-"
+    )
+    ModelScore.objects.bulk_create(
+        [ModelScore(candidate_id=cand_pk[c], reward_model=model, score=s) for c, s in rm.items()],
+        batch_size=10000,
+    )
+    project.active_reward_model = model
+    project.save(update_fields=["active_reward_model"])
+    return project.pk
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def recovery(
+    world: World, rankings: dict[str, list[list[str]]], judged: dict[str, set[str]]
+) -> tuple[float, float]:
+    """Mean pairwise accuracy (tie = 1/2) and Kendall tau-b over the world's prompts.
+
+    Only candidates that some judgment mentions count: nothing can place the others (in the
+    sparse world about 2 of 19 per prompt are never judged). A prompt missing from
+    ``rankings`` counts as all tied (accuracy 1/2, tau 0).
+    """
+    accuracy, tau = [], []
+    for pid, all_cands in world.prompts.items():
+        cands = [c for c in all_cands if c in judged[pid]]
+        if len(cands) < 2:
+            continue
+        position = {c: i for i, group in enumerate(rankings.get(pid, [cands])) for c in group}
+        pred, true = [], []
+        for i, x in enumerate(cands):
+            for y in cands[i + 1 :]:
+                px, py = position[x], position[y]
+                pred.append(np.sign(py - px))
+                true.append(np.sign(world.quality[x] - world.quality[y]))
+        pred_a, true_a = np.array(pred), np.array(true)
+        accuracy.append(float(np.mean(np.where(pred_a != 0, pred_a == true_a, 0.5))))
+        denominator = math.sqrt(np.count_nonzero(pred_a) * np.count_nonzero(true_a))
+        tau.append(float(pred_a @ true_a) / denominator if denominator else 0.0)
+    return float(np.mean(accuracy)), float(np.mean(tau))
+
+
+def pair_accuracy(world: World, pairs: list[tuple[str, str]]) -> float:
+    return (
+        float(np.mean([world.quality[c] > world.quality[r] for c, r in pairs]))
+        if pairs
+        else math.nan
+    )
+
+
+def raw_votes(world: World, judgments: list[dict]) -> dict[str, list[tuple[str, str]]]:
+    votes: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for j in judgments:
+        if "pair" in j:
+            a, b = j["pair"]
+            votes[j["prompt"]].append((a, b) if j["outcome"] == "a" else (b, a))
+        else:
+            order = j["ranking"]
+            for i, x in enumerate(order):
+                votes[j["prompt"]].extend((x, y) for y in order[i + 1 :])
+    return votes
+
+
+def groups_from_scores(scores: dict[str, float]) -> list[list[str]]:
+    groups: list[list[str]] = []
+    last = None
+    for c in sorted(scores, key=lambda c: (-scores[c], c)):
+        if last is not None and math.isclose(scores[c], last, abs_tol=1e-9):
+            groups[-1].append(c)
+        else:
+            groups.append([c])
+        last = scores[c]
+    return groups
+
+
+def majority(world: World, votes: dict[str, list[tuple[str, str]]]):
+    rankings, pairs = {}, []
+    for pid, cands in world.prompts.items():
+        wins: dict[tuple[str, str], int] = defaultdict(int)
+        for w, loser in votes.get(pid, []):
+            wins[(w, loser)] += 1
+        score = dict.fromkeys(cands, 0.0)
+        for (w, loser), n in list(wins.items()):
+            net = n - wins.get((loser, w), 0)
+            if net > 0:
+                score[w] += 1
+                score[loser] -= 1
+                pairs.append((w, loser))
+        rankings[pid] = groups_from_scores(score)
+    return rankings, pairs
+
+
+def plain_bradley_terry(world: World, votes: dict[str, list[tuple[str, str]]]):
+    import networkx as nx
+
+    from curation import graph as G
+
+    rankings = {}
+    for pid, cands in world.prompts.items():
+        g = nx.DiGraph()
+        g.add_nodes_from(cands)
+        for w, loser in votes.get(pid, []):
+            g.add_edge(w, loser, weight=g[w][loser]["weight"] + 1 if g.has_edge(w, loser) else 1.0)
+        rankings[pid] = groups_from_scores(G.bradley_terry_scores(g))
+    return rankings
+
+
+def exported(
+    project_id: int, **options
+) -> tuple[dict[str, list[list[str]]], list[tuple[str, str]], float]:
+    """Builds an export through the service and reads its Parquet files back."""
+    import pyarrow.parquet as pq
+
+    from annotate.models import Project
+    from curation.services import export_build, export_create
+
+    project = Project.objects.get(pk=project_id)
+    export = export_create(
+        project=project, options={"include_media": False, **options}, enqueue=False
+    )
+    started = time.perf_counter()
+    export = export_build(export_id=export.pk)
+    seconds = time.perf_counter() - started
+    assert export.status == "done", export.error
+    table = pq.read_table(export.path / "parquet" / "rankings.parquet").to_pylist()
+    rankings = {}
+    for row in table:
+        by_rank: dict[int, list[str]] = defaultdict(list)
+        for cid, rank in zip(row["candidate_ids"], row["rankings"], strict=True):
+            by_rank[rank].append(cid)
+        rankings[row["prompt_id"]] = [by_rank[r] for r in sorted(by_rank)]
+    pairs = [
+        (row["chosen_id"], row["rejected_id"])
+        for row in pq.read_table(
+            export.path / "parquet" / "pairs.parquet", columns=["chosen_id", "rejected_id"]
+        ).to_pylist()
+    ]
+    return rankings, pairs, seconds
+
+
+METHODS = (
+    "majority vote",
+    "plain Bradley-Terry",
+    "export, no denoise",
+    "denoised export",
+    "denoised export + RM",
+)
+
+
+def run(workload: str, kind: str, n_prompts: int, seed: int) -> dict[float, dict[str, tuple]]:
+    from curation.services import flags_recompute
+
+    results: dict[float, dict[str, tuple]] = {}
+    for p in NOISE_LEVELS:
+        world, judgments, rm = simulate(workload, n_prompts, p, kind, seed)
+        project_id = load(world, judgments, rm, f"{workload}-{kind}-{p}")
+        flags_recompute(
+            project_id=project_id
+        )  # what an admin's dashboard shows; not needed by exports
+        votes = raw_votes(world, judgments)
+        judged: dict[str, set[str]] = defaultdict(set)
+        for j in judgments:
+            judged[j["prompt"]].update(j.get("pair") or j.get("ranking"))
+        maj_rankings, maj_pairs = majority(world, votes)
+        row = {
+            "majority vote": (
+                *recovery(world, maj_rankings, judged),
+                pair_accuracy(world, maj_pairs),
+                len(maj_pairs),
+            ),
+            "plain Bradley-Terry": (
+                *recovery(world, plain_bradley_terry(world, votes), judged),
+                math.nan,
+                0,
+            ),
+        }
+        for name, options in (
+            ("export, no denoise", {"denoise": False}),
+            ("denoised export", {}),
+            ("denoised export + RM", {"rm_evaluator": True}),
+        ):
+            rankings, pairs, _ = exported(project_id, **options)
+            row[name] = (
+                *recovery(world, rankings, judged),
+                pair_accuracy(world, pairs),
+                len(pairs),
+            )
+        results[p] = row
+        print(f"  {workload}/{kind} {int(p * 100)}% done", file=sys.stderr, flush=True)
+    return results
+
+
+def report(title: str, results: dict[float, dict[str, tuple]]) -> list[str]:
+    lines = [f"\n### {title}: ranking accuracy / Kendall tau\n"]
+    header = " | ".join(f"{int(p * 100)}%" for p in results)
+    lines += [f"| method | {header} |", "|---|" + "---|" * len(results)]
+    for name in METHODS:
+        cells = " | ".join(
+            f"{results[p][name][0]:.3f} / {results[p][name][1]:.3f}" for p in results
+        )
+        lines.append(f"| {name} | {cells} |")
+    lines += [f"\n{title}: accuracy of the exported pairs (pairs)\n"]
+    lines += [f"| pairs from | {header} |", "|---|" + "---|" * len(results)]
+    for name in ("majority vote", "export, no denoise", "denoised export", "denoised export + RM"):
+        cells = " | ".join(f"{results[p][name][2]:.3f} ({results[p][name][3]})" for p in results)
+        lines.append(f"| {name} | {cells} |")
+    verdicts = []
+    for name in ("denoised export", "denoised export + RM"):
+        wins = [
+            results[p][name][0] > results[p]["majority vote"][0]
+            and results[p][name][1] > results[p]["majority vote"][1]
+            for p in results
+            if p >= 0.1
+        ]
+        verdicts.append(
+            f"{name} beats majority vote (accuracy and tau) at every level >= 10%: {'YES' if all(wins) else 'NO'}"
+        )
+    return lines + [""] + verdicts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=400)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="100 prompts per world")
+    parser.add_argument("--workloads", default="rank4,sparse")
+    parser.add_argument("--crowds", default="mixed,uniform")
+    args = parser.parse_args()
+    n = 100 if args.quick else args.prompts
+
+    from bench_curation_scale import _drop_scratch, _setup_django
+
+    url = os.environ.get("DATABASE_URL", "")
+    tmp = Path(tempfile.mkdtemp(prefix="quorum-bench-recovery-"))
+    scratch = _setup_django(tmp)
+    started = time.perf_counter()
+    try:
+        out = [f"prompts per world: {n}; seed {args.seed}; noise levels {list(NOISE_LEVELS)}"]
+        for workload in args.workloads.split(","):
+            for kind in args.crowds.split(","):
+                out += report(f"{workload}, {kind} crowd", run(workload, kind, n, args.seed))
+        out.append(f"\nwall time {time.perf_counter() - started:.0f} s")
+        print("\n".join(out))
+    finally:
+        _drop_scratch(scratch, url)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

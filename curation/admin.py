@@ -1,0 +1,182 @@
+"""Admin for the curation app. Exports are started from here (the "Add" page builds a new
+version through the same service as the CLI and the API) and are read-only afterwards;
+flags, reviewer actions, decisions and annotator figures are read-only records."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.html import format_html
+
+from annotate.models import Project
+from curation.exporting import ExportOptions, ExportOptionsInvalid, parse_splits
+from curation.models import AnnotatorQuality, DatasetExport, Flag, PromptDecision, ReviewAction
+from curation.services import export_create, export_rebuild, flags_recompute_enqueue
+
+
+class ExportForm(forms.Form):
+    project = forms.ModelChoiceField(queryset=Project.objects.all())
+    denoise = forms.BooleanField(required=False, initial=True, help_text="Remove feedback arcs.")
+    rm_evaluator = forms.BooleanField(
+        required=False, help_text="Add the project's active reward model as an evaluator."
+    )
+    min_agreement = forms.FloatField(
+        required=False, min_value=0, max_value=1, help_text="Drop prompts below this agreement."
+    )
+    use_decisions = forms.BooleanField(
+        required=False, initial=True, help_text="Reviewer decisions override the consensus."
+    )
+    splits = forms.CharField(
+        initial="train=0.9,test=0.1", help_text="By prompt: name=fraction, ..."
+    )
+    seed = forms.IntegerField(initial=0, min_value=0)
+    include_media = forms.BooleanField(required=False, initial=True)
+
+    def clean_splits(self) -> dict[str, float]:
+        try:
+            return parse_splits(self.cleaned_data["splits"])
+        except ExportOptionsInvalid as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+    def options(self) -> ExportOptions:
+        data = {k: v for k, v in self.cleaned_data.items() if k != "project"}
+        return ExportOptions.from_dict(data)
+
+
+@admin.register(DatasetExport)
+class DatasetExportAdmin(admin.ModelAdmin):
+    list_display = [
+        "__str__",
+        "project",
+        "version",
+        "status",
+        "progress_display",
+        "created_by",
+        "created_at",
+        "files_link",
+    ]
+    list_filter = ["status", "project"]
+    list_select_related = ["project", "created_by"]
+    readonly_fields = [f.name for f in DatasetExport._meta.fields]
+    actions = ["rebuild"]
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context=None
+    ) -> HttpResponse:
+        form = ExportForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            export = export_create(
+                project=form.cleaned_data["project"],
+                options=form.options(),
+                created_by=request.user,
+            )
+            messages.success(request, f"Export {export.project.name} v{export.version} queued.")
+            return HttpResponseRedirect(reverse("admin:curation_datasetexport_changelist"))
+        context = {
+            **self.admin_site.each_context(request),
+            "form": form,
+            "title": "New dataset export",
+        }
+        return render(request, "admin/curation/datasetexport/start.html", context)
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # immutable: a new build is a new version
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    @admin.display(description="progress")
+    def progress_display(self, obj: DatasetExport) -> str:
+        return f"{obj.progress}% {obj.phase}"
+
+    @admin.display(description="files")
+    def files_link(self, obj: DatasetExport) -> str:
+        if obj.status != DatasetExport.Status.DONE:
+            return "–"
+        return format_html(
+            '<a href="{}">zip</a> · <a href="{}">datasheet</a>',
+            reverse("curation:export_download", args=[obj.pk]),
+            reverse("curation:export_file", args=[obj.pk, "datasheet.md"]),
+        )
+
+    @admin.action(description="Build a new version with the same options")
+    def rebuild(self, request: HttpRequest, queryset) -> None:
+        for export in queryset.select_related("project"):
+            new = export_rebuild(export=export, created_by=request.user)
+            messages.success(request, f"{new.project.name} v{new.version} queued.")
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(Flag)
+class FlagAdmin(ReadOnlyAdmin):
+    list_display = ["kind", "key", "project", "status", "severity", "updated_at", "review_link"]
+    list_filter = ["kind", "status", "project"]
+    search_fields = ["key", "evaluator"]
+    list_select_related = ["project"]
+    actions = ["recompute"]
+
+    @admin.display(description="review")
+    def review_link(self, obj: Flag) -> str:
+        return format_html(
+            '<a href="{}">open</a>', reverse("curation:flag", args=[obj.project_id, obj.pk])
+        )
+
+    @admin.action(description="Recompute all flags of these flags' projects")
+    def recompute(self, request: HttpRequest, queryset) -> None:
+        for project_id in set(queryset.values_list("project_id", flat=True)):
+            flags_recompute_enqueue(project_id=project_id)
+        messages.success(request, "Flag recompute queued.")
+
+
+@admin.register(ReviewAction)
+class ReviewActionAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "kind",
+        "project",
+        "actor",
+        "prompt",
+        "evaluator",
+        "created_at",
+        "undone_at",
+    ]
+    list_filter = ["kind", "project"]
+    list_select_related = ["project", "actor", "prompt"]
+
+
+@admin.register(PromptDecision)
+class PromptDecisionAdmin(ReadOnlyAdmin):
+    list_display = ["prompt", "project", "discarded", "final_ranking", "updated_at"]
+    list_filter = ["discarded", "project"]
+    list_select_related = ["prompt", "project"]
+
+
+@admin.register(AnnotatorQuality)
+class AnnotatorQualityAdmin(ReadOnlyAdmin):
+    list_display = [
+        "label",
+        "project",
+        "n_judgments",
+        "weight",
+        "agreement",
+        "gold_accuracy",
+        "bias_p",
+        "fast_share",
+        "marked_unreliable",
+    ]
+    list_filter = ["marked_unreliable", "project"]
+    list_select_related = ["project"]
+    search_fields = ["label", "evaluator"]

@@ -1,0 +1,1018 @@
+"""Per-prompt consensus, noise checks and flag rules: the curation maths of the Django layer.
+
+Pure: no Django. The services load judgment rows into `Vote` records, call these functions
+and store what comes back (flags, annotator quality, exports). Everything here is built on
+the two pure cores, `curation.graph` (preference graphs, denoising, ranking) and
+`curation.agreement` (agreement, reliability, bias, speed).
+
+The curation unit is the *prompt*: a pairwise project judges a prompt's candidates through
+many two-candidate tasks, and only their union shows cycles or a full ranking. Agreement and
+reliability therefore compare relations on ``(prompt, x, y)``.
+
+Evaluators are strings (``Judgment.evaluator``: ``"user:7"``, ``"ext:source:annotator"``); the
+reward model enters as `RM_EVALUATOR` when asked to.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+import networkx as nx
+import numpy as np
+
+from curation import agreement as A
+from curation import graph as G
+
+RM_EVALUATOR = "reward-model"
+RANKING_METHOD: G.RankingMethod = "bradley_terry"
+PROMPT_FLAG_KINDS = ("low_agreement", "rm_disagreement", "cycle")
+EVALUATOR_FLAG_KINDS = ("unreliable_annotator", "position_bias", "too_fast")
+JUDGMENT_FLAG_KINDS = ("failed_gold",)
+
+Ranking = list[list[int]]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When a check raises a flag. Defaults are documented in the README's curation section.
+
+    Attributes:
+        low_agreement: Prompt agreement (share of annotator pairs giving the same relation on
+            a candidate pair) below which a prompt is flagged.
+        rm_confident: Model probability ``sigmoid(s_u - s_v)`` from which the reward model
+            counts as confident that u beats v (its training loss reads scores that way).
+        rm_human_share: Net human share (net weight / all weight on the pair) the humans
+            need against the model before a conflict counts ...
+        rm_min_judgments: ... from at least this many judgments (one vote is no consensus).
+        unreliable_weight: CROWDLAB weight below which an annotator is flagged ...
+        unreliable_relative: ... when it is also below this share of the median weight of
+            their peers (on a hard task everybody disagrees; that is not one person's fault) ...
+        min_overlap: ... once this many of their relations were compared with others.
+        gold_fail: Share of a gold task's strict pairs ordered wrongly (a tie counts half)
+            from which a gold judgment fails; also the annotator flag's gold-accuracy floor
+            is ``1 - gold_fail``.
+        bias_alpha: Holm-adjusted p-value below which an annotator's slot preference counts.
+        bias_min_n: Usable judgments an annotator needs before the bias test runs.
+        fast_ratio: `agreement.too_fast` ratio.
+        fast_share: Share of an annotator's timed judgments that must be too fast ...
+        fast_min: ... and how many at least.
+    """
+
+    low_agreement: float = 0.6
+    rm_confident: float = 0.75
+    rm_human_share: float = 0.5
+    rm_min_judgments: int = 2
+    unreliable_weight: float = 0.3
+    unreliable_relative: float = 0.5
+    min_overlap: int = 10
+    gold_fail: float = 1 / 3
+    bias_alpha: float = 0.01
+    bias_min_n: int = 20
+    fast_ratio: float = 0.25
+    fast_share: float = 0.2
+    fast_min: int = 5
+
+
+DEFAULT_THRESHOLDS = Thresholds()
+
+
+# --------------------------------------------------------------------------- votes
+
+
+@dataclass(frozen=True)
+class Vote:
+    """One judgment as curation sees it.
+
+    Attributes:
+        judgment_id: Judgment id.
+        task_id: Task id.
+        prompt_id: Prompt id (the curation unit).
+        evaluator: Stable evaluator id.
+        ranking: Tie groups best first (ranking judgments); empty for pairs.
+        pair: The task's two candidates in slot order (pair judgments): outcome "a" means
+            ``pair[0]`` won.
+        outcome: ``"a"``, ``"b"``, ``"tie"``, ``"both_bad"``; empty for rankings.
+        presented_order: Candidates as displayed, slot 0 first; empty if unknown.
+        duration_ms: Time taken; None if unknown.
+        created_at: When it was stored.
+    """
+
+    judgment_id: int
+    task_id: int
+    prompt_id: int
+    evaluator: str
+    ranking: tuple[tuple[int, ...], ...] = ()
+    pair: tuple[int, int] | None = None
+    outcome: str = ""
+    presented_order: tuple[int, ...] = ()
+    duration_ms: int | None = None
+    created_at: datetime | None = None
+
+    @property
+    def is_pair(self) -> bool:
+        return self.pair is not None
+
+    @property
+    def candidates(self) -> tuple[int, ...]:
+        if self.pair is not None:
+            return self.pair
+        return tuple(c for group in self.ranking for c in group)
+
+    def edges(self, weight: float = 1.0) -> list[G.Edge]:
+        if self.pair is not None:
+            return G.edges_from_pair(self.pair[0], self.pair[1], self.outcome, weight=weight)
+        return G.edges_from_ranking(self.ranking, weight=weight)
+
+    def as_ranking(self) -> Ranking:
+        """The judgment as tie groups (a pair becomes a two-candidate ranking)."""
+        if self.pair is None:
+            return [list(g) for g in self.ranking]
+        a, b = self.pair
+        return {"a": [[a], [b]], "b": [[b], [a]]}.get(self.outcome, [[a, b]])
+
+    def record(self) -> A.RankingRecord | A.PairRecord:
+        """An `agreement` record on the prompt unit; an inconsistent display order is dropped."""
+        if self.pair is not None:
+            shown = self.presented_order
+            presented = shown if len(shown) == 2 and set(shown) == set(self.pair) else None
+            return A.PairRecord(
+                task=self.prompt_id,
+                annotator=self.evaluator,
+                a=self.pair[0],
+                b=self.pair[1],
+                outcome=self.outcome,
+                presented_order=presented,  # type: ignore[arg-type]
+                duration_ms=self.duration_ms,
+            )
+        members = self.candidates
+        shown = self.presented_order
+        presented = shown if len(shown) == len(members) and set(shown) == set(members) else ()
+        return A.RankingRecord(
+            task=self.prompt_id,
+            annotator=self.evaluator,
+            ranking=self.ranking,
+            presented_order=presented,
+            duration_ms=self.duration_ms,
+        )
+
+
+def rm_records(
+    votes_by_prompt: Mapping[int, Sequence[Vote]], scores: Mapping[int, float]
+) -> list[A.RankingRecord]:
+    """The reward model as an annotator: its score ranking of each prompt's judged candidates."""
+    records = []
+    for prompt_id, votes in votes_by_prompt.items():
+        judged = {c for vote in votes for c in vote.candidates}
+        scored = {c: scores[c] for c in judged if scores.get(c) is not None}
+        if len(scored) >= 2:
+            ranking = tuple(tuple(g) for g in groups_from_scores(scored))
+            records.append(A.RankingRecord(task=prompt_id, annotator=RM_EVALUATOR, ranking=ranking))
+    return records
+
+
+def groups_from_scores(scores: Mapping[int, float], *, tol: float = 1e-9) -> Ranking:
+    """Tie groups of (numerically) equal score, best first; ids break nothing, only order."""
+    groups: Ranking = []
+    last: float | None = None
+    for node in sorted(scores, key=lambda n: (-scores[n], n)):
+        if last is not None and math.isclose(scores[node], last, abs_tol=tol):
+            groups[-1].append(node)
+        else:
+            groups.append([node])
+        last = scores[node]
+    return groups
+
+
+def competition_ranks(ranking: Sequence[Sequence[int]], order: Sequence[int]) -> list[int]:
+    """Seed-format ranks for ``order``: 1 = best, tied candidates share the rank ("1134")."""
+    rank_of: dict[int, int] = {}
+    position = 1
+    for group in ranking:
+        for c in group:
+            rank_of[c] = position
+        position += len(group)
+    return [rank_of[c] for c in order]
+
+
+def restrict_ranking(ranking: Sequence[Sequence[int]], keep: Iterable[int]) -> Ranking:
+    """The ranking induced on ``keep`` (empty groups dropped)."""
+    wanted = set(keep)
+    return [[c for c in group if c in wanted] for group in ranking if wanted & set(group)]
+
+
+# --------------------------------------------------------------------------- consensus
+
+
+@dataclass(frozen=True)
+class PairEvidence:
+    """What the humans said about one unordered pair ``(x, y)``, x < y.
+
+    Attributes:
+        x_over_y: Raw judgments preferring x.
+        y_over_x: Raw judgments preferring y.
+        ties: Raw judgments tying them (tie group, "tie", "both_bad").
+        net: Reliability-weighted net preference for x (negative: for y).
+        gross: Reliability-weighted strict weight on the pair, both directions.
+        evaluators: How many evaluators judged the pair.
+    """
+
+    x_over_y: int = 0
+    y_over_x: int = 0
+    ties: int = 0
+    net: float = 0.0
+    gross: float = 0.0
+    evaluators: int = 0
+
+    @property
+    def n_judgments(self) -> int:
+        return self.x_over_y + self.y_over_x + self.ties
+
+    @property
+    def agreement(self) -> float | None:
+        """Share of evaluator pairs stating the same relation; None below two judgments."""
+        n = self.n_judgments
+        if n < 2:
+            return None
+        same = sum(k * (k - 1) for k in (self.x_over_y, self.y_over_x, self.ties))
+        return same / (n * (n - 1))
+
+
+@dataclass
+class PromptConsensus:
+    """Consensus of one prompt.
+
+    Attributes:
+        prompt_id: The prompt.
+        candidates: Candidates that appear in at least one judgment, sorted.
+        ranking: Consensus tie groups, best first (covers ``candidates``).
+        human: Reliability-weighted ensemble of the human evaluators (no reward model).
+        ensemble: The graph the ranking came from (human, plus the reward model if used).
+        removed_arcs: Arcs of ``ensemble`` removed as a feedback arc set (denoise only).
+        exact: Whether the removal is provably minimum.
+        evidence: Human evidence per unordered pair ``(x, y)``, x < y.
+        agreement: Prompt agreement over evaluator pairs (None without overlap).
+        comparisons: (Evaluator pair, candidate pair) combinations behind ``agreement``.
+        n_votes: Judgments used.
+        denoised: Whether a feedback arc set was removed before ranking.
+    """
+
+    prompt_id: int
+    candidates: tuple[int, ...]
+    ranking: Ranking
+    human: nx.DiGraph
+    ensemble: nx.DiGraph
+    removed_arcs: tuple[G.Edge, ...]
+    exact: bool
+    evidence: dict[tuple[int, int], PairEvidence]
+    agreement: float | None
+    comparisons: int
+    n_votes: int
+    denoised: bool
+
+    def human_net(self, better: int, worse: int) -> float:
+        """Weighted human net preference of ``better`` over ``worse``."""
+        x, y = (better, worse) if better < worse else (worse, better)
+        net = self.evidence.get((x, y), PairEvidence()).net
+        return net if better == x else -net
+
+    def margin(self, better: int, worse: int) -> float:
+        """Net weight of ``better`` over ``worse`` in the ranking's graph."""
+        g = self.ensemble
+        forward = g[better][worse]["weight"] if g.has_edge(better, worse) else 0.0
+        backward = g[worse][better]["weight"] if g.has_edge(worse, better) else 0.0
+        return float(forward - backward)
+
+
+def _pair_evidence(
+    votes: Sequence[Vote], weights: Mapping[str, float]
+) -> dict[tuple[int, int], PairEvidence]:
+    raw: dict[tuple[int, int], list] = defaultdict(lambda: [0, 0, 0, 0.0, 0.0, set()])
+    # Net per evaluator first: an evaluator judging a pair twice counts once, as in the graph.
+    per_evaluator: dict[tuple[str, int, int], float] = defaultdict(float)
+    for vote in votes:
+        ranking = vote.as_ranking()
+        position = {c: g for g, group in enumerate(ranking) for c in group}
+        for x, y in itertools.combinations(sorted(position), 2):
+            cell = raw[(x, y)]
+            if position[x] < position[y]:
+                cell[0] += 1
+                per_evaluator[(vote.evaluator, x, y)] += 1
+            elif position[y] < position[x]:
+                cell[1] += 1
+                per_evaluator[(vote.evaluator, x, y)] -= 1
+            else:
+                cell[2] += 1
+                per_evaluator.setdefault((vote.evaluator, x, y), 0.0)
+            cell[5].add(vote.evaluator)
+    for (evaluator, x, y), net in per_evaluator.items():
+        w = weights.get(evaluator, 1.0)
+        raw[(x, y)][3] += w * net
+        raw[(x, y)][4] += w * abs(net)
+    return {
+        pair: PairEvidence(c[0], c[1], c[2], float(c[3]), float(c[4]), len(c[5]))
+        for pair, c in raw.items()
+    }
+
+
+def prompt_consensus(
+    prompt_id: int,
+    votes: Sequence[Vote],
+    *,
+    weights: Mapping[str, float] | None = None,
+    rm_scores: Mapping[int, float] | None = None,
+    rm_weight: float = 0.0,
+    denoise: bool = True,
+    method: G.RankingMethod = RANKING_METHOD,
+) -> PromptConsensus:
+    """Consensus ranking of one prompt from its judgments.
+
+    Each evaluator's judgments become one net-preference graph; the graphs are summed with
+    the evaluators' reliability weights (default 1.0). With ``rm_weight > 0`` and scores, the
+    reward model's score ranking joins as one more evaluator. With ``denoise`` a
+    minimum-weight feedback arc set is removed and the DAG ranked by ``method``; without it
+    the (possibly cyclic) ensemble is ranked by Copeland score, i.e. weighted majority vote.
+
+    The weighted sum is `graph.ensemble_graph` over the evaluators' `graph.evaluator_graph`s,
+    computed in one pass: each evaluator's net preference per pair is summed with its weight
+    and the sums become one `evaluator_graph` (the same graph; the tests check it). At
+    MR2Bench scale this halves the cost of building graphs.
+
+    Args:
+        prompt_id: The prompt.
+        votes: Its judgments (already filtered: no discarded tasks, no excluded evaluators).
+        weights: Reliability per evaluator.
+        rm_scores: Reward-model score per candidate.
+        rm_weight: Weight of the reward model as an evaluator (0: not used).
+        denoise: Remove a feedback arc set before ranking.
+        method: `curation.graph.consensus_ranking` method.
+
+    Returns:
+        A `PromptConsensus`.
+    """
+    weights = weights or {}
+    evidence = _pair_evidence(votes, weights)
+    agreement, comparisons = _agreement_from_evidence(evidence)
+    nodes = sorted({c for vote in votes for c in vote.candidates})
+    human_edges = [
+        (x, y, e.net) if e.net > 0 else (y, x, -e.net)
+        for (x, y), e in evidence.items()
+        if e.net != 0
+    ]
+    human = G.evaluator_graph(human_edges, nodes)
+    ensemble = human
+    scored = {c: rm_scores[c] for c in nodes if rm_scores and rm_scores.get(c) is not None}
+    if rm_weight > 0 and len(scored) >= 2:
+        rm_edges = G.edges_from_ranking(groups_from_scores(scored), weight=rm_weight)
+        ensemble = G.evaluator_graph(human_edges + rm_edges, nodes)
+    if denoise:
+        result = G.denoise(ensemble)
+        ranking = G.consensus_ranking(result.dag, method) if nodes else []
+        removed, exact = result.removed_arcs, result.exact
+    else:
+        copeland = {n: float(ensemble.out_degree(n) - ensemble.in_degree(n)) for n in nodes}
+        ranking, removed, exact = groups_from_scores(copeland), (), True
+    return PromptConsensus(
+        prompt_id=prompt_id,
+        candidates=tuple(nodes),
+        ranking=[list(g) for g in ranking],
+        human=human,
+        ensemble=ensemble,
+        removed_arcs=tuple(removed),
+        exact=exact,
+        evidence=evidence,
+        agreement=agreement,
+        comparisons=comparisons,
+        n_votes=len(votes),
+        denoised=denoise,
+    )
+
+
+def _agreement_from_evidence(
+    evidence: Mapping[tuple[int, int], PairEvidence],
+) -> tuple[float | None, int]:
+    same = total = 0
+    for pair in evidence.values():
+        n = pair.n_judgments
+        if n >= 2:
+            same += sum(k * (k - 1) for k in (pair.x_over_y, pair.y_over_x, pair.ties)) // 2
+            total += n * (n - 1) // 2
+    return (same / total if total else None), total
+
+
+# --------------------------------------------------------------------------- prompt checks
+
+
+@dataclass(frozen=True)
+class FlagSpec:
+    """A flag a check wants raised (or kept open).
+
+    Attributes:
+        kind: One of the flag kinds.
+        key: Subject within the project: ``prompt:<id>``, ``evaluator:<id>``,
+            ``judgment:<id>``. A project holds one flag per (kind, key).
+        severity: 0..1, higher first in the queue.
+        evidence: Judgments behind the check; a resolved flag reopens when it grows.
+        prompt_id / task_id / judgment_id / evaluator: What the flag is about.
+        details: JSON-ready facts for the reviewer.
+    """
+
+    kind: str
+    key: str
+    severity: float
+    evidence: int
+    prompt_id: int | None = None
+    task_id: int | None = None
+    judgment_id: int | None = None
+    evaluator: str = ""
+    details: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelConflict:
+    """The reward model confidently prefers ``model_prefers`` while humans prefer ``over``."""
+
+    model_prefers: int
+    over: int
+    p_model: float
+    human_share: float
+
+
+def rm_conflicts(
+    consensus: PromptConsensus,
+    rm_scores: Mapping[int, float],
+    *,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> list[ModelConflict]:
+    """Pairs where a confident reward model contradicts a clear human preference."""
+    conflicts = []
+    for (x, y), pair in consensus.evidence.items():
+        if pair.gross <= 0 or pair.n_judgments < thresholds.rm_min_judgments:
+            continue
+        if rm_scores.get(x) is None or rm_scores.get(y) is None:
+            continue
+        share = pair.net / pair.gross  # > 0: humans prefer x
+        diff = float(rm_scores[x]) - float(rm_scores[y])
+        p_x = 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, diff))))
+        if share <= -thresholds.rm_human_share and p_x >= thresholds.rm_confident:
+            conflicts.append(ModelConflict(x, y, p_x, -share))
+        elif share >= thresholds.rm_human_share and 1 - p_x >= thresholds.rm_confident:
+            conflicts.append(ModelConflict(y, x, 1 - p_x, share))
+    return sorted(conflicts, key=lambda c: -(2 * c.p_model - 1) * c.human_share)
+
+
+def prompt_flags(
+    consensus: PromptConsensus,
+    *,
+    rm_scores: Mapping[int, float] | None = None,
+    rm_label: str = "",
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> list[FlagSpec]:
+    """Low agreement, intransitive cycle and reward-model conflict checks for one prompt.
+
+    ``consensus`` must come from `prompt_consensus` without the reward model (its ``human``
+    graph is what the cycle check reads).
+    """
+    key = f"prompt:{consensus.prompt_id}"
+    flags: list[FlagSpec] = []
+    if consensus.agreement is not None and consensus.agreement < thresholds.low_agreement:
+        disputed = sorted(
+            (
+                [x, y, round(p.agreement, 3)]
+                for (x, y), p in consensus.evidence.items()
+                if p.agreement is not None and p.agreement < 1
+            ),
+            key=lambda row: row[2],
+        )
+        flags.append(
+            FlagSpec(
+                kind="low_agreement",
+                key=key,
+                # Disagreement, discounted when it rests on few comparisons: one split
+                # pair of votes ranks below a prompt where three annotators disagree.
+                severity=round(
+                    (1 - consensus.agreement) * consensus.comparisons / (consensus.comparisons + 1),
+                    4,
+                ),
+                evidence=consensus.n_votes,
+                prompt_id=consensus.prompt_id,
+                details={
+                    "agreement": round(consensus.agreement, 4),
+                    "comparisons": consensus.comparisons,
+                    "disputed_pairs": disputed,
+                },
+            )
+        )
+    if G.has_cycle(consensus.human):
+        result = G.denoise(consensus.human)
+        total = sum(w for _, _, w in consensus.human.edges(data="weight", default=1.0))
+        share = result.removed_weight / total if total else 0.0
+        flags.append(
+            FlagSpec(
+                kind="cycle",
+                key=key,
+                severity=round(min(1.0, share * 2), 4),
+                evidence=consensus.n_votes,
+                prompt_id=consensus.prompt_id,
+                details={
+                    "cycles": [list(c) for c in G.find_cycles(consensus.human, limit=10)],
+                    "removed_arcs": [[u, v, round(w, 4)] for u, v, w in result.removed_arcs],
+                    "removed_share": round(share, 4),
+                    "exact": result.exact,
+                },
+            )
+        )
+    if rm_scores:
+        conflicts = rm_conflicts(consensus, rm_scores, thresholds=thresholds)
+        if conflicts:
+            top = conflicts[0]
+            flags.append(
+                FlagSpec(
+                    kind="rm_disagreement",
+                    key=key,
+                    severity=round((2 * top.p_model - 1) * top.human_share, 4),
+                    evidence=consensus.n_votes,
+                    prompt_id=consensus.prompt_id,
+                    details={
+                        "reward_model": rm_label,
+                        "conflicts": [
+                            {
+                                "model_prefers": c.model_prefers,
+                                "over": c.over,
+                                "p_model": round(c.p_model, 4),
+                                "human_share": round(c.human_share, 4),
+                            }
+                            for c in conflicts
+                        ],
+                    },
+                )
+            )
+    return flags
+
+
+def gold_wrong_share(given: Sequence[Sequence[int]], gold: Sequence[Sequence[int]]) -> float | None:
+    """Share of the gold ranking's strict pairs the judgment orders wrongly (a tie: half).
+
+    Only candidates present in both count; None if the gold orders none of them.
+    """
+    pos_gold = {c: g for g, group in enumerate(gold) for c in group}
+    pos_given = {c: g for g, group in enumerate(given) for c in group}
+    common = sorted(set(pos_gold) & set(pos_given))
+    wrong = total = 0.0
+    for x, y in itertools.combinations(common, 2):
+        if pos_gold[x] == pos_gold[y]:
+            continue
+        total += 1
+        expected = pos_gold[x] < pos_gold[y]
+        if pos_given[x] == pos_given[y]:
+            wrong += 0.5
+        elif (pos_given[x] < pos_given[y]) != expected:
+            wrong += 1
+    return wrong / total if total else None
+
+
+def gold_flags(
+    votes: Iterable[Vote],
+    gold: Mapping[int, Sequence[Sequence[int]]],
+    *,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> list[FlagSpec]:
+    """One flag per judgment on a gold task that orders the gold wrongly.
+
+    Args:
+        votes: Judgments; those whose task is not in ``gold`` are ignored.
+        gold: Gold ranking (tie groups) per gold task id.
+    """
+    flags = []
+    for vote in votes:
+        if vote.task_id not in gold:
+            continue
+        wrong = gold_wrong_share(vote.as_ranking(), gold[vote.task_id])
+        if wrong is None or wrong < thresholds.gold_fail:
+            continue
+        flags.append(
+            FlagSpec(
+                kind="failed_gold",
+                key=f"judgment:{vote.judgment_id}",
+                severity=round(wrong, 4),
+                evidence=1,
+                prompt_id=vote.prompt_id,
+                task_id=vote.task_id,
+                judgment_id=vote.judgment_id,
+                evaluator=vote.evaluator,
+                details={
+                    "gold": [list(g) for g in gold[vote.task_id]],
+                    "given": vote.as_ranking(),
+                    "wrong_share": round(wrong, 4),
+                },
+            )
+        )
+    return flags
+
+
+# --------------------------------------------------------------------------- evaluators
+
+
+@dataclass(frozen=True)
+class EvaluatorQuality:
+    """Everything the project knows about one evaluator's judgments.
+
+    Attributes mirror `agreement.AnnotatorReliability`, plus the position-bias test (Holm
+    adjusted over the project's evaluators), speed and the Arena anomaly test.
+    """
+
+    evaluator: str
+    n_judgments: int
+    agreement: float | None
+    loo_agreement: float | None
+    gold_accuracy: float | None
+    n_gold: int
+    weight: float
+    n_compared: int
+    bias_n: int = 0
+    bias_p: float | None = None
+    bias_p_adjusted: float | None = None
+    favoured_slot: int | None = None
+    bias_counts: tuple[int, ...] = ()
+    bias_expected: tuple[float, ...] = ()
+    n_timed: int = 0
+    n_fast: int = 0
+    median_ms: float | None = None
+    fast_threshold_ms: float | None = None
+    fast_examples: tuple[int, ...] = ()
+    anomalous: bool = False
+
+    @property
+    def fast_share(self) -> float | None:
+        return self.n_fast / self.n_timed if self.n_timed else None
+
+
+def holm(p_values: Mapping[str, float]) -> dict[str, float]:
+    """Holm-Bonferroni adjusted p-values (monotone, capped at 1)."""
+    ordered = sorted(p_values.items(), key=lambda kv: kv[1])
+    m = len(ordered)
+    adjusted: dict[str, float] = {}
+    running = 0.0
+    for i, (key, p) in enumerate(ordered):
+        running = max(running, min(1.0, (m - i) * p))
+        adjusted[key] = running
+    return adjusted
+
+
+def evaluator_quality(
+    votes: Sequence[Vote],
+    *,
+    gold: Mapping[int, Sequence[Sequence[int]]] | None = None,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    anomaly_test: bool = True,
+) -> dict[str, EvaluatorQuality]:
+    """Reliability, position bias, speed and anomaly checks for every evaluator.
+
+    Args:
+        votes: All judgments of a project (reward model excluded).
+        gold: Gold ranking per gold *task* id.
+        thresholds: Check parameters.
+        anomaly_test: Run Chatbot Arena's anomalous-voter test on pair judgments.
+    """
+    records = [vote.record() for vote in votes]
+    gold_by_prompt: dict[int, list[list[int]]] = {}
+    task_prompt = {vote.task_id: vote.prompt_id for vote in votes}
+    for task_id, ranking in (gold or {}).items():
+        if task_id in task_prompt:
+            gold_by_prompt[task_prompt[task_id]] = [list(g) for g in ranking]
+    reliability = A.annotator_reliability(records, gold=gold_by_prompt)
+    compared = _compared_counts(records)
+
+    bias: dict = {}
+    for kind in (A.PairRecord, A.RankingRecord):
+        subset = [r for r in records if isinstance(r, kind)]
+        if subset:
+            bias.update(A.position_bias(subset))
+    testable = {e: b.p_value for e, b in bias.items() if b.n >= thresholds.bias_min_n}
+    adjusted = holm(testable)
+
+    fast_by: dict[str, list[int]] = defaultdict(list)
+    timed: Counter[str] = Counter()
+    durations: dict[str, list[int]] = defaultdict(list)
+    threshold_of: dict[str, float] = {}
+    for kind in (A.PairRecord, A.RankingRecord):
+        subset = [(v, r) for v, r in zip(votes, records, strict=True) if isinstance(r, kind)]
+        if not subset:
+            continue
+        by_record = {id(r): v for v, r in subset}
+        for fast in A.too_fast([r for _, r in subset], ratio=thresholds.fast_ratio):
+            vote = by_record[id(fast.record)]
+            fast_by[vote.evaluator].append(vote.judgment_id)
+            threshold_of[vote.evaluator] = fast.threshold_ms
+        for vote, _ in subset:
+            if vote.duration_ms is not None:
+                timed[vote.evaluator] += 1
+                durations[vote.evaluator].append(vote.duration_ms)
+
+    anomalous: set[str] = set()
+    pair_records = [r for r in records if isinstance(r, A.PairRecord)]
+    if anomaly_test and pair_records:
+        anomalous = {e for e, c in A.anomalous_voters(pair_records).items() if c.flagged}
+
+    result = {}
+    for evaluator, rel in reliability.items():
+        b = bias.get(evaluator)
+        result[evaluator] = EvaluatorQuality(
+            evaluator=evaluator,
+            n_judgments=rel.n_judgments,
+            agreement=rel.agreement,
+            loo_agreement=rel.loo_agreement,
+            gold_accuracy=rel.gold_accuracy,
+            n_gold=rel.n_gold,
+            weight=rel.weight,
+            n_compared=compared.get(evaluator, 0),
+            bias_n=b.n if b else 0,
+            bias_p=b.p_value if b else None,
+            bias_p_adjusted=adjusted.get(evaluator),
+            favoured_slot=b.favoured_slot if b else None,
+            bias_counts=b.counts if b else (),
+            bias_expected=b.expected if b else (),
+            n_timed=timed[evaluator],
+            n_fast=len(fast_by[evaluator]),
+            median_ms=float(np.median(durations[evaluator])) if durations[evaluator] else None,
+            fast_threshold_ms=threshold_of.get(evaluator),
+            fast_examples=tuple(fast_by[evaluator][:20]),
+            anomalous=evaluator in anomalous,
+        )
+    return result
+
+
+def _compared_counts(records: Sequence[A.RankingRecord | A.PairRecord]) -> Counter[str]:
+    """Per evaluator, relations on a (prompt, x, y) unit someone else also judged."""
+    seen: dict[tuple, set[str]] = defaultdict(set)
+    for record in records:
+        if isinstance(record, A.PairRecord):
+            units = [(record.task, *sorted((record.a, record.b)))]
+        else:
+            members = sorted(c for group in record.ranking for c in group)
+            units = [(record.task, x, y) for x, y in itertools.combinations(members, 2)]
+        for unit in units:
+            seen[unit].add(record.annotator)
+    counts: Counter[str] = Counter()
+    for evaluators in seen.values():
+        if len(evaluators) >= 2:
+            counts.update(evaluators)
+    return counts
+
+
+def evaluator_flags(
+    quality: Mapping[str, EvaluatorQuality], *, thresholds: Thresholds = DEFAULT_THRESHOLDS
+) -> list[FlagSpec]:
+    """Unreliable-annotator, position-bias and too-fast flags, one per evaluator and kind."""
+    flags = []
+    overlapping = [q.weight for q in quality.values() if q.n_compared >= thresholds.min_overlap]
+    peer_median = float(np.median(overlapping)) if overlapping else 1.0
+    for evaluator, q in quality.items():
+        key = f"evaluator:{evaluator}"
+        reasons = []
+        severity = 0.0
+        if (
+            q.n_compared >= thresholds.min_overlap
+            and q.weight < thresholds.unreliable_weight
+            and q.weight < thresholds.unreliable_relative * peer_median
+        ):
+            reasons.append("low agreement with other annotators")
+            severity = max(severity, 1 - q.weight)
+        gold_floor = 1 - thresholds.gold_fail
+        if q.gold_accuracy is not None and q.n_gold >= 5 and q.gold_accuracy < gold_floor:
+            reasons.append("fails gold tasks")
+            severity = max(severity, 1 - q.gold_accuracy)
+        if q.anomalous:
+            reasons.append("anomalous voting pattern (Arena test)")
+            severity = max(severity, 0.5)
+        if reasons:
+            flags.append(
+                FlagSpec(
+                    kind="unreliable_annotator",
+                    key=key,
+                    severity=round(severity, 4),
+                    evidence=q.n_judgments,
+                    evaluator=evaluator,
+                    details={
+                        "reasons": reasons,
+                        "weight": round(q.weight, 4),
+                        "peer_median_weight": round(peer_median, 4),
+                        "agreement": _round(q.agreement),
+                        "loo_agreement": _round(q.loo_agreement),
+                        "gold_accuracy": _round(q.gold_accuracy),
+                        "n_gold": q.n_gold,
+                        "n_compared": q.n_compared,
+                        "n_judgments": q.n_judgments,
+                        "anomalous": q.anomalous,
+                    },
+                )
+            )
+        if (
+            q.bias_p_adjusted is not None
+            and q.bias_p_adjusted < thresholds.bias_alpha
+            and q.favoured_slot is not None
+        ):
+            slot = q.favoured_slot
+            excess = q.bias_counts[slot] - q.bias_expected[slot]
+            room = q.bias_n - q.bias_expected[slot]
+            flags.append(
+                FlagSpec(
+                    kind="position_bias",
+                    key=key,
+                    severity=round(max(0.0, min(1.0, excess / room if room else 0.0)), 4),
+                    evidence=q.n_judgments,
+                    evaluator=evaluator,
+                    details={
+                        "favoured_slot": slot,
+                        "counts": list(q.bias_counts),
+                        "expected": [round(e, 2) for e in q.bias_expected],
+                        "n": q.bias_n,
+                        "p_value": q.bias_p,
+                        "p_adjusted": q.bias_p_adjusted,
+                    },
+                )
+            )
+        share = q.fast_share
+        if share is not None and q.n_fast >= thresholds.fast_min and share >= thresholds.fast_share:
+            flags.append(
+                FlagSpec(
+                    kind="too_fast",
+                    key=key,
+                    severity=round(share, 4),
+                    evidence=q.n_judgments,
+                    evaluator=evaluator,
+                    details={
+                        "n_fast": q.n_fast,
+                        "n_timed": q.n_timed,
+                        "share": round(share, 4),
+                        "threshold_ms": _round(q.fast_threshold_ms, 0),
+                        "median_ms": _round(q.median_ms, 0),
+                        "examples": list(q.fast_examples),
+                    },
+                )
+            )
+    return flags
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+# --------------------------------------------------------------------------- over time
+
+
+@dataclass(frozen=True)
+class PeriodAgreement:
+    """Agreement of the judgments made in one period with everyone else's.
+
+    Attributes:
+        start: First day of the period.
+        n_judgments: Judgments made in it.
+        agreement: Share of (own relation, another evaluator's relation on the same pair)
+            combinations that match, over judgments of the period; None without overlap.
+    """
+
+    start: date
+    n_judgments: int
+    agreement: float | None
+
+
+def agreement_by_period(votes: Sequence[Vote], *, days: int | None = None) -> list[PeriodAgreement]:
+    """Agreement over time, for the dashboard.
+
+    Each judgment is compared with every other evaluator's judgment on the same pairs (made
+    at any time), and the matches are pooled by the period the judgment was made in.
+
+    Args:
+        votes: Judgments with ``created_at``.
+        days: Period length; default one day, or one week when the judgments span more than
+            60 days.
+    """
+    dated = [v for v in votes if v.created_at is not None]
+    if not dated:
+        return []
+    first = min(v.created_at for v in dated).date()  # type: ignore[union-attr]
+    last = max(v.created_at for v in dated).date()  # type: ignore[union-attr]
+    if days is None:
+        days = 7 if (last - first).days > 60 else 1
+    relations: dict[tuple[int, int, int], dict[str, int]] = defaultdict(dict)
+    per_vote: list[list[tuple[tuple[int, int, int], int]]] = []
+    for vote in dated:
+        ranking = vote.as_ranking()
+        position = {c: g for g, group in enumerate(ranking) for c in group}
+        mine = []
+        for x, y in itertools.combinations(sorted(position), 2):
+            unit = (vote.prompt_id, x, y)
+            relation = int(np.sign(position[y] - position[x]))
+            relations[unit][vote.evaluator] = relation
+            mine.append((unit, relation))
+        per_vote.append(mine)
+    matches: Counter[date] = Counter()
+    compared: Counter[date] = Counter()
+    counts: Counter[date] = Counter()
+    for vote, mine in zip(dated, per_vote, strict=True):
+        day = vote.created_at.date()  # type: ignore[union-attr]
+        start = first + timedelta(days=((day - first).days // days) * days)
+        counts[start] += 1
+        for unit, relation in mine:
+            for evaluator, other in relations[unit].items():
+                if evaluator != vote.evaluator:
+                    compared[start] += 1
+                    matches[start] += other == relation
+    return [
+        PeriodAgreement(
+            start, counts[start], matches[start] / compared[start] if compared[start] else None
+        )
+        for start in sorted(counts)
+    ]
+
+
+# --------------------------------------------------------------------------- leaderboards
+
+
+def model_comparisons(
+    votes: Iterable[Vote], model_of: Mapping[int, str]
+) -> list[tuple[str, str, str]]:
+    """Model-vs-model records for `graph.bradley_terry_leaderboard`.
+
+    A pair judgment is one record; a ranking gives one record per candidate pair (a shared
+    tie group is a tie). Candidates of the same model say nothing and are skipped by the
+    leaderboard itself.
+    """
+    out: list[tuple[str, str, str]] = []
+    for vote in votes:
+        if vote.pair is not None:
+            out.append((model_of[vote.pair[0]], model_of[vote.pair[1]], vote.outcome))
+            continue
+        groups = vote.ranking
+        for i, group in enumerate(groups):
+            for x, y in itertools.combinations(group, 2):
+                out.append((model_of[x], model_of[y], "tie"))
+            for worse_group in groups[i + 1 :]:
+                for x in group:
+                    for y in worse_group:
+                        out.append((model_of[x], model_of[y], "a"))
+    return out
+
+
+# --------------------------------------------------------------------------- exports
+
+
+def assign_splits(
+    prompt_ids: Sequence[int], fractions: Mapping[str, float], seed: int
+) -> dict[int, str]:
+    """Split prompts by a seeded shuffle; sizes follow ``fractions`` by largest remainder.
+
+    Every prompt lands in exactly one split, so no prompt is in two splits.
+    """
+    ids = sorted(prompt_ids)
+    random.Random(f"split:{seed}").shuffle(ids)
+    names = list(fractions)
+    total = sum(fractions.values())
+    exact = [len(ids) * fractions[n] / total for n in names]
+    sizes = [int(math.floor(x)) for x in exact]
+    for i in sorted(range(len(names)), key=lambda i: -(exact[i] - sizes[i]))[
+        : len(ids) - sum(sizes)
+    ]:
+        sizes[i] += 1
+    out: dict[int, str] = {}
+    start = 0
+    for name, size in zip(names, sizes, strict=True):
+        for pid in ids[start : start + size]:
+            out[pid] = name
+        start += size
+    return out
+
+
+def sample_variants(
+    ranking: Sequence[Sequence[int]], *, size: int = 4, count: int = 3, rng: random.Random
+) -> list[Ranking]:
+    """Up to ``count`` distinct ``size``-candidate sub-rankings of a full ranking (MR2Bench).
+
+    Subsets whose induced ranking is one tie group say nothing and are skipped. A ranking
+    of exactly ``size`` candidates yields itself once.
+    """
+    members = sorted(c for group in ranking for c in group)
+    if len(members) < size or len(ranking) < 2:
+        return []
+    if len(members) == size:
+        return [[list(g) for g in ranking]]
+    seen: set[tuple[int, ...]] = set()
+    variants: list[Ranking] = []
+    possible = math.comb(len(members), size)
+    attempts = 0
+    while len(variants) < count and len(seen) < possible and attempts < 20 * count:
+        attempts += 1
+        subset = tuple(sorted(rng.sample(members, size)))
+        if subset in seen:
+            continue
+        seen.add(subset)
+        induced = restrict_ranking(ranking, subset)
+        if len(induced) >= 2:
+            variants.append(induced)
+    return variants

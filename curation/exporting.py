@@ -1,0 +1,896 @@
+"""Dataset snapshots: options, and writing one export folder from a project's judgments.
+
+Called by ``curation.services.export_build`` (the Celery task, the CLI and the admin all end
+there). The folder, written to a temporary path and renamed into place by the service::
+
+    datasheet.md, datasheet.json      what is in it, what was dropped and why, the leaderboard
+    pairs/<split>.jsonl               chosen/rejected pairs with margin, agreement, provenance
+    rankings/<split>.jsonl            the seed paper's training format, one prompt a line:
+                                      {"prompt", "responses", "rankings", "image"?, "video"?}
+    rankings_4/<split>.jsonl          4-response variants sampled from the full rankings
+    parquet/{pairs,rankings,rankings_4}.parquet   the same tables (a ``split`` column)
+    hf/{pairs,rankings,rankings_4}/   ``datasets.DatasetDict`` folders (``load_from_disk``)
+    media/...                         the media the rows name (when ``include_media``)
+
+Paths in rows (``image``, ``video``, media responses) are relative to the export folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import zipfile
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curation import agreement as A
+from curation import consensus as C
+from curation import graph as G
+
+FORMAT = "quorum-dataset-export/1"
+RM_WEIGHT = 0.5
+VARIANT_SIZE = 4
+Progress = Callable[[int, str], None]
+
+
+class ExportOptionsInvalid(ValueError):
+    """Bad export options; ``field`` names the option."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How a snapshot is built.
+
+    Attributes:
+        denoise: Remove a minimum feedback arc set per prompt before ranking (off: weighted
+            majority vote, cycles and all).
+        rm_evaluator: Add the project's active reward model as one more, down-weighted
+            evaluator (weight 0.5; a reliable human counts about 1).
+        min_agreement: Drop prompts whose annotator agreement is below this (prompts without
+            overlapping judgments are kept: there is nothing to measure).
+        use_decisions: Reviewer decisions override: final rankings replace the consensus,
+            discarded prompts are left out and annotators marked unreliable are dropped.
+            Off, the export ignores all three (tasks withdrawn otherwise stay out).
+        splits: Split name -> fraction, by prompt.
+        seed: Seeds the split assignment, response shuffling and variant sampling.
+        include_media: Copy the media the rows name into the export.
+        variants_per_prompt: 4-response variants sampled per prompt with more than 4 ranked
+            candidates.
+    """
+
+    denoise: bool = True
+    rm_evaluator: bool = False
+    min_agreement: float | None = None
+    use_decisions: bool = True
+    splits: dict[str, float] = field(default_factory=lambda: {"train": 1.0})
+    seed: int = 0
+    include_media: bool = True
+    variants_per_prompt: int = 3
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any] | None) -> ExportOptions:
+        """Validated options; unknown keys and wrong types raise `ExportOptionsInvalid`."""
+        raw = dict(raw or {})
+        known = {f for f in cls.__dataclass_fields__}
+        for key in raw:
+            if key not in known:
+                raise ExportOptionsInvalid(key, "unknown option")
+        values: dict[str, Any] = {}
+        for key in ("denoise", "rm_evaluator", "use_decisions", "include_media"):
+            if key in raw:
+                if not isinstance(raw[key], bool):
+                    raise ExportOptionsInvalid(key, f"must be true or false, got {raw[key]!r}")
+                values[key] = raw[key]
+        if raw.get("min_agreement") is not None:
+            value = raw["min_agreement"]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ExportOptionsInvalid("min_agreement", f"must be a number, got {value!r}")
+            if not 0 <= value <= 1:
+                raise ExportOptionsInvalid("min_agreement", f"must be between 0 and 1, got {value}")
+            values["min_agreement"] = float(value)
+        for key in ("seed", "variants_per_prompt"):
+            if key in raw:
+                value = raw[key]
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ExportOptionsInvalid(
+                        key, f"must be a non-negative integer, got {value!r}"
+                    )
+                values[key] = value
+        if "splits" in raw:
+            splits = raw["splits"]
+            if isinstance(splits, str):
+                splits = parse_splits(splits)
+            values["splits"] = check_splits(splits)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_splits(text: str) -> dict[str, float]:
+    """``"train=0.8,test=0.2"`` -> ``{"train": 0.8, "test": 0.2}`` (validated)."""
+    splits: dict[str, float] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise ExportOptionsInvalid("splits", f"expected name=fraction, got {part!r}")
+        try:
+            splits[name.strip()] = float(value)
+        except ValueError:
+            raise ExportOptionsInvalid("splits", f"{value!r} is not a number") from None
+    return check_splits(splits)
+
+
+def check_splits(splits: object) -> dict[str, float]:
+    if not isinstance(splits, dict) or not splits:
+        raise ExportOptionsInvalid("splits", "must name at least one split")
+    out: dict[str, float] = {}
+    for name, value in splits.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ExportOptionsInvalid("splits", f"split name {name!r} must be a plain word")
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ExportOptionsInvalid("splits", f"fraction of {name!r} must be positive")
+        out[name] = float(value)
+    if not math.isclose(sum(out.values()), 1.0, abs_tol=1e-6):
+        raise ExportOptionsInvalid("splits", f"fractions must sum to 1, got {sum(out.values()):g}")
+    return out
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class SnapshotCandidate:
+    id: int
+    external_id: str
+    model_name: str
+    kind: str
+    text: str
+    media: str  # storage name, "" for text
+
+
+@dataclass(frozen=True)
+class SnapshotPrompt:
+    id: int
+    external_id: str
+    text: str
+    image: str
+    video: str
+
+
+@dataclass
+class SnapshotInput:
+    """Everything a snapshot is built from; the service loads it from the database.
+
+    Attributes:
+        votes: All judgments of the project.
+        discarded_tasks: Tasks with status discarded (their judgments are dropped).
+        gold: Gold ranking per gold task id (for reliability).
+        prompts, candidates: Content by id.
+        rm_scores / rm_label: The active reward model's scores, if any.
+        marked: Evaluators reviewers marked unreliable (their judgments are dropped).
+        decisions: Prompt id -> (final ranking or None, discarded).
+    """
+
+    project_name: str
+    project_id: int
+    version: int
+    votes: list[C.Vote]
+    discarded_tasks: set[int]
+    gold: dict[int, list[list[int]]]
+    prompts: dict[int, SnapshotPrompt]
+    candidates: dict[int, SnapshotCandidate]
+    rm_scores: dict[int, float]
+    rm_label: str
+    marked: set[str]
+    decisions: dict[int, tuple[list[list[int]] | None, bool]]
+    media_root: Path
+
+
+PAIR_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("split", pa.string()),
+        ("prompt_id", pa.string()),
+        ("prompt", pa.string()),
+        ("image", pa.string()),
+        ("video", pa.string()),
+        ("chosen", pa.string()),
+        ("rejected", pa.string()),
+        ("chosen_id", pa.string()),
+        ("rejected_id", pa.string()),
+        ("chosen_model", pa.string()),
+        ("rejected_model", pa.string()),
+        ("chosen_kind", pa.string()),
+        ("rejected_kind", pa.string()),
+        ("chosen_media", pa.string()),
+        ("rejected_media", pa.string()),
+        ("margin", pa.float64()),
+        ("human_margin", pa.float64()),
+        ("agreement", pa.float64()),
+        ("n_judgments", pa.int32()),
+        ("votes_chosen", pa.int32()),
+        ("votes_rejected", pa.int32()),
+        ("ties", pa.int32()),
+        ("source", pa.string()),
+        ("denoised", pa.bool_()),
+        ("reward_model", pa.string()),
+        ("judgment_ids", pa.list_(pa.int64())),
+    ]
+)
+RANKING_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("split", pa.string()),
+        ("prompt_id", pa.string()),
+        ("prompt", pa.string()),
+        ("image", pa.string()),
+        ("video", pa.string()),
+        ("responses", pa.list_(pa.string())),
+        ("rankings", pa.list_(pa.int32())),
+        ("candidate_ids", pa.list_(pa.string())),
+        ("models", pa.list_(pa.string())),
+        ("source", pa.string()),
+        ("n_judgments", pa.int32()),
+        ("agreement", pa.float64()),
+    ]
+)
+
+
+# --------------------------------------------------------------------------- build
+
+
+@dataclass
+class Snapshot:
+    """Rows and the datasheet of one export (written by `write_snapshot`)."""
+
+    pairs: list[dict[str, Any]]
+    rankings: list[dict[str, Any]]
+    variants: list[dict[str, Any]]
+    datasheet: dict[str, Any]
+    media: set[str]
+
+
+def build_snapshot(
+    source: SnapshotInput, options: ExportOptions, progress: Progress | None = None
+) -> Snapshot:
+    """Consensus per prompt under ``options``, turned into rows and a datasheet."""
+    progress = progress or (lambda _p, _s: None)
+    drops_prompts: Counter[str] = Counter()
+    drops_judgments: Counter[str] = Counter()
+    drops_pairs: Counter[str] = Counter()
+
+    # Without reviewer decisions, a reviewer's discard and unreliable marks are ignored too;
+    # tasks withdrawn any other way stay out.
+    reviewer_discarded = {p for p, (_, discarded) in source.decisions.items() if discarded}
+    marked = source.marked if options.use_decisions else set()
+    kept_votes = []
+    for vote in source.votes:
+        if vote.task_id in source.discarded_tasks and (
+            options.use_decisions or vote.prompt_id not in reviewer_discarded
+        ):
+            drops_judgments["on discarded tasks"] += 1
+        elif vote.evaluator in marked:
+            drops_judgments["by annotators marked unreliable"] += 1
+        else:
+            kept_votes.append(vote)
+
+    progress(8, "reliability weights")
+    records = [v.record() for v in kept_votes]
+    gold_by_prompt = {}
+    task_prompt = {v.task_id: v.prompt_id for v in kept_votes}
+    for task_id, ranking in source.gold.items():
+        if task_id in task_prompt:
+            gold_by_prompt[task_prompt[task_id]] = ranking
+    by_prompt: dict[int, list[C.Vote]] = defaultdict(list)
+    for vote in kept_votes:
+        by_prompt[vote.prompt_id].append(vote)
+
+    use_rm = options.rm_evaluator and bool(source.rm_scores)
+    if use_rm:
+        # The reward model joins the reliability estimate as one more annotator (CROWDLAB):
+        # its weight comes from its agreement with the humans, and on sparse data, where
+        # humans rarely judge the same pair, humans get an agreement figure through it.
+        records += C.rm_records(by_prompt, source.rm_scores)
+    reliability = A.annotator_reliability(records, gold=gold_by_prompt)
+    weights = {e: r.weight for e, r in reliability.items()}
+    rm_reliability = weights.pop(C.RM_EVALUATOR, None)
+    rm_weight = RM_WEIGHT * (rm_reliability if rm_reliability is not None else 1.0)
+    cycles = {"prompts_with_cycles": 0, "arcs_removed": 0, "weight_removed": 0.0, "exact": True}
+    prompt_rows: dict[int, tuple[list[dict], dict | None, list[dict]]] = {}
+    agreements: list[float] = []
+    decisions_used = 0
+    all_prompts = sorted(source.prompts)
+    rng = random.Random(f"export:{options.seed}")
+    for done, prompt_id in enumerate(all_prompts):
+        if done % max(1, len(all_prompts) // 20) == 0:
+            progress(15 + int(55 * done / max(1, len(all_prompts))), "consensus per prompt")
+        final, discarded = source.decisions.get(prompt_id, (None, False))
+        votes = by_prompt.get(prompt_id, [])
+        if options.use_decisions and discarded:
+            drops_prompts["discarded by a reviewer"] += 1
+            continue
+        if not votes and not (options.use_decisions and final):
+            drops_prompts["no judgments"] += 1
+            continue
+        consensus = C.prompt_consensus(
+            prompt_id,
+            votes,
+            weights=weights,
+            rm_scores=source.rm_scores,
+            rm_weight=rm_weight if use_rm else 0.0,
+            denoise=options.denoise,
+        )
+        if consensus.agreement is not None:
+            agreements.append(consensus.agreement)
+        if (
+            options.min_agreement is not None
+            and consensus.agreement is not None
+            and consensus.agreement < options.min_agreement
+        ):
+            drops_prompts["below the minimum agreement"] += 1
+            continue
+        if consensus.removed_arcs:
+            cycles["prompts_with_cycles"] += 1
+            cycles["arcs_removed"] += len(consensus.removed_arcs)
+            cycles["weight_removed"] += sum(w for _, _, w in consensus.removed_arcs)
+            cycles["exact"] = cycles["exact"] and consensus.exact
+        if options.use_decisions and final:
+            decisions_used += 1
+            ranking, origin = [list(g) for g in final], "reviewer"
+        else:
+            ranking, origin = consensus.ranking, "consensus"
+        pairs = _pair_rows(source, consensus, votes, ranking, origin, options, use_rm, drops_pairs)
+        if len(ranking) < 2:
+            # Everything tied (e.g. a majority cycle without denoising): no ranking to train
+            # on, though majority pairs may remain.
+            drops_prompts["no strict ranking"] += 1
+            if pairs:
+                prompt_rows[prompt_id] = (pairs, None, [])
+            continue
+        full = _ranking_row(source, consensus, prompt_id, ranking, origin, rng, "")
+        variants = [
+            _ranking_row(source, consensus, prompt_id, sub, origin, rng, f":v{i}")
+            for i, sub in enumerate(
+                C.sample_variants(
+                    ranking, size=VARIANT_SIZE, count=options.variants_per_prompt, rng=rng
+                )
+            )
+        ]
+        prompt_rows[prompt_id] = (pairs, full, variants)
+
+    progress(72, "splits")
+    split_of = C.assign_splits(list(prompt_rows), options.splits, options.seed)
+    pairs_out, rankings_out, variants_out = [], [], []
+    media: set[str] = set()
+    by_split: dict[str, Counter[str]] = {name: Counter() for name in options.splits}
+    for prompt_id in sorted(prompt_rows, key=lambda p: source.prompts[p].external_id):
+        pairs, full, variants = prompt_rows[prompt_id]
+        split = split_of[prompt_id]
+        by_split[split]["prompts"] += 1
+        for row in pairs:
+            row["split"] = split
+            pairs_out.append(row)
+            media.update(
+                m[len("media/") :] for m in (row["chosen_media"], row["rejected_media"]) if m
+            )
+        by_split[split]["pairs"] += len(pairs)
+        if full is not None:
+            full["split"] = split
+            rankings_out.append(full)
+            by_split[split]["rankings"] += 1
+        for row in variants:
+            row["split"] = split
+            variants_out.append(row)
+        by_split[split]["rankings_4"] += len(variants)
+        prompt = source.prompts[prompt_id]
+        media.update(m for m in (prompt.image, prompt.video) if m)
+    for row in rankings_out:
+        for cid in row.pop("_candidates"):
+            if source.candidates[cid].media:
+                media.add(source.candidates[cid].media)
+    for row in variants_out:
+        row.pop("_candidates")
+
+    progress(75, "leaderboard")
+    exported_votes = [v for v in kept_votes if v.prompt_id in prompt_rows]
+    model_of = {c.id: c.model_name for c in source.candidates.values()}
+    comparisons = C.model_comparisons(exported_votes, model_of)
+    board = G.bradley_terry_leaderboard(comparisons, bootstrap=100, seed=options.seed)
+    stability = None
+    if board:
+        main = {r.model for r in board if r.component == 0}
+        stability = G.leaderboard_stability(
+            [c for c in comparisons if c[0] in main and c[1] in main], max_removals=200
+        )
+
+    alpha: dict[str, float | None] = {}
+    for label, kind in (("pairs", A.PairRecord), ("rankings", A.RankingRecord)):
+        subset = [r for r in records if isinstance(r, kind) and r.task in prompt_rows]
+        if subset:
+            alpha[label] = _safe_alpha(subset)
+
+    datasheet = {
+        "format": FORMAT,
+        "project": {"id": source.project_id, "name": source.project_name},
+        "version": source.version,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "options": options.to_dict(),
+        "method": {
+            "unit": "prompt",
+            "evaluator_weights": "CROWDLAB reliability (curation.agreement.annotator_reliability)",
+            "denoise": "minimum-weight feedback arc set per prompt (exact up to 12 nodes per "
+            "strongly connected component, else Eades-Lin-Smyth + local search)"
+            if options.denoise
+            else "off: weighted majority vote, ranked by Copeland score",
+            "ranking": C.RANKING_METHOD if options.denoise else "copeland",
+            "reward_model": source.rm_label if use_rm else None,
+            "reward_model_weight": round(rm_weight, 4) if use_rm else None,
+            "reward_model_reliability": None
+            if rm_reliability is None
+            else round(rm_reliability, 4),
+            "pairs": "human-judged pairs ordered as the final ranking orders them, with a "
+            "positive human net preference that way (reviewer rankings: every ordered pair)",
+            "ranks": "1 = best, tied candidates share a rank (competition ranking)",
+        },
+        "counts": {
+            "prompts_in_project": len(source.prompts),
+            "prompts_exported": len(prompt_rows),
+            "prompts_with_rankings": len(rankings_out),
+            "judgments_in_project": len(source.votes),
+            "judgments_used": len(exported_votes),
+            "pairs": len(pairs_out),
+            "rankings": len(rankings_out),
+            "rankings_4": len(variants_out),
+            "reviewer_rankings_used": decisions_used,
+            "by_split": {name: dict(c) for name, c in by_split.items()},
+        },
+        "agreement": {
+            "krippendorff_alpha": alpha,
+            "mean_prompt_agreement": round(sum(agreements) / len(agreements), 4)
+            if agreements
+            else None,
+            "prompts_with_overlap": len(agreements),
+        },
+        "dropped": {
+            "prompts": dict(drops_prompts),
+            "judgments": dict(drops_judgments),
+            "pairs": dict(drops_pairs),
+        },
+        "cycles": {**cycles, "weight_removed": round(cycles["weight_removed"], 4)},
+        "evaluators": {
+            e: {"weight": round(r.weight, 4), "judgments": r.n_judgments}
+            for e, r in sorted(reliability.items())
+            if e != C.RM_EVALUATOR
+        },
+        "leaderboard": [
+            {
+                "rank": i + 1,
+                "model": row.model,
+                "score": round(row.score, 1),
+                "ci_low": None if math.isnan(row.ci_low) else round(row.ci_low, 1),
+                "ci_high": None if math.isnan(row.ci_high) else round(row.ci_high, 1),
+                "comparisons": row.n_comparisons,
+                "component": row.component,
+            }
+            for i, row in enumerate(board)
+        ],
+        "stability": None
+        if stability is None
+        else {
+            "leader": stability.leader,
+            "votes_to_change": stability.votes_to_change,
+            "new_leader": stability.new_leader,
+            "votes": stability.n_votes,
+        },
+        "media_included": options.include_media,
+    }
+    return Snapshot(pairs_out, rankings_out, variants_out, datasheet, media)
+
+
+def _safe_alpha(records: Sequence[A.RankingRecord | A.PairRecord]) -> float | None:
+    try:
+        value = A.krippendorff_alpha(records)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return None if value is None or math.isnan(value) else round(value, 4)
+
+
+def _media_path(name: str) -> str | None:
+    return f"media/{name}" if name else None
+
+
+def _content(candidate: SnapshotCandidate) -> str:
+    """What the seed format's ``responses`` hold: the text, or the media path."""
+    if candidate.kind == "text" or not candidate.media:
+        return candidate.text
+    return _media_path(candidate.media) or ""
+
+
+def _pair_rows(
+    source: SnapshotInput,
+    consensus: C.PromptConsensus,
+    votes: Sequence[C.Vote],
+    ranking: list[list[int]],
+    origin: str,
+    options: ExportOptions,
+    use_rm: bool,
+    drops: Counter[str],
+) -> list[dict[str, Any]]:
+    prompt = source.prompts[consensus.prompt_id]
+    position = {c: g for g, group in enumerate(ranking) for c in group}
+    judgments: dict[tuple[int, int], list[int]] = defaultdict(list)
+    rows = []
+    if origin == "reviewer":
+        ordered = [(u, v) for u, v, _ in G.edges_from_ranking(ranking)]
+    else:
+        ordered = []
+        for (x, y), evidence in consensus.evidence.items():
+            if x not in position or y not in position:
+                continue
+            if evidence.x_over_y + evidence.y_over_x == 0:
+                continue  # only ties: no strict preference to export
+            if not consensus.denoised:
+                # Majority vote: every pair with a net human preference, cycles and all.
+                if evidence.net != 0:
+                    ordered.append((x, y) if evidence.net > 0 else (y, x))
+                else:
+                    drops["no net human preference"] += 1
+                continue
+            if position[x] == position[y]:
+                drops["tied in the final ranking"] += 1
+                continue
+            better, worse = (x, y) if position[x] < position[y] else (y, x)
+            net = consensus.human_net(better, worse)
+            if net < 0:
+                drops["overruled by denoising (feedback arcs)"] += 1
+                continue
+            if net == 0:
+                drops["no net human preference"] += 1
+                continue
+            ordered.append((better, worse))
+    if ordered:
+        wanted = {frozenset(p) for p in ordered}
+        for vote in votes:
+            members = vote.candidates
+            for i, x in enumerate(members):
+                for y in members[i + 1 :]:
+                    if frozenset((x, y)) in wanted:
+                        judgments[tuple(sorted((x, y)))].append(vote.judgment_id)
+    for better, worse in ordered:
+        x, y = sorted((better, worse))
+        evidence = consensus.evidence.get((x, y), C.PairEvidence())
+        chosen, rejected = source.candidates[better], source.candidates[worse]
+        votes_for = evidence.x_over_y if better == x else evidence.y_over_x
+        votes_against = evidence.y_over_x if better == x else evidence.x_over_y
+        rows.append(
+            {
+                "id": f"{prompt.external_id}:{chosen.external_id}>{rejected.external_id}",
+                "split": "",
+                "prompt_id": prompt.external_id,
+                "prompt": prompt.text,
+                "image": _media_path(prompt.image),
+                "video": _media_path(prompt.video),
+                "chosen": _content(chosen),
+                "rejected": _content(rejected),
+                "chosen_id": chosen.external_id,
+                "rejected_id": rejected.external_id,
+                "chosen_model": chosen.model_name,
+                "rejected_model": rejected.model_name,
+                "chosen_kind": chosen.kind,
+                "rejected_kind": rejected.kind,
+                "chosen_media": _media_path(chosen.media),
+                "rejected_media": _media_path(rejected.media),
+                "margin": round(consensus.margin(better, worse), 6),
+                "human_margin": round(consensus.human_net(better, worse), 6),
+                "agreement": evidence.agreement,
+                "n_judgments": evidence.n_judgments,
+                "votes_chosen": votes_for,
+                "votes_rejected": votes_against,
+                "ties": evidence.ties,
+                "source": origin,
+                "denoised": options.denoise,
+                "reward_model": source.rm_label if use_rm else None,
+                "judgment_ids": judgments.get((x, y), []),
+            }
+        )
+    return rows
+
+
+def _ranking_row(
+    source: SnapshotInput,
+    consensus: C.PromptConsensus,
+    prompt_id: int,
+    ranking: list[list[int]],
+    origin: str,
+    rng: random.Random,
+    suffix: str,
+) -> dict[str, Any]:
+    prompt = source.prompts[prompt_id]
+    order = [c for group in ranking for c in group]
+    # The seed model reads responses under a causal mask: never list the best one first by
+    # construction.
+    rng.shuffle(order)
+    cands = [source.candidates[c] for c in order]
+    return {
+        "id": f"{prompt.external_id}{suffix}",
+        "split": "",
+        "prompt_id": prompt.external_id,
+        "prompt": prompt.text,
+        "image": _media_path(prompt.image),
+        "video": _media_path(prompt.video),
+        "responses": [_content(c) for c in cands],
+        "rankings": C.competition_ranks(ranking, order),
+        "candidate_ids": [c.external_id for c in cands],
+        "models": [c.model_name for c in cands],
+        "source": origin,
+        "n_judgments": consensus.n_votes,
+        "agreement": consensus.agreement,
+        "_candidates": order,
+    }
+
+
+# --------------------------------------------------------------------------- write
+
+
+def seed_line(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The seed paper's training record: exactly its keys, media keys only when present."""
+    out = {"prompt": row["prompt"], "responses": row["responses"], "rankings": row["rankings"]}
+    for key in ("image", "video"):
+        if row.get(key):
+            out[key] = row[key]
+    return out
+
+
+def write_snapshot(
+    snapshot: Snapshot,
+    out_dir: Path,
+    source: SnapshotInput,
+    options: ExportOptions,
+    progress: Progress | None = None,
+) -> list[dict[str, Any]]:
+    """Writes every file of the snapshot into ``out_dir``; returns the file list."""
+    progress = progress or (lambda _p, _s: None)
+    splits = list(options.splits)
+    progress(80, "JSONL")
+    for folder, rows, shape in (
+        ("pairs", snapshot.pairs, _pair_line),
+        ("rankings", snapshot.rankings, seed_line),
+        ("rankings_4", snapshot.variants, seed_line),
+    ):
+        (out_dir / folder).mkdir(parents=True)
+        handles = {s: open(out_dir / folder / f"{s}.jsonl", "w", encoding="utf-8") for s in splits}  # noqa: SIM115
+        try:
+            for row in rows:
+                handles[row["split"]].write(json.dumps(shape(row), ensure_ascii=False) + "\n")
+        finally:
+            for fh in handles.values():
+                fh.close()
+
+    progress(86, "Parquet and Hugging Face datasets")
+    import datasets
+    from datasets.table import InMemoryTable
+
+    datasets.disable_progress_bars()
+
+    (out_dir / "parquet").mkdir()
+    (out_dir / "hf").mkdir()
+    for name, rows, schema in (
+        ("pairs", snapshot.pairs, PAIR_SCHEMA),
+        ("rankings", snapshot.rankings, RANKING_SCHEMA),
+        ("rankings_4", snapshot.variants, RANKING_SCHEMA),
+    ):
+        table = pa.Table.from_pylist(rows, schema=schema)
+        pq.write_table(table, out_dir / "parquet" / f"{name}.parquet")
+        parts = {}
+        for split in splits:
+            mask = pc.equal(table["split"], split)
+            parts[split] = datasets.Dataset(InMemoryTable(table.filter(mask)))
+        datasets.DatasetDict(parts).save_to_disk(str(out_dir / "hf" / name))
+
+    if options.include_media and snapshot.media:
+        progress(93, "media")
+        for name in sorted(snapshot.media):
+            src = (source.media_root / name).resolve()
+            if source.media_root.resolve() not in src.parents or not src.is_file():
+                raise FileNotFoundError(f"media file {name!r} is missing from storage")
+            target = out_dir / "media" / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(src, target)
+            except OSError:
+                shutil.copyfile(src, target)
+
+    progress(96, "datasheet")
+    (out_dir / "datasheet.md").write_text(datasheet_markdown(snapshot.datasheet), encoding="utf-8")
+    files = _file_list(out_dir, skip={"datasheet.json"})
+    snapshot.datasheet["files"] = files
+    (out_dir / "datasheet.json").write_text(
+        json.dumps(snapshot.datasheet, indent=1, ensure_ascii=False, default=str) + "\n",
+        encoding="utf-8",
+    )
+    return _file_list(out_dir, skip=set())
+
+
+def _pair_line(row: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    out["provenance"] = {
+        "source": out.pop("source"),
+        "denoised": out.pop("denoised"),
+        "reward_model": out.pop("reward_model"),
+        "judgment_ids": out.pop("judgment_ids"),
+    }
+    return out
+
+
+def _file_list(out_dir: Path, skip: set[str]) -> list[dict[str, Any]]:
+    files = []
+    for path in sorted(out_dir.rglob("*")):
+        rel = path.relative_to(out_dir).as_posix()
+        if not path.is_file() or rel in skip or rel.startswith("media/"):
+            continue
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        files.append({"path": rel, "bytes": path.stat().st_size, "sha256": digest.hexdigest()})
+    media = (
+        [p for p in (out_dir / "media").rglob("*") if p.is_file()]
+        if (out_dir / "media").is_dir()
+        else []
+    )
+    if media:
+        files.append(
+            {"path": "media/", "bytes": sum(p.stat().st_size for p in media), "files": len(media)}
+        )
+    return files
+
+
+def datasheet_markdown(sheet: Mapping[str, Any]) -> str:
+    """The datasheet for people: counts, agreement, drops, cycles, leaderboard."""
+    c = sheet["counts"]
+    lines = [
+        f"# Datasheet: {sheet['project']['name']} v{sheet['version']}",
+        "",
+        f"Built {sheet['created_at']} by Quorum ({sheet['format']}).",
+        "",
+        "## Options",
+        "",
+        *(f"- {k}: `{json.dumps(v)}`" for k, v in sheet["options"].items()),
+        "",
+        "## Method",
+        "",
+        *(f"- {k}: {v}" for k, v in sheet["method"].items() if v is not None),
+        "",
+        "## Counts",
+        "",
+        f"- prompts: {c['prompts_exported']} exported of {c['prompts_in_project']}",
+        f"- judgments: {c['judgments_used']} used of {c['judgments_in_project']}",
+        f"- pairs: {c['pairs']}; full rankings: {c['rankings']}; 4-response variants: "
+        f"{c['rankings_4']}",
+        f"- reviewer rankings used: {c['reviewer_rankings_used']}",
+        "",
+        "| split | prompts | pairs | rankings | 4-response variants |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {name} | {s.get('prompts', 0)} | {s.get('pairs', 0)} | {s.get('rankings', 0)} "
+            f"| {s.get('rankings_4', 0)} |"
+            for name, s in c["by_split"].items()
+        ),
+        "",
+        "## Agreement",
+        "",
+        f"- Krippendorff's alpha: {json.dumps(sheet['agreement']['krippendorff_alpha'])}",
+        f"- mean prompt agreement (share of annotator pairs agreeing on a candidate pair): "
+        f"{sheet['agreement']['mean_prompt_agreement']} over "
+        f"{sheet['agreement']['prompts_with_overlap']} prompts with overlap",
+        "",
+        "## Dropped, and why",
+        "",
+    ]
+    for what, reasons in sheet["dropped"].items():
+        if reasons:
+            lines += [f"- {what}: " + "; ".join(f"{r}: {n}" for r, n in reasons.items())]
+        else:
+            lines += [f"- {what}: none"]
+    cy = sheet["cycles"]
+    lines += [
+        "",
+        "## Cycles removed",
+        "",
+        f"- prompts with cycles: {cy['prompts_with_cycles']}; arcs removed: "
+        f"{cy['arcs_removed']} (weight {cy['weight_removed']}); provably minimum: {cy['exact']}",
+        "",
+        "## Leaderboard (Bradley-Terry, ties = half a win, 95% bootstrap CI)",
+        "",
+        "| # | model | score | 95% CI | comparisons |",
+        "|---|---|---|---|---|",
+    ]
+    for row in sheet["leaderboard"]:
+        ci = "n/a" if row["ci_low"] is None else f"{row['ci_low']} - {row['ci_high']}"
+        lines.append(
+            f"| {row['rank']} | {row['model']} | {row['score']} | {ci} | {row['comparisons']} |"
+        )
+    st = sheet["stability"]
+    if st:
+        lines += [""]
+        if st["votes_to_change"] is None:
+            lines.append(
+                f"Stability: no greedy removal of up to 200 votes dethrones {st['leader']}."
+            )
+        else:
+            lines.append(
+                f"Stability: removing {st['votes_to_change']} of {st['votes']} votes puts "
+                f"{st['new_leader']} above {st['leader']} (greedy, an upper bound)."
+            )
+    lines += [
+        "",
+        "## Files",
+        "",
+        "- `pairs/<split>.jsonl`: prompt, chosen, rejected, margin, agreement, judgments, provenance",
+        "- `rankings/<split>.jsonl`: seed training format `{prompt, responses, rankings, image?, video?}`",
+        "- `rankings_4/<split>.jsonl`: 4-response variants sampled from full rankings",
+        "- `parquet/*.parquet`, `hf/*` (`datasets.load_from_disk`): the same tables with a split column",
+        "- media paths are relative to this folder"
+        + ("" if sheet["media_included"] else " (media not included: copy them from storage)"),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- download
+
+
+class _Chunks:
+    """A write-only file for `zipfile` that hands written bytes to a generator."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def drain(self) -> list[bytes]:
+        parts, self.parts = self.parts, []
+        return parts
+
+
+def iter_zip(folder: Path, prefix: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """Streams ``folder`` as a zip (entries under ``prefix/``) without a temporary file."""
+    sink = _Chunks()
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:  # type: ignore[arg-type]
+        for path in sorted(folder.rglob("*")):
+            if not path.is_file():
+                continue
+            info = zipfile.ZipInfo.from_file(
+                path, f"{prefix}/{path.relative_to(folder).as_posix()}"
+            )
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with open(path, "rb") as src, archive.open(info, "w", force_zip64=True) as dst:
+                for chunk in iter(lambda src=src: src.read(chunk_size), b""):
+                    dst.write(chunk)
+                    yield from sink.drain()
+            yield from sink.drain()
+    yield from sink.drain()

@@ -1,0 +1,695 @@
+"""Reads for the curation app: permissions, judgment loading, queues, review items, dashboard."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Count, Q, QuerySet
+from django.utils.safestring import SafeString
+
+from annotate.models import (
+    Candidate,
+    Judgment,
+    Membership,
+    ModelScore,
+    Project,
+    Prompt,
+    Task,
+    TaskCandidate,
+)
+from annotate.rendering import markdown_html
+from annotate.selectors import LETTERS
+from curation import consensus as C
+from curation import graph as G
+from curation.models import AnnotatorQuality, DatasetExport, Flag, PromptDecision, ReviewAction
+
+REVIEW_ROLES = (Membership.Role.REVIEWER, Membership.Role.ADMIN)
+
+
+# --------------------------------------------------------------------------- permissions
+
+
+def role_in_project(*, user: AbstractBaseUser, project: Project) -> str | None:
+    if not user.is_authenticated:
+        return None
+    return (
+        Membership.objects.filter(user=user, project=project).values_list("role", flat=True).first()
+    )
+
+
+def can_review(*, user: AbstractBaseUser, project: Project) -> bool:
+    """Staff, or a reviewer or admin of the project."""
+    if not user.is_authenticated:
+        return False
+    return bool(user.is_staff or role_in_project(user=user, project=project) in REVIEW_ROLES)
+
+
+def can_administer(*, user: AbstractBaseUser, project: Project) -> bool:
+    """Staff, or an admin of the project (dashboard, exports)."""
+    if not user.is_authenticated:
+        return False
+    return bool(user.is_staff or role_in_project(user=user, project=project) == "admin")
+
+
+def projects_for_reviewer(*, user: AbstractBaseUser) -> QuerySet[Project]:
+    if user.is_staff:
+        return Project.objects.all()
+    return Project.objects.filter(
+        memberships__user=user, memberships__role__in=REVIEW_ROLES
+    ).distinct()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def evaluator_id(annotator_id: int | None, source_name: str, external_annotator: str) -> str:
+    """Same string as ``Judgment.evaluator``, from plain column values."""
+    if annotator_id is not None:
+        return f"user:{annotator_id}"
+    return f"ext:{source_name}:{external_annotator}"
+
+
+@dataclass(frozen=True)
+class CandidateInfo:
+    id: int
+    prompt_id: int
+    model_name: str
+    kind: str
+    external_id: str
+    media: str
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class PromptInfo:
+    id: int
+    external_id: str
+    text: str
+    image: str
+    video: str
+
+
+@dataclass
+class ProjectData:
+    """A project's judgments and what curation needs beside them, loaded in a few queries.
+
+    Attributes:
+        votes: Every judgment as a `consensus.Vote`, on tasks of any status.
+        task_status: Status per task id.
+        gold: Gold ranking per gold task id.
+        candidates: Candidate facts per id.
+        prompts: Prompt facts per id (``with_content`` loads prompt text and media).
+        rm_scores: Active reward model's score per candidate id (empty without one).
+        rm_label: ``name@version`` of the active reward model, or "".
+        weights: Stored reliability weight per evaluator.
+        marked: Evaluators a reviewer marked unreliable.
+        decisions: Reviewer decision per prompt id.
+    """
+
+    project: Project
+    votes: list[C.Vote]
+    task_status: dict[int, str]
+    gold: dict[int, list[list[int]]]
+    candidates: dict[int, CandidateInfo]
+    prompts: dict[int, PromptInfo]
+    rm_scores: dict[int, float]
+    rm_label: str
+    weights: dict[str, float]
+    marked: set[str]
+    decisions: dict[int, PromptDecision] = field(default_factory=dict)
+    _by_prompt: dict[int, list[C.Vote]] | None = field(default=None, repr=False)
+
+    def votes_by_prompt(self) -> dict[int, list[C.Vote]]:
+        """Votes grouped by prompt (computed once; ``votes`` must not change afterwards)."""
+        if self._by_prompt is None:
+            grouped: dict[int, list[C.Vote]] = defaultdict(list)
+            for vote in self.votes:
+                grouped[vote.prompt_id].append(vote)
+            self._by_prompt = dict(grouped)
+        return self._by_prompt
+
+
+def project_data(
+    *,
+    project: Project,
+    prompt_ids: Sequence[int] | None = None,
+    with_content: bool = False,
+    with_presented: bool = True,
+    with_times: bool = True,
+) -> ProjectData:
+    """Loads a project (or some of its prompts) for curation, in eight queries.
+
+    ``with_presented`` / ``with_times`` load the display order and timestamps of judgments;
+    a full pass over ~100K judgments is markedly faster without columns it does not read.
+    """
+    judgments = Judgment.objects.filter(project=project)
+    tasks = Task.objects.filter(project=project)
+    slots = TaskCandidate.objects.filter(task__project=project)
+    candidates = Candidate.objects.filter(project=project)
+    prompts = Prompt.objects.filter(project=project)
+    decisions = PromptDecision.objects.filter(project=project)
+    if prompt_ids is not None:
+        judgments = judgments.filter(task__prompt_id__in=prompt_ids)
+        tasks = tasks.filter(prompt_id__in=prompt_ids)
+        slots = slots.filter(task__prompt_id__in=prompt_ids)
+        candidates = candidates.filter(prompt_id__in=prompt_ids)
+        prompts = prompts.filter(pk__in=prompt_ids)
+        decisions = decisions.filter(prompt_id__in=prompt_ids)
+
+    task_prompt: dict[int, int] = {}
+    task_status: dict[int, str] = {}
+    gold: dict[int, list[list[int]]] = {}
+    for task_id, prompt_id, status, is_gold, gold_ranking in tasks.values_list(
+        "id", "prompt_id", "status", "is_gold", "gold_ranking"
+    ):
+        task_prompt[task_id] = prompt_id
+        task_status[task_id] = status
+        if is_gold and gold_ranking:
+            gold[task_id] = [g if isinstance(g, list) else [g] for g in gold_ranking]
+
+    pair_slots: dict[int, list[int]] = defaultdict(list)
+    for task_id, candidate_id in slots.order_by("task_id", "position").values_list(
+        "task_id", "candidate_id"
+    ):
+        pair_slots[task_id].append(candidate_id)
+
+    columns = [
+        "id",
+        "task_id",
+        "annotator_id",
+        "source_name",
+        "external_annotator",
+        "kind",
+        "ranking",
+        "outcome",
+        "presented_order" if with_presented else "outcome",
+        "duration_ms",
+        "created_at" if with_times else "duration_ms",
+    ]
+    votes = []
+    for (
+        jid,
+        task_id,
+        annotator_id,
+        source_name,
+        external,
+        kind,
+        ranking,
+        outcome,
+        presented,
+        duration,
+        created,
+    ) in judgments.order_by("id").values_list(*columns):
+        is_pair = kind == Judgment.Kind.PAIR
+        votes.append(
+            C.Vote(
+                judgment_id=jid,
+                task_id=task_id,
+                prompt_id=task_prompt[task_id],
+                evaluator=evaluator_id(annotator_id, source_name, external),
+                ranking=() if is_pair else tuple(tuple(g) for g in ranking),
+                pair=tuple(pair_slots[task_id][:2]) if is_pair else None,  # type: ignore[arg-type]
+                outcome=outcome,
+                presented_order=tuple(presented or ()) if with_presented else (),
+                duration_ms=duration,
+                created_at=created if with_times else None,
+            )
+        )
+
+    cand_fields = ["id", "prompt_id", "model_name", "kind", "external_id", "media"]
+    if with_content:
+        cand_fields.append("text")
+    cands = {
+        row[0]: CandidateInfo(*row) for row in candidates.order_by("id").values_list(*cand_fields)
+    }
+    prompt_fields = (
+        ["id", "external_id", "text", "image", "video"] if with_content else ["id", "external_id"]
+    )
+    prompt_rows = {}
+    for row in prompts.values_list(*prompt_fields):
+        values = list(row) + [""] * (5 - len(row))
+        prompt_rows[row[0]] = PromptInfo(*values)
+
+    rm_scores: dict[int, float] = {}
+    rm_label = ""
+    rm = project.active_reward_model
+    if rm is not None:
+        rm_label = f"{rm.name}@{rm.version}"
+        scores = ModelScore.objects.filter(
+            reward_model=rm, candidate__project=project, score__isnull=False
+        )
+        if prompt_ids is not None:
+            scores = scores.filter(candidate__prompt_id__in=prompt_ids)
+        rm_scores = dict(scores.values_list("candidate_id", "score"))
+
+    weights: dict[str, float] = {}
+    marked: set[str] = set()
+    for evaluator, weight, is_marked in AnnotatorQuality.objects.filter(
+        project=project
+    ).values_list("evaluator", "weight", "marked_unreliable"):
+        weights[evaluator] = weight
+        if is_marked:
+            marked.add(evaluator)
+
+    return ProjectData(
+        project=project,
+        votes=votes,
+        task_status=task_status,
+        gold=gold,
+        candidates=cands,
+        prompts=prompt_rows,
+        rm_scores=rm_scores,
+        rm_label=rm_label,
+        weights=weights,
+        marked=marked,
+        decisions={d.prompt_id: d for d in decisions},
+    )
+
+
+def usable_votes(data: ProjectData, votes: Iterable[C.Vote]) -> list[C.Vote]:
+    """Votes that count for consensus: not on discarded tasks, not by marked evaluators."""
+    return [
+        v
+        for v in votes
+        if data.task_status.get(v.task_id) != Task.Status.DISCARDED
+        and v.evaluator not in data.marked
+    ]
+
+
+def evaluator_labels(evaluators: Iterable[str]) -> dict[str, str]:
+    """Display names: the username for ``user:<id>``, ``annotator (source)`` otherwise."""
+    evaluators = list(evaluators)
+    user_ids = {e: int(e[5:]) for e in evaluators if e.startswith("user:") and e[5:].isdigit()}
+    names = dict(
+        get_user_model().objects.filter(pk__in=user_ids.values()).values_list("pk", "username")
+    )
+    labels = {}
+    for e in evaluators:
+        if e in user_ids:
+            labels[e] = names.get(user_ids[e], e)
+        elif e.startswith("ext:") and e.count(":") >= 2:
+            _, source, annotator = e.split(":", 2)
+            labels[e] = f"{annotator or 'anonymous'} ({source})" if source else annotator
+        else:
+            labels[e] = e
+    return labels
+
+
+def prompt_consensus_for(
+    *, data: ProjectData, prompt_id: int, use_rm: bool = False
+) -> C.PromptConsensus:
+    """The live consensus of one prompt (denoised; humans only unless ``use_rm``)."""
+    votes = usable_votes(data, data.votes_by_prompt().get(prompt_id, []))
+    return C.prompt_consensus(
+        prompt_id,
+        votes,
+        weights=data.weights,
+        rm_scores=data.rm_scores,
+        rm_weight=0.5 if use_rm else 0.0,
+    )
+
+
+# --------------------------------------------------------------------------- queues
+
+
+KIND_ORDER = [k for k, _ in Flag.Kind.choices]
+
+
+def queue_counts(*, project: Project) -> list[dict[str, Any]]:
+    """Open and closed flags per kind, in the kinds' fixed order."""
+    counts = {
+        (row["kind"], row["status"]): row["n"]
+        for row in Flag.objects.filter(project=project)
+        .values("kind", "status")
+        .annotate(n=Count("id"))
+    }
+    return [
+        {
+            "kind": kind,
+            "label": label,
+            "open": counts.get((kind, "open"), 0),
+            "resolved": counts.get((kind, "resolved"), 0),
+            "cleared": counts.get((kind, "cleared"), 0),
+        }
+        for kind, label in Flag.Kind.choices
+    ]
+
+
+def queue_flags(*, project: Project, kind: str, status: str = "open") -> QuerySet[Flag]:
+    """One review queue: flags of a kind, most severe first."""
+    return (
+        Flag.objects.filter(project=project, kind=kind, status=status)
+        .select_related("prompt")
+        .order_by("-severity", "id")
+    )
+
+
+def next_open_flag(*, project: Project, kind: str, after: Flag | None = None) -> Flag | None:
+    """The next open flag of a queue (the most severe other than ``after``)."""
+    flags = Flag.objects.filter(project=project, kind=kind, status=Flag.Status.OPEN)
+    if after is not None:
+        flags = flags.exclude(pk=after.pk)
+    return flags.order_by("-severity", "id").first()
+
+
+# --------------------------------------------------------------------------- review items
+
+
+@dataclass(frozen=True)
+class CandidateView:
+    id: int
+    letter: str
+    model_name: str
+    kind: str
+    text_html: SafeString
+    media_url: str
+    score: float | None
+    rank: int | None
+
+
+@dataclass(frozen=True)
+class JudgmentView:
+    id: int
+    evaluator: str
+    label: str
+    ranking_letters: str
+    duration_ms: int | None
+    created_at: Any
+    weight: float | None
+    marked: bool
+    task_status: str
+
+
+@dataclass
+class ReviewItem:
+    """What a reviewer sees of one prompt."""
+
+    project: Project
+    prompt: Prompt
+    prompt_html: SafeString
+    candidates: list[CandidateView]
+    judgments: list[JudgmentView]
+    consensus: C.PromptConsensus
+    consensus_letters: str
+    model_letters: str
+    rm_label: str
+    decision: PromptDecision | None
+    decision_letters: str
+    flags: list[Flag]
+    evaluators: list[tuple[str, str]]
+    letter_of: dict[int, str]
+
+
+def ranking_letters(ranking: Sequence[Sequence[int]], letter_of: dict[int, str]) -> str:
+    """``A > B = C > D`` for tie groups of candidate ids."""
+    return " > ".join(" = ".join(letter_of.get(c, f"#{c}") for c in group) for group in ranking)
+
+
+def review_item(*, project: Project, prompt: Prompt) -> ReviewItem:
+    data = project_data(project=project, prompt_ids=[prompt.pk])
+    consensus = prompt_consensus_for(data=data, prompt_id=prompt.pk)
+    cands = sorted(
+        Candidate.objects.filter(prompt=prompt),
+        key=lambda c: (c.pk not in consensus.candidates, c.pk),
+    )
+    letter_of = {
+        c.pk: (LETTERS[i] if i < len(LETTERS) else f"C{i + 1}") for i, c in enumerate(cands)
+    }
+    decision = data.decisions.get(prompt.pk)
+    final = decision.final_ranking if decision and decision.final_ranking else consensus.ranking
+    rank_of = {c: i + 1 for i, group in enumerate(final) for c in group}
+    candidates = [
+        CandidateView(
+            id=c.pk,
+            letter=letter_of[c.pk],
+            model_name="" if project.blind else c.model_name,
+            kind=c.kind,
+            text_html=markdown_html(c.text),
+            media_url=c.media.url if c.media else "",
+            score=data.rm_scores.get(c.pk),
+            rank=rank_of.get(c.pk),
+        )
+        for c in cands
+    ]
+    votes = data.votes_by_prompt().get(prompt.pk, [])
+    labels = evaluator_labels({v.evaluator for v in votes})
+    judgments = [
+        JudgmentView(
+            id=v.judgment_id,
+            evaluator=v.evaluator,
+            label=labels[v.evaluator],
+            ranking_letters=_vote_letters(v, letter_of),
+            duration_ms=v.duration_ms,
+            created_at=v.created_at,
+            weight=data.weights.get(v.evaluator),
+            marked=v.evaluator in data.marked,
+            task_status=data.task_status.get(v.task_id, ""),
+        )
+        for v in votes
+    ]
+    model_ranking = C.groups_from_scores(
+        {c: s for c, s in data.rm_scores.items() if c in letter_of}
+    )
+    return ReviewItem(
+        project=project,
+        prompt=prompt,
+        prompt_html=markdown_html(prompt.text),
+        candidates=candidates,
+        judgments=judgments,
+        consensus=consensus,
+        consensus_letters=ranking_letters(consensus.ranking, letter_of),
+        model_letters=ranking_letters(model_ranking, letter_of) if model_ranking else "",
+        rm_label=data.rm_label,
+        decision=decision,
+        decision_letters=ranking_letters(decision.final_ranking, letter_of)
+        if decision and decision.final_ranking
+        else "",
+        flags=list(
+            Flag.objects.filter(project=project, prompt=prompt).order_by("status", "-severity")
+        ),
+        evaluators=sorted(labels.items(), key=lambda kv: kv[1]),
+        letter_of=letter_of,
+    )
+
+
+def _vote_letters(vote: C.Vote, letter_of: dict[int, str]) -> str:
+    if vote.pair is not None:
+        a, b = (letter_of.get(c, f"#{c}") for c in vote.pair)
+        return {
+            "a": f"{a} > {b}",
+            "b": f"{b} > {a}",
+            "tie": f"{a} = {b}",
+            "both_bad": f"{a} = {b} (both bad)",
+        }[vote.outcome]
+    return ranking_letters(vote.ranking, letter_of)
+
+
+def judgments_of_evaluator(*, project: Project, evaluator: str) -> QuerySet[Judgment]:
+    """Judgments behind an evaluator id (see `evaluator_id`); none for a malformed id."""
+    judgments = Judgment.objects.filter(project=project)
+    kind, _, rest = evaluator.partition(":")
+    if kind == "user" and rest.isdigit():
+        return judgments.filter(annotator_id=int(rest))
+    if kind == "ext" and ":" in rest:
+        source, _, annotator = rest.partition(":")
+        return judgments.filter(
+            annotator__isnull=True, source_name=source, external_annotator=annotator
+        )
+    return judgments.none()
+
+
+@dataclass
+class EvaluatorItem:
+    project: Project
+    evaluator: str
+    label: str
+    quality: AnnotatorQuality | None
+    flags: list[Flag]
+    recent: list[dict[str, Any]]
+
+
+def evaluator_item(
+    *, project: Project, evaluator: str, judgment_ids: Sequence[int] = ()
+) -> EvaluatorItem:
+    """An annotator's figures and some of their judgments (those named first)."""
+    quality = AnnotatorQuality.objects.filter(project=project, evaluator=evaluator).first()
+    judgments = judgments_of_evaluator(project=project, evaluator=evaluator).select_related(
+        "task__prompt"
+    )
+    named = list(judgments.filter(pk__in=list(judgment_ids)[:20]))
+    recent = named or list(judgments.order_by("-id")[:20])
+    return EvaluatorItem(
+        project=project,
+        evaluator=evaluator,
+        label=evaluator_labels([evaluator])[evaluator],
+        quality=quality,
+        flags=list(
+            Flag.objects.filter(project=project, evaluator=evaluator, key__startswith="evaluator:")
+        ),
+        recent=[
+            {
+                "id": j.pk,
+                "prompt_id": j.task.prompt_id,
+                "prompt": j.task.prompt.text[:120] or j.task.prompt.external_id,
+                "verdict": j.outcome or " > ".join("=".join(map(str, g)) for g in j.ranking or []),
+                "duration_ms": j.duration_ms,
+                "created_at": j.created_at,
+            }
+            for j in recent
+        ],
+    )
+
+
+def review_history(*, project: Project) -> QuerySet[ReviewAction]:
+    return ReviewAction.objects.filter(project=project).select_related(
+        "actor", "undone_by", "prompt", "flag"
+    )
+
+
+# --------------------------------------------------------------------------- dashboard
+
+
+@dataclass(frozen=True)
+class LeaderboardChart:
+    """Leaderboard rows with SVG coordinates for an inline chart with CI whiskers."""
+
+    rows: list[dict[str, Any]]
+    width: int
+    height: int
+    ticks: list[dict[str, Any]]
+    stability: G.StabilityReport | None
+
+
+def project_leaderboard(
+    *, data: ProjectData, bootstrap: int = 100, seed: int = 0, stability: bool = True
+) -> tuple[list[G.LeaderboardRow], G.StabilityReport | None]:
+    votes = usable_votes(data, data.votes)
+    model_of = {c.id: c.model_name for c in data.candidates.values()}
+    comparisons = C.model_comparisons(votes, model_of)
+    rows = G.bradley_terry_leaderboard(comparisons, bootstrap=bootstrap, seed=seed)
+    report = None
+    if stability and rows:
+        report = G.leaderboard_stability(main_component(rows, comparisons), max_removals=200)
+    return rows, report
+
+
+def main_component(
+    rows: Sequence[G.LeaderboardRow], comparisons: Sequence[tuple[str, str, str]]
+) -> list[tuple[str, str, str]]:
+    """The comparisons among the best-connected group of models (component 0).
+
+    Models no vote links to the rest have scores on another scale: which one "leads" the
+    whole board is meaningless, so stability is measured where the top is comparable.
+    """
+    main = {r.model for r in rows if r.component == 0}
+    return [c for c in comparisons if c[0] in main and c[1] in main]
+
+
+def leaderboard_chart(
+    rows: Sequence[G.LeaderboardRow], stability: G.StabilityReport | None = None
+) -> LeaderboardChart:
+    width, label_w, row_h, pad = 760, 260, 22, 30
+    plot_w = width - label_w - pad
+    values = [v for r in rows for v in (r.score, r.ci_low, r.ci_high) if not math.isnan(v)]
+    low, high = (min(values), max(values)) if values else (900.0, 1100.0)
+    if high - low < 1:
+        low, high = low - 1, high + 1
+    span = high - low
+
+    def x(value: float) -> float:
+        return round(label_w + (value - low) / span * plot_w, 1)
+
+    chart_rows = []
+    for i, r in enumerate(rows):
+        has_ci = not (math.isnan(r.ci_low) or math.isnan(r.ci_high))
+        chart_rows.append(
+            {
+                "row": r,
+                "y": pad + i * row_h,
+                "x": x(r.score),
+                "x_low": x(r.ci_low) if has_ci else x(r.score),
+                "x_high": x(r.ci_high) if has_ci else x(r.score),
+                "width": round(r.ci_high - r.ci_low, 1) if has_ci else None,
+            }
+        )
+    step = _nice_step(span / 5)
+    ticks = []
+    value = math.ceil(low / step) * step
+    while value <= high:
+        ticks.append({"value": round(value), "x": x(value)})
+        value += step
+    return LeaderboardChart(
+        chart_rows, width, pad * 2 + row_h * max(1, len(rows)), ticks, stability
+    )
+
+
+def _nice_step(raw: float) -> float:
+    exponent = math.floor(math.log10(raw)) if raw > 0 else 0
+    for m in (1, 2, 5, 10):
+        if m * 10**exponent >= raw:
+            return float(m * 10**exponent)
+    return float(10 ** (exponent + 1))
+
+
+@dataclass(frozen=True)
+class LineChart:
+    points: str
+    dots: list[dict[str, Any]]
+    width: int
+    height: int
+    y_ticks: list[dict[str, Any]]
+
+
+def agreement_chart(periods: Sequence[C.PeriodAgreement]) -> LineChart:
+    width, height, left, pad = 760, 200, 44, 20
+    usable = [p for p in periods if p.agreement is not None]
+    n = max(1, len(periods) - 1)
+    dots = []
+    for i, p in enumerate(periods):
+        if p.agreement is None:
+            continue
+        dots.append(
+            {
+                "x": round(left + i / n * (width - left - pad), 1),
+                "y": round(pad + (1 - p.agreement) * (height - 2 * pad), 1),
+                "period": p,
+            }
+        )
+    y_ticks = [
+        {"value": v, "y": round(pad + (1 - v) * (height - 2 * pad), 1)} for v in (0.0, 0.5, 1.0)
+    ]
+    return LineChart(
+        points=" ".join(f"{d['x']},{d['y']}" for d in dots) if usable else "",
+        dots=dots,
+        width=width,
+        height=height,
+        y_ticks=y_ticks,
+    )
+
+
+def annotator_table(*, project: Project) -> list[dict[str, Any]]:
+    rows = list(AnnotatorQuality.objects.filter(project=project).order_by("-n_judgments"))
+    open_flags = Counter(
+        Flag.objects.filter(
+            project=project, status=Flag.Status.OPEN, key__startswith="evaluator:"
+        ).values_list("evaluator", flat=True)
+    )
+    return [{"q": q, "open_flags": open_flags.get(q.evaluator, 0)} for q in rows]
+
+
+def exports_for_project(*, project: Project) -> QuerySet[DatasetExport]:
+    return DatasetExport.objects.filter(project=project).select_related("created_by")
+
+
+def flags_summary(*, project: Project) -> dict[str, int]:
+    return Flag.objects.filter(project=project).aggregate(
+        open=Count("id", filter=Q(status="open")),
+        resolved=Count("id", filter=Q(status="resolved")),
+        cleared=Count("id", filter=Q(status="cleared")),
+    )

@@ -1,0 +1,784 @@
+"""Writes for the curation app: flags, reviewer actions (with undo), dataset exports.
+
+Entry points for other apps:
+
+- ``flags_update_for_task(task_id=...)``: cheap incremental update of one prompt's flags;
+  call it after a judgment is stored, once the transaction commits::
+
+      transaction.on_commit(lambda: flags_update_for_task(task_id=task.pk), robust=True)
+
+  (or enqueue ``workers.curation_tasks.flags_update_for_task_task``).
+- ``flags_recompute(project_id=...)``: the full pass (annotator quality, every flag);
+  Celery task ``quorum.flags_recompute``.
+- ``export_create(...)`` / ``export_build(export_id=...)``: dataset snapshots; Celery task
+  ``quorum.export_build``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from annotate.models import Project, Prompt, Task, TaskCandidate
+from annotate.services import JudgmentInvalid, judgment_validate
+from curation import consensus as C
+from curation import exporting as E
+from curation import selectors
+from curation.models import AnnotatorQuality, DatasetExport, Flag, PromptDecision, ReviewAction
+
+logger = logging.getLogger("quorum.curation")
+
+
+class ReviewError(ValueError):
+    """A review action that cannot be applied; the message says why (nothing changed)."""
+
+
+# --------------------------------------------------------------------------- flags
+
+
+def _sync_flags(
+    *,
+    project_id: int,
+    specs: Sequence[C.FlagSpec],
+    kinds: Sequence[str],
+    keys: Iterable[str] | None = None,
+) -> dict[str, int]:
+    """Makes the flags of ``kinds`` (restricted to ``keys`` if given) match ``specs``.
+
+    New findings open flags; findings that went away clear open flags; a cleared flag that
+    holds again reopens; a resolved flag stays resolved unless its evidence grew (more
+    judgments since the reviewer looked), then it reopens.
+    """
+    now = timezone.now()
+    existing_qs = Flag.objects.filter(project_id=project_id, kind__in=list(kinds))
+    if keys is not None:
+        existing_qs = existing_qs.filter(key__in=list(keys))
+    existing = {(f.kind, f.key): f for f in existing_qs}
+    wanted = {(s.kind, s.key): s for s in specs}
+    create, update = [], []
+    opened = cleared = 0
+    for subject, spec in wanted.items():
+        flag = existing.get(subject)
+        if flag is None:
+            create.append(
+                Flag(
+                    project_id=project_id,
+                    kind=spec.kind,
+                    key=spec.key,
+                    severity=spec.severity,
+                    evidence=spec.evidence,
+                    prompt_id=spec.prompt_id,
+                    task_id=spec.task_id,
+                    judgment_id=spec.judgment_id,
+                    evaluator=spec.evaluator,
+                    details=spec.details,
+                )
+            )
+            continue
+        reopen = flag.status == Flag.Status.CLEARED or (
+            flag.status == Flag.Status.RESOLVED and spec.evidence > flag.evidence
+        )
+        if flag.status == Flag.Status.OPEN or reopen:
+            changed = reopen or (
+                flag.severity != spec.severity
+                or flag.evidence != spec.evidence
+                or flag.details != spec.details
+            )
+            if not changed:
+                continue
+            if reopen:
+                opened += 1
+                flag.status = Flag.Status.OPEN
+                flag.closed_at = None
+                flag.resolved_by = None
+            flag.severity = spec.severity
+            flag.evidence = spec.evidence
+            flag.details = spec.details
+            flag.updated_at = now
+            update.append(flag)
+    for subject, flag in existing.items():
+        if subject not in wanted and flag.status == Flag.Status.OPEN:
+            flag.status = Flag.Status.CLEARED
+            flag.closed_at = now
+            flag.updated_at = now
+            update.append(flag)
+            cleared += 1
+    # A concurrent update (incremental vs. full pass) may have created the same flag: the
+    # unique (project, kind, key) keeps one, and the next pass brings it up to date.
+    Flag.objects.bulk_create(create, batch_size=500, ignore_conflicts=True)
+    Flag.objects.bulk_update(
+        update,
+        ["status", "closed_at", "resolved_by", "severity", "evidence", "details", "updated_at"],
+        batch_size=500,
+    )
+    return {"created": len(create), "reopened": opened, "cleared": cleared, "updated": len(update)}
+
+
+def flags_update_for_task(*, task_id: int) -> dict[str, int]:
+    """Recomputes the flags of one task's prompt: low agreement, cycle, reward-model
+    conflict, and failed gold for judgments on the prompt's gold tasks.
+
+    Cheap (one prompt's judgments, a handful of queries); annotator-level flags and
+    reliability weights come from `flags_recompute`. Safe to call at any time, any number
+    of times; call it after the judgment's transaction commits.
+    """
+    task = Task.objects.select_related("project__active_reward_model").get(pk=task_id)
+    data = selectors.project_data(project=task.project, prompt_ids=[task.prompt_id])
+    specs = _prompt_specs(data, task.prompt_id)
+    prompt_votes = data.votes_by_prompt().get(task.prompt_id, [])
+    gold_specs = C.gold_flags(prompt_votes, data.gold)
+    counts = _sync_flags(
+        project_id=task.project_id,
+        specs=specs,
+        kinds=C.PROMPT_FLAG_KINDS,
+        keys=[f"prompt:{task.prompt_id}"],
+    )
+    gold_counts = _sync_flags(
+        project_id=task.project_id,
+        specs=gold_specs,
+        kinds=C.JUDGMENT_FLAG_KINDS,
+        keys=[f"judgment:{v.judgment_id}" for v in prompt_votes],
+    )
+    return {k: counts[k] + gold_counts[k] for k in counts}
+
+
+def _prompt_specs(data: selectors.ProjectData, prompt_id: int) -> list[C.FlagSpec]:
+    decision = data.decisions.get(prompt_id)
+    if decision is not None and decision.discarded:
+        return []
+    votes = selectors.usable_votes(data, data.votes_by_prompt().get(prompt_id, []))
+    if not votes:
+        return []
+    # Flags need the human graph and agreement, not a ranking: skip the denoised ranking.
+    consensus = C.prompt_consensus(prompt_id, votes, weights=data.weights, denoise=False)
+    return C.prompt_flags(consensus, rm_scores=data.rm_scores, rm_label=data.rm_label)
+
+
+def flags_recompute(*, project_id: int) -> dict[str, Any]:
+    """The full pass over a project: annotator quality (stored), then every flag.
+
+    Returns counts and timings (seconds per phase).
+    """
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    project = Project.objects.select_related("active_reward_model").get(pk=project_id)
+    data = selectors.project_data(project=project, with_times=False)
+    live = [v for v in data.votes if data.task_status.get(v.task_id) != Task.Status.DISCARDED]
+    timings["load"] = time.perf_counter() - started
+
+    t0 = time.perf_counter()
+    quality = C.evaluator_quality(live, gold=data.gold)
+    _store_quality(project, quality)
+    data.weights = {e: q.weight for e, q in quality.items()}
+    timings["annotators"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    # Evaluators a reviewer already marked unreliable need no more annotator flags; their
+    # resolved flags stay resolved.
+    specs = [
+        spec for spec in C.evaluator_flags(quality) if spec.evaluator not in data.marked
+    ] + C.gold_flags(live, data.gold)
+    by_prompt = data.votes_by_prompt()
+    for prompt_id in by_prompt:
+        specs.extend(_prompt_specs(data, prompt_id))
+    timings["prompts"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    with transaction.atomic():
+        counts = _sync_flags(project_id=project.pk, specs=specs, kinds=Flag.Kind.values)
+    timings["write"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - started
+    return {
+        "project": project.pk,
+        "judgments": len(data.votes),
+        "prompts": len(by_prompt),
+        "evaluators": len(quality),
+        "flags": dict(Counter(spec.kind for spec in specs)),
+        **counts,
+        "seconds": {k: round(v, 3) for k, v in timings.items()},
+    }
+
+
+def _store_quality(project: Project, quality: dict[str, C.EvaluatorQuality]) -> None:
+    now = timezone.now()
+    labels = selectors.evaluator_labels(quality)
+    existing = {q.evaluator: q for q in AnnotatorQuality.objects.filter(project=project)}
+    create, update = [], []
+    fields = [
+        "label",
+        "n_judgments",
+        "agreement",
+        "loo_agreement",
+        "gold_accuracy",
+        "n_gold",
+        "weight",
+        "bias_p",
+        "favoured_slot",
+        "median_ms",
+        "fast_share",
+        "anomalous",
+        "computed_at",
+    ]
+    for evaluator, q in quality.items():
+        row = existing.get(evaluator) or AnnotatorQuality(
+            project=project,
+            evaluator=evaluator,
+            annotator_id=int(evaluator[5:]) if evaluator.startswith("user:") else None,
+        )
+        row.label = labels[evaluator][:255]
+        row.n_judgments = q.n_judgments
+        row.agreement = q.agreement
+        row.loo_agreement = q.loo_agreement
+        row.gold_accuracy = q.gold_accuracy
+        row.n_gold = q.n_gold
+        row.weight = q.weight
+        row.bias_p = q.bias_p_adjusted
+        row.favoured_slot = q.favoured_slot if q.bias_p_adjusted is not None else None
+        row.median_ms = q.median_ms
+        row.fast_share = q.fast_share
+        row.anomalous = q.anomalous
+        row.computed_at = now
+        (update if row.pk else create).append(row)
+    with transaction.atomic():
+        AnnotatorQuality.objects.bulk_create(create, batch_size=500, ignore_conflicts=True)
+        AnnotatorQuality.objects.bulk_update(update, fields, batch_size=500)
+
+
+def flags_recompute_enqueue(*, project_id: int) -> None:
+    """Runs the full pass in a Celery worker once the current transaction commits."""
+    from workers.curation_tasks import flags_recompute_task
+
+    transaction.on_commit(lambda: flags_recompute_task.delay(project_id=project_id), robust=True)
+
+
+# --------------------------------------------------------------------------- review actions
+
+
+def _decision_state(decision: PromptDecision) -> dict[str, Any]:
+    return {"final_ranking": decision.final_ranking, "discarded": decision.discarded}
+
+
+def _locked_decision(prompt: Prompt) -> PromptDecision:
+    # The prompt row lock serialises every review action on one prompt (and their undos).
+    Prompt.objects.select_for_update().filter(pk=prompt.pk).first()
+    decision, _ = PromptDecision.objects.get_or_create(
+        prompt=prompt, defaults={"project_id": prompt.project_id}
+    )
+    return decision
+
+
+def _close_flags(
+    *, project_id: int, action: ReviewAction, keys: Sequence[str], flag: Flag | None
+) -> list[int]:
+    """Resolves the open flags with these keys (and ``flag``) by ``action``; returns ids."""
+    flags = Flag.objects.filter(project_id=project_id, status=Flag.Status.OPEN, key__in=keys)
+    ids = set(flags.values_list("pk", flat=True))
+    if flag is not None and flag.status == Flag.Status.OPEN:
+        ids.add(flag.pk)
+    Flag.objects.filter(pk__in=ids, status=Flag.Status.OPEN).update(
+        status=Flag.Status.RESOLVED, resolved_by=action, closed_at=timezone.now()
+    )
+    return sorted(ids)
+
+
+def _check_flag(flag: Flag | None, project: Project) -> None:
+    if flag is not None and flag.project_id != project.pk:
+        raise ReviewError("the flag belongs to another project")
+
+
+def _decide(
+    *,
+    actor: AbstractBaseUser,
+    prompt: Prompt,
+    kind: str,
+    final_ranking: list[list[int]] | None,
+    flag: Flag | None,
+    note: str,
+) -> ReviewAction:
+    decision = _locked_decision(prompt)
+    before = {"decision": _decision_state(decision)}
+    decision.final_ranking = final_ranking
+    action = ReviewAction.objects.create(
+        project_id=prompt.project_id,
+        kind=kind,
+        actor=actor,
+        prompt=prompt,
+        flag=flag,
+        note=note,
+        before=before,
+        after={"decision": _decision_state(decision)},
+    )
+    closed = _close_flags(
+        project_id=prompt.project_id, action=action, keys=[f"prompt:{prompt.pk}"], flag=flag
+    )
+    action.after["flags"] = closed
+    action.save(update_fields=["after"])
+    decision.action = action
+    decision.save(update_fields=["final_ranking", "action", "updated_at"])
+    return action
+
+
+@transaction.atomic
+def review_accept_consensus(
+    *, actor: AbstractBaseUser, prompt: Prompt, flag: Flag | None = None, note: str = ""
+) -> ReviewAction:
+    """Makes the prompt's current consensus ranking its final ranking."""
+    _check_flag(flag, prompt.project)
+    _locked_decision(prompt)
+    data = selectors.project_data(project=prompt.project, prompt_ids=[prompt.pk])
+    consensus = selectors.prompt_consensus_for(data=data, prompt_id=prompt.pk)
+    if len(consensus.ranking) < 2:
+        raise ReviewError("there is no consensus to accept: no strict preference was judged")
+    return _decide(
+        actor=actor,
+        prompt=prompt,
+        kind=ReviewAction.Kind.ACCEPT_CONSENSUS,
+        final_ranking=consensus.ranking,
+        flag=flag,
+        note=note,
+    )
+
+
+def prompt_candidate_ids(prompt: Prompt) -> list[int]:
+    """Candidates of the prompt that appear in any of its tasks (what a ranking covers)."""
+    return sorted(
+        set(
+            TaskCandidate.objects.filter(task__prompt=prompt).values_list("candidate_id", flat=True)
+        )
+    )
+
+
+@transaction.atomic
+def review_set_ranking(
+    *,
+    actor: AbstractBaseUser,
+    prompt: Prompt,
+    ranking: object,
+    flag: Flag | None = None,
+    note: str = "",
+) -> ReviewAction:
+    """Sets the prompt's final ranking (tie groups of candidate ids, best first).
+
+    Raises:
+        JudgmentInvalid: the ranking does not cover exactly the prompt's task candidates.
+    """
+    _check_flag(flag, prompt.project)
+    groups = judgment_validate(
+        candidate_ids=prompt_candidate_ids(prompt), kind="ranking", ranking=ranking
+    )
+    assert isinstance(groups, list)
+    if len(groups) < 2:
+        raise JudgmentInvalid("ranking", "a final ranking needs at least two tie groups")
+    return _decide(
+        actor=actor,
+        prompt=prompt,
+        kind=ReviewAction.Kind.SET_RANKING,
+        final_ranking=groups,
+        flag=flag,
+        note=note,
+    )
+
+
+@transaction.atomic
+def review_discard_prompt(
+    *, actor: AbstractBaseUser, prompt: Prompt, flag: Flag | None = None, note: str = ""
+) -> ReviewAction:
+    """Leaves the prompt out of exports and withdraws its tasks (status discarded)."""
+    _check_flag(flag, prompt.project)
+    decision = _locked_decision(prompt)
+    if decision.discarded:
+        raise ReviewError("this prompt is already discarded")
+    tasks = list(Task.objects.select_for_update().filter(prompt=prompt).order_by("id"))
+    before = {
+        "decision": _decision_state(decision),
+        "tasks": {str(t.pk): {"status": t.status} for t in tasks},
+    }
+    Task.objects.filter(pk__in=[t.pk for t in tasks]).update(status=Task.Status.DISCARDED)
+    decision.discarded = True
+    action = ReviewAction.objects.create(
+        project_id=prompt.project_id,
+        kind=ReviewAction.Kind.DISCARD_PROMPT,
+        actor=actor,
+        prompt=prompt,
+        flag=flag,
+        note=note,
+        before=before,
+        after={
+            "decision": _decision_state(decision),
+            "tasks": {str(t.pk): {"status": Task.Status.DISCARDED} for t in tasks},
+        },
+    )
+    action.after["flags"] = _close_flags(
+        project_id=prompt.project_id, action=action, keys=[f"prompt:{prompt.pk}"], flag=flag
+    )
+    action.save(update_fields=["after"])
+    decision.action = action
+    decision.save(update_fields=["discarded", "action", "updated_at"])
+    return action
+
+
+MAX_EXTRA_JUDGMENTS = 10
+
+
+@transaction.atomic
+def review_request_more(
+    *,
+    actor: AbstractBaseUser,
+    prompt: Prompt,
+    extra: int = 1,
+    flag: Flag | None = None,
+    note: str = "",
+) -> ReviewAction:
+    """Reopens the prompt's tasks for ``extra`` more judgments each.
+
+    Raises ``required_judgments`` to (its current value, at least the judgments already
+    stored) + extra and sets the status open. Gold and discarded tasks are left alone.
+    """
+    _check_flag(flag, prompt.project)
+    if (
+        isinstance(extra, bool)
+        or not isinstance(extra, int)
+        or not 1 <= extra <= MAX_EXTRA_JUDGMENTS
+    ):
+        raise ReviewError(f"extra judgments must be between 1 and {MAX_EXTRA_JUDGMENTS}")
+    _locked_decision(prompt)
+    tasks = list(
+        Task.objects.select_for_update()
+        .filter(prompt=prompt, is_gold=False)
+        .exclude(status=Task.Status.DISCARDED)
+        .order_by("id")
+    )
+    if not tasks:
+        raise ReviewError("this prompt has no task that can take more judgments")
+    k = prompt.project.annotators_per_task
+    before, after = {}, {}
+    for task in tasks:
+        before[str(task.pk)] = {
+            "status": task.status,
+            "required_judgments": task.required_judgments,
+        }
+        task.required_judgments = max(task.required_judgments or k, task.judgment_count) + extra
+        task.status = Task.Status.OPEN
+        after[str(task.pk)] = {"status": task.status, "required_judgments": task.required_judgments}
+    Task.objects.bulk_update(tasks, ["required_judgments", "status"])
+    action = ReviewAction.objects.create(
+        project_id=prompt.project_id,
+        kind=ReviewAction.Kind.REQUEST_MORE,
+        actor=actor,
+        prompt=prompt,
+        flag=flag,
+        note=note,
+        before={"tasks": before},
+        after={"tasks": after, "extra": extra},
+    )
+    action.after["flags"] = _close_flags(
+        project_id=prompt.project_id, action=action, keys=[f"prompt:{prompt.pk}"], flag=flag
+    )
+    action.save(update_fields=["after"])
+    return action
+
+
+@transaction.atomic
+def review_mark_unreliable(
+    *,
+    actor: AbstractBaseUser,
+    project: Project,
+    evaluator: str,
+    flag: Flag | None = None,
+    note: str = "",
+) -> ReviewAction:
+    """Marks an evaluator unreliable: their judgments stop counting in consensus and exports.
+
+    A full flag recompute is enqueued after commit, since every prompt they judged changes.
+    """
+    _check_flag(flag, project)
+    if not _evaluator_in_project(project, evaluator):
+        raise ReviewError(f"{evaluator!r} has no judgments in this project")
+    Project.objects.select_for_update().filter(pk=project.pk).first()
+    quality, _ = AnnotatorQuality.objects.get_or_create(
+        project=project,
+        evaluator=evaluator,
+        defaults={
+            "annotator_id": int(evaluator[5:]) if evaluator.startswith("user:") else None,
+            "label": selectors.evaluator_labels([evaluator])[evaluator][:255],
+        },
+    )
+    if quality.marked_unreliable:
+        raise ReviewError("this annotator is already marked unreliable")
+    quality.marked_unreliable = True
+    quality.save(update_fields=["marked_unreliable"])
+    action = ReviewAction.objects.create(
+        project=project,
+        kind=ReviewAction.Kind.MARK_UNRELIABLE,
+        actor=actor,
+        evaluator=evaluator,
+        flag=flag,
+        note=note,
+        before={"marked_unreliable": False},
+        after={"marked_unreliable": True},
+    )
+    action.after["flags"] = _close_flags(
+        project_id=project.pk, action=action, keys=[f"evaluator:{evaluator}"], flag=flag
+    )
+    action.save(update_fields=["after"])
+    flags_recompute_enqueue(project_id=project.pk)
+    return action
+
+
+def _evaluator_in_project(project: Project, evaluator: str) -> bool:
+    return selectors.judgments_of_evaluator(project=project, evaluator=evaluator).exists()
+
+
+@transaction.atomic
+def review_dismiss_flag(*, actor: AbstractBaseUser, flag: Flag, note: str = "") -> ReviewAction:
+    """Closes a flag as a false alarm, changing nothing else."""
+    flag = Flag.objects.select_for_update().get(pk=flag.pk)
+    if flag.status != Flag.Status.OPEN:
+        raise ReviewError("this flag is not open")
+    action = ReviewAction.objects.create(
+        project_id=flag.project_id,
+        kind=ReviewAction.Kind.DISMISS_FLAG,
+        actor=actor,
+        prompt_id=flag.prompt_id if flag.key.startswith("prompt:") else None,
+        evaluator=flag.evaluator if flag.key.startswith("evaluator:") else "",
+        flag=flag,
+        note=note,
+        before={"flags": [flag.pk]},
+        after={"flags": [flag.pk]},
+    )
+    _close_flags(project_id=flag.project_id, action=action, keys=[], flag=flag)
+    return action
+
+
+@transaction.atomic
+def review_action_undo(*, actor: AbstractBaseUser, action: ReviewAction) -> ReviewAction:
+    """Puts back what ``action`` changed; the action stays in the trail, marked undone.
+
+    Actions on one prompt (or one annotator) are undone newest first: undoing an older one
+    while a newer one is in effect would restore a state the newer one was built on.
+
+    Raises:
+        ReviewError: already undone, or a newer action on the same subject is in effect.
+    """
+    if action.prompt_id:
+        Prompt.objects.select_for_update().filter(pk=action.prompt_id).first()
+    else:
+        Project.objects.select_for_update().filter(pk=action.project_id).first()
+    action = ReviewAction.objects.select_for_update().get(pk=action.pk)
+    if action.undone_at is not None:
+        raise ReviewError("this action was already undone")
+    later = ReviewAction.objects.filter(
+        project_id=action.project_id, pk__gt=action.pk, undone_at__isnull=True
+    )
+    if action.prompt_id:
+        later = later.filter(prompt_id=action.prompt_id)
+    elif action.evaluator:
+        later = later.filter(evaluator=action.evaluator)
+    else:
+        later = later.filter(flag_id=action.flag_id)
+    newer = list(later.values_list("pk", flat=True)[:5])
+    if newer:
+        raise ReviewError(
+            "undo the newer actions on the same subject first: "
+            + ", ".join(f"#{pk}" for pk in newer)
+        )
+
+    before = action.before
+    if "decision" in before:
+        PromptDecision.objects.filter(prompt_id=action.prompt_id).update(
+            final_ranking=before["decision"]["final_ranking"],
+            discarded=before["decision"]["discarded"],
+            updated_at=timezone.now(),
+        )
+    if "tasks" in before:
+        _restore_tasks(action, before["tasks"])
+    if "marked_unreliable" in before:
+        AnnotatorQuality.objects.filter(
+            project_id=action.project_id, evaluator=action.evaluator
+        ).update(marked_unreliable=before["marked_unreliable"])
+        flags_recompute_enqueue(project_id=action.project_id)
+    flag_ids = action.after.get("flags", [])
+    Flag.objects.filter(pk__in=flag_ids, resolved_by=action, status=Flag.Status.RESOLVED).update(
+        status=Flag.Status.OPEN, resolved_by=None, closed_at=None
+    )
+    action.undone_at = timezone.now()
+    action.undone_by = actor
+    action.save(update_fields=["undone_at", "undone_by"])
+    return action
+
+
+def _restore_tasks(action: ReviewAction, states: dict[str, dict[str, Any]]) -> None:
+    tasks = list(Task.objects.select_for_update().filter(pk__in=[int(k) for k in states]))
+    k = action.project.annotators_per_task
+    for task in tasks:
+        old = states[str(task.pk)]
+        if "required_judgments" in old:
+            task.required_judgments = old["required_judgments"]
+            # Judgments may have arrived since: the status follows the counts, as on submit.
+            needed = task.required_judgments or k
+            if task.status != Task.Status.DISCARDED:
+                task.status = (
+                    Task.Status.COMPLETE if task.judgment_count >= needed else Task.Status.OPEN
+                )
+        else:
+            task.status = old["status"]
+    Task.objects.bulk_update(tasks, ["required_judgments", "status"])
+
+
+# --------------------------------------------------------------------------- exports
+
+
+def export_create(
+    *,
+    project: Project,
+    options: E.ExportOptions | dict[str, Any] | None = None,
+    created_by: AbstractBaseUser | None = None,
+    enqueue: bool = True,
+) -> DatasetExport:
+    """Records a new export version of a project; with ``enqueue`` the Celery task builds it
+    after commit.
+
+    Raises:
+        ExportOptionsInvalid: naming the bad option.
+    """
+    if not isinstance(options, E.ExportOptions):
+        options = E.ExportOptions.from_dict(options)
+    for attempt in range(5):
+        try:
+            with transaction.atomic():
+                Project.objects.select_for_update().filter(pk=project.pk).first()
+                last = (
+                    DatasetExport.objects.filter(project=project)
+                    .order_by("-version")
+                    .values_list("version", flat=True)
+                    .first()
+                )
+                export = DatasetExport.objects.create(
+                    project=project,
+                    version=(last or 0) + 1,
+                    options=options.to_dict(),
+                    created_by=created_by,
+                    phase="queued",
+                )
+            break
+        except IntegrityError:
+            # Two creators raced for a version number on a database without row locks.
+            if attempt == 4:
+                raise
+    if enqueue:
+        from workers.curation_tasks import export_build_task
+
+        transaction.on_commit(lambda: export_build_task.delay(export_id=export.pk))
+    return export
+
+
+def _progress(export_id: int) -> E.Progress:
+    def report(percent: int, phase: str) -> None:
+        DatasetExport.objects.filter(pk=export_id, status=DatasetExport.Status.RUNNING).update(
+            progress=max(0, min(99, percent)), phase=phase[:200]
+        )
+
+    return report
+
+
+def export_build(*, export_id: int) -> DatasetExport:
+    """Builds an export's files and freezes it. Idempotent: a done or failed export is
+    returned as it is; a running one (its worker died) is taken over and rebuilt."""
+    claimed = DatasetExport.objects.filter(
+        pk=export_id, status__in=[DatasetExport.Status.PENDING, DatasetExport.Status.RUNNING]
+    ).update(
+        status=DatasetExport.Status.RUNNING, started_at=timezone.now(), progress=1, phase="loading"
+    )
+    export = DatasetExport.objects.select_related("project__active_reward_model").get(pk=export_id)
+    if not claimed:
+        return export
+    target = export.path
+    work = None
+    try:
+        options = E.ExportOptions.from_dict(export.options)
+        report = _progress(export.pk)
+        source = _snapshot_input(export)
+        report(5, "loaded")
+        snapshot = E.build_snapshot(source, options, report)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".v{export.version}-", dir=target.parent))
+        files = E.write_snapshot(snapshot, work, source, options, report)
+        if target.exists():
+            # Left by an attempt that died before marking the row done (or by a database
+            # that was reset): nobody can download it, so ours replaces it.
+            stale = target.with_name(f".stale-{target.name}-{time.time_ns()}")
+            target.rename(stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        work.rename(target)
+        work = None
+        finished = DatasetExport.objects.filter(
+            pk=export.pk, status=DatasetExport.Status.RUNNING
+        ).update(
+            status=DatasetExport.Status.DONE,
+            progress=100,
+            phase="done",
+            counts=snapshot.datasheet["counts"],
+            datasheet=snapshot.datasheet,
+            files=files,
+            finished_at=timezone.now(),
+        )
+        if not finished:
+            logger.warning("export %s changed state while building", export.pk)
+    except Exception as exc:
+        logger.exception("export %s failed", export.pk)
+        DatasetExport.objects.filter(pk=export.pk, status=DatasetExport.Status.RUNNING).update(
+            status=DatasetExport.Status.FAILED,
+            error=f"{exc.__class__.__name__}: {exc}"[:5000],
+            phase="failed",
+            finished_at=timezone.now(),
+        )
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+    export.refresh_from_db()
+    return export
+
+
+def _snapshot_input(export: DatasetExport) -> E.SnapshotInput:
+    project = export.project
+    data = selectors.project_data(
+        project=project, with_content=True, with_presented=False, with_times=False
+    )
+    return E.SnapshotInput(
+        project_name=project.name,
+        project_id=project.pk,
+        version=export.version,
+        votes=data.votes,
+        discarded_tasks={t for t, s in data.task_status.items() if s == Task.Status.DISCARDED},
+        gold=data.gold,
+        prompts={
+            p.id: E.SnapshotPrompt(p.id, p.external_id, p.text, p.image, p.video)
+            for p in data.prompts.values()
+        },
+        candidates={
+            c.id: E.SnapshotCandidate(c.id, c.external_id, c.model_name, c.kind, c.text, c.media)
+            for c in data.candidates.values()
+        },
+        rm_scores=data.rm_scores,
+        rm_label=data.rm_label,
+        marked=data.marked,
+        decisions={pid: (d.final_ranking, d.discarded) for pid, d in data.decisions.items()},
+        media_root=Path(settings.MEDIA_ROOT),
+    )
+
+
+def export_rebuild(
+    *, export: DatasetExport, created_by: AbstractBaseUser | None = None
+) -> DatasetExport:
+    """A new version of the project with the same options (exports never change)."""
+    return export_create(project=export.project, options=export.options, created_by=created_by)

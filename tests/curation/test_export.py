@@ -1,0 +1,535 @@
+"""Dataset exports: the files load, options do what they say, versions are immutable, and
+every door (service, CLI, page, API, admin, a real Celery worker) builds the same thing."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from django.core.management import call_command
+from django.urls import reverse
+
+from annotate.models import Candidate, Task
+from annotate.services import api_token_create
+from curation import services
+from curation.exporting import ExportOptions, ExportOptionsInvalid, parse_splits
+from curation.models import AnnotatorQuality, DatasetExport
+from tests.curation.builders import (  # noqa: F401  (fast_passwords: autouse fixture)
+    disputed_ranking_project,
+    fast_passwords,
+    judge_ranking,
+    members,
+    score,
+    slots,
+)
+from tests.factories import make_project
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _data_dir(settings, tmp_path):
+    settings.DATA_DIR = tmp_path / "data"
+    return settings.DATA_DIR
+
+
+def _build(project, **options) -> DatasetExport:
+    export = services.export_create(project=project, options=options, enqueue=False)
+    export = services.export_build(export_id=export.pk)
+    assert export.status == DatasetExport.Status.DONE, export.error
+    return export
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture
+def ranked(users):
+    """Six prompts, four annotators (one reverses everything), N=4."""
+    project, people = disputed_ranking_project(users, n_prompts=6)
+    return project, people
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_it_writes_the_seed_training_format(ranked):
+    project, _ = ranked
+    export = _build(project)
+    rows = _lines(export.path / "rankings" / "train.jsonl")
+    assert len(rows) == 6
+    for row in rows:
+        assert set(row) <= {"prompt", "responses", "rankings", "image", "video"}
+        assert {"prompt", "responses", "rankings"} <= set(row)
+        assert len(row["rankings"]) == len(row["responses"]) == 4
+        # Ranks 1..N, 1 = best, ties share a rank ("1134"), one per response.
+        ranks = sorted(row["rankings"])
+        assert ranks[0] == 1
+        for i, rank in enumerate(ranks):
+            assert rank == 1 + sum(r < rank for r in ranks)
+            assert 1 <= rank <= len(ranks) and rank <= i + 1
+    # The reverser is outvoted: the best response is "Answer 0" everywhere.
+    for row in rows:
+        assert row["responses"][row["rankings"].index(1)].startswith("Answer 0")
+
+
+def test_it_allows_ties_in_the_seed_format(users):
+    project = make_project(n_prompts=1, n_candidates=4, k=2)
+    members(project, users)
+    task = Task.objects.get(project=project)
+    a, b, c, d = slots(task)
+    for user in (users["annotator"], users["annotator2"]):
+        judge_ranking(task, user, [[a], [b, c], [d]])
+    export = _build(project)
+    (row,) = _lines(export.path / "rankings" / "train.jsonl")
+    texts = [Candidate.objects.get(pk=x).text for x in (a, b, c, d)]
+    by_text = dict(zip(row["responses"], row["rankings"], strict=True))
+    assert [by_text[t] for t in texts] == [1, 2, 2, 4]
+
+
+def test_it_writes_parquet_that_pyarrow_reads(ranked):
+    project, _ = ranked
+    export = _build(project, splits={"train": 0.5, "test": 0.5})
+    pairs = pq.read_table(export.path / "parquet" / "pairs.parquet")
+    rankings = pq.read_table(export.path / "parquet" / "rankings.parquet")
+    assert pairs.num_rows == export.counts["pairs"] > 0
+    assert rankings.num_rows == 6
+    assert set(pairs.column("split").to_pylist()) == {"train", "test"}
+    assert {"chosen", "rejected", "margin", "agreement", "n_judgments", "judgment_ids"} <= set(
+        pairs.column_names
+    )
+
+
+def test_it_writes_an_hf_dataset_that_load_from_disk_reads(ranked):
+    import datasets
+
+    project, _ = ranked
+    export = _build(project, splits={"train": 0.5, "test": 0.5})
+    pairs = datasets.load_from_disk(str(export.path / "hf" / "pairs"))
+    rankings = datasets.load_from_disk(str(export.path / "hf" / "rankings"))
+    assert set(pairs) == {"train", "test"}
+    assert pairs["train"].num_rows + pairs["test"].num_rows == export.counts["pairs"]
+    assert rankings["train"].num_rows + rankings["test"].num_rows == 6
+    assert rankings["train"].features["rankings"].feature.dtype == "int32"
+
+
+def test_it_writes_pairs_with_margin_agreement_and_provenance(ranked):
+    project, people = ranked
+    export = _build(project)
+    pairs = _lines(export.path / "pairs" / "train.jsonl")
+    assert pairs
+    for pair in pairs:
+        assert pair["chosen"].startswith("Answer") and pair["rejected"].startswith("Answer")
+        assert pair["n_judgments"] == 4
+        assert pair["margin"] > 0
+        assert 0 <= pair["agreement"] <= 1
+        assert pair["provenance"]["source"] == "consensus"
+        assert len(pair["provenance"]["judgment_ids"]) == 4
+    # "Answer 0" beats "Answer 1" in three of four judgments.
+    top = next(
+        p
+        for p in pairs
+        if p["chosen"].startswith("Answer 0") and p["rejected"].startswith("Answer 1")
+    )
+    assert (top["votes_chosen"], top["votes_rejected"]) == (3, 1)
+
+
+def test_it_samples_four_response_variants_from_full_rankings(users):
+    project = make_project(n_prompts=2, n_candidates=6, k=1)
+    members(project, users)
+    for task in Task.objects.filter(project=project):
+        judge_ranking(task, users["annotator"], [[c] for c in slots(task)])
+    export = _build(project)
+    variants = _lines(export.path / "rankings_4" / "train.jsonl")
+    assert len(variants) == 2 * 3
+    for row in variants:
+        assert len(row["responses"]) == 4
+        assert sorted(row["rankings"]) == [1, 2, 3, 4]
+        # Induced from the full ranking: a lower answer number is always better.
+        numbers = [int(r.split()[1]) for r in row["responses"]]
+        order = sorted(range(4), key=lambda i: row["rankings"][i])
+        assert [numbers[i] for i in order] == sorted(numbers)
+
+
+def test_it_writes_a_datasheet(ranked):
+    project, _ = ranked
+    export = _build(project)
+    sheet = json.loads((export.path / "datasheet.json").read_text())
+    assert sheet["counts"]["prompts_exported"] == 6
+    assert sheet["agreement"]["krippendorff_alpha"]["rankings"] is not None
+    assert sheet["leaderboard"][0]["model"] == "model-a"
+    assert {f["path"] for f in sheet["files"]} >= {
+        "pairs/train.jsonl",
+        "rankings/train.jsonl",
+        "datasheet.md",
+    }
+    md = (export.path / "datasheet.md").read_text()
+    assert "## Dropped, and why" in md and "## Leaderboard" in md and "## Cycles removed" in md
+    assert export.datasheet == sheet | {"files": export.datasheet["files"]}
+
+
+def test_it_stores_files_under_the_data_dir_by_project_and_version(ranked, _data_dir):
+    project, _ = ranked
+    export = _build(project)
+    assert export.path == Path(_data_dir) / "exports" / str(project.pk) / "v1"
+    assert (export.path / "datasheet.json").is_file()
+
+
+def test_it_copies_the_media_rows_name(users, settings):
+    from django.core.files.base import ContentFile
+
+    from tests.media_fixtures import png_bytes
+
+    project = make_project(n_prompts=1, n_candidates=2, k=1)
+    members(project, users)
+    task = Task.objects.get(project=project)
+    a, b = slots(task)
+    for cid in (a, b):
+        cand = Candidate.objects.get(pk=cid)
+        cand.kind = "image"
+        cand.media.save(f"c{cid}.png", ContentFile(png_bytes()), save=True)
+    judge_ranking(task, users["annotator"], [[a], [b]])
+    export = _build(project)
+    (row,) = _lines(export.path / "rankings" / "train.jsonl")
+    for response in row["responses"]:
+        assert response.startswith("media/")
+        assert (export.path / response).read_bytes() == png_bytes()
+
+
+# --------------------------------------------------------------------------- options
+
+
+def test_it_splits_by_prompt_with_no_prompt_in_two_splits(users):
+    project = make_project(n_prompts=20, n_candidates=3, k=1)
+    members(project, users)
+    for task in Task.objects.filter(project=project):
+        judge_ranking(task, users["annotator"], [[c] for c in slots(task)])
+    export = _build(project, splits={"train": 0.8, "test": 0.2}, seed=7)
+    seen: dict[str, str] = {}
+    for split in ("train", "test"):
+        for folder in ("pairs", "rankings"):
+            for row in _lines(export.path / folder / f"{split}.jsonl"):
+                assert seen.setdefault(row["prompt"], split) == split
+    counts = export.counts["by_split"]
+    assert (counts["train"]["prompts"], counts["test"]["prompts"]) == (16, 4)
+    again = _build(project, splits={"train": 0.8, "test": 0.2}, seed=7)
+    assert (again.path / "rankings" / "test.jsonl").read_text() == (
+        export.path / "rankings" / "test.jsonl"
+    ).read_text()
+
+
+def test_it_applies_reviewer_decisions_unless_told_not_to(users, ranked):
+    project, _ = ranked
+    tasks = list(Task.objects.filter(project=project).order_by("id"))
+    services.review_discard_prompt(actor=users["reviewer"], prompt=tasks[0].prompt)
+    a, b, c, d = slots(tasks[1])
+    services.review_set_ranking(
+        actor=users["reviewer"], prompt=tasks[1].prompt, ranking=[[d], [c], [b], [a]]
+    )
+    export = _build(project)
+    assert export.counts["prompts_exported"] == 5
+    assert export.datasheet["dropped"]["prompts"] == {"discarded by a reviewer": 1}
+    assert export.counts["reviewer_rankings_used"] == 1
+    reviewed = [
+        p
+        for p in _lines(export.path / "pairs" / "train.jsonl")
+        if p["provenance"]["source"] == "reviewer"
+    ]
+    assert len(reviewed) == 6
+    assert all(int(p["chosen"].split()[1]) > int(p["rejected"].split()[1]) for p in reviewed)
+
+    ignored = _build(project, use_decisions=False)
+    assert ignored.counts["reviewer_rankings_used"] == 0
+    assert ignored.counts["prompts_exported"] == 6
+    assert not ignored.datasheet["dropped"]["judgments"]
+
+
+def test_it_drops_prompts_below_the_minimum_agreement(users, ranked):
+    project, _ = ranked
+    export = _build(project, min_agreement=0.9)
+    assert export.counts["prompts_exported"] == 0
+    assert export.datasheet["dropped"]["prompts"] == {"below the minimum agreement": 6}
+    lenient = _build(project, min_agreement=0.3)
+    assert lenient.counts["prompts_exported"] == 6
+
+
+def test_it_leaves_out_annotators_marked_unreliable(ranked):
+    project, people = ranked
+    AnnotatorQuality.objects.create(
+        project=project, evaluator=f"user:{people[3].pk}", marked_unreliable=True
+    )
+    export = _build(project)
+    assert export.datasheet["dropped"]["judgments"] == {"by annotators marked unreliable": 6}
+    pairs = _lines(export.path / "pairs" / "train.jsonl")
+    assert pairs and all(p["n_judgments"] == 3 for p in pairs)
+    assert sum(p["votes_rejected"] for p in pairs) == 6  # people[2]'s c/d swap on six prompts
+
+
+def test_it_uses_the_reward_model_as_an_evaluator_when_asked(users):
+    project = make_project(n_prompts=1, n_candidates=4, k=1)
+    members(project, users)
+    task = Task.objects.get(project=project)
+    a, b, c, d = slots(task)
+    judge_ranking(task, users["annotator"], [[a], [b, c, d]])  # says nothing about b, c, d
+    score(project, {a: 0.0, b: 3.0, c: 2.0, d: 1.0})
+    plain = _build(project)
+    with_rm = _build(project, rm_evaluator=True)
+    assert _lines(plain.path / "rankings" / "train.jsonl")[0]["rankings"].count(2) == 3
+    row = _lines(with_rm.path / "rankings" / "train.jsonl")[0]
+    by_text = dict(zip(row["responses"], row["rankings"], strict=True))
+    texts = [Candidate.objects.get(pk=x).text for x in (a, b, c, d)]
+    assert [by_text[t] for t in texts] == [1, 2, 3, 4]  # humans first, the model orders the rest
+    assert with_rm.datasheet["method"]["reward_model"] == f"rm-{project.pk}@1"
+
+
+def test_it_turns_denoising_off_on_request(users):
+    project = make_project(n_prompts=1, n_candidates=3, k=3)
+    people = members(project, users, extra_annotators=1)
+    task = Task.objects.get(project=project)
+    a, b, c = slots(task)
+    judge_ranking(task, people[0], [[a], [b], [c]])
+    judge_ranking(task, people[1], [[b], [c], [a]])
+    judge_ranking(task, people[2], [[c], [a], [b]])
+    denoised = _build(project)
+    raw = _build(project, denoise=False)
+    assert denoised.datasheet["cycles"]["prompts_with_cycles"] == 1
+    assert raw.datasheet["cycles"]["prompts_with_cycles"] == 0
+    # Majority arcs a>b, b>c, c>a: denoising overrules one, the raw export keeps all three.
+    assert raw.counts["pairs"] == 3 and denoised.counts["pairs"] == 2
+
+
+@pytest.mark.parametrize(
+    "options, field",
+    [
+        ({"splits": {"train": 0.5}}, "splits"),
+        ({"splits": "train=0.8;test=0.2"}, "splits"),
+        ({"min_agreement": 2}, "min_agreement"),
+        ({"seed": -1}, "seed"),
+        ({"denoise": "yes"}, "denoise"),
+        ({"colour": "blue"}, "colour"),
+    ],
+)
+def test_it_rejects_bad_options_naming_them(options, field):
+    with pytest.raises(ExportOptionsInvalid) as error:
+        ExportOptions.from_dict(options)
+    assert error.value.field == field
+
+
+def test_it_parses_split_specs():
+    assert parse_splits("train=0.8,test=0.2") == {"train": 0.8, "test": 0.2}
+
+
+# --------------------------------------------------------------------------- immutability
+
+
+def test_it_numbers_versions_per_project_and_never_rebuilds_a_done_one(ranked):
+    project, _ = ranked
+    first = _build(project)
+    written = (first.path / "datasheet.json").read_text()
+    again = services.export_build(export_id=first.pk)
+    assert again.finished_at == first.finished_at
+    assert (first.path / "datasheet.json").read_text() == written
+    second = _build(project, seed=3)
+    other = _build(make_project(name="other-project", n_prompts=1))
+    assert (first.version, second.version, other.version) == (1, 2, 1)
+
+
+def test_it_refuses_to_save_a_done_export(ranked):
+    project, _ = ranked
+    export = _build(project)
+    export.options = {"seed": 99}
+    with pytest.raises(ValueError, match="immutable"):
+        export.save()
+    export.refresh_from_db()
+    assert export.options["seed"] == 0
+
+
+def test_it_records_a_failure_with_its_reason(ranked, settings):
+    project, _ = ranked
+    export = services.export_create(project=project, options={}, enqueue=False)
+    DatasetExport.objects.filter(pk=export.pk).update(options={"splits": "nonsense"})
+    export = services.export_build(export_id=export.pk)
+    assert export.status == DatasetExport.Status.FAILED
+    assert "splits" in export.error
+    assert not export.path.exists()
+
+
+# --------------------------------------------------------------------------- doors
+
+
+def test_it_exports_from_the_command_line(ranked):
+    project, _ = ranked
+    out = io.StringIO()
+    call_command(
+        "export_dataset",
+        project.name,
+        "--no-denoise",
+        "--min-agreement",
+        "0.1",
+        "--split",
+        "train=0.5,test=0.5",
+        "--seed",
+        "4",
+        stdout=out,
+    )
+    export = DatasetExport.objects.get(project=project)
+    assert export.status == "done"
+    assert export.options["denoise"] is False and export.options["min_agreement"] == 0.1
+    assert export.options["splits"] == {"train": 0.5, "test": 0.5} and export.options["seed"] == 4
+    assert f"v{export.version}" in out.getvalue()
+
+
+def test_it_names_the_bad_option_on_the_command_line(ranked):
+    from django.core.management.base import CommandError
+
+    project, _ = ranked
+    with pytest.raises(CommandError, match="--split"):
+        call_command("export_dataset", project.name, "--split", "train=2")
+    assert not DatasetExport.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "user_key, status", [("annotator", 403), ("reviewer", 403), ("outsider", 404)]
+)
+def test_it_lets_only_admins_download(client, users, ranked, user_key, status):
+    project, _ = ranked
+    export = _build(project)
+    client.force_login(users[user_key])
+    assert client.get(reverse("curation:export_download", args=[export.pk])).status_code == status
+    assert (
+        client.get(reverse("curation:export_file", args=[export.pk, "datasheet.md"])).status_code
+        == status
+    )
+
+
+def test_it_sends_anonymous_downloads_to_the_login(client, ranked):
+    project, _ = ranked
+    export = _build(project)
+    response = client.get(reverse("curation:export_download", args=[export.pk]))
+    assert response.status_code == 302
+
+
+@pytest.mark.parametrize("user_key", ["admin", "staff"])
+def test_it_streams_the_export_as_a_zip(client, users, ranked, user_key):
+    project, _ = ranked
+    export = _build(project)
+    client.force_login(users[user_key])
+    response = client.get(reverse("curation:export_download", args=[export.pk]))
+    assert response.status_code == 200 and response["Content-Type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    names = archive.namelist()
+    prefix = f"quorum-{project.pk}-v{export.version}/"
+    assert f"{prefix}rankings/train.jsonl" in names
+    assert archive.read(f"{prefix}datasheet.json") == (export.path / "datasheet.json").read_bytes()
+
+
+def test_it_serves_no_file_outside_the_export(client, users, ranked, _data_dir):
+    project, _ = ranked
+    export = _build(project)
+    (Path(_data_dir) / "secret.txt").write_text("no")
+    client.force_login(users["admin"])
+    url = reverse("curation:export_file", args=[export.pk, "../../../secret.txt"])
+    assert client.get(url).status_code == 404
+
+
+def test_it_starts_an_export_from_the_exports_page(
+    client, users, ranked, django_capture_on_commit_callbacks
+):
+    project, _ = ranked
+    client.force_login(users["admin"])
+    url = reverse("curation:exports", args=[project.pk])
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = client.post(
+            url,
+            {"denoise": "on", "use_decisions": "on", "splits": "train=0.9,test=0.1", "seed": "2"},
+        )
+    assert response.status_code == 302
+    export = DatasetExport.objects.get(project=project)
+    assert (
+        export.status == "pending"
+        and export.options["seed"] == 2
+        and export.options["rm_evaluator"] is False
+    )
+    assert len(callbacks) == 1  # the Celery task is enqueued once the row is committed
+    assert client.post(url, {"splits": "train=2"}).status_code == 400
+
+
+def test_it_starts_an_export_from_the_admin(
+    client, users, ranked, django_capture_on_commit_callbacks
+):
+    project, _ = ranked
+    client.force_login(users["staff"])
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = client.post(
+            reverse("admin:curation_datasetexport_add"),
+            {
+                "project": project.pk,
+                "denoise": "on",
+                "splits": "train=0.8,test=0.2",
+                "seed": "1",
+                "min_agreement": "0.5",
+            },
+        )
+    assert response.status_code == 302
+    export = DatasetExport.objects.get(project=project)
+    assert (
+        export.options["splits"] == {"train": 0.8, "test": 0.2}
+        and export.options["min_agreement"] == 0.5
+    )
+    assert len(callbacks) == 1
+    page = client.get(reverse("admin:curation_datasetexport_change", args=[export.pk]))
+    assert page.status_code == 200 and b'name="_save"' not in page.content  # read-only
+
+
+def _auth(user) -> dict:
+    _token, key = api_token_create(user=user, name="test")
+    return {"HTTP_AUTHORIZATION": f"Bearer {key}"}
+
+
+def test_it_starts_and_follows_an_export_through_the_api(
+    client, users, ranked, django_capture_on_commit_callbacks
+):
+    project, _ = ranked
+    headers = _auth(users["admin"])
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = client.post(
+            f"/api/projects/{project.pk}/exports",
+            data=json.dumps({"splits": "train=0.5,test=0.5", "seed": 1}),
+            content_type="application/json",
+            **headers,
+        )
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["version"] == 1 and body["status"] == "pending"
+    assert len(callbacks) == 1
+    services.export_build(export_id=body["id"])
+    status = client.get(f"/api/exports/{body['id']}", **headers).json()
+    assert status["status"] == "done" and status["progress"] == 100
+    download = client.get(f"/api/exports/{body['id']}/download", **headers)
+    assert download.status_code == 200
+    assert zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content))).namelist()
+
+
+def test_it_refuses_api_exports_to_non_admins_and_bad_options(client, users, ranked):
+    project, _ = ranked
+    url = f"/api/projects/{project.pk}/exports"
+    body = json.dumps({"splits": {"train": 1.0}})
+    assert (
+        client.post(
+            url, data=body, content_type="application/json", **_auth(users["reviewer"])
+        ).status_code
+        == 403
+    )
+    bad = client.post(
+        url,
+        data=json.dumps({"min_agreement": 3}),
+        content_type="application/json",
+        **_auth(users["admin"]),
+    )
+    assert bad.status_code == 422 and "min_agreement" in bad.json()["detail"]
+    assert not DatasetExport.objects.exists()
