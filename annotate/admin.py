@@ -18,6 +18,7 @@ from annotate.models import (
     Candidate,
     ImportJob,
     Judgment,
+    JudgmentRevision,
     Membership,
     ModelScore,
     Project,
@@ -319,3 +320,19 @@ class ModelScoreAdmin(admin.ModelAdmin):
     search_fields = ["candidate__external_id"]
     list_select_related = ["candidate", "reward_model"]
     raw_id_fields = ["candidate", "reward_model"]
+
+
+@admin.register(JudgmentRevision)
+class JudgmentRevisionAdmin(admin.ModelAdmin):
+    """Superseded versions of judgments that annotators changed (read-only history)."""
+
+    list_display = ["judgment", "number", "outcome", "submitted_at", "superseded_at"]
+    list_select_related = ["judgment"]
+    search_fields = ["judgment__id", "edit_key"]
+    raw_id_fields = ["judgment"]
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_add_permission(self, request):
+        return False
