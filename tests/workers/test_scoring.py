@@ -124,3 +124,38 @@ def test_it_scores_exactly_once_after_a_worker_is_killed_mid_batch(
     rows = ModelScore.objects.filter(reward_model=rm)
     assert rows.count() == 160
     assert rows.values("candidate_id").distinct().count() == 160
+
+
+@pytest.mark.django_db
+def test_it_starts_a_scoring_run_when_an_import_adds_prompts(
+    tmp_path, django_capture_on_commit_callbacks
+):
+    import json
+
+    from annotate.services import import_file
+
+    project = make_project(n_prompts=1)
+    rm = _register(project, tmp_path)
+    rows = [
+        {
+            "id": f"new{i}",
+            "prompt": "q",
+            "candidates": [
+                {"id": f"new{i}-a", "model": "m", "text": "a"},
+                {"id": f"new{i}-b", "model": "m", "text": "b"},
+            ],
+        }
+        for i in range(3)
+    ]
+    path = tmp_path / "more.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    with django_capture_on_commit_callbacks() as callbacks:
+        import_file(path=path, project=project)
+    run = ScoringRun.objects.get(project=project)
+    assert run.reward_model == rm and run.reason == "import" and run.total_prompts == 3
+    assert sorted(run.prompt_ids) == sorted(
+        project.prompts.filter(external_id__startswith="new").values_list("id", flat=True)
+    )
+    assert len(callbacks) == 1  # the batches are enqueued only after the import commits
+    import_file(path=path, project=project)  # re-import: nothing new, no new run
+    assert ScoringRun.objects.filter(project=project).count() == 1
