@@ -7,6 +7,8 @@ Worlds (simulated here, hidden quality per candidate ~ N(0, 1), ground truth kep
 - ``rank4``: prompts with N=4 candidates; 3 annotators from a pool of 12 rank each task fully
   (MR2Bench-Image-like). An annotator with flip rate f is Thurstonian: quality + Gaussian
   noise scaled so that a share f of pairs comes out flipped (f = 0.5: a random order).
+- ``demo``: the demo world's MR2Bench-scale prompts (``annotate.demo_world``, 19 models of
+  different skill) with their hidden ground-truth qualities, judged as in ``sparse``.
 - ``sparse``: prompts with 19 candidates; 20 pairwise judgments per prompt over random pairs
   from a panel of 3-5 annotators out of 30 (MR2Bench-Video-like); a judgment is flipped with
   the annotator's flip rate.
@@ -85,6 +87,24 @@ def crowd(rng: np.random.Generator, size: int, p: float, kind: str) -> np.ndarra
     return rates
 
 
+def _demo_truth(n_prompts: int, seed: int) -> list[tuple[str, list[str], np.ndarray]]:
+    """Prompts of the demo world's MR2Bench-scale project with their hidden qualities."""
+    from annotate.demo_world import generate_world
+
+    truth = generate_world(seed=seed, scale="mr2bench", prompts=n_prompts).projects[0].truth
+    by_prompt: dict[str, list[str]] = defaultdict(list)
+    for cid, cand in truth["candidates"].items():
+        by_prompt[cand["prompt"]].append(cid)
+    values = np.array([c["quality"] for c in truth["candidates"].values()])
+    mean, std = values.mean(), values.std() or 1.0
+    out = []
+    for pid in sorted(by_prompt):
+        cands = sorted(by_prompt[pid])
+        q = np.array([(truth["candidates"][c]["quality"] - mean) / std for c in cands])
+        out.append((pid, cands, q))
+    return out
+
+
 def simulate(
     workload: str, n_prompts: int, p: float, kind: str, seed: int
 ) -> tuple[World, list[dict], dict[str, float]]:
@@ -94,10 +114,15 @@ def simulate(
     rates = crowd(rng, pool, p, kind)
     n_cand = 4 if workload == "rank4" else 19
     quality, prompts, judgments = {}, {}, []
+    demo = _demo_truth(n_prompts, seed) if workload == "demo" else None
     for i in range(n_prompts):
-        pid = f"{workload}-{i:05d}"
-        cands = [f"{pid}-c{j:02d}" for j in range(n_cand)]
-        q = rng.normal(size=n_cand)
+        if demo is not None:
+            # The demo world's hidden qualities (standardised), judged like ``sparse``.
+            pid, cands, q = demo[i]
+        else:
+            pid = f"{workload}-{i:05d}"
+            cands = [f"{pid}-c{j:02d}" for j in range(n_cand)]
+            q = rng.normal(size=n_cand)
         quality.update(zip(cands, q.tolist(), strict=True))
         prompts[pid] = cands
         if workload == "rank4":
@@ -142,7 +167,7 @@ def load(world: World, judgments: list[dict], rm: dict[str, float], label: str) 
     )
     from annotate.services import candidate_key
 
-    pairwise = world.name == "sparse"
+    pairwise = world.name in ("sparse", "demo")
     project = Project.objects.create(
         name=f"recovery-{label}-{time.time_ns()}",
         mode="pairwise" if pairwise else "ranking",
@@ -437,7 +462,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="100 prompts per world")
-    parser.add_argument("--workloads", default="rank4,sparse")
+    parser.add_argument("--workloads", default="demo,rank4,sparse")
     parser.add_argument("--crowds", default="mixed,uniform")
     args = parser.parse_args()
     n = 100 if args.quick else args.prompts
