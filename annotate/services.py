@@ -251,6 +251,12 @@ def import_file(
                 )
             counts = _write_records(project, parsed, created_media, on_progress)
             new_prompt_ids = counts.pop("_new_prompt_ids")
+            if counts["judgments"]:
+                from workers.curation_tasks import flags_recompute_task
+
+                # New evidence: the project's flags and annotator figures are recomputed.
+                project_id = project.pk
+                transaction.on_commit(lambda: flags_recompute_task.delay(project_id=project_id))
             if new_prompt_ids and project.active_reward_model_id:
                 from workers.scoring import scoring_run_start
 

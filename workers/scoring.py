@@ -237,9 +237,14 @@ def score_prompts(*, run_id: int, prompt_ids: Sequence[int]) -> dict[str, int]:
             scored_candidates=F("scored_candidates") + len(rows) - failed,
             failed_candidates=F("failed_candidates") + failed,
         )
-        ScoringRun.objects.filter(
+        finished = ScoringRun.objects.filter(
             pk=run.pk, status=ScoringRun.Status.RUNNING, done_prompts__gte=F("total_prompts")
         ).update(status=ScoringRun.Status.DONE, finished_at=timezone.now())
+        if finished and run.project.active_reward_model_id == reward_model.pk:
+            from workers.curation_tasks import flags_recompute_task
+
+            # The model's opinion is new evidence: recompute the reward-model-vs-consensus flags.
+            transaction.on_commit(lambda: flags_recompute_task.delay(project_id=run.project_id))
         if (
             run.project.prioritize_uncertain
             and run.project.active_reward_model_id == reward_model.pk

@@ -471,3 +471,36 @@ def test_it_reports_problems_through_the_command(tmp_path):
     with pytest.raises(CommandError, match=r"line 1, field 'rankings'"):
         call_command("import_project", str(path))
     assert Project.objects.count() == 0
+
+
+@pytest.fixture
+def eager_tasks():
+    from config.celery import app
+
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
+
+
+def test_it_recomputes_flags_after_importing_judgments(
+    tmp_path, eager_tasks, django_capture_on_commit_callbacks
+):
+    from curation.models import Flag
+
+    cands = [{"id": f"x-{c}", "model": f"m{c}", "text": f"answer {c}"} for c in "abcd"]
+    order = [[f"x-{c}"] for c in "abcd"]
+    rows = [
+        {
+            "id": "x",
+            "prompt": "Which is best?",
+            "candidates": cands,
+            "judgments": [
+                {"annotator": "e1", "ranking": order},
+                {"annotator": "e2", "ranking": order[::-1]},
+            ],
+        }
+    ]
+    path = _write_jsonl(tmp_path / "disputed.jsonl", rows)
+    with django_capture_on_commit_callbacks(execute=True):
+        result = import_file(path=path)
+    assert Flag.objects.filter(project=result.project, kind="low_agreement", status="open").exists()
