@@ -9,7 +9,7 @@ SEED ?= 0
 TEST_DATA_DIR ?= $(CURDIR)/var/test
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv lint bench clean
+.PHONY: demo test venv chromium lint bench clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,7 +32,14 @@ demo: $(STAMP)
 	$(VENV)/bin/celery -A config worker -Q default,gpu --pool=solo --loglevel=WARNING & \
 	DJANGO_DEBUG=1 $(PY) manage.py runserver $(HOST):$(PORT)
 
-test: $(STAMP)
+# Browser tests drive Debian's chromium through Playwright (never a downloaded browser).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "browser tests need Chromium: sudo apt-get install chromium" >&2; fi; }
+
+test: $(STAMP) chromium
 	mkdir -p $(TEST_DATA_DIR)
 	QUORUM_DATA_DIR=$(TEST_DATA_DIR) $(PY) -m pytest $(PYTEST_ARGS)
 
