@@ -441,7 +441,9 @@ def exports(request: HttpRequest, project_id: int) -> HttpResponse:
         {
             **_nav(project, request, "exports"),
             "exports": selectors.exports_for_project(project=project),
-            "defaults": ExportOptions(),
+            # The reward model as an evaluator is what makes denoising beat majority vote
+            # (bench/README.md): on by default where the project has one.
+            "defaults": ExportOptions(rm_evaluator=project.active_reward_model_id is not None),
             "error": error,
         },
         status=400 if error else 200,

@@ -533,3 +533,16 @@ def test_it_refuses_api_exports_to_non_admins_and_bad_options(client, users, ran
     )
     assert bad.status_code == 422 and "min_agreement" in bad.json()["detail"]
     assert not DatasetExport.objects.exists()
+
+
+def test_it_offers_the_reward_model_as_evaluator_when_the_project_has_one(client, users, ranked):
+    from tests.curation.builders import score
+
+    project, _ = ranked
+    client.force_login(users["admin"])
+    url = reverse("curation:exports", args=[project.pk])
+    assert 'name="rm_evaluator">' in client.get(url).content.decode()
+    rm = score(project, {})
+    project.active_reward_model = rm
+    project.save()
+    assert 'name="rm_evaluator" checked>' in client.get(url).content.decode()
