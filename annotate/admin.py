@@ -9,6 +9,7 @@ from django.db.models import Count
 from django.http import HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from annotate.importing import FORMATS
@@ -199,13 +200,39 @@ class TaskAdmin(admin.ModelAdmin):
     inlines = [TaskCandidateInline]
 
 
-@admin.register(Assignment)
+class LeaseStateFilter(admin.SimpleListFilter):
+    """The queue treats a lease past its expiry as free without rewriting the row."""
+
+    title = "lease"
+    parameter_name = "lease"
+
+    def lookups(self, request, model_admin):
+        return [("live", "live"), ("expired", "expired")]
+
+    def queryset(self, request, queryset):
+        leased = queryset.filter(status=Assignment.Status.LEASED)
+        if self.value() == "live":
+            return leased.filter(leased_until__gt=timezone.now())
+        if self.value() == "expired":
+            return leased.filter(leased_until__lte=timezone.now())
+        return queryset
+
+
 class AssignmentAdmin(admin.ModelAdmin):
-    list_display = ["id", "task", "annotator", "status", "leased_until", "created_at"]
-    list_filter = ["status", "task__project"]
+    list_display = ["id", "task", "annotator", "state", "leased_until", "created_at"]
+    list_filter = ["status", LeaseStateFilter, "task__project"]
     search_fields = ["annotator__username"]
     list_select_related = ["task", "annotator"]
     raw_id_fields = ["task", "annotator"]
+
+    @admin.display(ordering="status", description="status")
+    def state(self, obj):
+        if obj.status == Assignment.Status.LEASED and obj.leased_until <= timezone.now():
+            return "lease expired"
+        return obj.status
+
+
+admin.site.register(Assignment, AssignmentAdmin)
 
 
 @admin.register(Judgment)

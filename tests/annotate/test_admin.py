@@ -114,3 +114,30 @@ def test_it_refuses_the_import_page_to_non_staff(client, users):
     client.force_login(users["annotator"])
     response = client.get(reverse("admin:annotate_project_import"))
     assert response.status_code == 302 and "/admin/login/" in response.url
+
+
+def test_it_shows_and_filters_expired_leases(client, users):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotate.models import Assignment
+    from tests.factories import make_project
+
+    project = make_project(n_prompts=2)
+    first, second = project.tasks.all()
+    Assignment.objects.create(
+        task=first, annotator=users["annotator"], leased_until=timezone.now() - timedelta(minutes=1)
+    )
+    Assignment.objects.create(
+        task=second,
+        annotator=users["annotator"],
+        leased_until=timezone.now() + timedelta(minutes=9),
+    )
+    client.force_login(users["staff"])
+    url = reverse("admin:annotate_assignment_changelist")
+    assert client.get(url).content.decode().count("lease expired") == 1
+    expired = client.get(url, {"lease": "expired"}).context["cl"].result_list
+    assert [a.task_id for a in expired] == [first.pk]
+    live = client.get(url, {"lease": "live"}).context["cl"].result_list
+    assert [a.task_id for a in live] == [second.pk]
