@@ -134,3 +134,99 @@ def import_status(request, job_id: int):
 from curation.api import router as curation_router  # noqa: E402
 
 api.add_router("/", curation_router)
+
+
+# --- reward-model scores and scoring runs ---------------------------------------------------
+
+
+class ScoringRunOut(Schema):
+    id: int
+    project_id: int
+    reward_model_id: int
+    status: str
+    total_prompts: int
+    done_prompts: int
+    scored_candidates: int
+    failed_candidates: int
+    progress_percent: int
+    reason: str
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class ScoringRunIn(Schema):
+    reward_model_id: int | None = None
+
+
+class ScoreOut(Schema):
+    candidate: str
+    prompt: str
+    score: float | None
+    error: str
+
+
+def _project_for_scores(request, project_id: int) -> Project:
+    project = get_object_or_404(Project, pk=project_id)
+    role = selectors.membership_role(user=request.auth, project=project)
+    if not (request.auth.is_staff or role in ("admin", "reviewer")):
+        raise HttpError(403, "only the project's reviewers and admins see model scores")
+    return project
+
+
+@api.post(
+    "/projects/{project_id}/scoring-runs",
+    response={201: ScoringRunOut},
+    summary="Score the project's prompts with a reward model (default: the active one)",
+)
+def start_scoring_run(request, project_id: int, body: ScoringRunIn):
+    from annotate.models import RewardModel
+    from workers.scoring import scoring_run_start
+
+    project = get_object_or_404(Project, pk=project_id)
+    if not selectors.user_can_manage(user=request.auth, project=project):
+        raise HttpError(403, "you are not an admin of this project")
+    model = None
+    if body.reward_model_id is not None:
+        model = RewardModel.objects.filter(pk=body.reward_model_id).first()
+        if model is None:
+            raise HttpError(422, f"reward_model_id: no reward model {body.reward_model_id}")
+    run = scoring_run_start(
+        project=project, reward_model=model, reason="api", created_by=request.auth
+    )
+    if run is None:
+        raise HttpError(422, "reward_model_id: the project has no active reward model; give one")
+    return Status(201, run)
+
+
+@api.get("/scoring-runs/{run_id}", response=ScoringRunOut, summary="Progress of a scoring run")
+def scoring_run_status(request, run_id: int):
+    from workers.models import ScoringRun
+
+    run = get_object_or_404(ScoringRun, pk=run_id)
+    _project_for_scores(request, run.project_id)
+    return run
+
+
+@api.get(
+    "/projects/{project_id}/scores",
+    response=list[ScoreOut],
+    summary="Reward-model scores of the project's candidates (reviewers and admins)",
+)
+def list_scores(
+    request, project_id: int, reward_model_id: int | None = None, limit: int = 1000, offset: int = 0
+):
+    from annotate.models import ModelScore
+
+    project = _project_for_scores(request, project_id)
+    model_id = reward_model_id or project.active_reward_model_id
+    if model_id is None:
+        raise HttpError(422, "reward_model_id: the project has no active reward model; give one")
+    limit = max(1, min(limit, 10_000))
+    rows = (
+        ModelScore.objects.filter(reward_model_id=model_id, candidate__project=project)
+        .order_by("candidate_id")
+        .values_list("candidate__external_id", "candidate__prompt__external_id", "score", "error")[
+            offset : offset + limit
+        ]
+    )
+    return [{"candidate": c, "prompt": p, "score": s, "error": e} for c, p, s, e in rows]

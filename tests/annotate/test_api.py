@@ -111,3 +111,64 @@ def test_it_hides_other_users_import_jobs(client, users):
     job = ImportJob.objects.create(source_file="/tmp/x", created_by=users["staff"])
     response = client.get(f"/api/imports/{job.pk}", **_auth(users["annotator"]))
     assert response.status_code == 404
+
+
+def _scored_project(users):
+    from annotate.models import ModelScore, RewardModel
+
+    project = make_project(name="scored", n_prompts=2, n_candidates=2)
+    rm = RewardModel.objects.create(name="rm", version="1", backend="multi_response", path="/x")
+    for i, cand in enumerate(project.candidates.order_by("id")):
+        ModelScore.objects.create(candidate=cand, reward_model=rm, score=float(i))
+    project.active_reward_model = rm
+    project.save()
+    add_member(project, users["reviewer"], role="reviewer")
+    add_member(project, users["annotator"])
+    add_member(project, users["admin"], role="admin")
+    return project, rm
+
+
+def test_it_lists_model_scores_to_reviewers(client, users):
+    project, _rm = _scored_project(users)
+    rows = client.get(f"/api/projects/{project.pk}/scores", **_auth(users["reviewer"])).json()
+    assert [r["candidate"] for r in rows] == ["p0-c0", "p0-c1", "p1-c0", "p1-c1"]
+    assert [r["score"] for r in rows] == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_it_hides_model_scores_from_annotators(client, users):
+    project, _rm = _scored_project(users)
+    assert (
+        client.get(f"/api/projects/{project.pk}/scores", **_auth(users["annotator"])).status_code
+        == 403
+    )
+
+
+def test_it_starts_a_scoring_run_for_a_project_admin(
+    client, users, django_capture_on_commit_callbacks
+):
+    from workers.models import ScoringRun
+
+    project, rm = _scored_project(users)
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = client.post(
+            f"/api/projects/{project.pk}/scoring-runs",
+            {},
+            content_type="application/json",
+            **_auth(users["admin"]),
+        )
+    assert response.status_code == 201, response.content
+    run = ScoringRun.objects.get()
+    assert run.reward_model == rm and run.total_prompts == 2 and len(callbacks) == 1
+    status = client.get(f"/api/scoring-runs/{run.pk}", **_auth(users["reviewer"])).json()
+    assert status["status"] == "running" and status["progress_percent"] == 0
+
+
+def test_it_refuses_scoring_runs_to_reviewers(client, users):
+    project, _rm = _scored_project(users)
+    response = client.post(
+        f"/api/projects/{project.pk}/scoring-runs",
+        {},
+        content_type="application/json",
+        **_auth(users["reviewer"]),
+    )
+    assert response.status_code == 403
