@@ -9,7 +9,7 @@ SEED ?= 0
 TEST_DATA_DIR ?= $(CURDIR)/var/test
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv chromium lint bench clean
+.PHONY: demo test venv chromium lint clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
