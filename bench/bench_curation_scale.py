@@ -70,6 +70,35 @@ def _drop_scratch(scratch: str | None, url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
 
 
+def bulk_tasks(project, slots: dict) -> dict:
+    """Writes completed tasks and their slots; ``slots`` maps (prompt pk, candidate key) to
+    the candidate pks in slot order. Returns the task pk by the same key."""
+    from annotate.models import Task, TaskCandidate
+
+    Task.objects.bulk_create(
+        [
+            Task(project=project, prompt_id=p, candidate_key=key, status=Task.Status.COMPLETE)
+            for p, key in slots
+        ],
+        batch_size=5000,
+    )
+    task_pk = {
+        (p, key): pk
+        for pk, p, key in Task.objects.filter(project=project).values_list(
+            "pk", "prompt_id", "candidate_key"
+        )
+    }
+    TaskCandidate.objects.bulk_create(
+        [
+            TaskCandidate(task_id=task_pk[k], candidate_id=c, position=i)
+            for k, ids in slots.items()
+            for i, c in enumerate(ids)
+        ],
+        batch_size=10000,
+    )
+    return task_pk
+
+
 def load_world(prompts: int, seed: int) -> tuple[int, int]:
     """Writes the mr2bench demo project into the database; returns (project id, judgments)."""
     from annotate.demo_world import generate_world
@@ -80,8 +109,6 @@ def load_world(prompts: int, seed: int) -> tuple[int, int]:
         Project,
         Prompt,
         RewardModel,
-        Task,
-        TaskCandidate,
     )
     from annotate.services import candidate_key
 
@@ -120,27 +147,7 @@ def load_world(prompts: int, seed: int) -> tuple[int, int]:
         for j in row["judgments"]:
             a, b = (cand_pk[c] for c in j["pair"])
             task_slots.setdefault((prompt_pk[row["id"]], candidate_key((a, b))), (a, b))
-    Task.objects.bulk_create(
-        [
-            Task(project=project, prompt_id=p, candidate_key=key, status=Task.Status.COMPLETE)
-            for (p, key) in task_slots
-        ],
-        batch_size=5000,
-    )
-    task_pk = {
-        (p, key): pk
-        for pk, p, key in Task.objects.filter(project=project).values_list(
-            "pk", "prompt_id", "candidate_key"
-        )
-    }
-    TaskCandidate.objects.bulk_create(
-        [
-            TaskCandidate(task_id=task_pk[k], candidate_id=c, position=i)
-            for k, slots in task_slots.items()
-            for i, c in enumerate(slots)
-        ],
-        batch_size=10000,
-    )
+    task_pk = bulk_tasks(project, task_slots)
     judgments = []
     counts: dict[int, int] = {}
     for row in demo.rows:

@@ -155,6 +155,8 @@ def simulate(
 
 def load(world: World, judgments: list[dict], rm: dict[str, float], label: str) -> int:
     """Writes the world into the database as a project; returns its id."""
+    from bench_curation_scale import bulk_tasks
+
     from annotate.models import (
         Candidate,
         Judgment,
@@ -162,8 +164,6 @@ def load(world: World, judgments: list[dict], rm: dict[str, float], label: str) 
         Project,
         Prompt,
         RewardModel,
-        Task,
-        TaskCandidate,
     )
     from annotate.services import candidate_key
 
@@ -196,24 +196,7 @@ def load(world: World, judgments: list[dict], rm: dict[str, float], label: str) 
         if not pairwise:
             ids = tuple(cand_pk[c] for c in world.prompts[j["prompt"]])
         slots.setdefault((prompt_pk[j["prompt"]], candidate_key(ids)), ids)
-    Task.objects.bulk_create(
-        [Task(project=project, prompt_id=p, candidate_key=k, status="complete") for p, k in slots],
-        batch_size=5000,
-    )
-    task_pk = {
-        (p, k): pk
-        for pk, p, k in Task.objects.filter(project=project).values_list(
-            "pk", "prompt_id", "candidate_key"
-        )
-    }
-    TaskCandidate.objects.bulk_create(
-        [
-            TaskCandidate(task_id=task_pk[key], candidate_id=c, position=i)
-            for key, ids in slots.items()
-            for i, c in enumerate(ids)
-        ],
-        batch_size=10000,
-    )
+    task_pk = bulk_tasks(project, slots)
     rows = []
     for n, j in enumerate(judgments):
         common = {
