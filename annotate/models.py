@@ -168,6 +168,9 @@ class Task(models.Model):
         null=True, blank=True, help_text="Overrides the project's k (reviewers may raise it)."
     )
     judgment_count = models.PositiveIntegerField(default=0)
+    # Set by every judgment write in its transaction; cleared by the flag update that saw it.
+    # The sweep re-publishes flag updates for tasks left dirty (a broker outage loses none).
+    flags_dirty_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -179,7 +182,14 @@ class Task(models.Model):
                 name="task_status_valid",
             ),
         ]
-        indexes = [models.Index(fields=["project", "status", "-priority", "id"])]
+        indexes = [
+            models.Index(fields=["project", "status", "-priority", "id"]),
+            models.Index(
+                fields=["flags_dirty_at"],
+                condition=Q(flags_dirty_at__isnull=False),
+                name="task_flags_dirty",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"task {self.pk} ({self.prompt_id})"

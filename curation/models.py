@@ -217,6 +217,7 @@ class DatasetExport(models.Model):
         RUNNING = "running"
         DONE = "done"
         FAILED = "failed"
+        CANCELLED = "cancelled"
 
     project = models.ForeignKey(
         "annotate.Project", on_delete=models.PROTECT, related_name="dataset_exports"
@@ -230,6 +231,8 @@ class DatasetExport(models.Model):
     datasheet = models.JSONField(default=dict, blank=True)
     files = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
+    # The run that owns the build (job id and attempt): only it may publish the files.
+    builder = models.CharField(max_length=100, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
@@ -242,7 +245,7 @@ class DatasetExport(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["project", "version"], name="datasetexport_version"),
             models.CheckConstraint(
-                condition=Q(status__in=["pending", "running", "done", "failed"]),
+                condition=Q(status__in=["pending", "running", "done", "failed", "cancelled"]),
                 name="datasetexport_status_valid",
             ),
             models.CheckConstraint(
