@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# The demo's web server is the production one (gunicorn, DEBUG off); two workers suit a laptop.
+WEB_WORKERS ?= 2
 SEED ?= 0
 TEST_DATA_DIR ?= $(CURDIR)/var/test
 PYTEST_ARGS ?=
@@ -30,7 +32,8 @@ demo: $(STAMP)
 	@echo "Press Ctrl-C to stop the web server and the Celery worker."
 	@trap 'kill 0' INT TERM EXIT; \
 	$(VENV)/bin/celery -A config worker -Q default,gpu --pool=solo --loglevel=WARNING & \
-	DJANGO_DEBUG=1 $(PY) manage.py runserver $(HOST):$(PORT)
+	QUORUM_BIND=$(HOST):$(PORT) QUORUM_WEB_WORKERS=$(WEB_WORKERS) \
+	  $(VENV)/bin/gunicorn -c config/gunicorn.conf.py
 
 # Browser tests drive Debian's chromium through Playwright (never a downloaded browser).
 chromium:

@@ -7,6 +7,7 @@ under ``QUORUM_DATA_DIR`` -- no servers. Production: ``DATABASE_URL`` (PostgreSQ
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -42,6 +43,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves /static/ from STATIC_ROOT (filled by `manage.py collectstatic`) in every process,
+    # DEBUG or not, so the production server needs no separate static file server.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -70,6 +74,21 @@ TEMPLATES = [
 ]
 
 
+def _conn_max_age() -> int:
+    """Seconds a PostgreSQL connection is reused across requests (``QUORUM_DB_CONN_MAX_AGE``).
+
+    Django keeps one connection per thread. Gunicorn's sync workers serve one request at a time
+    in one thread, and its threaded workers use a fixed pool, so persistent connections stay
+    bounded at workers x threads per web host (Celery: one per worker process) and save a
+    connection set-up per request. ``runserver`` starts a new thread per client connection and
+    keeps it for the whole HTTP keep-alive, so there every browser tab would pin a server
+    connection (76 of 100 in issue 8): under runserver connections close after each request.
+    """
+    if len(sys.argv) > 1 and sys.argv[1] == "runserver":
+        return 0
+    return env_int("QUORUM_DB_CONN_MAX_AGE", 60, minimum=0)
+
+
 def _database_from_env() -> dict:
     url = env_str("DATABASE_URL")
     if not url:
@@ -87,7 +106,7 @@ def _database_from_env() -> dict:
             "TEST": {"NAME": str(DATA_DIR / "test-quorum.sqlite3")},
         }
     try:
-        config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+        config = dj_database_url.parse(url, conn_max_age=_conn_max_age(), conn_health_checks=True)
     except Exception as exc:  # dj-database-url raises several types for bad URLs
         raise ImproperlyConfigured(f"DATABASE_URL: cannot parse {url!r}: {exc}") from exc
     if config.get("ENGINE") not in (
@@ -124,6 +143,14 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # collectstatic writes gzip copies that whitenoise serves to clients that accept them.
+    # Not the *Manifest* variant (hashed names, immutable caching): with DEBUG off it makes every
+    # {% static %} tag fail until collectstatic has run, which the test suite and a fresh
+    # checkout's management commands never do. Unhashed files get a short max-age (60 s).
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env_str("QUORUM_MEDIA_ROOT", str(DATA_DIR / "media"))).resolve()
 
