@@ -11,6 +11,48 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from annotate.rendering import markdown_html
+
+
+def _render_on_save(instance: models.Model, source: str, target: str, kwargs: dict) -> None:
+    """Stores ``source`` rendered to sanitised HTML in ``target`` before ``save()`` writes.
+
+    Pages read the stored HTML; rendering lives here because admin forms, services, the demo and
+    tests all write through ``save()`` (bulk inserts go through `_RenderedTextQuerySet`).
+    """
+    update_fields = kwargs.get("update_fields")
+    if update_fields is not None and source not in update_fields:
+        return
+    setattr(instance, target, markdown_html(getattr(instance, source)))
+    if update_fields is not None:
+        kwargs["update_fields"] = {*update_fields, target}
+
+
+class _RenderedTextQuerySet(models.QuerySet):
+    """Fills ``text_html`` on bulk writes, which bypass ``save()``."""
+
+    def update(self, **kwargs):
+        if "text" in kwargs and "text_html" not in kwargs:
+            if not isinstance(kwargs["text"], str):
+                raise TypeError("text: update with a string, so text_html can be rendered")
+            kwargs["text_html"] = markdown_html(kwargs["text"])
+        return super().update(**kwargs)
+
+    def bulk_create(self, objs, *args, **kwargs):
+        objs = list(objs)
+        for obj in objs:
+            if obj.text and not obj.text_html:
+                obj.text_html = markdown_html(obj.text)
+        return super().bulk_create(objs, *args, **kwargs)
+
+    def bulk_update(self, objs, fields, *args, **kwargs):
+        if "text" in fields:
+            objs = list(objs)
+            for obj in objs:
+                obj.text_html = markdown_html(obj.text)
+            fields = [*fields, "text_html"]
+        return super().bulk_update(objs, fields, *args, **kwargs)
+
 
 class Project(models.Model):
     class Mode(models.TextChoices):
@@ -30,6 +72,7 @@ class Project(models.Model):
         default=True, help_text="Hide model names from annotators everywhere."
     )
     instructions = models.TextField(blank=True, help_text="Markdown shown to annotators.")
+    instructions_html = models.TextField(blank=True, default="", editable=False)
     rubric_dimensions = models.JSONField(
         default=list, blank=True, help_text='Optional rating dimensions, e.g. ["accuracy"].'
     )
@@ -73,6 +116,10 @@ class Project(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args, **kwargs) -> None:
+        _render_on_save(self, "instructions", "instructions_html", kwargs)
+        super().save(*args, **kwargs)
+
 
 class Membership(models.Model):
     class Role(models.TextChoices):
@@ -99,10 +146,14 @@ class Prompt(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prompts")
     external_id = models.CharField(max_length=255)
     text = models.TextField(blank=True)
+    # ``text`` rendered and sanitised when the row is written (annotate.rendering).
+    text_html = models.TextField(blank=True, default="", editable=False)
     image = models.FileField(upload_to="prompts/", blank=True)
     video = models.FileField(upload_to="prompts/", blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = _RenderedTextQuerySet.as_manager()
 
     class Meta:
         ordering = ["id"]
@@ -114,6 +165,10 @@ class Prompt(models.Model):
 
     def __str__(self) -> str:
         return self.external_id
+
+    def save(self, *args, **kwargs) -> None:
+        _render_on_save(self, "text", "text_html", kwargs)
+        super().save(*args, **kwargs)
 
 
 class Candidate(models.Model):
@@ -128,9 +183,13 @@ class Candidate(models.Model):
     model_name = models.CharField(max_length=200, db_index=True)
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.TEXT)
     text = models.TextField(blank=True)
+    # ``text`` rendered and sanitised when the row is written (annotate.rendering).
+    text_html = models.TextField(blank=True, default="", editable=False)
     media = models.FileField(upload_to="candidates/", blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = _RenderedTextQuerySet.as_manager()
 
     class Meta:
         ordering = ["id"]
@@ -145,6 +204,10 @@ class Candidate(models.Model):
 
     def __str__(self) -> str:
         return self.external_id
+
+    def save(self, *args, **kwargs) -> None:
+        _render_on_save(self, "text", "text_html", kwargs)
+        super().save(*args, **kwargs)
 
 
 class Task(models.Model):

@@ -4,12 +4,16 @@ Python-Markdown passes raw HTML through, so its output is never trusted: ``nh3``
 small set of tags and attributes, drops scripts and event handlers, allows only http(s) and
 mailto links and adds ``rel="noopener noreferrer nofollow"``. Images are not allowed: a
 candidate could otherwise load a remote URL (a tracking pixel, or a hint at its source).
+
+Rendering happens when a row is written (``Prompt.text_html``, ``Candidate.text_html``,
+``Project.instructions_html``), never on a page request; ``markdown`` is imported on first use so
+the web process does not load it to serve stored HTML.
 """
 
 from __future__ import annotations
 
-import markdown
-import nh3
+import threading
+
 from django.utils.safestring import SafeString, mark_safe
 
 _TAGS = {
@@ -19,13 +23,29 @@ _TAGS = {
 }  # fmt: skip
 _ATTRIBUTES = {"a": {"href", "title"}, "th": {"align"}, "td": {"align"}, "ol": {"start"}}
 _EXTENSIONS = ["fenced_code", "tables", "sane_lists"]
+# A Markdown instance costs more to build (extension set-up) than a short text costs to
+# convert; one per thread, reset before each text, since an instance keeps per-document state.
+_local = threading.local()
+
+
+def _converter():
+    converter = getattr(_local, "converter", None)
+    if converter is None:
+        import markdown
+
+        converter = _local.converter = markdown.Markdown(
+            extensions=_EXTENSIONS, output_format="html"
+        )
+    return converter.reset()
 
 
 def markdown_html(text: str) -> SafeString:
     """Renders a markdown subset to HTML that is safe to insert into a page."""
     if not text:
         return mark_safe("")
-    html = markdown.markdown(text, extensions=_EXTENSIONS, output_format="html")
+    import nh3
+
+    html = _converter().convert(text)
     return mark_safe(  # noqa: S308 (sanitised by nh3 on the line below)
         nh3.clean(
             html,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 from django.urls import reverse
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 
 from annotate.models import (
     Assignment,
@@ -19,7 +19,6 @@ from annotate.models import (
     Task,
     TaskCandidate,
 )
-from annotate.rendering import markdown_html
 
 
 def projects_for_user(*, user: AbstractBaseUser) -> QuerySet[Project]:
@@ -98,7 +97,7 @@ def task_display(
             letter=LETTERS[i],
             candidate_id=cand.pk,
             kind=cand.kind,
-            text_html=markdown_html(cand.text),
+            text_html=mark_safe(cand.text_html),  # sanitised when stored
             media_url=_media_url(cand.media.name),
             model_name="" if project.blind else cand.model_name,
         )
@@ -106,7 +105,7 @@ def task_display(
     ]
     return TaskDisplay(
         assignment_id=assignment_id,
-        prompt_html=markdown_html(prompt.text),
+        prompt_html=mark_safe(prompt.text_html),
         prompt_image_url=_media_url(prompt.image.name),
         prompt_video_url=_media_url(prompt.video.name),
         candidates=candidates,

@@ -23,11 +23,11 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
 from annotate import queue, selectors
 from annotate.models import Assignment, Judgment, Membership, Project
-from annotate.rendering import markdown_html
 from annotate.services import JudgmentInvalid
 
 JsonView = Callable[..., JsonResponse]
@@ -94,7 +94,12 @@ def home(request: HttpRequest) -> HttpResponse:
     projects = selectors.projects_for_user(user=request.user).order_by("name")
     roles = dict(Membership.objects.filter(user=request.user).values_list("project_id", "role"))
     rows = [(p, roles.get(p.pk)) for p in projects]
-    return render(request, "annotate/home.html", {"rows": rows})
+    context: dict[str, Any] = {"rows": rows}
+    if request.user.is_staff:
+        from workers.jobs import jobs_status_for_staff
+
+        context["jobs_status"] = jobs_status_for_staff()
+    return render(request, "annotate/home.html", context)
 
 
 def _render_task(
@@ -103,7 +108,7 @@ def _render_task(
     """The task fragment for the page's fetch; the whole page otherwise."""
     if request.headers.get("X-Requested-With") == "fetch":
         return render(request, "annotate/_task.html", context, status=status)
-    context["instructions_html"] = markdown_html(project.instructions)
+    context["instructions_html"] = mark_safe(project.instructions_html)  # sanitised when stored
     context["last_letter"] = selectors.LETTERS[project.candidates_per_task - 1]
     return render(request, "annotate/work.html", context, status=status)
 
@@ -210,7 +215,7 @@ def instructions(request: HttpRequest, project_id: int) -> HttpResponse:
     return render(
         request,
         "annotate/instructions.html",
-        {"project": project, "instructions_html": markdown_html(project.instructions)},
+        {"project": project, "instructions_html": mark_safe(project.instructions_html)},
     )
 
 

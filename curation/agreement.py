@@ -40,9 +40,8 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-import krippendorff
-import numpy as np
-from scipy import stats
+# numpy, scipy and krippendorff are imported by the functions that use them: this module is
+# imported by every Django process (admin, services), most of which never compute agreement.
 
 OUTCOMES = ("a", "b", "tie", "both_bad")
 
@@ -153,7 +152,8 @@ def _relations(record: Record) -> dict[tuple[Candidate, Candidate], int]:
     for x, y in itertools.combinations(position, 2):
         if not _precedes(x, y):
             x, y = y, x
-        relations[(x, y)] = int(np.sign(position[y] - position[x]))
+        difference = position[y] - position[x]
+        relations[(x, y)] = (difference > 0) - (difference < 0)
     return relations
 
 
@@ -213,6 +213,9 @@ def krippendorff_alpha(
     Raises:
         ValueError: When ranking and pair records are mixed.
     """
+    import krippendorff
+    import numpy as np
+
     records = list(records)
     kind = _record_kind(records)
     values: dict[tuple[Hashable, ...], dict[Hashable, float]] = defaultdict(dict)
@@ -303,6 +306,8 @@ def kendall_tau(
         Tau-b in [-1, 1]; NaN with fewer than two common candidates or when either
         ranking ties all of them (tau-b is undefined there).
     """
+    from scipy import stats
+
     first, second = _mid_ranks(ranking_1), _mid_ranks(ranking_2)
     common = [c for c in first if c in second]
     if len(common) < 2:
@@ -481,6 +486,9 @@ def position_bias(
     Returns:
         A `PositionBias` per annotator with at least one usable judgment.
     """
+    import numpy as np
+    from scipy import stats
+
     records = list(records)
     kind = _record_kind(records)
     wins: dict[Hashable | None, list[int]] = defaultdict(list)
@@ -623,6 +631,9 @@ def anomalous_voters(
     Returns:
         An `AnomalyCheck` per annotator.
     """
+    import numpy as np
+    from scipy import stats
+
     records = list(records)
     # Per canonical pair (x, y): votes per annotator as counts of (x won, tie, y won).
     tallies: dict[tuple[Candidate, Candidate], dict[Hashable, np.ndarray]] = defaultdict(

@@ -22,12 +22,13 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-
-import networkx as nx
-import numpy as np
+from typing import TYPE_CHECKING
 
 from curation import agreement as A
 from curation import graph as G
+
+if TYPE_CHECKING:  # networkx and numpy load on first use: the web process rarely needs them
+    import networkx as nx
 
 RM_EVALUATOR = "reward-model"
 RANKING_METHOD: G.RankingMethod = "bradley_terry"
@@ -679,6 +680,8 @@ def evaluator_quality(
         thresholds: Check parameters.
         anomaly_test: Run Chatbot Arena's anomalous-voter test on pair judgments.
     """
+    import numpy as np
+
     records = [vote.record() for vote in votes]
     gold_by_prompt: dict[int, list[list[int]]] = {}
     task_prompt = {vote.task_id: vote.prompt_id for vote in votes}
@@ -769,6 +772,8 @@ def evaluator_flags(
     quality: Mapping[str, EvaluatorQuality], *, thresholds: Thresholds = DEFAULT_THRESHOLDS
 ) -> list[FlagSpec]:
     """Unreliable-annotator, position-bias and too-fast flags, one per evaluator and kind."""
+    import numpy as np
+
     flags = []
     overlapping = [q.weight for q in quality.values() if q.n_compared >= thresholds.min_overlap]
     peer_median = float(np.median(overlapping)) if overlapping else 1.0
@@ -893,6 +898,8 @@ def agreement_by_period(votes: Sequence[Vote], *, days: int | None = None) -> li
         days: Period length; default one day, or one week when the judgments span more than
             60 days.
     """
+    import numpy as np
+
     dated = [v for v in votes if v.created_at is not None]
     if not dated:
         return []

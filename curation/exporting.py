@@ -29,15 +29,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any
 
 from curation import agreement as A
 from curation import consensus as C
 from curation import graph as G
+
+if TYPE_CHECKING:
+    # pyarrow and datasets load in the worker that writes an export, not in every process that
+    # imports this module for its options and zip streaming (web, admin, commands).
+    import pyarrow as pa
 
 FORMAT = "quorum-dataset-export/1"
 RM_WEIGHT = 0.5
@@ -205,54 +206,64 @@ class SnapshotInput:
     media_root: Path
 
 
-PAIR_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("split", pa.string()),
-        ("prompt_id", pa.string()),
-        ("prompt", pa.string()),
-        ("image", pa.string()),
-        ("video", pa.string()),
-        ("chosen", pa.string()),
-        ("rejected", pa.string()),
-        ("chosen_id", pa.string()),
-        ("rejected_id", pa.string()),
-        ("chosen_model", pa.string()),
-        ("rejected_model", pa.string()),
-        ("chosen_kind", pa.string()),
-        ("rejected_kind", pa.string()),
-        ("chosen_media", pa.string()),
-        ("rejected_media", pa.string()),
-        ("margin", pa.float64()),
-        ("human_margin", pa.float64()),
-        ("agreement", pa.float64()),
-        ("n_judgments", pa.int32()),
-        ("votes_chosen", pa.int32()),
-        ("votes_rejected", pa.int32()),
-        ("ties", pa.int32()),
-        ("source", pa.string()),
-        ("denoised", pa.bool_()),
-        ("reward_model", pa.string()),
-        ("judgment_ids", pa.list_(pa.int64())),
-    ]
-)
-RANKING_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("split", pa.string()),
-        ("prompt_id", pa.string()),
-        ("prompt", pa.string()),
-        ("image", pa.string()),
-        ("video", pa.string()),
-        ("responses", pa.list_(pa.string())),
-        ("rankings", pa.list_(pa.int32())),
-        ("candidate_ids", pa.list_(pa.string())),
-        ("models", pa.list_(pa.string())),
-        ("source", pa.string()),
-        ("n_judgments", pa.int32()),
-        ("agreement", pa.float64()),
-    ]
-)
+def _pair_schema() -> pa.Schema:
+    """Columns of the pairs table (Parquet and Hugging Face)."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("split", pa.string()),
+            ("prompt_id", pa.string()),
+            ("prompt", pa.string()),
+            ("image", pa.string()),
+            ("video", pa.string()),
+            ("chosen", pa.string()),
+            ("rejected", pa.string()),
+            ("chosen_id", pa.string()),
+            ("rejected_id", pa.string()),
+            ("chosen_model", pa.string()),
+            ("rejected_model", pa.string()),
+            ("chosen_kind", pa.string()),
+            ("rejected_kind", pa.string()),
+            ("chosen_media", pa.string()),
+            ("rejected_media", pa.string()),
+            ("margin", pa.float64()),
+            ("human_margin", pa.float64()),
+            ("agreement", pa.float64()),
+            ("n_judgments", pa.int32()),
+            ("votes_chosen", pa.int32()),
+            ("votes_rejected", pa.int32()),
+            ("ties", pa.int32()),
+            ("source", pa.string()),
+            ("denoised", pa.bool_()),
+            ("reward_model", pa.string()),
+            ("judgment_ids", pa.list_(pa.int64())),
+        ]
+    )
+
+
+def _ranking_schema() -> pa.Schema:
+    """Columns of the rankings tables (Parquet and Hugging Face)."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("split", pa.string()),
+            ("prompt_id", pa.string()),
+            ("prompt", pa.string()),
+            ("image", pa.string()),
+            ("video", pa.string()),
+            ("responses", pa.list_(pa.string())),
+            ("rankings", pa.list_(pa.int32())),
+            ("candidate_ids", pa.list_(pa.string())),
+            ("models", pa.list_(pa.string())),
+            ("source", pa.string()),
+            ("n_judgments", pa.int32()),
+            ("agreement", pa.float64()),
+        ]
+    )
 
 
 # --------------------------------------------------------------------------- build
@@ -687,6 +698,9 @@ def write_snapshot(
 
     progress(86, "Parquet and Hugging Face datasets")
     import datasets
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
     from datasets.table import InMemoryTable
 
     datasets.disable_progress_bars()
@@ -694,9 +708,9 @@ def write_snapshot(
     (out_dir / "parquet").mkdir()
     (out_dir / "hf").mkdir()
     for name, rows, schema in (
-        ("pairs", snapshot.pairs, PAIR_SCHEMA),
-        ("rankings", snapshot.rankings, RANKING_SCHEMA),
-        ("rankings_4", snapshot.variants, RANKING_SCHEMA),
+        ("pairs", snapshot.pairs, _pair_schema()),
+        ("rankings", snapshot.rankings, _ranking_schema()),
+        ("rankings_4", snapshot.variants, _ranking_schema()),
     ):
         table = pa.Table.from_pylist(rows, schema=schema)
         pq.write_table(table, out_dir / "parquet" / f"{name}.parquet")

@@ -57,11 +57,13 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import networkx as nx
-import numpy as np
-from scipy.special import expit
+if TYPE_CHECKING:
+    # Imported by the functions that use them: every Django process imports this module (through
+    # the curation services and admin) and most never build a graph.
+    import networkx as nx
+    import numpy as np
 
 Node = Hashable
 Edge = tuple[Node, Node, float]
@@ -233,6 +235,8 @@ def ensemble_graph(
 
 
 def _net_graph(order: Mapping[Node, None], totals: Mapping[Arc, float]) -> nx.DiGraph:
+    import networkx as nx
+
     graph = nx.DiGraph()
     graph.add_nodes_from(order)
     for (u, v), w in totals.items():
@@ -244,6 +248,8 @@ def _net_graph(order: Mapping[Node, None], totals: Mapping[Arc, float]) -> nx.Di
 
 def has_cycle(graph: nx.DiGraph) -> bool:
     """Whether the graph has a directed cycle (a self-loop counts)."""
+    import networkx as nx
+
     return not nx.is_directed_acyclic_graph(graph)
 
 
@@ -258,6 +264,8 @@ def find_cycles(graph: nx.DiGraph, limit: int | None = 100) -> list[list[Node]]:
     Returns:
         Each cycle as its node list ``[n0, n1, ...]`` (arc ``n_last -> n0`` closes it).
     """
+    import networkx as nx
+
     cycles = nx.simple_cycles(graph)
     found = list(cycles if limit is None else itertools.islice(cycles, limit))
     return sorted(found, key=len)
@@ -330,6 +338,9 @@ def denoise(graph: nx.DiGraph, exact_max_nodes: int = 12) -> DenoiseResult:
 
 
 def _feedback_arcs(graph: nx.DiGraph, exact_max_nodes: int) -> tuple[list[Arc], bool]:
+    import networkx as nx
+    import numpy as np
+
     if exact_max_nodes > _EXACT_LIMIT:
         raise ValueError(f"exact_max_nodes must be at most {_EXACT_LIMIT}")
     for u, v, w in graph.edges(data="weight", default=1.0):
@@ -373,6 +384,8 @@ def _exact_order(weight: np.ndarray) -> list[int]:
     ``cost[S]`` is the least backward weight of any order of S placed first; appending v
     after S turns every arc ``v -> s`` (s in S) backwards, which ``into[v, S]`` sums.
     """
+    import numpy as np
+
     n = weight.shape[0]
     size = 1 << n
     into = np.zeros((n, size))
@@ -411,6 +424,8 @@ def _exact_order(weight: np.ndarray) -> list[int]:
 def _greedy_order(adjacent: np.ndarray, weight: np.ndarray) -> list[int]:
     """Eades-Lin-Smyth order, weighted: sinks to the back, sources to the front, else the
     node with the largest out-weight minus in-weight to the front."""
+    import numpy as np
+
     n = weight.shape[0]
     active = np.ones(n, dtype=bool)
     out_count = adjacent.sum(axis=1)
@@ -450,6 +465,8 @@ def _sift(weight: np.ndarray, order: list[int], max_passes: int = 20) -> list[in
     weight is often 10-20% above the optimum); re-inserting one node at a time while that
     strictly helps recovers most of the gap in O(n**2) per pass.
     """
+    import numpy as np
+
     order = list(order)
     for _ in range(max_passes):
         improved = False
@@ -478,6 +495,8 @@ def _restore_arcs(arcs: list[tuple[int, int, float]], rank: np.ndarray) -> list[
     Backward arcs are put back, heaviest first, wherever they close no cycle; what stays
     out is an inclusion-minimal feedback arc set.
     """
+    import networkx as nx
+
     dag = nx.DiGraph()
     dag.add_nodes_from(range(len(rank)))
     backward = []
@@ -574,6 +593,8 @@ def _topological_order(dag: nx.DiGraph, key: Callable[[Node], tuple]) -> list[No
 
 
 def _scores(dag: nx.DiGraph, method: str, alpha: float) -> dict[Node, float]:
+    import networkx as nx
+
     if method == "copeland":
         out_degree, in_degree = dict(dag.out_degree()), dict(dag.in_degree())
         return {n: float(out_degree[n] - in_degree[n]) for n in dag.nodes}
@@ -596,6 +617,8 @@ def bradley_terry_scores(graph: nx.DiGraph, *, alpha: float = 0.1) -> dict[Node,
     Returns:
         Strength per node in natural-log odds units, summing to 0 over each connected part.
     """
+    import numpy as np
+
     nodes = list(graph.nodes)
     index = {node: i for i, node in enumerate(nodes)}
     wins = np.zeros((len(nodes), len(nodes)))
@@ -617,6 +640,8 @@ def _fit_bradley_terry(
     bootstrap refits, and expose the Hessian for `leaderboard_stability`; the tests check it
     against ``choix.opt_pairwise``.
     """
+    import numpy as np
+
     if alpha <= 0:
         raise ValueError("alpha must be positive: the strengths are unbounded without it")
     n = wins.shape[0]
@@ -650,6 +675,9 @@ def _fit_bradley_terry(
 def _bt_gradient_hessian(
     theta: np.ndarray, wins: np.ndarray, games: np.ndarray, alpha: float
 ) -> tuple[np.ndarray, np.ndarray]:
+    import numpy as np
+    from scipy.special import expit
+
     p = expit(theta[:, None] - theta[None, :])
     grad = -(wins - games * p).sum(axis=1) + 2 * alpha * theta
     curvature = games * p * (1 - p)
@@ -743,6 +771,8 @@ class _Tally:
 
     def wins(self, counts: np.ndarray) -> np.ndarray:
         """``wins[i, j]``: (fractional) wins of model i over model j for these cell counts."""
+        import numpy as np
+
         n = len(self.models)
         wins = np.zeros((n, n))
         np.add.at(wins, (self.first, self.second), counts * self.share)
@@ -751,6 +781,8 @@ class _Tally:
 
 
 def _tally(comparisons: Iterable[Comparison], ties: TiePolicy) -> _Tally:
+    import numpy as np
+
     if ties not in ("half", "drop"):
         raise ValueError(f"ties must be 'half' or 'drop', got {ties!r}")
     counter: Counter[tuple[Hashable, Hashable, str]] = Counter()
@@ -811,6 +843,9 @@ def bradley_terry_leaderboard(
     Raises:
         ValueError: On an unknown outcome or tie policy. Self-comparisons are skipped.
     """
+    import networkx as nx
+    import numpy as np
+
     tally = _tally(comparisons, ties)
     if not tally.models:
         return []
@@ -900,6 +935,9 @@ def leaderboard_stability(
     Returns:
         A `StabilityReport`. Leaderboards with fewer than two models report None.
     """
+    import numpy as np
+    from scipy.special import expit
+
     tally = _tally(comparisons, ties)
     total = int(tally.counts.sum())
     if len(tally.models) < 2:

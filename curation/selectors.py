@@ -11,7 +11,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Q, QuerySet
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 
 from annotate.models import (
     Candidate,
@@ -23,7 +23,6 @@ from annotate.models import (
     Task,
     TaskCandidate,
 )
-from annotate.rendering import markdown_html
 from annotate.selectors import LETTERS
 from curation import consensus as C
 from curation import graph as G
@@ -430,7 +429,7 @@ def review_item(*, project: Project, prompt: Prompt) -> ReviewItem:
             letter=letter_of[c.pk],
             model_name="" if project.blind else c.model_name,
             kind=c.kind,
-            text_html=markdown_html(c.text),
+            text_html=mark_safe(c.text_html),  # sanitised when stored
             media_url=c.media.url if c.media else "",
             score=data.rm_scores.get(c.pk),
             rank=rank_of.get(c.pk),
@@ -459,7 +458,7 @@ def review_item(*, project: Project, prompt: Prompt) -> ReviewItem:
     return ReviewItem(
         project=project,
         prompt=prompt,
-        prompt_html=markdown_html(prompt.text),
+        prompt_html=mark_safe(prompt.text_html),
         candidates=candidates,
         judgments=judgments,
         consensus=consensus,
