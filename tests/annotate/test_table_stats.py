@@ -1,0 +1,53 @@
+"""Planner statistics are refreshed after bulk imports, once the import has committed."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection, transaction
+
+from annotate.table_stats import tables_analyze
+from tests.conftest import is_postgres
+from tests.factories import make_project
+
+
+def _last_analyze() -> dict[str, object]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, last_analyze FROM pg_stat_user_tables WHERE relname IN "
+            "('annotate_prompt', 'annotate_candidate', 'annotate_task', "
+            "'annotate_taskcandidate', 'annotate_judgment', 'annotate_assignment')"
+        )
+        return dict(cursor.fetchall())
+
+
+@pytest.mark.django_db
+def test_it_waits_for_the_commit_inside_a_transaction(django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        tables_analyze()
+
+    assert len(callbacks) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_runs_at_once_outside_a_transaction():
+    make_project(n_prompts=2)
+
+    tables_analyze()  # raises on a bad statement for this backend
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_it_analyses_the_import_tables_on_postgresql():
+    if not is_postgres():
+        pytest.skip("PostgreSQL only")
+    make_project(n_prompts=2)
+    before = _last_analyze()
+
+    with transaction.atomic():
+        tables_analyze()
+        assert _last_analyze() == before  # not inside the import's transaction
+
+    after = _last_analyze()
+    assert len(after) == 6
+    for table, when in after.items():
+        assert when is not None and when != before.get(table), table
