@@ -25,7 +25,7 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py make_demo --seed $(SEED) --users
-	$(PY) manage.py train_demo_model --seed $(SEED)
+	$(PY) manage.py train_demo_model --seed $(SEED) --background
 	$(PY) manage.py collectstatic --noinput -v0
 	@echo ""
 	@echo "Quorum is starting at http://$(HOST):$(PORT)/  (admin: http://$(HOST):$(PORT)/admin/)"

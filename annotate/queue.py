@@ -51,6 +51,7 @@ from annotate.models import (
     TaskCandidate,
 )
 from annotate.services import JudgmentInvalid, judgment_validate
+from workers.jobs import flags_update_publish_soon
 
 MAX_RATIONALE_CHARS = 5000
 MAX_DURATION_MS = 24 * 3600 * 1000
@@ -508,8 +509,9 @@ def judgment_submit(
             task.judgment_count += 1
             if task.status == Task.Status.OPEN and task.judgment_count >= task_k(task, project):
                 task.status = Task.Status.COMPLETE
-            task.save(update_fields=["judgment_count", "status"])
-            _flags_after_commit(task.pk)
+            task.flags_dirty_at = now
+            task.save(update_fields=["judgment_count", "status", "flags_dirty_at"])
+            flags_update_publish_soon(task.pk)
     except IntegrityError:
         # The key was stored by a concurrent copy of this request, or used elsewhere.
         replay = _replay(key=key, assignment_pk=assignment.pk)
@@ -634,21 +636,14 @@ def judgment_revise(
                     value = (current.duration_ms or 0) + (value or 0)
                 setattr(current, name, value)
             current.save()
-            _flags_after_commit(current.task_id)
+            Task.objects.filter(pk=current.task_id).update(flags_dirty_at=now)
+            flags_update_publish_soon(current.task_id)
     except IntegrityError:
         done = JudgmentRevision.objects.filter(edit_key=key).first()
         if done is not None and done.judgment_id == judgment.pk:
             return SubmitResult(judgment=Judgment.objects.get(pk=judgment.pk), created=False)
         raise KeyConflict("this edit key was used before") from None
     return SubmitResult(judgment=current, created=True)
-
-
-def _flags_after_commit(task_id: int) -> None:
-    """Queues the cheap, incremental flag update of the task's prompt once the judgment is
-    committed (a worker on the default queue runs it; the request does not wait for it)."""
-    from workers.curation_tasks import flags_update_for_task_task
-
-    transaction.on_commit(lambda: flags_update_for_task_task.delay(task_id=task_id), robust=True)
 
 
 # --- progress -------------------------------------------------------------------------------

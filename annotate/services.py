@@ -31,6 +31,8 @@ from annotate.models import (
     Task,
     TaskCandidate,
 )
+from workers import jobs
+from workers.jobs import job_enqueue
 
 logger = logging.getLogger("quorum.annotate")
 
@@ -242,8 +244,12 @@ def import_file(
         on_progress=on_progress,
     )
     created_media: list[str] = []
+    state = {"committed": False}
     try:
         with transaction.atomic():
+            # Runs first among the commit callbacks: from then on the rows exist and their
+            # media must stay, whatever a later callback does.
+            transaction.on_commit(lambda: state.update(committed=True))
             if project is None:
                 name = project_name or path.stem
                 project = Project.objects.filter(name=name).first() or _project_from_settings(
@@ -252,19 +258,18 @@ def import_file(
             counts = _write_records(project, parsed, created_media, on_progress)
             new_prompt_ids = counts.pop("_new_prompt_ids")
             if counts["judgments"]:
-                from workers.curation_tasks import flags_recompute_task
-
                 # New evidence: the project's flags and annotator figures are recomputed.
-                project_id = project.pk
-                transaction.on_commit(lambda: flags_recompute_task.delay(project_id=project_id))
+                flags_recompute_job(project_id=project.pk)
             if new_prompt_ids and project.active_reward_model_id:
                 from workers.scoring import scoring_run_start
 
-                # Enqueued on commit: the gpu workers pre-rank the new candidates.
+                # Recorded with the rows, published on commit: the gpu workers pre-rank the
+                # new candidates.
                 scoring_run_start(project=project, prompt_ids=new_prompt_ids, reason="import")
     except BaseException:
-        for name in created_media:
-            default_storage.delete(name)
+        if not state["committed"]:
+            for name in created_media:
+                default_storage.delete(name)
         raise
     finally:
         parsed.source.close()
@@ -581,20 +586,24 @@ def import_job_create(
             or rows > settings.QUORUM_ASYNC_IMPORT_ROWS
         )
     if run_async:
-        from workers.tasks import import_file_task
-
-        transaction.on_commit(lambda: import_file_task.delay(job_id=job.pk))
+        job_enqueue(name=jobs.IMPORT_FILE, kwargs={"import_job_id": job.pk})
     else:
         import_job_run(job_id=job.pk)
         job.refresh_from_db()
     return job
 
 
-def import_job_run(*, job_id: int) -> ImportJob:
-    """Runs an import job; records its counts or its problems. Safe to call twice."""
+def import_job_run(*, job_id: int, takeover: bool = False) -> ImportJob:
+    """Runs an import job; records its counts or its problems. Safe to call twice.
+
+    ``takeover``: the job system re-runs an import whose worker died; the import is one
+    transaction, so the dead attempt left nothing behind and its "running" row is taken over.
+    """
     with transaction.atomic():
         job = ImportJob.objects.select_for_update().get(pk=job_id)
-        if job.status in (ImportJob.Status.DONE, ImportJob.Status.FAILED, ImportJob.Status.RUNNING):
+        if job.status in (ImportJob.Status.DONE, ImportJob.Status.FAILED) or (
+            job.status == ImportJob.Status.RUNNING and not takeover
+        ):
             return job
         job.status = ImportJob.Status.RUNNING
         job.save(update_fields=["status"])
@@ -640,6 +649,23 @@ def import_job_run(*, job_id: int) -> ImportJob:
         )
     job.refresh_from_db()
     return job
+
+
+def import_job_give_up(*, job, reason: str) -> None:
+    """The job system gave up an import (its worker died on every attempt)."""
+    ImportJob.objects.filter(
+        pk=job.kwargs.get("import_job_id"),
+        status__in=[ImportJob.Status.PENDING, ImportJob.Status.RUNNING],
+    ).update(status=ImportJob.Status.FAILED, errors=[reason], finished_at=timezone.now())
+
+
+def flags_recompute_job(*, project_id: int):
+    """Records a full flag recompute of a project (one waiting at a time), run after commit."""
+    return job_enqueue(
+        name=jobs.FLAGS_RECOMPUTE,
+        kwargs={"project_id": project_id},
+        dedupe_key=f"flags_recompute:{project_id}",
+    )
 
 
 def upload_save(*, uploaded_file, subdir: str = "uploads") -> Path:

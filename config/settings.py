@@ -176,7 +176,13 @@ def _broker_from_env() -> tuple[str, dict]:
             f"use one of {', '.join(_BROKER_SCHEMES)}"
         )
     if scheme != "filesystem":
-        return url, {"visibility_timeout": 3600}
+        # Socket timeouts: a frozen Redis fails a publish in seconds instead of hanging it
+        # (publishing happens off the request path; the job sweep retries).
+        return url, {
+            "visibility_timeout": 3600,
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+        }
     broker_dir = DATA_DIR / "broker"
     for sub in ("queue", "processed", "control"):
         (broker_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -210,6 +216,15 @@ if CELERY_TASK_SOFT_TIME_LIMIT and CELERY_TASK_SOFT_TIME_LIMIT > CELERY_TASK_TIM
         "QUORUM_TASK_SOFT_TIME_LIMIT: must not exceed QUORUM_TASK_TIME_LIMIT "
         f"({CELERY_TASK_SOFT_TIME_LIMIT} > {CELERY_TASK_TIME_LIMIT})"
     )
+
+# Background jobs (workers/jobs.py): how often each worker sweeps (0: never; then run
+# `manage.py jobs_sweep --loop`), when a running job's silent runner counts as dead, and when an
+# unstarted job or an unrun flag update is published again.
+QUORUM_JOB_SWEEP_SECONDS = env_int("QUORUM_JOB_SWEEP_SECONDS", 10, minimum=0)
+QUORUM_JOB_HEARTBEAT_SECONDS = env_int("QUORUM_JOB_HEARTBEAT_SECONDS", 60, minimum=2)
+QUORUM_JOB_REPUBLISH_SECONDS = env_int("QUORUM_JOB_REPUBLISH_SECONDS", 120, minimum=1)
+# Publish in the caller's thread instead of the background publisher (tests).
+QUORUM_JOBS_PUBLISH_INLINE = env_bool("QUORUM_JOBS_PUBLISH_INLINE", False)
 
 # Reward-model checkpoint of the demo (written by make_demo).
 QUORUM_DEMO_DIR = DATA_DIR / "demo"

@@ -14,7 +14,13 @@ from django.utils.html import format_html
 from annotate.models import Project
 from curation.exporting import ExportOptions, ExportOptionsInvalid, parse_splits
 from curation.models import AnnotatorQuality, DatasetExport, Flag, PromptDecision, ReviewAction
-from curation.services import export_create, export_rebuild, flags_recompute_enqueue
+from curation.services import (
+    ExportNotCancellable,
+    export_cancel,
+    export_create,
+    export_rebuild,
+    flags_recompute_enqueue,
+)
 
 
 class ExportForm(forms.Form):
@@ -61,7 +67,7 @@ class DatasetExportAdmin(admin.ModelAdmin):
     list_filter = ["status", "project"]
     list_select_related = ["project", "created_by"]
     readonly_fields = [f.name for f in DatasetExport._meta.fields]
-    actions = ["rebuild"]
+    actions = ["rebuild", "cancel"]
 
     def add_view(
         self, request: HttpRequest, form_url: str = "", extra_context=None
@@ -101,6 +107,16 @@ class DatasetExportAdmin(admin.ModelAdmin):
             reverse("curation:export_download", args=[obj.pk]),
             reverse("curation:export_file", args=[obj.pk, "datasheet.md"]),
         )
+
+    @admin.action(description="Cancel the selected pending or running exports")
+    def cancel(self, request: HttpRequest, queryset) -> None:
+        for export in queryset:
+            try:
+                export_cancel(export=export, actor=request.user)
+            except ExportNotCancellable as exc:
+                messages.warning(request, f"Not cancelled: {exc}.")
+            else:
+                messages.success(request, f"v{export.version} cancelled.")
 
     @admin.action(description="Build a new version with the same options")
     def rebuild(self, request: HttpRequest, queryset) -> None:

@@ -3,11 +3,8 @@
 Entry points for other apps:
 
 - ``flags_update_for_task(task_id=...)``: cheap incremental update of one prompt's flags;
-  call it after a judgment is stored, once the transaction commits::
-
-      transaction.on_commit(lambda: flags_update_for_task(task_id=task.pk), robust=True)
-
-  (or enqueue ``workers.curation_tasks.flags_update_for_task_task``).
+  a judgment write marks its task ``flags_dirty_at`` and calls
+  ``workers.jobs.flags_update_publish_soon`` (the job sweep re-publishes lost updates).
 - ``flags_recompute(project_id=...)``: the full pass (annotator quality, every flag);
   Celery task ``quorum.flags_recompute``.
 - ``export_create(...)`` / ``export_build(export_id=...)``: dataset snapshots; Celery task
@@ -17,6 +14,7 @@ Entry points for other apps:
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -28,14 +26,17 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from annotate.models import Project, Prompt, Task, TaskCandidate
-from annotate.services import JudgmentInvalid, judgment_validate
+from annotate.services import JudgmentInvalid, flags_recompute_job, judgment_validate
 from curation import consensus as C
 from curation import exporting as E
 from curation import selectors
 from curation.models import AnnotatorQuality, DatasetExport, Flag, PromptDecision, ReviewAction
+from workers import jobs
+from workers.jobs import job_enqueue, jobs_cancel
 
 logger = logging.getLogger("quorum.curation")
 
@@ -133,7 +134,12 @@ def flags_update_for_task(*, task_id: int) -> dict[str, int]:
     reliability weights come from `flags_recompute`. Safe to call at any time, any number
     of times; call it after the judgment's transaction commits.
     """
-    task = Task.objects.select_related("project__active_reward_model").get(pk=task_id)
+    task = Task.objects.select_related("project__active_reward_model").filter(pk=task_id).first()
+    if task is None:  # deleted with its project since the update was asked for
+        return {}
+    # Read before the judgments: a judgment committed after this read changes the mark, so
+    # clearing it below only if unchanged never drops an update that is still owed.
+    seen_dirty = task.flags_dirty_at
     data = selectors.project_data(project=task.project, prompt_ids=[task.prompt_id])
     specs = _prompt_specs(data, task.prompt_id)
     prompt_votes = data.votes_by_prompt().get(task.prompt_id, [])
@@ -150,6 +156,8 @@ def flags_update_for_task(*, task_id: int) -> dict[str, int]:
         kinds=C.JUDGMENT_FLAG_KINDS,
         keys=[f"judgment:{v.judgment_id}" for v in prompt_votes],
     )
+    if seen_dirty is not None:
+        Task.objects.filter(pk=task_id, flags_dirty_at=seen_dirty).update(flags_dirty_at=None)
     return {k: counts[k] + gold_counts[k] for k in counts}
 
 
@@ -256,10 +264,8 @@ def _store_quality(project: Project, quality: dict[str, C.EvaluatorQuality]) -> 
 
 
 def flags_recompute_enqueue(*, project_id: int) -> None:
-    """Runs the full pass in a Celery worker once the current transaction commits."""
-    from workers.curation_tasks import flags_recompute_task
-
-    transaction.on_commit(lambda: flags_recompute_task.delay(project_id=project_id), robust=True)
+    """Records the full pass as a job (one waiting per project); a worker runs it."""
+    flags_recompute_job(project_id=project_id)
 
 
 # --------------------------------------------------------------------------- review actions
@@ -671,73 +677,151 @@ def export_create(
                     created_by=created_by,
                     phase="queued",
                 )
+                if enqueue:  # the row and its job commit together
+                    export_build_job(export=export)
             break
         except IntegrityError:
             # Two creators raced for a version number on a database without row locks.
             if attempt == 4:
                 raise
-    if enqueue:
-        from workers.curation_tasks import export_build_task
-
-        transaction.on_commit(lambda: export_build_task.delay(export_id=export.pk))
     return export
 
 
-def _progress(export_id: int) -> E.Progress:
-    def report(percent: int, phase: str) -> None:
-        DatasetExport.objects.filter(pk=export_id, status=DatasetExport.Status.RUNNING).update(
-            progress=max(0, min(99, percent)), phase=phase[:200]
+def export_build_job(*, export: DatasetExport) -> None:
+    """Records the build of a pending export as a job; published after commit."""
+    job_enqueue(
+        name=jobs.EXPORT_BUILD,
+        kwargs={"export_id": export.pk},
+        dedupe_key=f"export_build:{export.pk}",
+    )
+
+
+class ExportNotCancellable(ValueError):
+    pass
+
+
+def export_cancel(*, export: DatasetExport, actor: AbstractBaseUser | None = None) -> DatasetExport:
+    """Cancels a pending or running export; its build stops publishing files.
+
+    Raises:
+        ExportNotCancellable: the export is already done, failed or cancelled.
+    """
+    by = f" by {actor.get_username()}" if actor is not None else ""
+    with transaction.atomic():
+        cancelled = DatasetExport.objects.filter(
+            pk=export.pk, status__in=[DatasetExport.Status.PENDING, DatasetExport.Status.RUNNING]
+        ).update(
+            status=DatasetExport.Status.CANCELLED,
+            phase="cancelled",
+            error=f"cancelled{by}",
+            finished_at=timezone.now(),
         )
+        if not cancelled:
+            export.refresh_from_db()
+            raise ExportNotCancellable(f"export v{export.version} is {export.status}")
+        jobs_cancel(name=jobs.EXPORT_BUILD, match={"export_id": export.pk}, reason=f"cancelled{by}")
+    export.refresh_from_db()
+    return export
+
+
+def export_give_up(*, job, reason: str) -> None:
+    """The job system gave up a build (its worker died on every attempt)."""
+    DatasetExport.objects.filter(
+        pk=job.kwargs.get("export_id"),
+        status__in=[DatasetExport.Status.PENDING, DatasetExport.Status.RUNNING],
+    ).update(
+        status=DatasetExport.Status.FAILED,
+        error=reason[:5000],
+        phase="failed",
+        finished_at=timezone.now(),
+    )
+
+
+def _progress(export_id: int, builder: str) -> E.Progress:
+    def report(percent: int, phase: str) -> None:
+        DatasetExport.objects.filter(
+            pk=export_id, status=DatasetExport.Status.RUNNING, builder=builder
+        ).update(progress=max(0, min(99, percent)), phase=phase[:200])
 
     return report
 
 
-def export_build(*, export_id: int) -> DatasetExport:
-    """Builds an export's files and freezes it. Idempotent: a done or failed export is
-    returned as it is; a running one (its worker died) is taken over and rebuilt."""
-    claimed = DatasetExport.objects.filter(
-        pk=export_id, status__in=[DatasetExport.Status.PENDING, DatasetExport.Status.RUNNING]
-    ).update(
-        status=DatasetExport.Status.RUNNING, started_at=timezone.now(), progress=1, phase="loading"
+def export_build(*, export_id: int, builder: str = "") -> DatasetExport:
+    """Builds an export's files and freezes it. Idempotent: a done, failed or cancelled
+    export is returned as it is.
+
+    ``builder`` names this run (the job id and attempt). A pending export is claimed; a
+    running one only by a different builder, which the job system sends only once the
+    previous runner is dead. The files are published, and the row marked done, only while
+    this builder still owns the row: a stale or duplicate run never replaces anything.
+    """
+    builder = builder or f"direct-{time.time_ns()}"
+    claimed = (
+        DatasetExport.objects.filter(pk=export_id)
+        .filter(
+            Q(status=DatasetExport.Status.PENDING)
+            | Q(status=DatasetExport.Status.RUNNING) & ~Q(builder=builder)
+        )
+        .update(
+            status=DatasetExport.Status.RUNNING,
+            builder=builder,
+            started_at=timezone.now(),
+            progress=1,
+            phase="loading",
+        )
     )
     export = DatasetExport.objects.select_related("project__active_reward_model").get(pk=export_id)
     if not claimed:
         return export
+    delay = float(os.environ.get("QUORUM_FAULT_EXPORT_DELAY", "0") or 0)
+    if delay:  # fault-injection knob for tests: widens the window for a crash mid-build
+        time.sleep(delay)
     target = export.path
     work = None
     try:
         options = E.ExportOptions.from_dict(export.options)
-        report = _progress(export.pk)
+        report = _progress(export.pk, builder)
         source = _snapshot_input(export)
         report(5, "loaded")
         snapshot = E.build_snapshot(source, options, report)
         target.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".v{export.version}-", dir=target.parent))
         files = E.write_snapshot(snapshot, work, source, options, report)
-        if target.exists():
-            # Left by an attempt that died before marking the row done (or by a database
-            # that was reset): nobody can download it, so ours replaces it.
-            stale = target.with_name(f".stale-{target.name}-{time.time_ns()}")
-            target.rename(stale)
-            shutil.rmtree(stale, ignore_errors=True)
-        work.rename(target)
-        work = None
-        finished = DatasetExport.objects.filter(
-            pk=export.pk, status=DatasetExport.Status.RUNNING
-        ).update(
-            status=DatasetExport.Status.DONE,
-            progress=100,
-            phase="done",
-            counts=snapshot.datasheet["counts"],
-            datasheet=snapshot.datasheet,
-            files=files,
-            finished_at=timezone.now(),
-        )
-        if not finished:
-            logger.warning("export %s changed state while building", export.pk)
+        with transaction.atomic():
+            # Hold the row while the files move: nobody else can finish, cancel or take it
+            # over in between, and only the owning builder publishes.
+            owned = (
+                DatasetExport.objects.select_for_update()
+                .filter(pk=export.pk, status=DatasetExport.Status.RUNNING, builder=builder)
+                .exists()
+            )
+            if not owned:
+                logger.warning("export %s is no longer this build's (%s)", export.pk, builder)
+            else:
+                if target.exists():
+                    # Left by an attempt that died before marking the row done: nobody can
+                    # download it (the row was never done), so ours replaces it.
+                    stale = target.with_name(f".stale-{target.name}-{time.time_ns()}")
+                    target.rename(stale)
+                    shutil.rmtree(stale, ignore_errors=True)
+                work.rename(target)
+                work = None
+                DatasetExport.objects.filter(pk=export.pk).update(
+                    status=DatasetExport.Status.DONE,
+                    progress=100,
+                    phase="done",
+                    counts=snapshot.datasheet["counts"],
+                    datasheet=snapshot.datasheet,
+                    files=files,
+                    finished_at=timezone.now(),
+                )
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
     except Exception as exc:
         logger.exception("export %s failed", export.pk)
-        DatasetExport.objects.filter(pk=export.pk, status=DatasetExport.Status.RUNNING).update(
+        DatasetExport.objects.filter(
+            pk=export.pk, status=DatasetExport.Status.RUNNING, builder=builder
+        ).update(
             status=DatasetExport.Status.FAILED,
             error=f"{exc.__class__.__name__}: {exc}"[:5000],
             phase="failed",

@@ -31,5 +31,6 @@ urlpatterns = [
     path("projects/<int:project_id>/recompute/", views.recompute, name="recompute"),
     path("projects/<int:project_id>/exports/", views.exports, name="exports"),
     path("exports/<int:export_id>/download/", views.export_download, name="export_download"),
+    path("exports/<int:export_id>/cancel/", views.export_cancel, name="export_cancel"),
     path("exports/<int:export_id>/files/<path:path>", views.export_file, name="export_file"),
 ]

@@ -450,6 +450,20 @@ def exports(request: HttpRequest, project_id: int) -> HttpResponse:
     )
 
 
+@login_required
+@require_POST
+def export_cancel(request: HttpRequest, export_id: int) -> HttpResponse:
+    export = get_object_or_404(DatasetExport, pk=export_id)
+    project = _project_for(request, export.project_id, admin=True)
+    try:
+        services.export_cancel(export=export, actor=request.user)
+    except services.ExportNotCancellable as exc:
+        messages.error(request, f"Not cancelled: {exc}.")
+    else:
+        messages.success(request, f"Export v{export.version} cancelled.")
+    return redirect(reverse("curation:exports", args=[project.pk]))
+
+
 def _options_from_form(post: Any) -> dict[str, Any]:
     options: dict[str, Any] = {
         "denoise": post.get("denoise") == "on",

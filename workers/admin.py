@@ -1,7 +1,8 @@
 from django.contrib import admin
 from django.utils.html import format_html
 
-from workers.models import ScoringRun
+from workers.jobs import jobs_cancel_ids
+from workers.models import Job, ScoringRun
 
 
 @admin.register(ScoringRun)
@@ -46,3 +47,45 @@ class ScoringRunAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    """Background jobs: what is queued, running, done or failed, and why."""
+
+    list_display = [
+        "id",
+        "name",
+        "status",
+        "progress_display",
+        "attempts",
+        "worker",
+        "created_at",
+        "finished_at",
+        "problem",
+    ]
+    list_filter = ["status", "name", "queue"]
+    search_fields = ["name", "worker", "error", "dedupe_key"]
+    readonly_fields = [f.name for f in Job._meta.fields]
+    actions = ["cancel"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="progress")
+    def progress_display(self, obj: Job) -> str:
+        return f"{obj.progress}% {obj.phase}".strip()
+
+    @admin.display(description="problem")
+    def problem(self, obj: Job) -> str:
+        if obj.publish_error and obj.status == Job.Status.QUEUED:
+            return f"not yet on the broker: {obj.publish_error}"[:200]
+        return obj.error[:200]
+
+    @admin.action(description="Cancel the selected waiting jobs")
+    def cancel(self, request, queryset) -> None:
+        n = jobs_cancel_ids(ids=list(queryset.values_list("pk", flat=True)), actor=request.user)
+        self.message_user(request, f"{n} waiting job(s) cancelled.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -119,6 +120,7 @@ def train_demo_model(
     num_layers: int = 2,
     lr: float = 1e-3,
     seed: int = 0,
+    on_progress: Callable[[int, str], None] | None = None,
 ) -> dict:
     """Trains, evaluates on ``eval_world_dir`` (held out) and saves the seed release layout.
 
@@ -126,7 +128,12 @@ def train_demo_model(
     """
     from workers.tiny import build_tiny_reward_scorer, build_tiny_tokenizer
 
+    def report(percent: int, phase: str) -> None:
+        if on_progress is not None:
+            on_progress(percent, phase)
+
     started = time.monotonic()
+    report(1, "building training worlds")
     train_examples: list[tuple[str, PreferenceExample]] = []
     corpus: list[str] = []
     for train_seed in train_seeds:
@@ -145,7 +152,16 @@ def train_demo_model(
     scorer = build_tiny_reward_scorer(
         hidden_size=hidden_size, num_layers=num_layers, seed=seed, tokenizer=tokenizer, **LIMITS
     )
+    report(10, "evaluating the untrained model")
     before = evaluate(scorer, held_out)
+    last = {"percent": -1}
+
+    def on_step(step: int, total: int) -> None:
+        percent = 15 + int(75 * step / max(total, 1))
+        if percent != last["percent"]:
+            last["percent"] = percent
+            report(percent, f"training: step {step} of {total}")
+
     losses = train(
         scorer.model,
         scorer.builder,
@@ -154,7 +170,9 @@ def train_demo_model(
         batch_size=8,
         lr=lr,
         seed=seed,
+        on_step=on_step,
     )
+    report(92, "evaluating on held-out prompts")
     after = evaluate(scorer, held_out)
     train_fit = evaluate(scorer, train_examples[: len(held_out)])
     out_dir.parent.mkdir(parents=True, exist_ok=True)

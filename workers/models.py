@@ -97,8 +97,7 @@ class Job(models.Model):
             ),
             models.UniqueConstraint(
                 fields=["dedupe_key"],
-                condition=models.Q(status__in=["queued", "published"])
-                & ~models.Q(dedupe_key=""),
+                condition=models.Q(status__in=["queued", "published"]) & ~models.Q(dedupe_key=""),
                 name="job_one_waiting_per_key",
             ),
         ]

@@ -3,7 +3,8 @@
 One packed pass (the production setting) beside the isolated-mode scores (each candidate sees
 only the prompt), so a researcher sees how much candidates influence each other's scores.
 Scoring goes through the ``gpu`` queue when a worker consumes it, in-process otherwise; both
-paths call the same :func:`score_item` as the workers.
+paths call the same :func:`workers.scoring.score_item` as the workers: the playground is a
+client of the scoring service.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from typing import Any
 from django.conf import settings
 
 from annotate.models import RewardModel
+from workers import jobs
+from workers.scoring import PLAYGROUND_MODES, score_item
 
-MODES = ("packed", "isolated")
+MODES = PLAYGROUND_MODES
 MAX_CANDIDATES = 8
 
 
@@ -30,31 +33,6 @@ class PlaygroundResult:
     errors: list[str | None]
     ranking: list[int]  # candidate indexes, best first (packed scores)
     ran_on: str  # "gpu queue" or "in-process"
-
-
-def score_item(*, reward_model_id: int, item: dict[str, Any]) -> dict[str, Any]:
-    """Scores one prompt (JSON-able dict of text and file paths) in every mode."""
-    from workers.reward_model import CandidateInput, ScoringItem
-    from workers.scoring import scorer_for
-
-    reward_model = RewardModel.objects.get(pk=reward_model_id)
-    scorer = scorer_for(reward_model)
-    scoring_item = ScoringItem(
-        prompt_text=item.get("prompt_text", ""),
-        prompt_image=item.get("prompt_image"),
-        prompt_video=item.get("prompt_video"),
-        candidates=[
-            CandidateInput(kind=c.get("kind", "text"), text=c.get("text", ""), path=c.get("path"))
-            for c in item["candidates"]
-        ],
-    )
-    out: dict[str, Any] = {"scores": {}, "errors": [None] * len(item["candidates"])}
-    for mode in MODES:
-        (result,) = scorer.score([scoring_item], mode=mode)
-        out["scores"][mode] = list(result.scores)
-        for i, err in enumerate(result.errors):
-            out["errors"][i] = out["errors"][i] or result.error or err
-    return out
 
 
 def gpu_worker_available(timeout: float = 1.0) -> bool:
@@ -109,10 +87,10 @@ def playground_score(
     if use_queue is None:
         use_queue = gpu_worker_available()
     if use_queue:
-        from workers.scoring_tasks import score_adhoc_task
-
-        out = score_adhoc_task.delay(reward_model_id=reward_model_id, item=item).get(
-            timeout=timeout
+        out = jobs.call(
+            name=jobs.SCORE_ADHOC,
+            kwargs={"reward_model_id": reward_model_id, "item": item},
+            timeout=timeout,
         )
         ran_on = "gpu queue"
     else:

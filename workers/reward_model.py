@@ -27,7 +27,7 @@ import logging
 import math
 import os
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -1395,11 +1395,13 @@ def train(
     loss: Literal["nway", "plackett_luce"] = "nway",
     seed: int = 0,
     weight_decay: float = 0.0,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> list[float]:
     """Train on preference examples with AdamW (small runs: the demo model, tests).
 
     Examples are reshuffled each epoch and candidate order within each example is shuffled
     each time it is seen. Examples that cannot be encoded are skipped with a warning.
+    ``on_step(step, total_steps)`` is called after each batch (progress reports).
 
     Returns:
         `list[float]`: The loss of every step.
@@ -1411,10 +1413,15 @@ def train(
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
     losses: list[float] = []
+    total_steps = epochs * -(-len(examples) // batch_size)
+    step = 0
     for _ in range(epochs):
         order = list(range(len(examples)))
         rng.shuffle(order)
         for start in range(0, len(order), batch_size):
+            step += 1
+            if on_step is not None:
+                on_step(step, total_steps)
             chunk = [examples[i] for i in order[start : start + batch_size]]
             batch, skipped = builder.training_batch(chunk, mode=mode, rng=rng)
             for reason in skipped:

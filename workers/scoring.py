@@ -22,7 +22,18 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from annotate.models import ModelScore, Project, Prompt, RewardModel, Task, TaskCandidate
+from annotate.models import (
+    Candidate,
+    ModelScore,
+    Project,
+    Prompt,
+    RewardModel,
+    Task,
+    TaskCandidate,
+)
+from annotate.services import flags_recompute_job
+from workers import jobs
+from workers.jobs import jobs_enqueue_many
 from workers.models import ScoringRun
 
 logger = logging.getLogger("quorum.workers")
@@ -74,12 +85,9 @@ def scoring_run_start(
     reason: str = "admin",
     created_by=None,
 ) -> ScoringRun | None:
-    """Records a scoring run and enqueues its batches on the ``gpu`` queue after commit.
-
-    Uses the project's active reward model when none is given; returns None without one.
+    """Records a scoring run and its batches as jobs on the ``gpu`` queue (published after
+    commit). Uses the project's active reward model when none is given; None without one.
     """
-    from workers.scoring_tasks import score_prompts_task
-
     reward_model = reward_model or project.active_reward_model
     if reward_model is None:
         return None
@@ -88,6 +96,17 @@ def scoring_run_start(
             Prompt.objects.filter(project=project).order_by("id").values_list("id", flat=True)
         )
     prompt_ids = list(prompt_ids)
+    with transaction.atomic():  # the run and its batch jobs commit together
+        return _scoring_run_record(
+            project=project,
+            reward_model=reward_model,
+            prompt_ids=prompt_ids,
+            reason=reason,
+            created_by=created_by,
+        )
+
+
+def _scoring_run_record(*, project, reward_model, prompt_ids, reason, created_by) -> ScoringRun:
     run = ScoringRun.objects.create(
         project=project,
         reward_model=reward_model,
@@ -100,13 +119,42 @@ def scoring_run_start(
     batches = [
         prompt_ids[i : i + PROMPTS_PER_BATCH] for i in range(0, len(prompt_ids), PROMPTS_PER_BATCH)
     ]
-
-    def enqueue() -> None:
-        for batch in batches:
-            score_prompts_task.apply_async(kwargs={"run_id": run.pk, "prompt_ids": batch})
-
-    transaction.on_commit(enqueue)
+    jobs_enqueue_many(
+        name=jobs.SCORE_PROMPTS,
+        kwargs_list=[{"run_id": run.pk, "prompt_ids": batch} for batch in batches],
+    )
     return run
+
+
+def scoring_batch_give_up(*, job, reason: str) -> None:
+    """A batch whose worker died on every attempt: its candidates get an error score, so the
+    run finishes and says what happened instead of running for ever."""
+    run = ScoringRun.objects.filter(pk=job.kwargs.get("run_id")).select_related("reward_model")
+    run = run.first()
+    if run is None:
+        return
+    prompt_ids = job.kwargs.get("prompt_ids", [])
+    with transaction.atomic():
+        ScoringRun.objects.select_for_update().get(pk=run.pk)
+        done = set(
+            ModelScore.objects.filter(
+                reward_model=run.reward_model, candidate__prompt_id__in=prompt_ids
+            ).values_list("candidate_id", flat=True)
+        )
+        missing = Candidate.objects.filter(prompt_id__in=prompt_ids).exclude(pk__in=done)
+        rows = [
+            ModelScore(candidate_id=cid, reward_model=run.reward_model, error=reason[:500])
+            for cid in missing.values_list("pk", flat=True)
+        ]
+        fresh = len({p for p in missing.values_list("prompt_id", flat=True)})
+        ModelScore.objects.bulk_create(rows, ignore_conflicts=True)
+        ScoringRun.objects.filter(pk=run.pk).update(
+            done_prompts=F("done_prompts") + fresh,
+            failed_candidates=F("failed_candidates") + len(rows),
+        )
+        ScoringRun.objects.filter(
+            pk=run.pk, status=ScoringRun.Status.RUNNING, done_prompts__gte=F("total_prompts")
+        ).update(status=ScoringRun.Status.DONE, finished_at=timezone.now())
 
 
 def checkpoint_problems(path: str, backend: str) -> list[str]:
@@ -241,10 +289,8 @@ def score_prompts(*, run_id: int, prompt_ids: Sequence[int]) -> dict[str, int]:
             pk=run.pk, status=ScoringRun.Status.RUNNING, done_prompts__gte=F("total_prompts")
         ).update(status=ScoringRun.Status.DONE, finished_at=timezone.now())
         if finished and run.project.active_reward_model_id == reward_model.pk:
-            from workers.curation_tasks import flags_recompute_task
-
             # The model's opinion is new evidence: recompute the reward-model-vs-consensus flags.
-            transaction.on_commit(lambda: flags_recompute_task.delay(project_id=run.project_id))
+            flags_recompute_job(project_id=run.project_id)
         if (
             run.project.prioritize_uncertain
             and run.project.active_reward_model_id == reward_model.pk
@@ -253,38 +299,6 @@ def score_prompts(*, run_id: int, prompt_ids: Sequence[int]) -> dict[str, int]:
                 project=run.project, reward_model=reward_model, prompt_ids=[p.pk for p in todo]
             )
     return {"prompts": len(fresh_prompts), "scores": len(rows), "failed": failed}
-
-
-def scoring_runs_resume() -> int:
-    """Re-enqueues the unscored prompts of unfinished runs; returns how many batches.
-
-    Called when a ``gpu`` worker starts: a batch whose worker died (SIGKILL, OOM) may be lost
-    by brokers without redelivery (the filesystem broker) or come back only after the
-    visibility timeout (Redis). Re-running a batch is harmless: writes are idempotent.
-    """
-    from workers.scoring_tasks import score_prompts_task
-
-    batches = 0
-    for run in ScoringRun.objects.filter(status=ScoringRun.Status.RUNNING):
-        scored = set(
-            ModelScore.objects.filter(
-                reward_model_id=run.reward_model_id, candidate__project_id=run.project_id
-            ).values_list("candidate__prompt_id", flat=True)
-        )
-        missing = [pid for pid in run.prompt_ids if pid not in scored]
-        if not missing:
-            ScoringRun.objects.filter(pk=run.pk).update(
-                status=ScoringRun.Status.DONE,
-                done_prompts=run.total_prompts,
-                finished_at=timezone.now(),
-            )
-            continue
-        for i in range(0, len(missing), PROMPTS_PER_BATCH):
-            score_prompts_task.apply_async(
-                kwargs={"run_id": run.pk, "prompt_ids": missing[i : i + PROMPTS_PER_BATCH]}
-            )
-            batches += 1
-    return batches
 
 
 def task_priorities_update(
@@ -324,3 +338,32 @@ def model_ranking(
         reward_model=reward_model, candidate_id__in=candidate_ids, score__isnull=False
     ).values_list("candidate_id", "score")
     return sorted(scores, key=lambda row: -row[1])
+
+
+# --- ad-hoc scoring (the playground) --------------------------------------------------------
+
+PLAYGROUND_MODES = ("packed", "isolated")
+
+
+def score_item(*, reward_model_id: int, item: dict[str, Any]) -> dict[str, Any]:
+    """Scores one prompt (JSON-able dict of text and file paths) in every mode."""
+    from workers.reward_model import CandidateInput, ScoringItem
+
+    reward_model = RewardModel.objects.get(pk=reward_model_id)
+    scorer = scorer_for(reward_model)
+    scoring_item = ScoringItem(
+        prompt_text=item.get("prompt_text", ""),
+        prompt_image=item.get("prompt_image"),
+        prompt_video=item.get("prompt_video"),
+        candidates=[
+            CandidateInput(kind=c.get("kind", "text"), text=c.get("text", ""), path=c.get("path"))
+            for c in item["candidates"]
+        ],
+    )
+    out: dict[str, Any] = {"scores": {}, "errors": [None] * len(item["candidates"])}
+    for mode in PLAYGROUND_MODES:
+        (result,) = scorer.score([scoring_item], mode=mode)
+        out["scores"][mode] = list(result.scores)
+        for i, err in enumerate(result.errors):
+            out["errors"][i] = out["errors"][i] or result.error or err
+    return out

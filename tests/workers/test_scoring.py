@@ -9,7 +9,7 @@ import pytest
 
 from annotate.models import ModelScore, Project, RewardModel, Task
 from tests.factories import make_project
-from workers.models import ScoringRun
+from workers.models import Job, ScoringRun
 from workers.scoring import candidate_groups, score_prompts, scoring_run_start, uncertainty_priority
 
 
@@ -156,6 +156,9 @@ def test_it_starts_a_scoring_run_when_an_import_adds_prompts(
     assert sorted(run.prompt_ids) == sorted(
         project.prompts.filter(external_id__startswith="new").values_list("id", flat=True)
     )
-    assert len(callbacks) == 1  # the batches are enqueued only after the import commits
+    # The batches are recorded with the import and published only after it commits.
+    batches = Job.objects.filter(name="quorum.score_prompts")
+    assert [(j.status, j.kwargs["run_id"]) for j in batches] == [("queued", run.pk)]
+    assert callbacks
     import_file(path=path, project=project)  # re-import: nothing new, no new run
     assert ScoringRun.objects.filter(project=project).count() == 1
