@@ -31,10 +31,14 @@ from annotate.models import (
     Task,
     TaskCandidate,
 )
+from annotate.table_stats import tables_analyze
 from workers import jobs
 from workers.jobs import job_enqueue
 
 logger = logging.getLogger("quorum.annotate")
+
+# Imports writing at least this many rows refresh the planner's statistics after commit.
+ANALYZE_AFTER_ROWS = 1000
 
 
 class JudgmentInvalid(ValueError):
@@ -257,6 +261,10 @@ def import_file(
                 )
             counts = _write_records(project, parsed, created_media, on_progress)
             new_prompt_ids = counts.pop("_new_prompt_ids")
+            written = ("prompts", "candidates", "tasks", "judgments")
+            if sum(counts.get(k, 0) for k in written) >= ANALYZE_AFTER_ROWS:
+                # Fresh planner statistics once this commits (stale ones made next-task slow).
+                tables_analyze()
             if counts["judgments"]:
                 # New evidence: the project's flags and annotator figures are recomputed.
                 flags_recompute_job(project_id=project.pk)
