@@ -83,13 +83,16 @@ def imported(flow: Flow, tmp_path_factory) -> Flow:
     _reload_until(
         page,
         "the import job to be done",
-        lambda: page.text_content(".field-status .readonly").strip() in ("done", "failed"),
+        lambda: _import_status(page) in ("done", "failed"),
     )
-    status = page.text_content(".field-status .readonly").strip()
-    assert status == "done", page.text_content("#content")
+    assert _import_status(page) == "done", page.text_content("#content")
     href = page.get_attribute(".field-project .readonly a", "href")
     flow.project_id = int(re.search(r"/project/(\d+)/", href).group(1))
     return flow
+
+
+def _import_status(page) -> str:
+    return page.text_content(".field-status .readonly").strip().lower()
 
 
 def _add_member(page, username: str, role: str) -> None:
@@ -217,7 +220,9 @@ def test_it_resolves_a_flag_by_accepting_the_consensus(judged: Flow):
 def _start_export(page) -> None:
     page.goto("/admin/")
     page.click("a:text-is('Dataset exports')")
-    page.click("a.addlink")
+    page.wait_for_url("**/admin/curation/datasetexport/")
+    page.click("#content-main a.addlink")
+    page.wait_for_url("**/admin/curation/datasetexport/add/")
     page.select_option("select[name=project]", label=PROJECT)
     page.fill("input[name=splits]", "train=1.0")
     page.click("input[type=submit][value='Build export']")
@@ -226,7 +231,7 @@ def _start_export(page) -> None:
 
 def _export_status(page) -> str:
     cell = page.query_selector("#result_list tbody tr td.field-status")
-    return cell.text_content().strip() if cell else ""
+    return cell.text_content().strip().lower() if cell else ""
 
 
 def test_it_builds_an_export_from_the_admin_panel_with_files_that_load(judged: Flow, tmp_path):
