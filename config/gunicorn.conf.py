@@ -4,8 +4,9 @@ Every value can be overridden from the environment (below) or on the command lin
 application is ``config.wsgi:application``; Django settings still come from ``config/settings.py``
 (``DJANGO_*``, ``DATABASE_URL``, ``CELERY_BROKER_URL``...), see ``docs/deploy.md``.
 
-Kept free of Django imports: gunicorn reads this file in the master process, before any worker
-exists, and nothing opened here may be shared with the forked workers.
+Kept free of module-level Django imports: gunicorn reads this file in the master process, before
+any worker exists, and nothing opened here may be shared with the forked workers (the hooks at
+the end run in the workers).
 """
 
 from __future__ import annotations
@@ -86,3 +87,11 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 # Trust X-Forwarded-* headers only from a proxy on this host unless told otherwise.
 forwarded_allow_ips = os.environ.get("QUORUM_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+
+
+def post_worker_init(worker) -> None:
+    """Loads the URL configuration (the REST API's schemas among it, ~1 s) while the worker
+    boots, so that the first request a new or recycled worker serves does not pay for it."""
+    from django.urls import get_resolver
+
+    get_resolver().url_patterns  # noqa: B018 (the access loads the URLconf)
