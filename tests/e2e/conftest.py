@@ -54,6 +54,7 @@ JOB_ENV = {
     "QUORUM_ASYNC_IMPORT_ROWS": "5",
     "QUORUM_JOB_SWEEP_SECONDS": "1",
     "QUORUM_JOB_HEARTBEAT_SECONDS": "5",
+    "QUORUM_JOB_REPUBLISH_SECONDS": "5",
 }
 # Variables of the test process that must not leak into the deployment.
 SCRUBBED = (
@@ -398,7 +399,8 @@ LIVE: list[Deployment] = []  # running deployments, whose logs a failure report 
 
 @pytest.fixture(scope="module")
 def deploy(request, e2e_base, collected_static) -> Iterator[DeployFactory]:
-    """Factory: ``deploy(broker_url=..., worker=True, worker_env=...)`` -> a running Deployment.
+    """Factory: ``deploy(broker_url=..., worker=True, worker_env=..., env=...)`` -> a running
+    Deployment (``env``: for every process; ``worker_env``: for the first worker only).
 
     ``broker_url``: ``None`` follows CELERY_BROKER_URL (unset: the filesystem default);
     ``"filesystem://"`` sets it explicitly; any other URL is used as given.
@@ -411,12 +413,15 @@ def deploy(request, e2e_base, collected_static) -> Iterator[DeployFactory]:
         broker_url: str | None = None,
         worker: bool = True,
         worker_env: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> Deployment:
         cleanups: list[Callable[[], None]] = []
         root = e2e_base / f"{module}-{secrets.token_hex(4)}"
         root.mkdir()
+        extra = env or {}
         env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
         env.update(JOB_ENV)
+        env.update(extra)
         env.update(
             QUORUM_DATA_DIR=str(root),
             QUORUM_LOG_LEVEL="INFO",
@@ -517,3 +522,57 @@ def open_page(browser, deployment: Deployment, username: str):
     page.press("#id_password", "Enter")
     page.wait_for_url("**/")
     return page
+
+
+# --------------------------------------------------------------------------- project set-up
+
+MEMBERS_CODE = """
+import json
+from django.contrib.auth import get_user_model
+from annotate.models import Membership, Project
+project = Project.objects.get(name=%r)
+for name, role in %r:
+    Membership.objects.get_or_create(
+        project=project, user=get_user_model().objects.get(username=name), defaults={"role": role}
+    )
+print(json.dumps(project.pk))
+"""
+
+
+def add_members(deployment: Deployment, project_name: str) -> int:
+    """Makes the annotators and the reviewer members of a project; returns its id."""
+    roles = [(name, "annotator") for name in ANNOTATORS] + [(REVIEWER, "reviewer")]
+    return deployment.shell(MEMBERS_CODE % (project_name, roles))
+
+
+def import_file(deployment: Deployment, path: Path, project_name: str) -> int:
+    """``manage.py import_project``, then members; returns the project id."""
+    deployment.manage("import_project", str(path), "--project", project_name)
+    return add_members(deployment, project_name)
+
+
+def export_row(html: str, version: int) -> tuple[str, str]:
+    """(status, error) of an export version on the project's Exports page."""
+    match = re.search(rf"<td>v{version}</td>\s*<td>(\w+)(.*?)</td>", html, re.S)
+    if not match:
+        return "", ""
+    error = re.search(r'<span class="error">(.*?)</span>', match.group(2), re.S)
+    return match.group(1), error.group(1).strip() if error else ""
+
+
+def start_export(client: httpx.Client, project_id: int) -> httpx.Response:
+    """Posts the project's Exports form as a browser would; returns the page it leads to."""
+    url = f"/curation/projects/{project_id}/exports/"
+    token = csrf_from_html(client.get(url).text)
+    return client.post(
+        url,
+        data={
+            "csrfmiddlewaretoken": token,
+            "denoise": "on",
+            "use_decisions": "on",
+            "include_media": "on",
+            "splits": "train=1.0",
+            "seed": "0",
+        },
+        follow_redirects=True,
+    )
