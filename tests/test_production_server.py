@@ -89,7 +89,9 @@ def server(django_db_setup, tmp_path_factory):
                 break
             except OSError:
                 if time.time() > deadline:
-                    raise RuntimeError(f"gunicorn not answering after 60 s:\n{log.read_text()}")
+                    raise RuntimeError(
+                        f"gunicorn not answering after 60 s:\n{log.read_text()}"
+                    ) from None
                 time.sleep(0.2)
         yield base
     finally:
