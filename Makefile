@@ -42,9 +42,17 @@ chromium:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "browser tests need Chromium: sudo apt-get install chromium" >&2; fi; }
 
+# Two pytest processes: the main suite, then tests/e2e, which deploys Quorum as separate
+# processes (gunicorn, Celery worker) and must not load Django or Celery itself (-p no:django).
+# The e2e run gets PYTEST_ARGS too unless they name test paths; E2E_ARGS overrides
+# (E2E_ARGS=skip runs no e2e test). Exit code 5 (nothing selected) is not a failure.
+E2E_ARGS ?= $(if $(findstring tests/,$(PYTEST_ARGS)),skip,$(PYTEST_ARGS))
 test: $(STAMP) chromium
 	mkdir -p $(TEST_DATA_DIR)
-	QUORUM_DATA_DIR=$(TEST_DATA_DIR) $(PY) -m pytest $(PYTEST_ARGS)
+	QUORUM_DATA_DIR=$(TEST_DATA_DIR) $(PY) -m pytest --ignore=tests/e2e $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	@if [ "$(E2E_ARGS)" = skip ]; then echo "tests/e2e skipped (E2E_ARGS=skip)"; else \
+	  echo "QUORUM_DATA_DIR=$(TEST_DATA_DIR) $(PY) -m pytest -p no:django tests/e2e $(E2E_ARGS)"; \
+	  QUORUM_DATA_DIR=$(TEST_DATA_DIR) $(PY) -m pytest -p no:django tests/e2e $(E2E_ARGS) || [ $$? -eq 5 ]; fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
