@@ -39,10 +39,36 @@ def _converter():
     return converter.reset()
 
 
+# Punctuation that markdown leaves as it is within one line (no emphasis, code, links, escapes,
+# entities or HTML); with a letter first, no list or heading can start either.
+_PLAIN_PUNCTUATION = frozenset(" ,.;:?!'\"()/%$@=+-")
+
+
+def _plain_paragraph(text: str) -> str | None:
+    """The HTML of a one-line text with nothing for markdown to do, or None.
+
+    Most imported texts are such lines, and the parser costs far more than this check (about
+    0.3 ms a text, minutes for a large import). tests/annotate/test_rendering.py checks that
+    both give the same HTML.
+    """
+    if not text[:1].isalpha():
+        return None
+    if all(ch.isalnum() or ch in _PLAIN_PUNCTUATION for ch in text):
+        return f"<p>{text}</p>"
+    return None
+
+
 def markdown_html(text: str) -> SafeString:
     """Renders a markdown subset to HTML that is safe to insert into a page."""
     if not text:
         return mark_safe("")
+    plain = _plain_paragraph(text)
+    if plain is not None:
+        return mark_safe(plain)  # noqa: S308 (letters, digits and inert punctuation only)
+    return _parsed_html(text)
+
+
+def _parsed_html(text: str) -> SafeString:
     import nh3
 
     html = _converter().convert(text)

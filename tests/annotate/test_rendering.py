@@ -1,0 +1,43 @@
+"""Markdown rendering: the plain-line shortcut gives exactly what the parser gives."""
+
+from __future__ import annotations
+
+import string
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from annotate.rendering import _parsed_html, _plain_paragraph, markdown_html
+
+LETTERS = string.ascii_letters + "éñÜßΩж漢字"
+ALPHABET = LETTERS + string.digits + " ,.;:?!'\"()/%$@=+-"
+# Everything else a text may hold, for lines the shortcut must leave to the parser.
+MARKUP = "*_`[]<>&#\\\n\t!|~^{}\u00a0\u0301"
+
+
+@settings(max_examples=300, deadline=None)
+@given(first=st.sampled_from(LETTERS), rest=st.text(alphabet=ALPHABET, max_size=80))
+def test_it_renders_plain_lines_like_the_parser(first, rest):
+    text = first + rest
+
+    assert _plain_paragraph(text) is not None
+    assert markdown_html(text) == _parsed_html(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet=ALPHABET + MARKUP, max_size=40))
+def test_it_gives_the_parsers_html_for_any_text(text):
+    assert markdown_html(text) == (_parsed_html(text) if text else "")
+
+
+def test_it_leaves_lists_headings_and_markup_to_the_parser():
+    for text in ("1. first", "- item", "# Title", "**bold**", "a <b>c</b>", "x & y", "a\nb"):
+        assert _plain_paragraph(text) is None, text
+
+
+def test_it_sanitises_the_parsers_html():
+    html = markdown_html('**ok**<script>alert(1)</script> [x](javascript:alert(2)) <img src="y">')
+
+    assert "<strong>ok</strong>" in html
+    for bad in ("<script", "javascript:", "<img"):
+        assert bad not in html
