@@ -407,6 +407,7 @@ def deploy(request, e2e_base, collected_static) -> Iterator[DeployFactory]:
     """
     made: list[tuple[Deployment, list[Callable[[], None]]]] = []
     module = request.module.__name__.rsplit(".", 1)[-1]
+    failed_before = request.session.testsfailed
 
     def make(
         *,
@@ -453,7 +454,7 @@ def deploy(request, e2e_base, collected_static) -> Iterator[DeployFactory]:
         return deployment
 
     yield make
-    failed = request.session.testsfailed
+    failed = request.session.testsfailed > failed_before  # keep the folders of a failed module
     for deployment, cleanups in made:
         LIVE.remove(deployment)
         deployment.stop()

@@ -81,16 +81,19 @@ class Redis:
 
 
 @pytest.fixture(scope="module")
-def outage(deploy, tmp_path_factory):
-    logs = tmp_path_factory.mktemp("redis")
-    redis = Redis(logs)
+def outage(request, deploy, tmp_path_factory):
+    redis = Redis(tmp_path_factory.mktemp("redis"))
+
+    def stop_redis() -> None:
+        if redis.service is not None:
+            redis.service.signal(signal.SIGCONT)
+            redis.service.stop()
+
+    request.addfinalizer(stop_redis)
     redis.start()
     # Messages lost with the killed Redis are published again after this long.
     deployment = deploy(broker_url=redis.url, env={"QUORUM_JOB_REPUBLISH_SECONDS": "5"})
-    yield deployment, redis
-    if redis.service is not None:
-        redis.service.signal(signal.SIGCONT)
-        redis.service.stop()
+    return deployment, redis
 
 
 class Annotator:
