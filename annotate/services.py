@@ -548,18 +548,42 @@ def _fetch_by_external_id(queryset, ext_ids) -> dict:
 
 
 def _count_rows(path: Path) -> int:
+    """Rows of a JSONL file, or of the data file inside a zip (0 when unknown before parsing:
+    one JSON document, an unreadable zip -- the import itself reports those)."""
     import zipfile
+    from pathlib import PurePosixPath
 
-    if zipfile.is_zipfile(path):
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as fh:
+            return _count_lines(fh)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = sorted(
+                (
+                    PurePosixPath(i.filename)
+                    for i in archive.infolist()
+                    if not i.is_dir()
+                    and i.filename.endswith((".jsonl", ".json"))
+                    and "__MACOSX" not in PurePosixPath(i.filename).parts
+                ),
+                key=lambda p: (len(p.parts), str(p)),
+            )
+            if not data:
+                return 0
+            with archive.open(str(data[0])) as fh:
+                return _count_lines(fh)
+    except (zipfile.BadZipFile, OSError, KeyError):
         return 0
-    with open(path, "rb") as fh:
+
+
+def _count_lines(fh) -> int:
+    head = fh.read(1)
+    while head.isspace():
         head = fh.read(1)
-        while head.isspace():
-            head = fh.read(1)
-        if head == b"[":
-            return 0  # one JSON document; counted while parsing
-        fh.seek(0)
-        return sum(1 for line in fh if line.strip())
+    if head == b"[":
+        return 0  # one JSON document; counted while parsing
+    fh.seek(0)
+    return sum(1 for line in fh if line.strip())
 
 
 def import_job_create(
@@ -578,24 +602,25 @@ def import_job_create(
     """
     path = Path(path)
     rows = _count_rows(path)
-    job = ImportJob.objects.create(
-        project=project,
-        project_name=project_name,
-        source_file=str(path),
-        original_name=original_name or path.name,
-        format=format or "",
-        total_rows=rows,
-        created_by=created_by,
-    )
     if run_async is None:
         run_async = (
             rows == 0
             and path.stat().st_size > 2_000_000
             or rows > settings.QUORUM_ASYNC_IMPORT_ROWS
         )
-    if run_async:
-        job_enqueue(name=jobs.IMPORT_FILE, kwargs={"import_job_id": job.pk})
-    else:
+    with transaction.atomic():  # the import's row and its job commit together
+        job = ImportJob.objects.create(
+            project=project,
+            project_name=project_name,
+            source_file=str(path),
+            original_name=original_name or path.name,
+            format=format or "",
+            total_rows=rows,
+            created_by=created_by,
+        )
+        if run_async:
+            job_enqueue(name=jobs.IMPORT_FILE, kwargs={"import_job_id": job.pk})
+    if not run_async:
         import_job_run(job_id=job.pk)
         job.refresh_from_db()
     return job

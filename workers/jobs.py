@@ -536,14 +536,29 @@ def jobs_sweep(*, now=None) -> SweepReport:
                 _give_up(job, reason)
 
     # 3. Tasks whose flag update was never run (its message lost with the broker or a worker).
+    # Backs off per task (x2 each time) so a long queue of updates is not flooded.
     dirty = list(
         Task.objects.filter(flags_dirty_at__lte=now - republish_after)
         .order_by("flags_dirty_at")
-        .values_list("pk", flat=True)[:500]
+        .values_list("pk", flat=True)[:2000]
     )
-    if dirty:
-        report.flag_updates = flags_updates_publish(dirty)
+    seen = _flag_republished
+    for stale in set(seen) - set(dirty):
+        del seen[stale]
+    due = [
+        pk
+        for pk in dirty
+        if pk not in seen or now - seen[pk][1] >= republish_after * min(2 ** seen[pk][0], 32)
+    ][:500]
+    if due:
+        report.flag_updates = flags_updates_publish(due)
+        for pk in due[: report.flag_updates]:
+            seen[pk] = (seen.get(pk, (0, now))[0] + 1, now)
     return report
+
+
+# task id -> (times re-published, last time) for this process's sweeps.
+_flag_republished: dict[int, tuple[int, Any]] = {}
 
 
 class _Sweeper:

@@ -504,3 +504,19 @@ def test_it_recomputes_flags_after_importing_judgments(
     with django_capture_on_commit_callbacks(execute=True):
         result = import_file(path=path)
     assert Flag.objects.filter(project=result.project, kind="low_agreement", status="open").exists()
+
+
+def test_it_runs_a_zip_above_the_row_threshold_as_a_job(quorum_file, tmp_path, settings):
+    from annotate.models import ImportJob
+    from annotate.services import import_job_create
+    from workers.models import Job
+
+    settings.QUORUM_ASYNC_IMPORT_ROWS = 1
+    archive = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(quorum_file, "data/rows.jsonl")
+    job = import_job_create(path=archive)
+    rows = sum(1 for line in quorum_file.read_text().splitlines() if line.strip())
+    assert rows > 1
+    assert (job.status, job.total_rows) == (ImportJob.Status.PENDING, rows)
+    assert Job.objects.get(name="quorum.import_file").kwargs == {"import_job_id": job.pk}

@@ -267,6 +267,9 @@ def test_it_sweeps_the_flag_updates_of_tasks_left_dirty(db, broker_log, settings
     Task.objects.filter(pk=tasks[1].pk).update(flags_dirty_at=timezone.now())  # just submitted
     assert jobs.jobs_sweep().flag_updates == 1
     assert broker_log == [("quorum.flags_update_for_task", {"task_id": tasks[0].pk}, "default")]
+    assert jobs.jobs_sweep().flag_updates == 0  # backs off while the update may be queued
+    later = timezone.now() + timedelta(seconds=2 * settings.QUORUM_JOB_REPUBLISH_SECONDS + 1)
+    assert jobs.jobs_sweep(now=later).flag_updates == 2  # still owed, and the new one too
 
 
 def test_it_clears_the_dirty_mark_only_for_what_the_update_saw(db):
