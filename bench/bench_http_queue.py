@@ -215,8 +215,13 @@ def main() -> None:
                 results[kind]["errors"] += got["errors"]
     finally:
         _stop(worker)
+        if env.get("DATABASE_URL", "").startswith("postgres"):
+            name = env["DATABASE_URL"].rsplit("/", 1)[1]
+            subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", name], check=False)
     db = "PostgreSQL" if env.get("DATABASE_URL", "").startswith("postgres") else "SQLite"
-    print(f"{args.annotators} concurrent annotators over HTTP, {db}, {args.rounds} x {args.seconds:.0f} s per server")
+    print(
+        f"{args.annotators} concurrent annotators over HTTP, {db}, {args.rounds} x {args.seconds:.0f} s per server"
+    )
     print("| server | requests | next p50 | next p95 | submit p50 | submit p95 | errors |")
     print("|---|---|---|---|---|---|---|")
     for kind, r in results.items():
