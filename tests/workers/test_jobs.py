@@ -345,3 +345,36 @@ def test_it_starts_jobs_without_importing_task_modules(module):
 def test_it_keeps_task_modules_out_of_the_playground(module):
     path = REPO / (module.replace(".", "/") + ".py")
     assert not {m for m in _imports(path) if m.startswith("workers.playground")}
+
+
+def test_it_keeps_a_committed_imports_media_when_publishing_fails(
+    transactional_db, tmp_path, monkeypatch, settings
+):
+    """The import commits; publishing its recompute then fails: rows and files both stay."""
+    from annotate.models import Candidate, Judgment
+    from annotate.services import import_file
+    from tests.media_fixtures import png_bytes
+
+    def broken(ids):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(jobs, "publish_soon", broken)
+    folder = tmp_path / "in"
+    (folder / "media").mkdir(parents=True)
+    (folder / "media" / "a.png").write_bytes(png_bytes((255, 0, 0)))
+    row = {
+        "id": "q1",
+        "prompt": "Which image is red?",
+        "candidates": [
+            {"id": "a", "model": "m1", "image": "media/a.png"},
+            {"id": "b", "model": "m2", "text": "none of them"},
+        ],
+        "judgments": [{"annotator": "e1", "ranking": [["a"], ["b"]]}],
+    }
+    path = folder / "rows.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    result = import_file(path=path)
+    image = Candidate.objects.get(project=result.project, external_id="a")
+    assert (Path(settings.MEDIA_ROOT) / image.media.name).is_file()
+    assert Judgment.objects.filter(project=result.project).count() == 1
+    assert Job.objects.get(name=jobs.FLAGS_RECOMPUTE).status == Job.Status.QUEUED
