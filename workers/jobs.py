@@ -232,8 +232,14 @@ class _Publisher:
             finally:
                 with self.lock:
                     self.pending -= 1
-                    if self.pending == 0:
-                        self.idle.set()
+                    idle = self.pending == 0
+                if idle:
+                    # Hold no database connection while idle (max_connections; a test
+                    # database that must be dropped).
+                    connection.close()
+                    with self.lock:
+                        if self.pending == 0:
+                            self.idle.set()
 
     def flush(self, timeout: float) -> bool:
         return self.idle.wait(timeout)
@@ -387,6 +393,7 @@ class _Heartbeat:
             with self.lock:
                 ids = list(self.ids)
             if not ids:
+                connection.close()
                 continue
             try:
                 close_old_connections()
@@ -576,6 +583,8 @@ class _Sweeper:
                     logger.info("job sweep: %s", report)
             except Exception:
                 logger.exception("job sweep failed; next one in %.0f s", self.interval)
+            finally:
+                connection.close()
 
 
 _sweeper_state: dict[str, _Sweeper] = {}
