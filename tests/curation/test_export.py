@@ -546,3 +546,29 @@ def test_it_offers_the_reward_model_as_evaluator_when_the_project_has_one(client
     project.active_reward_model = rm
     project.save()
     assert 'name="rm_evaluator" checked>' in client.get(url).content.decode()
+
+
+def test_it_cancels_a_pending_export_from_the_exports_page(client, users, ranked):
+    project, _ = ranked
+    export = services.export_create(project=project, options={})
+    url = reverse("curation:export_cancel", args=[export.pk])
+    client.force_login(users["outsider"])
+    assert client.post(url).status_code == 404
+    client.force_login(users["admin"])
+    page = client.get(reverse("curation:exports", args=[project.pk]))
+    assert url in page.content.decode()  # the Cancel button of the pending row
+    assert client.post(url).status_code == 302
+    export.refresh_from_db()
+    assert export.status == "cancelled" and export.error == "cancelled by padmin"
+    assert client.get(url).status_code == 405
+
+
+def test_it_refuses_to_cancel_a_done_export(client, users, ranked):
+    project, _ = ranked
+    export = services.export_create(project=project, options={}, enqueue=False)
+    services.export_build(export_id=export.pk)
+    client.force_login(users["admin"])
+    response = client.post(reverse("curation:export_cancel", args=[export.pk]), follow=True)
+    assert "Not cancelled: export v1 is done." in response.content.decode()
+    export.refresh_from_db()
+    assert export.status == "done"
