@@ -3,16 +3,26 @@
 Called by ``curation.services.export_build`` (the Celery task, the CLI and the admin all end
 there). The folder, written to a temporary path and renamed into place by the service::
 
-    datasheet.md, datasheet.json      what is in it, what was dropped and why, the leaderboard
-    pairs/<split>.jsonl               chosen/rejected pairs with margin, agreement, provenance
-    rankings/<split>.jsonl            the seed paper's training format, one prompt a line:
+    datasheet.md, datasheet.json      what is in it, what was dropped and why, the leaderboard,
+                                      which files were written and why, warnings (empty splits)
+    pairs/<split>.jsonl               chosen/rejected pairs with margin, agreement, provenance;
+                                      answer text in chosen/rejected, media in chosen_image /
+                                      rejected_image / chosen_video / rejected_video
+    rankings/<split>.jsonl            the seed paper's training format, one prompt a line, for
+                                      prompts whose responses are all text:
                                       {"prompt", "responses", "rankings", "image"?, "video"?}
-    rankings_4/<split>.jsonl          4-response variants sampled from the full rankings
-    parquet/{pairs,rankings,rankings_4}.parquet   the same tables (a ``split`` column)
-    hf/{pairs,rankings,rankings_4}/   ``datasets.DatasetDict`` folders (``load_from_disk``)
+    rankings_multimodal/<split>.jsonl prompts with image/video responses: the seed keys plus
+                                      response_kinds, response_images, response_videos
+    rankings_4[_multimodal]/          4-response variants sampled from the full rankings
+    parquet/{pairs,rankings,rankings_4}.parquet   every row of each table (a ``split`` column)
+    hf/{pairs,rankings,rankings_4}/   ``datasets.DatasetDict`` folders (``load_from_disk``);
+                                      every split is present, empty ones as typed empty tables
     media/...                         the media the rows name (when ``include_media``)
 
-Paths in rows (``image``, ``video``, media responses) are relative to the export folder.
+Paths in rows (``image``, ``video``, ``*_image``, ``*_video``, ``response_images``,
+``response_videos``) are relative to the export folder, the trainer's base folder. No text
+field (``prompt``, ``responses``, ``chosen``, ``rejected``) ever holds a path. Candidates
+without content (model names only, empty answers) never reach a row.
 """
 
 from __future__ import annotations
@@ -40,7 +50,9 @@ if TYPE_CHECKING:
     # imports this module for its options and zip streaming (web, admin, commands).
     import pyarrow as pa
 
-FORMAT = "quorum-dataset-export/1"
+FORMAT = "quorum-dataset-export/2"
+NO_CONTENT_PAIR = "a side without content (model name only, or an empty answer)"
+NO_CONTENT_RANKING = "fewer than two candidates with content (model names only, or empty answers)"
 RM_WEIGHT = 0.5
 VARIANT_SIZE = 4
 Progress = Callable[[int, str], None]
@@ -228,6 +240,10 @@ def _pair_schema() -> pa.Schema:
             ("rejected_kind", pa.string()),
             ("chosen_media", pa.string()),
             ("rejected_media", pa.string()),
+            ("chosen_image", pa.string()),
+            ("rejected_image", pa.string()),
+            ("chosen_video", pa.string()),
+            ("rejected_video", pa.string()),
             ("margin", pa.float64()),
             ("human_margin", pa.float64()),
             ("agreement", pa.float64()),
@@ -256,6 +272,9 @@ def _ranking_schema() -> pa.Schema:
             ("image", pa.string()),
             ("video", pa.string()),
             ("responses", pa.list_(pa.string())),
+            ("response_kinds", pa.list_(pa.string())),
+            ("response_images", pa.list_(pa.string())),
+            ("response_videos", pa.list_(pa.string())),
             ("rankings", pa.list_(pa.int32())),
             ("candidate_ids", pa.list_(pa.string())),
             ("models", pa.list_(pa.string())),
@@ -329,6 +348,8 @@ def build_snapshot(
     prompt_rows: dict[int, tuple[list[dict], dict | None, list[dict]]] = {}
     agreements: list[float] = []
     decisions_used = 0
+    without: dict[str, set[int]] = {"candidates": set()}
+    no_content_prompts: set[int] = set()
     all_prompts = sorted(source.prompts)
     rng = random.Random(f"export:{options.seed}")
     for done, prompt_id in enumerate(all_prompts):
@@ -370,6 +391,18 @@ def build_snapshot(
         else:
             ranking, origin = consensus.ranking, "consensus"
         pairs = _pair_rows(source, consensus, votes, ranking, origin, options, use_rm, drops_pairs)
+        # Training rows hold only candidates with content: a vote that names models only
+        # (arena imports) or an empty answer teaches a trainer nothing, and the seed loader
+        # drops empty responses. The votes still count for agreement and the leaderboard.
+        ranked = [c for group in ranking for c in group]
+        with_content = [c for c in ranked if has_content(source.candidates[c])]
+        without["candidates"].update(c for c in ranked if c not in with_content)
+        if len(with_content) < 2 and len(ranking) >= 2:
+            # Pairs need content on both sides, so there are none here either.
+            drops_prompts[NO_CONTENT_RANKING] += 1
+            no_content_prompts.add(prompt_id)
+            continue
+        ranking = C.restrict_ranking(ranking, with_content)
         if len(ranking) < 2:
             # Everything tied (e.g. a majority cycle without denoising): no ranking to train
             # on, though majority pairs may remain.
@@ -389,7 +422,9 @@ def build_snapshot(
         prompt_rows[prompt_id] = (pairs, full, variants)
 
     progress(72, "splits")
-    split_of = C.assign_splits(list(prompt_rows), options.splits, options.seed)
+    split_of = content_splits(
+        {p: _content_keys(source, p) for p in prompt_rows}, options.splits, options.seed
+    )
     pairs_out, rankings_out, variants_out = [], [], []
     media: set[str] = set()
     by_split: dict[str, Counter[str]] = {name: Counter() for name in options.splits}
@@ -424,7 +459,11 @@ def build_snapshot(
     progress(75, "leaderboard")
     exported_votes = [v for v in kept_votes if v.prompt_id in prompt_rows]
     model_of = {c.id: c.model_name for c in source.candidates.values()}
-    comparisons = C.model_comparisons(exported_votes, model_of)
+    # Votes on candidates without content rank models all the same (arena-style data).
+    comparisons = C.model_comparisons(
+        [v for v in kept_votes if v.prompt_id in prompt_rows or v.prompt_id in no_content_prompts],
+        model_of,
+    )
     board = G.bradley_terry_leaderboard(comparisons, bootstrap=100, seed=options.seed)
     stability = None
     if board:
@@ -513,8 +552,178 @@ def build_snapshot(
             "votes": stability.n_votes,
         },
         "media_included": options.include_media,
+        "without_content": {
+            "candidates": len(without["candidates"]),
+            "pairs_dropped": drops_pairs.get(NO_CONTENT_PAIR, 0),
+            "prompts_dropped": drops_prompts.get(NO_CONTENT_RANKING, 0),
+            "why": "candidates with neither answer text nor a media file (votes that name "
+            "models only, e.g. arena imports, and empty answers) never reach training rows; "
+            "their votes still count for the leaderboard and agreement",
+        },
     }
-    return Snapshot(pairs_out, rankings_out, variants_out, datasheet, media)
+    snapshot = Snapshot(pairs_out, rankings_out, variants_out, datasheet, media)
+    written, skipped = jsonl_tables(snapshot)
+    datasheet["files_not_written"] = [{"path": f"{f}/", "why": why} for f, why in skipped]
+    datasheet["files_written"] = [
+        {"path": f"{folder}/", "rows": len(rows), "why": why}
+        for folder, rows, _shape, why in written
+    ] + [
+        {"path": f"{kind}/{name}", "rows": len(rows), "why": why}
+        for name, rows, why in (
+            ("pairs", pairs_out, "every pair, all candidate kinds"),
+            ("rankings", rankings_out, "every full ranking, all candidate kinds"),
+            ("rankings_4", variants_out, "every 4-response variant, all candidate kinds"),
+        )
+        for kind in ("parquet", "hf")
+    ]
+    datasheet["warnings"] = _empty_warnings(snapshot, list(options.splits))
+    return snapshot
+
+
+def _all_text(row: Mapping[str, Any]) -> bool:
+    return all(kind == "text" for kind in row["response_kinds"])
+
+
+JsonlTable = tuple[str, list[dict[str, Any]], Callable[[Mapping[str, Any]], dict], str]
+
+
+def jsonl_tables(snapshot: Snapshot) -> tuple[list[JsonlTable], list[tuple[str, str]]]:
+    """The JSONL folders of an export, and those left out: (folder, rows, line shape, why).
+
+    The seed format holds answer text only, so ``rankings/`` and ``rankings_4/`` get the rows
+    whose responses are all text; rows with image or video responses go to the multimodal
+    layout (``*_multimodal/``). A folder with no rows is left out, except the seed folders when
+    there are no multimodal rows either (an export always has somewhere to look).
+    """
+    written: list[JsonlTable] = [
+        ("pairs", snapshot.pairs, pair_line, "every pair, all candidate kinds (Quorum's layout)")
+    ]
+    skipped: list[tuple[str, str]] = []
+    for folder, rows in (("rankings", snapshot.rankings), ("rankings_4", snapshot.variants)):
+        text = [r for r in rows if _all_text(r)]
+        media = [r for r in rows if not _all_text(r)]
+        if text or not media:
+            why = "the seed paper's training format: prompts whose responses are all text"
+            if media:
+                why += f" ({len(media)} rows with image/video responses: {folder}_multimodal/)"
+            written.append((folder, text, seed_line, why))
+        else:
+            skipped.append(
+                (
+                    folder,
+                    "every row has image or video responses, which the seed format "
+                    "(answer text in responses) cannot hold: see "
+                    f"{folder}_multimodal/",
+                )
+            )
+        if media:
+            written.append(
+                (
+                    f"{folder}_multimodal",
+                    media,
+                    multimodal_line,
+                    "rows with image or video responses: media paths in response_images / "
+                    "response_videos (relative to the export root), never in responses",
+                )
+            )
+    return written, skipped
+
+
+def _empty_warnings(snapshot: Snapshot, splits: list[str]) -> list[str]:
+    warnings = []
+    for name, rows in (
+        ("pairs", snapshot.pairs),
+        ("rankings", snapshot.rankings),
+        ("rankings_4", snapshot.variants),
+    ):
+        counts = Counter(r["split"] for r in rows)
+        if not rows:
+            warnings.append(f"table {name} is empty: {_EMPTY_WHY[name]}")
+            continue
+        for split in splits:
+            if not counts[split]:
+                warnings.append(f"table {name}: split {split!r} is empty (0 rows)")
+    return warnings
+
+
+_EMPTY_WHY = {
+    "pairs": "no human-judged pair with a strict preference and content on both sides",
+    "rankings": "no prompt with a strict ranking of two or more candidates with content",
+    "rankings_4": "no prompt with more than 4 ranked candidates to sample variants from "
+    "(or none with a ranking)",
+}
+
+
+def normalise_prompt(text: str) -> str:
+    """Prompt text as compared across splits: case-folded, whitespace collapsed."""
+    return " ".join(text.casefold().split())
+
+
+def _content_keys(source: SnapshotInput, prompt_id: int) -> list[str]:
+    """What makes two prompts the same for splitting: normalised text, context media bytes."""
+    prompt = source.prompts[prompt_id]
+    keys = []
+    if text := normalise_prompt(prompt.text):
+        keys.append(f"text:{text}")
+    for name in (prompt.image, prompt.video):
+        if name:
+            keys.append(f"media:{_file_digest(source.media_root / name) or name}")
+    return keys
+
+
+def _file_digest(path: Path) -> str | None:
+    try:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def content_splits(
+    keys: Mapping[int, Sequence[str]], fractions: Mapping[str, float], seed: int
+) -> dict[int, str]:
+    """Split prompts so that no content key (prompt text, media hash) is in two splits.
+
+    Prompts sharing any key form one group (transitively); groups are shuffled by ``seed``
+    and each goes to the split furthest below its target share of prompts, so sizes follow
+    ``fractions`` as closely as whole groups allow. Deterministic for the same input and seed.
+    """
+    parent = {p: p for p in keys}
+
+    def root(p: int) -> int:
+        while parent[p] != p:
+            parent[p] = parent[parent[p]]
+            p = parent[p]
+        return p
+
+    owner: dict[str, int] = {}
+    for p in sorted(keys):
+        for key in keys[p]:
+            if key in owner:
+                a, b = root(owner[key]), root(p)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+            else:
+                owner[key] = p
+    groups: dict[int, list[int]] = defaultdict(list)
+    for p in sorted(keys):
+        groups[root(p)].append(p)
+    ordered = [groups[r] for r in sorted(groups)]
+    random.Random(f"split:{seed}").shuffle(ordered)
+    names = list(fractions)
+    total = sum(fractions.values())
+    target = {n: len(keys) * fractions[n] / total for n in names}
+    size = dict.fromkeys(names, 0)
+    out: dict[int, str] = {}
+    for group in ordered:
+        name = max(names, key=lambda n: (target[n] - size[n], -names.index(n)))
+        size[name] += len(group)
+        for p in group:
+            out[p] = name
+    return out
 
 
 def _safe_alpha(records: Sequence[A.RankingRecord | A.PairRecord]) -> float | None:
@@ -529,11 +738,28 @@ def _media_path(name: str) -> str | None:
     return f"media/{name}" if name else None
 
 
-def _content(candidate: SnapshotCandidate) -> str:
-    """What the seed format's ``responses`` hold: the text, or the media path."""
-    if candidate.kind == "text" or not candidate.media:
-        return candidate.text
-    return _media_path(candidate.media) or ""
+def _content_kind(candidate: SnapshotCandidate) -> str:
+    """``image``/``video`` for a candidate with a media file, else ``text``."""
+    return candidate.kind if candidate.kind in ("image", "video") and candidate.media else "text"
+
+
+def has_content(candidate: SnapshotCandidate) -> bool:
+    """Whether a trainer can learn from the candidate: non-empty answer text or a media file.
+
+    Placeholders (the source named a model but gave no content, e.g. arena votes) and empty
+    answers have none.
+    """
+    return bool(candidate.media) or bool(candidate.text.strip())
+
+
+def _answer_text(candidate: SnapshotCandidate) -> str:
+    """Answer text only, never a media path ("" for an image or video candidate)."""
+    return candidate.text if _content_kind(candidate) == "text" else ""
+
+
+def _media_of(candidate: SnapshotCandidate, kind: str) -> str | None:
+    """The candidate's media path relative to the export root when it is of ``kind``."""
+    return _media_path(candidate.media) if _content_kind(candidate) == kind else None
 
 
 def _pair_rows(
@@ -590,6 +816,9 @@ def _pair_rows(
         x, y = sorted((better, worse))
         evidence = consensus.evidence.get((x, y), C.PairEvidence())
         chosen, rejected = source.candidates[better], source.candidates[worse]
+        if not (has_content(chosen) and has_content(rejected)):
+            drops[NO_CONTENT_PAIR] += 1
+            continue
         votes_for = evidence.x_over_y if better == x else evidence.y_over_x
         votes_against = evidence.y_over_x if better == x else evidence.x_over_y
         rows.append(
@@ -600,8 +829,12 @@ def _pair_rows(
                 "prompt": prompt.text,
                 "image": _media_path(prompt.image),
                 "video": _media_path(prompt.video),
-                "chosen": _content(chosen),
-                "rejected": _content(rejected),
+                "chosen": _answer_text(chosen),
+                "rejected": _answer_text(rejected),
+                "chosen_image": _media_of(chosen, "image"),
+                "rejected_image": _media_of(rejected, "image"),
+                "chosen_video": _media_of(chosen, "video"),
+                "rejected_video": _media_of(rejected, "video"),
                 "chosen_id": chosen.external_id,
                 "rejected_id": rejected.external_id,
                 "chosen_model": chosen.model_name,
@@ -648,7 +881,10 @@ def _ranking_row(
         "prompt": prompt.text,
         "image": _media_path(prompt.image),
         "video": _media_path(prompt.video),
-        "responses": [_content(c) for c in cands],
+        "responses": [_answer_text(c) for c in cands],
+        "response_kinds": [_content_kind(c) for c in cands],
+        "response_images": [_media_of(c, "image") for c in cands],
+        "response_videos": [_media_of(c, "video") for c in cands],
         "rankings": C.competition_ranks(ranking, order),
         "candidate_ids": [c.external_id for c in cands],
         "models": [c.model_name for c in cands],
@@ -671,6 +907,27 @@ def seed_line(row: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def multimodal_line(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A ranking with image or video responses: the seed keys plus aligned media lists.
+
+    ``responses[i]`` is answer text ("" for a media response), ``response_kinds[i]`` is
+    text/image/video, ``response_images[i]`` / ``response_videos[i]`` the path relative to
+    the export root (null when that response is not of that kind).
+    """
+    out = {
+        "prompt": row["prompt"],
+        "responses": row["responses"],
+        "response_kinds": row["response_kinds"],
+        "response_images": row["response_images"],
+        "response_videos": row["response_videos"],
+        "rankings": row["rankings"],
+    }
+    for key in ("image", "video"):
+        if row.get(key):
+            out[key] = row[key]
+    return out
+
+
 def write_snapshot(
     snapshot: Snapshot,
     out_dir: Path,
@@ -682,11 +939,7 @@ def write_snapshot(
     progress = progress or (lambda _p, _s: None)
     splits = list(options.splits)
     progress(80, "JSONL")
-    for folder, rows, shape in (
-        ("pairs", snapshot.pairs, _pair_line),
-        ("rankings", snapshot.rankings, seed_line),
-        ("rankings_4", snapshot.variants, seed_line),
-    ):
+    for folder, rows, shape, _why in jsonl_tables(snapshot)[0]:
         (out_dir / folder).mkdir(parents=True)
         handles = {s: open(out_dir / folder / f"{s}.jsonl", "w", encoding="utf-8") for s in splits}  # noqa: SIM115
         try:
@@ -718,7 +971,10 @@ def write_snapshot(
         for split in splits:
             mask = pc.equal(table["split"], split)
             parts[split] = datasets.Dataset(InMemoryTable(table.filter(mask)))
-        datasets.DatasetDict(parts).save_to_disk(str(out_dir / "hf" / name))
+        # `datasets` writes no shard for an empty split unless told to, and `load_from_disk`
+        # then raises IndexError: one shard per empty split keeps its typed, empty table.
+        shards = {s: 1 for s, part in parts.items() if part.num_rows == 0}
+        datasets.DatasetDict(parts).save_to_disk(str(out_dir / "hf" / name), num_shards=shards)
 
     if options.include_media and snapshot.media:
         progress(93, "media")
@@ -744,7 +1000,7 @@ def write_snapshot(
     return _file_list(out_dir, skip=set())
 
 
-def _pair_line(row: Mapping[str, Any]) -> dict[str, Any]:
+def pair_line(row: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(row)
     out["provenance"] = {
         "source": out.pop("source"),
@@ -786,6 +1042,10 @@ def datasheet_markdown(sheet: Mapping[str, Any]) -> str:
         "",
         f"Built {sheet['created_at']} by Quorum ({sheet['format']}).",
         "",
+    ]
+    if sheet.get("warnings"):
+        lines += ["## Warnings", "", *(f"- {w}" for w in sheet["warnings"]), ""]
+    lines += [
         "## Options",
         "",
         *(f"- {k}: `{json.dumps(v)}`" for k, v in sheet["options"].items()),
@@ -825,6 +1085,16 @@ def datasheet_markdown(sheet: Mapping[str, Any]) -> str:
             lines += [f"- {what}: " + "; ".join(f"{r}: {n}" for r, n in reasons.items())]
         else:
             lines += [f"- {what}: none"]
+    wc = sheet.get("without_content")
+    if wc:
+        lines += [
+            "",
+            "## Rows without content",
+            "",
+            f"- candidates without content: {wc['candidates']}; pairs dropped: "
+            f"{wc['pairs_dropped']}; prompts dropped: {wc['prompts_dropped']}",
+            f"- why: {wc['why']}",
+        ]
     cy = sheet["cycles"]
     lines += [
         "",
@@ -859,11 +1129,13 @@ def datasheet_markdown(sheet: Mapping[str, Any]) -> str:
         "",
         "## Files",
         "",
-        "- `pairs/<split>.jsonl`: prompt, chosen, rejected, margin, agreement, judgments, provenance",
-        "- `rankings/<split>.jsonl`: seed training format `{prompt, responses, rankings, image?, video?}`",
-        "- `rankings_4/<split>.jsonl`: 4-response variants sampled from full rankings",
-        "- `parquet/*.parquet`, `hf/*` (`datasets.load_from_disk`): the same tables with a split column",
-        "- media paths are relative to this folder"
+        *(
+            f"- `{f['path']}` ({f['rows']} rows): {f['why']}"
+            for f in sheet.get("files_written", [])
+        ),
+        *(f"- `{f['path']}` not written: {f['why']}" for f in sheet.get("files_not_written", [])),
+        "- media paths are relative to this folder, the export root: pass it as the trainer's "
+        "image/video base folder"
         + ("" if sheet["media_included"] else " (media not included: copy them from storage)"),
         "",
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from curation.models import AnnotatorQuality, DatasetExport
 from tests.curation.builders import (  # noqa: F401  (fast_passwords: autouse fixture)
     disputed_ranking_project,
     fast_passwords,
+    judge_pair,
     judge_ranking,
     members,
     score,
@@ -180,25 +182,157 @@ def test_it_stores_files_under_the_data_dir_by_project_and_version(ranked, _data
     assert (export.path / "datasheet.json").is_file()
 
 
-def test_it_copies_the_media_rows_name(users, settings):
+PATH_LIKE = re.compile(r"(^|/)media/|\.(png|jpe?g|gif|webp|mp4|webm)$", re.IGNORECASE)
+
+
+def _seed_loader(folder: Path) -> list[dict]:
+    """Reads a seed-format folder by the seed trainer's rules: answers are non-empty text
+    (empty ones dropped), ranks are 1..N with ties, ``image``/``video`` resolve under the base
+    folder the README names (the export root)."""
+    root = folder.parent
+    samples = []
+    for path in sorted(folder.glob("*.jsonl")):
+        for row in _lines(path):
+            assert set(row) <= {"prompt", "responses", "rankings", "image", "video"}
+            kept = [(r, k) for r, k in zip(row["responses"], row["rankings"], strict=True) if r]
+            assert len(kept) == len(row["responses"]) >= 2, row
+            for response, _ in kept:
+                assert isinstance(response, str) and not PATH_LIKE.search(response), response
+            ranks = sorted(row["rankings"])
+            assert ranks[0] == 1
+            assert all(r == 1 + sum(x < r for x in ranks) for r in ranks)
+            for key in ("image", "video"):
+                if key in row:
+                    assert (root / row[key]).is_file(), row[key]
+            samples.append(row)
+    return samples
+
+
+def _read_back(export: DatasetExport) -> dict[str, dict]:
+    """Every Parquet file through pyarrow and every HF folder and split through
+    ``load_from_disk``; returns the HF tables by name."""
+    import datasets
+
+    splits = set(export.options["splits"])
+    parquet = sorted((export.path / "parquet").glob("*.parquet"))
+    assert {p.stem for p in parquet} == {"pairs", "rankings", "rankings_4"}
+    for path in parquet:
+        pq.read_table(path)
+    loaded = {}
+    for folder in sorted((export.path / "hf").iterdir()):
+        dsd = datasets.load_from_disk(str(folder))
+        assert set(dsd) == splits
+        for split in splits:
+            table = pq.read_table(export.path / "parquet" / f"{folder.name}.parquet")
+            assert dsd[split].num_rows == table.column("split").to_pylist().count(split)
+            list(dsd[split])
+        loaded[folder.name] = dsd
+    assert set(loaded) == {"pairs", "rankings", "rankings_4"}
+    for name in ("rankings", "rankings_4"):
+        if (export.path / name).is_dir():
+            _seed_loader(export.path / name)
+    return loaded
+
+
+def test_it_loads_every_table_of_a_pairwise_project(users):
+    project = make_project(mode="pairwise", n_prompts=4, k=1)
+    members(project, users)
+    for task in Task.objects.filter(project=project):
+        judge_pair(task, users["annotator"], "a")
+    export = _build(project, splits={"train": 0.5, "test": 0.5})
+    loaded = _read_back(export)
+    assert sum(d.num_rows for d in loaded["pairs"].values()) == 4
+    assert all(d.num_rows == 0 for d in loaded["rankings_4"].values())
+    assert loaded["rankings_4"]["test"].features["rankings"].feature.dtype == "int32"
+    sheet = json.loads((export.path / "datasheet.json").read_text())
+    assert any("rankings_4 is empty" in w for w in sheet["warnings"])
+    assert "## Warnings" in (export.path / "datasheet.md").read_text()
+
+
+def test_it_loads_every_split_of_a_three_candidate_ranking_project(users):
+    project = make_project(n_prompts=1, n_candidates=3, k=1)
+    members(project, users)
+    task = Task.objects.get(project=project)
+    judge_ranking(task, users["annotator"], [[c] for c in slots(task)])
+    export = _build(project, splits={"train": 0.5, "test": 0.5})
+    loaded = _read_back(export)
+    assert sorted(d.num_rows for d in loaded["rankings"].values()) == [0, 1]
+    empty = "test" if loaded["rankings"]["test"].num_rows == 0 else "train"
+    assert f"table rankings: split {empty!r} is empty (0 rows)" in export.datasheet["warnings"]
+
+
+def _image_project(users):
     from django.core.files.base import ContentFile
 
     from tests.media_fixtures import png_bytes
 
-    project = make_project(n_prompts=1, n_candidates=2, k=1)
+    project = make_project(n_prompts=2, n_candidates=3, k=1)
+    members(project, users)
+    for task in Task.objects.filter(project=project):
+        ids = slots(task)
+        for n, cid in enumerate(ids):
+            cand = Candidate.objects.get(pk=cid)
+            cand.kind, cand.text = "image", ""
+            cand.media.save(f"c{cid}.png", ContentFile(png_bytes(size=8 + n)), save=True)
+        judge_ranking(task, users["annotator"], [[c] for c in ids])
+    return project
+
+
+def test_it_puts_no_media_path_in_a_text_field_for_image_candidates(users):
+    from tests.media_fixtures import png_bytes
+
+    export = _build(_image_project(users))
+    loaded = _read_back(export)
+    # The seed format cannot hold image answers: not written, and the datasheet says why.
+    assert not (export.path / "rankings").exists()
+    assert any(f["path"] == "rankings/" for f in export.datasheet["files_not_written"])
+    rows = _lines(export.path / "rankings_multimodal" / "train.jsonl")
+    pairs = _lines(export.path / "pairs" / "train.jsonl")
+    assert len(rows) == 2 and len(pairs) == 6
+    for row in rows + list(loaded["rankings"]["train"]):
+        assert row["response_kinds"] == ["image"] * 3
+        assert not any(PATH_LIKE.search(r) for r in row["responses"] if r)
+        assert not any(row["responses"])
+        for path in row["response_images"]:
+            assert (export.path / path).read_bytes()[:8] == png_bytes()[:8]
+    for pair in pairs + list(loaded["pairs"]["train"]):
+        assert not pair["chosen"] and not pair["rejected"]
+        for key in ("chosen_image", "rejected_image"):
+            assert (export.path / pair[key]).is_file()
+        assert pair["chosen_video"] is None
+
+
+def test_it_keeps_votes_without_content_out_of_training_files(users):
+    project = make_project(n_prompts=3, n_candidates=2, k=1)
+    members(project, users)
+    Candidate.objects.filter(project=project).update(text="")
+    for task in Task.objects.filter(project=project):
+        judge_ranking(task, users["annotator"], [[c] for c in slots(task)])
+    export = _build(project)
+    loaded = _read_back(export)
+    assert all(d.num_rows == 0 for t in loaded.values() for d in t.values())
+    assert _lines(export.path / "pairs" / "train.jsonl") == []
+    sheet = export.datasheet
+    assert sheet["without_content"]["candidates"] == 6
+    assert sheet["without_content"]["prompts_dropped"] == 3
+    # The leaderboard still counts the votes.
+    assert sheet["leaderboard"][0]["model"] == "model-a"
+    assert "## Rows without content" in (export.path / "datasheet.md").read_text()
+
+
+def test_it_drops_an_empty_answer_from_seed_rows(users):
+    project = make_project(n_prompts=1, n_candidates=4, k=1)
     members(project, users)
     task = Task.objects.get(project=project)
-    a, b = slots(task)
-    for cid in (a, b):
-        cand = Candidate.objects.get(pk=cid)
-        cand.kind = "image"
-        cand.media.save(f"c{cid}.png", ContentFile(png_bytes()), save=True)
-    judge_ranking(task, users["annotator"], [[a], [b]])
+    a, b, c, d = slots(task)
+    Candidate.objects.filter(pk=b).update(text="")
+    judge_ranking(task, users["annotator"], [[a], [b], [c], [d]])
     export = _build(project)
-    (row,) = _lines(export.path / "rankings" / "train.jsonl")
-    for response in row["responses"]:
-        assert response.startswith("media/")
-        assert (export.path / response).read_bytes() == png_bytes()
+    (row,) = _seed_loader(export.path / "rankings")
+    by_text = dict(zip(row["responses"], row["rankings"], strict=True))
+    texts = [Candidate.objects.get(pk=x).text for x in (a, c, d)]
+    assert [by_text[t] for t in texts] == [1, 2, 3]
+    assert all(p["chosen"] and p["rejected"] for p in _lines(export.path / "pairs" / "train.jsonl"))
 
 
 # --------------------------------------------------------------------------- options
@@ -221,6 +355,45 @@ def test_it_splits_by_prompt_with_no_prompt_in_two_splits(users):
     assert (again.path / "rankings" / "test.jsonl").read_text() == (
         export.path / "rankings" / "test.jsonl"
     ).read_text()
+
+
+def test_it_keeps_prompts_with_the_same_text_in_one_split(users):
+    from annotate.models import Prompt
+
+    project = make_project(n_prompts=20, n_candidates=3, k=1)
+    members(project, users)
+    # Five texts, four prompts each, under different ids and spellings.
+    for prompt in Prompt.objects.filter(project=project):
+        n = int(prompt.external_id[1:])
+        prompt.text = f"  Question {n % 5}? " if n % 2 else f"question {n % 5}?"
+        prompt.save(update_fields=["text"])
+    for task in Task.objects.filter(project=project):
+        judge_ranking(task, users["annotator"], [[c] for c in slots(task)])
+    export = _build(project, splits={"train": 0.6, "test": 0.4}, seed=3)
+    split_of: dict[str, str] = {}
+    for split in ("train", "test"):
+        for folder in ("pairs", "rankings"):
+            for row in _lines(export.path / folder / f"{split}.jsonl"):
+                key = " ".join(row["prompt"].casefold().split())
+                assert split_of.setdefault(key, split) == split
+    assert sorted(split_of.values()) == ["test", "test", "train", "train", "train"]
+    counts = export.counts["by_split"]
+    assert (counts["train"]["prompts"], counts["test"]["prompts"]) == (12, 8)
+    assert "| test | 8 |" in (export.path / "datasheet.md").read_text()
+    again = _build(project, splits={"train": 0.6, "test": 0.4}, seed=3)
+    assert (again.path / "rankings" / "test.jsonl").read_text() == (
+        export.path / "rankings" / "test.jsonl"
+    ).read_text()
+
+
+def test_it_keeps_prompts_with_the_same_context_image_in_one_split():
+    from curation.exporting import content_splits
+
+    keys = {1: ["text:a", "media:x"], 2: ["text:b"], 3: ["text:c", "media:x"], 4: ["text:d"]}
+    for seed in range(10):
+        out = content_splits(keys, {"train": 0.5, "test": 0.5}, seed)
+        assert out[1] == out[3]
+        assert content_splits(keys, {"train": 0.5, "test": 0.5}, seed) == out
 
 
 def test_it_applies_reviewer_decisions_unless_told_not_to(users, ranked):
