@@ -28,6 +28,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 FORMATS = ("quorum", "seed", "arena")
+# Candidate metadata key set on a text answer that is empty (imported, not rejected).
+EMPTY_ANSWER = "empty_answer"
 PAIR_OUTCOMES = ("a", "b", "tie", "both_bad")
 KINDS = ("text", "image", "video")
 ARENA_WINNERS = {"model_a": "a", "model_b": "b", "tie": "tie", "tie (bothbad)": "both_bad"}
@@ -496,12 +498,18 @@ class _Parser:
             elif present:
                 self.problem(line, f"{where}kind", f"kind 'text' but {present[0]} given")
             ctext = self.text(line, cand, "text", where=where)
-            if kind == "text" and not ctext.strip():
-                self.problem(line, f"{where}text", "a text candidate needs non-empty text")
             cmeta = cand.get("metadata") or {}
             if not isinstance(cmeta, dict):
                 self.problem(line, f"{where}metadata", "must be an object")
                 cmeta = {}
+            if kind == "text" and not isinstance(cand.get("text"), str):
+                self.problem(
+                    line, f"{where}text", 'a text candidate needs text ("" for an empty answer)'
+                )
+            elif kind == "text" and not ctext.strip():
+                # Real preference data holds empty answers: kept (their votes count), marked,
+                # counted in the import report, and left out of training rows by exports.
+                cmeta = {**cmeta, EMPTY_ANSWER: True}
             if cid and self.register_candidate(line, cid, f"{where}id"):
                 record.candidates.append(CandidateRecord(cid, model, kind, ctext, media, cmeta))
         judgments = obj.get("judgments") or []
@@ -714,7 +722,7 @@ class _Parser:
                     "text",
                     resp,
                     None,
-                    {"response_index": i},
+                    {"response_index": i} | ({EMPTY_ANSWER: True} if not resp.strip() else {}),
                 )
             )
         groups = [

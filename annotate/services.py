@@ -20,7 +20,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from annotate.importing import ImportRejected, ParsedImport, Problem, parse_import
+from annotate.importing import EMPTY_ANSWER, ImportRejected, ParsedImport, Problem, parse_import
 from annotate.models import (
     ApiToken,
     Candidate,
@@ -373,6 +373,7 @@ def _write_records(
         raise ImportRejected(problems)
     Candidate.objects.bulk_create(new_cands, batch_size=2000)
     counts["candidates"] = len(new_cands)
+    counts["empty_answers"] = sum(1 for c in new_cands if c.metadata.get(EMPTY_ANSWER))
     cands = {**existing_cands, **{c.external_id: c for c in new_cands}}
     if any(c.pk is None for c in new_cands):
         cands = _fetch_by_external_id(Candidate.objects.filter(project=project), cand_ext_ids)

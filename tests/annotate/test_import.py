@@ -256,6 +256,43 @@ def test_it_imports_through_the_command(quorum_file, capsys):
 # --- bad input: rejected whole, naming line and field, nothing written ---------------------
 
 
+def test_it_imports_an_empty_text_answer_marked_and_counted(tmp_path, _media_root):
+    def mutate(rows):
+        rows[1]["candidates"][1]["text"] = ""
+
+    result = import_file(path=_quorum_with(tmp_path, mutate))
+    assert result.counts["empty_answers"] == 1
+    assert result.counts["judgments"] == 3
+    empty = Candidate.objects.get(external_id="q1-b")
+    assert empty.text == "" and empty.metadata["empty_answer"] is True
+    assert "empty_answer" not in Candidate.objects.get(external_id="q1-a").metadata
+
+
+def test_it_imports_a_seed_row_with_an_empty_response(tmp_path):
+    rows = [
+        {"prompt": "p1", "responses": ["good", "", "bad"], "rankings": [1, 3, 2]},
+        {"prompt": "p2", "responses": ["x", "y"], "rankings": [2, 1]},
+    ]
+    result = import_file(path=_write_jsonl(tmp_path / "s.jsonl", rows))
+    assert result.counts["prompts"] == 2 and result.counts["judgments"] == 2
+    assert result.counts["empty_answers"] == 1
+    (empty,) = Candidate.objects.filter(text="")
+    assert empty.metadata == {"response_index": 1, "empty_answer": True}
+
+
+def test_it_still_rejects_a_text_candidate_without_text(tmp_path, _media_root):
+    def mutate(rows):
+        del rows[1]["candidates"][1]["text"]
+
+    _expect_rejected(
+        _quorum_with(tmp_path, mutate),
+        _media_root,
+        line=2,
+        field="candidates[1].text",
+        text="needs text",
+    )
+
+
 def _expect_rejected(path: Path, media_root, *, line: int | None, field: str, text: str, **kwargs):
     before = _db_counts()
     files_before = _media_files(media_root)
