@@ -649,8 +649,8 @@ def _empty_warnings(snapshot: Snapshot, splits: list[str]) -> list[str]:
 _EMPTY_WHY = {
     "pairs": "no human-judged pair with a strict preference and content on both sides",
     "rankings": "no prompt with a strict ranking of two or more candidates with content",
-    "rankings_4": "no prompt with more than 4 ranked candidates to sample variants from "
-    "(or none with a ranking)",
+    "rankings_4": "no prompt with a strict ranking of at least 4 candidates with content to "
+    "sample variants from",
 }
 
 
