@@ -990,7 +990,17 @@ def write_snapshot(
                 shutil.copyfile(src, target)
 
     progress(96, "datasheet")
-    (out_dir / "datasheet.md").write_text(datasheet_markdown(snapshot.datasheet), encoding="utf-8")
+    sheet_md = datasheet_markdown(snapshot.datasheet)
+    (out_dir / "datasheet.md").write_text(sheet_md, encoding="utf-8")
+    for name in ("pairs", "rankings", "rankings_4"):
+        # A dataset card beside each HF folder's data: the datasheet's facts travel with it.
+        card = (
+            f"# {snapshot.datasheet['project']['name']} v{snapshot.datasheet['version']}: "
+            f"{name}\n\nLoad with `datasets.load_from_disk(<this folder>)`. Media paths are "
+            "relative to the export root (two folders up), the trainer's image/video base "
+            "folder.\n\n" + sheet_md
+        )
+        (out_dir / "hf" / name / "README.md").write_text(card, encoding="utf-8")
     files = _file_list(out_dir, skip={"datasheet.json"})
     snapshot.datasheet["files"] = files
     (out_dir / "datasheet.json").write_text(

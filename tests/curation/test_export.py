@@ -220,6 +220,7 @@ def _read_back(export: DatasetExport) -> dict[str, dict]:
         pq.read_table(path)
     loaded = {}
     for folder in sorted((export.path / "hf").iterdir()):
+        assert "## Counts" in (folder / "README.md").read_text()  # the dataset card
         dsd = datasets.load_from_disk(str(folder))
         assert set(dsd) == splits
         for split in splits:
@@ -300,6 +301,52 @@ def test_it_puts_no_media_path_in_a_text_field_for_image_candidates(users):
         for key in ("chosen_image", "rejected_image"):
             assert (export.path / pair[key]).is_file()
         assert pair["chosen_video"] is None
+
+
+def test_it_resolves_context_images_under_the_export_root(users):
+    from django.core.files.base import ContentFile
+
+    from annotate.models import Prompt
+    from tests.media_fixtures import png_bytes
+
+    project = make_project(n_prompts=2, n_candidates=3, k=1)
+    members(project, users)
+    for n, prompt in enumerate(Prompt.objects.filter(project=project)):
+        prompt.image.save(f"q{n}.png", ContentFile(png_bytes(size=10 + n)), save=True)
+    for task in Task.objects.filter(project=project):
+        judge_ranking(task, users["annotator"], [[c] for c in slots(task)])
+    export = _build(project)
+    _read_back(export)
+    rows = _seed_loader(export.path / "rankings")
+    assert len(rows) == 2 and all(row["image"].startswith("media/") for row in rows)
+    assert not (export.path / "rankings_multimodal").exists()
+
+
+def test_it_writes_video_answers_to_the_multimodal_layout(users):
+    from django.core.files.base import ContentFile
+
+    from tests.media_fixtures import mp4_bytes
+
+    project = make_project(n_prompts=1, n_candidates=2, k=1)
+    members(project, users)
+    task = Task.objects.get(project=project)
+    a, b = slots(task)
+    cand = Candidate.objects.get(pk=a)
+    cand.kind, cand.text = "video", ""
+    cand.media.save("v.mp4", ContentFile(mp4_bytes()), save=True)
+    judge_ranking(task, users["annotator"], [[a], [b]])
+    export = _build(project)
+    loaded = _read_back(export)
+    (row,) = _lines(export.path / "rankings_multimodal" / "train.jsonl")
+    assert row["response_kinds"] == [
+        "video" if v else "text" for v in row["response_videos"]
+    ] and sorted(row["response_kinds"]) == ["text", "video"]
+    video = next(v for v in row["response_videos"] if v)
+    assert (export.path / video).read_bytes() == mp4_bytes()
+    assert "Answer 1 to question 0" in row["responses"]
+    (pair,) = loaded["pairs"]["train"]
+    assert (pair["chosen"], pair["chosen_video"]) == ("", video)
+    assert pair["rejected"] == "Answer 1 to question 0" and pair["rejected_video"] is None
 
 
 def test_it_keeps_votes_without_content_out_of_training_files(users):
