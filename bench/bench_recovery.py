@@ -20,21 +20,33 @@ Noise level p = the expected share of flipped judgments. Two crowds:
   so the overall flip rate is p).
 - ``uniform``: every annotator flips exactly p (nothing to learn about who to trust).
 
-A reward model scores every candidate (quality + noise, 25% of pairs flipped).
+A simulated reward model scores every candidate: hidden quality + Thurstonian noise scaled
+so that a share ``f`` of all candidate pairs comes out flipped. Its quality is a parameter,
+swept over f = 17 / 25 / 35 / 39 / 50 % (the trained demo reward model, top-1 0.45 at chance
+0.27, sits near 35-39 %; 50 % is a random scorer). One noise draw per candidate is shared by
+every f (common random numbers), and the world, the judgments and every baseline are the same
+whatever f is: only the reward model's rows change between its exports.
 
-Methods, all scored against the truth per prompt (mean over prompts): pairwise accuracy over
-all candidate pairs (a predicted tie counts 1/2) and Kendall tau-b:
+Methods, all scored against the hidden order per prompt (mean over prompts), on the
+candidates some judgment mentions:
 
 - majority vote: per pair, the side with more raw votes; ranked by Copeland score;
 - plain Bradley-Terry on the raw votes (`curation.graph.bradley_terry_scores`);
 - export, no denoise: reliability-weighted majority (``--no-denoise``);
-- denoised export: reliability weights + minimum feedback arc set + Bradley-Terry ranking;
-- denoised export + RM: the same with the reward model as an evaluator (``--rm-evaluator``).
+- denoised export: reliability weights + minimum feedback arc set, no reward model;
+- reward model alone: its scores' order, no human judgment;
+- denoised export + RM: the export with the reward model as an evaluator (``--rm-evaluator``).
 
-Also the accuracy of the exported pairs (share whose chosen response is truly better) vs the
-majority-vote pairs: what a reward model would be trained on.
+Metrics: **pairwise accuracy** (primary: share of candidate pairs ordered as in the truth, a
+predicted tie counts one half), Kendall tau-b (which rewards leaving pairs tied), and the
+share of pairs the method orders at all. Also the accuracy of the exported pairs (share whose
+chosen response is truly better): what a reward model would be trained on.
 
-    python bench/bench_recovery.py [--prompts 400] [--seed 0] [--quick]
+    python bench/bench_recovery.py [--prompts 200] [--seeds 0,1,2] [--quick]
+        [--workloads sparse,demo,rank4] [--crowds mixed,uniform] [--rm-flips 0.17,0.25,...]
+
+The default (sparse world, mixed crowd, 200 prompts, 3 seeds) took 690 s while a second run
+(``--workloads demo``) shared the machine's 2 cores; ``--quick`` (100 prompts, one seed) 60 s.
 """
 
 from __future__ import annotations
@@ -57,7 +69,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 NOISE_LEVELS = (0.0, 0.1, 0.2, 0.3, 0.4)
-RM_FLIP = 0.25
+RM_FLIPS = (0.17, 0.25, 0.35, 0.39, 0.50)
 
 
 @dataclass
@@ -108,7 +120,8 @@ def _demo_truth(n_prompts: int, seed: int) -> list[tuple[str, list[str], np.ndar
 def simulate(
     workload: str, n_prompts: int, p: float, kind: str, seed: int
 ) -> tuple[World, list[dict], dict[str, float]]:
-    """The world, its judgments (as plain dicts) and the reward model's scores."""
+    """The world, its judgments (as plain dicts) and a standard-normal draw per candidate
+    from which `reward_model_scores` builds reward models of any quality."""
     rng = np.random.default_rng([seed, int(p * 100), 0 if kind == "mixed" else 1, len(workload)])
     pool = 12 if workload == "rank4" else 30
     rates = crowd(rng, pool, p, kind)
@@ -148,23 +161,23 @@ def simulate(
                         "outcome": "a" if better_a else "b",
                     }
                 )
-    noise = thurstone_scale(RM_FLIP)
-    rm = {c: quality[c] + noise * float(rng.normal()) for c in quality}
-    return World(workload, quality, prompts), judgments, rm
+    # Its own generator: the reward model's noise must not shift the crowd's random draws.
+    rm_rng = np.random.default_rng([seed, int(p * 100), 0 if kind == "mixed" else 1, 7])
+    rm_noise = {c: float(z) for c, z in zip(quality, rm_rng.normal(size=len(quality)), strict=True)}
+    return World(workload, quality, prompts), judgments, rm_noise
 
 
-def load(world: World, judgments: list[dict], rm: dict[str, float], label: str) -> int:
+def reward_model_scores(world: World, rm_noise: dict[str, float], flip: float) -> dict[str, float]:
+    """A simulated reward model flipping a share ``flip`` of candidate pairs."""
+    scale = thurstone_scale(flip)
+    return {c: world.quality[c] + scale * z for c, z in rm_noise.items()}
+
+
+def load(world: World, judgments: list[dict], label: str) -> int:
     """Writes the world into the database as a project; returns its id."""
     from bench_curation_scale import bulk_tasks
 
-    from annotate.models import (
-        Candidate,
-        Judgment,
-        ModelScore,
-        Project,
-        Prompt,
-        RewardModel,
-    )
+    from annotate.models import Candidate, Judgment, Project, Prompt
     from annotate.services import candidate_key
 
     pairwise = world.name in ("sparse", "demo")
@@ -219,16 +232,27 @@ def load(world: World, judgments: list[dict], rm: dict[str, float], label: str) 
             ranking = [[cand_pk[c]] for c in j["ranking"]]
             rows.append(Judgment(task_id=task_pk[key], kind="ranking", ranking=ranking, **common))
     Judgment.objects.bulk_create(rows, batch_size=5000)
+    return project.pk
+
+
+def activate_reward_model(project_id: int, scores: dict[str, float], label: str) -> None:
+    """Stores a reward model's scores and makes it the project's active one."""
+    from annotate.models import Candidate, ModelScore, Project, RewardModel
+
+    project = Project.objects.get(pk=project_id)
+    cand_pk = dict(Candidate.objects.filter(project=project).values_list("external_id", "pk"))
     model = RewardModel.objects.create(
-        name=f"rm-{project.pk}", version="1", backend="multi_response", path="-"
+        name=f"rm-{project.pk}-{label}", version="1", backend="multi_response", path="-"
     )
     ModelScore.objects.bulk_create(
-        [ModelScore(candidate_id=cand_pk[c], reward_model=model, score=s) for c, s in rm.items()],
+        [
+            ModelScore(candidate_id=cand_pk[c], reward_model=model, score=s)
+            for c, s in scores.items()
+        ],
         batch_size=10000,
     )
     project.active_reward_model = model
     project.save(update_fields=["active_reward_model"])
-    return project.pk
 
 
 # --------------------------------------------------------------------------- metrics
@@ -236,14 +260,15 @@ def load(world: World, judgments: list[dict], rm: dict[str, float], label: str) 
 
 def recovery(
     world: World, rankings: dict[str, list[list[str]]], judged: dict[str, set[str]]
-) -> tuple[float, float]:
-    """Mean pairwise accuracy (tie = 1/2) and Kendall tau-b over the world's prompts.
+) -> tuple[float, float, float]:
+    """Mean pairwise accuracy (tie = 1/2), Kendall tau-b and share of pairs ordered (not
+    tied) over the world's prompts.
 
     Only candidates that some judgment mentions count: nothing can place the others (in the
     sparse world about 2 of 19 per prompt are never judged). A prompt missing from
     ``rankings`` counts as all tied (accuracy 1/2, tau 0).
     """
-    accuracy, tau = [], []
+    accuracy, tau, ordered = [], [], []
     for pid, all_cands in world.prompts.items():
         cands = [c for c in all_cands if c in judged[pid]]
         if len(cands) < 2:
@@ -257,9 +282,10 @@ def recovery(
                 true.append(np.sign(world.quality[x] - world.quality[y]))
         pred_a, true_a = np.array(pred), np.array(true)
         accuracy.append(float(np.mean(np.where(pred_a != 0, pred_a == true_a, 0.5))))
+        ordered.append(float(np.mean(pred_a != 0)))
         denominator = math.sqrt(np.count_nonzero(pred_a) * np.count_nonzero(true_a))
         tau.append(float(pred_a @ true_a) / denominator if denominator else 0.0)
-    return float(np.mean(accuracy)), float(np.mean(tau))
+    return float(np.mean(accuracy)), float(np.mean(tau)), float(np.mean(ordered))
 
 
 def pair_accuracy(world: World, pairs: list[tuple[str, str]]) -> float:
@@ -360,31 +386,41 @@ def exported(
     return rankings, pairs, seconds
 
 
-METHODS = (
-    "majority vote",
-    "plain Bradley-Terry",
-    "export, no denoise",
-    "denoised export",
-    "denoised export + RM",
-)
+BASELINES = ("majority vote", "plain Bradley-Terry", "export, no denoise", "denoised export")
+# Exported pairs exist for these (plain Bradley-Terry and the reward model alone make none).
+PAIR_SOURCES = ("majority vote", "export, no denoise", "denoised export")
+# Row = (pairwise accuracy, tau-b, share ordered, accuracy of exported pairs, exported pairs).
+Row = tuple[float, float, float, float, int]
 
 
-def run(workload: str, kind: str, n_prompts: int, seed: int) -> dict[float, dict[str, tuple]]:
-    from curation.services import flags_recompute
+def rm_alone(flip: float) -> str:
+    return f"reward model alone, {flip:.0%} flipped"
 
-    results: dict[float, dict[str, tuple]] = {}
+
+def with_rm(flip: float) -> str:
+    return f"denoised export + RM {flip:.0%}"
+
+
+def method_names(rm_flips: tuple[float, ...]) -> list[str]:
+    names = list(BASELINES)
+    for f in rm_flips:
+        names += [rm_alone(f), with_rm(f)]
+    return names
+
+
+def run(
+    workload: str, kind: str, n_prompts: int, seed: int, rm_flips: tuple[float, ...]
+) -> dict[float, dict[str, Row]]:
+    results: dict[float, dict[str, Row]] = {}
     for p in NOISE_LEVELS:
-        world, judgments, rm = simulate(workload, n_prompts, p, kind, seed)
-        project_id = load(world, judgments, rm, f"{workload}-{kind}-{p}")
-        flags_recompute(
-            project_id=project_id
-        )  # what an admin's dashboard shows; not needed by exports
+        world, judgments, rm_noise = simulate(workload, n_prompts, p, kind, seed)
+        project_id = load(world, judgments, f"{workload}-{kind}-{p}-s{seed}")
         votes = raw_votes(world, judgments)
         judged: dict[str, set[str]] = defaultdict(set)
         for j in judgments:
             judged[j["prompt"]].update(j.get("pair") or j.get("ranking"))
         maj_rankings, maj_pairs = majority(world, votes)
-        row = {
+        row: dict[str, Row] = {
             "majority vote": (
                 *recovery(world, maj_rankings, judged),
                 pair_accuracy(world, maj_pairs),
@@ -396,59 +432,123 @@ def run(workload: str, kind: str, n_prompts: int, seed: int) -> dict[float, dict
                 0,
             ),
         }
-        for name, options in (
-            ("export, no denoise", {"denoise": False}),
-            ("denoised export", {}),
-            ("denoised export + RM", {"rm_evaluator": True}),
-        ):
+        for name, options in (("export, no denoise", {"denoise": False}), ("denoised export", {})):
             rankings, pairs, _ = exported(project_id, **options)
             row[name] = (
                 *recovery(world, rankings, judged),
                 pair_accuracy(world, pairs),
                 len(pairs),
             )
+        for f in rm_flips:
+            scores = reward_model_scores(world, rm_noise, f)
+            alone = {
+                pid: groups_from_scores({c: scores[c] for c in cands})
+                for pid, cands in world.prompts.items()
+            }
+            row[rm_alone(f)] = (*recovery(world, alone, judged), math.nan, 0)
+            activate_reward_model(project_id, scores, f"{f:.2f}")
+            rankings, pairs, _ = exported(project_id, rm_evaluator=True)
+            row[with_rm(f)] = (
+                *recovery(world, rankings, judged),
+                pair_accuracy(world, pairs),
+                len(pairs),
+            )
         results[p] = row
-        print(f"  {workload}/{kind} {int(p * 100)}% done", file=sys.stderr, flush=True)
+        print(f"  {workload}/{kind} seed {seed} {p:.0%} done", file=sys.stderr, flush=True)
     return results
 
 
-def report(title: str, results: dict[float, dict[str, tuple]]) -> list[str]:
-    lines = [f"\n### {title}: ranking accuracy / Kendall tau\n"]
-    header = " | ".join(f"{int(p * 100)}%" for p in results)
-    lines += [f"| method | {header} |", "|---|" + "---|" * len(results)]
-    for name in METHODS:
+def mean_over_seeds(per_seed: list[dict[float, dict[str, Row]]]) -> dict[float, dict[str, Row]]:
+    first = per_seed[0]
+    return {
+        p: {
+            name: tuple(float(np.mean([r[p][name][k] for r in per_seed])) for k in range(5))  # type: ignore[misc]
+            for name in first[p]
+        }
+        for p in first
+    }
+
+
+def report(
+    title: str, per_seed: list[dict[float, dict[str, Row]]], rm_flips: tuple[float, ...]
+) -> list[str]:
+    results = mean_over_seeds(per_seed)
+    levels = list(results)
+    header = " | ".join(f"{p:.0%}" for p in levels)
+    lines = [
+        f"\n### {title}: pairwise accuracy / Kendall tau-b / share of pairs ordered"
+        f" (mean of {len(per_seed)} seed(s); columns: human noise)\n",
+        f"| method | {header} |",
+        "|---|" + "---|" * len(levels),
+    ]
+    for name in method_names(rm_flips):
         cells = " | ".join(
-            f"{results[p][name][0]:.3f} / {results[p][name][1]:.3f}" for p in results
+            f"{results[p][name][0]:.3f} / {results[p][name][1]:.3f} / {results[p][name][2]:.2f}"
+            for p in levels
         )
         lines.append(f"| {name} | {cells} |")
-    lines += [f"\n{title}: accuracy of the exported pairs (pairs)\n"]
-    lines += [f"| pairs from | {header} |", "|---|" + "---|" * len(results)]
-    for name in ("majority vote", "export, no denoise", "denoised export", "denoised export + RM"):
-        cells = " | ".join(f"{results[p][name][2]:.3f} ({results[p][name][3]})" for p in results)
+    lines += [f"\n{title}: accuracy of the exported pairs (number of pairs)\n"]
+    lines += [f"| pairs from | {header} |", "|---|" + "---|" * len(levels)]
+    for name in [*PAIR_SOURCES, *(with_rm(f) for f in rm_flips)]:
+        cells = " | ".join(f"{results[p][name][3]:.3f} ({results[p][name][4]:.0f})" for p in levels)
         lines.append(f"| {name} | {cells} |")
-    verdicts = []
-    for name in ("denoised export", "denoised export + RM"):
-        wins = [
-            results[p][name][0] > results[p]["majority vote"][0]
-            and results[p][name][1] > results[p]["majority vote"][1]
-            for p in results
-            if p >= 0.1
+    return lines + [""] + verdicts(per_seed, rm_flips)
+
+
+def verdicts(per_seed: list[dict[float, dict[str, Row]]], rm_flips: tuple[float, ...]) -> list[str]:
+    """Issue 10's bars, checked on pairwise accuracy for every seed separately."""
+
+    def failures(better: str, worse: str, levels: list[float]) -> list[str]:
+        return [
+            f"seed {k} at {p:.0%}: {r[p][better][0]:.3f} vs {r[p][worse][0]:.3f}"
+            for k, r in enumerate(per_seed)
+            for p in levels
+            if not r[p][better][0] > r[p][worse][0]
         ]
-        verdicts.append(
-            f"{name} beats majority vote (accuracy and tau) at every level >= 10%: {'YES' if all(wins) else 'NO'}"
+
+    noisy = [p for p in per_seed[0] if p >= 0.1]
+    everywhere = list(per_seed[0])
+    out = []
+    for baseline in ("majority vote", "plain Bradley-Terry"):
+        lost = failures("denoised export", baseline, noisy)
+        out.append(
+            f"denoised export beats {baseline} at every noise level 10-40 %, every seed: "
+            + ("YES" if not lost else f"NO ({'; '.join(lost)})")
         )
-    return lines + [""] + verdicts
+    for f in rm_flips:
+        lost = [
+            f"seed {k} at {p:.0%}: {r[p][with_rm(f)][0]:.3f} vs {r[p]['denoised export'][0]:.3f}"
+            for k, r in enumerate(per_seed)
+            for p in everywhere
+            if r[p][with_rm(f)][0] < r[p]["denoised export"][0]
+        ]
+        out.append(
+            f"export + RM {f:.0%} never below the export without it: "
+            + ("YES" if not lost else f"NO ({'; '.join(lost)})")
+        )
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompts", type=int, default=400)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="100 prompts per world")
-    parser.add_argument("--workloads", default="demo,rank4,sparse")
-    parser.add_argument("--crowds", default="mixed,uniform")
+    parser.add_argument("--prompts", type=int, default=200)
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated; tables show the mean")
+    parser.add_argument(
+        "--quick", action="store_true", help="100 prompts, one seed, sparse world, mixed crowd"
+    )
+    parser.add_argument("--workloads", default="sparse", help="any of sparse,demo,rank4")
+    parser.add_argument("--crowds", default="mixed", help="mixed and/or uniform")
+    parser.add_argument(
+        "--rm-flips",
+        default=",".join(str(f) for f in RM_FLIPS),
+        help="simulated reward models: share of candidate pairs each flips",
+    )
     args = parser.parse_args()
     n = 100 if args.quick else args.prompts
+    seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
+    workloads = ["sparse"] if args.quick else args.workloads.split(",")
+    crowds = ["mixed"] if args.quick else args.crowds.split(",")
+    rm_flips = tuple(float(f) for f in args.rm_flips.split(","))
 
     from bench_curation_scale import _drop_scratch, _setup_django
 
@@ -457,10 +557,15 @@ def main() -> None:
     scratch = _setup_django(tmp)
     started = time.perf_counter()
     try:
-        out = [f"prompts per world: {n}; seed {args.seed}; noise levels {list(NOISE_LEVELS)}"]
-        for workload in args.workloads.split(","):
-            for kind in args.crowds.split(","):
-                out += report(f"{workload}, {kind} crowd", run(workload, kind, n, args.seed))
+        out = [
+            f"prompts per world: {n}; seeds {seeds}; human noise levels {list(NOISE_LEVELS)};"
+            f" reward models flipping {list(rm_flips)} of pairs"
+        ]
+        for workload in workloads:
+            for kind in crowds:
+                per_seed = [run(workload, kind, n, seed, rm_flips) for seed in seeds]
+                out += report(f"{workload}, {kind} crowd", per_seed, rm_flips)
+                print("\n".join(out[-40:]), file=sys.stderr, flush=True)
         out.append(f"\nwall time {time.perf_counter() - started:.0f} s")
         print("\n".join(out))
     finally:
