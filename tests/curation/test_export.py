@@ -792,3 +792,16 @@ def test_it_refuses_to_cancel_a_done_export(client, users, ranked):
     assert "Not cancelled: export v1 is done." in response.content.decode()
     export.refresh_from_db()
     assert export.status == "done"
+
+
+def test_it_shows_an_exports_warnings_on_the_exports_page(client, users):
+    project = make_project(n_prompts=1, n_candidates=3, k=1)
+    members(project, users)
+    task = Task.objects.get(project=project)
+    judge_ranking(task, users["annotator"], [[c] for c in slots(task)])
+    export = _build(project, splits={"train": 0.5, "test": 0.5})
+    client.force_login(users["admin"])
+    page = client.get(reverse("curation:exports", args=[project.pk])).content.decode()
+    assert f'aria-label="warnings of v{export.version}"' in page
+    for warning in export.datasheet["warnings"]:
+        assert warning.replace("'", "&#x27;") in page
