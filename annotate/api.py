@@ -18,6 +18,7 @@ from ninja.security import HttpBearer
 from annotate import selectors
 from annotate.importing import FORMATS
 from annotate.models import ApiToken, ImportJob, Project
+from annotate.pagination import Page, paginate
 from annotate.services import api_token_digest, import_job_create, upload_save
 
 
@@ -161,8 +162,17 @@ class ScoringRunIn(Schema):
 class ScoreOut(Schema):
     candidate: str
     prompt: str
+    candidate_id: int
+    prompt_id: int
     score: float | None
     error: str
+
+
+class ScorePage(Page):
+    results: list[ScoreOut]
+
+
+SCORES_MAX_LIMIT = 10_000
 
 
 def _project_for_scores(request, project_id: int) -> Project:
@@ -209,8 +219,9 @@ def scoring_run_status(request, run_id: int):
 
 @api.get(
     "/projects/{project_id}/scores",
-    response=list[ScoreOut],
-    summary="Reward-model scores of the project's candidates (reviewers and admins)",
+    response=ScorePage,
+    summary="Reward-model scores of the project's candidates (reviewers and admins; "
+    "limit/offset pages, at most 10000 a page)",
 )
 def list_scores(
     request, project_id: int, reward_model_id: int | None = None, limit: int = 1000, offset: int = 0
@@ -221,12 +232,21 @@ def list_scores(
     model_id = reward_model_id or project.active_reward_model_id
     if model_id is None:
         raise HttpError(422, "reward_model_id: the project has no active reward model; give one")
-    limit = max(1, min(limit, 10_000))
     rows = (
         ModelScore.objects.filter(reward_model_id=model_id, candidate__project=project)
         .order_by("candidate_id")
-        .values_list("candidate__external_id", "candidate__prompt__external_id", "score", "error")[
-            offset : offset + limit
-        ]
+        .values_list(
+            "candidate__external_id",
+            "candidate__prompt__external_id",
+            "candidate_id",
+            "candidate__prompt_id",
+            "score",
+            "error",
+        )
     )
-    return [{"candidate": c, "prompt": p, "score": s, "error": e} for c, p, s, e in rows]
+    page, envelope = paginate(request, rows, limit=limit, offset=offset, maximum=SCORES_MAX_LIMIT)
+    results = [
+        {"candidate": c, "prompt": p, "candidate_id": ci, "prompt_id": pi, "score": s, "error": e}
+        for c, p, ci, pi, s, e in page
+    ]
+    return {**envelope, "results": results}

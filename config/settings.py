@@ -160,6 +160,9 @@ QUORUM_MAX_IMPORT_BYTES = env_int("QUORUM_MAX_IMPORT_MB", 2048, minimum=1) * 102
 # Imports with more rows than this run as a Celery task when started from the admin or API.
 QUORUM_ASYNC_IMPORT_ROWS = env_int("QUORUM_ASYNC_IMPORT_ROWS", 2000, minimum=0)
 QUORUM_LEASE_MINUTES = env_int("QUORUM_LEASE_MINUTES", 10, minimum=1)
+# Bootstrap rounds of the leaderboard's confidence intervals: the CLI, the API and the dashboard
+# all use this, so one project shows the same intervals everywhere (for the same seed).
+QUORUM_LEADERBOARD_BOOTSTRAP = env_int("QUORUM_LEADERBOARD_BOOTSTRAP", 200, minimum=1)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 

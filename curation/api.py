@@ -17,6 +17,7 @@ from ninja import Query, Router, Schema, Status
 from ninja.errors import HttpError
 
 from annotate.models import Project
+from annotate.pagination import Page, paginate
 from curation import selectors, services
 from curation.exporting import ExportOptionsInvalid, iter_zip
 from curation.models import DatasetExport, Flag
@@ -41,9 +42,13 @@ class FlagOut(Schema):
     status: str
     severity: float
     prompt_id: int | None
+    prompt_external_id: str | None
     task_id: int | None
     judgment_id: int | None
     evaluator: str
+    # Who the evaluator is as the user knows them: the username, or the external annotator
+    # of an imported source ("" when the flag names no evaluator).
+    annotator: str
     details: dict
     evidence: int
     created_at: datetime
@@ -58,8 +63,17 @@ class FlagFilter(Schema):
     offset: int = 0
 
 
+class FlagPage(Page):
+    results: list[FlagOut]
+
+
+FLAGS_MAX_LIMIT = 1000
+
+
 @router.get(
-    "/projects/{project_id}/flags", response=list[FlagOut], summary="Flags, most severe first"
+    "/projects/{project_id}/flags",
+    response=FlagPage,
+    summary="Flags, most severe first (limit/offset pages, at most 1000 a page)",
 )
 def list_flags(request, project_id: int, filters: Query[FlagFilter]):
     project = _project(request, project_id, admin=False)
@@ -70,8 +84,29 @@ def list_flags(request, project_id: int, filters: Query[FlagFilter]):
     flags = Flag.objects.filter(project=project, status=filters.status)
     if filters.kind:
         flags = flags.filter(kind=filters.kind)
-    limit = max(1, min(filters.limit, 1000))
-    return list(flags.order_by("-severity", "id")[filters.offset : filters.offset + limit])
+    page, envelope = paginate(
+        request,
+        flags.select_related("prompt").order_by("-severity", "id"),
+        limit=filters.limit,
+        offset=filters.offset,
+        maximum=FLAGS_MAX_LIMIT,
+    )
+    labels = selectors.evaluator_labels({f.evaluator for f in page if f.evaluator})
+    results = [
+        {
+            **{field: getattr(f, field) for field in FlagOut.model_fields if hasattr(f, field)},
+            "prompt_external_id": f.prompt.external_id if f.prompt is not None else None,
+            "annotator": _annotator(f.evaluator, labels),
+        }
+        for f in page
+    ]
+    return {**envelope, "results": results}
+
+
+def _annotator(evaluator: str, labels: dict[str, str]) -> str:
+    if evaluator.startswith("ext:") and evaluator.count(":") >= 2:
+        return evaluator.split(":", 2)[2]
+    return labels.get(evaluator, evaluator) if evaluator else ""
 
 
 @router.post(
@@ -108,12 +143,13 @@ class LeaderboardOut(Schema):
     response=LeaderboardOut,
     summary="Bradley-Terry leaderboard",
 )
-def leaderboard(request, project_id: int, bootstrap: int = 100, seed: int = 0):
+def leaderboard(request, project_id: int, bootstrap: int | None = None, seed: int = 0):
+    """``bootstrap`` defaults to ``QUORUM_LEADERBOARD_BOOTSTRAP`` (as the CLI and dashboard)."""
     project = _project(request, project_id, admin=True)
     data = selectors.project_data(project=project, with_presented=False, with_times=False)
-    rows, stability = selectors.project_leaderboard(
-        data=data, bootstrap=max(0, min(bootstrap, 1000)), seed=seed
-    )
+    if bootstrap is not None:
+        bootstrap = max(0, min(bootstrap, 1000))
+    rows, stability = selectors.project_leaderboard(data=data, bootstrap=bootstrap, seed=seed)
 
     def finite(x: float) -> float | None:
         return None if math.isnan(x) else round(x, 2)

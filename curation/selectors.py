@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Q, QuerySet
@@ -566,8 +567,11 @@ class LeaderboardChart:
 
 
 def project_leaderboard(
-    *, data: ProjectData, bootstrap: int = 100, seed: int = 0, stability: bool = True
+    *, data: ProjectData, bootstrap: int | None = None, seed: int = 0, stability: bool = True
 ) -> tuple[list[G.LeaderboardRow], G.StabilityReport | None]:
+    """The Bradley-Terry board; ``bootstrap`` defaults to ``QUORUM_LEADERBOARD_BOOTSTRAP``."""
+    if bootstrap is None:
+        bootstrap = settings.QUORUM_LEADERBOARD_BOOTSTRAP
     votes = usable_votes(data, data.votes)
     model_of = {c.id: c.model_name for c in data.candidates.values()}
     comparisons = C.model_comparisons(votes, model_of)

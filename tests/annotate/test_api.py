@@ -130,7 +130,9 @@ def _scored_project(users):
 
 def test_it_lists_model_scores_to_reviewers(client, users):
     project, _rm = _scored_project(users)
-    rows = client.get(f"/api/projects/{project.pk}/scores", **_auth(users["reviewer"])).json()
+    rows = client.get(f"/api/projects/{project.pk}/scores", **_auth(users["reviewer"])).json()[
+        "results"
+    ]
     assert [r["candidate"] for r in rows] == ["p0-c0", "p0-c1", "p1-c0", "p1-c1"]
     assert [r["score"] for r in rows] == [0.0, 1.0, 2.0, 3.0]
 

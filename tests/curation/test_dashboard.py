@@ -76,7 +76,7 @@ def test_it_lists_flags_through_the_api_for_reviewers(client, users, project):
         f"/api/projects/{project.pk}/flags?kind=low_agreement", HTTP_AUTHORIZATION=f"Bearer {key}"
     )
     assert response.status_code == 200
-    flags = response.json()
+    flags = response.json()["results"]
     assert len(flags) == 4 and all(f["kind"] == "low_agreement" for f in flags)
     _token, key = api_token_create(user=users["annotator"])
     denied = client.get(f"/api/projects/{project.pk}/flags", HTTP_AUTHORIZATION=f"Bearer {key}")

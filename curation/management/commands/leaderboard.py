@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from curation import consensus as C
@@ -23,7 +24,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("project", help="project name (or id)")
         parser.add_argument(
-            "--bootstrap", type=int, default=200, help="bootstrap rounds (default 200)"
+            "--bootstrap",
+            type=int,
+            default=settings.QUORUM_LEADERBOARD_BOOTSTRAP,
+            help="bootstrap rounds (default: QUORUM_LEADERBOARD_BOOTSTRAP, "
+            f"now {settings.QUORUM_LEADERBOARD_BOOTSTRAP})",
         )
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--ties", choices=["half", "drop"], default="half")
