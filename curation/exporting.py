@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from curation import agreement as A
 from curation import consensus as C
@@ -346,7 +346,6 @@ def build_snapshot(
     rm_weight = RM_WEIGHT * (rm_reliability if rm_reliability is not None else 1.0)
     cycles = {"prompts_with_cycles": 0, "arcs_removed": 0, "weight_removed": 0.0, "exact": True}
     prompt_rows: dict[int, tuple[list[dict], dict | None, list[dict]]] = {}
-    agreements: list[float] = []
     decisions_used = 0
     without: dict[str, set[int]] = {"candidates": set()}
     no_content_prompts: set[int] = set()
@@ -371,8 +370,6 @@ def build_snapshot(
             rm_weight=rm_weight if use_rm else 0.0,
             denoise=options.denoise,
         )
-        if consensus.agreement is not None:
-            agreements.append(consensus.agreement)
         if (
             options.min_agreement is not None
             and consensus.agreement is not None
@@ -472,12 +469,6 @@ def build_snapshot(
             [c for c in comparisons if c[0] in main and c[1] in main], max_removals=200
         )
 
-    alpha: dict[str, float | None] = {}
-    for label, kind in (("pairs", A.PairRecord), ("rankings", A.RankingRecord)):
-        subset = [r for r in records if isinstance(r, kind) and r.task in prompt_rows]
-        if subset:
-            alpha[label] = _safe_alpha(subset)
-
     datasheet = {
         "format": FORMAT,
         "project": {"id": source.project_id, "name": source.project_name},
@@ -513,12 +504,18 @@ def build_snapshot(
             "reviewer_rankings_used": decisions_used,
             "by_split": {name: dict(c) for name, c in by_split.items()},
         },
+        # Two scopes, each figure computed the same way in both: reviewers' discards, marked
+        # annotators and the export's filters change which judgments are in, so the figures
+        # of the export and of the project differ, and a reader must know which is which.
         "agreement": {
-            "krippendorff_alpha": alpha,
-            "mean_prompt_agreement": round(sum(agreements) / len(agreements), 4)
-            if agreements
-            else None,
-            "prompts_with_overlap": len(agreements),
+            "all_judgments": {
+                "scope": AGREEMENT_SCOPES["all_judgments"],
+                **_agreement_figures(source.votes),
+            },
+            "exported": {
+                "scope": AGREEMENT_SCOPES["exported"],
+                **_agreement_figures(exported_votes),
+            },
         },
         "dropped": {
             "prompts": dict(drops_prompts),
@@ -726,9 +723,48 @@ def content_splits(
     return out
 
 
-def _safe_alpha(records: Sequence[A.RankingRecord | A.PairRecord]) -> float | None:
+AGREEMENT_SCOPES = {
+    "all_judgments": "every judgment in the project, before anything is dropped or discarded",
+    "exported": "the judgments behind this export: on exported prompts, without those "
+    "dropped (discarded tasks, annotators marked unreliable)",
+}
+
+
+def _agreement_figures(votes: Sequence[C.Vote]) -> dict[str, Any]:
+    """Agreement of human ``votes``, per prompt: mean pairwise agreement and Krippendorff's alpha.
+
+    ``mean_prompt_agreement`` averages, over prompts judged by two or more evaluators, the share
+    of evaluator pairs giving a candidate pair the same relation (`agreement.pairwise_agreement`).
+    Alpha is given per record kind (``rankings``: values are rank positions; ``pairs``: the
+    relation +1/0/-1) at both levels of measurement.
+    """
+    records = [v.record() for v in votes]
+    per_prompt = [
+        a.agreement for a in A.pairwise_agreement(records).values() if a.agreement is not None
+    ]
+    alpha: dict[str, dict[str, float | None]] = {}
+    for label, kind in (("pairs", A.PairRecord), ("rankings", A.RankingRecord)):
+        subset = [r for r in records if isinstance(r, kind)]
+        if subset:
+            alpha[label] = {
+                level: _safe_alpha(subset, level=level) for level in ("nominal", "ordinal")
+            }
+    return {
+        "judgments": len(records),
+        "prompts": len({v.prompt_id for v in votes}),
+        "prompts_with_overlap": len(per_prompt),
+        "mean_prompt_agreement": round(sum(per_prompt) / len(per_prompt), 4)
+        if per_prompt
+        else None,
+        "krippendorff_alpha": alpha,
+    }
+
+
+def _safe_alpha(
+    records: Sequence[A.RankingRecord | A.PairRecord], *, level: Literal["nominal", "ordinal"]
+) -> float | None:
     try:
-        value = A.krippendorff_alpha(records)
+        value = A.krippendorff_alpha(records, level=level)
     except (ValueError, ZeroDivisionError):
         return None
     return None if value is None or math.isnan(value) else round(value, 4)
@@ -1044,6 +1080,43 @@ def _file_list(out_dir: Path, skip: set[str]) -> list[dict[str, Any]]:
     return files
 
 
+def _agreement_lines(agreement: Mapping[str, Any]) -> list[str]:
+    """The agreement section: both scopes side by side, each row saying what it covers."""
+    names = {"all_judgments": "all judgments", "exported": "exported"}
+    lines = [
+        "Computed twice, the same way: over **all judgments** in the project and over the "
+        "judgments behind the **exported** data. They differ when prompts are discarded, "
+        "filtered out or not exported, or judgments dropped.",
+        "",
+        *(f"- {names[key]}: {agreement[key]['scope']}" for key in names),
+        "",
+        "| scope | judgments | prompts | prompts with overlap | mean prompt agreement "
+        "| Krippendorff's alpha, nominal | Krippendorff's alpha, ordinal |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def cell(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    for key, name in names.items():
+        figures = agreement[key]
+        alpha = figures["krippendorff_alpha"] or {"-": {"nominal": None, "ordinal": None}}
+        for kind, levels in alpha.items():
+            label = name if len(alpha) == 1 else f"{name} ({kind})"
+            lines.append(
+                f"| {label} | {figures['judgments']} | {figures['prompts']} "
+                f"| {figures['prompts_with_overlap']} | {cell(figures['mean_prompt_agreement'])} "
+                f"| {cell(levels['nominal'])} | {cell(levels['ordinal'])} |"
+            )
+    lines += [
+        "",
+        "Mean prompt agreement: the share of annotator pairs giving a candidate pair the same "
+        "relation, averaged over prompts judged by two or more annotators. Alpha: rank "
+        "positions for rankings, the relation (+1/0/-1) for pairs.",
+    ]
+    return lines
+
+
 def datasheet_markdown(sheet: Mapping[str, Any]) -> str:
     """The datasheet for people: counts, agreement, drops, cycles, leaderboard."""
     c = sheet["counts"]
@@ -1082,10 +1155,7 @@ def datasheet_markdown(sheet: Mapping[str, Any]) -> str:
         "",
         "## Agreement",
         "",
-        f"- Krippendorff's alpha: {json.dumps(sheet['agreement']['krippendorff_alpha'])}",
-        f"- mean prompt agreement (share of annotator pairs agreeing on a candidate pair): "
-        f"{sheet['agreement']['mean_prompt_agreement']} over "
-        f"{sheet['agreement']['prompts_with_overlap']} prompts with overlap",
+        *_agreement_lines(sheet["agreement"]),
         "",
         "## Dropped, and why",
         "",

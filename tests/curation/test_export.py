@@ -163,7 +163,7 @@ def test_it_writes_a_datasheet(ranked):
     export = _build(project)
     sheet = json.loads((export.path / "datasheet.json").read_text())
     assert sheet["counts"]["prompts_exported"] == 6
-    assert sheet["agreement"]["krippendorff_alpha"]["rankings"] is not None
+    assert sheet["agreement"]["exported"]["krippendorff_alpha"]["rankings"]["ordinal"] is not None
     assert sheet["leaderboard"][0]["model"] == "model-a"
     assert {f["path"] for f in sheet["files"]} >= {
         "pairs/train.jsonl",
