@@ -216,6 +216,9 @@ class SnapshotInput:
     marked: set[str]
     decisions: dict[int, tuple[list[list[int]] | None, bool]]
     media_root: Path
+    # Bootstrap rounds of the datasheet's leaderboard (QUORUM_LEADERBOARD_BOOTSTRAP, as the
+    # CLI, API and dashboard use).
+    leaderboard_bootstrap: int = 200
 
 
 def _pair_schema() -> pa.Schema:
@@ -461,7 +464,9 @@ def build_snapshot(
         [v for v in kept_votes if v.prompt_id in prompt_rows or v.prompt_id in no_content_prompts],
         model_of,
     )
-    board = G.bradley_terry_leaderboard(comparisons, bootstrap=100, seed=options.seed)
+    board = G.bradley_terry_leaderboard(
+        comparisons, bootstrap=source.leaderboard_bootstrap, seed=options.seed
+    )
     stability = None
     if board:
         main = {r.model for r in board if r.component == 0}

@@ -858,6 +858,7 @@ def _snapshot_input(export: DatasetExport) -> E.SnapshotInput:
         marked=data.marked,
         decisions={pid: (d.final_ranking, d.discarded) for pid, d in data.decisions.items()},
         media_root=Path(settings.MEDIA_ROOT),
+        leaderboard_bootstrap=settings.QUORUM_LEADERBOARD_BOOTSTRAP,
     )
 
 
