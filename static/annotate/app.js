@@ -37,6 +37,10 @@ class TaskSession {
           : null;
     if (initial && initial.ratings) this.loadRatings(initial.ratings);
     this.errorBox = section.querySelector("[data-error]");
+    // A "rank every candidate first" error goes away once the verdict is complete.
+    section.addEventListener("verdictchange", () => {
+      if (this.view && !this.view.verdict().error) this.showError("");
+    });
   }
 
   durationMs() {

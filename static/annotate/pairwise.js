@@ -5,6 +5,7 @@ const SPOKEN = { A: "A is better", B: "B is better", tie: "Tie", both_bad: "Both
 
 export class PairwiseView {
   constructor(section, { initial } = {}) {
+    this.section = section;
     this.buttons = [...section.querySelectorAll("[data-choice]")];
     this.live = section.querySelector("[data-choice-live]");
     this.choice = null;
@@ -22,6 +23,7 @@ export class PairwiseView {
     if (!quiet && this.live) {
       this.live.textContent = choice ? `${SPOKEN[choice]} selected. Press Enter to submit.` : "Choice cleared.";
     }
+    this.section.dispatchEvent(new CustomEvent("verdictchange"));
   }
 
   handleKey(event) {

@@ -110,8 +110,16 @@ export class RankingView {
       tiesAllowed: section.dataset.tiesAllowed === "true",
     });
     if (initial && initial.ranking) this.state.load(initial.ranking);
-    section.querySelector("[data-undo]")?.addEventListener("click", () => this.apply(this.state.undo(), "Undone."));
-    section.querySelector("[data-clear]")?.addEventListener("click", () => this.apply(this.state.clear(), "Ranking cleared."));
+    // The buttons give focus back after a click: a focused button would take the next Enter
+    // (clearing or undoing again) instead of the page submitting the ranking.
+    section.querySelector("[data-undo]")?.addEventListener("click", (e) => {
+      e.currentTarget.blur();
+      this.apply(this.state.undo(), "Undone.");
+    });
+    section.querySelector("[data-clear]")?.addEventListener("click", (e) => {
+      e.currentTarget.blur();
+      this.apply(this.state.clear(), "Ranking cleared.");
+    });
     this.bindDragAndDrop();
     this.render();
   }
@@ -129,6 +137,7 @@ export class RankingView {
     if (!changed) return;
     this.render();
     this.announce(`${message} ${this.describe()}`);
+    this.section.dispatchEvent(new CustomEvent("verdictchange"));
   }
 
   announce(text) {
