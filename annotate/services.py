@@ -685,8 +685,9 @@ def import_job_run(*, job_id: int, takeover: bool = False) -> ImportJob:
     return job
 
 
-def import_job_give_up(*, job, reason: str) -> None:
-    """The job system gave up an import (its worker died on every attempt)."""
+def import_job_give_up(*, job, reason: str, cancelled: bool = False) -> None:
+    """The job system gave up an import (its worker died on every attempt, or an admin
+    cancelled the job): the import is failed with the reason."""
     ImportJob.objects.filter(
         pk=job.kwargs.get("import_job_id"),
         status__in=[ImportJob.Status.PENDING, ImportJob.Status.RUNNING],

@@ -36,7 +36,7 @@ from curation import exporting as E
 from curation import selectors
 from curation.models import AnnotatorQuality, DatasetExport, Flag, PromptDecision, ReviewAction
 from workers import jobs
-from workers.jobs import job_enqueue, jobs_cancel
+from workers.jobs import job_enqueue, jobs_cancel, jobs_waiting
 
 logger = logging.getLogger("quorum.curation")
 
@@ -719,22 +719,22 @@ def export_cancel(*, export: DatasetExport, actor: AbstractBaseUser | None = Non
         if not cancelled:
             export.refresh_from_db()
             raise ExportNotCancellable(f"export v{export.version} is {export.status}")
-        jobs_cancel(name=jobs.EXPORT_BUILD, match={"export_id": export.pk}, reason=f"cancelled{by}")
+        jobs_cancel(
+            ids=jobs_waiting(name=jobs.EXPORT_BUILD, match={"export_id": export.pk}),
+            reason=f"cancelled{by}",
+        )
     export.refresh_from_db()
     return export
 
 
-def export_give_up(*, job, reason: str) -> None:
-    """The job system gave up a build (its worker died on every attempt)."""
+def export_give_up(*, job, reason: str, cancelled: bool = False) -> None:
+    """The job system gave up a build (its worker died on every attempt, or an admin
+    cancelled the job)."""
+    status = DatasetExport.Status.CANCELLED if cancelled else DatasetExport.Status.FAILED
     DatasetExport.objects.filter(
         pk=job.kwargs.get("export_id"),
         status__in=[DatasetExport.Status.PENDING, DatasetExport.Status.RUNNING],
-    ).update(
-        status=DatasetExport.Status.FAILED,
-        error=reason[:5000],
-        phase="failed",
-        finished_at=timezone.now(),
-    )
+    ).update(status=status, error=reason[:5000], phase=status, finished_at=timezone.now())
 
 
 def _progress(export_id: int, builder: str) -> E.Progress:

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.utils.html import format_html
 
-from workers.jobs import jobs_cancel_ids
+from workers.jobs import jobs_cancel
 from workers.models import Job, ScoringRun
 
 
@@ -87,5 +87,8 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel the selected waiting jobs")
     def cancel(self, request, queryset) -> None:
-        n = jobs_cancel_ids(ids=list(queryset.values_list("pk", flat=True)), actor=request.user)
+        n = jobs_cancel(
+            ids=list(queryset.values_list("pk", flat=True)),
+            reason=f"cancelled by {request.user.get_username()}",
+        )
         self.message_user(request, f"{n} waiting job(s) cancelled.")

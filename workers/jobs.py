@@ -56,8 +56,9 @@ TRAIN_DEMO_MODEL = "quorum.train_demo_model"
 
 QUEUES = {SCORE_PROMPTS: "gpu", SCORE_ADHOC: "gpu", TRAIN_DEMO_MODEL: "gpu"}
 
-# Called as ``fn(job=job, reason=str)`` when a job is given up (its runner died on the last
-# attempt, or it was cancelled): the service owning the domain row marks it failed.
+# Called as ``fn(job=job, reason=str, cancelled=bool)`` when a job is given up (its runner died
+# on the last attempt, it raised, or it was cancelled): the service owning the domain row marks it
+# failed (or cancelled).
 GIVE_UP = {
     IMPORT_FILE: "annotate.services.import_job_give_up",
     EXPORT_BUILD: "curation.services.export_give_up",
@@ -429,38 +430,36 @@ def jobs_status_for_staff() -> dict[str, Any]:
 # --- cancelling and giving up ---------------------------------------------------------------
 
 
-def jobs_cancel(*, name: str, match: dict[str, Any], reason: str = "cancelled") -> int:
-    """Cancels the waiting jobs of one kind whose kwargs contain ``match``."""
-    ids = [
+def jobs_cancel(*, ids: Sequence[int], reason: str = "cancelled") -> int:
+    """Cancels the given jobs that have not started; the owning service is told (an export
+    becomes cancelled). A message already on the broker then runs nothing."""
+    cancelled = 0
+    waiting = [Job.Status.QUEUED, Job.Status.PUBLISHED]
+    for job in Job.objects.filter(pk__in=list(ids), status__in=waiting):
+        if Job.objects.filter(pk=job.pk, status__in=waiting).update(
+            status=Job.Status.CANCELLED, error=reason, finished_at=timezone.now()
+        ):
+            cancelled += 1
+            _give_up(job, reason, cancelled=True)
+    return cancelled
+
+
+def jobs_waiting(*, name: str, match: dict[str, Any]) -> list[int]:
+    """Ids of the unstarted jobs of one kind whose kwargs contain ``match``."""
+    return [
         j.pk
         for j in Job.objects.filter(name=name, status__in=[Job.Status.QUEUED, Job.Status.PUBLISHED])
         if all(j.kwargs.get(k) == v for k, v in match.items())
     ]
-    return Job.objects.filter(
-        pk__in=ids, status__in=[Job.Status.QUEUED, Job.Status.PUBLISHED]
-    ).update(status=Job.Status.CANCELLED, error=reason, finished_at=timezone.now())
 
 
-def jobs_cancel_ids(*, ids: Sequence[int], actor=None) -> int:
-    """Cancels waiting jobs by id (admin); their domain rows are told, as when given up."""
-    reason = f"cancelled by {actor.get_username()}" if actor is not None else "cancelled"
-    cancelled = 0
-    for job in Job.objects.filter(pk__in=ids, status__in=[Job.Status.QUEUED, Job.Status.PUBLISHED]):
-        if Job.objects.filter(
-            pk=job.pk, status__in=[Job.Status.QUEUED, Job.Status.PUBLISHED]
-        ).update(status=Job.Status.CANCELLED, error=reason, finished_at=timezone.now()):
-            cancelled += 1
-            _give_up(job, reason)
-    return cancelled
-
-
-def _give_up(job: Job, reason: str) -> None:
+def _give_up(job: Job, reason: str, *, cancelled: bool = False) -> None:
     path = GIVE_UP.get(job.name)
     if not path:
         return
     module, func = path.rsplit(".", 1)
     try:
-        getattr(importlib.import_module(module), func)(job=job, reason=reason)
+        getattr(importlib.import_module(module), func)(job=job, reason=reason, cancelled=cancelled)
     except Exception:
         logger.exception("could not record that job %s was given up", job.pk)
 

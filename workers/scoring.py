@@ -126,7 +126,7 @@ def _scoring_run_record(*, project, reward_model, prompt_ids, reason, created_by
     return run
 
 
-def scoring_batch_give_up(*, job, reason: str) -> None:
+def scoring_batch_give_up(*, job, reason: str, cancelled: bool = False) -> None:
     """A batch whose worker died on every attempt: its candidates get an error score, so the
     run finishes and says what happened instead of running for ever."""
     run = ScoringRun.objects.filter(pk=job.kwargs.get("run_id")).select_related("reward_model")

@@ -378,3 +378,13 @@ def test_it_keeps_a_committed_imports_media_when_publishing_fails(
     assert (Path(settings.MEDIA_ROOT) / image.media.name).is_file()
     assert Judgment.objects.filter(project=result.project).count() == 1
     assert Job.objects.get(name=jobs.FLAGS_RECOMPUTE).status == Job.Status.QUEUED
+
+
+def test_it_cancels_an_export_when_an_admin_cancels_its_job(users, broker_log):
+    project, _ = disputed_ranking_project(users, n_prompts=2)
+    export = curation_services.export_create(project=project, options={})
+    job = Job.objects.get(name=jobs.EXPORT_BUILD)
+    assert jobs.jobs_cancel(ids=[job.pk], reason="cancelled by staff") == 1
+    assert jobs.jobs_cancel(ids=[job.pk]) == 0  # only waiting jobs
+    export.refresh_from_db()
+    assert (export.status, export.error) == ("cancelled", "cancelled by staff")
