@@ -27,12 +27,19 @@ class DemoWorldMissing(RuntimeError):
     pass
 
 
-def demo_model_version(*, seed: int, epochs: int) -> str:
-    return f"seed{seed}-e{epochs}"
+def demo_model_version(*, seed: int, epochs: int, prompts_per_project: int | None = None) -> str:
+    suffix = f"-p{prompts_per_project}" if prompts_per_project else ""
+    return f"seed{seed}-e{epochs}{suffix}"
 
 
 def demo_model_train_and_register(
-    *, seed: int, epochs: int, force: bool = False, run: JobRun | None = None, log=None
+    *,
+    seed: int,
+    epochs: int,
+    prompts_per_project: int | None = None,
+    force: bool = False,
+    run: JobRun | None = None,
+    log=None,
 ) -> dict[str, Any]:
     """Trains the demo model unless registered, then activates it on the demo projects and
     queues their scoring runs. Returns the model's id, its held-out metrics and the runs."""
@@ -44,7 +51,7 @@ def demo_model_train_and_register(
         raise DemoWorldMissing(
             f"{eval_dir}: no demo world; run `manage.py make_demo --seed {seed}` first"
         )
-    version = demo_model_version(seed=seed, epochs=epochs)
+    version = demo_model_version(seed=seed, epochs=epochs, prompts_per_project=prompts_per_project)
     out_dir = demo_dir / "reward-model" / version
     model = RewardModel.objects.filter(name=NAME, version=version).first()
     if model is None or force or not out_dir.is_dir():
@@ -55,6 +62,7 @@ def demo_model_train_and_register(
             work_dir=demo_dir / "training",
             eval_world_dir=eval_dir,
             epochs=epochs,
+            prompts_per_project=prompts_per_project,
             on_progress=run.report if run else None,
         )
         model, _ = RewardModel.objects.update_or_create(
@@ -79,12 +87,12 @@ def demo_model_train_and_register(
     return {"reward_model": model.pk, "held_out": model.metrics.get("held_out", {}), "runs": runs}
 
 
-def demo_training_enqueue(*, seed: int, epochs: int) -> Job:
+def demo_training_enqueue(*, seed: int, epochs: int, prompts_per_project: int | None = None) -> Job:
     """Records the training job (at most one waiting)."""
     with transaction.atomic():
         return job_enqueue(
             name=jobs.TRAIN_DEMO_MODEL,
-            kwargs={"seed": seed, "epochs": epochs},
+            kwargs={"seed": seed, "epochs": epochs, "prompts_per_project": prompts_per_project},
             dedupe_key=f"train_demo_model:{seed}:{epochs}",
             max_attempts=2,
         )

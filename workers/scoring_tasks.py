@@ -32,10 +32,15 @@ def score_adhoc_task(*, reward_model_id: int, item: dict) -> dict:
 
 
 @app.task(name="quorum.train_demo_model", acks_late=True, max_retries=0)
-def train_demo_model_task(*, seed: int, epochs: int, job_id: int | None = None) -> dict:
+def train_demo_model_task(
+    *, seed: int, epochs: int, prompts_per_project: int | None = None, job_id: int | None = None
+) -> dict:
     """Trains, registers and activates the demo reward model, reporting progress on the job."""
     from workers.demo_training import demo_model_train_and_register
 
     return run_job(
-        job_id, lambda run: demo_model_train_and_register(seed=seed, epochs=epochs, run=run)
+        job_id,
+        lambda run: demo_model_train_and_register(
+            seed=seed, epochs=epochs, prompts_per_project=prompts_per_project, run=run
+        ),
     )

@@ -23,14 +23,21 @@ class Command(BaseCommand):
         parser.add_argument("--epochs", type=int, default=4)
         parser.add_argument("--force", action="store_true", help="train again even if registered")
         parser.add_argument(
+            "--prompts-per-project",
+            type=int,
+            default=None,
+            help="training prompts per project and seed (default: the whole demo world)",
+        )
+        parser.add_argument(
             "--background",
             action="store_true",
             help="record a job for a worker and return at once (progress on the home page)",
         )
 
     def handle(self, *args, seed: int, epochs: int, force: bool, background: bool, **opts):
+        per_project = opts["prompts_per_project"]
         if background:
-            job = demo_training_enqueue(seed=seed, epochs=epochs)
+            job = demo_training_enqueue(seed=seed, epochs=epochs, prompts_per_project=per_project)
             publisher_flush(timeout=5)
             self.stdout.write(
                 f"Demo reward model: training queued as job {job.pk}; a worker trains it "
@@ -39,7 +46,11 @@ class Command(BaseCommand):
             return
         try:
             out = demo_model_train_and_register(
-                seed=seed, epochs=epochs, force=force, log=self.stdout.write
+                seed=seed,
+                epochs=epochs,
+                prompts_per_project=per_project,
+                force=force,
+                log=self.stdout.write,
             )
         except DemoWorldMissing as exc:
             raise CommandError(str(exc)) from None
