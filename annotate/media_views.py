@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mimetypes
+import posixpath
 import re
 from pathlib import Path
 
@@ -45,14 +46,32 @@ def _user_may_see(user, name: str) -> bool:
     )
 
 
+def _resolved_media(path: str) -> tuple[Path, str]:
+    """The file ``path`` names under MEDIA_ROOT and its normalised name, or 404.
+
+    Permission is decided on the returned name, never on the raw URL: the URL is decoded before
+    it reaches the view, so ``p1/%2e%2e/p2/x.png`` arrives as ``p1/../p2/x.png``, whose raw
+    prefix names another project than the file it resolves to. A path that does not normalise to
+    itself (``..``, ``.``, ``//``) or that resolves elsewhere (a symlink) is refused outright:
+    stored media names are always plain relative paths.
+    """
+    name = posixpath.normpath(path)
+    if name != path or name.startswith(("/", "..")) or "\\" in name:
+        raise Http404("no such media")
+    root = Path(settings.MEDIA_ROOT).resolve()
+    target = (root / name).resolve()
+    if root not in target.parents or not target.is_file():
+        raise Http404("no such media")
+    if target.relative_to(root).as_posix() != name:
+        raise Http404("no such media")
+    return target, name
+
+
 @require_GET
 @login_required
 def serve_media(request: HttpRequest, path: str) -> HttpResponse:
-    root = Path(settings.MEDIA_ROOT).resolve()
-    target = (root / path).resolve()
-    if root not in target.parents or not target.is_file():
-        raise Http404("no such media")
-    if not _user_may_see(request.user, path):
+    target, name = _resolved_media(path)
+    if not _user_may_see(request.user, name):
         raise Http404("no such media")  # 404, not 403: do not reveal that it exists
     size = target.stat().st_size
     content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
