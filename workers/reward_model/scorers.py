@@ -1,0 +1,254 @@
+"""Scorers: the multi-response reward model and the single-response classifier baseline."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from workers.reward_model.inputs import (
+    RewardInputBuilder,
+    _Row,
+)
+from workers.reward_model.model import (
+    MultiResponseRewardModel,
+)
+from workers.reward_model.records import (
+    ATTENTION_MODES,
+    DEFAULT_MAX_LENGTH,
+    PROMPT_PREFIX,
+    PROMPT_SUFFIX,
+    AttentionMode,
+    ScoringItem,
+    ScoringResult,
+    pick_device,
+)
+
+logger = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------------------------
+# Scoring
+# --------------------------------------------------------------------------------------------
+
+
+def _new_results(items: Sequence[ScoringItem]) -> list[ScoringResult]:
+    return [
+        ScoringResult(scores=[None] * len(item.candidates), errors=[None] * len(item.candidates))
+        for item in items
+    ]
+
+
+class RewardScorer:
+    """Scores items with a [`MultiResponseRewardModel`]; the API workers and the playground use.
+
+    Args:
+        model ([`MultiResponseRewardModel`]): The reward model (moved to `device`).
+        builder ([`RewardInputBuilder`]): Tokenizer, image processor and limits.
+        device (`str` or `torch.device`, *optional*): Defaults to CUDA when available.
+        max_batch_tokens (`int`): Padded tokens per forward pass (rows x longest row).
+        max_batch_rows (`int`): Rows per forward pass.
+    """
+
+    kind = "multi_response"
+
+    def __init__(
+        self,
+        model: MultiResponseRewardModel,
+        builder: RewardInputBuilder,
+        *,
+        device: str | torch.device | None = None,
+        max_batch_tokens: int = 16_384,
+        max_batch_rows: int = 16,
+    ) -> None:
+        self.device = pick_device(device)
+        self.model = model.to(self.device).eval()
+        self.builder = builder
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_rows = max_batch_rows
+
+    def score(
+        self, items: Sequence[ScoringItem], mode: AttentionMode = "packed"
+    ) -> list[ScoringResult]:
+        """Score every candidate of every item.
+
+        Failures are reported per item (`ScoringResult.error`) or per candidate
+        (`ScoringResult.errors`) and never stop the other items.
+
+        Args:
+            items (`Sequence[ScoringItem]`): Prompts with their candidates (N may differ).
+            mode (`str`): ``"packed"``, ``"isolated"`` or ``"separate"`` (one pass per
+                candidate; the baseline).
+
+        Returns:
+            `list[ScoringResult]`: One per item, scores aligned with the candidates.
+        """
+        if mode not in ATTENTION_MODES:
+            raise ValueError(f"unknown attention mode {mode!r}; expected one of {ATTENTION_MODES}")
+        results = _new_results(items)
+        # train() or apply_lora() may have left dropout on; scores must be deterministic.
+        self.model.eval()
+        rows: list[_Row] = []
+        for index, item in enumerate(items):
+            encoded = self.builder.encode_item(item)
+            results[index].errors = list(encoded.candidate_errors) or results[index].errors
+            item_rows, item_error, length_errors = self.builder.plan_rows(index, encoded, mode)
+            if item_error is not None:
+                results[index].error = item_error
+            for candidate, message in length_errors.items():
+                results[index].errors[candidate] = message
+            rows += item_rows
+        for group in self._batches(rows, mode):
+            self._score_rows(group, mode, results)
+        return results
+
+    def _batches(self, rows: list[_Row], mode: str) -> Iterator[list[_Row]]:
+        # Longest first so each batch pads to a similar length.
+        ordered = sorted(rows, key=lambda row: row.length, reverse=True)
+        group: list[_Row] = []
+        for row in ordered:
+            longest = group[0].length if group else row.length
+            count = len(group) + 1
+            too_big = count * longest > self.max_batch_tokens or count > self.max_batch_rows
+            if mode == "isolated":
+                # The isolated mask is (B, L, L); keep it under ~64M elements per batch.
+                too_big = too_big or count * longest * longest > 64 * 2**20
+            if group and too_big:
+                yield group
+                group = []
+            group.append(row)
+        if group:
+            yield group
+
+    def _score_rows(self, rows: list[_Row], mode: str, results: list[ScoringResult]) -> None:
+        try:
+            batch = self.builder.collate(rows, mode).to(self.device)  # type: ignore[arg-type]
+            with torch.inference_mode():
+                scores = self.model(batch).cpu()
+        except Exception as exc:  # noqa: BLE001 - one bad batch must not sink the others
+            if len(rows) > 1:
+                # Retry row by row so only the row that really fails is reported.
+                for row in rows:
+                    self._score_rows([row], mode, results)
+                return
+            logger.exception("scoring failed for item %s", rows[0].item_index)
+            for candidate, _ in rows[0].candidates:
+                results[rows[0].item_index].errors[candidate] = (
+                    f"scoring failed: {exc.__class__.__name__}: {exc}"
+                )
+            return
+        for r, row in enumerate(rows):
+            for slot, (candidate, _) in enumerate(row.candidates):
+                results[row.item_index].scores[candidate] = float(scores[r, slot])
+
+    def save(self, path: str | os.PathLike[str], *, merge_lora: bool = False) -> Path:
+        """Write the seed release layout (see [`save_reward_model`])."""
+        from workers.reward_model.checkpoints import save_reward_model
+
+        return save_reward_model(
+            self.model,
+            path,
+            tokenizer=self.builder.tokenizer,
+            image_processor=self.builder.image_processor,
+            merge_lora=merge_lora,
+        )
+
+
+class SequenceClassificationScorer:
+    """Baseline: a text-only `AutoModelForSequenceClassification` scoring one candidate per pass.
+
+    `mode` is accepted for interface compatibility and ignored: every candidate is always
+    scored in its own prompt+response sequence. Image/video prompts and media candidates are
+    reported as errors.
+    """
+
+    kind = "sequence_classification"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        *,
+        device: str | torch.device | None = None,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        max_batch_tokens: int = 16_384,
+        max_batch_rows: int = 32,
+    ) -> None:
+        self.device = pick_device(device)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_rows = max_batch_rows
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer needs a pad token to batch candidates")
+        if getattr(model.config, "pad_token_id", None) is None:
+            # The classifier finds each sequence's last token by skipping pad ids.
+            model.config.pad_token_id = tokenizer.pad_token_id
+        self.pad_id = int(tokenizer.pad_token_id)
+        self._prefix = tokenizer(PROMPT_PREFIX, add_special_tokens=False)["input_ids"]
+        self._suffix = tokenizer(PROMPT_SUFFIX, add_special_tokens=False)["input_ids"]
+
+    def _user_ids(self, text: str) -> list[int]:
+        if not text:
+            return []
+        return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)[
+            "input_ids"
+        ]
+
+    def score(
+        self, items: Sequence[ScoringItem], mode: AttentionMode = "separate"
+    ) -> list[ScoringResult]:
+        """Score each candidate in its own pass. See [`RewardScorer.score`] for the contract."""
+        results = _new_results(items)
+        pending: list[tuple[int, int, list[int]]] = []
+        for index, item in enumerate(items):
+            if not item.candidates:
+                results[index].error = "item has no candidates"
+                continue
+            if item.prompt_image is not None or item.prompt_video is not None:
+                results[index].error = "text-only reward model cannot score an image/video prompt"
+                continue
+            prompt = self._prefix + self._user_ids(item.prompt_text) + self._suffix
+            for candidate_index, candidate in enumerate(item.candidates):
+                if candidate.kind != "text":
+                    results[index].errors[candidate_index] = (
+                        f"text-only reward model cannot score {candidate.kind} candidates"
+                    )
+                    continue
+                response = self._user_ids(candidate.text)
+                if not response:
+                    results[index].errors[candidate_index] = "empty response text"
+                    continue
+                ids = prompt + response
+                if len(ids) > self.max_length:
+                    results[index].errors[candidate_index] = (
+                        f"input is {len(ids)} tokens, over max_length {self.max_length}"
+                    )
+                    continue
+                pending.append((index, candidate_index, ids))
+        pending.sort(key=lambda entry: len(entry[2]), reverse=True)
+        start = 0
+        while start < len(pending):
+            longest = len(pending[start][2])
+            count = max(1, min(self.max_batch_rows, self.max_batch_tokens // longest))
+            group = pending[start : start + count]
+            start += count
+            input_ids = torch.full((len(group), longest), self.pad_id, dtype=torch.long)
+            attention = torch.zeros_like(input_ids)
+            for r, (_, _, ids) in enumerate(group):
+                input_ids[r, : len(ids)] = torch.tensor(ids)
+                attention[r, : len(ids)] = 1
+            with torch.inference_mode():
+                logits = self.model(
+                    input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device)
+                ).logits
+            for (index, candidate_index, _), value in zip(
+                group, logits[:, 0].float().cpu(), strict=True
+            ):
+                results[index].scores[candidate_index] = float(value)
+        return results
