@@ -36,6 +36,9 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Installed for its templates and static files: /api/docs loads Swagger UI from this
+    # server, not from a CDN (django-ninja falls back to a CDN when it is not installed).
+    "ninja",
     "annotate",
     "curation",
     "workers",
