@@ -9,7 +9,13 @@ Three formats (see the README for complete examples):
 - ``arena``: external pairwise votes ``{"model_a", "model_b", "winner", ...}`` as a JSON array
   or JSONL, ``winner`` in ``model_a | model_b | tie | tie (bothbad)``.
 
-Media paths are relative to the import file: a folder beside it, or inside the same ``.zip``.
+Seed rows may also carry the multimodal layout of exports (``response_kinds``,
+``response_images``, ``response_videos``): those responses become image/video candidates. A
+Quorum dataset export (its zip, or a JSONL file where it lies in the unpacked export) is read
+back as seed rows; see "a Quorum dataset export, imported back" below.
+
+Media paths are relative to the import file: a folder beside it, or inside the same ``.zip``
+(an export's: relative to the export root).
 Nothing here touches the database: the service in ``annotate.services`` writes the records
 only when this module found no problem at all.
 """
@@ -32,6 +38,8 @@ FORMATS = ("quorum", "seed", "arena")
 EMPTY_ANSWER = "empty_answer"
 PAIR_OUTCOMES = ("a", "b", "tie", "both_bad")
 KINDS = ("text", "image", "video")
+# The multimodal layout's keys beside a seed row's (exports' rankings_multimodal/).
+MULTIMODAL_KEYS = ("response_kinds", "response_images", "response_videos")
 ARENA_WINNERS = {"model_a": "a", "model_b": "b", "tie": "tie", "tie (bothbad)": "both_bad"}
 IMAGE_FORMATS = {"PNG": "png", "JPEG": "jpg", "GIF": "gif", "WEBP": "webp"}
 MAX_PROBLEMS = 200
@@ -142,6 +150,10 @@ class MediaSource:
         self._zip: zipfile.ZipFile | None = None
         self._zip_base = PurePosixPath("")
         self.data_name = self.path.name
+        # Set when the file is a Quorum dataset export, or lies inside an unpacked one: its
+        # datasheet, and the export root that media paths are relative to.
+        self.export: dict | None = None
+        self._base: Path | None = None
 
     def open(self) -> list[Problem]:
         """Checks the container; returns problems (zip entries escaping, oversize files)."""
@@ -157,6 +169,9 @@ class MediaSource:
                 )
             ]
         if not zipfile.is_zipfile(self.path):
+            found = export_root_of_file(self.path)
+            if found is not None:
+                self._base, self.export = found
             return []
         try:
             self._zip = zipfile.ZipFile(self.path)
@@ -164,6 +179,7 @@ class MediaSource:
             return [Problem(None, "", f"{self.path.name}: not a readable zip file ({exc})")]
         problems = []
         data_files = []
+        export = export_root_in_zip(self._zip, max_bytes=self.max_media_bytes)
         for info in self._zip.infolist():
             name = info.filename
             pure = PurePosixPath(name.replace("\\", "/"))
@@ -181,6 +197,7 @@ class MediaSource:
                 not info.is_dir()
                 and info.file_size > self.max_media_bytes
                 and not name.endswith((".jsonl", ".json"))
+                and not (export and is_export_table(pure, export[0]))
             ):
                 problems.append(
                     Problem(
@@ -197,6 +214,8 @@ class MediaSource:
                 data_files.append(pure)
         if problems:
             return problems
+        if export is not None:
+            return self._open_export(*export)
         if not data_files:
             return [Problem(None, "zip", f"{self.path.name}: no .jsonl or .json file inside")]
         # The data file nearest the root; media paths are relative to its folder.
@@ -214,7 +233,36 @@ class MediaSource:
         self._zip_base = data_files[0].parent
         return []
 
+    def _open_export(self, root: PurePosixPath, sheet: dict) -> list[Problem]:
+        """A zipped export: its rankings table is the data, media are relative to its root."""
+        member = str(root / EXPORT_RANKINGS) if str(root) != "." else EXPORT_RANKINGS
+        try:
+            info = self._zip.getinfo(member)
+        except KeyError:
+            return [
+                Problem(
+                    None,
+                    "zip",
+                    f"{self.path.name}: a Quorum export without {EXPORT_RANKINGS}; import one of "
+                    "its rankings/<split>.jsonl files instead",
+                )
+            ]
+        if info.file_size > self.max_file_bytes:
+            return [
+                Problem(
+                    None,
+                    "zip",
+                    f"entry {member!r} is {info.file_size} bytes, over the import limit of {self.max_file_bytes}",
+                )
+            ]
+        self.export = sheet
+        self.data_name = member
+        self._zip_base = root
+        return []
+
     def read_data(self) -> bytes:
+        if self._zip is not None and self.export is not None:
+            return export_seed_rows(self._zip.read(self.data_name), self.data_name)
         if self._zip is not None:
             return self._zip.read(self.data_name)
         return self.path.read_bytes()
@@ -246,7 +294,7 @@ class MediaSource:
             if len(data) > self.max_media_bytes:
                 raise OSError(f"over the media limit of {self.max_media_bytes} bytes")
             return data
-        base = self.path.parent.resolve()
+        base = (self._base or self.path.parent).resolve()
         target = (base / pure).resolve()
         # resolve() follows symlinks, so a link pointing outside is caught here too.
         if base != target and base not in target.parents:
@@ -261,6 +309,117 @@ class MediaSource:
     def close(self) -> None:
         if self._zip is not None:
             self._zip.close()
+
+
+# --- a Quorum dataset export, imported back -----------------------------------------------
+#
+# An export (``curation/exporting.py``) is recognised by its datasheet: ``datasheet.json`` at the
+# export root with ``format`` ``quorum-dataset-export/<n>``. Every media path in it is relative
+# to that root (the trainer's base folder), never to the file that names it. A zipped export is
+# read from its rankings table, which keeps prompt and candidate ids and model names; a JSONL
+# file lying in an unpacked export is read as it is, with media resolved under the root.
+
+EXPORT_FORMAT_PREFIX = "quorum-dataset-export/"
+EXPORT_RANKINGS = "parquet/rankings.parquet"
+# Folders of an export whose JSONL files are seed rows (the multimodal ones add media lists).
+EXPORT_SEED_FOLDERS = ("rankings", "rankings_multimodal", "rankings_4", "rankings_4_multimodal")
+_DATASHEET = "datasheet.json"
+_DATASHEET_MAX_BYTES = 64 * 1024 * 1024
+
+
+def export_datasheet(data: bytes) -> dict | None:
+    """The datasheet of a Quorum dataset export, or None when ``data`` is not one."""
+    try:
+        sheet = json.loads(data)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return None
+    fmt = sheet.get("format") if isinstance(sheet, dict) else None
+    return sheet if isinstance(fmt, str) and fmt.startswith(EXPORT_FORMAT_PREFIX) else None
+
+
+def export_root_in_zip(
+    archive: zipfile.ZipFile, *, max_bytes: int
+) -> tuple[PurePosixPath, dict] | None:
+    """The export root inside a zip (the folder of the datasheet nearest the top) and its
+    datasheet, or None when the zip holds no Quorum export."""
+    sheets = sorted(
+        (
+            PurePosixPath(info.filename)
+            for info in archive.infolist()
+            if not info.is_dir()
+            and PurePosixPath(info.filename).name == _DATASHEET
+            and info.file_size <= min(max_bytes, _DATASHEET_MAX_BYTES)
+            and "__MACOSX" not in PurePosixPath(info.filename).parts
+        ),
+        key=lambda p: (len(p.parts), str(p)),
+    )
+    if not sheets:
+        return None
+    sheet = export_datasheet(archive.read(str(sheets[0])))
+    return (sheets[0].parent, sheet) if sheet is not None else None
+
+
+def export_root_of_file(path: Path) -> tuple[Path, dict] | None:
+    """For a JSONL file lying in an unpacked export (``<root>/rankings/train.jsonl``): the
+    export root and its datasheet; None for any other file."""
+    folder = path.parent
+    sheet_path = folder.parent / _DATASHEET
+    if path.suffix != ".jsonl" or folder.name not in EXPORT_SEED_FOLDERS:
+        return None
+    if not sheet_path.is_file() or sheet_path.stat().st_size > _DATASHEET_MAX_BYTES:
+        return None
+    sheet = export_datasheet(sheet_path.read_bytes())
+    return (folder.parent, sheet) if sheet is not None else None
+
+
+def is_export_table(entry: PurePosixPath, root: PurePosixPath) -> bool:
+    """Whether a zip entry is one of the export's tables (not media, which has size limits)."""
+    try:
+        inside = entry.relative_to(root)
+    except ValueError:
+        return False
+    tables = ("parquet", "hf", "pairs", *EXPORT_SEED_FOLDERS)
+    return bool(inside.parts) and inside.parts[0] in tables
+
+
+def export_source_name(sheet: dict) -> str:
+    """Names the judgments read back from an export: its project and version."""
+    project = sheet.get("project") if isinstance(sheet.get("project"), dict) else {}
+    return f"{project.get('name') or 'export'} v{sheet.get('version', '?')}"
+
+
+def export_seed_rows(parquet: bytes, name: str) -> bytes:
+    """An export's rankings table as seed JSONL rows, one per prompt, keeping its ids.
+
+    Rows with image or video responses carry the multimodal layout's ``response_kinds``,
+    ``response_images`` and ``response_videos``; ``split`` lands in the prompt's metadata.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(io.BytesIO(parquet)).to_pylist()
+    except (pa.ArrowException, OSError) as exc:
+        problem = Problem(None, "", f"{name}: not a readable Parquet table ({exc})")
+        raise ImportRejected([problem]) from None
+    lines = []
+    for row in rows:
+        line = {
+            "id": row.get("prompt_id"),
+            "prompt": row.get("prompt"),
+            "responses": row.get("responses"),
+            "rankings": row.get("rankings"),
+            "models": row.get("models"),
+            "candidate_ids": row.get("candidate_ids"),
+        }
+        if any(kind != "text" for kind in row.get("response_kinds") or ()):
+            for key in ("response_kinds", "response_images", "response_videos"):
+                line[key] = row.get(key)
+        for key in ("image", "video", "split"):
+            if row.get(key):
+                line[key] = row[key]
+        lines.append(json.dumps(line, ensure_ascii=False))
+    return "".join(f"{line}\n" for line in lines).encode()
 
 
 # --- content checks -----------------------------------------------------------------------
@@ -633,7 +792,8 @@ class _Parser:
     # --- seed paper JSONL ---
 
     def seed(self, line: int, obj: dict, raw: str) -> PromptRecord | None:
-        text = self.text(line, obj, "prompt", required=True)
+        # A prompt may be empty when an image or video carries the question.
+        text = self.text(line, obj, "prompt", required=not (obj.get("image") or obj.get("video")))
         responses = obj.get("responses")
         rankings = obj.get("rankings")
         if (
@@ -669,6 +829,19 @@ class _Parser:
         ):
             self.problem(line, "models", f"must be a list of {n} model names")
             models = None
+        given_ids = obj.get("candidate_ids")
+        if given_ids is not None and (
+            not isinstance(given_ids, list)
+            or len(given_ids) != n
+            or not all(isinstance(c, str) and c for c in given_ids)
+            or len(set(given_ids)) != n
+        ):
+            self.problem(line, "candidate_ids", f"must be a list of {n} distinct ids")
+            return None
+        answers = self.seed_response_media(line, obj, responses)
+        if answers is None:
+            return None
+        media_names = [ref.name if ref else "" for ref in answers]
         image = self.media_ref(line, obj, "image", "image")
         video = self.media_ref(line, obj, "video", "video")
         pid = obj.get("id")
@@ -678,12 +851,18 @@ class _Parser:
         pid = (
             pid
             or "seed-"
-            + _digest(text, str(obj.get("image") or ""), str(obj.get("video") or ""), *responses)[
-                :16
-            ]
+            + _digest(
+                text,
+                str(obj.get("image") or ""),
+                str(obj.get("video") or ""),
+                *responses,
+                *(media_names if any(media_names) else ()),
+            )[:16]
         )
         previous = self.seed_records.get(pid)
-        if previous is not None and [c.text for c in previous.candidates] == responses:
+        if previous is not None and [
+            (c.text, c.media.name if c.media else "") for c in previous.candidates
+        ] == list(zip(responses, media_names, strict=True)):
             # The same prompt ranked again (another annotator): one more judgment on it.
             ids = [c.external_id for c in previous.candidates]
             groups = [
@@ -707,22 +886,25 @@ class _Parser:
             k: v
             for k, v in obj.items()
             if k not in {"prompt", "responses", "rankings", "image", "video", "id", "models"}
+            and k not in {"candidate_ids", *MULTIMODAL_KEYS}
         }
         record = PromptRecord(line, pid, text, image, video, metadata)
         self.seed_records[pid] = record
         ids = []
         for i, resp in enumerate(responses):
-            cid = f"{pid}-r{i}"
+            cid = given_ids[i] if given_ids else f"{pid}-r{i}"
             ids.append(cid)
             self.register_candidate(line, cid, f"responses[{i}]")
+            media = answers[i]
+            empty = media is None and not resp.strip()
             record.candidates.append(
                 CandidateRecord(
                     cid,
                     models[i] if models else f"response-{i}",
-                    "text",
+                    media.kind if media else "text",
                     resp,
-                    None,
-                    {"response_index": i} | ({EMPTY_ANSWER: True} if not resp.strip() else {}),
+                    media,
+                    {"response_index": i} | ({EMPTY_ANSWER: True} if empty else {}),
                 )
             )
         groups = [
@@ -739,6 +921,56 @@ class _Parser:
             )
         )
         return record
+
+    def seed_response_media(
+        self, line: int, obj: dict, responses: list[str]
+    ) -> list[MediaRef | None] | None:
+        """The media of each response in the multimodal layout (None for a text response),
+        or None after reporting a problem.
+
+        ``response_kinds[i]`` is text/image/video and ``response_images[i]`` /
+        ``response_videos[i]`` the path of an image/video response (null otherwise), as
+        exports write ``rankings_multimodal/``. A plain seed row has none of the three keys.
+        """
+        n = len(responses)
+        kinds = obj.get("response_kinds")
+        if kinds is None:
+            given = [k for k in MULTIMODAL_KEYS[1:] if obj.get(k) is not None]
+            if given:
+                self.problem(line, given[0], "needs response_kinds beside it")
+                return None
+            return [None] * n
+        if not (isinstance(kinds, list) and len(kinds) == n and all(k in KINDS for k in kinds)):
+            self.problem(line, "response_kinds", f"must be a list of {n} of text, image, video")
+            return None
+        paths = {}
+        for kind in ("image", "video"):
+            key = f"response_{kind}s"
+            value = obj.get(key)
+            if value is None:
+                value = [None] * n
+            if not (isinstance(value, list) and len(value) == n):
+                self.problem(line, key, f"must be a list of {n} paths or nulls")
+                return None
+            paths[kind] = value
+        out: list[MediaRef | None] = []
+        for i, kind in enumerate(kinds):
+            for other in ("image", "video"):
+                if other != kind and paths[other][i] is not None:
+                    self.problem(
+                        line, f"response_{other}s[{i}]", f"must be null for a {kind} response"
+                    )
+                    return None
+            if kind == "text":
+                out.append(None)
+                continue
+            key = f"response_{kind}s[{i}]"
+            ref = self.media_ref(line, {key: paths[kind][i]}, key, kind)
+            if ref is None:
+                self.problem(line, key, f"an {kind} response needs a path")
+                return None
+            out.append(ref)
+        return out
 
     # --- arena votes ---
 
@@ -843,6 +1075,9 @@ def parse_import(
     try:
         data = source.read_data()
         rows = list(_iter_rows(data, source.data_name))
+    except ImportRejected:
+        source.close()
+        raise
     except UnicodeDecodeError as exc:
         source.close()
         raise ImportRejected(
@@ -854,6 +1089,15 @@ def parse_import(
                 )
             ]
         ) from None
+    if source.export is not None:
+        # An export's rankings are seed rows (plus media lists); its judgments are named after
+        # the export they come from.
+        if format not in (None, "seed"):
+            source.close()
+            raise ImportRejected(
+                [Problem(None, "format", f"a Quorum export is read as seed rows, not {format!r}")]
+            )
+        format, source_name = "seed", source_name or export_source_name(source.export)
     parser = _Parser(source, source_name or Path(source.data_name).stem or path.stem)
     project_settings: dict = {}
     prompts: list[PromptRecord] = []

@@ -20,7 +20,14 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from annotate.importing import EMPTY_ANSWER, ImportRejected, ParsedImport, Problem, parse_import
+from annotate.importing import (
+    EMPTY_ANSWER,
+    ImportRejected,
+    ParsedImport,
+    Problem,
+    export_root_in_zip,
+    parse_import,
+)
 from annotate.models import (
     ApiToken,
     Candidate,
@@ -559,6 +566,10 @@ def _count_rows(path: Path) -> int:
             return _count_lines(fh)
     try:
         with zipfile.ZipFile(path) as archive:
+            export = export_root_in_zip(archive, max_bytes=settings.QUORUM_MAX_MEDIA_BYTES)
+            if export is not None:  # one row per ranking, as its datasheet counts them
+                rankings = (export[1].get("counts") or {}).get("rankings")
+                return rankings if isinstance(rankings, int) and rankings >= 0 else 0
             data = sorted(
                 (
                     PurePosixPath(i.filename)
