@@ -32,7 +32,7 @@ demo: $(STAMP)
 	@echo "Press Ctrl-C to stop the web server and the Celery worker."
 	@trap 'kill 0' INT TERM EXIT; \
 	$(VENV)/bin/celery -A config worker -Q default,gpu --pool=solo --loglevel=WARNING & \
-	QUORUM_BIND=$(HOST):$(PORT) QUORUM_WEB_WORKERS=$(WEB_WORKERS) \
+	QUORUM_BIND=$(HOST):$(PORT) QUORUM_WEB_WORKERS=$(WEB_WORKERS) QUORUM_ALLOW_DEVELOPMENT_SECRET_KEY=1 \
 	  $(VENV)/bin/gunicorn -c config/gunicorn.conf.py
 
 # Browser tests drive Debian's chromium through Playwright (never a downloaded browser).

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import secrets
 import signal
 import socket
 import statistics
@@ -82,6 +83,7 @@ def _wait(url: str, timeout: float = 60) -> None:
 def _deploy(args) -> tuple[dict, int]:
     data_dir = Path(tempfile.mkdtemp(prefix="quorum-httpq-"))
     env = {**os.environ, "QUORUM_DATA_DIR": str(data_dir), "DJANGO_DEBUG": "0"}
+    env["DJANGO_SECRET_KEY"] = secrets.token_urlsafe(50)
     env.pop("CELERY_BROKER_URL", None)
     if env.get("DATABASE_URL", "").startswith("postgres"):
         name = f"quorum_bench_{uuid.uuid4().hex[:8]}"

@@ -20,14 +20,49 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("QUORUM_DATA_DIR", str(BASE_DIR / "var"))).resolve()
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
+# Public (it is in this file): management commands, workers and tests run on it without
+# configuration, but the web server refuses it with DEBUG off (config/security.py) unless
+# QUORUM_ALLOW_DEVELOPMENT_SECRET_KEY declares a local use such as `make demo`.
+QUORUM_DEVELOPMENT_SECRET_KEY = "quorum-insecure-development-key-change-me"
+QUORUM_ALLOW_DEVELOPMENT_SECRET_KEY = env_bool("QUORUM_ALLOW_DEVELOPMENT_SECRET_KEY", False)
 SECRET_KEY = env_str("DJANGO_SECRET_KEY") or ""
 if not SECRET_KEY:
     if not DEBUG and env_bool("QUORUM_REQUIRE_SECRET_KEY", False):
         raise ImproperlyConfigured("DJANGO_SECRET_KEY: must be set (or DJANGO_SECRET_KEY_FILE)")
-    # Development key: the demo and tests run without configuration.
-    SECRET_KEY = "quorum-insecure-development-key-change-me"
+    SECRET_KEY = QUORUM_DEVELOPMENT_SECRET_KEY
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+
+def _proxy_ssl_header() -> tuple[str, str] | None:
+    """``DJANGO_SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto: https"`` -> Django's tuple form."""
+    raw = (env_str("DJANGO_SECURE_PROXY_SSL_HEADER") or "").strip()
+    if not raw:
+        return None
+    name, sep, value = raw.partition(":")
+    name, value = name.strip(), value.strip()
+    if not sep or not name or not value or " " in name:
+        raise ImproperlyConfigured(
+            f"DJANGO_SECURE_PROXY_SSL_HEADER: expected 'Header-Name: value' "
+            f"(e.g. 'X-Forwarded-Proto: https'), got {raw!r}"
+        )
+    return "HTTP_" + name.upper().replace("-", "_"), value
+
+
+# HTTPS behind a proxy (docs/deploy.md, "HTTPS"). All off by default: the demo is plain HTTP.
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+SECURE_PROXY_SSL_HEADER = _proxy_ssl_header()
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
+# Scripts, styles, images and media from this site only; nothing inline, no plugins, no framing.
+QUORUM_CONTENT_SECURITY_POLICY = env_str(
+    "QUORUM_CONTENT_SECURITY_POLICY",
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "media-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'",
+).strip()
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -55,6 +90,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.security.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

@@ -49,6 +49,7 @@ def _server_env(data_dir: Path) -> dict[str, str]:
         env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
     env["QUORUM_DATA_DIR"] = str(data_dir)
     env["DJANGO_DEBUG"] = "0"
+    env["DJANGO_SECRET_KEY"] = "production-server-test-key-" + "x" * 40
     env["QUORUM_WEB_WORKERS"] = "2"
     env.pop("QUORUM_WEB_THREADS", None)
     return env

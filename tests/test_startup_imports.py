@@ -42,6 +42,7 @@ def _heavy_modules(script: str, tmp_path: Path) -> list[str]:
         **os.environ,
         "QUORUM_DATA_DIR": str(tmp_path),
         "DJANGO_SETTINGS_MODULE": "config.settings",
+        "QUORUM_ALLOW_DEVELOPMENT_SECRET_KEY": "1",  # config.wsgi refuses the key otherwise
     }
     result = subprocess.run(
         [sys.executable, "-c", REPORT + script],

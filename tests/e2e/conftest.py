@@ -425,6 +425,9 @@ def deploy(request, e2e_base, collected_static) -> Iterator[DeployFactory]:
         env.update(extra)
         env.update(
             QUORUM_DATA_DIR=str(root),
+            # Shared by the deployment's processes, like a production key (the web server
+            # refuses the public development key).
+            DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
             QUORUM_LOG_LEVEL="INFO",
             PYTHONUNBUFFERED="1",
         )
