@@ -16,7 +16,9 @@ there). The folder, written to a temporary path and renamed into place by the se
     rankings_4[_multimodal]/          4-response variants sampled from the full rankings
     parquet/{pairs,rankings,rankings_4}.parquet   every row of each table (a ``split`` column)
     hf/{pairs,rankings,rankings_4}/   ``datasets.DatasetDict`` folders (``load_from_disk``);
-                                      every split is present, empty ones as typed empty tables
+                                      every split is present, empty ones as typed empty tables;
+                                      image columns are ``Image`` features (the pictures' bytes),
+                                      video columns paths
     media/...                         the media the rows name (when ``include_media``)
 
 Paths in rows (``image``, ``video``, ``*_image``, ``*_video``, ``response_images``,
@@ -48,6 +50,7 @@ from curation import graph as G
 if TYPE_CHECKING:
     # pyarrow and datasets load in the worker that writes an export, not in every process that
     # imports this module for its options and zip streaming (web, admin, commands).
+    import datasets
     import pyarrow as pa
 
 FORMAT = "quorum-dataset-export/2"
@@ -998,6 +1001,13 @@ def write_snapshot(
     from datasets.table import InMemoryTable
 
     datasets.disable_progress_bars()
+    stored: dict[str, bytes] = {}
+
+    def read_media(path: str) -> bytes:
+        # ``path`` is relative to the export root: media/<storage name>.
+        if path not in stored:
+            stored[path] = _stored_media(source.media_root, path.removeprefix("media/"))
+        return stored[path]
 
     (out_dir / "parquet").mkdir()
     (out_dir / "hf").mkdir()
@@ -1008,10 +1018,12 @@ def write_snapshot(
     ):
         table = pa.Table.from_pylist(rows, schema=schema)
         pq.write_table(table, out_dir / "parquet" / f"{name}.parquet")
+        table, features = hf_image_columns(table, read_media)
+        info = datasets.DatasetInfo(features=features)
         parts = {}
         for split in splits:
             mask = pc.equal(table["split"], split)
-            parts[split] = datasets.Dataset(InMemoryTable(table.filter(mask)))
+            parts[split] = datasets.Dataset(InMemoryTable(table.filter(mask)), info=info.copy())
         # `datasets` writes no shard for an empty split unless told to, and `load_from_disk`
         # then raises IndexError: one shard per empty split keeps its typed, empty table.
         shards = {s: 1 for s, part in parts.items() if part.num_rows == 0}
@@ -1020,9 +1032,7 @@ def write_snapshot(
     if options.include_media and snapshot.media:
         progress(93, "media")
         for name in sorted(snapshot.media):
-            src = (source.media_root / name).resolve()
-            if source.media_root.resolve() not in src.parents or not src.is_file():
-                raise FileNotFoundError(f"media file {name!r} is missing from storage")
+            src = _stored_media_path(source.media_root, name)
             target = out_dir / "media" / name
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -1037,9 +1047,11 @@ def write_snapshot(
         # A dataset card beside each HF folder's data: the datasheet's facts travel with it.
         card = (
             f"# {snapshot.datasheet['project']['name']} v{snapshot.datasheet['version']}: "
-            f"{name}\n\nLoad with `datasets.load_from_disk(<this folder>)`. Media paths are "
-            "relative to the export root (two folders up), the trainer's image/video base "
-            "folder.\n\n" + sheet_md
+            f"{name}\n\nLoad with `datasets.load_from_disk(<this folder>)`. Image columns "
+            "(`image`, `chosen_image`, `rejected_image`, `response_images`) are `Image` "
+            "features that hold the pictures (they load as PIL images); video columns hold "
+            "paths relative to the export root (two folders up), the trainer's image/video "
+            "base folder.\n\n" + sheet_md
         )
         (out_dir / "hf" / name / "README.md").write_text(card, encoding="utf-8")
     files = _file_list(out_dir, skip={"datasheet.json"})
@@ -1049,6 +1061,67 @@ def write_snapshot(
         encoding="utf-8",
     )
     return _file_list(out_dir, skip=set())
+
+
+def _stored_media_path(media_root: Path, name: str) -> Path:
+    src = (media_root / name).resolve()
+    if media_root.resolve() not in src.parents or not src.is_file():
+        raise FileNotFoundError(f"media file {name!r} is missing from storage")
+    return src
+
+
+def _stored_media(media_root: Path, name: str) -> bytes:
+    return _stored_media_path(media_root, name).read_bytes()
+
+
+# Columns of the Hugging Face tables that hold pictures (HF ``Image`` feature): the context
+# image, a pair's chosen/rejected image, and a ranking's response images.
+HF_IMAGE_COLUMNS = ("image", "chosen_image", "rejected_image")
+HF_IMAGE_LIST_COLUMNS = ("response_images",)
+
+
+def hf_image_columns(
+    table: pa.Table, read: Callable[[str], bytes]
+) -> tuple[pa.Table, datasets.Features]:
+    """An export table as the Hugging Face folders hold it, and its features.
+
+    Image path columns become ``datasets.Image()`` cells holding the picture's bytes, so
+    ``ds[0]["chosen_image"]`` is a PIL image wherever the folder is loaded; a missing image
+    stays None. ``datasets`` keeps only the file's base name beside the bytes: the path
+    relative to the export root is in the Parquet and JSONL rows, and in a pair's
+    ``chosen_media``/``rejected_media``. Video columns stay path strings relative to the export
+    root (decoding video is the trainer's choice). The pictures of one table are held in memory
+    while it is written.
+
+    Args:
+        table: Rows with path columns (the Parquet table).
+        read: Returns the bytes of a path relative to the export root.
+    """
+    import datasets
+    import pyarrow as pa
+
+    image = datasets.Image()
+
+    def cell(path: str | None) -> dict[str, Any] | None:
+        return None if path is None else {"bytes": read(path), "path": path}
+
+    features = datasets.Features.from_arrow_schema(table.schema)
+    for index, name in enumerate(table.column_names):
+        if name in HF_IMAGE_COLUMNS:
+            cells = [cell(p) for p in table.column(name).to_pylist()]
+            column = pa.array(cells, type=image.pa_type)
+            features[name] = image
+        elif name in HF_IMAGE_LIST_COLUMNS:
+            cells = [
+                None if paths is None else [cell(p) for p in paths]
+                for paths in table.column(name).to_pylist()
+            ]
+            column = pa.array(cells, type=pa.list_(image.pa_type))
+            features[name] = datasets.List(image)
+        else:
+            continue
+        table = table.set_column(index, name, column)
+    return table, features
 
 
 def pair_line(row: Mapping[str, Any]) -> dict[str, Any]:

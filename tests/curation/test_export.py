@@ -294,13 +294,45 @@ def test_it_puts_no_media_path_in_a_text_field_for_image_candidates(users):
         assert row["response_kinds"] == ["image"] * 3
         assert not any(PATH_LIKE.search(r) for r in row["responses"] if r)
         assert not any(row["responses"])
+    for row in rows:
         for path in row["response_images"]:
             assert (export.path / path).read_bytes()[:8] == png_bytes()[:8]
     for pair in pairs + list(loaded["pairs"]["train"]):
         assert not pair["chosen"] and not pair["rejected"]
+        assert pair["chosen_video"] is None
+    for pair in pairs:
         for key in ("chosen_image", "rejected_image"):
             assert (export.path / pair[key]).is_file()
-        assert pair["chosen_video"] is None
+
+
+def test_it_loads_hf_image_columns_as_the_pictures_the_rows_name(users):
+    import datasets
+    from PIL import Image
+
+    export = _build(_image_project(users))
+    loaded = _read_back(export)
+    pairs = {p["id"]: p for p in _lines(export.path / "pairs" / "train.jsonl")}
+    for pair in loaded["pairs"]["train"]:
+        for key in ("chosen_image", "rejected_image"):
+            assert isinstance(pair[key], Image.Image)
+            with Image.open(export.path / pairs[pair["id"]][key]) as expected:
+                assert pair[key].size == expected.size
+                assert pair[key].tobytes() == expected.convert(pair[key].mode).tobytes()
+        assert pair["image"] is None
+    rows = {
+        tuple(r["response_images"])
+        for r in _lines(export.path / "rankings_multimodal" / "train.jsonl")
+    }
+    for row in loaded["rankings"]["train"]:
+        sizes = [img.size for img in row["response_images"]]
+        assert any(sizes == [Image.open(export.path / p).size for p in paths] for paths in rows)
+    # The file's path stays beside the picture (pairs: chosen_media / rejected_media).
+    for pair in loaded["pairs"]["train"].cast_column("chosen_image", datasets.Image(decode=False)):
+        assert pair["chosen_media"] == pairs[pair["id"]]["chosen_image"]
+        assert pair["chosen_image"]["bytes"] == (export.path / pair["chosen_media"]).read_bytes()
+    # Parquet keeps plain paths relative to the export root.
+    table = pq.read_table(export.path / "parquet" / "pairs.parquet")
+    assert all((export.path / p).is_file() for p in table.column("chosen_image").to_pylist())
 
 
 def test_it_resolves_context_images_under_the_export_root(users):
@@ -316,9 +348,11 @@ def test_it_resolves_context_images_under_the_export_root(users):
     for task in Task.objects.filter(project=project):
         judge_ranking(task, users["annotator"], [[c] for c in slots(task)])
     export = _build(project)
-    _read_back(export)
+    loaded = _read_back(export)
     rows = _seed_loader(export.path / "rankings")
     assert len(rows) == 2 and all(row["image"].startswith("media/") for row in rows)
+    sizes = sorted(row["image"].size for row in loaded["rankings"]["train"])
+    assert sizes == [(10, 10), (11, 11)]
     assert not (export.path / "rankings_multimodal").exists()
 
 
