@@ -28,6 +28,7 @@ from annotate.selectors import LETTERS
 from curation import consensus as C
 from curation import graph as G
 from curation.models import AnnotatorQuality, DatasetExport, Flag, PromptDecision, ReviewAction
+from curation.wording import action_change_text, ranking_text, verdict_text
 
 REVIEW_ROLES = (Membership.Role.REVIEWER, Membership.Role.ADMIN)
 
@@ -406,21 +407,32 @@ class ReviewItem:
     letter_of: dict[int, str]
 
 
-def ranking_letters(ranking: Sequence[Sequence[int]], letter_of: dict[int, str]) -> str:
-    """``A > B = C > D`` for tie groups of candidate ids."""
-    return " > ".join(" = ".join(letter_of.get(c, f"#{c}") for c in group) for group in ranking)
+ranking_letters = ranking_text  # ``A > B = C > D`` for tie groups of candidate ids
+
+
+def candidate_letters(*, prompt_ids: Iterable[int]) -> dict[int, dict[int, str]]:
+    """Prompt id -> {candidate id: letter}: the letters every review page shows.
+
+    A, B, C ... in the order the candidates were stored (the import's order), so a letter never
+    changes as judgments arrive and names the same candidate on every page.
+    """
+    letters: dict[int, dict[int, str]] = defaultdict(dict)
+    for prompt_id, candidate_id in (
+        Candidate.objects.filter(prompt_id__in=list(prompt_ids))
+        .order_by("prompt_id", "id")
+        .values_list("prompt_id", "id")
+    ):
+        of_prompt = letters[prompt_id]
+        i = len(of_prompt)
+        of_prompt[candidate_id] = LETTERS[i] if i < len(LETTERS) else f"C{i + 1}"
+    return dict(letters)
 
 
 def review_item(*, project: Project, prompt: Prompt) -> ReviewItem:
     data = project_data(project=project, prompt_ids=[prompt.pk])
     consensus = prompt_consensus_for(data=data, prompt_id=prompt.pk)
-    cands = sorted(
-        Candidate.objects.filter(prompt=prompt),
-        key=lambda c: (c.pk not in consensus.candidates, c.pk),
-    )
-    letter_of = {
-        c.pk: (LETTERS[i] if i < len(LETTERS) else f"C{i + 1}") for i, c in enumerate(cands)
-    }
+    cands = list(Candidate.objects.filter(prompt=prompt).order_by("id"))
+    letter_of = candidate_letters(prompt_ids=[prompt.pk]).get(prompt.pk, {})
     decision = data.decisions.get(prompt.pk)
     final = decision.final_ranking if decision and decision.final_ranking else consensus.ranking
     rank_of = {c: i + 1 for i, group in enumerate(final) for c in group}
@@ -479,15 +491,9 @@ def review_item(*, project: Project, prompt: Prompt) -> ReviewItem:
 
 
 def _vote_letters(vote: C.Vote, letter_of: dict[int, str]) -> str:
-    if vote.pair is not None:
-        a, b = (letter_of.get(c, f"#{c}") for c in vote.pair)
-        return {
-            "a": f"{a} > {b}",
-            "b": f"{b} > {a}",
-            "tie": f"{a} = {b}",
-            "both_bad": f"{a} = {b} (both bad)",
-        }[vote.outcome]
-    return ranking_letters(vote.ranking, letter_of)
+    return verdict_text(
+        ranking=vote.ranking, pair=vote.pair, outcome=vote.outcome, letter_of=letter_of
+    )
 
 
 def judgments_of_evaluator(*, project: Project, evaluator: str) -> QuerySet[Judgment]:
@@ -524,6 +530,21 @@ def evaluator_item(
     )
     named = list(judgments.filter(pk__in=list(judgment_ids)[:20]))
     recent = named or list(judgments.order_by("-id")[:20])
+    prompt_ids = {j.task.prompt_id for j in recent}
+    letters = candidate_letters(prompt_ids=prompt_ids)
+    if not project.blind:  # away from the candidates' cards: say which model each letter is
+        for candidate_id, prompt_id, model in Candidate.objects.filter(
+            prompt_id__in=prompt_ids
+        ).values_list("id", "prompt_id", "model_name"):
+            if model:
+                letters[prompt_id][candidate_id] += f" ({model})"
+    slots: dict[int, list[int]] = defaultdict(list)
+    for task_id, candidate_id in (
+        TaskCandidate.objects.filter(task_id__in={j.task_id for j in recent})
+        .order_by("task_id", "position")
+        .values_list("task_id", "candidate_id")
+    ):
+        slots[task_id].append(candidate_id)
     return EvaluatorItem(
         project=project,
         evaluator=evaluator,
@@ -537,7 +558,12 @@ def evaluator_item(
                 "id": j.pk,
                 "prompt_id": j.task.prompt_id,
                 "prompt": j.task.prompt.text[:120] or j.task.prompt.external_id,
-                "verdict": j.outcome or " > ".join("=".join(map(str, g)) for g in j.ranking or []),
+                "verdict": verdict_text(
+                    ranking=j.ranking or (),
+                    pair=tuple(slots[j.task_id][:2]) if j.kind == Judgment.Kind.PAIR else None,
+                    outcome=j.outcome,
+                    letter_of=letters.get(j.task.prompt_id, {}),
+                ),
                 "duration_ms": j.duration_ms,
                 "created_at": j.created_at,
             }
@@ -550,6 +576,27 @@ def review_history(*, project: Project) -> QuerySet[ReviewAction]:
     return ReviewAction.objects.filter(project=project).select_related(
         "actor", "undone_by", "prompt", "flag"
     )
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """A review action as the history page writes it."""
+
+    action: ReviewAction
+    evaluator_label: str
+    before: str
+    after: str
+
+
+def history_entries(actions: Sequence[ReviewAction]) -> list[HistoryEntry]:
+    """Review actions in words: candidates by their letters, annotators by their names."""
+    letters = candidate_letters(prompt_ids={a.prompt_id for a in actions if a.prompt_id})
+    labels = evaluator_labels({a.evaluator for a in actions if a.evaluator})
+    entries = []
+    for a in actions:
+        before, after = action_change_text(a.kind, a.before, a.after, letters.get(a.prompt_id, {}))
+        entries.append(HistoryEntry(a, labels.get(a.evaluator, ""), before, after))
+    return entries
 
 
 # --------------------------------------------------------------------------- dashboard

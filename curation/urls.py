@@ -32,5 +32,6 @@ urlpatterns = [
     path("projects/<int:project_id>/exports/", views.exports, name="exports"),
     path("exports/<int:export_id>/download/", views.export_download, name="export_download"),
     path("exports/<int:export_id>/cancel/", views.export_cancel, name="export_cancel"),
+    path("exports/<int:export_id>/datasheet/", views.export_datasheet, name="export_datasheet"),
     path("exports/<int:export_id>/files/<path:path>", views.export_file, name="export_file"),
 ]

@@ -24,11 +24,13 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotate.models import Judgment, Membership, Project, Prompt
+from annotate.rendering import markdown_html
 from annotate.services import JudgmentInvalid
 from curation import consensus as C
 from curation import selectors, services
 from curation.exporting import ExportOptions, ExportOptionsInvalid, iter_zip
 from curation.models import DatasetExport, Flag, ReviewAction
+from curation.wording import export_options_text
 
 PAGE_SIZE = 50
 
@@ -95,6 +97,10 @@ def queue(request: HttpRequest, project_id: int, kind: str | None = None) -> Htt
     page = Paginator(
         selectors.queue_flags(project=project, kind=kind, status=status), PAGE_SIZE
     ).get_page(request.GET.get("page"))
+    page.object_list = list(page.object_list)
+    labels = selectors.evaluator_labels({f.evaluator for f in page.object_list if f.evaluator})
+    for flag in page.object_list:
+        flag.evaluator_label = labels.get(flag.evaluator, "")
     return render(
         request,
         "curation/queue.html",
@@ -364,7 +370,13 @@ def history(request: HttpRequest, project_id: int) -> HttpResponse:
         request.GET.get("page")
     )
     return render(
-        request, "curation/history.html", {**_nav(project, request, "history"), "page": page}
+        request,
+        "curation/history.html",
+        {
+            **_nav(project, request, "history"),
+            "page": page,
+            "entries": selectors.history_entries(list(page.object_list)),
+        },
     )
 
 
@@ -440,7 +452,10 @@ def exports(request: HttpRequest, project_id: int) -> HttpResponse:
         "curation/exports.html",
         {
             **_nav(project, request, "exports"),
-            "exports": selectors.exports_for_project(project=project),
+            "exports": [
+                (e, export_options_text(e.options))
+                for e in selectors.exports_for_project(project=project)
+            ],
             # The reward model as an evaluator is what makes denoising beat majority vote
             # (bench/README.md): on by default where the project has one.
             "defaults": ExportOptions(rm_evaluator=project.active_reward_model_id is not None),
@@ -502,6 +517,25 @@ def export_download(request: HttpRequest, export_id: int) -> StreamingHttpRespon
     response = StreamingHttpResponse(iter_zip(export.path, name), content_type="application/zip")
     response["Content-Disposition"] = f'attachment; filename="{name}.zip"'
     return response
+
+
+@login_required
+@require_GET
+def export_datasheet(request: HttpRequest, export_id: int) -> HttpResponse:
+    """The export's ``datasheet.md`` as a page."""
+    export = _export_for(request, export_id)
+    sheet = export.path / "datasheet.md"
+    if not sheet.is_file():
+        raise Http404("this export has no datasheet")
+    return render(
+        request,
+        "curation/datasheet.html",
+        {
+            **_nav(export.project, request, "exports"),
+            "export": export,
+            "datasheet_html": markdown_html(sheet.read_text(encoding="utf-8")),
+        },
+    )
 
 
 @login_required
