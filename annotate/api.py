@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from axes.handlers.proxy import AxesProxyHandler
+from django.contrib.auth.signals import user_login_failed
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from ninja import File, Form, NinjaAPI, Schema, Status
@@ -20,16 +22,24 @@ from annotate.importing import FORMATS
 from annotate.models import ApiToken, ImportJob, Project
 from annotate.pagination import Page, paginate
 from annotate.services import api_token_digest, import_job_create, upload_save
+from config.security import API_TOKEN_CREDENTIALS
 
 
 class TokenAuth(HttpBearer):
     def authenticate(self, request, token: str):
+        # A client past the failure limit gets no more guesses, right or wrong (django-axes
+        # counts the failures, with the web and admin logins': config/security.py).
+        if not AxesProxyHandler.is_allowed(request, API_TOKEN_CREDENTIALS):
+            raise HttpError(429, "too many failed logins from this client; try again later")
         found = (
             ApiToken.objects.select_related("user")
             .filter(digest=api_token_digest(token), user__is_active=True)
             .first()
         )
         if found is None:
+            user_login_failed.send(
+                sender=type(self), credentials=dict(API_TOKEN_CREDENTIALS), request=request
+            )
             return None
         ApiToken.objects.filter(pk=found.pk).update(last_used_at=timezone.now())
         request.user = found.user

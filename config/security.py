@@ -1,4 +1,5 @@
-"""Web-process safeguards: the refusal to serve with the public development key, and the CSP.
+"""Web-process safeguards: the refusal to serve with the public development key, the CSP and
+login throttling.
 
 Kept apart from ``settings.py`` because both act on the web process only: management commands,
 Celery workers and the test suite may run on the development key (they sign no cookies), while a
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from axes.backends import AxesStandaloneBackend
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
@@ -46,3 +48,51 @@ class ContentSecurityPolicyMiddleware:
         if self.policy and "Content-Security-Policy" not in response:
             response["Content-Security-Policy"] = self.policy
         return response
+
+
+# --- login throttling (django-axes) ----------------------------------------------------------
+# Failed web, admin and API-token logins are AccessAttempt rows; past QUORUM_LOGIN_FAILURE_LIMIT
+# within the cool-off, the account (any client) and the client (any account) are locked out.
+# An admin lifts a lockout by deleting its rows (admin: Axes > Access attempts) or with
+# `manage.py axes_reset_username NAME` / `axes_reset_ip ADDRESS`.
+
+# Marks the credentials of a bearer-token attempt: a bad token names no account, so it counts
+# against the client only.
+API_TOKEN_CREDENTIALS = {"api_token": "bearer"}
+
+
+class LoginThrottleBackend(AxesStandaloneBackend):
+    """Axes' lockout check for logins that come with a request.
+
+    ``authenticate()`` without a request (a shell, the Gradio playground's login) has no client
+    to count against: it passes through to the next backend instead of raising.
+    """
+
+    def authenticate(self, request, username=None, password=None, **kwargs):
+        if request is None:
+            return None
+        return super().authenticate(request, username, password, **kwargs)
+
+
+def lockout_parameters(request_or_attempt, credentials: dict | None = None) -> list[str]:
+    """``AXES_LOCKOUT_PARAMETERS``: per client and, for password logins, per account."""
+    if credentials and credentials.get("api_token"):
+        return ["ip_address"]
+    return ["ip_address", "username"]
+
+
+def client_ip(request: HttpRequest) -> str:
+    """``AXES_CLIENT_IP_CALLABLE``: the client as the nearest proxy saw it.
+
+    With ``QUORUM_CLIENT_IP_HEADER`` unset, the peer address. Behind a reverse proxy every peer
+    is the proxy, so set it to the header the proxy writes: ``X-Real-IP``, or
+    ``X-Forwarded-For``, of which the last entry is the one the proxy appended (the ones before
+    it come from the client and are not trusted).
+    """
+    header = settings.QUORUM_CLIENT_IP_HEADER
+    if header:
+        value = request.META.get("HTTP_" + header.upper().replace("-", "_"), "")
+        last = value.rsplit(",", 1)[-1].strip()
+        if last:
+            return last
+    return request.META.get("REMOTE_ADDR", "")

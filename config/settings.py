@@ -8,6 +8,7 @@ under ``QUORUM_DATA_DIR`` -- no servers. Production: ``DATABASE_URL`` (PostgreSQ
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -74,6 +75,7 @@ INSTALLED_APPS = [
     # Installed for its templates and static files: /api/docs loads Swagger UI from this
     # server, not from a CDN (django-ninja falls back to a CDN when it is not installed).
     "ninja",
+    "axes",
     "annotate",
     "curation",
     "workers",
@@ -91,6 +93,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.security.ContentSecurityPolicyMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its 429 response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -166,6 +170,24 @@ def _database_from_env() -> dict:
 
 DATABASES = {"default": _database_from_env()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Login throttling (config/security.py): the first backend refuses locked-out accounts/clients.
+AUTHENTICATION_BACKENDS = [
+    "config.security.LoginThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("QUORUM_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+# 0: a lockout lasts until an admin lifts it.
+_lockout_minutes = env_int("QUORUM_LOGIN_LOCKOUT_MINUTES", 15, minimum=0)
+AXES_COOLOFF_TIME = timedelta(minutes=_lockout_minutes) if _lockout_minutes else None
+AXES_LOCKOUT_PARAMETERS = "config.security.lockout_parameters"
+AXES_CLIENT_IP_CALLABLE = "config.security.client_ip"
+QUORUM_CLIENT_IP_HEADER = (env_str("QUORUM_CLIENT_IP_HEADER") or "").strip()
+# Only failures are recorded: a row per successful login would be a write per login for nothing.
+AXES_DISABLE_ACCESS_LOG = True
+# A successful login must not reset the client's count: an attacker with one account of their
+# own would otherwise clear their guesses at other accounts between tries.
+AXES_RESET_ON_SUCCESS = False
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
