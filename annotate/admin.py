@@ -29,6 +29,7 @@ from annotate.models import (
     TaskCandidate,
 )
 from annotate.services import import_job_create, upload_save
+from annotate.wording import import_counts_text
 
 
 class MembershipInline(admin.TabularInline):
@@ -128,7 +129,7 @@ class ProjectAdmin(admin.ModelAdmin):
                     request, f"Import rejected: {len(job.errors)} problem(s). Nothing was written."
                 )
             elif job.status == ImportJob.Status.DONE:
-                messages.success(request, f"Imported: {job.counts}")
+                messages.success(request, import_counts_text(job.counts))
             else:
                 messages.info(request, "Large file: importing in the background; progress below.")
             return HttpResponseRedirect(reverse("admin:annotate_importjob_change", args=[job.pk]))
@@ -277,8 +278,12 @@ class ImportJobAdmin(admin.ModelAdmin):
     list_filter = ["status", "format"]
     search_fields = ["original_name", "project__name"]
     list_select_related = ["project", "created_by"]
-    readonly_fields = [f.name for f in ImportJob._meta.fields] + ["progress", "problems"]
-    exclude = ["errors"]
+    readonly_fields = [f.name for f in ImportJob._meta.fields if f.name != "counts"] + [
+        "progress",
+        "imported",
+        "problems",
+    ]
+    exclude = ["errors", "counts"]
 
     @admin.display(description="progress")
     def progress(self, obj):
@@ -289,6 +294,10 @@ class ImportJobAdmin(admin.ModelAdmin):
             obj.processed_rows,
             obj.total_rows,
         )
+
+    @admin.display(description="imported")
+    def imported(self, obj):
+        return import_counts_text(obj.counts) if obj.status == ImportJob.Status.DONE else "-"
 
     @admin.display(description="problems")
     def problems(self, obj):

@@ -1138,7 +1138,7 @@ def parse_import(
             prompts.append(record)
         if len(parser.problems) >= MAX_PROBLEMS:
             break
-        if on_progress is not None and index % 1000 == 0:
+        if on_progress is not None and (index % 1000 == 0 or index == total):
             on_progress("rows", index, total)
     if not parser.problems:
         parser.check_media(

@@ -682,7 +682,8 @@ def import_job_run(*, job_id: int, takeover: bool = False) -> ImportJob:
             finished_at=timezone.now(),
         )
     else:
-        total = max(job.total_rows, 1)
+        # The parser reported the real row count (a JSON array is only counted while parsed).
+        total = max(ImportJob.objects.values_list("total_rows", flat=True).get(pk=job_id), 1)
         ImportJob.objects.filter(pk=job_id).update(
             status=ImportJob.Status.DONE,
             project=result.project,

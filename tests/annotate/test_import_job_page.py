@@ -1,0 +1,68 @@
+"""An import says what it imported in words, counts the rows of any file, and its job page
+follows a background import."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from annotate.models import ImportJob
+from annotate.services import import_job_create
+
+pytestmark = pytest.mark.django_db
+
+VOTES = [{"model_a": f"m{i}", "model_b": "base", "winner": "model_a"} for i in range(6)]
+
+
+def test_it_says_what_an_upload_imported(client, users):
+    client.force_login(users["staff"])
+    response = client.post(
+        reverse("admin:annotate_project_import"),
+        {"file": SimpleUploadedFile("votes.json", json.dumps(VOTES).encode())},
+        follow=True,
+    )
+    body = response.content.decode()
+    assert "6 prompts, 12 candidates, 6 tasks and 6 judgments imported." in body
+    assert "6 / 6 rows" in body
+    assert "&#x27;prompts&#x27;" not in body and "{'prompts'" not in body
+
+
+def test_it_says_when_a_reimport_adds_nothing(client, users, tmp_path):
+    path = tmp_path / "votes.jsonl"
+    path.write_text("\n".join(json.dumps(v | {"tstamp": i}) for i, v in enumerate(VOTES)))
+    first = import_job_create(path=path, project_name="again")
+    again = import_job_create(path=path, project=first.project)
+    client.force_login(users["staff"])
+    body = client.get(reverse("admin:annotate_importjob_change", args=[again.pk])).content
+    assert b"Nothing new imported; 6 judgments were already there." in body
+
+
+@pytest.mark.parametrize("inside_zip", [False, True])
+def test_it_counts_the_rows_of_a_json_array(tmp_path, inside_zip):
+    path = tmp_path / "votes.json"
+    path.write_text(json.dumps(VOTES))
+    if inside_zip:
+        archive = tmp_path / "votes.zip"
+        with zipfile.ZipFile(archive, "w") as zf:
+            zf.write(path, "votes.json")
+        path = archive
+    job = import_job_create(path=path, project_name="array")
+    assert job.status == "done"
+    assert (job.total_rows, job.processed_rows) == (6, 6)
+
+
+def test_it_refreshes_the_page_of_a_running_import(client, users, tmp_path):
+    path = tmp_path / "votes.json"
+    path.write_text(json.dumps(VOTES))
+    job = ImportJob.objects.create(source_file=str(path), original_name="votes.json")
+    client.force_login(users["staff"])
+    url = reverse("admin:annotate_importjob_change", args=[job.pk])
+    body = client.get(url).content.decode()
+    assert 'data-live-region="import-job"' in body and "<span data-live hidden>" in body
+    assert "curation/live.js" in body
+    ImportJob.objects.filter(pk=job.pk).update(status="done")
+    assert "<span data-live hidden>" not in client.get(url).content.decode()
