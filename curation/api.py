@@ -19,7 +19,7 @@ from ninja.errors import HttpError
 from annotate.models import Project
 from annotate.pagination import Page, paginate
 from curation import selectors, services
-from curation.exporting import ExportOptionsInvalid, iter_zip
+from curation.exporting import ExportOptionsInvalid, check_base_folder, iter_zip
 from curation.models import DatasetExport, Flag
 
 router = Router(tags=["curation"])
@@ -237,11 +237,21 @@ def export_status(request, export_id: int):
 
 
 @router.get("/exports/{export_id}/download", summary="The export's files as a zip")
-def export_download(request, export_id: int):
+def export_download(request, export_id: int, base_folder: str | None = None):
+    """``base_folder``: where the zip's top folder will be unpacked; JSONL paths are then
+    absolute under it (for a local training run)."""
     export = _export(request, export_id)
     if export.status != DatasetExport.Status.DONE or not export.path.is_dir():
         raise HttpError(409, f"export is {export.status}, not done")
+    if base_folder:
+        try:
+            base_folder = check_base_folder(base_folder)
+        except ValueError as exc:
+            raise HttpError(400, str(exc)) from None
     name = f"quorum-{export.project_id}-v{export.version}"
-    response = StreamingHttpResponse(iter_zip(export.path, name), content_type="application/zip")
+    response = StreamingHttpResponse(
+        iter_zip(export.path, name, base_folder=base_folder or None),
+        content_type="application/zip",
+    )
     response["Content-Disposition"] = f'attachment; filename="{name}.zip"'
     return response

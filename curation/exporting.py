@@ -1321,8 +1321,107 @@ class _Chunks:
         return parts
 
 
-def iter_zip(folder: Path, prefix: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-    """Streams ``folder`` as a zip (entries under ``prefix/``) without a temporary file."""
+# Keys of JSONL rows that hold a path relative to the export root, and those holding a list.
+PATH_KEYS = (
+    "image",
+    "video",
+    "chosen_image",
+    "rejected_image",
+    "chosen_video",
+    "rejected_video",
+    "chosen_media",
+    "rejected_media",
+)
+PATH_LIST_KEYS = ("response_images", "response_videos")
+
+
+def check_base_folder(value: str) -> str:
+    """An absolute folder for `with_base_folder` (POSIX ``/...`` or Windows ``C:/...``),
+    without a trailing separator. Raises ValueError naming what is wrong."""
+    folder = value.strip()
+    windows = len(folder) > 2 and folder[0].isalpha() and folder[1] == ":" and folder[2] in "/\\"
+    if not (folder.startswith("/") or windows):
+        raise ValueError(f"base_folder must be an absolute path, got {value!r}")
+    if any(part == ".." for part in folder.replace("\\", "/").split("/")):
+        raise ValueError("base_folder must not contain '..'")
+    if any(ord(ch) < 32 for ch in folder):
+        raise ValueError("base_folder must not contain control characters")
+    return folder.rstrip("/\\") or "/"
+
+
+def with_base_folder(row: Mapping[str, Any], base_folder: str) -> dict[str, Any]:
+    """A JSONL row with its media paths made absolute under ``base_folder``, the folder where
+    the export will lie unpacked (for a trainer given no base folder)."""
+
+    def absolute(path: Any) -> Any:
+        return f"{base_folder.rstrip('/')}/{path}" if isinstance(path, str) and path else path
+
+    out = dict(row)
+    for key in PATH_KEYS:
+        if key in out:
+            out[key] = absolute(out[key])
+    for key in PATH_LIST_KEYS:
+        if isinstance(out.get(key), list):
+            out[key] = [absolute(p) for p in out[key]]
+    return out
+
+
+def export_file_chunks(
+    path: Path, *, base_folder: str | None = None, chunk_size: int = 1 << 20
+) -> Iterator[bytes]:
+    """The bytes of one export file; JSONL rows with absolute paths when ``base_folder`` is
+    given (see `with_base_folder`). Parquet, HF folders and the datasheet's digests keep
+    describing the files with relative paths."""
+    if base_folder is None or path.suffix != ".jsonl":
+        with open(path, "rb") as src:
+            yield from iter(lambda: src.read(chunk_size), b"")
+        return
+    with open(path, encoding="utf-8") as src:
+        batch: list[str] = []
+        for line in src:
+            if line.strip():
+                row = with_base_folder(json.loads(line), base_folder)
+                batch.append(json.dumps(row, ensure_ascii=False) + "\n")
+            if len(batch) >= 1000:
+                yield "".join(batch).encode()
+                batch = []
+        if batch:
+            yield "".join(batch).encode()
+
+
+def copy_with_absolute_paths(folder: Path, dest: Path) -> Path:
+    """Copies an export folder to ``dest`` (a new folder) with every JSONL path absolute under
+    it, for a trainer run on this machine; media are hard-linked where the file system allows.
+    Returns the absolute ``dest``."""
+    dest = dest.resolve()
+    if dest.exists() and any(dest.iterdir()):
+        raise FileExistsError(f"{dest} exists and is not empty")
+    base_folder = check_base_folder(dest.as_posix())
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file():
+            continue
+        target = dest / path.relative_to(folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix != ".jsonl":
+            try:
+                os.link(path, target)
+                continue
+            except OSError:
+                pass
+        with open(target, "wb") as out:
+            for chunk in export_file_chunks(path, base_folder=base_folder):
+                out.write(chunk)
+    return dest
+
+
+def iter_zip(
+    folder: Path, prefix: str, chunk_size: int = 1 << 20, *, base_folder: str | None = None
+) -> Iterator[bytes]:
+    """Streams ``folder`` as a zip (entries under ``prefix/``) without a temporary file.
+
+    ``base_folder``: where the user will unpack it (the folder that ``prefix/`` becomes);
+    JSONL paths are then written absolute under it (`with_base_folder`).
+    """
     sink = _Chunks()
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:  # type: ignore[arg-type]
         for path in sorted(folder.rglob("*")):
@@ -1332,8 +1431,10 @@ def iter_zip(folder: Path, prefix: str, chunk_size: int = 1 << 20) -> Iterator[b
                 path, f"{prefix}/{path.relative_to(folder).as_posix()}"
             )
             info.compress_type = zipfile.ZIP_DEFLATED
-            with open(path, "rb") as src, archive.open(info, "w", force_zip64=True) as dst:
-                for chunk in iter(lambda src=src: src.read(chunk_size), b""):
+            with archive.open(info, "w", force_zip64=True) as dst:
+                for chunk in export_file_chunks(
+                    path, base_folder=base_folder, chunk_size=chunk_size
+                ):
                     dst.write(chunk)
                     yield from sink.drain()
             yield from sink.drain()

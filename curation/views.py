@@ -28,7 +28,7 @@ from annotate.rendering import markdown_html
 from annotate.services import JudgmentInvalid
 from curation import consensus as C
 from curation import selectors, services
-from curation.exporting import ExportOptions, ExportOptionsInvalid, iter_zip
+from curation.exporting import ExportOptions, ExportOptionsInvalid, check_base_folder, iter_zip
 from curation.models import DatasetExport, Flag, ReviewAction
 from curation.wording import export_options_text
 
@@ -510,11 +510,23 @@ def _export_for(request: HttpRequest, export_id: int) -> DatasetExport:
 
 @login_required
 @require_GET
-def export_download(request: HttpRequest, export_id: int) -> StreamingHttpResponse:
-    """The whole export folder as a zip, streamed while it is written."""
+def export_download(request: HttpRequest, export_id: int) -> HttpResponse | StreamingHttpResponse:
+    """The whole export folder as a zip, streamed while it is written.
+
+    ``?base_folder=/abs/path``: the folder the zip's top folder will be unpacked as; JSONL
+    paths are then absolute under it, for a trainer run on that machine.
+    """
     export = _export_for(request, export_id)
     name = f"quorum-{export.project_id}-v{export.version}"
-    response = StreamingHttpResponse(iter_zip(export.path, name), content_type="application/zip")
+    base_folder = request.GET.get("base_folder") or None
+    if base_folder is not None:
+        try:
+            base_folder = check_base_folder(base_folder)
+        except ValueError as exc:
+            return HttpResponse(str(exc), status=400, content_type="text/plain")
+    response = StreamingHttpResponse(
+        iter_zip(export.path, name, base_folder=base_folder), content_type="application/zip"
+    )
     response["Content-Disposition"] = f'attachment; filename="{name}.zip"'
     return response
 
