@@ -202,3 +202,27 @@ def test_it_answers_404_for_the_datasheet_of_an_unbuilt_export(client, users, di
     export = services.export_create(project=project, options={}, enqueue=False)
     client.force_login(users["admin"])
     assert client.get(reverse("curation:export_datasheet", args=[export.pk])).status_code == 404
+
+
+def test_it_summarises_a_position_bias_flag_without_lists(client, users, disputed):
+    project, people = disputed
+    Flag.objects.create(
+        project=project,
+        kind="position_bias",
+        key=f"evaluator:user:{people[3].pk}",
+        evaluator=f"user:{people[3].pk}",
+        severity=0.8,
+        details={
+            "favoured_slot": 0,
+            "counts": [9, 1, 1, 1],
+            "expected": [3.0, 3.0, 3.0, 3.0],
+            "p_adjusted": 0.00123,
+        },
+    )
+    client.force_login(users["reviewer"])
+    body = client.get(reverse("curation:queue_kind", args=[project.pk, "position_bias"])).content
+    assert (
+        b"favours position 1: wins by position 9 / 1 / 1 / 1, expected 3.0 / 3.0 / 3.0 / 3.0 (p = 0.0012)"
+        in body
+    )
+    assert b"[9, 1, 1, 1]" not in body
