@@ -406,6 +406,14 @@ class ReviewItem:
     evaluators: list[tuple[str, str]]
     letter_of: dict[int, str]
 
+    @property
+    def has_videos(self) -> bool:
+        return any(c.kind == "video" and c.media_url for c in self.candidates)
+
+    @property
+    def has_media(self) -> bool:
+        return any(c.media_url for c in self.candidates)
+
 
 ranking_letters = ranking_text  # ``A > B = C > D`` for tie groups of candidate ids
 
