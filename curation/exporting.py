@@ -400,8 +400,9 @@ def build_snapshot(
         ranked = [c for group in ranking for c in group]
         with_content = [c for c in ranked if has_content(source.candidates[c])]
         without["candidates"].update(c for c in ranked if c not in with_content)
-        if len(with_content) < 2 and len(ranking) >= 2:
-            # Pairs need content on both sides, so there are none here either.
+        if len(with_content) < 2 and len(ranked) >= 2:
+            # Pairs need content on both sides, so there are none here either. A tie between
+            # two model names (an arena tie) lands here too, so its vote reaches the board.
             drops_prompts[NO_CONTENT_RANKING] += 1
             no_content_prompts.add(prompt_id)
             continue
