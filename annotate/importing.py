@@ -27,6 +27,7 @@ import io
 import json
 import os
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -143,10 +144,21 @@ class ParsedImport:
 class MediaSource:
     """The import file plus the media beside it (a folder) or inside the same zip."""
 
-    def __init__(self, path: Path, *, max_media_bytes: int, max_file_bytes: int):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_media_bytes: int,
+        max_file_bytes: int,
+        max_data_bytes: int | None = None,
+        max_image_pixels: int | None = None,
+    ):
         self.path = Path(path)
         self.max_media_bytes = max_media_bytes
         self.max_file_bytes = max_file_bytes
+        # The data file as parsed (unpacked from a zip), and images/frames as decoded.
+        self.max_data_bytes = max_data_bytes or max_file_bytes
+        self.max_image_pixels = max_image_pixels
         self._zip: zipfile.ZipFile | None = None
         self._zip_base = PurePosixPath("")
         self.data_name = self.path.name
@@ -169,6 +181,10 @@ class MediaSource:
                 )
             ]
         if not zipfile.is_zipfile(self.path):
+            if size > self.max_data_bytes:
+                return [
+                    Problem(None, "", _over_data_limit(self.path.name, size, self.max_data_bytes))
+                ]
             found = export_root_of_file(self.path)
             if found is not None:
                 self._base, self.export = found
@@ -211,6 +227,14 @@ class MediaSource:
                 and pure.suffix in (".jsonl", ".json")
                 and "__MACOSX" not in pure.parts
             ):
+                # The size an entry declares bounds what reading it unpacks (zipfile stops
+                # there and fails the CRC), so a bomb is refused here, before any inflating.
+                if info.file_size > self.max_data_bytes:
+                    problems.append(
+                        Problem(
+                            None, "zip", _over_data_limit(name, info.file_size, self.max_data_bytes)
+                        )
+                    )
                 data_files.append(pure)
         if problems:
             return problems
@@ -289,8 +313,11 @@ class MediaSource:
                 raise OSError(
                     f"{info.file_size} bytes is over the media limit of {self.max_media_bytes}"
                 )
-            with self._zip.open(info) as fh:
-                data = fh.read(self.max_media_bytes + 1)
+            try:
+                with self._zip.open(info) as fh:
+                    data = fh.read(self.max_media_bytes + 1)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+                raise OSError(f"corrupt zip entry {member!r} ({exc})") from None
             if len(data) > self.max_media_bytes:
                 raise OSError(f"over the media limit of {self.max_media_bytes} bytes")
             return data
@@ -425,14 +452,41 @@ def export_seed_rows(parquet: bytes, name: str) -> bytes:
 # --- content checks -----------------------------------------------------------------------
 
 
-def sniff_image(data: bytes) -> str:
-    """Returns the file extension of a real image, or raises ValueError."""
+def _over_data_limit(name: str, size: int, limit: int) -> str:
+    return (
+        f"{name}: {size} bytes unpacked is over the data file limit of {limit} (QUORUM_MAX_DATA_MB)"
+    )
+
+
+class _PixelLimitExceeded(ValueError):
+    pass
+
+
+def _over_pixel_limit(width: int, height: int, limit: int) -> str:
+    return (
+        f"{width}x{height} is {width * height} pixels, over the limit of {limit} "
+        "(QUORUM_MAX_IMAGE_MEGAPIXELS)"
+    )
+
+
+def sniff_image(data: bytes, *, max_pixels: int | None = None) -> str:
+    """Returns the file extension of a real image, or raises ValueError.
+
+    ``max_pixels`` is checked on the header's size, before anything is decoded.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as img:
             fmt = img.format
+            if max_pixels is not None and img.width * img.height > max_pixels:
+                raise _PixelLimitExceeded(_over_pixel_limit(img.width, img.height, max_pixels))
             img.verify()
+    except _PixelLimitExceeded:
+        raise
+    except Image.DecompressionBombError as exc:
+        # Pillow's own guard (past twice Image.MAX_IMAGE_PIXELS) fires inside open().
+        raise ValueError(f"{exc} (QUORUM_MAX_IMAGE_MEGAPIXELS)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ValueError(f"not a readable image ({exc.__class__.__name__}: {exc})") from None
     if fmt not in IMAGE_FORMATS:
@@ -440,7 +494,7 @@ def sniff_image(data: bytes) -> str:
     return IMAGE_FORMATS[fmt]
 
 
-def sniff_video(data: bytes) -> str:
+def sniff_video(data: bytes, *, max_pixels: int | None = None) -> str:
     """Returns the file extension of a real video with a decodable frame, or raises ValueError."""
     import av
 
@@ -450,6 +504,9 @@ def sniff_video(data: bytes) -> str:
                 raise ValueError("no video stream")
             fmt = container.format.name
             stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            if max_pixels is not None and width * height > max_pixels:
+                raise ValueError(_over_pixel_limit(width, height, max_pixels))
             for _frame in container.decode(stream):
                 break
             else:
@@ -511,9 +568,10 @@ def _digest(*parts: str) -> str:
 
 
 class _Parser:
-    def __init__(self, source: MediaSource, source_name: str):
+    def __init__(self, source: MediaSource, source_name: str, *, max_text_chars: int | None = None):
         self.source = source
         self.source_name = source_name
+        self.max_text_chars = max_text_chars
         self.problems: list[Problem] = []
         self.media: dict[str, MediaRef] = {}
         self.seen_prompt_ids: dict[str, int] = {}
@@ -538,7 +596,18 @@ class _Parser:
             return ""
         if required and not value.strip():
             self.problem(line, label, "must not be empty")
-        return value
+        return value if self.text_fits(line, label, value) else ""
+
+    def text_fits(self, line: int, label: str, value: str) -> bool:
+        if self.max_text_chars is None or len(value) <= self.max_text_chars:
+            return True
+        self.problem(
+            line,
+            label,
+            f"{len(value)} characters is over the limit of {self.max_text_chars} "
+            "(QUORUM_MAX_TEXT_CHARS)",
+        )
+        return False
 
     def media_ref(
         self, line: int, obj: dict, key: str, kind: str, where: str = ""
@@ -803,6 +872,8 @@ class _Parser:
         ):
             self.problem(line, "responses", "must be a list of at least 2 strings")
             return None
+        if not all(self.text_fits(line, f"responses[{i}]", r) for i, r in enumerate(responses)):
+            return None
         if not isinstance(rankings, list) or not all(
             isinstance(r, int) and not isinstance(r, bool) for r in rankings
         ):
@@ -994,6 +1065,8 @@ class _Parser:
             k: obj[k] for k in ("tstamp", "anony", "judge", "question_id", "language") if k in obj
         }
         prompt_text = obj.get("prompt") if isinstance(obj.get("prompt"), str) else ""
+        if not self.text_fits(line, "prompt", prompt_text):
+            return None
         record = PromptRecord(line, pid, prompt_text, metadata=metadata)
         kind = obj.get("kind") if obj.get("kind") in KINDS else "image"
         record.candidates = [
@@ -1034,8 +1107,9 @@ class _Parser:
             except OSError as exc:
                 self.problem(line, fld, f"{ref.name!r}: unreadable ({exc})")
                 continue
+            sniff = sniff_image if ref.kind == "image" else sniff_video
             try:
-                ref.ext = sniff_image(data) if ref.kind == "image" else sniff_video(data)
+                ref.ext = sniff(data, max_pixels=self.source.max_image_pixels)
             except ValueError as exc:
                 self.problem(line, fld, f"{ref.name!r} is not a valid {ref.kind}: {exc}")
                 continue
@@ -1052,6 +1126,9 @@ def parse_import(
     source_name: str | None = None,
     max_media_bytes: int,
     max_file_bytes: int,
+    max_data_bytes: int | None = None,
+    max_text_chars: int | None = None,
+    max_image_pixels: int | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> ParsedImport:
     """Reads and checks an import file completely. Raises ImportRejected listing problems.
@@ -1060,6 +1137,9 @@ def parse_import(
         path: a ``.jsonl``/``.json`` file (media beside it) or a ``.zip`` holding one.
         format: one of ``FORMATS``; detected from the first row when None.
         source_name: names imported judgments' source; defaults to the file's stem.
+        max_data_bytes, max_text_chars, max_image_pixels: the data file's unpacked size (default
+            ``max_file_bytes``), each text field's length, each image's or frame's pixel count
+            (default: no limit).
         on_progress: called as ``(phase, done, total)`` while rows and media are checked.
     """
     path = Path(path)
@@ -1067,7 +1147,13 @@ def parse_import(
         raise ImportRejected(
             [Problem(None, "format", f"unknown format {format!r} (expected {', '.join(FORMATS)})")]
         )
-    source = MediaSource(path, max_media_bytes=max_media_bytes, max_file_bytes=max_file_bytes)
+    source = MediaSource(
+        path,
+        max_media_bytes=max_media_bytes,
+        max_file_bytes=max_file_bytes,
+        max_data_bytes=max_data_bytes,
+        max_image_pixels=max_image_pixels,
+    )
     problems = source.open()
     if problems:
         source.close()
@@ -1098,7 +1184,11 @@ def parse_import(
                 [Problem(None, "format", f"a Quorum export is read as seed rows, not {format!r}")]
             )
         format, source_name = "seed", source_name or export_source_name(source.export)
-    parser = _Parser(source, source_name or Path(source.data_name).stem or path.stem)
+    parser = _Parser(
+        source,
+        source_name or Path(source.data_name).stem or path.stem,
+        max_text_chars=max_text_chars,
+    )
     project_settings: dict = {}
     prompts: list[PromptRecord] = []
     if not rows:

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import random
 import secrets
+import shutil
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -252,6 +253,9 @@ def import_file(
         source_name=source_name,
         max_media_bytes=settings.QUORUM_MAX_MEDIA_BYTES,
         max_file_bytes=settings.QUORUM_MAX_IMPORT_BYTES,
+        max_data_bytes=settings.QUORUM_MAX_DATA_BYTES,
+        max_text_chars=settings.QUORUM_MAX_TEXT_CHARS,
+        max_image_pixels=settings.QUORUM_MAX_IMAGE_PIXELS,
         on_progress=on_progress,
     )
     created_media: list[str] = []
@@ -694,6 +698,7 @@ def import_job_run(*, job_id: int, takeover: bool = False) -> ImportJob:
             finished_at=timezone.now(),
         )
     job.refresh_from_db()
+    upload_discard(path=job.source_file)
     return job
 
 
@@ -704,6 +709,13 @@ def import_job_give_up(*, job, reason: str, cancelled: bool = False) -> None:
         pk=job.kwargs.get("import_job_id"),
         status__in=[ImportJob.Status.PENDING, ImportJob.Status.RUNNING],
     ).update(status=ImportJob.Status.FAILED, errors=[reason], finished_at=timezone.now())
+    source = (
+        ImportJob.objects.filter(pk=job.kwargs.get("import_job_id"))
+        .values_list("source_file", flat=True)
+        .first()
+    )
+    if source:
+        upload_discard(path=source)
 
 
 def flags_recompute_job(*, project_id: int):
@@ -725,6 +737,18 @@ def upload_save(*, uploaded_file, subdir: str = "uploads") -> Path:
         for chunk in uploaded_file.chunks():
             fh.write(chunk)
     return target
+
+
+def upload_discard(*, path: str | Path) -> None:
+    """Removes an uploaded import file once its import is done or failed for good.
+
+    Only files ``upload_save`` wrote (a folder of their own under ``DATA_DIR/uploads``) are
+    removed; a file imported from the command line is the user's and stays.
+    """
+    uploads = (Path(settings.DATA_DIR) / "uploads").resolve()
+    folder = Path(path).resolve().parent
+    if folder.parent == uploads:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # --- API tokens ------------------------------------------------------------------------------

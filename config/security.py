@@ -96,3 +96,48 @@ def client_ip(request: HttpRequest) -> str:
         if last:
             return last
     return request.META.get("REMOTE_ADDR", "")
+
+
+# --- request size ------------------------------------------------------------------------------
+# The views that take an import file: their limit is QUORUM_MAX_IMPORT_MB (staff and token
+# holders only; the API authenticates before it reads the body).
+UPLOAD_VIEWS = {
+    "admin:annotate_project_import",
+    "api:import_into_project",
+    "api:import_new_project",
+}
+# Room for the multipart envelope and the form's other fields around the file.
+_MULTIPART_SLACK = 1024 * 1024
+
+
+class RequestSizeLimitMiddleware:
+    """Answers 413 to a body over its limit before anything reads it.
+
+    Django caps only the non-file part of a body (``DATA_UPLOAD_MAX_MEMORY_SIZE``); a multipart
+    upload of any size to any page -- the login page included, anonymously -- would be read to
+    a temporary file. A body without ``Content-Length`` is never read by Django at all.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs):
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return HttpResponse("invalid Content-Length", status=400, content_type="text/plain")
+        limit, variable = settings.QUORUM_MAX_REQUEST_BYTES, "QUORUM_MAX_REQUEST_MB"
+        view = request.resolver_match.view_name if request.resolver_match else ""
+        if view in UPLOAD_VIEWS and (view.startswith("api:") or request.user.is_staff):
+            limit = settings.QUORUM_MAX_IMPORT_BYTES + _MULTIPART_SLACK
+            variable = "QUORUM_MAX_IMPORT_MB"
+        if length > limit:
+            return HttpResponse(
+                f"request body of {length} bytes is over the limit of {limit} ({variable})",
+                status=413,
+                content_type="text/plain",
+            )
+        return None

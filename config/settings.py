@@ -88,6 +88,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # Before CSRF, whose check may read a POST body.
+    "config.security.RequestSizeLimitMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -215,16 +217,24 @@ STORAGES = {
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env_str("QUORUM_MEDIA_ROOT", str(DATA_DIR / "media"))).resolve()
 
-# Import limits. Files over the limit are rejected naming the file.
+# Import limits. Files over the limit are rejected naming the file and the variable.
 QUORUM_MAX_MEDIA_BYTES = env_int("QUORUM_MAX_MEDIA_MB", 200, minimum=1) * 1024 * 1024
 QUORUM_MAX_IMPORT_BYTES = env_int("QUORUM_MAX_IMPORT_MB", 2048, minimum=1) * 1024 * 1024
+# The data file (JSONL/JSON), unpacked: it is parsed in memory (about 3.5 bytes per byte).
+QUORUM_MAX_DATA_BYTES = env_int("QUORUM_MAX_DATA_MB", 256, minimum=1) * 1024 * 1024
+# Each prompt, candidate text and rationale: a page shows them whole.
+QUORUM_MAX_TEXT_CHARS = env_int("QUORUM_MAX_TEXT_CHARS", 200_000, minimum=1)
+# Width x height of an image or video frame, checked from the header before decoding.
+QUORUM_MAX_IMAGE_PIXELS = env_int("QUORUM_MAX_IMAGE_MEGAPIXELS", 40, minimum=1) * 1_000_000
+# Every request body but an import upload's (config/security.py).
+QUORUM_MAX_REQUEST_BYTES = env_int("QUORUM_MAX_REQUEST_MB", 10, minimum=1) * 1024 * 1024
 # Imports with more rows than this run as a Celery task when started from the admin or API.
 QUORUM_ASYNC_IMPORT_ROWS = env_int("QUORUM_ASYNC_IMPORT_ROWS", 2000, minimum=0)
 QUORUM_LEASE_MINUTES = env_int("QUORUM_LEASE_MINUTES", 10, minimum=1)
 # Bootstrap rounds of the leaderboard's confidence intervals: the CLI, the API and the dashboard
 # all use this, so one project shows the same intervals everywhere (for the same seed).
 QUORUM_LEADERBOARD_BOOTSTRAP = env_int("QUORUM_LEADERBOARD_BOOTSTRAP", 200, minimum=1)
-DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = QUORUM_MAX_REQUEST_BYTES
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
 # --- Celery -------------------------------------------------------------------------------

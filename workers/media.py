@@ -99,6 +99,20 @@ def _capped_size(width: int, height: int, max_side: int | None) -> tuple[int, in
     return min(new_w, max_side), min(new_h, max_side)
 
 
+def _check_pixels(path: str | os.PathLike[str], width: int, height: int) -> None:
+    """Refuses, from the header's size and before decoding, more than `Image.MAX_IMAGE_PIXELS`.
+
+    Pillow itself only warns up to twice that many.
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and width * height > limit:
+        raise MediaError(
+            path,
+            f"{width}x{height} is {width * height} pixels, over the limit of {limit} "
+            "(QUORUM_MAX_IMAGE_MEGAPIXELS)",
+        )
+
+
 def load_image(path: str | os.PathLike[str], *, max_side: int | None = None) -> Image.Image:
     """Open an image file as RGB, fully decoded.
 
@@ -110,13 +124,15 @@ def load_image(path: str | os.PathLike[str], *, max_side: int | None = None) -> 
         `PIL.Image.Image`: An RGB image detached from the file.
 
     Raises:
-        MediaError: The file is missing, unreadable, not an image, or truncated.
+        MediaError: The file is missing, unreadable, not an image, truncated, or has more pixels
+            than `Image.MAX_IMAGE_PIXELS` (set from `QUORUM_MAX_IMAGE_MEGAPIXELS` at start-up).
     """
     path = Path(path)
     if not path.is_file():
         raise MediaError(path, "file not found")
     try:
         with Image.open(path) as img:
+            _check_pixels(path, img.width, img.height)
             # load() forces a full decode now, so truncated files fail here and not later
             # inside the image processor with an unrelated message.
             img.load()
@@ -180,6 +196,7 @@ def sample_video_frames(
         if not container.streams.video:
             raise MediaError(path, "no video stream")
         stream = container.streams.video[0]
+        _check_pixels(path, stream.codec_context.width, stream.codec_context.height)
         # Frame-level threading makes FFmpeg decode ahead; worth it for long clips.
         stream.thread_type = "AUTO"
         try:

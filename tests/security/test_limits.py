@@ -1,0 +1,207 @@
+"""Limits: request bodies, text fields, unpacked data files, pixels, and uploads left behind."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from annotate.importing import ImportRejected
+from annotate.services import api_token_create, import_file
+from tests.factories import make_user
+from tests.media_fixtures import mp4_bytes, png_bytes, write
+
+pytestmark = pytest.mark.django_db
+
+
+def _rows(prompt: str = "Which is better?", text: str = "an answer", rationale: str = "") -> str:
+    row = {
+        "id": "q1",
+        "prompt": prompt,
+        "candidates": [
+            {"id": "a", "model": "m1", "text": text},
+            {"id": "b", "model": "m2", "text": "another"},
+        ],
+        "judgments": [{"annotator": "x", "ranking": [["a"], ["b"]], "rationale": rationale}],
+    }
+    return json.dumps(row) + "\n"
+
+
+def _problems(path: Path) -> list[str]:
+    with pytest.raises(ImportRejected) as info:
+        import_file(path=path, project_name="limits")
+    return [str(p) for p in info.value.problems]
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A valid PNG that declares ``width`` x ``height`` but holds a few bytes of pixel data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+# --- request bodies ----------------------------------------------------------------------------
+
+
+def test_it_refuses_an_oversize_body_to_the_login_page_before_reading_it(client, settings):
+    settings.QUORUM_MAX_REQUEST_BYTES = 4096
+    big = SimpleUploadedFile("junk.bin", b"x" * 20_000)
+    response = client.post("/accounts/login/", {"username": "a", "password": "b", "junk": big})
+    assert response.status_code == 413
+    assert b"QUORUM_MAX_REQUEST_MB" in response.content
+
+
+def test_it_allows_staff_import_uploads_past_the_request_limit_only(client, settings):
+    settings.QUORUM_MAX_REQUEST_BYTES = 4096
+    body = {"file": SimpleUploadedFile("votes.jsonl", b" " * 20_000 + _rows().encode())}
+    client.force_login(make_user("not-staff"))
+    response = client.post("/admin/annotate/project/import/", body)
+    assert response.status_code == 413
+    client.force_login(make_user("boss", staff=True))
+    body["file"].seek(0)
+    response = client.post("/admin/annotate/project/import/", body)
+    assert response.status_code == 302
+
+
+# --- text fields -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"prompt": "p" * 101}, "'prompt'"),
+        ({"text": "t" * 101}, "'candidates[0].text'"),
+        ({"rationale": "r" * 101}, "'judgments[0].rationale'"),
+    ],
+)
+def test_it_rejects_a_text_field_over_the_limit_naming_line_and_field(
+    fields, field, tmp_path, settings
+):
+    settings.QUORUM_MAX_TEXT_CHARS = 100
+    path = tmp_path / "long.jsonl"
+    path.write_text(_rows(**fields))
+    (problem,) = _problems(path)
+    assert problem.startswith(f"line 1, field {field}")
+    assert "101 characters" in problem and "QUORUM_MAX_TEXT_CHARS" in problem
+
+
+def test_it_rejects_long_seed_responses_and_arena_prompts(tmp_path, settings):
+    settings.QUORUM_MAX_TEXT_CHARS = 100
+    seed = tmp_path / "seed.jsonl"
+    seed.write_text(json.dumps({"prompt": "q", "responses": ["a", "b" * 101], "rankings": [1, 2]}))
+    (problem,) = _problems(seed)
+    assert "field 'responses[1]'" in problem and "QUORUM_MAX_TEXT_CHARS" in problem
+    arena = tmp_path / "arena.jsonl"
+    vote = {"model_a": "x", "model_b": "y", "winner": "tie", "prompt": "p" * 101}
+    arena.write_text(json.dumps(vote))
+    (problem,) = _problems(arena)
+    assert "field 'prompt'" in problem and "QUORUM_MAX_TEXT_CHARS" in problem
+
+
+# --- unpacked sizes ----------------------------------------------------------------------------
+
+
+def test_it_rejects_a_zipped_data_file_that_unpacks_past_the_limit(tmp_path, settings):
+    settings.QUORUM_MAX_DATA_BYTES = 50_000
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("data.jsonl", _rows() + " " * 1_000_000 + "\n")
+    assert path.stat().st_size < 10_000
+    (problem,) = _problems(path)
+    assert "data.jsonl" in problem and "QUORUM_MAX_DATA_MB" in problem
+
+
+def test_it_rejects_a_plain_data_file_past_the_limit(tmp_path, settings):
+    settings.QUORUM_MAX_DATA_BYTES = 50_000
+    path = tmp_path / "big.jsonl"
+    path.write_text(_rows() * 1000)
+    (problem,) = _problems(path)
+    assert "QUORUM_MAX_DATA_MB" in problem
+
+
+# --- pixels ------------------------------------------------------------------------------------
+
+
+def _image_rows(kind: str, name: str) -> str:
+    row = {
+        "id": "q1",
+        "prompt": "Which picture?",
+        "candidates": [
+            {"id": "a", "model": "m1", kind: name},
+            {"id": "b", "model": "m2", "text": "words"},
+        ],
+    }
+    return json.dumps(row) + "\n"
+
+
+@pytest.mark.parametrize("size", [(7000, 7000), (50_000, 50_000)])
+def test_it_rejects_an_image_whose_header_is_over_the_pixel_limit(size, tmp_path):
+    # 49 megapixels: over the default 40; 2.5 gigapixels: past Pillow's own guard as well.
+    write(tmp_path / "huge.png", _png_header(*size))
+    path = tmp_path / "rows.jsonl"
+    path.write_text(_image_rows("image", "huge.png"))
+    (problem,) = _problems(path)
+    assert "field 'candidates[0].image'" in problem
+    assert "QUORUM_MAX_IMAGE_MEGAPIXELS" in problem
+
+
+def test_it_rejects_a_video_whose_frames_are_over_the_pixel_limit(tmp_path, settings):
+    settings.QUORUM_MAX_IMAGE_PIXELS = 100
+    write(tmp_path / "clip.mp4", mp4_bytes())
+    path = tmp_path / "rows.jsonl"
+    path.write_text(_image_rows("video", "clip.mp4"))
+    (problem,) = _problems(path)
+    assert "QUORUM_MAX_IMAGE_MEGAPIXELS" in problem
+
+
+def test_the_worker_refuses_an_image_over_the_pixel_limit_before_decoding(tmp_path, monkeypatch):
+    from django.conf import settings
+    from PIL import Image
+
+    from workers.media import MediaError, load_image
+
+    assert Image.MAX_IMAGE_PIXELS == settings.QUORUM_MAX_IMAGE_PIXELS
+    # 40 x 40 = 1600 pixels: over 1000, under the 2000 where Pillow itself would refuse.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    path = write(tmp_path / "img.png", png_bytes(size=40))
+    with pytest.raises(MediaError, match="QUORUM_MAX_IMAGE_MEGAPIXELS"):
+        load_image(path)
+
+
+# --- uploads -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body", [_rows(), "not json\n"], ids=["imported", "rejected"])
+def test_it_removes_an_uploaded_file_once_its_import_is_over(body, client, settings, tmp_path):
+    from annotate.services import import_job_create
+
+    settings.DATA_DIR = tmp_path
+    _, key = api_token_create(user=make_user("boss", staff=True))
+    response = client.post(
+        "/api/imports",
+        {"file": SimpleUploadedFile("votes.jsonl", body.encode()), "project_name": "up"},
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+    )
+    assert response.status_code in (201, 422), response.content
+    assert response.json()["status"] in ("done", "failed")
+    uploads = tmp_path / "uploads"
+    assert uploads.is_dir() and not any(uploads.rglob("*"))
+    # A file imported where it lies (the command line's) is the user's: it stays.
+    path = tmp_path / "mine.jsonl"
+    path.write_text(body)
+    import_job_create(path=path, project_name="mine")
+    assert path.is_file()
