@@ -356,6 +356,29 @@ def test_it_resolves_context_images_under_the_export_root(users):
     assert not (export.path / "rankings_multimodal").exists()
 
 
+def test_it_resolves_context_videos_under_the_export_root(users):
+    from django.core.files.base import ContentFile
+
+    from annotate.models import Prompt
+    from tests.media_fixtures import mp4_bytes
+
+    project = make_project(n_prompts=2, n_candidates=3, k=1)
+    members(project, users)
+    for n, prompt in enumerate(Prompt.objects.filter(project=project)):
+        clip = mp4_bytes(frames=4, size=16, color=(40 * n, 90, 160))
+        prompt.video.save(f"q{n}.mp4", ContentFile(clip), save=True)
+    for task in Task.objects.filter(project=project):
+        judge_ranking(task, users["annotator"], [[c] for c in slots(task)])
+    export = _build(project)
+    loaded = _read_back(export)
+    rows = _seed_loader(export.path / "rankings")
+    assert len(rows) == 2 and all(row["video"].startswith("media/") for row in rows)
+    assert all("image" not in row for row in rows)
+    for row in loaded["pairs"]["train"]:
+        assert (export.path / row["video"]).read_bytes()[4:8] == b"ftyp"
+    assert not (export.path / "rankings_multimodal").exists()
+
+
 def test_it_writes_video_answers_to_the_multimodal_layout(users):
     from django.core.files.base import ContentFile
 
