@@ -353,6 +353,64 @@ def plain_bradley_terry(world: World, votes: dict[str, list[tuple[str, str]]]):
     return rankings
 
 
+def _pair_rows(judgments: list[dict]) -> list[tuple[str, str, str, int, str]]:
+    """``(prompt, winner, loser, annotator, left)`` per pairwise judgment."""
+    rows = []
+    for j in judgments:
+        a, b = j["pair"]
+        winner, loser = (a, b) if j["outcome"] == "a" else (b, a)
+        rows.append((j["prompt"], winner, loser, j["annotator"], a))
+    return rows
+
+
+def crowdkit_rankings(world: World, judgments: list[dict], noisy: bool):
+    """crowd-kit's aggregators, the maintained reference (pairwise worlds only).
+
+    ``BradleyTerry`` has no annotator parameters, so it is fitted per prompt; ``NoisyBT``
+    (per-worker skill and left-bias) once over the project, items labelled (prompt, id).
+    """
+    import pandas as pd
+    from crowdkit.aggregation import BradleyTerry, NoisyBradleyTerry
+
+    rows = _pair_rows(judgments)
+    frame = pd.DataFrame(
+        {
+            "worker": [r[3] for r in rows],
+            "left": [(r[0], r[4]) for r in rows],
+            "right": [(r[0], r[1] if r[4] == r[2] else r[2]) for r in rows],
+            "label": [(r[0], r[1]) for r in rows],
+        }
+    )
+    scores: dict[str, dict[str, float]] = defaultdict(dict)
+    if noisy:
+        fitted = NoisyBradleyTerry(n_iter=100, random_state=0).fit_predict(frame)
+        for (pid, cand), value in fitted.items():
+            scores[pid][cand] = float(value)
+    else:
+        frame["prompt"] = [r[0] for r in rows]
+        for pid, part in frame.groupby("prompt", sort=False):
+            fitted = BradleyTerry(n_iter=100).fit_predict(part.drop(columns="prompt"))
+            for (_, cand), value in fitted.items():
+                scores[pid][cand] = float(value)
+    return {pid: groups_from_scores(s) for pid, s in scores.items()}
+
+
+def loo_bradley_terry(judgments: list[dict]):
+    """Ablation: Bradley-Terry with its prior chosen on leave-one-out votes, every vote
+    weighted 1 (the joint model's strengths without its annotator model)."""
+    from curation import crowd_bt as CB
+
+    indexed = CB.index_comparisons(_pair_rows(judgments))
+    c = indexed.comparisons
+    _, theta, _, _ = CB.best_alpha(
+        c, np.ones(len(c)), CB.FINAL_ALPHAS, np.zeros((c.n_prompts, c.n_candidates))
+    )
+    return {
+        pid: groups_from_scores({cand: float(theta[p, i]) for i, cand in enumerate(cands)})
+        for p, (pid, cands) in enumerate(zip(indexed.prompts, indexed.candidates, strict=True))
+    }
+
+
 def exported(
     project_id: int, **options
 ) -> tuple[dict[str, list[list[str]]], list[tuple[str, str]], float]:
@@ -387,6 +445,8 @@ def exported(
 
 
 BASELINES = ("majority vote", "plain Bradley-Terry", "export, no denoise", "denoised export")
+# Pairwise worlds only: crowd-kit's aggregators and the ablation of the joint model.
+REFERENCES = ("crowd-kit Bradley-Terry", "crowd-kit NoisyBT", "BT, prior chosen on held-out votes")
 # Exported pairs exist for these (plain Bradley-Terry and the reward model alone make none).
 PAIR_SOURCES = ("majority vote", "export, no denoise", "denoised export")
 # Row = (pairwise accuracy, tau-b, share ordered, accuracy of exported pairs, exported pairs).
@@ -401,8 +461,8 @@ def with_rm(flip: float) -> str:
     return f"denoised export + RM {flip:.0%}"
 
 
-def method_names(rm_flips: tuple[float, ...]) -> list[str]:
-    names = list(BASELINES)
+def method_names(rm_flips: tuple[float, ...], references: bool = True) -> list[str]:
+    names = list(BASELINES) + (list(REFERENCES) if references else [])
     for f in rm_flips:
         names += [rm_alone(f), with_rm(f)]
     return names
@@ -432,6 +492,13 @@ def run(
                 0,
             ),
         }
+        if world.name != "rank4":
+            for name, rankings in (
+                ("crowd-kit Bradley-Terry", crowdkit_rankings(world, judgments, noisy=False)),
+                ("crowd-kit NoisyBT", crowdkit_rankings(world, judgments, noisy=True)),
+                ("BT, prior chosen on held-out votes", loo_bradley_terry(judgments)),
+            ):
+                row[name] = (*recovery(world, rankings, judged), math.nan, 0)
         for name, options in (("export, no denoise", {"denoise": False}), ("denoised export", {})):
             rankings, pairs, _ = exported(project_id, **options)
             row[name] = (
@@ -481,7 +548,7 @@ def report(
         f"| method | {header} |",
         "|---|" + "---|" * len(levels),
     ]
-    for name in method_names(rm_flips):
+    for name in method_names(rm_flips, references=REFERENCES[0] in results[levels[0]]):
         cells = " | ".join(
             f"{results[p][name][0]:.3f} / {results[p][name][1]:.3f} / {results[p][name][2]:.2f}"
             for p in levels
@@ -509,7 +576,9 @@ def verdicts(per_seed: list[dict[float, dict[str, Row]]], rm_flips: tuple[float,
     noisy = [p for p in per_seed[0] if p >= 0.1]
     everywhere = list(per_seed[0])
     out = []
-    for baseline in ("majority vote", "plain Bradley-Terry"):
+    baselines = ["majority vote", "plain Bradley-Terry"]
+    baselines += [r for r in REFERENCES[:2] if r in per_seed[0][noisy[0]]]
+    for baseline in baselines:
         lost = failures("denoised export", baseline, noisy)
         out.append(
             f"denoised export beats {baseline} at every noise level 10-40 %, every seed: "

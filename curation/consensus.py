@@ -330,6 +330,7 @@ def prompt_consensus(
     rm_weight: float = 0.0,
     denoise: bool = True,
     method: G.RankingMethod = RANKING_METHOD,
+    scores: Mapping[int, float] | None = None,
 ) -> PromptConsensus:
     """Consensus ranking of one prompt from its judgments.
 
@@ -352,6 +353,13 @@ def prompt_consensus(
         rm_weight: Weight of the reward model as an evaluator (0: not used).
         denoise: Remove a feedback arc set before ranking.
         method: `curation.graph.consensus_ranking` method.
+        scores: Strengths per candidate from the joint annotator model (`joint_estimates`).
+            With ``denoise``, the ranking is their order (candidates without one score 0)
+            and ``removed_arcs`` are the arcs of the ensemble it contradicts: the human
+            evidence the consensus overrules, for review. The order is acyclic by
+            construction; a feedback arc set is searched only to split candidates of equal
+            strength joined by arcs (a balanced cycle), ranked there by ``method``.
+            ``exact`` is False once an arc is overruled.
 
     Returns:
         A `PromptConsensus`.
@@ -371,7 +379,18 @@ def prompt_consensus(
     if rm_weight > 0 and len(scored) >= 2:
         rm_edges = G.edges_from_ranking(groups_from_scores(scored), weight=rm_weight)
         ensemble = G.evaluator_graph(human_edges + rm_edges, nodes)
-    if denoise:
+    if denoise and scores is not None:
+        ranking = groups_from_scores({n: float(scores.get(n, 0.0)) for n in nodes}, tol=1e-6)
+        if any(len(group) > 1 for group in ranking):
+            ranking = _break_ties(ranking, ensemble, method)
+        position = {c: g for g, group in enumerate(ranking) for c in group}
+        removed = [
+            (u, v, float(w))
+            for u, v, w in ensemble.edges(data="weight", default=1.0)
+            if position[v] < position[u]
+        ]
+        exact = not removed
+    elif denoise:
         result = G.denoise(ensemble)
         ranking = G.consensus_ranking(result.dag, method) if nodes else []
         removed, exact = result.removed_arcs, result.exact
@@ -394,6 +413,22 @@ def prompt_consensus(
     )
 
 
+def _break_ties(ranking: Ranking, ensemble: nx.DiGraph, method: G.RankingMethod) -> Ranking:
+    """Splits tie groups of equal strength by the arcs among their members, denoised.
+
+    Equal strengths with arcs between them come from a balanced cycle (a > b > c > a, once
+    each): the minimum feedback arc set decides there, as in the plain denoised export.
+    """
+    out: Ranking = []
+    for group in ranking:
+        inside = ensemble.subgraph(group)
+        if len(group) == 1 or inside.number_of_edges() == 0:
+            out.append(group)
+            continue
+        out.extend(G.consensus_ranking(G.denoise(inside.copy()).dag, method))
+    return out
+
+
 def _agreement_from_evidence(
     evidence: Mapping[tuple[int, int], PairEvidence],
 ) -> tuple[float | None, int]:
@@ -404,6 +439,125 @@ def _agreement_from_evidence(
             same += sum(k * (k - 1) for k in (pair.x_over_y, pair.y_over_x, pair.ties)) // 2
             total += n * (n - 1) // 2
     return (same / total if total else None), total
+
+
+# --------------------------------------------------------------------------- joint model
+
+
+@dataclass(frozen=True)
+class EvaluatorFit:
+    """One evaluator in the joint annotator model (`curation.crowd_bt`).
+
+    Attributes:
+        eta: Probability that a vote of theirs is a real judgment (1 careful, 0 noise).
+        shown_first: Probability that a noise vote picks the candidate shown first (0.5:
+            none, or no display order known).
+        weight: Vote weight in the consensus graphs (``eta``, as in the model's fit).
+        loo_agreement: Share of their votes agreeing with the leave-one-out consensus.
+        n_votes: Strict pairwise preferences they stated.
+        n_positioned: Of those, how many with a known display order.
+    """
+
+    eta: float
+    shown_first: float
+    weight: float
+    loo_agreement: float | None
+    n_votes: int
+    n_positioned: int
+
+
+@dataclass(frozen=True)
+class JointEstimates:
+    """Strengths per prompt and evaluator reliabilities from one fit over a project.
+
+    Attributes:
+        scores: Strength per candidate, per prompt (judged candidates only).
+        evaluators: `EvaluatorFit` per evaluator with strict votes.
+        alpha: Prior strength chosen on leave-one-out votes.
+        reward_model: The reward model's part (`crowd_bt.ScorePrior` without the strengths)
+            as a dict, or None when no scores were given.
+    """
+
+    scores: dict[int, dict[int, float]]
+    evaluators: dict[str, EvaluatorFit]
+    alpha: float
+    reward_model: dict | None
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return {e: f.weight for e, f in self.evaluators.items()}
+
+
+def _strict_preferences(
+    votes: Iterable[Vote],
+) -> Iterable[tuple[int, int, int, str, int | None]]:
+    """``(prompt, winner, loser, evaluator, shown first)`` per strict preference of a vote."""
+    for vote in votes:
+        shown = vote.presented_order
+        if vote.pair is not None:
+            a, b = vote.pair
+            if vote.outcome not in ("a", "b"):
+                continue
+            first = shown[0] if len(shown) == 2 and set(shown) == {a, b} else None
+            winner, loser = (a, b) if vote.outcome == "a" else (b, a)
+            yield vote.prompt_id, winner, loser, vote.evaluator, first
+            continue
+        slot = {c: i for i, c in enumerate(shown)}
+        for winner, loser, _ in G.edges_from_ranking(vote.ranking):
+            if winner in slot and loser in slot:
+                first = winner if slot[winner] < slot[loser] else loser
+            else:
+                first = None
+            yield vote.prompt_id, winner, loser, vote.evaluator, first
+
+
+def joint_estimates(
+    votes: Sequence[Vote], *, rm_scores: Mapping[int, float] | None = None
+) -> JointEstimates | None:
+    """Fits the joint annotator model (`curation.crowd_bt`) on a project's judgments.
+
+    Ties carry no preference and are left out; a ranking counts as its strict pairs. With
+    ``rm_scores`` the reward model centres the strengths' prior where the human held-out
+    votes say it helps (`crowd_bt.with_score_prior`). None without any strict preference.
+    """
+    from curation import crowd_bt as CB
+
+    indexed = CB.index_comparisons(_strict_preferences(votes))
+    if len(indexed.comparisons) == 0:
+        return None
+    fit = CB.fit_crowd_bt(indexed.comparisons)
+    theta, reward_model = fit.theta, None
+    if rm_scores:
+        prior = CB.with_score_prior(indexed.comparisons, fit, CB.scores_matrix(indexed, rm_scores))
+        theta = prior.theta
+        reward_model = {
+            "used": prior.used,
+            "beta": round(prior.beta, 4),
+            "alpha": prior.alpha,
+            "loo_log_likelihood": round(prior.loo_log_likelihood, 3),
+            "human_loo_log_likelihood": round(prior.human_log_likelihood, 3),
+            "agreement": round(prior.agreement, 4),
+            "median_annotator_agreement": round(prior.median_agreement, 4),
+            "pairs_compared": prior.n_pairs,
+        }
+    scores = {
+        prompt: {cand: float(theta[p, i]) for i, cand in enumerate(cands)}
+        for p, (prompt, cands) in enumerate(zip(indexed.prompts, indexed.candidates, strict=True))
+    }
+    evaluators = {}
+    for i, evaluator in enumerate(indexed.annotators):
+        loo = fit.loo_agreement[i]
+        evaluators[str(evaluator)] = EvaluatorFit(
+            eta=float(fit.eta[i]),
+            shown_first=float(fit.pi[i]),
+            weight=float(fit.eta[i]),
+            loo_agreement=None if math.isnan(loo) else float(loo),
+            n_votes=int(fit.n_votes[i]),
+            n_positioned=int(fit.n_positioned[i]),
+        )
+    return JointEstimates(
+        scores=scores, evaluators=evaluators, alpha=fit.alpha, reward_model=reward_model
+    )
 
 
 # --------------------------------------------------------------------------- prompt checks

@@ -350,6 +350,16 @@ def build_snapshot(
     weights = {e: r.weight for e, r in reliability.items()}
     rm_reliability = weights.pop(C.RM_EVALUATOR, None)
     rm_weight = RM_WEIGHT * (rm_reliability if rm_reliability is not None else 1.0)
+    # The denoised consensus ranks by the joint annotator model (curation.crowd_bt): one fit
+    # over the project, its reliabilities weigh the human graphs, the reward model (if asked
+    # for) centres the strengths' prior where the humans' held-out votes say it helps.
+    joint = (
+        C.joint_estimates(kept_votes, rm_scores=source.rm_scores if use_rm else None)
+        if options.denoise
+        else None
+    )
+    if joint is not None:
+        weights = {**weights, **joint.weights}
     cycles = {"prompts_with_cycles": 0, "arcs_removed": 0, "weight_removed": 0.0, "exact": True}
     prompt_rows: dict[int, tuple[list[dict], dict | None, list[dict]]] = {}
     decisions_used = 0
@@ -373,8 +383,9 @@ def build_snapshot(
             votes,
             weights=weights,
             rm_scores=source.rm_scores,
-            rm_weight=rm_weight if use_rm else 0.0,
+            rm_weight=rm_weight if use_rm and joint is None else 0.0,
             denoise=options.denoise,
+            scores=joint.scores.get(prompt_id, {}) if joint is not None else None,
         )
         if (
             options.min_agreement is not None
@@ -486,14 +497,32 @@ def build_snapshot(
         "options": options.to_dict(),
         "method": {
             "unit": "prompt",
-            "evaluator_weights": "CROWDLAB reliability (curation.agreement.annotator_reliability)",
-            "denoise": "minimum-weight feedback arc set per prompt (exact up to 12 nodes per "
+            "evaluator_weights": "joint annotator model: Crowd-BT reliability eta "
+            "(curation.crowd_bt)"
+            if joint is not None
+            else "CROWDLAB reliability (curation.agreement.annotator_reliability)",
+            "denoise": "ranking by the joint annotator model's strengths (Crowd-BT with a "
+            "position term, one fit over the project); human arcs it contradicts are "
+            "overruled (listed under cycles)"
+            if joint is not None
+            else "minimum-weight feedback arc set per prompt (exact up to 12 nodes per "
             "strongly connected component, else Eades-Lin-Smyth + local search)"
             if options.denoise
             else "off: weighted majority vote, ranked by Copeland score",
-            "ranking": C.RANKING_METHOD if options.denoise else "copeland",
+            "ranking": "crowd_bt"
+            if joint is not None
+            else C.RANKING_METHOD
+            if options.denoise
+            else "copeland",
+            "joint_model": None
+            if joint is None
+            else {"alpha": joint.alpha, "reward_model": joint.reward_model},
             "reward_model": source.rm_label if use_rm else None,
-            "reward_model_weight": round(rm_weight, 4) if use_rm else None,
+            "reward_model_weight": (
+                joint.reward_model["beta"] if joint and joint.reward_model else round(rm_weight, 4)
+            )
+            if use_rm
+            else None,
             "reward_model_reliability": None
             if rm_reliability is None
             else round(rm_reliability, 4),

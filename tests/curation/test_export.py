@@ -14,7 +14,7 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
-from annotate.models import Candidate, Task
+from annotate.models import Candidate, ModelScore, Task
 from annotate.services import api_token_create
 from curation import services
 from curation.exporting import ExportOptions, ExportOptionsInvalid, parse_splits
@@ -553,7 +553,9 @@ def test_it_uses_the_reward_model_as_an_evaluator_when_asked(users):
     task = Task.objects.get(project=project)
     a, b, c, d = slots(task)
     judge_ranking(task, users["annotator"], [[a], [b, c, d]])  # says nothing about b, c, d
-    score(project, {a: 0.0, b: 3.0, c: 2.0, d: 1.0})
+    # The model agrees with the human where they overlap (a first), so it is trusted on the
+    # rest; one that contradicts every human vote is gated out (the second half).
+    score(project, {a: 4.0, b: 3.0, c: 2.0, d: 1.0})
     plain = _build(project)
     with_rm = _build(project, rm_evaluator=True)
     assert _lines(plain.path / "rankings" / "train.jsonl")[0]["rankings"].count(2) == 3
@@ -562,6 +564,11 @@ def test_it_uses_the_reward_model_as_an_evaluator_when_asked(users):
     texts = [Candidate.objects.get(pk=x).text for x in (a, b, c, d)]
     assert [by_text[t] for t in texts] == [1, 2, 3, 4]  # humans first, the model orders the rest
     assert with_rm.datasheet["method"]["reward_model"] == f"rm-{project.pk}@1"
+    assert with_rm.datasheet["method"]["joint_model"]["reward_model"]["used"] is True
+    ModelScore.objects.filter(candidate_id=a).update(score=0.0)
+    against = _build(project, rm_evaluator=True)
+    assert _lines(against.path / "rankings" / "train.jsonl")[0]["rankings"].count(2) == 3
+    assert against.datasheet["method"]["joint_model"]["reward_model"]["used"] is False
 
 
 def test_it_turns_denoising_off_on_request(users):

@@ -1,0 +1,557 @@
+"""Joint annotator model: Bradley-Terry per prompt, reliability and position bias per annotator.
+
+Pure core: numpy and scipy only, no Django, no other Quorum module. Judgments come in as
+columns (`Comparisons`); every prompt is fitted at once as a ``[prompts, N, N]`` batch.
+
+The model (Crowd-BT, Chen et al. 2013, with a position term as in crowd-kit's NoisyBT): a
+vote of annotator k on candidates a, b of prompt p is, with probability ``eta_k``, a real
+judgment, won by a with probability ``sigmoid(theta_pa - theta_pb)``; otherwise it is noise
+that picks the candidate shown first with probability ``pi_k``. A careful annotator has
+``eta`` near 1, a spammer near 0, a spammer who always clicks the left answer ``pi`` near 1.
+
+Fitted by EM. E-step: the posterior that a vote is a real judgment. M-step: ``eta`` and
+``pi`` by counting (with a Beta prior), the strengths by a weighted Bradley-Terry fit per
+prompt (weights = those posteriors), batched Newton steps over all prompts. The E-step reads
+*leave-one-out* margins: with about two judgments per candidate, the in-sample fit explains
+every vote, and EM would call every annotator reliable. Leaving vote i out is one
+Sherman-Morrison step on the prompt's Hessian (exact for a quadratic, a one-step Newton
+approximation for the logistic loss), so all votes' leave-one-out margins cost one batched
+matrix inverse.
+
+`with_score_prior` lets an evaluator that scores every candidate (the reward model) centre
+the strengths' prior, with a weight and a spread the humans' held-out votes decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import expit
+
+# choix's convention, as `curation.graph.bradley_terry_scores`: prior alpha * ||theta||^2.
+DEFAULT_ALPHA = 0.1
+# Beta prior on eta (pseudo-counts of real and noise votes): a newcomer is mostly trusted.
+ETA_PRIOR = (1.0, 1.0)
+# Beta prior on pi: no slot preference until the votes show one.
+PI_PRIOR = 2.0
+# Prior strengths tried for the final fit, chosen on leave-one-out votes.
+FINAL_ALPHAS = (0.1, 0.3, 1.0, 3.0)
+
+
+@dataclass(frozen=True)
+class Comparisons:
+    """Strict pairwise comparisons as columns (ties carry no preference and are left out).
+
+    Attributes:
+        prompt: Prompt index per vote, ``0 <= prompt < n_prompts``.
+        winner: Index of the preferred candidate within its prompt, ``< n_candidates``.
+        loser: Index of the other candidate.
+        annotator: Annotator index, ``< n_annotators``.
+        winner_first: 1 if the winner was shown first, 0 if the loser was, -1 if unknown.
+        n_prompts, n_candidates, n_annotators: Sizes (``n_candidates``: the largest prompt).
+    """
+
+    prompt: np.ndarray
+    winner: np.ndarray
+    loser: np.ndarray
+    annotator: np.ndarray
+    winner_first: np.ndarray
+    n_prompts: int
+    n_candidates: int
+    n_annotators: int
+
+    def __len__(self) -> int:
+        return int(self.prompt.shape[0])
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """`Comparisons` with the keys their indices stand for."""
+
+    comparisons: Comparisons
+    prompts: list[Hashable]
+    candidates: list[list[Hashable]]  # per prompt index, candidate keys by local index
+    annotators: list[Hashable]
+
+
+def index_comparisons(
+    votes: Iterable[tuple[Hashable, Hashable, Hashable, Hashable, Hashable | None]],
+) -> Indexed:
+    """Columns from ``(prompt, winner, loser, annotator, shown_first)`` tuples.
+
+    ``shown_first`` is the candidate displayed first (``None``: unknown). Keys are any
+    hashables; indices follow first appearance.
+    """
+    prompt_ix: dict[Hashable, int] = {}
+    cand_ix: list[dict[Hashable, int]] = []
+    ann_ix: dict[Hashable, int] = {}
+    rows = []
+    for prompt, winner, loser, annotator, first in votes:
+        p = prompt_ix.setdefault(prompt, len(prompt_ix))
+        if p == len(cand_ix):
+            cand_ix.append({})
+        local = cand_ix[p]
+        w = local.setdefault(winner, len(local))
+        lo = local.setdefault(loser, len(local))
+        k = ann_ix.setdefault(annotator, len(ann_ix))
+        shown = -1 if first is None else int(first == winner) if first in (winner, loser) else -1
+        rows.append((p, w, lo, k, shown))
+    data = np.array(rows, dtype=np.int64).reshape(-1, 5)
+    comparisons = Comparisons(
+        prompt=data[:, 0],
+        winner=data[:, 1],
+        loser=data[:, 2],
+        annotator=data[:, 3],
+        winner_first=data[:, 4],
+        n_prompts=len(prompt_ix),
+        n_candidates=max((len(c) for c in cand_ix), default=0),
+        n_annotators=len(ann_ix),
+    )
+    return Indexed(
+        comparisons=comparisons,
+        prompts=list(prompt_ix),
+        candidates=[list(c) for c in cand_ix],
+        annotators=list(ann_ix),
+    )
+
+
+# --------------------------------------------------------------------------- batched BT
+
+
+def win_matrices(comparisons: Comparisons, weight: np.ndarray | None = None) -> np.ndarray:
+    """``wins[p, i, j]``: summed weight of votes in prompt p where i beat j."""
+    c = comparisons
+    wins = np.zeros((c.n_prompts, c.n_candidates, c.n_candidates))
+    w = np.ones(len(c)) if weight is None else weight
+    np.add.at(wins, (c.prompt, c.winner, c.loser), w)
+    return wins
+
+
+def _objective(
+    theta: np.ndarray, wins: np.ndarray, alpha: float, mean: np.ndarray | float = 0.0
+) -> np.ndarray:
+    diff = theta[:, :, None] - theta[:, None, :]
+    penalty = alpha * np.sum((theta - mean) ** 2, axis=1)
+    return np.sum(wins * np.logaddexp(0.0, -diff), axis=(1, 2)) + penalty
+
+
+def _gradient_hessian(
+    theta: np.ndarray, wins: np.ndarray, alpha: float, mean: np.ndarray | float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    games = wins + np.swapaxes(wins, 1, 2)
+    p = expit(theta[:, :, None] - theta[:, None, :])
+    grad = -(wins - games * p).sum(axis=2) + 2 * alpha * (theta - mean)
+    curvature = games * p * (1 - p)
+    hess = -curvature
+    n = theta.shape[1]
+    diag = np.arange(n)
+    hess[:, diag, diag] = curvature.sum(axis=2) - curvature[:, diag, diag] + 2 * alpha
+    return grad, hess
+
+
+def batched_bradley_terry(
+    wins: np.ndarray,
+    alpha: float = DEFAULT_ALPHA,
+    *,
+    initial: np.ndarray | None = None,
+    prior_mean: np.ndarray | None = None,
+    max_iter: int = 100,
+    tol: float = 1e-10,
+) -> np.ndarray:
+    """MAP Bradley-Terry strengths for every prompt at once.
+
+    Minimises, per prompt, ``sum_ij wins_ij * log(1 + exp(theta_j - theta_i)) + alpha *
+    ||theta||^2`` (the objective of `curation.graph.bradley_terry_scores`) by damped Newton
+    steps, each a batched ``[P, N, N]`` solve. Padding candidates (no wins either way) get 0.
+
+    Args:
+        wins: ``[P, N, N]`` (possibly fractional) wins of i over j per prompt.
+        alpha: Gaussian prior strength, > 0.
+        initial: Warm start ``[P, N]``.
+        prior_mean: ``[P, N]`` centre of the Gaussian prior (default 0): the prior becomes
+            ``alpha * ||theta - prior_mean||^2``.
+
+    Returns:
+        ``[P, N]`` strengths in natural-log odds units.
+    """
+    if alpha <= 0:
+        raise ValueError("alpha must be positive: the strengths are unbounded without it")
+    theta = np.zeros(wins.shape[:2]) if initial is None else initial.astype(float).copy()
+    if theta.size == 0:
+        return theta
+    mean = np.zeros_like(theta) if prior_mean is None else prior_mean
+    value = _objective(theta, wins, alpha, mean)
+    active = np.ones(theta.shape[0], dtype=bool)
+    for _ in range(max_iter):
+        grad, hess = _gradient_hessian(theta[active], wins[active], alpha, mean[active])
+        step = np.linalg.solve(hess, grad[:, :, None])[:, :, 0]
+        scale = np.ones(step.shape[0])
+        current = theta[active]
+        old = value[active]
+        # Newton can overshoot on near-separable prompts: halve each prompt's step until its
+        # objective drops.
+        for _halving in range(30):
+            candidate = current - scale[:, None] * step
+            new = _objective(candidate, wins[active], alpha, mean[active])
+            worse = new > old + 1e-12 * np.abs(old)
+            if not worse.any():
+                break
+            scale[worse] /= 2
+        moved = np.max(np.abs(scale[:, None] * step), axis=1)
+        theta[active] = candidate
+        value[active] = new
+        still = np.flatnonzero(active)
+        active[still[moved < tol]] = False
+        if not active.any():
+            break
+    return theta
+
+
+def _inverse_hessian(theta: np.ndarray, wins: np.ndarray, alpha: float) -> np.ndarray:
+    _, hess = _gradient_hessian(theta, wins, alpha)
+    return np.linalg.inv(hess)
+
+
+def loo_margins(
+    comparisons: Comparisons,
+    theta: np.ndarray,
+    weight: np.ndarray,
+    alpha: float = DEFAULT_ALPHA,
+) -> np.ndarray:
+    """Each vote's margin ``theta_winner - theta_loser`` from a fit without that vote.
+
+    ``theta`` must be the weighted fit of ``comparisons`` (weights ``weight``). Removing vote
+    i changes the fit by one Newton step, computed with Sherman-Morrison on the prompt's
+    Hessian: ``d_-i = d_i - w_i (1 - p_i) h_i / (1 - w_i p_i (1 - p_i) h_i)``, where
+    ``h_i = (e_a - e_b)^T H^-1 (e_a - e_b)``.
+    """
+    c = comparisons
+    wins = win_matrices(c, weight)
+    inverse = _inverse_hessian(theta, wins, alpha)
+    a, b, p = c.winner, c.loser, c.prompt
+    h = inverse[p, a, a] + inverse[p, b, b] - 2 * inverse[p, a, b]
+    d = theta[p, a] - theta[p, b]
+    prob = expit(d)
+    curvature = weight * prob * (1 - prob)
+    # h * curvature < 1 holds for a positive-definite Hessian that contains the vote.
+    return d - weight * (1 - prob) * h / np.maximum(1 - curvature * h, 1e-9)
+
+
+# --------------------------------------------------------------------------- Crowd-BT
+
+
+@dataclass(frozen=True)
+class CrowdBTFit:
+    """The joint model's estimates.
+
+    Attributes:
+        theta: ``[P, N]`` strengths per prompt (padding candidates: 0).
+        alpha: Prior strength of the final strengths, chosen on leave-one-out votes.
+        eta: Per annotator, probability that a vote is a real judgment.
+        pi: Per annotator, probability that a noise vote picks the candidate shown first
+            (0.5 where no display order is known).
+        accuracy: Per annotator, ``eta + (1 - eta) / 2``: the share of their votes that go
+            the way their real judgment would.
+        weight: Per annotator, ``log(accuracy / (1 - accuracy))``: the log-likelihood ratio
+            one vote carries; 0 for a spammer.
+        loo_agreement: Per annotator, share of their votes that agree with the sign of the
+            leave-one-out margin (a zero margin counts one half); NaN without votes.
+        responsibility: Per vote, posterior probability that it is a real judgment.
+        loo_margin: Per vote, the leave-one-out margin of winner over loser in the final fit.
+        loo_log_likelihood: ``sum eta_k * log sigmoid(loo_margin)`` over the votes: how well
+            the final strengths predict votes they were not fitted on.
+        n_votes: Per annotator, strict votes.
+        n_positioned: Per annotator, votes whose display order is known.
+        iterations: EM iterations run.
+    """
+
+    theta: np.ndarray
+    alpha: float
+    eta: np.ndarray
+    pi: np.ndarray
+    accuracy: np.ndarray
+    weight: np.ndarray
+    loo_agreement: np.ndarray
+    responsibility: np.ndarray
+    loo_margin: np.ndarray
+    loo_log_likelihood: float
+    n_votes: np.ndarray
+    n_positioned: np.ndarray
+    iterations: int
+
+
+def best_alpha(
+    comparisons: Comparisons,
+    vote_weight: np.ndarray,
+    alphas: Iterable[float],
+    initial: np.ndarray,
+    prior_mean: np.ndarray | None = None,
+) -> tuple[float, np.ndarray, np.ndarray, float]:
+    """The prior strength with the best weighted leave-one-out log-likelihood.
+
+    Returns ``(alpha, theta, loo margins, loo log-likelihood)``.
+    """
+    wins = win_matrices(comparisons, vote_weight)
+    best: tuple[float, np.ndarray, np.ndarray, float] | None = None
+    for alpha in alphas:
+        theta = batched_bradley_terry(wins, alpha, initial=initial, prior_mean=prior_mean)
+        margin = loo_margins(comparisons, theta, vote_weight, alpha)
+        score = float(np.sum(vote_weight * np.log(expit(margin))))
+        if best is None or score > best[3]:
+            best = (alpha, theta, margin, score)
+    assert best is not None, "alphas must not be empty"
+    return best
+
+
+def fit_crowd_bt(
+    comparisons: Comparisons,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    final_alphas: tuple[float, ...] = FINAL_ALPHAS,
+    eta_prior: tuple[float, float] = ETA_PRIOR,
+    pi_prior: float = PI_PRIOR,
+    max_iter: int = 50,
+    tol: float = 1e-4,
+) -> CrowdBTFit:
+    """Fits Crowd-BT with a position term by EM on leave-one-out margins (module docstring).
+
+    Args:
+        comparisons: Every strict vote of a project.
+        alpha: Bradley-Terry prior strength per prompt during EM.
+        final_alphas: Prior strengths tried for the final strengths (votes weighted by
+            their annotator's ``eta``); the one with the best leave-one-out log-likelihood
+            wins. How spread out a prompt's candidates are is a property of the data: noisy
+            votes call for a stronger prior.
+        eta_prior: Beta pseudo-counts (real, noise) for ``eta``.
+        pi_prior: Beta pseudo-count per side for ``pi``.
+        max_iter: EM iterations at most.
+        tol: Stop when no ``eta`` or ``pi`` moves more than this.
+
+    Returns:
+        A `CrowdBTFit`.
+    """
+    c = comparisons
+    k = c.annotator
+    n_votes = np.bincount(k, minlength=c.n_annotators).astype(float)
+    known = c.winner_first >= 0
+    first = (c.winner_first == 1).astype(float)
+    n_positioned = np.bincount(k, weights=known.astype(float), minlength=c.n_annotators)
+    eta = np.full(c.n_annotators, eta_prior[0] / sum(eta_prior))
+    pi = np.full(c.n_annotators, 0.5)
+    vote_weight = np.ones(len(c))
+    theta = batched_bradley_terry(win_matrices(c, vote_weight), alpha)
+    r = np.ones(len(c))
+    iterations = 0
+    for iterations in range(1, max_iter + 1):  # noqa: B007 - reported in the fit
+        margin = loo_margins(c, theta, vote_weight, alpha)
+        real = eta[k] * expit(margin)
+        noise_pick = np.where(known, np.where(first == 1, pi[k], 1 - pi[k]), 0.5)
+        noise = (1 - eta[k]) * noise_pick
+        r = real / np.maximum(real + noise, 1e-300)
+        new_eta = (np.bincount(k, weights=r, minlength=c.n_annotators) + eta_prior[0]) / (
+            n_votes + sum(eta_prior)
+        )
+        noise_weight = (1 - r) * known
+        new_pi = (
+            np.bincount(k, weights=noise_weight * first, minlength=c.n_annotators) + pi_prior
+        ) / (np.bincount(k, weights=noise_weight, minlength=c.n_annotators) + 2 * pi_prior)
+        # The M-step weighs votes by their annotator's eta, not by their own posterior: a
+        # vote that agrees with its neighbours would otherwise pull them its way and be
+        # confirmed by them (EM feeding on itself: spammers came out "reliable").
+        vote_weight = new_eta[k]
+        theta = batched_bradley_terry(win_matrices(c, vote_weight), alpha, initial=theta)
+        moved = max(
+            float(np.max(np.abs(new_eta - eta), initial=0.0)),
+            float(np.max(np.abs(new_pi - pi), initial=0.0)),
+        )
+        eta, pi = new_eta, new_pi
+        if moved < tol:
+            break
+    vote_weight = eta[k]
+    chosen, theta, margin, loo_ll = best_alpha(c, vote_weight, final_alphas or (alpha,), theta)
+    agree = np.where(margin > 0, 1.0, np.where(margin < 0, 0.0, 0.5))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        loo_agreement = np.bincount(k, weights=agree, minlength=c.n_annotators) / n_votes
+    accuracy = eta + (1 - eta) / 2
+    weight = np.log(accuracy / np.maximum(1 - accuracy, 1e-6))
+    return CrowdBTFit(
+        theta=theta,
+        alpha=chosen,
+        eta=eta,
+        pi=pi,
+        accuracy=accuracy,
+        weight=weight,
+        loo_agreement=loo_agreement,
+        responsibility=r,
+        loo_margin=margin,
+        loo_log_likelihood=loo_ll,
+        n_votes=n_votes,
+        n_positioned=n_positioned,
+        iterations=iterations,
+    )
+
+
+# --------------------------------------------------------------------------- reward model
+
+
+@dataclass(frozen=True)
+class ScorePrior:
+    """`with_score_prior`'s result.
+
+    Attributes:
+        theta: ``[P, N]`` strengths (``fit.theta`` when the scores are not used).
+        used: Whether the scores improved the held-out fit of the human votes.
+        beta: Weight of the standardised score in the strengths (0 when not used).
+        alpha: Prior strength of the deviations from ``beta * z``.
+        loo_log_likelihood: Leave-one-out log-likelihood of the human votes with the scores.
+        human_log_likelihood: The same for the human-only fit (``fit.loo_log_likelihood``).
+        agreement: Share of human votes whose leave-one-out direction the scores agree with
+            (a tie counts one half).
+        median_agreement: The median annotator's share of votes agreeing with their own
+            leave-one-out direction (annotators with at least ``min_votes`` votes).
+        n_pairs: Human votes compared.
+    """
+
+    theta: np.ndarray
+    used: bool
+    beta: float
+    alpha: float
+    loo_log_likelihood: float
+    human_log_likelihood: float
+    agreement: float
+    median_agreement: float
+    n_pairs: int
+
+
+def _agreement_with_humans(
+    comparisons: Comparisons, fit: CrowdBTFit, scores: np.ndarray, min_votes: int
+) -> tuple[float, float, int]:
+    # The evaluator is compared with the same reference as every annotator: each vote's
+    # leave-one-out direction. With a reference right a share q of the time, accuracy c
+    # shows as agreement 1/2 + (c - 1/2)(2q - 1): the two figures compare c with the
+    # median annotator's accuracy whatever q is.
+    c = comparisons
+    sw, sl = scores[c.prompt, c.winner], scores[c.prompt, c.loser]
+    scored = ~(np.isnan(sw) | np.isnan(sl))
+    reference = np.sign(fit.loo_margin[scored])
+    says = np.sign(sw[scored] - sl[scored])
+    hits = np.where((reference == 0) | (says == 0), 0.5, (reference == says).astype(float))
+    agreement = float(hits.mean()) if hits.size else 0.5
+    counted = (fit.n_votes >= min_votes) & ~np.isnan(fit.loo_agreement)
+    if not counted.any():
+        counted = (fit.n_votes > 0) & ~np.isnan(fit.loo_agreement)
+    median = float(np.median(fit.loo_agreement[counted])) if counted.any() else 0.5
+    return agreement, median, int(hits.size)
+
+
+def with_score_prior(
+    comparisons: Comparisons,
+    fit: CrowdBTFit,
+    scores: np.ndarray,
+    *,
+    alphas: tuple[float, ...] = FINAL_ALPHAS,
+    rounds: int = 20,
+    min_votes: int = 10,
+) -> ScorePrior:
+    """An evaluator that scores every candidate (the reward model) as the prior's centre.
+
+    ``theta = beta * z + delta``: ``z`` is the evaluator's score standardised over the
+    project's scored candidates (0 where unscored), ``delta`` a per-candidate deviation with
+    the prior ``alpha * ||delta||^2``, and the single ``beta >= 0`` is fitted by maximum
+    likelihood on the human votes (weighted by their annotator's ``eta``), alternately with
+    the strengths. ``alpha`` - how far a candidate may stray from the evaluator's score -
+    is the value of ``alphas`` with the best leave-one-out log-likelihood of the human votes.
+
+    The gate: the scores are used only if that held-out log-likelihood beats the human-only
+    fit's. The humans decide, on the pairs they judged and on votes the strengths were not
+    fitted on, what the evaluator is worth on the pairs nobody judged; a scorer no better
+    than noise gets ``beta`` near 0 or is left out, and cannot drag the consensus down.
+    An annotator-style weight (agreement relative to the median annotator) would not do:
+    a scorer worse than a careful annotator on the few judged pairs is still the only
+    evidence on the ~150 of 171 pairs nobody judged. Those agreement figures are reported.
+    """
+    c = comparisons
+    agreement, median, n_pairs = _agreement_with_humans(c, fit, scores, min_votes)
+    not_used = ScorePrior(
+        theta=fit.theta,
+        used=False,
+        beta=0.0,
+        alpha=fit.alpha,
+        loo_log_likelihood=fit.loo_log_likelihood,
+        human_log_likelihood=fit.loo_log_likelihood,
+        agreement=agreement,
+        median_agreement=median,
+        n_pairs=n_pairs,
+    )
+    usable = ~np.isnan(scores)
+    if usable.sum() < 2 or len(c) == 0:
+        return not_used
+    weight = fit.eta[c.annotator]
+    wins = win_matrices(c, weight)
+    values = scores[usable]
+    z = np.where(usable, (np.nan_to_num(scores) - values.mean()) / (values.std() or 1.0), 0.0)
+    dz = z[c.prompt, c.winner] - z[c.prompt, c.loser]
+    best: ScorePrior = not_used
+    for alpha in alphas:
+        beta = 0.0
+        theta = fit.theta
+        for _ in range(rounds):
+            theta = batched_bradley_terry(wins, alpha, initial=theta, prior_mean=beta * z)
+            delta = theta - beta * z
+            base = delta[c.prompt, c.winner] - delta[c.prompt, c.loser]
+            previous = beta
+            for _newton in range(20):
+                prob = expit(beta * dz + base)
+                grad = np.sum(weight * (1 - prob) * dz)
+                curvature = np.sum(weight * prob * (1 - prob) * dz * dz)
+                if curvature <= 0:
+                    break
+                step = grad / curvature
+                beta = max(0.0, beta + step)
+                if abs(step) < 1e-6:
+                    break
+            if abs(beta - previous) < 1e-4:
+                break
+        _, theta, _, score = best_alpha(c, weight, (alpha,), theta, prior_mean=beta * z)
+        if beta > 0 and score > best.loo_log_likelihood:
+            best = ScorePrior(
+                theta=theta,
+                used=True,
+                beta=float(beta),
+                alpha=alpha,
+                loo_log_likelihood=score,
+                human_log_likelihood=fit.loo_log_likelihood,
+                agreement=agreement,
+                median_agreement=median,
+                n_pairs=n_pairs,
+            )
+    return best
+
+
+def scores_matrix(
+    indexed: Indexed, scores: Mapping[Hashable, float], fill: float = np.nan
+) -> np.ndarray:
+    """``[P, N]`` array of per-candidate scores aligned with ``indexed``."""
+    c = indexed.comparisons
+    out = np.full((c.n_prompts, c.n_candidates), fill)
+    for p, cands in enumerate(indexed.candidates):
+        for i, cand in enumerate(cands):
+            value = scores.get(cand)
+            if value is not None:
+                out[p, i] = value
+    return out
+
+
+def prompt_scores(indexed: Indexed, fit: CrowdBTFit) -> dict[Hashable, dict[Hashable, float]]:
+    """The fitted strengths as ``{prompt: {candidate: theta}}``."""
+    return {
+        prompt: {cand: float(fit.theta[p, i]) for i, cand in enumerate(cands)}
+        for p, (prompt, cands) in enumerate(zip(indexed.prompts, indexed.candidates, strict=True))
+    }
+
+
+def annotator_weights(indexed: Indexed, fit: CrowdBTFit) -> dict[Hashable, float]:
+    """Per annotator key, the fitted vote weight (`CrowdBTFit.weight`)."""
+    return {a: float(fit.weight[i]) for i, a in enumerate(indexed.annotators)}

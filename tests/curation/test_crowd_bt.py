@@ -1,0 +1,228 @@
+"""Tests for curation.crowd_bt: the joint annotator model. Pure, no database."""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pytest
+
+from curation import consensus as C
+from curation import crowd_bt as CB
+from curation import graph as G
+
+
+@pytest.fixture(autouse=True)
+def _media_root():
+    """Shadows the suite-wide media fixture, which needs Django: these tests are pure."""
+
+
+def crowd_votes(
+    seed: int,
+    *,
+    prompts: int = 150,
+    candidates: int = 8,
+    per_prompt: int = 14,
+    flips: dict[int, float],
+    left_clickers: tuple[int, ...] = (),
+) -> tuple[list[tuple], dict[tuple[int, int], float]]:
+    """Pairwise votes on random prompts: annotator k flips a share ``flips[k]`` (0.5 =
+    random); a left clicker always picks the candidate shown first."""
+    rng = np.random.default_rng(seed)
+    annotators = list(flips) + list(left_clickers)
+    quality = {}
+    votes = []
+    for p in range(prompts):
+        q = rng.normal(size=candidates)
+        quality.update({(p, c): float(q[c]) for c in range(candidates)})
+        for _ in range(per_prompt):
+            a, b = (int(x) for x in rng.choice(candidates, 2, replace=False))
+            k = annotators[int(rng.integers(len(annotators)))]
+            a_wins = k in left_clickers or (q[a] > q[b]) != (rng.random() < flips[k])
+            winner, loser = ((p, a), (p, b)) if a_wins else ((p, b), (p, a))
+            votes.append((p, winner, loser, k, (p, a)))
+    return votes, quality
+
+
+def pairwise_accuracy(indexed: CB.Indexed, theta: np.ndarray, quality) -> float:
+    hits = []
+    for p, cands in enumerate(indexed.candidates):
+        for i, x in enumerate(cands):
+            for j, y in enumerate(cands[:i]):
+                truth = np.sign(quality[x] - quality[y])
+                pred = np.sign(theta[p, i] - theta[p, j])
+                hits.append(0.5 if pred == 0 else float(pred == truth))
+    return float(np.mean(hits))
+
+
+def test_it_fits_every_prompt_as_the_per_prompt_reference_does():
+    rng = np.random.default_rng(3)
+    wins = rng.integers(0, 3, size=(25, 7, 7)).astype(float) * rng.random((25, 7, 7))
+    wins[:, np.arange(7), np.arange(7)] = 0
+    wins[4] = 0  # a prompt without votes
+    wins[5, :, 3] = 0  # a candidate that never lost
+    wins[5, 3, :] = 0
+    wins[5, 3, 1] = 4.0
+    batched = CB.batched_bradley_terry(wins, 0.1)
+    for p in range(wins.shape[0]):
+        reference = G._fit_bradley_terry(wins[p], 0.1)
+        np.testing.assert_allclose(batched[p], reference, atol=1e-7)
+
+
+def test_it_matches_bradley_terry_scores_on_graphs_with_padding():
+    graphs = [
+        [("a", "b", 2.0), ("b", "c", 1.0), ("c", "a", 0.5)],
+        [("x", "y", 1.0)],
+        [("p", "q", 3.0), ("q", "r", 1.5), ("p", "r", 0.5), ("r", "s", 2.0), ("s", "p", 1.0)],
+    ]
+    width = 4
+    wins = np.zeros((len(graphs), width, width))
+    names = []
+    for p, arcs in enumerate(graphs):
+        nodes = sorted({n for u, v, _ in arcs for n in (u, v)})
+        names.append(nodes)
+        for u, v, w in arcs:
+            wins[p, nodes.index(u), nodes.index(v)] += w
+    theta = CB.batched_bradley_terry(wins, 0.1)
+    for p, arcs in enumerate(graphs):
+        graph = nx.DiGraph()
+        for u, v, w in arcs:
+            graph.add_edge(u, v, weight=w)
+        expected = G.bradley_terry_scores(graph, alpha=0.1)
+        for i, node in enumerate(names[p]):
+            assert theta[p, i] == pytest.approx(expected[node], abs=1e-7)
+        assert np.all(theta[p, len(names[p]) :] == 0)
+
+
+def test_it_computes_leave_one_out_margins_close_to_refitting_without_the_vote():
+    votes, _ = crowd_votes(0, prompts=20, flips={0: 0.1, 1: 0.3})
+    c = CB.index_comparisons(votes).comparisons
+    weight = np.where(c.annotator == 0, 0.9, 0.6)
+    theta = CB.batched_bradley_terry(CB.win_matrices(c, weight), 0.3)
+    approx = CB.loo_margins(c, theta, weight, 0.3)
+    exact = []
+    for i in range(len(c)):
+        w = weight.copy()
+        w[i] = 0
+        refit = CB.batched_bradley_terry(CB.win_matrices(c, w), 0.3)
+        exact.append(refit[c.prompt[i], c.winner[i]] - refit[c.prompt[i], c.loser[i]])
+    exact = np.array(exact)
+    in_sample = theta[c.prompt, c.winner] - theta[c.prompt, c.loser]
+    assert np.mean(np.abs(approx - exact)) < 0.02
+    # Leaving a vote out always lowers its winner's margin, and by a visible amount.
+    assert np.all(approx < in_sample)
+    assert np.mean(np.abs(in_sample - exact)) > 10 * np.mean(np.abs(approx - exact))
+
+
+def test_it_tells_careful_annotators_from_spammers():
+    flips = {k: 0.05 for k in range(8)} | {k: 0.5 for k in range(8, 16)}
+    votes, _ = crowd_votes(1, flips=flips)
+    indexed = CB.index_comparisons(votes)
+    fit = CB.fit_crowd_bt(indexed.comparisons)
+    eta = {a: fit.eta[i] for i, a in enumerate(indexed.annotators)}
+    careful = [eta[k] for k in range(8)]
+    spam = [eta[k] for k in range(8, 16)]
+    assert min(careful) > max(spam) + 0.15
+    assert np.mean(careful) > 0.75 and np.mean(spam) < 0.3
+    loo = {a: fit.loo_agreement[i] for i, a in enumerate(indexed.annotators)}
+    assert np.mean([loo[k] for k in range(8, 16)]) < 0.56 < np.mean([loo[k] for k in range(8)])
+
+
+def test_it_finds_an_annotator_who_clicks_the_first_answer():
+    flips = {k: 0.1 for k in range(6)}
+    votes, _ = crowd_votes(2, flips=flips, left_clickers=(99,))
+    indexed = CB.index_comparisons(votes)
+    fit = CB.fit_crowd_bt(indexed.comparisons)
+    clicker = indexed.annotators.index(99)
+    others = [i for i in range(len(indexed.annotators)) if i != clicker]
+    assert fit.pi[clicker] > 0.9
+    assert fit.eta[clicker] < 0.5
+    assert np.all(np.abs(fit.pi[others] - 0.5) < 0.15)
+
+
+def test_it_recovers_the_order_better_than_plain_bradley_terry_with_spammers():
+    flips = {k: 0.1 for k in range(5)} | {k: 0.5 for k in range(5, 15)}
+    votes, quality = crowd_votes(4, flips=flips, per_prompt=16)
+    indexed = CB.index_comparisons(votes)
+    c = indexed.comparisons
+    plain = CB.batched_bradley_terry(CB.win_matrices(c), 0.1)
+    fit = CB.fit_crowd_bt(c)
+    assert (
+        pairwise_accuracy(indexed, fit.theta, quality)
+        > pairwise_accuracy(indexed, plain, quality) + 0.01
+    )
+
+
+def test_it_uses_an_informative_reward_model_and_ignores_a_random_one():
+    flips = {k: 0.1 for k in range(6)}
+    votes, quality = crowd_votes(5, flips=flips, per_prompt=10)
+    indexed = CB.index_comparisons(votes)
+    fit = CB.fit_crowd_bt(indexed.comparisons)
+    rng = np.random.default_rng(0)
+    informative = {c: q + 0.5 * rng.normal() for c, q in quality.items()}
+    random_scores = {c: float(rng.normal()) for c in quality}
+    good = CB.with_score_prior(indexed.comparisons, fit, CB.scores_matrix(indexed, informative))
+    noise = CB.with_score_prior(indexed.comparisons, fit, CB.scores_matrix(indexed, random_scores))
+    assert good.used and good.beta > 0.5
+    assert pairwise_accuracy(indexed, good.theta, quality) > (
+        pairwise_accuracy(indexed, fit.theta, quality) + 0.03
+    )
+    assert good.agreement > 0.6
+    assert noise.beta < 0.1
+    assert (
+        abs(
+            pairwise_accuracy(indexed, noise.theta, quality)
+            - pairwise_accuracy(indexed, fit.theta, quality)
+        )
+        < 0.01
+    )
+
+
+def test_it_builds_joint_estimates_from_votes_and_skips_ties():
+    votes = []
+    n = 0
+    for prompt in range(30):
+        base = 100 * prompt
+        for evaluator, outcome in (("user:1", "a"), ("user:2", "a"), ("user:3", "tie")):
+            for a, b in ((base, base + 1), (base + 1, base + 2)):
+                n += 1
+                shown = (a, b) if n % 2 else (b, a)  # no slot pattern to explain them by
+                votes.append(
+                    C.Vote(
+                        n,
+                        n,
+                        prompt,
+                        evaluator,
+                        pair=(a, b),
+                        outcome=outcome,
+                        presented_order=shown,
+                    )
+                )
+        n += 1
+        votes.append(C.Vote(n, n, prompt, "user:4", ranking=((base + 2,), (base,), (base + 1,))))
+    joint = C.joint_estimates(votes)
+    assert joint is not None
+    assert set(joint.evaluators) == {"user:1", "user:2", "user:4"}
+    assert joint.evaluators["user:1"].n_votes == 60
+    assert joint.evaluators["user:1"].n_positioned == 60
+    assert joint.evaluators["user:4"].n_positioned == 0
+    assert joint.evaluators["user:4"].n_votes == 90
+    # Two concordant annotators outweigh the one who disagrees with them on every prompt.
+    assert joint.evaluators["user:1"].eta > joint.evaluators["user:4"].eta
+    scores = joint.scores[0]
+    assert scores[0] > scores[1] > scores[2]
+
+
+def test_it_ranks_by_the_given_strengths_and_lists_the_arcs_it_overrules():
+    votes = [
+        C.Vote(1, 1, 7, "user:1", pair=(1, 2), outcome="a"),
+        C.Vote(2, 2, 7, "user:1", pair=(2, 3), outcome="a"),
+        C.Vote(3, 3, 7, "user:2", pair=(3, 1), outcome="b"),
+    ]
+    consensus = C.prompt_consensus(7, votes, scores={1: 0.2, 2: 0.9, 3: -1.0})
+    assert consensus.ranking == [[2], [1], [3]]
+    assert [(u, v) for u, v, _ in consensus.removed_arcs] == [(1, 2)]
+    assert consensus.exact is False
+    agreeing = C.prompt_consensus(7, votes, scores={1: 2.0, 2: 1.0, 3: 0.0})
+    assert agreeing.ranking == [[1], [2], [3]]
+    assert agreeing.removed_arcs == ()
+    assert agreeing.exact is True
