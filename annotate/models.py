@@ -470,6 +470,12 @@ class ModelScore(models.Model):
     reward_model = models.ForeignKey(RewardModel, on_delete=models.CASCADE, related_name="scores")
     score = models.FloatField(null=True, blank=True)
     error = models.TextField(blank=True)
+    layout = models.CharField(
+        max_length=16,
+        blank=True,
+        help_text="packed (all candidates of the prompt in one row), isolated or separate",
+    )
+    note = models.TextField(blank=True, help_text="why the layout is not packed, if it is not")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

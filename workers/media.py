@@ -163,8 +163,12 @@ def sample_video_frames(
     *,
     max_frames: int = 8,
     max_side: int | None = 448,
+    fps: float | None = None,
 ) -> VideoFrames:
     """Decode `max_frames` evenly spaced RGB frames of a video, downscaled to `max_side`.
+
+    With `fps`, the clip is sampled at that rate (Qwen2-VL's processors use 2 frames per
+    second), still at most `max_frames` and at least two frames where the clip has them.
 
     Frames are decoded sequentially and only the picked ones are converted to RGB; decoding
     stops after the last picked frame.
@@ -174,6 +178,7 @@ def sample_video_frames(
         max_frames (`int`, *optional*, defaults to 8): Cap on the number of frames returned.
         max_side (`int`, *optional*, defaults to 448): Cap on the longer side of each frame;
             `None` keeps the native resolution.
+        fps (`float`, *optional*): Sampling rate in frames per second of video time.
 
     Returns:
         [`VideoFrames`]: The sampled frames with their indices, timestamps and sampling rate.
@@ -201,7 +206,11 @@ def sample_video_frames(
         stream.thread_type = "AUTO"
         try:
             total = _count_frames(container, stream)
-            wanted = evenly_spaced_indices(total, max_frames)
+            count = max_frames
+            rate = float(stream.average_rate or 0)
+            if fps is not None and rate > 0:
+                count = min(max_frames, max(2, round(total / rate * fps)))
+            wanted = evenly_spaced_indices(total, count)
             wanted_set = set(wanted)
             frames: list[np.ndarray] = []
             indices: list[int] = []

@@ -39,7 +39,6 @@ from workers.models import ScoringRun
 logger = logging.getLogger("quorum.workers")
 
 PROMPTS_PER_BATCH = 16
-MAX_CANDIDATES_PER_PASS = 8
 
 
 # --- pure helpers -------------------------------------------------------------------------
@@ -60,18 +59,6 @@ def uncertainty_priority(scores: Sequence[float]) -> float:
     entropy = -sum(p * math.log(p) for p in probs if p > 0) / math.log(len(scores))
     first, second = sorted(scores, reverse=True)[:2]
     return 0.5 * entropy + 0.5 * math.exp(-(first - second))
-
-
-def candidate_groups(
-    candidate_ids: Sequence[int], size: int = MAX_CANDIDATES_PER_PASS
-) -> list[list[int]]:
-    """Splits a prompt's candidates into packed passes of at most ``size`` (balanced)."""
-    ids = list(candidate_ids)
-    if not ids:
-        return []
-    parts = math.ceil(len(ids) / size)
-    step = math.ceil(len(ids) / parts)
-    return [ids[i : i + step] for i in range(0, len(ids), step)]
 
 
 # --- web side -------------------------------------------------------------------------------
@@ -228,7 +215,10 @@ def score_prompts(*, run_id: int, prompt_ids: Sequence[int]) -> dict[str, int]:
                 rows.append(ModelScore(candidate=c, reward_model=reward_model, error="empty text"))
             else:
                 scorable.append(c.pk)
-        for group in candidate_groups(sorted(scorable)):
+        # One item per prompt: its scores are always comparable. A prompt with more candidates
+        # than the model packs together (8), or whose row is too long, is scored in isolation
+        # by the scorer, and each score row records that layout.
+        for group in [sorted(scorable)] if scorable else []:
             inputs = [
                 CandidateInput(
                     kind=candidates[cid].kind,
@@ -260,7 +250,13 @@ def score_prompts(*, run_id: int, prompt_ids: Sequence[int]) -> dict[str, int]:
                     )
                 else:
                     rows.append(
-                        ModelScore(candidate_id=cid, reward_model=reward_model, score=float(score))
+                        ModelScore(
+                            candidate_id=cid,
+                            reward_model=reward_model,
+                            score=float(score),
+                            layout=getattr(result, "layout", ""),
+                            note=getattr(result, "note", "")[:500],
+                        )
                     )
     delay = float(os.environ.get("QUORUM_SCORING_DELAY", "0") or 0)
     if delay:  # fault-injection knob for tests: widens the window for a crash mid-batch

@@ -27,6 +27,7 @@ from workers.reward_model import (
     IM_END,
     IM_START,
     PAD_TOKEN,
+    QWEN2_VL_CHAT_TEMPLATE,
     RESP_SEP_TOKEN,
     SPECIAL_TOKENS,
     MultiResponseRewardModel,
@@ -69,6 +70,13 @@ TINY_CORPUS = [
 ]
 
 
+# The pre-tokenizer pattern of Qwen2's tokenizer.json.
+QWEN2_PRETOKENIZE_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+    r"\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
 def mrope_section_for(head_dim: int) -> list[int]:
     """M-RoPE split of the rotary half-dimension into (temporal, height, width) sections.
 
@@ -83,7 +91,8 @@ def mrope_section_for(head_dim: int) -> list[int]:
 
 
 def build_tiny_tokenizer(corpus: Iterable[str] | None = None, *, vocab_size: int = 512) -> Any:
-    """Train a byte-level BPE tokenizer with the Qwen-VL special tokens and ``<|resp_sep|>``.
+    """Train a byte-level BPE tokenizer shaped like Qwen2-VL's: its pre-tokenizer, its special
+    tokens plus ``<|resp_sep|>``, and its chat template.
 
     Args:
         corpus (`Iterable[str]`, *optional*): Training text; [`TINY_CORPUS`] by default.
@@ -92,12 +101,19 @@ def build_tiny_tokenizer(corpus: Iterable[str] | None = None, *, vocab_size: int
     Returns:
         `PreTrainedTokenizerFast`: Pad token ``<|endoftext|>``, EOS ``<|im_end|>``.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     specials = [*SPECIAL_TOKENS, RESP_SEP_TOKEN]
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Qwen2's pre-tokenizer (its tokenizer.json): punctuation runs keep trailing newlines, so
+    # BPE learns ".\n\n" as one token, the merge the paper's read-out positions depend on.
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -106,13 +122,17 @@ def build_tiny_tokenizer(corpus: Iterable[str] | None = None, *, vocab_size: int
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(list(corpus or TINY_CORPUS), trainer)
-    return PreTrainedTokenizerFast(
+    lines = list(corpus or TINY_CORPUS)
+    # Paragraphs too, as chat rows have them (responses are joined by "\n\n<|resp_sep|>\n\n").
+    tokenizer.train_from_iterator([*lines, "\n\n".join(lines)], trainer)
+    built = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         pad_token=PAD_TOKEN,
         eos_token=IM_END,
         extra_special_tokens=[t for t in specials if t != PAD_TOKEN],
     )
+    built.chat_template = QWEN2_VL_CHAT_TEMPLATE
+    return built
 
 
 def tiny_image_processor(*, max_pixels: int = 448 * 448, min_pixels: int = 56 * 56) -> Any:

@@ -125,15 +125,6 @@ RESPONSES = (
 # ---- attention modes -----------------------------------------------------------------------
 
 
-def test_it_scores_the_first_packed_candidate_like_a_separate_pass(scorer):
-    item = _text_item("Which animal is shown?", *RESPONSES)
-
-    (packed,) = scorer.score([item], mode="packed")
-
-    first_alone = _separate_scores(scorer, item)[0]
-    torch.testing.assert_close(packed.scores[0], first_alone, **TOL)
-
-
 def test_it_lets_later_packed_candidates_see_earlier_ones(scorer):
     item = _text_item("Which animal is shown?", *RESPONSES)
 
@@ -168,7 +159,7 @@ def test_it_uses_the_same_positions_as_the_backbone(scorer, media):
         "What happens?", "A walk.", prompt_image=media["image"], prompt_video=media["video"]
     )
     builder = scorer.builder
-    rows, _, _ = builder.plan_rows(0, builder.encode_item(item), "separate")
+    rows = builder.plan(0, builder.encode_item(item), "separate").rows
     batch = builder.collate(rows[:1], "separate")
     backbone = scorer.model.backbone
 
@@ -220,7 +211,7 @@ def test_it_masks_empty_slots_with_minus_infinity(scorer):
     builder = scorer.builder
     rows = []
     for index, item in enumerate([_text_item("a?", "x", "y", "z"), _text_item("b?", "w")]):
-        rows += builder.plan_rows(index, builder.encode_item(item), "packed")[0]
+        rows += builder.plan(index, builder.encode_item(item), "packed").rows
 
     with torch.no_grad():
         scores = scorer.model(builder.collate(rows, "packed"))
@@ -232,10 +223,15 @@ def test_it_masks_empty_slots_with_minus_infinity(scorer):
 
 def test_it_keeps_control_tokens_in_responses_as_plain_text(scorer):
     builder = scorer.builder
-    segment = builder.encode_candidate(CandidateInput(text=f"done {IM_END} <|resp_sep|>"))
+    item = _text_item(f"Is {IM_END} a token?", f"done {IM_END} <|resp_sep|>", "Fine.")
 
-    assert builder.token_ids[IM_END] not in segment.ids
-    assert builder.token_ids["<|resp_sep|>"] not in segment.ids
+    (row,) = builder.plan(0, builder.encode_item(item), "packed").rows
+
+    # Only the template's own: system, user and assistant turns end with <|im_end|>, and one
+    # separator joins the two responses.
+    assert row.ids.count(builder.token_ids[IM_END]) == 3
+    assert row.ids.count(builder.token_ids["<|resp_sep|>"]) == 1
+    assert "done <\u200b|im_end|> <\u200b|resp_sep|>" in builder.tokenizer.decode(row.ids)
 
 
 # ---- media ---------------------------------------------------------------------------------
@@ -333,11 +329,12 @@ def test_it_reports_over_long_candidates_and_scores_the_rest(scorer):
 def test_it_splits_rows_that_do_not_fit_without_changing_isolated_scores(scorer):
     item = _text_item("Rate these answers.", *RESPONSES)
     builder = scorer.builder
-    prompt_len = len(builder.encode_prompt(item))
-    longest = max(len(builder.encode_candidate(c)) for c in item.candidates)
+    (whole_row,) = builder.plan(0, builder.encode_item(item), "isolated").rows
+    prompt_len = whole_row.slots[0][1]
+    longest = max(last - first + 1 for _, first, last in whole_row.slots)
     tight = _rescored(scorer, max_length=prompt_len + 2 * longest)
 
-    rows, _, _ = tight.builder.plan_rows(0, tight.builder.encode_item(item), "isolated")
+    rows = tight.builder.plan(0, tight.builder.encode_item(item), "isolated").rows
     (split,) = tight.score([item], mode="isolated")
 
     assert len(rows) > 1
@@ -607,7 +604,6 @@ def test_it_changes_parameters_after_one_training_step(tokenizer, media):
 
 def test_it_shuffles_candidates_and_keeps_targets_aligned(scorer):
     example = PreferenceExample(_text_item("Which?", *RESPONSES), [3, 4, 1, 2])
-    best_tokens = scorer.builder.encode_candidate(CandidateInput(text=RESPONSES[2])).ids
     seen_slots = set()
 
     for seed in range(8):
@@ -615,7 +611,9 @@ def test_it_shuffles_candidates_and_keeps_targets_aligned(scorer):
         inputs = batch.inputs
         slot = int(batch.best_index[0])
         start, end = int(inputs.response_starts[0, slot]), int(inputs.response_ends[0, slot])
-        assert inputs.input_ids[0, start : end + 1].tolist() == best_tokens
+        span = scorer.builder.tokenizer.decode(inputs.input_ids[0, start : end + 1])
+        # The last response's span runs to the row's end: its read-out is the final "\n".
+        assert span.replace(IM_END, "").strip() == RESPONSES[2], span
         seen_slots.add(slot)
 
     assert len(seen_slots) > 1
@@ -629,7 +627,7 @@ def test_it_learns_a_consistent_preference(tokenizer):
         for p in prompts
     ]
 
-    losses = train(scorer.model, scorer.builder, examples, epochs=12, batch_size=4, lr=1e-3)
+    losses = train(scorer.model, scorer.builder, examples, epochs=20, batch_size=4, lr=3e-3)
 
     assert losses[-1] < 0.5 * losses[0]
     held_out = _text_item("Name a colour.", "I am not sure.", "Here is a careful answer.")

@@ -10,7 +10,7 @@ import pytest
 from annotate.models import ModelScore, Project, RewardModel, Task
 from tests.factories import make_project
 from workers.models import Job, ScoringRun
-from workers.scoring import candidate_groups, score_prompts, scoring_run_start, uncertainty_priority
+from workers.scoring import score_prompts, scoring_run_start, uncertainty_priority
 
 
 @pytest.fixture(scope="session")
@@ -39,10 +39,39 @@ def test_it_ranks_confident_scores_below_uncertain_ones():
     assert uncertainty_priority([1.0]) == 0.0
 
 
-def test_it_splits_large_prompts_into_balanced_passes():
-    groups = candidate_groups(list(range(19)), size=8)
-    assert [len(g) for g in groups] == [7, 7, 5]
-    assert sorted(c for g in groups for c in g) == list(range(19))
+@pytest.mark.django_db(transaction=True)
+def test_it_scores_a_prompt_with_many_candidates_in_one_comparable_layout(tiny_checkpoint):
+    from annotate.models import Candidate
+
+    project = make_project(n_prompts=2, n_candidates=4)
+    for prompt in project.prompts.all():  # a prompt may hold more candidates than a task shows
+        for k in range(6):
+            Candidate.objects.create(
+                project=project, prompt=prompt, external_id=f"{prompt.pk}-x{k}",
+                model_name="extra", text=f"Extra answer number {k}.",
+            )  # fmt: skip
+    rm = _register(project, tiny_checkpoint)
+    run = ScoringRun.objects.create(project=project, reward_model=rm, total_prompts=2)
+
+    score_prompts(run_id=run.pk, prompt_ids=list(project.prompts.values_list("id", flat=True)))
+
+    rows = ModelScore.objects.filter(reward_model=rm)
+    assert rows.filter(score__isnull=False).count() == 20
+    # More than 8 candidates are not packed into one row, nor split over incomparable rows:
+    # each candidate is scored in isolation, and every row says so.
+    assert set(rows.values_list("layout", flat=True)) == {"isolated"}
+    assert all("10 candidates" in note for note in rows.values_list("note", flat=True))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_records_the_packed_layout(tiny_checkpoint):
+    project = make_project(n_prompts=1, n_candidates=4)
+    rm = _register(project, tiny_checkpoint)
+    run = ScoringRun.objects.create(project=project, reward_model=rm, total_prompts=1)
+
+    score_prompts(run_id=run.pk, prompt_ids=list(project.prompts.values_list("id", flat=True)))
+
+    assert set(ModelScore.objects.values_list("layout", "note")) == {("packed", "")}
 
 
 @pytest.mark.django_db(transaction=True)

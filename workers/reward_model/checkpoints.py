@@ -375,8 +375,48 @@ def _load_seed_layout(
             raise CheckpointError(
                 path / "preprocessor_config.json", f"cannot load the image processor ({exc})"
             ) from exc
+    limits = {**_video_limits(path), **limits}
+    if not getattr(tokenizer, "chat_template", None):
+        template = _processor_chat_template(path)
+        if template:
+            limits.setdefault("chat_template", template)
     try:
         builder = RewardInputBuilder.for_model(model, tokenizer, image_processor, **limits)
     except ValueError as exc:
         raise CheckpointError(path / "tokenizer.json", str(exc)) from exc
     return RewardScorer(model, builder, device=device)
+
+
+def _video_limits(path: Path) -> dict[str, Any]:
+    """Video sampling from ``video_preprocessor_config.json`` (fps, max_frames, size)."""
+    config_file = path / "video_preprocessor_config.json"
+    if not config_file.is_file():
+        return {}
+    data = _read_json(config_file)
+    limits: dict[str, Any] = {}
+    size = data.get("size") if isinstance(data.get("size"), dict) else {}
+    pixels = size.get("longest_edge") or data.get("max_pixels")
+    if pixels:
+        limits["video_max_pixels"] = int(pixels)
+    if data.get("fps"):
+        limits["video_fps"] = float(data["fps"])
+    if data.get("max_frames"):
+        limits["max_frames"] = int(data["max_frames"])
+    for name, value in limits.items():
+        if value <= 0:
+            raise CheckpointError(config_file, f"{name} must be positive, got {value}")
+    return limits
+
+
+def _processor_chat_template(path: Path) -> str | None:
+    """A processor-level chat template (``chat_template.json`` or ``.jinja``), if any."""
+    jinja = path / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text()
+    json_file = path / "chat_template.json"
+    if json_file.is_file():
+        template = _read_json(json_file).get("chat_template")
+        if not isinstance(template, str):
+            raise CheckpointError(json_file, "expected a string under 'chat_template'")
+        return template
+    return None

@@ -27,12 +27,14 @@ from workers.reward_model.records import (
     DEFAULT_IMAGE_MAX_PIXELS,
     DEFAULT_MAX_FRAMES,
     DEFAULT_MAX_LENGTH,
+    DEFAULT_MAX_PACKED_CANDIDATES,
     DEFAULT_MIN_PIXELS,
+    DEFAULT_VIDEO_FPS,
     DEFAULT_VIDEO_MAX_PIXELS,
     IMAGE_PAD,
+    OVERFLOW_POLICIES,
     PAD_TOKEN,
-    PROMPT_PREFIX,
-    PROMPT_SUFFIX,
+    QWEN2_VL_CHAT_TEMPLATE,
     RESP_SEP_TOKEN,
     RESPONSE_SEPARATOR,
     SPECIAL_TOKENS,
@@ -149,33 +151,61 @@ class _Visual:
 
 
 @dataclass
-class _Segment:
-    ids: list[int]
-    visuals: list[_Visual] = field(default_factory=list)
+class _Candidate:
+    """A candidate ready for a row: its assistant-turn text and the visuals it stands for."""
 
-    def __len__(self) -> int:
-        return len(self.ids)
+    body: str
+    visuals: list[_Visual] = field(default_factory=list)
 
 
 @dataclass
 class _EncodedItem:
-    prompt: _Segment | None
-    candidates: list[_Segment | None]
+    """An item with its media decoded (tokenisation happens per row, on the whole string)."""
+
+    prompt_text: str
+    prompt_visuals: list[_Visual]
+    candidates: list[_Candidate | None]
     error: str | None
     candidate_errors: list[str | None]
 
 
 @dataclass
 class _Row:
+    """One sequence sent through the model.
+
+    Attributes:
+        item_index: The item the row scores.
+        ids: Token ids, visual placeholders expanded.
+        segments: Per token, -1 for the prompt (system + user turn + assistant header) and the
+            slot number for the tokens of candidate slot k (its separator or closing included).
+        visuals: Visuals in order of appearance.
+        slots: Per slot, (candidate index in the item, first token, read-out token).
+    """
+
     item_index: int
-    prompt: _Segment
-    candidates: list[tuple[int, _Segment]]  # (candidate index in the item, segment)
-    separator: list[int]
+    ids: list[int]
+    segments: list[int]
+    visuals: list[_Visual]
+    slots: list[tuple[int, int, int]]
 
     @property
     def length(self) -> int:
-        body = sum(len(seg) for _, seg in self.candidates)
-        return len(self.prompt) + body + len(self.separator) * (len(self.candidates) - 1)
+        return len(self.ids)
+
+    @property
+    def candidates(self) -> list[int]:
+        return [candidate for candidate, _, _ in self.slots]
+
+
+@dataclass
+class _Plan:
+    """How one item is scored: its rows, and what the result must say about them."""
+
+    rows: list[_Row]
+    error: str | None = None
+    candidate_errors: dict[int, str] = field(default_factory=dict)
+    layout: str = ""
+    note: str = ""
 
 
 def _media_error_text(exc: Exception) -> str:
@@ -185,21 +215,49 @@ def _media_error_text(exc: Exception) -> str:
     return f"{exc.__class__.__name__}: {exc}"
 
 
+def _processor_size(processor: Any, key: str) -> int | None:
+    size = getattr(processor, "size", None) or {}
+    value = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+    return int(value) if value else None
+
+
 class RewardInputBuilder:
-    """Turns [`ScoringItem`]s into [`RewardBatch`]es for a Qwen2-VL-family backbone.
+    """Turns [`ScoringItem`]s into [`RewardBatch`]es laid out as the paper trains its head.
+
+    A packed row is the checkpoint's chat template applied to a user turn (images, then video,
+    then the prompt text) and an assistant turn holding the N responses joined by
+    ``"\\n\\n<|resp_sep|>\\n\\n"``, rendered without a generation prompt (so the turn is
+    closed with ``<|im_end|>\\n``) and **tokenised as one string** (BPE merges across the
+    boundaries: ``".\\n\\n"`` is one token). Read-out (``resp_repr_mode="last"``): response
+    k < N at the token just before the k-th ``<|resp_sep|>``, response N at the row's final
+    token. An image or video candidate's text is ``<|vision_start|><|image_pad|><|vision_end|>``
+    (expanded to its visual tokens) followed by its caption.
+
+    Isolated rows put each candidate after one shared prompt as if it were the only response
+    (the paper's N=1 layout, read at the final ``\\n``), with a mask and restarted positions:
+    every score equals a separate pass. It is off-distribution for checkpoints trained packed.
 
     Args:
         tokenizer (`PreTrainedTokenizerBase`): Must know the Qwen-VL special tokens and
             ``<|resp_sep|>``.
         image_processor (`Qwen2VLImageProcessorPil`, *optional*): Used for images; built with
             default settings when omitted.
+        chat_template (`str`, *optional*): Jinja chat template; the tokenizer's own when omitted,
+            else Qwen2-VL's ([`QWEN2_VL_CHAT_TEMPLATE`]).
         model_type (`str`): ``"qwen2_vl"`` or ``"qwen2_5_vl"`` (affects video positions).
         patch_size, temporal_patch_size, merge_size (`int`): Vision geometry of the backbone.
         tokens_per_second (`float`, *optional*): Qwen2.5-VL's temporal position scale.
-        max_length (`int`): Longest row (prompt + candidates) sent through the model.
-        image_max_pixels, video_max_pixels, min_pixels (`int`): Pixel budgets (per frame for
-            video); they cap the visual token count.
-        max_frames (`int`): Frames sampled per video.
+        max_length (`int`): Longest row sent through the model.
+        image_max_pixels, min_pixels (`int`, *optional*): Image budget; the image processor's
+            ``size`` (the checkpoint's ``preprocessor_config.json``) when omitted.
+        video_max_pixels (`int`, *optional*): Per-frame budget; the video processor config's,
+            else transformers' Qwen2-VL default.
+        max_frames (`int`, *optional*), video_fps (`float`, *optional*): Frames are sampled at
+            `video_fps` (2 for Qwen2-VL) up to `max_frames`.
+        overflow (`str`): What packed scoring does with an item whose row exceeds `max_length`
+            or that has more than `max_packed_candidates` candidates: ``"isolated"`` scores each
+            candidate in isolation, ``"drop"`` keeps the leading responses that fit and reports
+            the rest as dropped (the paper's rule). The result always says which.
     """
 
     def __init__(
@@ -207,16 +265,21 @@ class RewardInputBuilder:
         tokenizer: Any,
         image_processor: Any | None = None,
         *,
+        chat_template: str | None = None,
         model_type: str = "qwen2_vl",
         patch_size: int = 14,
         temporal_patch_size: int = 2,
         merge_size: int = 2,
         tokens_per_second: float | None = None,
         max_length: int = DEFAULT_MAX_LENGTH,
-        image_max_pixels: int = DEFAULT_IMAGE_MAX_PIXELS,
-        video_max_pixels: int = DEFAULT_VIDEO_MAX_PIXELS,
-        min_pixels: int = DEFAULT_MIN_PIXELS,
-        max_frames: int = DEFAULT_MAX_FRAMES,
+        image_max_pixels: int | None = None,
+        video_max_pixels: int | None = None,
+        min_pixels: int | None = None,
+        max_frames: int | None = None,
+        video_fps: float | None = None,
+        video_processor: Any | None = None,
+        overflow: str = "isolated",
+        max_packed_candidates: int = DEFAULT_MAX_PACKED_CANDIDATES,
     ) -> None:
         if image_processor is None:
             from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
@@ -238,27 +301,53 @@ class RewardInputBuilder:
                 f"image processor geometry (patch, temporal patch, merge) {geometry} does not "
                 f"match the model's {(patch_size, temporal_patch_size, merge_size)}"
             )
+        if overflow not in OVERFLOW_POLICIES:
+            raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, got {overflow!r}")
         self.tokenizer = tokenizer
         self.image_processor = image_processor
+        self.chat_template = (
+            chat_template or getattr(tokenizer, "chat_template", None) or QWEN2_VL_CHAT_TEMPLATE
+        )
         self.model_type = model_type
         self.patch_size = patch_size
         self.temporal_patch_size = temporal_patch_size
         self.merge_size = merge_size
         self.tokens_per_second = tokens_per_second
         self.max_length = max_length
-        self.image_max_pixels = image_max_pixels
-        self.video_max_pixels = video_max_pixels
-        self.min_pixels = min_pixels
-        self.max_frames = max_frames
+        self.image_max_pixels = (
+            image_max_pixels
+            or _processor_size(image_processor, "longest_edge")
+            or DEFAULT_IMAGE_MAX_PIXELS
+        )
+        self.min_pixels = (
+            min_pixels or _processor_size(image_processor, "shortest_edge") or DEFAULT_MIN_PIXELS
+        )
+        self.video_max_pixels = (
+            video_max_pixels
+            or _processor_size(video_processor, "longest_edge")
+            or DEFAULT_VIDEO_MAX_PIXELS
+        )
+        self.max_frames = (
+            max_frames or getattr(video_processor, "max_frames", None) or (DEFAULT_MAX_FRAMES)
+        )
+        self.video_fps = video_fps or getattr(video_processor, "fps", None) or DEFAULT_VIDEO_FPS
+        self.overflow = overflow
+        self.max_packed_candidates = max_packed_candidates
         self.token_ids = self._special_token_ids(tokenizer)
         self.pad_id = (
             self.token_ids[PAD_TOKEN]
             if tokenizer.pad_token_id is None
             else int(tokenizer.pad_token_id)
         )
-        self._prefix = self._template_ids(PROMPT_PREFIX)
-        self._suffix = self._template_ids(PROMPT_SUFFIX)
-        self.separator = self._template_ids(RESPONSE_SEPARATOR)
+        self.sep_id = self.token_ids[RESP_SEP_TOKEN]
+        # Control-token literals typed by users are defused before rendering (see _plain).
+        self._control_literals = sorted(
+            {str(t) for t in getattr(tokenizer, "all_special_tokens", [])}
+            | set(SPECIAL_TOKENS)
+            | {RESP_SEP_TOKEN},
+            key=len,
+            reverse=True,
+        )
 
     @classmethod
     def for_model(
@@ -314,17 +403,62 @@ class RewardInputBuilder:
             ids[token] = int(encoded[0])
         return ids
 
-    def _template_ids(self, text: str) -> list[int]:
-        # Our own template text: special tokens in it are meant as control tokens.
+    def _plain(self, text: str) -> str:
+        """User text with control-token literals defused (a zero-width space after ``<``).
+
+        The paper tokenises the rendered string whole, so a literal ``<|resp_sep|>`` or
+        ``<|im_end|>`` typed by a user would become a control token and shift every read-out.
+        """
+        if "<|" not in text:
+            return text
+        for literal in self._control_literals:
+            if literal in text:
+                text = text.replace(literal, literal[0] + "\u200b" + literal[1:])
+        return text
+
+    def _tokenise(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def _user_text_ids(self, text: str) -> list[int]:
-        # User/annotator text: split_special_tokens makes a literal "<|im_end|>" plain text.
-        if not text:
-            return []
-        return list(
-            self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    def _messages(self, item: _EncodedItem, bodies: Sequence[str] | None) -> list[dict]:
+        user: list[dict[str, Any]] = [{"type": visual.kind} for visual in item.prompt_visuals]
+        user.append({"type": "text", "text": item.prompt_text})
+        messages: list[dict[str, Any]] = [{"role": "user", "content": user}]
+        if bodies is not None:
+            text = RESPONSE_SEPARATOR.join(bodies)
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": text}]})
+        return messages
+
+    def render(self, item: _EncodedItem, bodies: Sequence[str] | None) -> str:
+        """The chat-template string of a row; with `bodies` None, the prompt up to the
+        assistant header (the generation prompt)."""
+        return self.tokenizer.apply_chat_template(
+            self._messages(item, bodies),
+            chat_template=self.chat_template,
+            tokenize=False,
+            add_generation_prompt=bodies is None,
         )
+
+    def _expand(self, ids: list[int], visuals: Sequence[_Visual]) -> list[int]:
+        """Replace each image/video placeholder by its visual's token count."""
+        image_id, video_id = self.token_ids[IMAGE_PAD], self.token_ids[VIDEO_PAD]
+        out: list[int] = []
+        pending = iter(visuals)
+        found = 0
+        for token in ids:
+            if token in (image_id, video_id):
+                visual = next(pending, None)
+                found += 1
+                kind = "image" if token == image_id else "video"
+                if visual is None or visual.kind != kind:
+                    raise ValueError(f"the rendered row has an unexpected {kind} placeholder")
+                out += [token] * visual.num_tokens
+            else:
+                out.append(token)
+        if found != len(visuals):
+            raise ValueError(
+                f"the chat template placed {found} media placeholders for {len(visuals)} media"
+            )
+        return out
 
     # -- media ------------------------------------------------------------------------------
 
@@ -342,12 +476,16 @@ class RewardInputBuilder:
         return _Visual("image", out["pixel_values"], grid, self.merge_size)  # type: ignore[arg-type]
 
     def encode_video(self, video: MediaRef | VideoFrames) -> _Visual:
-        """Sample (if a path) and patchify a video; raises `MediaError` for unreadable files."""
+        """Sample (if a path) and patchify a video; raises `MediaError` for unreadable files.
+
+        Frames are sampled at the processor's rate (`video_fps`) up to `max_frames`.
+        """
         if not isinstance(video, VideoFrames):
             video = sample_video_frames(
                 video,
                 max_frames=self.max_frames,
                 max_side=int(2 * math.sqrt(self.video_max_pixels)) + 28,
+                fps=self.video_fps,
             )
         pixel_values, grid = patchify_video_frames(
             video.frames,
@@ -364,36 +502,14 @@ class RewardInputBuilder:
             interval = self.tokens_per_second * self.temporal_patch_size / max(video.fps, 1e-6)
         return _Visual("video", pixel_values, grid, self.merge_size, interval)
 
-    def _vision_block(self, visual: _Visual) -> list[int]:
-        pad = self.token_ids[IMAGE_PAD if visual.kind == "image" else VIDEO_PAD]
-        return [
-            self.token_ids[VISION_START],
-            *([pad] * visual.num_tokens),
-            self.token_ids[VISION_END],
-        ]
-
     # -- items ------------------------------------------------------------------------------
 
-    def encode_prompt(self, item: ScoringItem) -> _Segment:
-        """Chat-formatted prompt segment with its visual placeholders."""
-        ids = list(self._prefix)
-        visuals = []
-        if item.prompt_image is not None:
-            visuals.append(self.encode_image(item.prompt_image))
-        if item.prompt_video is not None:
-            visuals.append(self.encode_video(item.prompt_video))
-        for visual in visuals:
-            ids += self._vision_block(visual)
-        ids += self._user_text_ids(item.prompt_text) + self._suffix
-        return _Segment(ids, visuals)
-
-    def encode_candidate(self, candidate: CandidateInput) -> _Segment:
-        """Response segment: text tokens, or visual tokens followed by an optional caption."""
+    def encode_candidate(self, candidate: CandidateInput) -> _Candidate:
+        """A candidate's assistant-turn text (and visuals for image/video candidates)."""
         if candidate.kind == "text":
-            ids = self._user_text_ids(candidate.text)
-            if not ids:
+            if not candidate.text.strip():
                 raise ValueError("empty response text")
-            return _Segment(ids)
+            return _Candidate(self._plain(candidate.text))
         if candidate.kind not in ("image", "video"):
             raise ValueError(f"unknown candidate kind {candidate.kind!r}")
         source = candidate.media if candidate.media is not None else candidate.path
@@ -401,22 +517,29 @@ class RewardInputBuilder:
             raise ValueError(f"{candidate.kind} candidate has neither path nor media")
         if candidate.kind == "image":
             visual = self.encode_image(source)  # type: ignore[arg-type]
+            pad = IMAGE_PAD
         else:
             visual = self.encode_video(source)  # type: ignore[arg-type]
-        return _Segment(self._vision_block(visual) + self._user_text_ids(candidate.text), [visual])
+            pad = VIDEO_PAD
+        body = f"{VISION_START}{pad}{VISION_END}{self._plain(candidate.text)}"
+        return _Candidate(body, [visual])
 
     def encode_item(self, item: ScoringItem) -> _EncodedItem:
-        """Encode an item, capturing media/text failures per item and per candidate."""
+        """Decode an item's media, capturing failures per item and per candidate."""
         count = len(item.candidates)
+        text = self._plain(item.prompt_text)
         if count == 0:
-            return _EncodedItem(None, [], "item has no candidates", [])
+            return _EncodedItem(text, [], [], "item has no candidates", [])
         try:
-            prompt = self.encode_prompt(item)
+            visuals = []
+            if item.prompt_image is not None:
+                visuals.append(self.encode_image(item.prompt_image))
+            if item.prompt_video is not None:
+                visuals.append(self.encode_video(item.prompt_video))
         except (MediaError, ValueError, OSError) as exc:
-            return _EncodedItem(
-                None, [None] * count, f"prompt: {_media_error_text(exc)}", [None] * count
-            )
-        candidates: list[_Segment | None] = []
+            error = f"prompt: {_media_error_text(exc)}"
+            return _EncodedItem(text, [], [None] * count, error, [None] * count)
+        candidates: list[_Candidate | None] = []
         errors: list[str | None] = []
         for candidate in item.candidates:
             try:
@@ -425,56 +548,152 @@ class RewardInputBuilder:
             except (MediaError, ValueError, OSError) as exc:
                 candidates.append(None)
                 errors.append(_media_error_text(exc))
-        return _EncodedItem(prompt, candidates, None, errors)
+        return _EncodedItem(text, visuals, candidates, None, errors)
 
-    # -- rows and batches -------------------------------------------------------------------
+    # -- rows -------------------------------------------------------------------------------
 
-    def plan_rows(
-        self, item_index: int, encoded: _EncodedItem, mode: AttentionMode
-    ) -> tuple[list[_Row], str | None, dict[int, str]]:
-        """Lay out an encoded item as rows within `max_length`.
+    def _prompt_ids(self, item: _EncodedItem) -> tuple[list[int], list[int]]:
+        """(raw ids, expanded ids) of the prompt: system + user turn + assistant header."""
+        raw = self._tokenise(self.render(item, None))
+        return raw, self._expand(raw, item.prompt_visuals)
 
-        In packed/isolated mode all candidates share one row when they fit; otherwise they are
-        split greedily over several rows, each repeating the prompt. Isolated scores do not
-        change by splitting; packed scores of later candidates then see fewer earlier ones.
+    def packed_row(self, item_index: int, item: _EncodedItem, order: Sequence[int]) -> _Row:
+        """All candidates in `order` in one assistant turn, read out as the paper does."""
+        candidates = [item.candidates[i] for i in order]
+        if any(c is None for c in candidates):
+            raise ValueError("packed_row needs encoded candidates")
+        text = self.render(item, [c.body for c in candidates])  # type: ignore[union-attr]
+        raw = self._tokenise(text)
+        prompt_raw, prompt_ids = self._prompt_ids(item)
+        # The response region starts where the whole-string tokens leave the prompt's (BPE
+        # can merge across the boundary, so compare tokens, not lengths).
+        shared = 0
+        for a, b in zip(raw, prompt_raw, strict=False):
+            if a != b:
+                break
+            shared += 1
+        visuals = [*item.prompt_visuals, *(v for c in candidates for v in c.visuals)]  # type: ignore[union-attr]
+        ids = self._expand(raw, visuals)
+        start = shared + (len(prompt_ids) - len(prompt_raw))
+        seps = [i for i in range(start, len(ids)) if ids[i] == self.sep_id]
+        if len(seps) != len(order) - 1:
+            raise ValueError(
+                f"found {len(seps)} {RESP_SEP_TOKEN} tokens for {len(order)} responses"
+            )
+        starts = [start, *(s + 1 for s in seps)]
+        ends = [*(s - 1 for s in seps), len(ids) - 1]
+        segments = [_PROMPT_SEGMENT] * start
+        bounds = [*starts[1:], len(ids)]
+        for slot, (first, stop) in enumerate(zip(starts, bounds, strict=True)):
+            segments += [slot] * (stop - first)
+        slots = [(order[k], starts[k], ends[k]) for k in range(len(order))]
+        return _Row(item_index, ids, segments, visuals, slots)
 
-        Returns:
-            rows, an item-level error (or `None`), and candidate errors by index.
+    def _isolated_tail(self, item: _EncodedItem, index: int, prompt_raw: list[int]) -> list[int]:
+        """Tokens after the prompt of the one-response row of candidate `index` (unexpanded)."""
+        body = item.candidates[index].body  # type: ignore[union-attr]
+        raw = self._tokenise(self.render(item, [body]))
+        if raw[: len(prompt_raw)] == prompt_raw:
+            return raw[len(prompt_raw) :]
+        # BPE merged across the prompt/response boundary: tokenise the tail on its own.
+        text = self.render(item, [body])
+        return self._tokenise(text[len(self.render(item, None)) :])
+
+    def isolated_row(self, item_index: int, item: _EncodedItem, indices: Sequence[int]) -> _Row:
+        """One shared prompt, then each candidate laid out as the only response."""
+        prompt_raw, ids = self._prompt_ids(item)
+        visuals = list(item.prompt_visuals)
+        segments = [_PROMPT_SEGMENT] * len(ids)
+        slots = []
+        for slot, index in enumerate(indices):
+            candidate = item.candidates[index]
+            tail = self._expand(self._isolated_tail(item, index, prompt_raw), candidate.visuals)  # type: ignore[union-attr]
+            slots.append((index, len(ids), len(ids) + len(tail) - 1))
+            ids = ids + tail
+            segments += [slot] * len(tail)
+            visuals += candidate.visuals  # type: ignore[union-attr]
+        return _Row(item_index, ids, segments, visuals, slots)
+
+    def plan(self, item_index: int, item: _EncodedItem, mode: AttentionMode) -> _Plan:
+        """Lay out an encoded item as rows within `max_length`, saying how.
+
+        Packed: one row with every candidate. When it is longer than `max_length`, or holds
+        more than `max_packed_candidates`, `overflow` decides: ``"isolated"`` (each candidate
+        scored as if alone, still comparable with each other) or ``"drop"`` (the leading
+        candidates that fit, the rest reported as dropped). Isolated rows are split over
+        several rows when needed, which does not change their scores.
         """
+        if item.error is not None:
+            return _Plan([], error=item.error)
+        usable = [i for i, c in enumerate(item.candidates) if c is not None]
+        if not usable:
+            return _Plan([], layout=mode)
+        if mode == "packed":
+            too_many = len(usable) > self.max_packed_candidates
+            row = None if too_many else self.packed_row(item_index, item, usable)
+            if row is not None and row.length <= self.max_length:
+                return _Plan([row], layout="packed")
+            reason = (
+                f"{len(usable)} candidates, over the {self.max_packed_candidates} packed together"
+                if too_many
+                else f"the packed row is {row.length} tokens, over max_length {self.max_length}"  # type: ignore[union-attr]
+            )
+            if self.overflow == "drop":
+                return self._plan_dropped(item_index, item, usable, reason)
+            plan = self.plan(item_index, item, "isolated")
+            plan.note = f"{reason}: each candidate scored in isolation"
+            return plan
+        prompt_raw, prompt_ids = self._prompt_ids(item)
+        if len(prompt_ids) >= self.max_length:
+            return _Plan(
+                [],
+                error=f"prompt is {len(prompt_ids)} tokens, over max_length {self.max_length}",
+            )
         errors: dict[int, str] = {}
-        if encoded.prompt is None:
-            return [], encoded.error, errors
-        prompt = encoded.prompt
-        if len(prompt) >= self.max_length:
-            return [], f"prompt is {len(prompt)} tokens, over max_length {self.max_length}", errors
-        fitting = []
-        for index, segment in enumerate(encoded.candidates):
-            if segment is None:
-                continue
-            total = len(prompt) + len(segment)
-            if total > self.max_length:
+        fitting: list[tuple[int, int]] = []
+        for index in usable:
+            tail = len(
+                self._expand(
+                    self._isolated_tail(item, index, prompt_raw), item.candidates[index].visuals
+                )
+            )  # type: ignore[union-attr]
+            if len(prompt_ids) + tail > self.max_length:
                 errors[index] = (
-                    f"input is {total} tokens (prompt {len(prompt)} + response {len(segment)}), "
-                    f"over max_length {self.max_length}"
+                    f"input is {len(prompt_ids) + tail} tokens (prompt {len(prompt_ids)} + "
+                    f"response {tail}), over max_length {self.max_length}"
                 )
             else:
-                fitting.append((index, segment))
+                fitting.append((index, tail))
         if mode == "separate":
-            groups = [[pair] for pair in fitting]
-        else:
-            groups, current, length = [], [], len(prompt)
-            for pair in fitting:
-                extra = len(pair[1]) + (len(self.separator) if current else 0)
-                if current and length + extra > self.max_length:
-                    groups.append(current)
-                    current, length = [], len(prompt)
-                    extra = len(pair[1])
-                current.append(pair)
-                length += extra
-            if current:
-                groups.append(current)
-        rows = [_Row(item_index, prompt, group, self.separator) for group in groups]
-        return rows, None, errors
+            rows = [self.packed_row(item_index, item, [index]) for index, _ in fitting]
+            return _Plan(rows, candidate_errors=errors, layout="separate")
+        groups: list[list[int]] = []
+        length = len(prompt_ids)
+        for index, tail in fitting:
+            if not groups or length + tail > self.max_length:
+                groups.append([])
+                length = len(prompt_ids)
+            groups[-1].append(index)
+            length += tail
+        rows = [self.isolated_row(item_index, item, group) for group in groups]
+        return _Plan(rows, candidate_errors=errors, layout="isolated")
+
+    def _plan_dropped(
+        self, item_index: int, item: _EncodedItem, usable: list[int], reason: str
+    ) -> _Plan:
+        keep = usable[: self.max_packed_candidates]
+        while keep:
+            row = self.packed_row(item_index, item, keep)
+            if row.length <= self.max_length:
+                break
+            keep = keep[:-1]
+        dropped = [i for i in usable if i not in keep]
+        message = f"dropped: {reason} (the paper's overflow rule keeps the leading responses)"
+        errors = dict.fromkeys(dropped, message)
+        if not keep:
+            return _Plan([], candidate_errors=errors, layout="packed", note=reason)
+        note = f"{reason}: {len(dropped)} trailing candidates dropped"
+        return _Plan([row], candidate_errors=errors, layout="packed", note=note)
 
     def _row_positions(self, ids: list[int], visuals: list[_Visual]) -> torch.Tensor:
         """M-RoPE positions (3, L) for one row, the same rule as the backbone's get_rope_index.
@@ -512,7 +731,7 @@ class RewardInputBuilder:
         """Pad rows into one [`RewardBatch`] (right padding)."""
         if mode not in ATTENTION_MODES:
             raise ValueError(f"unknown attention mode {mode!r}; expected one of {ATTENTION_MODES}")
-        width = max(len(row.candidates) for row in rows)
+        width = max(len(row.slots) for row in rows)
         length = max(row.length for row in rows)
         batch = len(rows)
         input_ids = torch.full((batch, length), self.pad_id, dtype=torch.long)
@@ -523,31 +742,21 @@ class RewardInputBuilder:
         images: list[_Visual] = []
         videos: list[_Visual] = []
         for r, row in enumerate(rows):
-            ids = list(row.prompt.ids)
-            segments = [_PROMPT_SEGMENT] * len(ids)
-            visuals = list(row.prompt.visuals)
-            for slot, (_, segment) in enumerate(row.candidates):
-                starts[r, slot] = len(ids)
-                ids += segment.ids
-                ends[r, slot] = len(ids) - 1
-                visuals += segment.visuals
-                tail = self.separator if slot < len(row.candidates) - 1 else []
-                ids += tail
-                # The separator after a response belongs to its slot: the response's last
-                # token precedes it, so it never changes that response's score.
-                segments += [slot] * (len(segment) + len(tail))
-            positions = self._row_positions(ids, visuals)
+            positions = self._row_positions(row.ids, row.visuals)
+            for slot, (_, first, last) in enumerate(row.slots):
+                starts[r, slot] = first
+                ends[r, slot] = last
             if mode == "isolated":
-                seg_t = torch.tensor(segments)
-                first_start = int(starts[r, 0])
-                for slot in range(1, len(row.candidates)):
-                    shift = positions[0, starts[r, slot]] - positions[0, first_start]
+                seg_t = torch.tensor(row.segments)
+                first_start = row.slots[0][1]
+                for slot in range(1, len(row.slots)):
+                    shift = positions[0, row.slots[slot][1]] - positions[0, first_start]
                     positions[:, seg_t == slot] -= shift
-            n = len(ids)
-            input_ids[r, :n] = torch.tensor(ids)
-            segment_ids[r, :n] = torch.tensor(segments)
+            n = row.length
+            input_ids[r, :n] = torch.tensor(row.ids)
+            segment_ids[r, :n] = torch.tensor(row.segments)
             position_ids[:, r, :n] = positions
-            for visual in visuals:
+            for visual in row.visuals:
                 (images if visual.kind == "image" else videos).append(visual)
         image_id, video_id = self.token_ids[IMAGE_PAD], self.token_ids[VIDEO_PAD]
         mm_types = (input_ids == image_id).int() + 2 * (input_ids == video_id).int()
@@ -610,12 +819,14 @@ class RewardInputBuilder:
             permutation = list(range(len(encoded.candidates)))
             if shuffle:
                 rng.shuffle(permutation)
-            row = _Row(
-                number,
-                encoded.prompt,  # type: ignore[arg-type]
-                [(i, encoded.candidates[i]) for i in permutation],  # type: ignore[misc]
-                self.separator,
-            )
+            try:
+                if mode == "isolated":
+                    row = self.isolated_row(number, encoded, permutation)
+                else:
+                    row = self.packed_row(number, encoded, permutation)
+            except ValueError as exc:
+                skipped.append(f"example {number}: {exc}")
+                continue
             if row.length > self.max_length:
                 skipped.append(f"example {number}: {row.length} tokens, over {self.max_length}")
                 continue

@@ -28,8 +28,31 @@ VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
 IMAGE_PAD, VIDEO_PAD = "<|image_pad|>", "<|video_pad|>"
 PAD_TOKEN = "<|endoftext|>"
 SPECIAL_TOKENS = (PAD_TOKEN, IM_START, IM_END, VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD)
+# Used only by checkpoints that ship no chat template (the single-response classifier baseline
+# saved by older Quorum versions): a user turn and an open assistant turn.
 PROMPT_PREFIX = f"{IM_START}user\n"
 PROMPT_SUFFIX = f"{IM_END}\n{IM_START}assistant\n"
+
+# The chat template Qwen2-VL and Qwen2.5-VL ship (tokenizer_config.json / chat_template.json):
+# a default system turn when the conversation has none, each turn closed with "<|im_end|>\n",
+# one "<|vision_start|><|image_pad|><|vision_end|>" per image (video: <|video_pad|>) where the
+# content block stands. A reward model's head is trained on rows rendered by it (REFERENCE.md);
+# checkpoints that carry their own template use theirs.
+QWEN2_VL_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+    "{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture "
+    "{{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}Video "
+    "{{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 REWARD_CONFIG_FILE = "reward_model_config.json"
 VALUE_HEAD_FILE = "value_head.pt"
@@ -60,12 +83,19 @@ ATTENTION_MODES: tuple[str, ...] = ("packed", "isolated", "separate")
 _PROMPT_SEGMENT = -1
 _PAD_SEGMENT = -2
 
-# Limits chosen for CPU workers and the demo; a release model on GPU raises them.
+# The paper's max length. Image and video budgets are not constants: they come from the
+# checkpoint's processor configuration (see RewardInputBuilder); these are transformers'
+# Qwen2-VL defaults, used only when a checkpoint ships no processor config.
 DEFAULT_MAX_LENGTH = 24_576
-DEFAULT_IMAGE_MAX_PIXELS = 448 * 448  # 256 visual tokens at patch 14, merge 2
-DEFAULT_VIDEO_MAX_PIXELS = 224 * 224  # per frame: 64 visual tokens per temporal pair
+DEFAULT_IMAGE_MAX_PIXELS = 28 * 28 * 1280
+DEFAULT_VIDEO_MAX_PIXELS = 28 * 28 * 768  # per frame
 DEFAULT_MIN_PIXELS = 56 * 56
-DEFAULT_MAX_FRAMES = 8
+DEFAULT_MAX_FRAMES = 768
+DEFAULT_VIDEO_FPS = 2.0
+# Where a row holds more candidates than this, or does not fit max_length, packed scoring
+# falls back to isolated scoring (or drops the tail, the paper's rule) and says so.
+DEFAULT_MAX_PACKED_CANDIDATES = 8
+OVERFLOW_POLICIES = ("isolated", "drop")
 
 
 class CheckpointError(Exception):
@@ -143,11 +173,18 @@ class ScoringResult:
         errors (`list[str | None]`): Why a candidate has no score (corrupt media, too long...).
         error (`str`, *optional*): An item-level failure (e.g. the prompt video is corrupt); then
             every score is `None`.
+        layout (`str`): How the scores were computed: ``"packed"`` (all candidates in one row,
+            the paper's setting), ``"isolated"`` or ``"separate"``. Scores of one item are
+            always comparable with each other.
+        note (`str`): Why the layout differs from the one asked for (overflow, too many
+            candidates), or which candidates were dropped; empty otherwise.
     """
 
     scores: list[float | None]
     errors: list[str | None]
     error: str | None = None
+    layout: str = ""
+    note: str = ""
 
     @property
     def ok(self) -> bool:

@@ -36,6 +36,11 @@ logger = logging.getLogger(__name__)
 # --------------------------------------------------------------------------------------------
 
 
+def _defused(text: str) -> str:
+    # A control-token literal typed by a user stays text: a zero-width space after "<".
+    return text.replace("<|", "<\u200b|")
+
+
 def _new_results(items: Sequence[ScoringItem]) -> list[ScoringResult]:
     return [
         ScoringResult(scores=[None] * len(item.candidates), errors=[None] * len(item.candidates))
@@ -92,18 +97,25 @@ class RewardScorer:
         results = _new_results(items)
         # train() or apply_lora() may have left dropout on; scores must be deterministic.
         self.model.eval()
-        rows: list[_Row] = []
+        rows: dict[str, list[_Row]] = {}
         for index, item in enumerate(items):
             encoded = self.builder.encode_item(item)
-            results[index].errors = list(encoded.candidate_errors) or results[index].errors
-            item_rows, item_error, length_errors = self.builder.plan_rows(index, encoded, mode)
-            if item_error is not None:
-                results[index].error = item_error
-            for candidate, message in length_errors.items():
-                results[index].errors[candidate] = message
-            rows += item_rows
-        for group in self._batches(rows, mode):
-            self._score_rows(group, mode, results)
+            result = results[index]
+            result.errors = list(encoded.candidate_errors) or result.errors
+            try:
+                plan = self.builder.plan(index, encoded, mode)
+            except ValueError as exc:
+                result.error = str(exc)
+                continue
+            result.error = plan.error
+            result.layout, result.note = plan.layout, plan.note
+            for candidate, message in plan.candidate_errors.items():
+                result.errors[candidate] = message
+            # Items that overflowed packed scoring have isolated rows (another attention mask).
+            rows.setdefault("isolated" if plan.layout == "isolated" else mode, []).extend(plan.rows)
+        for row_mode, mode_rows in rows.items():
+            for group in self._batches(mode_rows, row_mode):
+                self._score_rows(group, row_mode, results)
         return results
 
     def _batches(self, rows: list[_Row], mode: str) -> Iterator[list[_Row]]:
@@ -136,13 +148,13 @@ class RewardScorer:
                     self._score_rows([row], mode, results)
                 return
             logger.exception("scoring failed for item %s", rows[0].item_index)
-            for candidate, _ in rows[0].candidates:
+            for candidate in rows[0].candidates:
                 results[rows[0].item_index].errors[candidate] = (
                     f"scoring failed: {exc.__class__.__name__}: {exc}"
                 )
             return
         for r, row in enumerate(rows):
-            for slot, (candidate, _) in enumerate(row.candidates):
+            for slot, candidate in enumerate(row.candidates):
                 results[row.item_index].scores[candidate] = float(scores[r, slot])
 
     def save(self, path: str | os.PathLike[str], *, merge_lora: bool = False) -> Path:
@@ -193,6 +205,21 @@ class SequenceClassificationScorer:
         self._prefix = tokenizer(PROMPT_PREFIX, add_special_tokens=False)["input_ids"]
         self._suffix = tokenizer(PROMPT_SUFFIX, add_special_tokens=False)["input_ids"]
 
+    def _row_ids(self, prompt_text: str, response: str, prompt_ids: list[int]) -> list[int]:
+        """The classifier's input: its chat template over one exchange, tokenised whole (as
+        such models are trained); prompt and response concatenated when it has none."""
+        template = getattr(self.tokenizer, "chat_template", None)
+        if not template:
+            return prompt_ids + self._user_ids(response)
+        messages = [
+            {"role": "user", "content": _defused(prompt_text)},
+            {"role": "assistant", "content": _defused(response)},
+        ]
+        text = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=False
+        )
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
     def _user_ids(self, text: str) -> list[int]:
         if not text:
             return []
@@ -220,11 +247,10 @@ class SequenceClassificationScorer:
                         f"text-only reward model cannot score {candidate.kind} candidates"
                     )
                     continue
-                response = self._user_ids(candidate.text)
-                if not response:
+                if not candidate.text.strip():
                     results[index].errors[candidate_index] = "empty response text"
                     continue
-                ids = prompt + response
+                ids = self._row_ids(item.prompt_text, candidate.text, prompt)
                 if len(ids) > self.max_length:
                     results[index].errors[candidate_index] = (
                         f"input is {len(ids)} tokens, over max_length {self.max_length}"

@@ -1,0 +1,238 @@
+"""Golden tests: Quorum's reward-model rows are the paper's rows, token for token.
+
+The paper's recipe is re-implemented from its description in ``tests/workers/paper_recipe.py``
+(chat template, whole-string tokenisation, separator search, ``hidden_states[-1]``, head /
+sqrt(H)); a tiny checkpoint is trained with it and saved in the paper's merged layout, then
+loaded by Quorum's loader and scored by Quorum's scorer. Runs on CPU without Django.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.workers import paper_recipe as recipe
+from workers.reward_model import (
+    CandidateInput,
+    RewardInputBuilder,
+    ScoringItem,
+    load_reward_model,
+)
+from workers.tiny import (
+    build_tiny_reward_scorer,
+    build_tiny_tokenizer,
+    tiny_image_processor,
+)
+
+TOL = {"rtol": 1e-5, "atol": 1e-5}
+
+
+@pytest.fixture(autouse=True)
+def _media_root():
+    """Shadow tests/conftest.py's autouse Django fixture: this file runs without Django."""
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def builder(tokenizer) -> RewardInputBuilder:
+    return RewardInputBuilder(tokenizer, tiny_image_processor())
+
+
+def _picture(height: int = 56, width: int = 84, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+
+
+def _item(prompt: str, responses: list[str], image=None) -> ScoringItem:
+    return ScoringItem(prompt, [CandidateInput(text=r) for r in responses], prompt_image=image)
+
+
+GOLDEN_RESPONSES = ["A cat.", "A dog.", "Two birds.", "A fish."]
+GOLDEN_TEXT = (
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "<|im_start|>user\n<|vision_start|>" + "<|image_pad|>" * 6 + "<|vision_end|>"
+    "What is shown?<|im_end|>\n"
+    "<|im_start|>assistant\n"
+    "A cat.\n\n<|resp_sep|>\n\nA dog.\n\n<|resp_sep|>\n\nTwo birds.\n\n<|resp_sep|>\n\nA fish."
+    "<|im_end|>\n"
+)
+# The assistant turn as the tokenizer splits the whole string: ".\n\n" is one token (BPE merges
+# the response's last character with the separator's newlines).
+GOLDEN_ASSISTANT_TOKENS = [
+    "A", " c", "at", ".\n\n", "<|resp_sep|>", "\n\n",
+    "A", " dog", ".\n\n", "<|resp_sep|>", "\n\n",
+    "T", "wo", " b", "i", "r", "d", "s", ".\n\n", "<|resp_sep|>", "\n\n",
+    "A", " f", "is", "h", ".", "<|im_end|>", "\n",
+]  # fmt: skip
+
+
+def test_it_lays_out_a_row_exactly_as_the_chat_template_renders_it(builder, tokenizer):
+    item = _item("What is shown?", GOLDEN_RESPONSES, _picture())
+
+    (row,) = builder.plan(0, builder.encode_item(item), "packed").rows
+
+    assert tokenizer.decode(row.ids) == GOLDEN_TEXT
+    first = row.slots[0][1]
+    assert [tokenizer.decode([t]) for t in row.ids[first:]] == GOLDEN_ASSISTANT_TOKENS
+    assert tokenizer.decode(row.ids[:first]).endswith("<|im_end|>\n<|im_start|>assistant\n")
+    assert set(row.segments[:first]) == {-1}
+
+
+def test_it_reads_each_response_where_the_paper_does(builder, tokenizer):
+    item = _item("What is shown?", GOLDEN_RESPONSES, _picture())
+
+    (row,) = builder.plan(0, builder.encode_item(item), "packed").rows
+
+    ends = [last for _, _, last in row.slots]
+    assert [tokenizer.decode([row.ids[e]]) for e in ends] == [".\n\n", ".\n\n", ".\n\n", "\n"]
+    sep = tokenizer.convert_tokens_to_ids("<|resp_sep|>")
+    seps = [i for i, t in enumerate(row.ids) if t == sep]
+    assert ends == [seps[0] - 1, seps[1] - 1, seps[2] - 1, len(row.ids) - 1]
+    assert [first for _, first, _ in row.slots][1:] == [s + 1 for s in seps]
+
+
+@pytest.mark.parametrize(
+    "responses",
+    [
+        ["Yes", "No!"],
+        ["It is red, maybe?", "Blue.\nDefinitely blue.", "Green"],
+        ["The quick brown fox.", "A lazy dog.", "Rome; the capital of Italy.", "12 apples"],
+    ],
+)
+@pytest.mark.parametrize("with_image", [False, True])
+def test_it_builds_the_same_tokens_and_read_outs_as_the_recipe(
+    builder, tokenizer, responses, with_image
+):
+    image = _picture(seed=3) if with_image else None
+    item = _item("Rank these answers.", responses, image)
+
+    (row,) = builder.plan(0, builder.encode_item(item), "packed").rows
+    expected = recipe.collate(
+        tokenizer,
+        builder.image_processor,
+        recipe.Sample("Rank these answers.", responses, None, image),
+    )
+
+    assert row.ids == expected["input_ids"][0].tolist()
+    assert [last for _, _, last in row.slots] == expected["ends"]
+
+
+# ---- a checkpoint trained by the recipe ------------------------------------------------------
+
+GOOD = recipe.GOOD
+BAD = recipe.BAD
+
+
+@pytest.fixture(scope="module")
+def paper_checkpoint(tokenizer, tmp_path_factory):
+    """A tiny Qwen2-VL trained by the recipe and saved in the paper's merged layout."""
+    path = tmp_path_factory.mktemp("paper") / "rm"
+    return recipe.train_tiny_checkpoint(path, tokenizer, _picture)
+
+
+HELD_OUT = [
+    ("Name a colour.", ["I am not sure.", "Here is a careful answer.", "Maybe."], None),
+    ("What is in the picture?", ["Maybe.", "No idea at all.", GOOD, BAD], 7),
+    ("Say goodbye.", [GOOD, "No idea at all."], None),
+]
+
+
+def test_it_scores_a_recipe_checkpoint_like_the_recipes_forward_pass(paper_checkpoint, tokenizer):
+    path, model, head, image_processor = paper_checkpoint
+    scorer = load_reward_model(path, device="cpu")
+    items, expected = [], []
+    for prompt, responses, seed in HELD_OUT:
+        image = None if seed is None else _picture(seed=seed)
+        items.append(_item(prompt, responses, image))
+        batch = recipe.collate(
+            tokenizer, image_processor, recipe.Sample(prompt, responses, None, image)
+        )
+        with torch.no_grad():
+            expected.append(recipe.scores(model, head, batch).tolist())
+
+    results = scorer.score(items, mode="packed")
+
+    for result, reference in zip(results, expected, strict=True):
+        assert result.ok and result.layout == "packed", result
+        torch.testing.assert_close(result.scores, reference, **TOL)
+    # The recipe-trained head prefers the careful answer through Quorum as through the recipe.
+    assert all(r.scores.index(max(r.scores)) == 2 for r in results[1:2])
+
+
+def test_it_takes_image_limits_from_the_checkpoints_processor_config(paper_checkpoint, tmp_path):
+    path = paper_checkpoint[0]
+    config = json.loads((path / "preprocessor_config.json").read_text())
+
+    scorer = load_reward_model(path, device="cpu")
+
+    size = config.get("size") or {}
+    assert scorer.builder.image_max_pixels == size.get("longest_edge", config.get("max_pixels"))
+    assert scorer.builder.min_pixels == size.get("shortest_edge", config.get("min_pixels"))
+
+
+def test_it_takes_video_sampling_from_the_checkpoints_video_config(paper_checkpoint, tmp_path):
+    import shutil
+
+    path = tmp_path / "rm"
+    shutil.copytree(paper_checkpoint[0], path)
+    (path / "video_preprocessor_config.json").write_text(
+        json.dumps({"fps": 1.0, "max_frames": 6, "size": {"longest_edge": 112 * 112}})
+    )
+
+    builder = load_reward_model(path, device="cpu").builder
+
+    assert (builder.video_fps, builder.max_frames, builder.video_max_pixels) == (1.0, 6, 112 * 112)
+
+
+# ---- overflow ------------------------------------------------------------------------------
+
+
+def test_it_scores_an_overflowing_item_in_isolation_and_says_so(tokenizer):
+    scorer = build_tiny_reward_scorer(tokenizer=tokenizer, seed=4)
+    item = _item("Rate these.", ["Short one.", " ".join(["word"] * 30), "Another short."])
+    (packed,) = scorer.score([item], mode="packed")
+    (row,) = scorer.builder.plan(0, scorer.builder.encode_item(item), "packed").rows
+    tight = build_tiny_reward_scorer(tokenizer=tokenizer, seed=4, max_length=row.length - 1)
+
+    (result,) = tight.score([item], mode="packed")
+    (isolated,) = scorer.score([item], mode="isolated")
+
+    assert packed.layout == "packed" and packed.note == ""
+    assert result.layout == "isolated" and "over max_length" in result.note
+    torch.testing.assert_close(result.scores, isolated.scores, **TOL)
+
+
+def test_it_drops_the_tail_that_does_not_fit_under_the_papers_rule(tokenizer):
+    scorer = build_tiny_reward_scorer(tokenizer=tokenizer, seed=4)
+    item = _item("Rate these.", ["Short one.", "Another short.", " ".join(["word"] * 30)])
+    two = _item("Rate these.", ["Short one.", "Another short."])
+    (row,) = scorer.builder.plan(0, scorer.builder.encode_item(item), "packed").rows
+    tight = build_tiny_reward_scorer(
+        tokenizer=tokenizer, seed=4, max_length=row.length - 1, overflow="drop"
+    )
+
+    (result,) = tight.score([item], mode="packed")
+    (kept,) = scorer.score([two], mode="packed")
+
+    assert result.layout == "packed" and "1 trailing candidates dropped" in result.note
+    assert result.scores[2] is None and result.errors[2].startswith("dropped:")
+    torch.testing.assert_close(result.scores[:2], kept.scores, **TOL)
+
+
+def test_it_never_packs_more_candidates_than_the_limit(tokenizer):
+    scorer = build_tiny_reward_scorer(tokenizer=tokenizer, seed=4, max_packed_candidates=3)
+    item = _item("Rate these.", ["One.", "Two.", "Three.", "Four."])
+
+    (result,) = scorer.score([item], mode="packed")
+    (isolated,) = scorer.score([item], mode="isolated")
+
+    assert result.layout == "isolated" and "4 candidates" in result.note
+    torch.testing.assert_close(result.scores, isolated.scores, **TOL)
