@@ -271,13 +271,9 @@ class MediaSource:
                     "its rankings/<split>.jsonl files instead",
                 )
             ]
-        if info.file_size > self.max_file_bytes:
+        if info.file_size > self.max_data_bytes:  # the data file, as any zip's
             return [
-                Problem(
-                    None,
-                    "zip",
-                    f"entry {member!r} is {info.file_size} bytes, over the import limit of {self.max_file_bytes}",
-                )
+                Problem(None, "zip", _over_data_limit(member, info.file_size, self.max_data_bytes))
             ]
         self.export = sheet
         self.data_name = member

@@ -254,3 +254,15 @@ def test_it_counts_an_export_zips_rankings_for_an_import_job(client, users, tmp_
 
     assert (job.status, job.total_rows) == (ImportJob.Status.DONE, 2)
     assert Judgment.objects.filter(project__name="round-trip").count() == 2
+
+
+def test_it_refuses_an_exports_rankings_table_over_the_data_limit(users, tmp_path, settings):
+    settings.QUORUM_MAX_DATA_BYTES = 1000
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        archive.writestr("x/datasheet.json", json.dumps({"format": "quorum-dataset-export/2"}))
+        archive.writestr("x/parquet/rankings.parquet", b"\0" * 2000)
+    (tmp_path / "x.zip").write_bytes(buf.getvalue())
+
+    with pytest.raises(ImportRejected, match="over the data file limit of 1000"):
+        import_file(path=tmp_path / "x.zip", project_name="big")
