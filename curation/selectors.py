@@ -11,7 +11,8 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.utils.safestring import SafeString, mark_safe
 
 from annotate.models import (
@@ -750,4 +751,147 @@ def flags_summary(*, project: Project) -> dict[str, int]:
         open=Count("id", filter=Q(status="open")),
         resolved=Count("id", filter=Q(status="resolved")),
         cleared=Count("id", filter=Q(status="cleared")),
+    )
+
+
+# --------------------------------------------------------------------------- data browser
+
+
+BROWSE_STATUSES = [
+    ("open", "Open (wants judgments)"),
+    ("complete", "Complete"),
+    ("discarded", "Discarded"),
+    ("decided", "Final ranking set"),
+]
+BROWSE_SORTS = {
+    "id": ("external_id", "External id"),
+    "newest": ("-id", "Newest first"),
+    "judgments": ("-n_judgments", "Most judgments"),
+    "flags": ("-open_flags", "Most open flags"),
+}
+
+
+@dataclass(frozen=True)
+class BrowseFilters:
+    """What the data browser shows: a search and filters, each empty for "all"."""
+
+    q: str = ""
+    status: str = ""
+    flag: str = ""
+    evaluator: str = ""
+    model: str = ""
+    sort: str = "id"
+
+    @classmethod
+    def from_query(cls, params: Any, *, blind: bool) -> BrowseFilters:
+        """Filters from a query string; unknown values fall back to "all" (a link never 400s).
+        ``blind``: model names are hidden from reviewers, so the model filter is ignored."""
+        status = params.get("status", "")
+        flag = params.get("flag", "")
+        sort = params.get("sort", "id")
+        return cls(
+            q=params.get("q", "").strip()[:200],
+            status=status if status in dict(BROWSE_STATUSES) else "",
+            flag=flag if flag in Flag.Kind.values or flag == "any" else "",
+            evaluator=params.get("evaluator", "")[:255],
+            model="" if blind else params.get("model", "")[:200],
+            sort=sort if sort in BROWSE_SORTS else "id",
+        )
+
+
+def prompts_browse(*, project: Project, filters: BrowseFilters) -> QuerySet[Prompt]:
+    """A project's prompts, searched, filtered and sorted; each with its counts and state.
+
+    Every figure is a correlated subquery on an indexed foreign key, so a page costs one query
+    whatever the project's size (and one more to count the matches).
+    """
+    tasks = Task.objects.filter(prompt=OuterRef("pk"))
+    open_flags = Flag.objects.filter(prompt=OuterRef("pk"), status=Flag.Status.OPEN)
+    prompts = Prompt.objects.filter(project=project).annotate(
+        n_candidates=Subquery(
+            Candidate.objects.filter(prompt=OuterRef("pk"))
+            .values("prompt")
+            .annotate(n=Count("id"))
+            .values("n"),
+            output_field=IntegerField(),
+        ),
+        n_judgments=Coalesce(
+            Subquery(
+                tasks.values("prompt").annotate(n=Sum("judgment_count")).values("n"),
+                output_field=IntegerField(),
+            ),
+            0,
+        ),
+        open_flags=Coalesce(
+            Subquery(
+                open_flags.values("prompt").annotate(n=Count("id")).values("n"),
+                output_field=IntegerField(),
+            ),
+            0,
+        ),
+        has_open=Exists(tasks.filter(status=Task.Status.OPEN)),
+        has_live=Exists(tasks.exclude(status=Task.Status.DISCARDED)),
+        decided=Exists(
+            PromptDecision.objects.filter(prompt=OuterRef("pk"), final_ranking__isnull=False)
+        ),
+        discarded=Exists(PromptDecision.objects.filter(prompt=OuterRef("pk"), discarded=True)),
+    )
+    if filters.q:
+        match = Q(text__icontains=filters.q) | Q(external_id__icontains=filters.q)
+        if not project.blind:
+            match |= Exists(
+                Candidate.objects.filter(prompt=OuterRef("pk"), model_name__icontains=filters.q)
+            )
+        prompts = prompts.filter(match)
+    if filters.status == "open":
+        prompts = prompts.filter(has_open=True, discarded=False)
+    elif filters.status == "complete":
+        prompts = prompts.filter(has_open=False, has_live=True, discarded=False)
+    elif filters.status == "discarded":
+        prompts = prompts.filter(Q(discarded=True) | Q(has_live=False))
+    elif filters.status == "decided":
+        prompts = prompts.filter(decided=True)
+    if filters.flag == "any":
+        prompts = prompts.filter(Exists(open_flags))
+    elif filters.flag:
+        prompts = prompts.filter(Exists(open_flags.filter(kind=filters.flag)))
+    if filters.evaluator:
+        judged = judgments_of_evaluator(project=project, evaluator=filters.evaluator)
+        prompts = prompts.filter(Exists(judged.filter(task__prompt=OuterRef("pk"))))
+    if filters.model:
+        prompts = prompts.filter(
+            Exists(Candidate.objects.filter(prompt=OuterRef("pk"), model_name=filters.model))
+        )
+    return prompts.order_by(BROWSE_SORTS[filters.sort][0], "id")
+
+
+def browse_choices(*, project: Project) -> dict[str, list[tuple[str, str]]]:
+    """The annotators and (unless the project is blind) models to filter by, named for people."""
+    evaluators = {
+        evaluator_id(*row)
+        for row in Judgment.objects.filter(project=project)
+        .values_list("annotator_id", "source_name", "external_annotator")
+        .distinct()
+    }
+    labels = evaluator_labels(evaluators)
+    models = (
+        []
+        if project.blind
+        else list(
+            Candidate.objects.filter(project=project)
+            .values_list("model_name", flat=True)
+            .distinct()
+            .order_by("model_name")
+        )
+    )
+    return {
+        "evaluators": sorted(labels.items(), key=lambda kv: kv[1].lower()),
+        "models": [(m, m) for m in models if m],
+    }
+
+
+def prompt_history(*, prompt: Prompt) -> list[HistoryEntry]:
+    """Every review action on a prompt, newest first, in words."""
+    return history_entries(
+        list(ReviewAction.objects.filter(prompt=prompt).select_related("actor", "undone_by"))
     )

@@ -13,6 +13,7 @@ urlpatterns = [
         views.dismiss_flag,
         name="flag_dismiss",
     ),
+    path("projects/<int:project_id>/data/", views.browse, name="browse"),
     path("projects/<int:project_id>/prompts/<int:prompt_id>/", views.prompt_detail, name="prompt"),
     path(
         "projects/<int:project_id>/prompts/<int:prompt_id>/<str:action>/",

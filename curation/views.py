@@ -116,6 +116,35 @@ def queue(request: HttpRequest, project_id: int, kind: str | None = None) -> Htt
     )
 
 
+# --------------------------------------------------------------------------- data browser
+
+
+@login_required
+@require_GET
+def browse(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = _project_for(request, project_id)
+    filters = selectors.BrowseFilters.from_query(request.GET, blind=project.blind)
+    page = Paginator(
+        selectors.prompts_browse(project=project, filters=filters), PAGE_SIZE
+    ).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "curation/browse.html",
+        {
+            **_nav(project, request, "data"),
+            "filters": filters,
+            "page": page,
+            "query": query.urlencode(),
+            "choices": selectors.browse_choices(project=project),
+            "statuses": selectors.BROWSE_STATUSES,
+            "sorts": [(key, label) for key, (_, label) in selectors.BROWSE_SORTS.items()],
+            "flag_kinds": Flag.Kind.choices,
+        },
+    )
+
+
 # --------------------------------------------------------------------------- items
 
 
@@ -173,6 +202,7 @@ def _render_prompt(
             "item": item,
             "flag": flag,
             "details": _flag_details(flag, item.letter_of) if flag else None,
+            "history": selectors.prompt_history(prompt=prompt),
             **_done(request, project),
         },
     )
