@@ -94,7 +94,7 @@ def _check_format(format: str | None) -> str | None:
 
 @api.post(
     "/projects/{project_id}/imports",
-    response={201: ImportJobOut},
+    response={201: ImportJobOut, 422: ImportJobOut},
     summary="Import a file into a project",
 )
 def import_into_project(
@@ -111,10 +111,14 @@ def import_into_project(
         original_name=file.name,
         created_by=request.auth,
     )
-    return Status(201, job)
+    return _import_status(job)
 
 
-@api.post("/imports", response={201: ImportJobOut}, summary="Import a file into a new project")
+@api.post(
+    "/imports",
+    response={201: ImportJobOut, 422: ImportJobOut},
+    summary="Import a file into a new project",
+)
 def import_new_project(
     request,
     file: File[UploadedFile],
@@ -131,7 +135,13 @@ def import_new_project(
         original_name=file.name,
         created_by=request.auth,
     )
-    return Status(201, job)
+    return _import_status(job)
+
+
+def _import_status(job: ImportJob) -> Status:
+    """201 for an import done or under way (large files run in the background), 422 with its
+    problems for one rejected at once."""
+    return Status(422 if job.status == ImportJob.Status.FAILED else 201, job)
 
 
 @api.get("/imports/{job_id}", response=ImportJobOut, summary="Status of an import job")

@@ -170,7 +170,7 @@ class MediaSource:
     def open(self) -> list[Problem]:
         """Checks the container; returns problems (zip entries escaping, oversize files)."""
         if not self.path.is_file():
-            return [Problem(None, "", f"{self.path}: no such file")]
+            return [Problem(None, "", f"{self.path.name}: no such file")]
         size = self.path.stat().st_size
         if size > self.max_file_bytes:
             return [
@@ -180,7 +180,25 @@ class MediaSource:
                     f"{self.path.name}: {size} bytes is over the import limit of {self.max_file_bytes}",
                 )
             ]
-        if not zipfile.is_zipfile(self.path):
+        # The container is what the name and the first bytes both say: a .jsonl with a zip
+        # appended (a zip is read from its end) must not be imported as the zip.
+        with open(self.path, "rb") as fh:
+            starts_as_zip = fh.read(4) in _ZIP_MAGIC
+        named_zip = self.path.suffix.lower() == ".zip"
+        if named_zip and not starts_as_zip:
+            return [
+                Problem(None, "", f"{self.path.name}: not a zip file (it does not start as one)")
+            ]
+        if not named_zip and (starts_as_zip or zipfile.is_zipfile(self.path)):
+            return [
+                Problem(
+                    None,
+                    "",
+                    f"{self.path.name}: holds a zip archive; a data file is JSON text only "
+                    "(name a zip .zip)",
+                )
+            ]
+        if not named_zip:
             if size > self.max_data_bytes:
                 return [
                     Problem(None, "", _over_data_limit(self.path.name, size, self.max_data_bytes))
@@ -191,7 +209,7 @@ class MediaSource:
             return []
         try:
             self._zip = zipfile.ZipFile(self.path)
-        except zipfile.BadZipFile as exc:
+        except (zipfile.BadZipFile, ValueError, EOFError, OSError) as exc:
             return [Problem(None, "", f"{self.path.name}: not a readable zip file ({exc})")]
         problems = []
         data_files = []
@@ -321,9 +339,9 @@ class MediaSource:
         target = (base / pure).resolve()
         # resolve() follows symlinks, so a link pointing outside is caught here too.
         if base != target and base not in target.parents:
-            raise ValueError(f"path resolves outside the media folder {base}")
+            raise ValueError("path resolves outside the media folder")
         if not target.is_file():
-            raise FileNotFoundError(f"{target} does not exist")
+            raise FileNotFoundError(f"{pure} does not exist beside {self.path.name}")
         size = target.stat().st_size
         if size > self.max_media_bytes:
             raise OSError(f"{size} bytes is over the media limit of {self.max_media_bytes}")
@@ -519,13 +537,45 @@ def sniff_video(data: bytes, *, max_pixels: int | None = None) -> str:
 # --- parsing ------------------------------------------------------------------------------
 
 
+# Nesting of a row's JSON: rows are a few levels deep; thousands would exhaust the parser's
+# stack (RecursionError) or every later reader's.
+MAX_JSON_DEPTH = 64
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _json_depth_error(value: Any, text: str) -> json.JSONDecodeError | None:
+    """A JSONDecodeError naming the nesting when ``value`` is nested past MAX_JSON_DEPTH."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return json.JSONDecodeError(f"nested deeper than {MAX_JSON_DEPTH} levels", text, 0)
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return None
+
+
+def _loads(text: str) -> Any:
+    """``json.loads``, with too deep nesting as a JSONDecodeError (never RecursionError)."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError(f"nested deeper than {MAX_JSON_DEPTH} levels", text, 0) from None
+    error = _json_depth_error(value, text)
+    if error is not None:
+        raise error
+    return value
+
+
 def _iter_rows(data: bytes, name: str) -> Iterator[tuple[int, Any, str]]:
     """Yields (line number, parsed object or a JSONDecodeError, raw text) per row."""
     text = data.decode("utf-8-sig", errors="strict")
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
-            items = json.loads(text)
+            items = _loads(text)
         except json.JSONDecodeError as exc:
             yield exc.lineno, exc, ""
             return
@@ -536,7 +586,7 @@ def _iter_rows(data: bytes, name: str) -> Iterator[tuple[int, Any, str]]:
         if not line.strip():
             continue
         try:
-            yield number, json.loads(line), line
+            yield number, _loads(line), line
         except json.JSONDecodeError as exc:
             yield number, exc, line
 
@@ -1150,7 +1200,10 @@ def parse_import(
         max_data_bytes=max_data_bytes,
         max_image_pixels=max_image_pixels,
     )
-    problems = source.open()
+    try:
+        problems = source.open()
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        problems = [Problem(None, "zip", f"{path.name}: corrupt zip file ({exc})")]
     if problems:
         source.close()
         raise ImportRejected(problems)
@@ -1160,6 +1213,13 @@ def parse_import(
     except ImportRejected:
         source.close()
         raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        # A zip entry that does not inflate to what its header says (a CRC mismatch, a bomb
+        # that lies about its size), or compressed with a method zipfile lacks.
+        source.close()
+        raise ImportRejected(
+            [Problem(None, "zip", f"{source.data_name}: corrupt zip entry ({exc})")]
+        ) from None
     except UnicodeDecodeError as exc:
         source.close()
         raise ImportRejected(

@@ -682,7 +682,8 @@ def import_job_run(*, job_id: int, takeover: bool = False) -> ImportJob:
         logger.exception("import job %s failed", job_id)
         ImportJob.objects.filter(pk=job_id).update(
             status=ImportJob.Status.FAILED,
-            errors=[f"internal error: {exc.__class__.__name__}: {exc}"],
+            # Not the exception's text: it may name server paths. The log has it.
+            errors=[f"internal error ({exc.__class__.__name__}); the server log has the details"],
             finished_at=timezone.now(),
         )
     else:

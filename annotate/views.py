@@ -55,7 +55,7 @@ def _membership_or_404(request: HttpRequest, project_id: int) -> Membership:
 def _json_body(request: HttpRequest) -> dict[str, Any]:
     try:
         data = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise JudgmentInvalid("body", "must be a JSON object") from None
     if not isinstance(data, dict):
         raise JudgmentInvalid("body", "must be a JSON object")
