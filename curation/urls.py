@@ -14,6 +14,7 @@ urlpatterns = [
         name="flag_dismiss",
     ),
     path("projects/<int:project_id>/data/", views.browse, name="browse"),
+    path("projects/<int:project_id>/data/bulk/", views.browse_bulk, name="browse_bulk"),
     path("projects/<int:project_id>/prompts/<int:prompt_id>/", views.prompt_detail, name="prompt"),
     path(
         "projects/<int:project_id>/prompts/<int:prompt_id>/<str:action>/",

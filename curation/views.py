@@ -141,8 +141,56 @@ def browse(request: HttpRequest, project_id: int) -> HttpResponse:
             "statuses": selectors.BROWSE_STATUSES,
             "sorts": [(key, label) for key, (_, label) in selectors.BROWSE_SORTS.items()],
             "flag_kinds": Flag.Kind.choices,
+            "bulk_actions": BULK_ACTIONS.items(),
         },
     )
+
+
+BULK_ACTIONS = {"more": "Request more judgments", "discard": "Discard"}
+
+
+@login_required
+@require_POST
+def browse_bulk(request: HttpRequest, project_id: int) -> HttpResponse:
+    """One review action on each selected prompt, each recorded (and undoable) on its own."""
+    project = _project_for(request, project_id)
+    back = _back(request, reverse("curation:browse", args=[project.pk]))
+    action = request.POST.get("action", "")
+    if action not in BULK_ACTIONS:
+        messages.error(request, "Choose an action for the selected prompts.")
+        return redirect(back)
+    ids = [int(raw) for raw in request.POST.getlist("prompt") if raw.isdigit()][:PAGE_SIZE]
+    prompts = list(
+        Prompt.objects.select_related("project").filter(project=project, pk__in=ids).order_by("id")
+    )
+    if not prompts:
+        messages.error(request, "Select at least one prompt.")
+        return redirect(back)
+    extra = request.POST.get("extra", "1")
+    done, skipped = 0, []
+    for prompt in prompts:
+        try:
+            if action == "more":
+                services.review_request_more(
+                    actor=request.user,
+                    prompt=prompt,
+                    extra=int(extra) if extra.isdigit() else 0,
+                )
+            else:
+                services.review_discard_prompt(actor=request.user, prompt=prompt)
+        except services.ReviewError as exc:
+            skipped.append(f"{prompt.external_id}: {exc}")
+        else:
+            done += 1
+    if done:
+        messages.success(
+            request,
+            f"{BULK_ACTIONS[action]}: done on {done} prompt{'s' if done != 1 else ''}; "
+            "each is in the history and can be undone.",
+        )
+    if skipped:
+        messages.error(request, "Skipped " + "; ".join(skipped) + ".")
+    return redirect(back)
 
 
 # --------------------------------------------------------------------------- items

@@ -33,3 +33,24 @@ def test_it_searches_and_opens_a_prompt_with_the_keyboard(page, users):
     page.wait_for_url(f"**/prompts/{target.pk}/")
     page.wait_for_selector("text=History of this prompt")
     assert "capital of Peru" in page.inner_text("main")
+
+
+def test_it_discards_every_prompt_of_a_filtered_page_at_once(page, users):
+    from curation.models import PromptDecision
+
+    project = make_project(name="browse-bulk", n_prompts=5, n_candidates=2, k=1)
+    members(project, users)
+    Prompt.objects.filter(project=project, external_id__in=["p1", "p3"]).update(text="duplicate")
+    login(page, "rev", f"/curation/projects/{project.pk}/data/?q=duplicate")
+    page.check("[data-select-all]")
+    assert page.eval_on_selector_all("input[name=prompt]", "b => b.map(x => x.checked)") == [
+        True,
+        True,
+    ]
+    page.select_option("select[name=action]", "discard")
+    page.click("text=Apply to selected")
+    page.wait_for_selector("text=Discard: done on 2 prompts")
+    assert page.url.endswith("/data/?q=duplicate")
+    assert page.locator("tbody td:has-text('discarded')").count() == 2
+    discarded = PromptDecision.objects.filter(discarded=True).values_list("prompt__external_id")
+    assert sorted(x for (x,) in discarded) == ["p1", "p3"]

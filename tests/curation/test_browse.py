@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from annotate.models import Candidate, Prompt, Task
 from curation import services
-from curation.models import Flag
+from curation.models import Flag, PromptDecision, ReviewAction
 from tests.curation.builders import (  # noqa: F401  (fast_passwords: autouse fixture)
     fast_passwords,
     judge_ranking,
@@ -170,3 +170,68 @@ def test_it_shows_a_prompts_audit_history_on_its_page(reviewer, users):
     section = body.split('id="audit-title"')[1]
     assert "Discard prompt" in section and "duplicate" in section
     assert "1 task open → discarded; 1 task discarded" in section
+
+
+def _bulk(client, project, prompts, **data):
+    return client.post(
+        reverse("curation:browse_bulk", args=[project.pk]),
+        {"prompt": [p.pk for p in prompts], **data},
+        follow=True,
+    )
+
+
+def _prompts(project, *external_ids):
+    return list(Prompt.objects.filter(project=project, external_id__in=external_ids).order_by("id"))
+
+
+def test_it_discards_the_selected_prompts_one_action_each(reviewer, users):
+    project = _project(users)
+    chosen = _prompts(project, "p1", "p2")
+    response = _bulk(reviewer, project, chosen, action="discard", back="/curation/")
+    assert response.redirect_chain[-1][0] == "/curation/"
+    assert "Discard: done on 2 prompts" in response.content.decode()
+    actions = ReviewAction.objects.filter(project=project, kind="discard_prompt")
+    assert sorted(a.prompt_id for a in actions) == [p.pk for p in chosen]
+    assert set(
+        PromptDecision.objects.filter(discarded=True).values_list("prompt_id", flat=True)
+    ) == {p.pk for p in chosen}
+
+
+def test_it_requests_more_judgments_on_the_selected_prompts(reviewer, users):
+    project = _project(users)
+    _bulk(reviewer, project, _prompts(project, "p3"), action="more", extra="2")
+    task = Task.objects.get(prompt__project=project, prompt__external_id="p3")
+    assert task.required_judgments == 3 and task.status == "open"  # k = 1, plus 2
+    assert Task.objects.filter(project=project, required_judgments__isnull=False).count() == 1
+
+
+def test_it_reports_the_prompts_it_skipped(reviewer, users):
+    project = _project(users)
+    p1, p2 = _prompts(project, "p1", "p2")
+    services.review_discard_prompt(actor=users["reviewer"], prompt=p1)
+    body = _bulk(reviewer, project, [p1, p2], action="discard").content.decode()
+    assert "Skipped p1: this prompt is already discarded." in body
+    assert "Discard: done on 1 prompt;" in body
+
+
+def test_it_leaves_prompts_of_other_projects_alone(reviewer, users):
+    project = _project(users)
+    other = make_project(name="other", n_prompts=1)
+    body = _bulk(reviewer, project, list(other.prompts.all()), action="discard").content.decode()
+    assert "Select at least one prompt." in body
+    assert not ReviewAction.objects.exists()
+
+
+@pytest.mark.parametrize("user_key, status", [("annotator", 403), ("outsider", 404)])
+def test_it_refuses_bulk_actions_from_people_who_may_not_review(client, users, user_key, status):
+    project = _project(users)
+    client.force_login(users[user_key])
+    url = reverse("curation:browse_bulk", args=[project.pk])
+    prompt = _prompts(project, "p0")[0]
+    assert client.post(url, {"prompt": [prompt.pk], "action": "discard"}).status_code == status
+    assert not ReviewAction.objects.exists()
+
+
+def test_it_rejects_get_on_bulk_actions(reviewer, users):
+    project = _project(users)
+    assert reviewer.get(reverse("curation:browse_bulk", args=[project.pk])).status_code == 405
