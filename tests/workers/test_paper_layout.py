@@ -18,6 +18,7 @@ from PIL import Image
 from tests.workers import paper_recipe as recipe
 from workers.reward_model import (
     CandidateInput,
+    CheckpointError,
     RewardInputBuilder,
     ScoringItem,
     load_reward_model,
@@ -26,6 +27,7 @@ from workers.tiny import (
     build_tiny_reward_scorer,
     build_tiny_tokenizer,
     tiny_image_processor,
+    tiny_vl_config,
 )
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
@@ -236,3 +238,95 @@ def test_it_never_packs_more_candidates_than_the_limit(tokenizer):
 
     assert result.layout == "isolated" and "4 candidates" in result.note
     torch.testing.assert_close(result.scores, isolated.scores, **TOL)
+
+
+# ---- the paper's adapter-only layout and bad checkpoints --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def adapter_checkpoint(tokenizer, tmp_path_factory):
+    """What the paper's training writes: LoRA (task_type CAUSAL_LM) on the conditional-
+    generation model, adapter files, head and processor at the output folder's root."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2VLForConditionalGeneration
+
+    root = tmp_path_factory.mktemp("adapter")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        base = Qwen2VLForConditionalGeneration(tiny_vl_config(tokenizer))
+        base.save_pretrained(root / "base")
+        lora = LoraConfig(
+            task_type="CAUSAL_LM",
+            r=8,
+            lora_alpha=16,
+            lora_dropout=0.05,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"],
+        )
+        model = get_peft_model(base, lora)
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if "lora_B" in name:
+                    parameter.normal_(0, 0.3)
+        head = recipe.value_head(64)
+        with torch.no_grad():
+            for parameter in head.parameters():
+                parameter.normal_(0, 0.3)
+    out = root / "out"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    tiny_image_processor().save_pretrained(out)
+    (out / "reward_model_config.json").write_text(
+        json.dumps({"value_head_type": "mlp", "value_head_hidden_dim": 1024})
+    )
+    torch.save(head.state_dict(), out / "value_head.pt")
+    adapter_config = json.loads((out / "adapter_config.json").read_text())
+    assert adapter_config["task_type"] == "CAUSAL_LM" and not (out / "config.json").exists()
+    adapter_config["base_model_name_or_path"] = "../base"
+    (out / "adapter_config.json").write_text(json.dumps(adapter_config))
+    return out, model.eval(), head
+
+
+def test_it_loads_the_papers_adapter_only_layout(adapter_checkpoint, tokenizer):
+    path, model, head = adapter_checkpoint
+    sample = recipe.Sample("What is in the picture?", ["Maybe.", GOOD, BAD], None, _picture())
+    batch = recipe.collate(tokenizer, tiny_image_processor(), sample)
+    with torch.no_grad():
+        expected = recipe.scores(model, head, batch).tolist()
+
+    scorer = load_reward_model(path, device="cpu")
+    (result,) = scorer.score([_item(sample.prompt, sample.responses, sample.image)])
+
+    torch.testing.assert_close(result.scores, expected, **TOL)
+    assert max(expected) - min(expected) > 1e-2  # the adapter and head change the scores
+
+
+def test_it_names_the_adapter_config_when_the_base_model_is_not_local(adapter_checkpoint, tmp_path):
+    import shutil
+
+    path = tmp_path / "out"
+    shutil.copytree(adapter_checkpoint[0], path)
+    config = json.loads((path / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = "allenai/Molmo2-4B"
+    (path / "adapter_config.json").write_text(json.dumps(config))
+
+    with pytest.raises(CheckpointError, match="adapter_config.json: adapter-only checkpoint"):
+        load_reward_model(path, device="cpu")
+    scorer = load_reward_model(path, device="cpu", base_model=adapter_checkpoint[0].parent / "base")
+    assert scorer.kind == "multi_response"
+
+
+def test_it_explains_a_folder_with_a_head_but_no_model(adapter_checkpoint, tmp_path):
+    path = tmp_path / "head-only"
+    path.mkdir()
+    for name in ("reward_model_config.json", "value_head.pt"):
+        (path / name).write_bytes((adapter_checkpoint[0] / name).read_bytes())
+
+    with pytest.raises(CheckpointError, match=r"config.json: file not found: .*adapter"):
+        load_reward_model(path, device="cpu")
+
+
+def test_it_explains_a_folder_that_is_no_checkpoint(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+
+    with pytest.raises(CheckpointError, match=r"config.json: file not found: expected .*notes.txt"):
+        load_reward_model(tmp_path, device="cpu")

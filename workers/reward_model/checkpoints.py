@@ -20,6 +20,7 @@ from workers.reward_model.inputs import (
 from workers.reward_model.model import (
     MultiResponseRewardModel,
     RewardHeadConfig,
+    _text_config,
     backbone_hidden_size,
 )
 from workers.reward_model.records import (
@@ -206,6 +207,9 @@ def _merge_lora(backbone: nn.Module, adapter_dir: Path) -> nn.Module:
     except (OSError, ValueError, TypeError) as exc:
         raise CheckpointError(adapter_dir, f"cannot read the LoRA adapter ({exc})") from exc
     config.inference_mode = True
+    # Only merged here: a task type (the paper's CAUSAL_LM) would wrap the bare base model in a
+    # generation class it does not fit.
+    config.task_type = None
     peft_model = get_peft_model(backbone, config)
     result = set_peft_model_state_dict(peft_model, weights)
     unexpected = [k for k in result.unexpected_keys if "lora_" in k]
@@ -272,17 +276,29 @@ def load_reward_model(
     *,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    base_model: str | os.PathLike[str] | None = None,
     **limits: Any,
 ) -> RewardScorer | SequenceClassificationScorer:
     """Load a reward model from a local directory and return a ready scorer.
 
-    Two layouts are recognised: the seed release layout (``reward_model_config.json`` present:
-    base model + ``value_head.pt`` + optional ``lora_adapter/``), giving a [`RewardScorer`], and
-    a plain sequence-classification checkpoint, giving a [`SequenceClassificationScorer`].
+    Layouts recognised (``reward_model_config.json`` + ``value_head.pt`` mark a multi-response
+    reward model, giving a [`RewardScorer`]):
+
+    - **merged** (the paper's release, and Quorum's own): base model weights and
+      ``config.json`` in the folder, LoRA merged or kept beside them in ``lora_adapter/``;
+    - **adapter-only** (what the paper's training writes): ``adapter_config.json`` and the
+      adapter weights at the folder's root, no ``config.json``; the base model is loaded from
+      `base_model`, else from the adapter config's ``base_model_name_or_path`` (a local folder,
+      absolute or relative to the adapter folder);
+    - a plain ``*ForSequenceClassification`` checkpoint, giving a
+      [`SequenceClassificationScorer`] (the single-response baseline).
+
     Nothing is downloaded (`local_files_only=True`).
 
     Args:
         path (`str` or `os.PathLike`): Checkpoint directory.
+        base_model (`str` or `os.PathLike`, *optional*): Base model folder of an adapter-only
+            checkpoint.
         device (`str` or `torch.device`, *optional*): Defaults to CUDA when available.
         dtype (`torch.dtype`, *optional*): Backbone dtype; bf16 on CUDA, float32 on CPU.
         **limits: Passed to [`RewardInputBuilder`] (``max_length``, ``image_max_pixels``...).
@@ -298,11 +314,16 @@ def load_reward_model(
     if dtype is None:
         dtype = torch.bfloat16 if resolved.type == "cuda" else torch.float32
     if (path / REWARD_CONFIG_FILE).exists():
-        return _load_seed_layout(path, resolved, dtype, limits)
+        return _load_seed_layout(path, resolved, dtype, limits, base_model)
     config_file = path / "config.json"
     if not config_file.is_file():
+        found = sorted(p.name for p in path.iterdir())[:8]
         raise CheckpointError(
-            path, f"neither {REWARD_CONFIG_FILE} (seed layout) nor config.json found"
+            config_file,
+            "file not found: expected a reward model folder (reward_model_config.json + "
+            "value_head.pt beside a base model's config.json, or beside an adapter's "
+            "adapter_config.json) or a sequence-classification model (config.json); the "
+            f"folder holds {found or 'nothing'}",
         )
     architectures = _read_json(config_file).get("architectures") or []
     if not any(str(a).endswith("ForSequenceClassification") for a in architectures):
@@ -333,8 +354,38 @@ def load_reward_model(
     return SequenceClassificationScorer(model, tokenizer, device=resolved, max_length=max_length)
 
 
+def _adapter_base(path: Path, base_model: str | os.PathLike[str] | None) -> Path:
+    """The base model folder of an adapter-only checkpoint."""
+    config_file = path / "adapter_config.json"
+    if base_model is not None:
+        base = Path(base_model)
+        source = "base_model"
+    else:
+        named = _read_json(config_file).get("base_model_name_or_path")
+        if not named:
+            raise CheckpointError(
+                config_file,
+                "adapter-only checkpoint without base_model_name_or_path: pass the base "
+                "model folder (load_reward_model(..., base_model=...))",
+            )
+        base = Path(named) if Path(named).is_absolute() else path / named
+        source = f"base_model_name_or_path {named!r}"
+    if not (base / "config.json").is_file():
+        raise CheckpointError(
+            config_file,
+            f"adapter-only checkpoint: its base model ({source}) is not a local folder with a "
+            f"config.json ({base}); point base_model_name_or_path in adapter_config.json at "
+            "the base model's local folder, or pass base_model=",
+        )
+    return base
+
+
 def _load_seed_layout(
-    path: Path, device: torch.device, dtype: torch.dtype, limits: dict[str, Any]
+    path: Path,
+    device: torch.device,
+    dtype: torch.dtype,
+    limits: dict[str, Any],
+    base_model: str | os.PathLike[str] | None = None,
 ) -> RewardScorer:
     config_file = path / REWARD_CONFIG_FILE
     data = _read_json(config_file)
@@ -347,10 +398,27 @@ def _load_seed_layout(
     problems = head_config.problems()
     if problems:
         raise CheckpointError(config_file, "; ".join(problems))
-    backbone = _load_backbone(path, dtype)
-    adapter_dir = path / str(data.get("lora_adapter", LORA_ADAPTER_DIR))
-    if adapter_dir.is_dir():
-        backbone = _merge_lora(backbone, adapter_dir)
+    adapter_only = (path / "adapter_config.json").is_file() and not (path / "config.json").exists()
+    if adapter_only:
+        backbone = _load_backbone(_adapter_base(path, base_model), dtype)
+        tokenizer = _load_tokenizer(path)
+        # The paper's training adds <|resp_sep|> and resizes the embeddings before LoRA.
+        if len(tokenizer) > _text_config(backbone.config).vocab_size:
+            backbone.resize_token_embeddings(len(tokenizer))
+        backbone = _merge_lora(backbone, path)
+    else:
+        if not (path / "config.json").is_file():
+            raise CheckpointError(
+                path / "config.json",
+                f"file not found: {REWARD_CONFIG_FILE} needs a base model beside it "
+                "(config.json + weights, the merged layout) or an adapter (adapter_config.json"
+                " + adapter weights, the adapter-only layout)",
+            )
+        backbone = _load_backbone(path, dtype)
+        tokenizer = None
+        adapter_dir = path / str(data.get("lora_adapter", LORA_ADAPTER_DIR))
+        if adapter_dir.is_dir():
+            backbone = _merge_lora(backbone, adapter_dir)
     hidden = backbone_hidden_size(backbone)
     declared = data.get("value_head_input_dim")
     if declared is not None and declared != head_config.head_input_dim(hidden):
@@ -362,7 +430,7 @@ def _load_seed_layout(
         )
     model = MultiResponseRewardModel(backbone, head_config)
     _load_value_head(path, model.value_head, hidden, head_config)
-    tokenizer = _load_tokenizer(path)
+    tokenizer = tokenizer or _load_tokenizer(path)
     image_processor = None
     if (path / "preprocessor_config.json").is_file():
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
