@@ -10,6 +10,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from annotate.models import Project
 from curation.exporting import ExportOptions, ExportOptionsInvalid, parse_splits
@@ -21,6 +22,9 @@ from curation.services import (
     export_rebuild,
     flags_recompute_enqueue,
 )
+
+# Marks a cell that live.js keeps fetching while its job is unfinished.
+_LIVE = mark_safe("<span data-live hidden></span>")
 
 
 class ExportForm(forms.Form):
@@ -94,18 +98,33 @@ class DatasetExportAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
+    class Media:
+        js = ["curation/live.js"]  # progress cells update themselves (data-live-region)
+
     @admin.display(description="progress")
     def progress_display(self, obj: DatasetExport) -> str:
-        return f"{obj.progress}% {obj.phase}"
+        unfinished = obj.status in (DatasetExport.Status.PENDING, DatasetExport.Status.RUNNING)
+        return format_html(
+            '<span data-live-region="export-{}">{}{}</span>',
+            obj.pk,
+            _LIVE if unfinished else "",
+            f"{obj.progress}% {obj.phase}".strip(),
+        )
 
     @admin.display(description="files")
     def files_link(self, obj: DatasetExport) -> str:
+        if obj.status in (DatasetExport.Status.PENDING, DatasetExport.Status.RUNNING):
+            return format_html(
+                '<span data-live-region="export-files-{}">–<span data-live hidden></span></span>',
+                obj.pk,
+            )
         if obj.status != DatasetExport.Status.DONE:
             return "–"
         return format_html(
-            '<a href="{}">zip</a> · <a href="{}">datasheet</a>',
+            '<span data-live-region="export-files-{}"><a href="{}">zip</a> · <a href="{}">datasheet</a></span>',
+            obj.pk,
             reverse("curation:export_download", args=[obj.pk]),
-            reverse("curation:export_file", args=[obj.pk, "datasheet.md"]),
+            reverse("curation:export_datasheet", args=[obj.pk]),
         )
 
     @admin.action(description="Cancel the selected pending or running exports")

@@ -1,8 +1,12 @@
 from django.contrib import admin
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from workers.jobs import jobs_cancel
 from workers.models import Job, ScoringRun
+
+# Marks a cell that live.js keeps fetching while its job is unfinished.
+_LIVE = mark_safe("<span data-live hidden></span>")
 
 
 @admin.register(ScoringRun)
@@ -36,10 +40,16 @@ class ScoringRunAdmin(admin.ModelAdmin):
         "progress",
     ]
 
+    class Media:
+        js = ["curation/live.js"]  # progress cells update themselves (data-live-region)
+
     @admin.display(description="progress")
     def progress(self, obj):
         return format_html(
-            '<progress max="100" value="{}" aria-label="scoring progress"></progress> {} / {} prompts',
+            '<span data-live-region="scoring-run-{}">{}<progress max="100" value="{}" '
+            'aria-label="scoring progress"></progress> {} / {} prompts</span>',
+            obj.pk,
+            _LIVE if obj.status == ScoringRun.Status.RUNNING else "",
             obj.progress_percent,
             obj.done_prompts,
             obj.total_prompts,
@@ -75,9 +85,17 @@ class JobAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    class Media:
+        js = ["curation/live.js"]  # progress cells update themselves (data-live-region)
+
     @admin.display(description="progress")
     def progress_display(self, obj: Job) -> str:
-        return f"{obj.progress}% {obj.phase}".strip()
+        return format_html(
+            '<span data-live-region="job-{}">{}{}</span>',
+            obj.pk,
+            _LIVE if obj.status in Job.UNFINISHED else "",
+            f"{obj.progress}% {obj.phase}".strip(),
+        )
 
     @admin.display(description="problem")
     def problem(self, obj: Job) -> str:
