@@ -29,6 +29,7 @@ from annotate.importing import (
     export_root_in_zip,
     parse_import,
 )
+from annotate.media_metadata import strip_metadata
 from annotate.models import (
     ApiToken,
     Candidate,
@@ -214,13 +215,19 @@ def _project_from_settings(name: str, parsed: ParsedImport) -> Project:
 def _store_media(project: Project, parsed: ParsedImport, created: list[str]) -> dict[str, str]:
     """Writes checked media under content-addressed names; returns storage name by import name.
 
-    Names carry no model or file name, so blind projects leak nothing through media URLs.
+    Names carry no model or file name, and the files no metadata (``strip_metadata``), so blind
+    projects leak nothing through media URLs or bytes. Names stay those of the imported bytes,
+    so a re-import finds the files it stored.
     """
     stored: dict[str, str] = {}
     for ref in parsed.media.values():
         name = f"p{project.pk}/{ref.sha256[:2]}/{ref.sha256}.{ref.ext}"
         if not default_storage.exists(name):
-            data = parsed.source.read_media(ref.name)
+            try:
+                data = strip_metadata(parsed.source.read_media(ref.name), ref.ext)
+            except ValueError as exc:
+                line, fld = ref.__dict__.get("first_use", (None, ref.name))
+                raise ImportRejected([Problem(line, fld, f"{ref.name!r}: {exc}")]) from None
             saved = default_storage.save(name, ContentFile(data))
             created.append(saved)
             name = saved
