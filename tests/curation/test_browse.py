@@ -167,7 +167,7 @@ def test_it_shows_a_prompts_audit_history_on_its_page(reviewer, users):
     prompt = Prompt.objects.get(project=project, external_id="p0")
     services.review_discard_prompt(actor=users["reviewer"], prompt=prompt, note="duplicate")
     body = reviewer.get(reverse("curation:prompt", args=[project.pk, prompt.pk])).content.decode()
-    section = body.split('id="audit-title"')[1]
+    section = " ".join(re.sub(r"<[^>]+>", " ", body.split('id="audit-title"')[1]).split())
     assert "Discard prompt" in section and "duplicate" in section
     assert "1 task open → discarded; 1 task discarded" in section
 
