@@ -261,7 +261,9 @@ def _flag_details(flag: Flag, letter_of: dict[int, str]) -> list[str]:
     d = flag.details
     name = lambda c: letter_of.get(c, f"#{c}")  # noqa: E731
     if flag.kind == Flag.Kind.LOW_AGREEMENT:
-        lines = [f"Agreement {d.get('agreement')} over {d.get('comparisons', '?')} comparisons."]
+        agreement = d.get("agreement")
+        shown = f"{agreement:.2f}" if isinstance(agreement, int | float) else "not measured"
+        lines = [f"Agreement {shown} over {d.get('comparisons', '?')} comparisons."]
         lines += [
             f"{name(x)} vs {name(y)}: {share:.0%} agree"
             for x, y, share in d.get("disputed_pairs", [])[:8]
@@ -281,7 +283,9 @@ def _flag_details(flag: Flag, letter_of: dict[int, str]) -> list[str]:
         return [
             "Gold: " + selectors.ranking_letters(d.get("gold", []), letter_of),
             "Given: " + selectors.ranking_letters(d.get("given", []), letter_of),
-            f"Wrong share of gold pairs: {d.get('wrong_share')}",
+            f"Gold pairs ordered the other way: {d['wrong_share']:.0%}"
+            if isinstance(d.get("wrong_share"), int | float)
+            else "Gold pairs ordered the other way: not measured",
         ]
     return [f"{k}: {v}" for k, v in d.items()]
 

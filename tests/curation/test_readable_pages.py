@@ -235,3 +235,29 @@ def test_it_summarises_a_position_bias_flag_without_lists(client, users, dispute
         in body
     )
     assert b"[9, 1, 1, 1]" not in body
+
+
+def test_it_rounds_the_figures_of_a_prompt_flag(client, users, disputed):
+    project, _ = disputed
+    prompt = Prompt.objects.filter(project=project).first()
+    flag = Flag.objects.create(
+        project=project,
+        kind="low_agreement",
+        key="prompt:z",
+        prompt=prompt,
+        severity=0.5,
+        details={"agreement": 0.472222, "comparisons": 36, "disputed_pairs": []},
+    )
+    gold = Flag.objects.create(
+        project=project,
+        kind="failed_gold",
+        key="judgment:z",
+        prompt=prompt,
+        severity=0.5,
+        details={"gold": [], "given": [], "wrong_share": 0.3333},
+    )
+    client.force_login(users["reviewer"])
+    body = client.get(reverse("curation:flag", args=[project.pk, flag.pk])).content.decode()
+    assert "Agreement 0.47 over 36 comparisons." in body and "0.472222" not in body
+    body = client.get(reverse("curation:flag", args=[project.pk, gold.pk])).content.decode()
+    assert "Gold pairs ordered the other way: 33%" in body
