@@ -61,7 +61,10 @@ from workers.reward_model.scorers import (
     SequenceClassificationScorer,
 )
 from workers.reward_model.training import (
+    FitConfig,
     apply_lora,
+    fit,
+    held_out_report,
     nway_loss,
     plackett_luce_loss,
     train,
@@ -69,6 +72,9 @@ from workers.reward_model.training import (
 )
 
 __all__ = [
+    "FitConfig",
+    "fit",
+    "held_out_report",
     "CandidateInput",
     "CheckpointError",
     "IM_END",
