@@ -5,6 +5,7 @@ import { newKey, postJSON } from "./net.js";
 import { PairwiseView } from "./pairwise.js";
 import { RankingView } from "./ranking.js";
 import { VideoSync } from "./videosync.js";
+import { ImageZoom } from "./zoom.js";
 
 const RETRYABLE = new Set(["lease_lost", "already_judged", "assignment_closed", "edit_window_closed"]);
 
@@ -196,16 +197,13 @@ class AnnotationPage {
       this.load(el.href);
     } else if (el.matches("[data-submit]")) this.session?.submit();
     else if (el.matches("[data-skip]")) this.session?.skip();
-    else if (el.matches("[data-zoom-src]")) this.zoom(el.dataset.zoomSrc);
-    else if (el.matches("[data-zoom-img]")) el.classList.toggle("zoomed");
+    else if (el.matches("[data-zoom-src]")) this.zoom(el);
+    else if (el.matches("[data-zoom-img]")) this.imageZoom?.toggle();
   }
 
-  zoom(src) {
-    const dialog = document.querySelector("[data-zoom-dialog]");
-    const img = dialog.querySelector("[data-zoom-img]");
-    img.src = src;
-    img.classList.remove("zoomed");
-    dialog.showModal();
+  zoom(opener) {
+    this.imageZoom ??= new ImageZoom(document.querySelector("[data-zoom-dialog]"));
+    this.imageZoom.open(opener.dataset.zoomSrc, opener.querySelector("img")?.alt || "");
   }
 
   onKey(event) {

@@ -3,36 +3,18 @@
 // open enlarged in a dialog on click (click again for twice that). Bound to
 // [data-media-section], [data-zoom-src] and [data-zoom-dialog].
 import { VideoSync } from "../annotate/videosync.js";
+import { ImageZoom } from "../annotate/zoom.js";
 
 const section = document.querySelector("[data-media-section]");
 const sync = section ? new VideoSync(section) : null;
 const dialog = document.querySelector("[data-zoom-dialog]");
-const zoomImg = dialog?.querySelector("[data-zoom-img]");
-
-/** Sizes the zoomed image to fill the window (small images are enlarged, not shown smaller). */
-function fit(double) {
-  if (!zoomImg.naturalWidth) return;
-  const scale = Math.min(
-    (window.innerWidth * 0.9) / zoomImg.naturalWidth,
-    (window.innerHeight * 0.8) / zoomImg.naturalHeight,
-  );
-  zoomImg.style.width = `${Math.round(zoomImg.naturalWidth * scale * (double ? 2 : 1))}px`;
-  zoomImg.classList.toggle("upscaled", scale > 1);
-  zoomImg.classList.toggle("zoomed", double);
-}
 
 if (dialog) {
-  zoomImg.addEventListener("load", () => fit(false));
+  const zoom = new ImageZoom(dialog);
   document.addEventListener("click", (event) => {
     const opener = event.target.closest?.("[data-zoom-src]");
-    if (opener) {
-      zoomImg.alt = opener.querySelector("img")?.alt || "";
-      zoomImg.src = opener.dataset.zoomSrc;
-      dialog.showModal();
-      fit(false);
-    } else if (event.target === zoomImg) {
-      fit(!zoomImg.classList.contains("zoomed"));
-    }
+    if (opener) zoom.open(opener.dataset.zoomSrc, opener.querySelector("img")?.alt || "");
+    else if (event.target === zoom.img) zoom.toggle();
   });
 }
 
