@@ -90,6 +90,7 @@ class TaskSession {
     this.busy = false;
     this.section.removeAttribute("aria-busy");
     if (status === 200 || status === 201) {
+      this.page.showSaved(this.section.dataset.keyName === "edit_key" ? "Your change is saved." : "Saved.");
       this.page.load(data.next_url);
     } else if (status === 401) {
       this.page.toLogin();
@@ -172,6 +173,17 @@ class AnnotationPage {
     }
     this.slot.innerHTML = await response.text();
     this.mount();
+  }
+
+  /** A visible (and announced) confirmation that outlives the swap to the next task. */
+  showSaved(text) {
+    const note = document.querySelector("[data-saved-note]");
+    if (!note) return;
+    note.textContent = text;
+    clearTimeout(this.savedTimer);
+    this.savedTimer = setTimeout(() => {
+      note.textContent = "";
+    }, 6000);
   }
 
   toLogin() {
