@@ -71,7 +71,7 @@ class DatasetExportAdmin(admin.ModelAdmin):
     list_filter = ["status", "project"]
     list_select_related = ["project", "created_by"]
     readonly_fields = [f.name for f in DatasetExport._meta.fields]
-    actions = ["rebuild", "cancel"]
+    actions = ["rebuild", "cancel", "train_reward_model"]
 
     def add_view(
         self, request: HttpRequest, form_url: str = "", extra_context=None
@@ -136,6 +136,22 @@ class DatasetExportAdmin(admin.ModelAdmin):
                 messages.warning(request, f"Not cancelled: {exc}.")
             else:
                 messages.success(request, f"v{export.version} cancelled.")
+
+    @admin.action(description="Train the next reward model from the selected exports")
+    def train_reward_model(self, request: HttpRequest, queryset) -> None:
+        from workers.model_training import TrainingError, training_enqueue
+
+        for export in queryset.select_related("project"):
+            try:
+                job = training_enqueue(export=export)
+            except TrainingError as exc:
+                messages.warning(request, f"{export.project.name} v{export.version}: {exc}.")
+            else:
+                messages.success(
+                    request,
+                    f"{export.project.name} v{export.version}: training queued (job {job.pk}); "
+                    "the new version appears on the project's reward models page.",
+                )
 
     @admin.action(description="Build a new version with the same options")
     def rebuild(self, request: HttpRequest, queryset) -> None:

@@ -255,3 +255,54 @@ def export_download(request, export_id: int, base_folder: str | None = None):
     )
     response["Content-Disposition"] = f'attachment; filename="{name}.zip"'
     return response
+
+
+class TrainIn(Schema):
+    base_reward_model_id: int | None = None
+    options: dict = {}
+
+
+class JobOut(Schema):
+    id: int
+    name: str
+    status: str
+    progress: int
+    phase: str
+    error: str
+    result: dict | None = None
+
+
+@router.post(
+    "/exports/{export_id}/train",
+    response={202: JobOut},
+    summary="Train the next reward model from this export (a job on the gpu queue)",
+)
+def export_train(request, export_id: int, payload: TrainIn):
+    """Starts from the project's active reward model unless ``base_reward_model_id`` names
+    another; ``options`` overrides the paper's settings (epochs, lr, grad_accum, lora_r, loss,
+    ...). Poll ``GET /api/jobs/{id}``; when done, ``result.reward_model`` is the new version."""
+    from annotate.models import RewardModel
+    from workers.model_training import TrainingError, training_enqueue
+
+    export = _export(request, export_id)
+    base = None
+    if payload.base_reward_model_id is not None:
+        base = get_object_or_404(RewardModel, pk=payload.base_reward_model_id)
+    try:
+        job = training_enqueue(export=export, base=base, options=payload.options)
+    except TrainingError as exc:
+        raise HttpError(422, str(exc)) from None
+    return Status(202, job)
+
+
+@router.get("/jobs/{job_id}", response=JobOut, summary="Status and progress of a job")
+def job_status(request, job_id: int):
+    """Training jobs are visible to the admins of the export's project."""
+    from workers.models import Job
+
+    job = get_object_or_404(Job, pk=job_id)
+    export_id = (job.kwargs or {}).get("export_id")
+    if export_id is None:
+        raise HttpError(404, "Not Found")
+    _export(request, export_id)
+    return job

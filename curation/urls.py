@@ -1,6 +1,7 @@
 from django.urls import path
 
 from curation import views
+from workers import views as worker_views
 
 app_name = "curation"
 urlpatterns = [
@@ -32,6 +33,11 @@ urlpatterns = [
     path("projects/<int:project_id>/dashboard/", views.dashboard, name="dashboard"),
     path("projects/<int:project_id>/recompute/", views.recompute, name="recompute"),
     path("projects/<int:project_id>/exports/", views.exports, name="exports"),
+    path(
+        "projects/<int:project_id>/reward-models/",
+        worker_views.reward_models,
+        name="reward_models",
+    ),
     path("exports/<int:export_id>/download/", views.export_download, name="export_download"),
     path("exports/<int:export_id>/cancel/", views.export_cancel, name="export_cancel"),
     path("exports/<int:export_id>/datasheet/", views.export_datasheet, name="export_datasheet"),

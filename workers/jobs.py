@@ -53,8 +53,14 @@ FLAGS_UPDATE_FOR_TASK = "quorum.flags_update_for_task"
 SCORE_PROMPTS = "quorum.score_prompts"
 SCORE_ADHOC = "quorum.score_adhoc"
 TRAIN_DEMO_MODEL = "quorum.train_demo_model"
+TRAIN_REWARD_MODEL = "quorum.train_reward_model"
 
-QUEUES = {SCORE_PROMPTS: "gpu", SCORE_ADHOC: "gpu", TRAIN_DEMO_MODEL: "gpu"}
+QUEUES = {
+    SCORE_PROMPTS: "gpu",
+    SCORE_ADHOC: "gpu",
+    TRAIN_DEMO_MODEL: "gpu",
+    TRAIN_REWARD_MODEL: "gpu",
+}
 
 # Called as ``fn(job=job, reason=str, cancelled=bool)`` when a job is given up (its runner died
 # on the last attempt, it raised, or it was cancelled): the service owning the domain row marks it

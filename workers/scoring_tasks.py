@@ -44,3 +44,26 @@ def train_demo_model_task(
             seed=seed, epochs=epochs, prompts_per_project=prompts_per_project, run=run
         ),
     )
+
+
+@app.task(name="quorum.train_reward_model", acks_late=True, max_retries=0)
+def train_reward_model_task(
+    *,
+    export_id: int,
+    base_reward_model_id: int,
+    options: dict | None = None,
+    job_id: int | None = None,
+) -> dict:
+    """Trains a reward model from an export, registers it and starts its scoring run; a retry
+    resumes from the training checkpoints."""
+    from workers.model_training import train_from_export
+
+    return run_job(
+        job_id,
+        lambda run: train_from_export(
+            export_id=export_id,
+            base_reward_model_id=base_reward_model_id,
+            options=options,
+            run=run,
+        ),
+    )

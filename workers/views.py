@@ -1,0 +1,34 @@
+"""Pages about reward models: the versions of a project's reward model, side by side."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from curation.views import _project_for
+from workers.model_training import reward_model_comparison
+from workers.models import Job
+
+
+@login_required
+def reward_models(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Held-out accuracy per candidate kind, agreement with the human consensus and
+    disagreement-flag counts of every version that scored the project; training jobs."""
+    project = _project_for(request, project_id, admin=True)
+    training = [
+        job
+        for job in Job.objects.filter(name="quorum.train_reward_model").order_by("-id")[:50]
+        if job.kwargs.get("export_id") in set(project.dataset_exports.values_list("pk", flat=True))
+    ]
+    return render(
+        request,
+        "workers/reward_models.html",
+        {
+            "project": project,
+            "rows": reward_model_comparison(project),
+            "training": training,
+            "active": "models",
+            "is_admin": True,
+        },
+    )
