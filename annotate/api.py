@@ -270,3 +270,98 @@ def list_scores(
         for c, p, ci, pi, s, e in page
     ]
     return {**envelope, "results": results}
+
+
+# --- judgments --------------------------------------------------------------------------------
+
+
+class JudgmentOut(Schema):
+    id: int
+    task_id: int
+    prompt_id: int
+    prompt_external_id: str
+    kind: str
+    # The task's candidates (external ids) in slot order: a pair's outcome "a" is the first.
+    candidates: list[str]
+    # Tie groups of candidate external ids, best first; null for a pair.
+    ranking: list[list[str]] | None
+    outcome: str
+    presented_order: list[str]
+    # A username, or the external annotator id of an imported source.
+    annotator: str
+    source: str
+    source_name: str
+    rationale: str
+    ratings: dict
+    duration_ms: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class JudgmentPage(Page):
+    results: list[JudgmentOut]
+
+
+JUDGMENTS_MAX_LIMIT = 1000
+
+
+@api.get(
+    "/projects/{project_id}/judgments",
+    response=JudgmentPage,
+    summary="Every judgment of the project, oldest first (reviewers and admins; "
+    "limit/offset pages, at most 1000 a page)",
+)
+def list_judgments(
+    request, project_id: int, prompt: str | None = None, limit: int = 100, offset: int = 0
+):
+    """``prompt``: only the judgments on the prompt with this external id."""
+    from annotate.models import Judgment, TaskCandidate
+
+    project = get_object_or_404(Project, pk=project_id)
+    role = selectors.membership_role(user=request.auth, project=project)
+    if not (request.auth.is_staff or role in ("admin", "reviewer")):
+        raise HttpError(403, "only the project's reviewers and admins see judgments")
+    rows = Judgment.objects.filter(project=project).select_related("task__prompt", "annotator")
+    if prompt is not None:
+        rows = rows.filter(task__prompt__external_id=prompt)
+    page, envelope = paginate(
+        request, rows.order_by("id"), limit=limit, offset=offset, maximum=JUDGMENTS_MAX_LIMIT
+    )
+    slots: dict[int, list[int]] = {}
+    external: dict[int, str] = {}
+    for task_id, candidate_id, external_id in (
+        TaskCandidate.objects.filter(task_id__in={j.task_id for j in page})
+        .order_by("task_id", "position")
+        .values_list("task_id", "candidate_id", "candidate__external_id")
+    ):
+        slots.setdefault(task_id, []).append(candidate_id)
+        external[candidate_id] = external_id
+
+    def name(candidate_id) -> str:
+        return external.get(candidate_id, str(candidate_id))
+
+    results = [
+        {
+            "id": j.pk,
+            "task_id": j.task_id,
+            "prompt_id": j.task.prompt_id,
+            "prompt_external_id": j.task.prompt.external_id,
+            "kind": j.kind,
+            "candidates": [name(c) for c in slots.get(j.task_id, [])],
+            "ranking": None
+            if j.ranking is None
+            else [[name(c) for c in group] for group in j.ranking],
+            "outcome": j.outcome,
+            "presented_order": [name(c) for c in j.presented_order or []],
+            "annotator": j.annotator.get_username() if j.annotator else j.external_annotator,
+            "source": j.source,
+            "source_name": j.source_name,
+            "rationale": j.rationale,
+            "ratings": j.ratings or {},
+            "duration_ms": j.duration_ms,
+            "created_at": j.created_at,
+            "updated_at": j.updated_at,
+        }
+        for j in page
+    ]
+    return {**envelope, "results": results}
