@@ -1,0 +1,98 @@
+"""Property: whatever the bytes, the importer returns records or rejects them by line and field.
+
+Never another exception (which the web shows as "internal error" and the CLI as a traceback).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+import zipfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from annotate.importing import ImportRejected, parse_import
+
+LIMITS = {
+    "max_media_bytes": 1_000_000,
+    "max_file_bytes": 2_000_000,
+    "max_data_bytes": 1_000_000,
+    "max_text_chars": 1000,
+    "max_image_pixels": 1_000_000,
+}
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+keys = st.sampled_from(
+    ["id", "prompt", "candidates", "judgments", "model", "text", "image", "video", "kind",
+     "ranking", "pair", "outcome", "annotator", "responses", "rankings", "model_a", "model_b",
+     "winner", "project", "metadata", "placeholder", "presented_order", "rationale"]
+)  # fmt: skip
+rows = st.recursive(
+    st.dictionaries(keys, json_values, max_size=6),
+    lambda children: st.dictionaries(keys, children | st.lists(children, max_size=3), max_size=6),
+    max_leaves=12,
+)
+
+
+def _parse(name: str, data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / name
+        path.write_bytes(data)
+        try:
+            parsed = parse_import(path, **LIMITS)
+        except ImportRejected as exc:
+            assert exc.problems
+            assert all(folder not in str(p) for p in exc.problems), exc.problems
+        else:
+            parsed.source.close()
+
+
+def _damaged_zip(objects: list[dict], media: bytes, offset: int, garbage: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("data.jsonl", "\n".join(json.dumps(o) for o in objects))
+        zf.writestr("media/a.png", media)
+    raw = bytearray(buffer.getvalue())
+    at = offset % len(raw)
+    raw[at : at + len(garbage)] = garbage
+    return bytes(raw)
+
+
+uploads = st.one_of(
+    # rows of JSON in the shapes the formats use, with wrong types anywhere
+    st.tuples(
+        st.just("rows.jsonl"),
+        st.lists(rows, min_size=1, max_size=4).map(
+            lambda objects: "\n".join(json.dumps(o) for o in objects).encode()
+        ),
+    ),
+    # any bytes, named as a data file or as a zip
+    st.tuples(st.sampled_from(["rows.jsonl", "rows.json"]), st.binary(max_size=400)),
+    st.tuples(st.just("rows.zip"), st.binary(max_size=400).map(lambda b: b"PK\x03\x04" + b)),
+    # a well-formed zip with a few bytes overwritten anywhere
+    st.tuples(
+        st.just("upload.zip"),
+        st.builds(
+            _damaged_zip,
+            st.lists(rows, min_size=1, max_size=3),
+            st.binary(max_size=200),
+            st.integers(min_value=0, max_value=400),
+            st.binary(min_size=1, max_size=8),
+        ),
+    ),
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(uploads)
+def test_it_rejects_or_reads_any_upload(upload):
+    name, data = upload
+    _parse(name, data)
