@@ -135,14 +135,17 @@ def build_tiny_tokenizer(corpus: Iterable[str] | None = None, *, vocab_size: int
     return built
 
 
-def tiny_image_processor(*, max_pixels: int = 448 * 448, min_pixels: int = 56 * 56) -> Any:
-    """A Pillow-backed Qwen2-VL image processor (no torchvision needed)."""
+def tiny_image_processor(
+    *, max_pixels: int = 448 * 448, min_pixels: int = 56 * 56, patch_size: int = 14
+) -> Any:
+    """A Pillow-backed Qwen2-VL image processor (no torchvision needed); Qwen3-VL uses the
+    same one with 16-pixel patches."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
         Qwen2VLImageProcessorPil,
     )
 
     return Qwen2VLImageProcessorPil(
-        patch_size=14,
+        patch_size=patch_size,
         temporal_patch_size=2,
         merge_size=2,
         min_pixels=min_pixels,
@@ -226,7 +229,67 @@ def tiny_vl_config(
             "fullatt_block_indexes": [vision_depth - 1],
         }
         return Qwen2_5_VLConfig(text_config=text_config, vision_config=vision_config, **common)
-    raise ValueError(f"unknown family {family!r}; expected 'qwen2_vl' or 'qwen2_5_vl'")
+    if family == "qwen3_vl":
+        from transformers import Qwen3VLConfig
+
+        text_config["head_dim"] = head_dim
+        text_config["rope_parameters"] = {
+            "rope_type": "default",
+            "rope_theta": 5_000_000.0,
+            "mrope_section": mrope_section_for(head_dim),
+            "mrope_interleaved": True,
+        }
+        vision_config = {
+            "depth": vision_depth,
+            "hidden_size": vision_embed_dim,
+            "intermediate_size": vision_mlp_ratio * vision_embed_dim,
+            "num_heads": vision_heads,
+            "out_hidden_size": hidden_size,
+            "patch_size": 16,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "num_position_embeddings": 64,
+            "deepstack_visual_indexes": [0],
+        }
+        return Qwen3VLConfig(text_config=text_config, vision_config=vision_config, **common)
+    if family == "molmo2":
+        from transformers import Molmo2Config
+
+        return Molmo2Config(
+            text_config={
+                "hidden_size": hidden_size,
+                "num_attention_heads": num_heads,
+                "num_key_value_heads": num_kv_heads,
+                "head_dim": head_dim,
+                "vocab_size": len(tokenizer),
+                "additional_vocab_size": 16,
+                "num_hidden_layers": num_layers,
+                "intermediate_size": intermediate_size or 2 * hidden_size,
+                "max_position_embeddings": max_position_embeddings,
+            },
+            vision_config={
+                "hidden_size": vision_embed_dim,
+                "intermediate_size": vision_mlp_ratio * vision_embed_dim,
+                "num_hidden_layers": vision_depth,
+                "num_attention_heads": vision_heads,
+                "num_key_value_heads": vision_heads,
+                "head_dim": vision_embed_dim // vision_heads,
+                "vision_feature_layer": [-1],
+            },
+            adapter_config={
+                "hidden_size": vision_embed_dim,
+                "intermediate_size": vision_mlp_ratio * vision_embed_dim,
+                "text_hidden_size": hidden_size,
+                "num_attention_heads": vision_heads,
+                "num_key_value_heads": vision_heads,
+                "head_dim": vision_embed_dim // vision_heads,
+                "vit_layers": [-1],
+            },
+            pad_token_id=ids[PAD_TOKEN],
+        )
+    raise ValueError(
+        f"unknown family {family!r}; expected 'qwen2_vl', 'qwen2_5_vl', 'qwen3_vl' or 'molmo2'"
+    )
 
 
 def build_tiny_backbone(
@@ -266,7 +329,7 @@ def build_tiny_reward_scorer(
     """A ready [`RewardScorer`] around a random tiny multi-response reward model.
 
     Args:
-        family (`str`): ``"qwen2_vl"`` or ``"qwen2_5_vl"``.
+        family (`str`): ``"qwen2_vl"``, ``"qwen2_5_vl"``, ``"qwen3_vl"`` or ``"molmo2"``.
         hidden_size, num_layers (`int`): Language-model size (heads scale with width).
         seed (`int`): Seeds backbone and value head.
         head_config ([`RewardHeadConfig`], *optional*): Value-head settings.
@@ -287,7 +350,12 @@ def build_tiny_reward_scorer(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 1)
         model = MultiResponseRewardModel(backbone, head_config)
-    builder = RewardInputBuilder.for_model(model, tokenizer, tiny_image_processor(), **limits)
+    processor = (
+        None
+        if family == "molmo2"
+        else tiny_image_processor(patch_size=16 if family == "qwen3_vl" else 14)
+    )
+    builder = RewardInputBuilder.for_model(model, tokenizer, processor, **limits)
     return RewardScorer(model, builder, device=device)
 
 

@@ -330,3 +330,60 @@ def test_it_explains_a_folder_that_is_no_checkpoint(tmp_path):
 
     with pytest.raises(CheckpointError, match=r"config.json: file not found: expected .*notes.txt"):
         load_reward_model(tmp_path, device="cpu")
+
+
+# ---- backbones: Qwen3-VL and Molmo2 ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["qwen3_vl", "molmo2"])
+def test_it_saves_loads_and_scores_newer_backbones(tokenizer, family, tmp_path):
+    scorer = build_tiny_reward_scorer(tokenizer=tokenizer, family=family, seed=2)
+    with torch.no_grad():
+        for parameter in scorer.model.value_head.parameters():
+            parameter.normal_(0, 0.3)
+    image = None if family == "molmo2" else _picture()
+    item = _item("What is shown?", GOLDEN_RESPONSES, image)
+    (before,) = scorer.score([item], mode="packed")
+
+    loaded = load_reward_model(scorer.save(tmp_path / family), device="cpu")
+    (packed,) = loaded.score([item], mode="packed")
+    (isolated,) = loaded.score([item], mode="isolated")
+    (separate,) = loaded.score([item], mode="separate")
+
+    assert loaded.model.model_type == family and packed.ok, packed
+    torch.testing.assert_close(packed.scores, before.scores, **TOL)
+    torch.testing.assert_close(isolated.scores, separate.scores, **TOL)
+    (row,) = loaded.builder.plan(0, loaded.builder.encode_item(item), "packed").rows
+    ends = [last for _, _, last in row.slots]
+    assert [tokenizer.decode([row.ids[e]]) for e in ends] == [".\n\n", ".\n\n", ".\n\n", "\n"]
+
+
+def test_it_uses_qwen3_vls_own_positions_for_images(tokenizer):
+    scorer = build_tiny_reward_scorer(tokenizer=tokenizer, family="qwen3_vl", seed=2)
+    builder = scorer.builder
+    item = _item("What is shown?", ["A cat.", "A dog."], _picture(64, 96))
+    (row,) = builder.plan(0, builder.encode_item(item), "packed").rows
+    batch = builder.collate([row], "packed")
+
+    native, _ = scorer.model.backbone.get_rope_index(
+        batch.input_ids, batch.mm_token_type_ids, image_grid_thw=batch.image_grid_thw
+    )
+
+    assert torch.equal(batch.position_ids, native)
+
+
+def test_it_reports_media_a_text_only_backbone_cannot_read(tokenizer):
+    scorer = build_tiny_reward_scorer(tokenizer=tokenizer, family="molmo2", seed=2)
+    items = [
+        _item("What is shown?", ["A cat.", "A dog."], _picture()),
+        ScoringItem(
+            "Which?",
+            [CandidateInput(text="A cat."), CandidateInput(kind="image", media=_picture())],
+        ),
+    ]
+
+    with_image, with_image_answer = scorer.score(items, mode="packed")
+
+    assert with_image.error and "molmo2 checkpoints score text only" in with_image.error
+    assert with_image_answer.scores[0] is not None and with_image_answer.scores[1] is None
+    assert "needs torchvision" in with_image_answer.errors[1]

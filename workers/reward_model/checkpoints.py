@@ -28,6 +28,7 @@ from workers.reward_model.records import (
     LORA_ADAPTER_DIR,
     REWARD_CONFIG_FILE,
     SUPPORTED_BACKBONES,
+    TEXT_ONLY_BACKBONES,
     VALUE_HEAD_FILE,
     CheckpointError,
     pick_device,
@@ -432,7 +433,8 @@ def _load_seed_layout(
     _load_value_head(path, model.value_head, hidden, head_config)
     tokenizer = tokenizer or _load_tokenizer(path)
     image_processor = None
-    if (path / "preprocessor_config.json").is_file():
+    text_only = model.model_type in TEXT_ONLY_BACKBONES
+    if (path / "preprocessor_config.json").is_file() and not text_only:
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
             Qwen2VLImageProcessorPil,
         )

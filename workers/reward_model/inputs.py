@@ -38,6 +38,7 @@ from workers.reward_model.records import (
     RESP_SEP_TOKEN,
     RESPONSE_SEPARATOR,
     SPECIAL_TOKENS,
+    TEXT_ONLY_BACKBONES,
     VIDEO_PAD,
     VISION_END,
     VISION_START,
@@ -280,8 +281,12 @@ class RewardInputBuilder:
         video_processor: Any | None = None,
         overflow: str = "isolated",
         max_packed_candidates: int = DEFAULT_MAX_PACKED_CANDIDATES,
+        vision: bool = True,
     ) -> None:
-        if image_processor is None:
+        # vision=False: a backbone whose images Quorum cannot preprocess (Molmo2's image
+        # processor needs torchvision); it scores text prompts and text answers.
+        self.vision = vision
+        if image_processor is None and vision:
             from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
                 Qwen2VLImageProcessorPil,
             )
@@ -292,9 +297,13 @@ class RewardInputBuilder:
                 merge_size=merge_size,
             )
         geometry = (
-            image_processor.patch_size,
-            image_processor.temporal_patch_size,
-            image_processor.merge_size,
+            (
+                image_processor.patch_size,
+                image_processor.temporal_patch_size,
+                image_processor.merge_size,
+            )
+            if vision
+            else (patch_size, temporal_patch_size, merge_size)
         )
         if geometry != (patch_size, temporal_patch_size, merge_size):
             raise ValueError(
@@ -333,12 +342,14 @@ class RewardInputBuilder:
         self.video_fps = video_fps or getattr(video_processor, "fps", None) or DEFAULT_VIDEO_FPS
         self.overflow = overflow
         self.max_packed_candidates = max_packed_candidates
-        self.token_ids = self._special_token_ids(tokenizer)
+        self.token_ids = self._special_token_ids(tokenizer, vision=vision)
         self.pad_id = (
             self.token_ids[PAD_TOKEN]
             if tokenizer.pad_token_id is None
             else int(tokenizer.pad_token_id)
         )
+        if self.pad_id < 0:
+            raise ValueError("the tokenizer has no pad token")
         self.sep_id = self.token_ids[RESP_SEP_TOKEN]
         # Control-token literals typed by users are defused before rendering (see _plain).
         self._control_literals = sorted(
@@ -363,6 +374,16 @@ class RewardInputBuilder:
             ValueError: The tokenizer's special-token ids differ from the model config's.
         """
         config = model.backbone.config
+        vocab = _text_config(config).vocab_size + getattr(
+            _text_config(config), "additional_vocab_size", 0
+        )
+        if config.model_type in TEXT_ONLY_BACKBONES:
+            builder = cls(tokenizer, model_type=config.model_type, vision=False, **limits)
+            if len(tokenizer) > vocab:
+                raise ValueError(
+                    f"tokenizer has {len(tokenizer)} tokens, model embeds only {vocab}"
+                )
+            return builder
         vision = config.vision_config
         builder = cls(
             tokenizer,
@@ -386,7 +407,6 @@ class RewardInputBuilder:
         ]
         if wrong:
             raise ValueError("tokenizer does not match the model: " + "; ".join(wrong))
-        vocab = _text_config(config).vocab_size
         if len(tokenizer) > vocab:
             raise ValueError(f"tokenizer has {len(tokenizer)} tokens, model embeds only {vocab}")
         return builder
@@ -394,13 +414,17 @@ class RewardInputBuilder:
     # -- tokenisation -----------------------------------------------------------------------
 
     @staticmethod
-    def _special_token_ids(tokenizer: Any) -> dict[str, int]:
+    def _special_token_ids(tokenizer: Any, *, vision: bool = True) -> dict[str, int]:
+        """Ids of the control tokens rows use; -1 for vision tokens a text-only builder lacks."""
         ids = {}
         for token in (*SPECIAL_TOKENS, RESP_SEP_TOKEN):
             encoded = tokenizer(token, add_special_tokens=False)["input_ids"]
-            if len(encoded) != 1:
+            if len(encoded) == 1:
+                ids[token] = int(encoded[0])
+            elif vision or token in (RESP_SEP_TOKEN,):
                 raise ValueError(f"tokenizer has no special token {token}")
-            ids[token] = int(encoded[0])
+            else:
+                ids[token] = -1
         return ids
 
     def _plain(self, text: str) -> str:
@@ -462,8 +486,16 @@ class RewardInputBuilder:
 
     # -- media ------------------------------------------------------------------------------
 
+    def _require_vision(self, kind: str) -> None:
+        if not self.vision:
+            raise ValueError(
+                f"{self.model_type} checkpoints score text only in Quorum: their {kind} "
+                "preprocessing needs torchvision, which Quorum does not install"
+            )
+
     def encode_image(self, image: MediaRef | Image.Image) -> _Visual:
         """Load (if a path) and patchify an image; raises `MediaError` for unreadable files."""
+        self._require_vision("image")
         if not isinstance(image, Image.Image):
             # Decode-time cap well above the pixel budget, so huge uploads are not held whole.
             image = load_image(image, max_side=int(2 * math.sqrt(self.image_max_pixels)) + 28)
@@ -480,6 +512,12 @@ class RewardInputBuilder:
 
         Frames are sampled at the processor's rate (`video_fps`) up to `max_frames`.
         """
+        self._require_vision("video")
+        if self.model_type == "qwen3_vl":
+            raise ValueError(
+                "video for qwen3_vl checkpoints is not supported yet (Qwen3-VL writes a "
+                "timestamp before every frame, which Quorum's rows do not reproduce)"
+            )
         if not isinstance(video, VideoFrames):
             video = sample_video_frames(
                 video,

@@ -15,6 +15,7 @@ from workers.reward_model.records import (
     _PROMPT_SEGMENT,
     ACTIVATIONS,
     RESP_REPR_MODES,
+    TEXT_ONLY_BACKBONES,
     VALUE_HEAD_TYPES,
 )
 
@@ -231,14 +232,23 @@ class MultiResponseRewardModel(nn.Module):
             for name in ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
             if (value := getattr(batch, name)) is not None
         }
-        outputs = self.backbone(
-            input_ids=batch.input_ids,
-            attention_mask=attention_mask,
-            position_ids=batch.position_ids,
-            mm_token_type_ids=batch.mm_token_type_ids,
-            use_cache=False,
-            **visual_inputs,
-        )
+        if self.model_type in TEXT_ONLY_BACKBONES:
+            # One position axis (plain RoPE); the rows hold no visual tokens.
+            outputs = self.backbone(
+                input_ids=batch.input_ids,
+                attention_mask=attention_mask,
+                position_ids=batch.position_ids[0],
+                use_cache=False,
+            )
+        else:
+            outputs = self.backbone(
+                input_ids=batch.input_ids,
+                attention_mask=attention_mask,
+                position_ids=batch.position_ids,
+                mm_token_type_ids=batch.mm_token_type_ids,
+                use_cache=False,
+                **visual_inputs,
+            )
         return self.score_hidden_states(
             outputs.last_hidden_state, batch.response_starts, batch.response_ends
         )

@@ -58,7 +58,9 @@ REWARD_CONFIG_FILE = "reward_model_config.json"
 VALUE_HEAD_FILE = "value_head.pt"
 LORA_ADAPTER_DIR = "lora_adapter"
 
-SUPPORTED_BACKBONES = ("qwen2_vl", "qwen2_5_vl")
+SUPPORTED_BACKBONES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "molmo2")
+# Backbones scored on text only: Molmo2's image and video processors need torchvision.
+TEXT_ONLY_BACKBONES = ("molmo2",)
 VALUE_HEAD_TYPES = ("mlp", "linear")
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "silu": nn.SiLU,
