@@ -89,6 +89,7 @@ class ReviewAction(models.Model):
         REQUEST_MORE = "request_more", "Request more judgments"
         MARK_UNRELIABLE = "mark_unreliable", "Mark annotator unreliable"
         DISMISS_FLAG = "dismiss_flag", "Dismiss flag"
+        MARK_GOLD = "mark_gold", "Mark gold"
 
     project = models.ForeignKey(
         "annotate.Project", on_delete=models.CASCADE, related_name="review_actions"

@@ -496,6 +496,63 @@ def review_request_more(
 
 
 @transaction.atomic
+def review_mark_gold(
+    *, actor: AbstractBaseUser, prompt: Prompt, flag: Flag | None = None, note: str = ""
+) -> ReviewAction:
+    """Makes the prompt's tasks gold: the reviewer's final ranking (else the consensus),
+    restricted to each task's candidates, becomes the task's gold answer.
+
+    Raises:
+        ReviewError: the prompt is discarded, has no task, or neither ranking orders every
+            candidate of a task with at least one strict preference.
+    """
+    _check_flag(flag, prompt.project)
+    decision = _locked_decision(prompt)
+    if decision.discarded:
+        raise ReviewError("this prompt is discarded")
+    ranking = decision.final_ranking
+    if not ranking:
+        data = selectors.project_data(project=prompt.project, prompt_ids=[prompt.pk])
+        ranking = selectors.prompt_consensus_for(data=data, prompt_id=prompt.pk).ranking
+    tasks = list(
+        Task.objects.select_for_update()
+        .filter(prompt=prompt)
+        .exclude(status=Task.Status.DISCARDED)
+        .order_by("id")
+    )
+    if not tasks:
+        raise ReviewError("this prompt has no task to make gold")
+    slots: dict[int, set[int]] = {task.pk: set() for task in tasks}
+    for task_id, candidate_id in TaskCandidate.objects.filter(task__in=tasks).values_list(
+        "task_id", "candidate_id"
+    ):
+        slots[task_id].add(candidate_id)
+    before, after = {}, {}
+    for task in tasks:
+        gold = [[c for c in group if c in slots[task.pk]] for group in ranking or []]
+        gold = [group for group in gold if group]
+        if sum(map(len, gold)) != len(slots[task.pk]) or len(gold) < 2:
+            raise ReviewError(
+                "no final ranking or consensus orders every candidate of this prompt's tasks; "
+                "set the final ranking first"
+            )
+        before[str(task.pk)] = {"is_gold": task.is_gold, "gold_ranking": task.gold_ranking}
+        task.is_gold, task.gold_ranking = True, gold
+        after[str(task.pk)] = {"is_gold": True, "gold_ranking": gold}
+    Task.objects.bulk_update(tasks, ["is_gold", "gold_ranking"])
+    return ReviewAction.objects.create(
+        project_id=prompt.project_id,
+        kind=ReviewAction.Kind.MARK_GOLD,
+        actor=actor,
+        prompt=prompt,
+        flag=flag,
+        note=note,
+        before={"tasks": before},
+        after={"tasks": after},
+    )
+
+
+@transaction.atomic
 def review_mark_unreliable(
     *,
     actor: AbstractBaseUser,
@@ -629,7 +686,9 @@ def _restore_tasks(action: ReviewAction, states: dict[str, dict[str, Any]]) -> N
     k = action.project.annotators_per_task
     for task in tasks:
         old = states[str(task.pk)]
-        if "required_judgments" in old:
+        if "is_gold" in old:  # a gold mark changed nothing else
+            task.is_gold, task.gold_ranking = old["is_gold"], old["gold_ranking"]
+        elif "required_judgments" in old:
             task.required_judgments = old["required_judgments"]
             # Judgments may have arrived since: the status follows the counts, as on submit.
             needed = task.required_judgments or k
@@ -639,7 +698,7 @@ def _restore_tasks(action: ReviewAction, states: dict[str, dict[str, Any]]) -> N
                 )
         else:
             task.status = old["status"]
-    Task.objects.bulk_update(tasks, ["required_judgments", "status"])
+    Task.objects.bulk_update(tasks, ["required_judgments", "status", "is_gold", "gold_ranking"])
 
 
 # --------------------------------------------------------------------------- exports

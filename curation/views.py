@@ -146,7 +146,11 @@ def browse(request: HttpRequest, project_id: int) -> HttpResponse:
     )
 
 
-BULK_ACTIONS = {"more": "Request more judgments", "discard": "Discard"}
+BULK_ACTIONS = {
+    "more": "Request more judgments",
+    "gold": "Mark gold (final ranking, else consensus)",
+    "discard": "Discard",
+}
 
 
 @login_required
@@ -176,6 +180,8 @@ def browse_bulk(request: HttpRequest, project_id: int) -> HttpResponse:
                     prompt=prompt,
                     extra=int(extra) if extra.isdigit() else 0,
                 )
+            elif action == "gold":
+                services.review_mark_gold(actor=request.user, prompt=prompt)
             else:
                 services.review_discard_prompt(actor=request.user, prompt=prompt)
         except services.ReviewError as exc:
@@ -367,6 +373,10 @@ def prompt_action(
             done = services.review_discard_prompt(
                 actor=request.user, prompt=prompt, flag=flag, note=note
             )
+        elif action == "gold":
+            done = services.review_mark_gold(
+                actor=request.user, prompt=prompt, flag=flag, note=note
+            )
         elif action == "more":
             extra = request.POST.get("extra", "1")
             done = services.review_request_more(
@@ -387,6 +397,13 @@ def prompt_action(
         )
         return redirect(target)
     messages.success(request, f"{done.get_kind_display()}: recorded as action #{done.pk}.")
+    if action == "gold":  # resolves nothing: stay on the item
+        here = (
+            reverse("curation:flag", args=[project.pk, flag.pk])
+            if flag
+            else reverse("curation:prompt", args=[project.pk, prompt.pk])
+        )
+        return redirect(f"{here}?done={done.pk}")
     return _after_action(request, project, done, flag)
 
 

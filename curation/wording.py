@@ -26,7 +26,13 @@ def _decision_text(decision: Mapping[str, Any], letter_of: Mapping[int, str]) ->
     return ranking or "no final ranking (the consensus counts)"
 
 
-def _tasks_text(tasks: Mapping[str, Mapping[str, Any]]) -> str:
+def _tasks_text(tasks: Mapping[str, Mapping[str, Any]], letter_of: Mapping[int, str]) -> str:
+    if any("is_gold" in t for t in tasks.values()):  # a gold mark: only the gold fields
+        gold = [t for t in tasks.values() if t.get("is_gold")]
+        if not gold:
+            return "not gold"
+        answers = sorted({ranking_text(t.get("gold_ranking") or [], letter_of) for t in gold})
+        return f"{plural(len(gold), 'task', 'tasks')} gold: {'; '.join(answers)}"
     statuses = Counter(t.get("status", "?") for t in tasks.values())
     text = ", ".join(
         f"{plural(n, 'task', 'tasks')} {status}" for status, n in sorted(statuses.items())
@@ -58,7 +64,7 @@ def action_change_text(
         if "decision" in state:
             parts.append(_decision_text(state["decision"], letter_of))
         if "tasks" in state:
-            parts.append(_tasks_text(state["tasks"]))
+            parts.append(_tasks_text(state["tasks"], letter_of))
         if "marked_unreliable" in state:
             parts.append("marked unreliable" if state["marked_unreliable"] else "counted normally")
         sides.append(parts)
