@@ -29,3 +29,28 @@ def test_it_follows_a_scoring_run_on_the_admin_list(page, users):
     assert page.evaluate("window.notReloaded") is True
     # Done: nothing is live any more, so the page stops asking.
     assert page.query_selector(f"{cell} [data-live]") is None
+
+
+def test_it_follows_a_background_import_on_its_job_page(page, users, tmp_path):
+    from annotate.models import ImportJob
+
+    path = tmp_path / "votes.json"
+    path.write_text("[]")
+    job = ImportJob.objects.create(
+        source_file=str(path), original_name="votes.json", status="running", total_rows=8000
+    )
+    login(page, "staff", f"/admin/annotate/importjob/{job.pk}/change/")
+    page.evaluate("window.notReloaded = true")
+    assert "0 / 8000 rows" in page.inner_text("[data-live-region='import-job']")
+
+    ImportJob.objects.filter(pk=job.pk).update(processed_rows=3000)
+    page.wait_for_selector("[data-live-region='import-job'] :text('3000 / 8000 rows')")
+    ImportJob.objects.filter(pk=job.pk).update(
+        processed_rows=8000,
+        status="done",
+        counts={"prompts": 8000, "candidates": 16000, "tasks": 8000, "judgments": 8000},
+    )
+    page.wait_for_selector("text=8000 prompts, 16000 candidates, 8000 tasks and 8000 judgments")
+    screenshot(page, "admin-import-job")
+    assert page.evaluate("window.notReloaded") is True
+    assert page.query_selector("[data-live-region='import-job'] [data-live]") is None
