@@ -54,6 +54,9 @@ class Thresholds:
         unreliable_weight: CROWDLAB weight below which an annotator is flagged ...
         unreliable_relative: ... when it is also below this share of the median weight of
             their peers (on a hard task everybody disagrees; that is not one person's fault) ...
+        unreliable_eta: ... or when the joint annotator model (`curation.crowd_bt`) reads
+            more than this share of their votes as noise (``eta`` below it), again relative
+            to their peers' median ``eta`` ...
         min_overlap: ... once this many of their relations were compared with others.
         gold_fail: Share of a gold task's strict pairs ordered wrongly (a tie counts half)
             from which a gold judgment fails; also the annotator flag's gold-accuracy floor
@@ -71,6 +74,7 @@ class Thresholds:
     rm_min_judgments: int = 2
     unreliable_weight: float = 0.3
     unreliable_relative: float = 0.5
+    unreliable_eta: float = 0.3
     min_overlap: int = 10
     gold_fail: float = 1 / 3
     bias_alpha: float = 0.01
@@ -778,7 +782,9 @@ class EvaluatorQuality:
     """Everything the project knows about one evaluator's judgments.
 
     Attributes mirror `agreement.AnnotatorReliability`, plus the position-bias test (Holm
-    adjusted over the project's evaluators), speed and the Arena anomaly test.
+    adjusted over the project's evaluators), speed, the Arena anomaly test and the joint
+    annotator model's reading (`EvaluatorFit`: ``eta``, ``shown_first``, over ``n_strict``
+    strict preferences; None when it was not fitted).
     """
 
     evaluator: str
@@ -801,6 +807,9 @@ class EvaluatorQuality:
     fast_threshold_ms: float | None = None
     fast_examples: tuple[int, ...] = ()
     anomalous: bool = False
+    eta: float | None = None
+    shown_first: float | None = None
+    n_strict: int = 0
 
     @property
     def fast_share(self) -> float | None:
@@ -825,6 +834,7 @@ def evaluator_quality(
     gold: Mapping[int, Sequence[Sequence[int]]] | None = None,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
     anomaly_test: bool = True,
+    joint: bool = True,
 ) -> dict[str, EvaluatorQuality]:
     """Reliability, position bias, speed and anomaly checks for every evaluator.
 
@@ -833,6 +843,8 @@ def evaluator_quality(
         gold: Gold ranking per gold *task* id.
         thresholds: Check parameters.
         anomaly_test: Run Chatbot Arena's anomalous-voter test on pair judgments.
+        joint: Fit the joint annotator model (`joint_estimates`) for ``eta`` and
+            ``shown_first``.
     """
     import numpy as np
 
@@ -876,9 +888,15 @@ def evaluator_quality(
     if anomaly_test and pair_records:
         anomalous = {e for e, c in A.anomalous_voters(pair_records).items() if c.flagged}
 
+    fits = {}
+    if joint:
+        estimates = joint_estimates(votes)
+        fits = estimates.evaluators if estimates is not None else {}
+
     result = {}
     for evaluator, rel in reliability.items():
         b = bias.get(evaluator)
+        fit = fits.get(evaluator)
         result[evaluator] = EvaluatorQuality(
             evaluator=evaluator,
             n_judgments=rel.n_judgments,
@@ -900,6 +918,9 @@ def evaluator_quality(
             fast_threshold_ms=threshold_of.get(evaluator),
             fast_examples=tuple(fast_by[evaluator][:20]),
             anomalous=evaluator in anomalous,
+            eta=fit.eta if fit else None,
+            shown_first=fit.shown_first if fit else None,
+            n_strict=fit.n_votes if fit else 0,
         )
     return result
 
@@ -931,6 +952,12 @@ def evaluator_flags(
     flags = []
     overlapping = [q.weight for q in quality.values() if q.n_compared >= thresholds.min_overlap]
     peer_median = float(np.median(overlapping)) if overlapping else 1.0
+    etas = [
+        q.eta
+        for q in quality.values()
+        if q.eta is not None and q.n_strict >= thresholds.min_overlap
+    ]
+    eta_median = float(np.median(etas)) if etas else 1.0
     for evaluator, q in quality.items():
         key = f"evaluator:{evaluator}"
         reasons = []
@@ -942,6 +969,14 @@ def evaluator_flags(
         ):
             reasons.append("low agreement with other annotators")
             severity = max(severity, 1 - q.weight)
+        if (
+            q.eta is not None
+            and q.n_strict >= thresholds.min_overlap
+            and q.eta < thresholds.unreliable_eta
+            and q.eta < thresholds.unreliable_relative * eta_median
+        ):
+            reasons.append("most votes read as noise by the joint annotator model")
+            severity = max(severity, 1 - q.eta)
         gold_floor = 1 - thresholds.gold_fail
         if q.gold_accuracy is not None and q.n_gold >= 5 and q.gold_accuracy < gold_floor:
             reasons.append("fails gold tasks")
@@ -968,6 +1003,8 @@ def evaluator_flags(
                         "n_compared": q.n_compared,
                         "n_judgments": q.n_judgments,
                         "anomalous": q.anomalous,
+                        "eta": _round(q.eta),
+                        "peer_median_eta": round(eta_median, 4),
                     },
                 )
             )
@@ -993,6 +1030,9 @@ def evaluator_flags(
                         "n": q.bias_n,
                         "p_value": q.bias_p,
                         "p_adjusted": q.bias_p_adjusted,
+                        # The joint model's estimate: how often a vote it reads as noise
+                        # picks the candidate shown first.
+                        "shown_first_when_noise": _round(q.shown_first),
                     },
                 )
             )

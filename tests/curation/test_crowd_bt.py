@@ -226,3 +226,58 @@ def test_it_ranks_by_the_given_strengths_and_lists_the_arcs_it_overrules():
     assert agreeing.ranking == [[1], [2], [3]]
     assert agreeing.removed_arcs == ()
     assert agreeing.exact is True
+
+
+def test_it_breaks_a_balanced_cycle_by_the_feedback_arc_set():
+    votes = [
+        C.Vote(1, 1, 7, "user:1", pair=(1, 2), outcome="a"),
+        C.Vote(2, 2, 7, "user:2", pair=(2, 3), outcome="a"),
+        C.Vote(3, 3, 7, "user:3", pair=(3, 1), outcome="a"),
+    ]
+    consensus = C.prompt_consensus(7, votes, scores={1: 0.0, 2: 0.0, 3: 0.0})
+    assert [len(group) for group in consensus.ranking] == [1, 1, 1]
+    assert len(consensus.removed_arcs) == 1
+
+
+def pair_votes(votes: list[tuple]) -> list[C.Vote]:
+    """`crowd_votes` tuples as curation votes (candidate ids made integers)."""
+    out = []
+    for n, (prompt, winner, loser, annotator, left) in enumerate(votes):
+        a, b = (winner, loser) if left == winner else (loser, winner)
+        ids = (a[0] * 100 + a[1], b[0] * 100 + b[1])
+        out.append(
+            C.Vote(
+                n,
+                n,
+                prompt,
+                f"user:{annotator}",
+                pair=ids,
+                outcome="a" if winner == a else "b",
+                presented_order=ids,
+            )
+        )
+    return out
+
+
+def test_it_flags_spammers_as_unreliable_through_the_joint_model():
+    flips = {k: 0.05 for k in range(8)} | {k: 0.5 for k in range(8, 12)}
+    votes, _ = crowd_votes(6, flips=flips)
+    quality = C.evaluator_quality(pair_votes(votes), anomaly_test=False)
+    flags = C.evaluator_flags(quality)
+    noise = {
+        f.evaluator
+        for f in flags
+        if f.kind == "unreliable_annotator"
+        and "most votes read as noise by the joint annotator model" in f.details["reasons"]
+    }
+    assert noise == {f"user:{k}" for k in range(8, 12)}
+    assert quality["user:0"].eta > 0.7 and quality["user:0"].n_strict > 100
+
+
+def test_it_reports_which_slot_a_left_clicker_picks():
+    votes, _ = crowd_votes(7, flips={k: 0.1 for k in range(6)}, left_clickers=(99,))
+    quality = C.evaluator_quality(pair_votes(votes), anomaly_test=False)
+    flags = C.evaluator_flags(quality)
+    bias = [f for f in flags if f.kind == "position_bias"]
+    assert [f.evaluator for f in bias] == ["user:99"]
+    assert bias[0].details["shown_first_when_noise"] > 0.9
