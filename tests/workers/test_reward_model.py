@@ -653,3 +653,27 @@ def test_it_isolates_candidates_with_other_response_representations(tokenizer, r
     (isolated,) = scorer.score([item], mode="isolated")
 
     torch.testing.assert_close(isolated.scores, _separate_scores(scorer, item), **TOL)
+
+
+def test_it_scores_the_same_with_media_prefetched_in_threads(tokenizer, media):
+    items = [
+        _text_item(
+            f"Prompt {i}: what is shown?",
+            *RESPONSES[: 2 + i % 3],
+            prompt_image=media["image"] if i % 2 else None,
+            prompt_video=media["video"] if i % 3 == 0 else None,
+        )
+        for i in range(14)
+    ]
+    built = build_tiny_reward_scorer(tokenizer=tokenizer, seed=6)
+    serial = RewardScorer(built.model, built.builder, device="cpu", prefetch_workers=0)
+    threaded = RewardScorer(built.model, built.builder, device="cpu", prefetch_items=3)
+
+    expected = serial.score(items, mode="packed")
+    got = threaded.score(items, mode="packed")
+
+    assert threaded.prefetch_workers == 2
+    for a, b in zip(expected, got, strict=True):
+        assert a.ok and b.ok and (a.layout, a.note) == (b.layout, b.note)
+        # Batches are formed per chunk, so padding differs: equal to float tolerance.
+        torch.testing.assert_close(a.scores, b.scores, **TOL)

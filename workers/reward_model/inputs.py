@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -342,6 +343,7 @@ class RewardInputBuilder:
         self.video_fps = video_fps or getattr(video_processor, "fps", None) or DEFAULT_VIDEO_FPS
         self.overflow = overflow
         self.max_packed_candidates = max_packed_candidates
+        self._lock = threading.Lock()
         self.token_ids = self._special_token_ids(tokenizer, vision=vision)
         self.pad_id = (
             self.token_ids[PAD_TOKEN]
@@ -441,7 +443,10 @@ class RewardInputBuilder:
         return text
 
     def _tokenise(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        # Fast tokenizers reset their truncation state on every call; scorers build rows in
+        # prefetch threads, so calls are serialised (they are cheap beside media decoding).
+        with self._lock:
+            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _messages(self, item: _EncodedItem, bodies: Sequence[str] | None) -> list[dict]:
         user: list[dict[str, Any]] = [{"type": visual.kind} for visual in item.prompt_visuals]
@@ -455,12 +460,13 @@ class RewardInputBuilder:
     def render(self, item: _EncodedItem, bodies: Sequence[str] | None) -> str:
         """The chat-template string of a row; with `bodies` None, the prompt up to the
         assistant header (the generation prompt)."""
-        return self.tokenizer.apply_chat_template(
-            self._messages(item, bodies),
-            chat_template=self.chat_template,
-            tokenize=False,
-            add_generation_prompt=bodies is None,
-        )
+        with self._lock:
+            return self.tokenizer.apply_chat_template(
+                self._messages(item, bodies),
+                chat_template=self.chat_template,
+                tokenize=False,
+                add_generation_prompt=bodies is None,
+            )
 
     def _expand(self, ids: list[int], visuals: Sequence[_Visual]) -> list[int]:
         """Replace each image/video placeholder by its visual's token count."""

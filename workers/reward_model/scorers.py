@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +60,10 @@ class RewardScorer:
         device (`str` or `torch.device`, *optional*): Defaults to CUDA when available.
         max_batch_tokens (`int`): Padded tokens per forward pass (rows x longest row).
         max_batch_rows (`int`): Rows per forward pass.
+        prefetch_workers (`int`): Threads that decode media and build rows for the next
+            chunks of items while the model scores the current one (0: all in this thread).
+        prefetch_items (`int`, *optional*): Items per chunk; a quarter of `max_batch_rows` by
+            default, so a worker batch of 16 prompts overlaps decoding and forward passes.
     """
 
     kind = "multi_response"
@@ -69,12 +76,16 @@ class RewardScorer:
         device: str | torch.device | None = None,
         max_batch_tokens: int = 16_384,
         max_batch_rows: int = 16,
+        prefetch_workers: int = 2,
+        prefetch_items: int | None = None,
     ) -> None:
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
         self.builder = builder
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_rows = max_batch_rows
+        self.prefetch_workers = prefetch_workers
+        self.prefetch_items = prefetch_items or max(1, max_batch_rows // 4)
 
     def score(
         self, items: Sequence[ScoringItem], mode: AttentionMode = "packed"
@@ -97,9 +108,40 @@ class RewardScorer:
         results = _new_results(items)
         # train() or apply_lora() may have left dropout on; scores must be deterministic.
         self.model.eval()
+        step = self.prefetch_items
+        chunks = [
+            range(start, min(start + step, len(items))) for start in range(0, len(items), step)
+        ]
+        if self.prefetch_workers < 1 or len(chunks) < 2:
+            for chunk in chunks:
+                self._score_chunk(self._prepare(items, chunk, mode, results), results)
+            return results
+        # Media decoding and row building for the next chunks overlap the forward pass of the
+        # current one (decoders and torch release the GIL); at most `workers` chunks wait.
+        with ThreadPoolExecutor(self.prefetch_workers, thread_name_prefix="rm-prefetch") as pool:
+            pending: deque[Future] = deque()
+            upcoming = iter(chunks)
+            for chunk in itertools.islice(upcoming, self.prefetch_workers + 1):
+                pending.append(pool.submit(self._prepare, items, chunk, mode, results))
+            while pending:
+                prepared = pending.popleft().result()
+                following = next(upcoming, None)
+                if following is not None:
+                    pending.append(pool.submit(self._prepare, items, following, mode, results))
+                self._score_chunk(prepared, results)
+        return results
+
+    def _prepare(
+        self,
+        items: Sequence[ScoringItem],
+        indices: range,
+        mode: AttentionMode,
+        results: list[ScoringResult],
+    ) -> dict[str, list[_Row]]:
+        """Decode the media of `items[indices]` and lay out their rows, by attention mode."""
         rows: dict[str, list[_Row]] = {}
-        for index, item in enumerate(items):
-            encoded = self.builder.encode_item(item)
+        for index in indices:
+            encoded = self.builder.encode_item(items[index])
             result = results[index]
             result.errors = list(encoded.candidate_errors) or result.errors
             try:
@@ -113,10 +155,12 @@ class RewardScorer:
                 result.errors[candidate] = message
             # Items that overflowed packed scoring have isolated rows (another attention mask).
             rows.setdefault("isolated" if plan.layout == "isolated" else mode, []).extend(plan.rows)
+        return rows
+
+    def _score_chunk(self, rows: dict[str, list[_Row]], results: list[ScoringResult]) -> None:
         for row_mode, mode_rows in rows.items():
             for group in self._batches(mode_rows, row_mode):
                 self._score_rows(group, row_mode, results)
-        return results
 
     def _batches(self, rows: list[_Row], mode: str) -> Iterator[list[_Row]]:
         # Longest first so each batch pads to a similar length.

@@ -1,0 +1,103 @@
+"""Scoring throughput through the workers' path vs the bare forward pass, on demo prompts.
+
+The workers call ``RewardScorer.score`` on a batch of prompts: media are decoded and rows are
+built (tokenising the chat template), then the model runs. This bench times, on the demo world's
+prompts (VQA with image prompts, text-to-image and text-to-video candidates), in the same run:
+
+- bare forward: the same rows built beforehand, only the model's forward passes (the ceiling);
+- scorer, serial: ``RewardScorer.score`` decoding media before each forward pass (before);
+- scorer, prefetch: ``RewardScorer.score`` with media decoded in threads while the model runs.
+
+It prints prompts/s and each scorer's ratio to the bare forward measured in the same repeat
+(modes interleaved; the machine is noisy, ratios are what count). Random weights, nothing
+downloaded::
+
+    python bench/bench_worker_scoring.py                 # hidden 256 / 4 layers, 3 repeats
+    python bench/bench_worker_scoring.py --hidden 512 --layers 6 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from annotate.demo_world import generate_world, write_world  # noqa: E402
+from workers.demo_model import LIMITS, examples_from_world  # noqa: E402
+from workers.reward_model import RewardScorer  # noqa: E402
+from workers.tiny import build_tiny_reward_scorer, build_tiny_tokenizer  # noqa: E402
+
+
+def _bare(scorer: RewardScorer, rows_by_mode: list[tuple[str, list]]) -> float:
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for mode, rows in rows_by_mode:
+            for group in scorer._batches(rows, mode):
+                scorer.model(scorer.builder.collate(group, mode))
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--prompts", type=int, default=6, help="per demo project")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        world = Path(tmp) / "world"
+        write_world(generate_world(seed=7, scale="small", prompts=args.prompts), world)
+        items_by_project: dict[str, list] = {}
+        for name, example in examples_from_world(world):
+            items_by_project.setdefault(name, []).append(example.item)
+        tokenizer = build_tiny_tokenizer()
+        base = build_tiny_reward_scorer(
+            tokenizer=tokenizer, hidden_size=args.hidden, num_layers=args.layers, **LIMITS
+        )
+        serial = RewardScorer(base.model, base.builder, device="cpu", prefetch_workers=0)
+        prefetch = RewardScorer(base.model, base.builder, device="cpu", prefetch_workers=2)
+        print(
+            f"hidden {args.hidden}, {args.layers} layers, torch threads {torch.get_num_threads()}"
+        )
+        print("| project | prompts | bare forward prompts/s | serial scorer | prefetch scorer |")
+        print("|---|---|---|---|---|")
+        for name, items in items_by_project.items():
+            rows: dict[str, list] = {}
+            for index, item in enumerate(items):
+                plan = base.builder.plan(index, base.builder.encode_item(item), "packed")
+                rows.setdefault("isolated" if plan.layout == "isolated" else "packed", []).extend(
+                    plan.rows
+                )
+            rows_by_mode = list(rows.items())
+            times: dict[str, list[float]] = {"bare": [], "serial": [], "prefetch": []}
+            serial.score(items[:2])  # warm-up
+            for _ in range(args.repeats):
+                times["bare"].append(_bare(base, rows_by_mode))
+                start = time.perf_counter()
+                serial.score(items)
+                times["serial"].append(time.perf_counter() - start)
+                start = time.perf_counter()
+                prefetch.score(items)
+                times["prefetch"].append(time.perf_counter() - start)
+            bare = statistics.median(times["bare"])
+            rate = {k: len(items) / statistics.median(v) for k, v in times.items()}
+            print(
+                f"| {name} | {len(items)} | {rate['bare']:.1f} | "
+                f"{rate['serial']:.1f} ({bare / statistics.median(times['serial']):.2f}x) | "
+                f"{rate['prefetch']:.1f} ({bare / statistics.median(times['prefetch']):.2f}x) |"
+            )
+
+
+if __name__ == "__main__":
+    main()
