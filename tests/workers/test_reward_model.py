@@ -509,7 +509,9 @@ def test_it_rejects_malformed_or_missing_checkpoint_files(saved, tmp_path):
         load_reward_model(tmp_path / "nowhere", device="cpu")
 
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CheckpointError, match="config.json: file not found: expected a reward model folder"):
+    with pytest.raises(
+        CheckpointError, match="config.json: file not found: expected a reward model folder"
+    ):
         load_reward_model(tmp_path / "empty", device="cpu")
 
 
