@@ -216,6 +216,7 @@ def train_from_export(
         tokenizer=scorer.builder.tokenizer,
         image_processor=scorer.builder.image_processor,
         merge_lora=True,
+        limits=scorer.builder.limits(),
     )
     report(95, "evaluating on the held-out prompts")
     trained = load_reward_model(out_dir)  # what workers will load, not the in-memory model

@@ -387,3 +387,19 @@ def test_it_reports_media_a_text_only_backbone_cannot_read(tokenizer):
     assert with_image.error and "molmo2 checkpoints score text only" in with_image.error
     assert with_image_answer.scores[0] is not None and with_image_answer.scores[1] is None
     assert "needs torchvision" in with_image_answer.errors[1]
+
+
+def test_it_saves_the_budgets_it_was_built_with(tokenizer, tmp_path):
+    limits = {
+        "image_max_pixels": 112 * 112,
+        "video_max_pixels": 56 * 56,
+        "max_frames": 4,
+        "max_length": 2048,
+        "video_fps": 1.5,
+    }
+    scorer = build_tiny_reward_scorer(tokenizer=tokenizer, **limits)
+
+    loaded = load_reward_model(scorer.save(tmp_path / "rm"), device="cpu")
+
+    assert loaded.builder.limits() == scorer.builder.limits()
+    assert {k: loaded.builder.limits()[k] for k in limits} == limits

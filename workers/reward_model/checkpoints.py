@@ -77,8 +77,14 @@ def save_reward_model(
     tokenizer: Any,
     image_processor: Any | None = None,
     merge_lora: bool = False,
+    limits: dict[str, Any] | None = None,
 ) -> Path:
     """Save a reward model so :func:`load_reward_model` can read it back.
+
+    `limits` (a builder's `limits()`) are written where a checkpoint keeps them, so the model
+    is scored as it was trained: the image budget in ``preprocessor_config.json``, video
+    sampling in ``video_preprocessor_config.json``, ``max_length`` in
+    ``reward_model_config.json``.
 
     A [`MultiResponseRewardModel`] is written in the seed release layout: the base model
     (``config.json`` + safetensors), tokenizer and image processor, ``reward_model_config.json``
@@ -96,7 +102,7 @@ def save_reward_model(
             model.save_pretrained(path)
             tokenizer.save_pretrained(path)
         else:
-            _save_seed_layout(model, path, tokenizer, image_processor, merge_lora)
+            _save_seed_layout(model, path, tokenizer, image_processor, merge_lora, limits or {})
     return path
 
 
@@ -106,6 +112,7 @@ def _save_seed_layout(
     tokenizer: Any,
     image_processor: Any | None,
     merge_lora: bool,
+    limits: dict[str, Any],
 ) -> None:
     backbone = model.backbone
     config_data = model.head_config.to_dict()
@@ -130,7 +137,25 @@ def _save_seed_layout(
         backbone.save_pretrained(path)
     tokenizer.save_pretrained(path)
     if image_processor is not None:
+        if "image_max_pixels" in limits:
+            image_processor = copy.deepcopy(image_processor)
+            image_processor.size = {
+                "shortest_edge": limits["min_pixels"],
+                "longest_edge": limits["image_max_pixels"],
+            }
         image_processor.save_pretrained(path)
+    if "video_max_pixels" in limits:
+        video = {
+            "fps": limits["video_fps"],
+            "max_frames": limits["max_frames"],
+            "size": {
+                "shortest_edge": limits["min_pixels"],
+                "longest_edge": limits["video_max_pixels"],
+            },
+        }
+        (path / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2) + "\n")
+    if "max_length" in limits:
+        config_data["max_length"] = limits["max_length"]
     (path / REWARD_CONFIG_FILE).write_text(json.dumps(config_data, indent=2) + "\n")
     head_state = {k: v.detach().float().cpu() for k, v in model.value_head.state_dict().items()}
     torch.save(head_state, path / VALUE_HEAD_FILE)
@@ -446,6 +471,8 @@ def _load_seed_layout(
                 path / "preprocessor_config.json", f"cannot load the image processor ({exc})"
             ) from exc
     limits = {**_video_limits(path), **limits}
+    if isinstance(data.get("max_length"), int) and data["max_length"] > 0:
+        limits.setdefault("max_length", data["max_length"])
     if not getattr(tokenizer, "chat_template", None):
         template = _processor_chat_template(path)
         if template:

@@ -413,6 +413,17 @@ class RewardInputBuilder:
             raise ValueError(f"tokenizer has {len(tokenizer)} tokens, model embeds only {vocab}")
         return builder
 
+    def limits(self) -> dict[str, Any]:
+        """The budgets rows are built with (saved beside a checkpoint by `save_reward_model`)."""
+        return {
+            "max_length": self.max_length,
+            "image_max_pixels": self.image_max_pixels,
+            "min_pixels": self.min_pixels,
+            "video_max_pixels": self.video_max_pixels,
+            "max_frames": self.max_frames,
+            "video_fps": self.video_fps,
+        }
+
     # -- tokenisation -----------------------------------------------------------------------
 
     @staticmethod
