@@ -60,3 +60,15 @@ def test_it_serves_a_favicon_at_the_root(client):
     assert response["Location"] == "/static/favicon.ico"
     found = finders.find("favicon.ico")
     assert found and Path(found).read_bytes()[:4] == b"\x00\x00\x01\x00"  # an ICO header
+
+
+def test_it_explains_an_expired_form(users):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(users["annotator"])
+    response = client.post(reverse("logout"))
+    assert response.status_code == 403
+    body = response.content.decode()
+    assert "This form has expired" in body and "css/quorum.css" in body
+    assert "CSRF verification failed" not in body
