@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 from django.urls import reverse
+from django.utils.crypto import salted_hmac
 from django.utils.safestring import SafeString, mark_safe
 
 from annotate.models import (
@@ -49,6 +51,7 @@ LETTERS = "ABCDEFGH"
 @dataclass(frozen=True)
 class CandidateDisplay:
     letter: str
+    # The page's id for the candidate: ``candidate_token``, not the database id.
     candidate_id: int
     kind: str
     text_html: SafeString
@@ -76,6 +79,23 @@ def _media_url(name: str) -> str:
     return reverse("media", kwargs={"path": name}) if name else ""
 
 
+def candidate_tokens(*, assignment_id: int, candidate_ids: Iterable[int]) -> dict[int, int]:
+    """The ids an annotator's page gives candidates, by database id: opaque, per assignment.
+
+    Database ids follow the import file's order, so sorting a page's ids would tell which source
+    (model) each candidate of a blind project came from. A keyed hash of the assignment and the
+    candidate carries no order and differs between assignments. 48 bits with the top one set:
+    an exact JavaScript Number, and never equal to a database id.
+    """
+    return {
+        pk: int.from_bytes(
+            salted_hmac("quorum.candidate-token", f"{assignment_id}:{pk}").digest()[:6], "big"
+        )
+        | 1 << 47
+        for pk in candidate_ids
+    }
+
+
 def task_display(
     *, project: Project, task_id: int, assignment_id: int, presented_order: list[int]
 ) -> TaskDisplay:
@@ -92,10 +112,11 @@ def task_display(
     by_id = {s.candidate_id: s.candidate for s in slots}
     order = [c for c in presented_order if c in by_id] or [s.candidate_id for s in slots]
     prompt = slots[0].task.prompt
+    tokens = candidate_tokens(assignment_id=assignment_id, candidate_ids=order)
     candidates = [
         CandidateDisplay(
             letter=LETTERS[i],
-            candidate_id=cand.pk,
+            candidate_id=tokens[cand.pk],
             kind=cand.kind,
             text_html=mark_safe(cand.text_html),  # sanitised when stored
             media_url=_media_url(cand.media.name),
@@ -109,26 +130,27 @@ def task_display(
         prompt_image_url=_media_url(prompt.image.name),
         prompt_video_url=_media_url(prompt.video.name),
         candidates=candidates,
-        model_ranking=_model_ranking(project, candidates),
+        model_ranking=_model_ranking(
+            project, [(c.letter, pk) for c, pk in zip(candidates, order, strict=True)]
+        ),
     )
 
 
-def _model_ranking(project: Project, candidates: list[CandidateDisplay]) -> tuple[str, ...]:
-    """The active reward model's order as letters; one query, and only when the project lets
-    annotators see it (reviewers always see it in the review queue)."""
+def _model_ranking(project: Project, letters: list[tuple[str, int]]) -> tuple[str, ...]:
+    """The active reward model's order as letters (from (letter, candidate pk) pairs); one
+    query, and only when the project lets annotators see it (reviewers always see it in the
+    review queue)."""
     if not (project.annotators_see_model_ranking and project.active_reward_model_id):
         return ()
     scores = dict(
         ModelScore.objects.filter(
             reward_model_id=project.active_reward_model_id,
-            candidate_id__in=[c.candidate_id for c in candidates],
+            candidate_id__in=[pk for _, pk in letters],
             score__isnull=False,
         ).values_list("candidate_id", "score")
     )
-    ranked = sorted(
-        (c for c in candidates if c.candidate_id in scores), key=lambda c: -scores[c.candidate_id]
-    )
-    return tuple(c.letter for c in ranked)
+    ranked = sorted((x for x in letters if x[1] in scores), key=lambda x: -scores[x[1]])
+    return tuple(letter for letter, _ in ranked)
 
 
 def membership_for_annotation(*, user: AbstractBaseUser, project_id: int) -> Membership | None:

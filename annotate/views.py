@@ -62,6 +62,62 @@ def _json_body(request: HttpRequest) -> dict[str, Any]:
     return data
 
 
+def _page_tokens(assignment_id: int, task_id: int) -> dict[int, int]:
+    """Candidate pk -> the id the annotator's page shows (``selectors.candidate_tokens``)."""
+    return selectors.candidate_tokens(
+        assignment_id=assignment_id, candidate_ids=queue.task_positions(task_id)
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(key: str) -> bool:
+    return key.isascii() and key.isdigit()
+
+
+def _verdict_from_page(data: dict[str, Any], tokens: dict[int, int]) -> tuple[object, object]:
+    """The body's ranking and ratings with the page's candidate ids turned into database ids.
+
+    Anything else passes through unchanged for the services to validate (a script may send
+    database ids; a wrong shape is their 400).
+    """
+    pks = {token: pk for pk, token in tokens.items()}
+    ranking, ratings = data.get("ranking"), data.get("ratings")
+    if isinstance(ranking, list):
+        ranking = [
+            [pks.get(x, x) if _is_int(x) else x for x in group]
+            if isinstance(group, list)
+            else group
+            for group in ranking
+        ]
+    if isinstance(ratings, dict):
+        ratings = {
+            dim: {
+                str(pks[int(k)]) if _is_number(k) and int(k) in pks else k: v
+                for k, v in per.items()
+            }
+            if isinstance(per, dict)
+            else per
+            for dim, per in ratings.items()
+        }
+    return ranking, ratings
+
+
+def _verdict_for_page(judgment: Judgment) -> dict[str, Any]:
+    """A judgment's ranking and ratings as its edit page names candidates."""
+    tokens = _page_tokens(judgment.assignment_id, judgment.task_id)
+    ranking = judgment.ranking
+    if isinstance(ranking, list):
+        ranking = [[tokens.get(x, x) for x in group] for group in ranking]
+    ratings = {
+        dim: {str(tokens.get(int(k), k)) if _is_number(k) else k: v for k, v in per.items()}
+        for dim, per in (judgment.ratings or {}).items()
+    }
+    return {"ranking": ranking, "ratings": ratings}
+
+
 def _error(exc: JudgmentInvalid | queue.QueueError) -> JsonResponse:
     if isinstance(exc, JudgmentInvalid):
         return JsonResponse({"error": str(exc), "field": exc.field}, status=400)
@@ -128,14 +184,15 @@ def submit(request: HttpRequest, project_id: int, assignment_id: int) -> JsonRes
     project = assignment.task.project
     try:
         data = _json_body(request)
+        ranking, ratings = _verdict_from_page(data, _page_tokens(assignment.pk, assignment.task_id))
         result = queue.judgment_submit(
             assignment=assignment,
             project=project,
             idempotency_key=data.get("idempotency_key"),
-            ranking=data.get("ranking"),
+            ranking=ranking,
             choice=data.get("choice"),
             rationale=data.get("rationale", ""),
-            ratings=data.get("ratings"),
+            ratings=ratings,
             duration_ms=data.get("duration_ms"),
         )
     except (JudgmentInvalid, queue.QueueError) as exc:
@@ -176,10 +233,9 @@ def edit(request: HttpRequest, project_id: int, judgment_id: int) -> HttpRespons
             "judgment": judgment,
             "editable": editable,
             "initial": {
-                "ranking": judgment.ranking,
                 "choice": _shown_choice(judgment),
                 "rationale": judgment.rationale,
-                "ratings": judgment.ratings,
+                **_verdict_for_page(judgment),
             },
         },
     }
@@ -192,15 +248,18 @@ def revise(request: HttpRequest, project_id: int, judgment_id: int) -> JsonRespo
     judgment = _judgment_or_404(request, project_id, judgment_id)
     try:
         data = _json_body(request)
+        ranking, ratings = _verdict_from_page(
+            data, _page_tokens(judgment.assignment_id, judgment.task_id)
+        )
         result = queue.judgment_revise(
             judgment=judgment,
             project=judgment.project,
             annotator=request.user,
             edit_key=data.get("edit_key"),
-            ranking=data.get("ranking"),
+            ranking=ranking,
             choice=data.get("choice"),
             rationale=data.get("rationale", ""),
-            ratings=data.get("ratings"),
+            ratings=ratings,
             duration_ms=data.get("duration_ms"),
         )
     except (JudgmentInvalid, queue.QueueError) as exc:

@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from annotate import selectors
 from annotate.models import Assignment, Judgment, JudgmentRevision, Prompt, Task
 from tests.annotate.conftest import new_key, post_json
 
@@ -47,7 +48,10 @@ def test_it_shows_the_candidates_under_letters_in_the_presented_order(ann, ranki
     assignment = Assignment.objects.get()
     html = response.content.decode()
     shown = [int(i) for i in re.findall(r'data-candidate-id="(\d+)" data-letter="[A-H]"', html)]
-    assert shown == assignment.presented_order
+    tokens = selectors.candidate_tokens(
+        assignment_id=assignment.pk, candidate_ids=assignment.presented_order
+    )
+    assert shown == [tokens[c] for c in assignment.presented_order]
     assert re.findall(r'data-letter="([A-H])"', html) == ["A", "B", "C", "D"]
     assert 'aria-live="polite"' in html
 
@@ -279,8 +283,15 @@ def test_it_shows_the_model_ranking_when_the_project_allows_it(ann, ranking_proj
     ranking_project.save()
     html = _page(ann, ranking_project).content.decode()
     # scores grow with candidate id: the model's best is the highest id, under its letter
+    assignment = Assignment.objects.get()
+    pks = {
+        token: pk
+        for pk, token in selectors.candidate_tokens(
+            assignment_id=assignment.pk, candidate_ids=assignment.presented_order
+        ).items()
+    }
     letters = {
-        int(c): letter
+        pks[int(c)]: letter
         for c, letter in re.findall(r'data-candidate-id="(\d+)" data-letter="([A-H])"', html)
     }
     expected = " > ".join(letters[c] for c in sorted(letters, reverse=True))

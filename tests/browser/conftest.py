@@ -213,8 +213,29 @@ def make_media_project(
 
 
 def letters(page) -> dict[str, int]:
-    """Letter shown -> candidate id, read from the page."""
+    """Letter shown -> the page's candidate id (opaque per assignment), read from the page."""
     return page.eval_on_selector_all(
         "[data-task] [data-candidate]",
         "cards => Object.fromEntries(cards.map(c => [c.dataset.letter, Number(c.dataset.candidateId)]))",
     )
+
+
+def page_ids(judgment) -> dict[int, int]:
+    """Candidate pk -> the id the judgment's page gave it (``letters``)."""
+    from annotate import selectors
+
+    return selectors.candidate_tokens(
+        assignment_id=judgment.assignment_id, candidate_ids=judgment.presented_order
+    )
+
+
+def shown_ranking(judgment) -> list[list[int]]:
+    """A judgment's ranking in the ids its page gave the candidates (``letters``)."""
+    ids = page_ids(judgment)
+    return [[ids[c] for c in group] for group in judgment.ranking]
+
+
+def shown_order(judgment) -> list[int]:
+    """A judgment's presented order in the ids its page gave the candidates."""
+    ids = page_ids(judgment)
+    return [ids[c] for c in judgment.presented_order]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from annotate.models import Judgment
-from tests.browser.conftest import letters, login, make_media_project, screenshot
+from tests.browser.conftest import letters, login, make_media_project, screenshot, shown_ranking
 from tests.factories import add_member, make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -33,4 +33,4 @@ def test_it_says_saved_after_a_submit_and_after_a_change(page):
     assert page.is_visible("[data-saved-note]")
     screenshot(page, "annotator-change-saved")
     judgment = Judgment.objects.get()
-    assert judgment.ranking == [[ids["C"]], [ids["B"]], [ids["A"]]]
+    assert shown_ranking(judgment) == [[ids["C"]], [ids["B"]], [ids["A"]]]

@@ -6,17 +6,25 @@ import pytest
 
 from annotate import queue
 from annotate.models import Judgment, JudgmentRevision
-from tests.browser.conftest import letters, login, make_media_project, screenshot
+from tests.browser.conftest import (
+    letters,
+    login,
+    make_media_project,
+    page_ids,
+    screenshot,
+    shown_order,
+)
 from tests.factories import add_member, make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def _expected(choice: str, shown: dict[str, int], task_id: int) -> str:
+def _expected(choice: str, shown: dict[str, int], judgment: Judgment) -> str:
     """The stored outcome for a choice: "a" when the winner sits in task position 0."""
     if choice not in ("A", "B"):
         return choice
-    return "a" if queue.task_positions(task_id)[0] == shown[choice] else "b"
+    first = queue.task_positions(judgment.task_id)[0]
+    return "a" if page_ids(judgment)[first] == shown[choice] else "b"
 
 
 def test_it_judges_pairs_with_single_keys(page):
@@ -45,8 +53,8 @@ def test_it_judges_pairs_with_single_keys(page):
     for judgment, (_url, shown, choice) in zip(judgments, pressed, strict=True):
         assert judgment.annotator == user
         assert judgment.kind == "pair"
-        assert judgment.presented_order == [shown["A"], shown["B"]]
-        assert judgment.outcome == _expected(choice, shown, judgment.task_id)
+        assert shown_order(judgment) == [shown["A"], shown["B"]]
+        assert judgment.outcome == _expected(choice, shown, judgment)
 
     # Change the last judgment (both bad -> B) while its lease lasts.
     page.click("[data-edit-last]")
@@ -57,7 +65,7 @@ def test_it_judges_pairs_with_single_keys(page):
     page.keyboard.press("Enter")
     page.wait_for_selector("text=No task for you right now")
     last = Judgment.objects.order_by("id").last()
-    assert last.outcome == _expected("B", pressed[-1][1], last.task_id)
+    assert last.outcome == _expected("B", pressed[-1][1], last)
     revision = JudgmentRevision.objects.get()
     assert (revision.judgment_id, revision.outcome) == (last.pk, "both_bad")
     assert Judgment.objects.count() == 3

@@ -112,8 +112,12 @@ class Annotator:
         )
         assert fragment.status_code == 200, fragment.text[:500]
         url = re.search(r'data-submit-url="([^"]+)"', fragment.text).group(1)
-        ids = sorted(int(i) for i in re.findall(r'data-candidate-id="(\d+)"', fragment.text))
-        # Candidates were created a, b, c, d: ann3 ranks every task the other way round.
+        # The page's candidate ids are opaque (no order); each card's text names its candidate
+        # (quorum_files.candidate_text): rank them a, b, c, d, ann3 the other way round.
+        cards = re.findall(
+            r'data-candidate data-candidate-id="(\d+)".*?Answer ([a-z]) to ', fragment.text, re.S
+        )
+        ids = [int(i) for i, _ in sorted(cards, key=lambda card: card[1])]
         order = ids[::-1] if self.name == "ann3" else ids
         key = str(uuid.uuid4())
         started = time.monotonic()
