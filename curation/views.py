@@ -252,7 +252,8 @@ def _render_prompt(
         request,
         "curation/item.html",
         {
-            **_nav(project, request, "queues"),
+            # A flag is worked from its queue; a prompt on its own is reached from the data.
+            **_nav(project, request, "queues" if flag else "data"),
             "item": item,
             "flag": flag,
             "details": _flag_details(flag, item.letter_of) if flag else None,

@@ -235,3 +235,10 @@ def test_it_refuses_bulk_actions_from_people_who_may_not_review(client, users, u
 def test_it_rejects_get_on_bulk_actions(reviewer, users):
     project = _project(users)
     assert reviewer.get(reverse("curation:browse_bulk", args=[project.pk])).status_code == 405
+
+
+def test_it_marks_the_data_tab_on_a_prompts_page(reviewer, users):
+    project = _project(users)
+    prompt = Prompt.objects.get(project=project, external_id="p0")
+    body = reviewer.get(reverse("curation:prompt", args=[project.pk, prompt.pk])).content.decode()
+    assert f'href="{reverse("curation:browse", args=[project.pk])}" aria-current="page"' in body
