@@ -679,3 +679,41 @@ def test_it_scores_the_same_with_media_prefetched_in_threads(tokenizer, media):
         assert a.ok and b.ok and (a.layout, a.note) == (b.layout, b.note)
         # Batches are formed per chunk, so padding differs: equal to float tolerance.
         torch.testing.assert_close(a.scores, b.scores, **TOL)
+
+
+def test_it_reads_image_answers_from_their_visual_tokens_when_asked(tokenizer, media):
+    config = RewardHeadConfig(media_repr_mode="visual_mean")
+    scorer = build_tiny_reward_scorer(tokenizer=tokenizer, seed=8, head_config=config)
+    _sharpen_head(scorer.model)
+    item = ScoringItem(
+        "Which picture matches?",
+        [
+            CandidateInput(text="A cat."),
+            CandidateInput(kind="image", path=media["image"], text="mine"),
+            CandidateInput(kind="image", path=media["image2"]),
+        ],
+    )
+    builder = scorer.builder
+    (row,) = builder.plan(0, builder.encode_item(item), "packed").rows
+    batch = builder.collate([row], "packed")
+
+    with torch.no_grad():
+        scores = scorer.model(batch)[0]
+        hidden = scorer.model.backbone(
+            input_ids=batch.input_ids,
+            position_ids=batch.position_ids,
+            mm_token_type_ids=batch.mm_token_type_ids,
+            pixel_values=batch.pixel_values,
+            image_grid_thw=batch.image_grid_thw,
+        ).last_hidden_state[0]
+        head, scale = scorer.model.value_head, scorer.model.scale
+        image_id = builder.token_ids["<|image_pad|>"]
+        expected = []
+        for _, first, last in row.slots:
+            span = torch.arange(first, last + 1)
+            visual = span[batch.input_ids[0, span] == image_id]
+            representation = hidden[visual].mean(0) if len(visual) else hidden[last]
+            expected.append(float(head(representation)) / scale)
+
+    torch.testing.assert_close(scores.tolist(), expected, **TOL)
+    assert len({round(v, 4) for v in expected}) == 3

@@ -420,6 +420,7 @@ def _load_seed_layout(
         value_head_hidden_dim=data.get("value_head_hidden_dim", 1024),
         value_head_activation=str(data.get("value_head_activation", "silu")),
         resp_repr_mode=data.get("resp_repr_mode", "last"),
+        media_repr_mode=data.get("media_repr_mode", "readout"),
     )
     problems = head_config.problems()
     if problems:

@@ -14,6 +14,7 @@ from workers.reward_model.records import (
     _PAD_SEGMENT,
     _PROMPT_SEGMENT,
     ACTIVATIONS,
+    MEDIA_REPR_MODES,
     RESP_REPR_MODES,
     TEXT_ONLY_BACKBONES,
     VALUE_HEAD_TYPES,
@@ -43,6 +44,7 @@ class RewardHeadConfig:
     value_head_hidden_dim: int | None = 1024
     value_head_activation: str = "silu"
     resp_repr_mode: str = "last"
+    media_repr_mode: str = "readout"
 
     def problems(self) -> list[str]:
         """Every invalid field, described; empty when the config is valid."""
@@ -62,6 +64,11 @@ class RewardHeadConfig:
                 f"unknown resp_repr_mode {self.resp_repr_mode!r} (expected one of "
                 f"{', '.join(RESP_REPR_MODES)})"
             )
+        if self.media_repr_mode not in MEDIA_REPR_MODES:
+            found.append(
+                f"unknown media_repr_mode {self.media_repr_mode!r} (expected one of "
+                f"{', '.join(MEDIA_REPR_MODES)})"
+            )
         hidden = self.value_head_hidden_dim
         if hidden is not None and (not isinstance(hidden, int) or hidden < 1):
             found.append(f"value_head_hidden_dim must be a positive integer, got {hidden!r}")
@@ -78,6 +85,7 @@ class RewardHeadConfig:
             "value_head_hidden_dim": self.value_head_hidden_dim,
             "value_head_activation": self.value_head_activation,
             "resp_repr_mode": self.resp_repr_mode,
+            "media_repr_mode": self.media_repr_mode,
         }
 
 
@@ -250,11 +258,18 @@ class MultiResponseRewardModel(nn.Module):
                 **visual_inputs,
             )
         return self.score_hidden_states(
-            outputs.last_hidden_state, batch.response_starts, batch.response_ends
+            outputs.last_hidden_state,
+            batch.response_starts,
+            batch.response_ends,
+            visual=batch.mm_token_type_ids != 0,
         )
 
     def score_hidden_states(
-        self, hidden: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor
+        self,
+        hidden: torch.Tensor,
+        starts: torch.Tensor,
+        ends: torch.Tensor,
+        visual: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Apply the response representation and value head to backbone hidden states.
 
@@ -290,6 +305,21 @@ class MultiResponseRewardModel(nn.Module):
             inside = (positions >= starts[..., None]) & (positions <= ends[..., None])
             weights = inside.float() / inside.sum(-1, keepdim=True).clamp(min=1)
             representation = weights @ hidden
+        if self.head_config.media_repr_mode == "visual_mean" and visual is not None:
+            # Image/video responses (a Quorum extension; the paper's responses are text): the
+            # mean over the response's own visual tokens, which carry its content, instead of
+            # the token after its <|vision_end|>.
+            positions = torch.arange(hidden.shape[1], device=hidden.device)
+            inside = (positions >= starts[..., None]) & (positions <= ends[..., None])
+            inside &= visual[:, None, :]
+            counts = inside.sum(-1, keepdim=True)
+            if bool((counts > 0).any()):
+                means = (inside.float() / counts.clamp(min=1)) @ hidden
+                media = (counts > 0).expand_as(representation[..., :1])
+                width = representation.shape[-1]
+                if width != means.shape[-1]:  # first_last_concat: the mean in both halves
+                    means = means.repeat(1, 1, width // means.shape[-1])
+                representation = torch.where(media, means, representation)
         scores = self.value_head(representation).squeeze(-1) / self.scale
         return scores.masked_fill(~valid, float("-inf"))
 
