@@ -330,8 +330,8 @@ class MediaSource:
             try:
                 with self._zip.open(info) as fh:
                     data = fh.read(self.max_media_bytes + 1)
-            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
-                raise OSError(f"corrupt zip entry {member!r} ({exc})") from None
+            except _ZIP_ERRORS as exc:
+                raise OSError(f"corrupt zip entry {member!r} ({_zip_error(exc)})") from None
             if len(data) > self.max_media_bytes:
                 raise OSError(f"over the media limit of {self.max_media_bytes} bytes")
             return data
@@ -541,6 +541,13 @@ def sniff_video(data: bytes, *, max_pixels: int | None = None) -> str:
 # stack (RecursionError) or every later reader's.
 MAX_JSON_DEPTH = 64
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+# RuntimeError: an entry flagged as encrypted ("password required").
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError)
+
+
+def _zip_error(exc: Exception) -> str:
+    # An OSError's text names the file it failed on: a server path.
+    return (exc.strerror or type(exc).__name__) if isinstance(exc, OSError) else str(exc)
 
 
 def _json_depth_error(value: Any, text: str) -> json.JSONDecodeError | None:
@@ -1095,7 +1102,7 @@ class _Parser:
         model_a = self.text(line, obj, "model_a", required=True)
         model_b = self.text(line, obj, "model_b", required=True)
         winner = obj.get("winner")
-        if winner not in ARENA_WINNERS:
+        if not isinstance(winner, str) or winner not in ARENA_WINNERS:
             self.problem(
                 line,
                 "winner",
@@ -1202,8 +1209,8 @@ def parse_import(
     )
     try:
         problems = source.open()
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
-        problems = [Problem(None, "zip", f"{path.name}: corrupt zip file ({exc})")]
+    except _ZIP_ERRORS as exc:
+        problems = [Problem(None, "zip", f"{path.name}: corrupt zip file ({_zip_error(exc)})")]
     if problems:
         source.close()
         raise ImportRejected(problems)
@@ -1213,12 +1220,12 @@ def parse_import(
     except ImportRejected:
         source.close()
         raise
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+    except _ZIP_ERRORS as exc:
         # A zip entry that does not inflate to what its header says (a CRC mismatch, a bomb
-        # that lies about its size), or compressed with a method zipfile lacks.
+        # that lies about its size), points outside the file, or uses a method zipfile lacks.
         source.close()
         raise ImportRejected(
-            [Problem(None, "zip", f"{source.data_name}: corrupt zip entry ({exc})")]
+            [Problem(None, "zip", f"{source.data_name}: corrupt zip entry ({_zip_error(exc)})")]
         ) from None
     except UnicodeDecodeError as exc:
         source.close()

@@ -11,7 +11,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from annotate.importing import ImportRejected, parse_import
@@ -93,6 +93,16 @@ uploads = st.one_of(
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(uploads)
+# Found by this test: an entry flagged as encrypted, one whose header offset points before the
+# start of the file, a list where a string is expected.
+@example(("upload.zip", _damaged_zip([{}], b"\x00", 96, b"\x01")))
+@example(("rows.jsonl", b'{"winner": [], "model_a": "a", "model_b": "b"}'))  # unhashable
+@example(
+    (
+        "upload.zip",
+        _damaged_zip([{}, {"id": {}, "prompt": {}, "candidates": {"id": None}}], b"", 257, b"\x01"),
+    )
+)
 def test_it_rejects_or_reads_any_upload(upload):
     name, data = upload
     _parse(name, data)
