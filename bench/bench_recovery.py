@@ -33,9 +33,15 @@ candidates some judgment mentions:
 - majority vote: per pair, the side with more raw votes; ranked by Copeland score;
 - plain Bradley-Terry on the raw votes (`curation.graph.bradley_terry_scores`);
 - export, no denoise: reliability-weighted majority (``--no-denoise``);
-- denoised export: reliability weights + minimum feedback arc set, no reward model;
+- denoised export: the joint annotator model's ranking (`curation.crowd_bt`: Crowd-BT with a
+  position term over the whole project, EM on leave-one-out margins), no reward model;
+- crowd-kit's ``BradleyTerry`` (per prompt) and ``NoisyBT`` (one fit over the project, with
+  per-worker skill and bias): the maintained reference aggregators (pairwise worlds);
+- BT, prior chosen on held-out votes: the joint model's strengths without its annotator model
+  (every vote weight 1), to show what the prior's choice alone is worth (pairwise worlds);
 - reward model alone: its scores' order, no human judgment;
-- denoised export + RM: the export with the reward model as an evaluator (``--rm-evaluator``).
+- denoised export + RM: the export with the reward model as an evaluator (``--rm-evaluator``):
+  its scores centre the strengths' prior, weighted as the humans' held-out votes decide.
 
 Metrics: **pairwise accuracy** (primary: share of candidate pairs ordered as in the truth, a
 predicted tie counts one half), Kendall tau-b (which rewards leaving pairs tied), and the
