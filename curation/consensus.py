@@ -31,6 +31,9 @@ if TYPE_CHECKING:  # networkx and numpy load on first use: the web process rarel
     import networkx as nx
 
 RM_EVALUATOR = "reward-model"
+# Cells of the joint model's [prompts, N, N] arrays (float64) beyond which it is not fitted:
+# 40M cells are 320 MB per array; 47K prompts of 19 candidates are 17M.
+JOINT_MAX_CELLS = 40_000_000
 RANKING_METHOD: G.RankingMethod = "bradley_terry"
 PROMPT_FLAG_KINDS = ("low_agreement", "rm_disagreement", "cycle")
 EVALUATOR_FLAG_KINDS = ("unreliable_annotator", "position_bias", "too_fast")
@@ -522,12 +525,16 @@ def joint_estimates(
 
     Ties carry no preference and are left out; a ranking counts as its strict pairs. With
     ``rm_scores`` the reward model centres the strengths' prior where the human held-out
-    votes say it helps (`crowd_bt.with_score_prior`). None without any strict preference.
+    votes say it helps (`crowd_bt.with_score_prior`). None without any strict preference,
+    or when the ``[prompts, N, N]`` arrays would exceed `JOINT_MAX_CELLS` (every prompt is
+    padded to the largest one: a single prompt with hundreds of candidates would cost
+    gigabytes); callers then fall back to the per-prompt consensus.
     """
     from curation import crowd_bt as CB
 
     indexed = CB.index_comparisons(_strict_preferences(votes))
-    if len(indexed.comparisons) == 0:
+    c = indexed.comparisons
+    if len(c) == 0 or c.n_prompts * c.n_candidates**2 > JOINT_MAX_CELLS:
         return None
     fit = CB.fit_crowd_bt(indexed.comparisons)
     theta, reward_model = fit.theta, None

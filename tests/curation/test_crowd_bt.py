@@ -281,3 +281,13 @@ def test_it_reports_which_slot_a_left_clicker_picks():
     bias = [f for f in flags if f.kind == "position_bias"]
     assert [f.evaluator for f in bias] == ["user:99"]
     assert bias[0].details["shown_first_when_noise"] > 0.9
+
+
+def test_it_does_not_fit_the_joint_model_when_padding_would_cost_too_much(monkeypatch):
+    votes = [
+        C.Vote(1, 1, 1, "user:1", pair=(1, 2), outcome="a"),
+        C.Vote(2, 2, 2, "user:1", ranking=tuple((c,) for c in range(10, 30))),
+    ]
+    assert C.joint_estimates(votes) is not None
+    monkeypatch.setattr(C, "JOINT_MAX_CELLS", 2 * 20 * 20 - 1)
+    assert C.joint_estimates(votes) is None
