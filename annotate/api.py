@@ -103,11 +103,12 @@ def import_into_project(
     project = get_object_or_404(Project, pk=project_id)
     if not selectors.user_can_manage(user=request.auth, project=project):
         raise HttpError(403, "you are not an admin of this project")
+    format = _check_format(format)  # before saving: a refused request leaves no upload behind
     path = upload_save(uploaded_file=file)
     job = import_job_create(
         path=path,
         project=project,
-        format=_check_format(format),
+        format=format,
         original_name=file.name,
         created_by=request.auth,
     )
@@ -127,11 +128,12 @@ def import_new_project(
 ):
     if not request.auth.is_staff:
         raise HttpError(403, "only staff may create projects")
+    format = _check_format(format)  # before saving: a refused request leaves no upload behind
     path = upload_save(uploaded_file=file)
     job = import_job_create(
         path=path,
         project_name=project_name or "",
-        format=_check_format(format),
+        format=format,
         original_name=file.name,
         created_by=request.auth,
     )

@@ -205,3 +205,15 @@ def test_it_removes_an_uploaded_file_once_its_import_is_over(body, client, setti
     path.write_text(body)
     import_job_create(path=path, project_name="mine")
     assert path.is_file()
+
+
+def test_it_keeps_no_upload_of_a_request_it_refuses(client, settings, tmp_path):
+    settings.DATA_DIR = tmp_path
+    _, key = api_token_create(user=make_user("boss", staff=True))
+    response = client.post(
+        "/api/imports",
+        {"file": SimpleUploadedFile("votes.jsonl", _rows().encode()), "format": "csv"},
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+    )
+    assert response.status_code == 422
+    assert not any((tmp_path / "uploads").rglob("*.jsonl"))
