@@ -519,7 +519,10 @@ def _strict_preferences(
 
 
 def joint_estimates(
-    votes: Sequence[Vote], *, rm_scores: Mapping[int, float] | None = None
+    votes: Sequence[Vote],
+    *,
+    rm_scores: Mapping[int, float] | None = None,
+    select_prior: bool = True,
 ) -> JointEstimates | None:
     """Fits the joint annotator model (`curation.crowd_bt`) on a project's judgments.
 
@@ -528,7 +531,9 @@ def joint_estimates(
     votes say it helps (`crowd_bt.with_score_prior`). None without any strict preference,
     or when the ``[prompts, N, N]`` arrays would exceed `JOINT_MAX_CELLS` (every prompt is
     padded to the largest one: a single prompt with hundreds of candidates would cost
-    gigabytes); callers then fall back to the per-prompt consensus.
+    gigabytes); callers then fall back to the per-prompt consensus. Without
+    ``select_prior`` the strengths keep the EM's prior instead of one chosen on held-out votes
+    (a third cheaper, for callers that only read the evaluators).
     """
     from curation import crowd_bt as CB
 
@@ -536,7 +541,7 @@ def joint_estimates(
     c = indexed.comparisons
     if len(c) == 0 or c.n_prompts * c.n_candidates**2 > JOINT_MAX_CELLS:
         return None
-    fit = CB.fit_crowd_bt(indexed.comparisons)
+    fit = CB.fit_crowd_bt(indexed.comparisons, final_alphas=CB.FINAL_ALPHAS if select_prior else ())
     theta, reward_model = fit.theta, None
     if rm_scores:
         prior = CB.with_score_prior(indexed.comparisons, fit, CB.scores_matrix(indexed, rm_scores))
@@ -897,7 +902,7 @@ def evaluator_quality(
 
     fits = {}
     if joint:
-        estimates = joint_estimates(votes)
+        estimates = joint_estimates(votes, select_prior=False)
         fits = estimates.evaluators if estimates is not None else {}
 
     result = {}
