@@ -11,7 +11,8 @@ that picks the candidate shown first with probability ``pi_k``. A careful annota
 
 Fitted by EM. E-step: the posterior that a vote is a real judgment. M-step: ``eta`` and
 ``pi`` by counting (with a Beta prior), the strengths by a weighted Bradley-Terry fit per
-prompt (weights = those posteriors), batched Newton steps over all prompts. The E-step reads
+prompt (each vote weighted by its annotator's ``eta``), batched Newton steps over all
+prompts. The E-step reads
 *leave-one-out* margins: with about two judgments per candidate, the in-sample fit explains
 every vote, and EM would call every annotator reliable. Leaving vote i out is one
 Sherman-Morrison step on the prompt's Hessian (exact for a quadratic, a one-step Newton
@@ -32,7 +33,7 @@ from scipy.special import expit
 
 # choix's convention, as `curation.graph.bradley_terry_scores`: prior alpha * ||theta||^2.
 DEFAULT_ALPHA = 0.1
-# Beta prior on eta (pseudo-counts of real and noise votes): a newcomer is mostly trusted.
+# Beta prior on eta (pseudo-counts of real and noise votes): a newcomer starts at 1/2.
 ETA_PRIOR = (1.0, 1.0)
 # Beta prior on pi: no slot preference until the votes show one.
 PI_PRIOR = 2.0
@@ -562,16 +563,3 @@ def scores_matrix(
             if value is not None:
                 out[p, i] = value
     return out
-
-
-def prompt_scores(indexed: Indexed, fit: CrowdBTFit) -> dict[Hashable, dict[Hashable, float]]:
-    """The fitted strengths as ``{prompt: {candidate: theta}}``."""
-    return {
-        prompt: {cand: float(fit.theta[p, i]) for i, cand in enumerate(cands)}
-        for p, (prompt, cands) in enumerate(zip(indexed.prompts, indexed.candidates, strict=True))
-    }
-
-
-def annotator_weights(indexed: Indexed, fit: CrowdBTFit) -> dict[Hashable, float]:
-    """Per annotator key, the fitted vote weight (`CrowdBTFit.weight`)."""
-    return {a: float(fit.weight[i]) for i, a in enumerate(indexed.annotators)}
