@@ -127,7 +127,7 @@ def win_matrices(comparisons: Comparisons, weight: np.ndarray | None = None) -> 
     n = c.n_candidates
     flat = (c.prompt * n + c.winner) * n + c.loser
     w = np.ones(len(c)) if weight is None else weight
-    cells = np.bincount(flat, weights=w, minlength=c.n_prompts * n * n)
+    cells = _sums(flat, w, c.n_prompts * n * n)
     return cells.reshape(c.n_prompts, n, n)
 
 
@@ -141,13 +141,18 @@ def _cells(wins: np.ndarray) -> _Cells:
     return p, i, j, wins[p, i, j]
 
 
+def _sums(index: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
+    # bincount answers int64 zeros for an empty index, whatever the weights.
+    return np.bincount(index, weights=weights, minlength=size).astype(float, copy=False)
+
+
 def _objective(
     theta: np.ndarray, cells: _Cells, alpha: float, mean: np.ndarray | float = 0.0
 ) -> np.ndarray:
     p, i, j, w = cells
     loss = w * np.logaddexp(0.0, theta[p, j] - theta[p, i])
     penalty = alpha * np.sum((theta - mean) ** 2, axis=1)
-    return np.bincount(p, weights=loss, minlength=theta.shape[0]) + penalty
+    return _sums(p, loss, theta.shape[0]) + penalty
 
 
 def _gradient_hessian(
@@ -158,13 +163,13 @@ def _gradient_hessian(
     win = expit(theta[p, i] - theta[p, j])
     push = w * (1 - win)
     grad = 2 * alpha * (theta - mean)
-    grad -= np.bincount(p * n + i, weights=push, minlength=n_prompts * n).reshape(n_prompts, n)
-    grad += np.bincount(p * n + j, weights=push, minlength=n_prompts * n).reshape(n_prompts, n)
+    grad -= _sums(p * n + i, push, n_prompts * n).reshape(n_prompts, n)
+    grad += _sums(p * n + j, push, n_prompts * n).reshape(n_prompts, n)
     curvature = w * win * (1 - win)
     base = p * n * n
     index = np.concatenate([base + i * n + i, base + j * n + j, base + i * n + j, base + j * n + i])
     values = np.concatenate([curvature, curvature, -curvature, -curvature])
-    hess = np.bincount(index, weights=values, minlength=n_prompts * n * n).reshape(n_prompts, n, n)
+    hess = _sums(index, values, n_prompts * n * n).reshape(n_prompts, n, n)
     diag = np.arange(n)
     hess[:, diag, diag] += 2 * alpha
     return grad, hess

@@ -5,6 +5,8 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from curation import consensus as C
 from curation import crowd_bt as CB
@@ -66,6 +68,31 @@ def test_it_fits_every_prompt_as_the_per_prompt_reference_does():
     for p in range(wins.shape[0]):
         reference = G._fit_bradley_terry(wins[p], 0.1)
         np.testing.assert_allclose(batched[p], reference, atol=1e-7)
+
+
+@st.composite
+def prompt_batches(draw):
+    """Random prompts of 1-8 candidates with fractional wins, padded into one batch."""
+    sizes = draw(st.lists(st.integers(1, 8), min_size=1, max_size=6))
+    width = max(sizes)
+    wins = np.zeros((len(sizes), width, width))
+    for p, n in enumerate(sizes):
+        for i in range(n):
+            for j in range(n):
+                if i != j and draw(st.booleans()):
+                    wins[p, i, j] = draw(st.floats(0.05, 5.0))
+    return sizes, wins
+
+
+@settings(max_examples=150, deadline=None)
+@given(prompt_batches(), st.sampled_from(CB.FINAL_ALPHAS))
+def test_it_fits_random_batches_as_the_per_prompt_reference_does(batch, alpha):
+    sizes, wins = batch
+    theta = CB.batched_bradley_terry(wins, alpha)
+    for p, n in enumerate(sizes):
+        reference = G._fit_bradley_terry(wins[p, :n, :n], alpha)
+        np.testing.assert_allclose(theta[p, :n], reference, atol=1e-6)
+        assert np.all(theta[p, n:] == 0)
 
 
 def test_it_matches_bradley_terry_scores_on_graphs_with_padding():
