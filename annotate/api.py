@@ -128,6 +128,8 @@ def import_new_project(
 ):
     if not request.auth.is_staff:
         raise HttpError(403, "only staff may create projects")
+    if project_name and "\x00" in project_name:  # PostgreSQL refuses it (a 500)
+        raise HttpError(422, "project_name: must not contain a NUL character")
     format = _check_format(format)  # before saving: a refused request leaves no upload behind
     path = upload_save(uploaded_file=file)
     job = import_job_create(
@@ -197,6 +199,15 @@ class ScorePage(Page):
 SCORES_MAX_LIMIT = 10_000
 
 
+def _reward_model(model_id: int):
+    from annotate.models import RewardModel
+
+    model = RewardModel.objects.filter(pk=model_id).first()
+    if model is None:
+        raise HttpError(422, f"reward_model_id: no reward model {model_id}")
+    return model
+
+
 def _project_for_scores(request, project_id: int) -> Project:
     project = get_object_or_404(Project, pk=project_id)
     role = selectors.membership_role(user=request.auth, project=project)
@@ -211,7 +222,6 @@ def _project_for_scores(request, project_id: int) -> Project:
     summary="Score the project's prompts with a reward model (default: the active one)",
 )
 def start_scoring_run(request, project_id: int, body: ScoringRunIn):
-    from annotate.models import RewardModel
     from workers.scoring import scoring_run_start
 
     project = get_object_or_404(Project, pk=project_id)
@@ -219,9 +229,7 @@ def start_scoring_run(request, project_id: int, body: ScoringRunIn):
         raise HttpError(403, "you are not an admin of this project")
     model = None
     if body.reward_model_id is not None:
-        model = RewardModel.objects.filter(pk=body.reward_model_id).first()
-        if model is None:
-            raise HttpError(422, f"reward_model_id: no reward model {body.reward_model_id}")
+        model = _reward_model(body.reward_model_id)
     run = scoring_run_start(
         project=project, reward_model=model, reason="api", created_by=request.auth
     )
@@ -251,6 +259,8 @@ def list_scores(
     from annotate.models import ModelScore
 
     project = _project_for_scores(request, project_id)
+    if reward_model_id is not None:  # an unknown one (or one past the database's integers)
+        reward_model_id = _reward_model(reward_model_id).pk
     model_id = reward_model_id or project.active_reward_model_id
     if model_id is None:
         raise HttpError(422, "reward_model_id: the project has no active reward model; give one")
@@ -324,6 +334,8 @@ def list_judgments(
     if not (request.auth.is_staff or role in ("admin", "reviewer")):
         raise HttpError(403, "only the project's reviewers and admins see judgments")
     rows = Judgment.objects.filter(project=project).select_related("task__prompt", "annotator")
+    if prompt is not None and "\x00" in prompt:  # PostgreSQL refuses it (a 500)
+        raise HttpError(422, "prompt: must not contain a NUL character")
     if prompt is not None:
         rows = rows.filter(task__prompt__external_id=prompt)
     page, envelope = paginate(

@@ -38,8 +38,10 @@ def paginate(
     Returns the sliced rows and the envelope without ``results``.
     """
     limit = max(1, min(limit, maximum))
-    offset = max(0, offset)
     count = rows.count()
+    # Past the end is the end (an empty page): a huge offset never reaches the database, where
+    # it overflowed the integer type (a 500).
+    offset = min(max(0, offset), count)
     page = list(rows[offset : offset + limit])
     following = offset + limit
     envelope = {

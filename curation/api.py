@@ -146,6 +146,8 @@ class LeaderboardOut(Schema):
 def leaderboard(request, project_id: int, bootstrap: int | None = None, seed: int = 0):
     """``bootstrap`` defaults to ``QUORUM_LEADERBOARD_BOOTSTRAP`` (as the CLI and dashboard)."""
     project = _project(request, project_id, admin=True)
+    if seed < 0:  # numpy seeds are non-negative; a negative one was a 500
+        raise HttpError(422, f"seed: must be 0 or more, not {seed}")
     data = selectors.project_data(project=project, with_presented=False, with_times=False)
     if bootstrap is not None:
         bootstrap = max(0, min(bootstrap, 1000))

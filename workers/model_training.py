@@ -49,14 +49,26 @@ def training_options(raw: dict[str, Any] | None) -> dict[str, Any]:
         if name not in known:
             raise TrainingError(f"unknown training option {name!r} (known: {', '.join(known)})")
         default = getattr(FitConfig(), name)
-        if isinstance(default, bool):
-            value = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
-        elif isinstance(default, int):
-            value = int(value)
-        elif isinstance(default, float):
-            value = float(value)
-        elif isinstance(default, tuple):
-            value = tuple(value)
+        try:
+            if isinstance(default, bool):
+                value = (
+                    value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+                )
+            elif isinstance(default, int):
+                value = int(value)
+            elif isinstance(default, float):
+                value = float(value)
+            elif isinstance(default, tuple):
+                if isinstance(value, str):  # the CLI's "q_proj,v_proj"
+                    value = [v.strip() for v in value.split(",") if v.strip()]
+                if isinstance(value, bytes) or not all(isinstance(v, str) for v in value):
+                    raise TypeError(value)
+                value = tuple(value)
+            elif isinstance(default, str) and not isinstance(value, str):
+                raise TypeError(value)
+        except (TypeError, ValueError, OverflowError):
+            kind = "list of names" if isinstance(default, tuple) else type(default).__name__
+            raise TrainingError(f"training option {name!r}: {value!r} is not a {kind}") from None
         options[name] = value
     problems = FitConfig(**options).problems()
     if problems:
