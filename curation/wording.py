@@ -92,7 +92,10 @@ def export_options_text(options: Mapping[str, Any]) -> list[str]:
     if options.get("min_agreement") is not None:
         phrases.append(f"agreement at least {options['min_agreement']:g}")
     phrases.append(
-        "splits " + ", ".join(f"{name} {share * 100:.0f} %" for name, share in splits.items())
+        "splits "
+        + ", ".join(
+            f"{name} {splits[name] * 100:.0f} %" for name in sorted(splits, key=_split_order)
+        )
     )
     phrases.append(f"seed {options.get('seed', 0)}")
     phrases.append("media included" if options.get("include_media", True) else "no media files")
@@ -117,3 +120,11 @@ def verdict_text(
             "both_bad": f"{a} = {b} (both bad)",
         }.get(outcome, outcome)
     return ranking_text(ranking, letter_of)
+
+
+_SPLIT_ORDER = ("train", "validation", "val", "dev", "test")
+
+
+def _split_order(name: str) -> tuple[int, str]:
+    """Train first, test last: PostgreSQL's jsonb does not keep the options' key order."""
+    return (_SPLIT_ORDER.index(name) if name in _SPLIT_ORDER else 3, name)
