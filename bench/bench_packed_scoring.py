@@ -247,10 +247,11 @@ def bench_scenario(
     encoded = builder.encode_item(item)
     batches = {}
     for mode in ("packed", "isolated", "separate"):
-        rows, error, errors = builder.plan_rows(0, encoded, mode)
-        assert error is None and not errors, (error, errors)
-        batches[mode] = [builder.collate([row], mode).to(device) for row in rows]
-    separate_rows = builder.plan_rows(0, encoded, "separate")[0]
+        plan = builder.plan(0, encoded, mode)
+        assert plan.error is None and not plan.candidate_errors, plan
+        assert plan.layout == mode, plan.note
+        batches[mode] = [builder.collate([row], mode).to(device) for row in plan.rows]
+    separate_rows = builder.plan(0, encoded, "separate").rows
     batches["separate_batched"] = [builder.collate(separate_rows, "separate").to(device)]
     assert len(batches["packed"]) == 1, "the packed row was split: raise max_length"
 
@@ -279,7 +280,8 @@ def bench_scenario(
             e2e[mode].append(_time(lambda m=mode: scorer.score([item], m), device))
     median = {mode: statistics.median(values) for mode, values in timings.items()}
     packed = batches["packed"][0]
-    prompt_tokens = len(encoded.prompt)
+    # The shared prompt: everything before the first response (system + user turn + header).
+    prompt_tokens = int(packed.response_starts[0, 0])
     cfg = model.backbone.config
     separate_flops = sum(forward_flops(cfg, b) for b in batches["separate"])
     print(f"# {scenario}: done", file=sys.stderr)
