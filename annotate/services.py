@@ -35,6 +35,7 @@ from annotate.models import (
     Candidate,
     ImportJob,
     Judgment,
+    Membership,
     Project,
     Prompt,
     Task,
@@ -243,8 +244,12 @@ def import_file(
     format: str | None = None,
     source_name: str | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
+    created_by: AbstractBaseUser | None = None,
 ) -> ImportResult:
     """Imports a file into a project (created when missing), all or nothing.
+
+    A project created by the import gets `created_by` (the person importing) as its admin, so
+    it is never left without one.
 
     Re-importing the same file creates nothing new: prompts and candidates are matched by
     external id, tasks by their candidate set, judgments by idempotency key.
@@ -274,9 +279,13 @@ def import_file(
             transaction.on_commit(lambda: state.update(committed=True))
             if project is None:
                 name = project_name or path.stem
-                project = Project.objects.filter(name=name).first() or _project_from_settings(
-                    name, parsed
-                )
+                project = Project.objects.filter(name=name).first()
+                if project is None:
+                    project = _project_from_settings(name, parsed)
+                    if created_by is not None:
+                        Membership.objects.create(
+                            project=project, user=created_by, role=Membership.Role.ADMIN
+                        )
             counts = _write_records(project, parsed, created_media, on_progress)
             new_prompt_ids = counts.pop("_new_prompt_ids")
             written = ("prompts", "candidates", "tasks", "judgments")
@@ -678,6 +687,7 @@ def import_job_run(*, job_id: int, takeover: bool = False) -> ImportJob:
             format=job.format or None,
             source_name=Path(job.original_name).stem or None,
             on_progress=progress,
+            created_by=job.created_by,
         )
     except ImportRejected as exc:
         ImportJob.objects.filter(pk=job_id).update(

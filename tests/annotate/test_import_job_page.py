@@ -66,3 +66,29 @@ def test_it_refreshes_the_page_of_a_running_import(client, users, tmp_path):
     assert "curation/live.js" in body
     ImportJob.objects.filter(pk=job.pk).update(status="done")
     assert "<span data-live hidden>" not in client.get(url).content.decode()
+
+
+def test_it_makes_the_importer_admin_of_the_project_it_creates(client, users):
+    from annotate.models import Membership
+
+    client.force_login(users["staff"])
+    client.post(
+        reverse("admin:annotate_project_import"),
+        {"file": SimpleUploadedFile("fresh.json", json.dumps(VOTES).encode())},
+        follow=True,
+    )
+    job = ImportJob.objects.get()
+    assert job.status == ImportJob.Status.DONE, job.errors
+    membership = Membership.objects.get(project=job.project)
+    assert (membership.user, membership.role) == (users["staff"], Membership.Role.ADMIN)
+
+    # Importing more into the existing project changes nobody's role.
+    client.post(
+        reverse("admin:annotate_project_import"),
+        {
+            "file": SimpleUploadedFile("fresh.json", json.dumps(VOTES).encode()),
+            "project": job.project.pk,
+        },
+        follow=True,
+    )
+    assert Membership.objects.filter(project=job.project).count() == 1
