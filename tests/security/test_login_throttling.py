@@ -132,3 +132,20 @@ def test_it_takes_the_client_address_from_the_configured_proxy_header(client, se
         HTTP_X_FORWARDED_FOR="192.0.2.1, 203.0.113.7",
     )
     assert locked.status_code == 429
+
+
+def test_it_throttles_the_playground_login_per_account(client):
+    from axes.utils import reset
+
+    from workers.management.commands.playground import staff_login
+
+    make_user("carol", staff=True)
+    make_user("dave", staff=True)
+    for _ in range(LIMIT):
+        assert not staff_login("carol", "wrong")
+
+    assert not staff_login("carol", PASSWORD)  # locked: the right password does not help
+    assert staff_login("dave", PASSWORD)  # per account: others still get in
+    assert _login(client, "dave", PASSWORD).status_code == 302  # and the site is not locked
+    reset(username="carol")  # what the admin's "lift lockout" does
+    assert staff_login("carol", PASSWORD)

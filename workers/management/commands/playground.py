@@ -3,6 +3,8 @@ import ipaddress
 from django.contrib.auth import authenticate
 from django.core.management.base import BaseCommand
 
+from config.security import PLAYGROUND_CHANNEL, channel_request
+
 
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -14,7 +16,10 @@ def _is_loopback(host: str) -> bool:
 
 
 def staff_login(username: str, password: str) -> bool:
-    user = authenticate(username=username, password=password)
+    """Gradio's login check: a staff account, throttled per account like the site's logins
+    (the lockout is lifted in the admin, as for any other login)."""
+    request = channel_request(PLAYGROUND_CHANNEL, "/playground/login")
+    user = authenticate(request=request, username=username, password=password)
     return bool(user is not None and user.is_active and user.is_staff)
 
 
