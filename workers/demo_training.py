@@ -1,7 +1,7 @@
 """The demo reward model as a background job: train, register, activate, score.
 
 ``make demo`` records this job (``manage.py train_demo_model --background``) and starts
-serving at once; the worker trains the small model (about two minutes on CPU), reporting its
+serving at once; the worker trains the small model (about four minutes on CPU), reporting its
 progress on the job (shown on the home page to staff and in the admin), registers it, makes
 it the demo projects' active model and starts their scoring runs.
 """

@@ -41,7 +41,7 @@ class Command(BaseCommand):
             publisher_flush(timeout=5)
             self.stdout.write(
                 f"Demo reward model: training queued as job {job.pk}; a worker trains it "
-                "(about two minutes) and the home page shows its progress."
+                "(about four minutes) and the home page shows its progress."
             )
             return
         try:
