@@ -7,6 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from curation.views import _project_for
+from workers import jobs
 from workers.model_training import reward_model_comparison
 from workers.models import Job
 
@@ -16,10 +17,11 @@ def reward_models(request: HttpRequest, project_id: int) -> HttpResponse:
     """Held-out accuracy per candidate kind, agreement with the human consensus and
     disagreement-flag counts of every version that scored the project; training jobs."""
     project = _project_for(request, project_id, admin=True)
+    exports = set(project.dataset_exports.values_list("pk", flat=True))  # once, not per job
     training = [
         job
-        for job in Job.objects.filter(name="quorum.train_reward_model").order_by("-id")[:50]
-        if job.kwargs.get("export_id") in set(project.dataset_exports.values_list("pk", flat=True))
+        for job in Job.objects.filter(name=jobs.TRAIN_REWARD_MODEL).order_by("-id")[:50]
+        if job.kwargs.get("export_id") in exports
     ]
     return render(
         request,

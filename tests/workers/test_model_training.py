@@ -132,6 +132,10 @@ def test_every_door_records_the_same_training_job(users, tiny_checkpoint, client
     )
     assert bad.status_code == 422 and "lr must be positive" in bad.json()["detail"]
 
+    client.force_login(users["admin"])
+    page = client.get(reverse("curation:reward_models", args=[project.pk])).content.decode()
+    assert f"{job.pk} · export {export.pk}" in page  # the waiting training job is listed
+
 
 @pytest.mark.worker
 @pytest.mark.timeout(600)

@@ -654,15 +654,33 @@ class RewardInputBuilder:
         text = self.render(item, [body])
         return self._tokenise(text[len(self.render(item, None)) :])
 
-    def isolated_row(self, item_index: int, item: _EncodedItem, indices: Sequence[int]) -> _Row:
-        """One shared prompt, then each candidate laid out as the only response."""
+    def _tails(self, item: _EncodedItem, indices: Sequence[int], prompt_raw: list[int]) -> dict:
+        """Expanded tokens after the prompt of each candidate's one-response row."""
+        return {
+            index: self._expand(
+                self._isolated_tail(item, index, prompt_raw),
+                item.candidates[index].visuals,  # type: ignore[union-attr]
+            )
+            for index in indices
+        }
+
+    def isolated_row(
+        self,
+        item_index: int,
+        item: _EncodedItem,
+        indices: Sequence[int],
+        tails: dict[int, list[int]] | None = None,
+    ) -> _Row:
+        """One shared prompt, then each candidate laid out as the only response (`tails`:
+        the candidates' tokens when the caller has them already)."""
         prompt_raw, ids = self._prompt_ids(item)
+        tails = tails or self._tails(item, indices, prompt_raw)
         visuals = list(item.prompt_visuals)
         segments = [_PROMPT_SEGMENT] * len(ids)
         slots = []
         for slot, index in enumerate(indices):
             candidate = item.candidates[index]
-            tail = self._expand(self._isolated_tail(item, index, prompt_raw), candidate.visuals)  # type: ignore[union-attr]
+            tail = tails[index]
             slots.append((index, len(ids), len(ids) + len(tail) - 1))
             ids = ids + tail
             segments += [slot] * len(tail)
@@ -706,12 +724,9 @@ class RewardInputBuilder:
             )
         errors: dict[int, str] = {}
         fitting: list[tuple[int, int]] = []
+        tails = self._tails(item, usable, prompt_raw)
         for index in usable:
-            tail = len(
-                self._expand(
-                    self._isolated_tail(item, index, prompt_raw), item.candidates[index].visuals
-                )
-            )  # type: ignore[union-attr]
+            tail = len(tails[index])
             if len(prompt_ids) + tail > self.max_length:
                 errors[index] = (
                     f"input is {len(prompt_ids) + tail} tokens (prompt {len(prompt_ids)} + "
@@ -730,7 +745,7 @@ class RewardInputBuilder:
                 length = len(prompt_ids)
             groups[-1].append(index)
             length += tail
-        rows = [self.isolated_row(item_index, item, group) for group in groups]
+        rows = [self.isolated_row(item_index, item, group, tails) for group in groups]
         return _Plan(rows, candidate_errors=errors, layout="isolated")
 
     def _plan_dropped(
