@@ -270,6 +270,11 @@ def _broker_from_env() -> tuple[str, dict]:
 
 
 CELERY_BROKER_URL, CELERY_BROKER_TRANSPORT_OPTIONS = _broker_from_env()
+# The embedded broker writes each message atomically (workers/broker.py): kombu's own
+# filesystem transport lets a polling worker read a half-written file and die.
+CELERY_BROKER_TRANSPORT = (
+    "workers.broker:Transport" if CELERY_BROKER_URL.startswith("filesystem") else None
+)
 _default_backend = (
     f"file://{DATA_DIR / 'results'}"
     if CELERY_BROKER_URL.startswith("filesystem")

@@ -286,7 +286,8 @@ def test_it_loads_the_quorum_celery_app_in_every_django_process(tmp_path):
     script = (
         "from celery import current_app; from django.conf import settings; "
         "import json; print(json.dumps([current_app.main, current_app.conf.broker_url, "
-        "current_app.conf.broker_transport_options.get('data_folder_in')]))"
+        "current_app.conf.broker_transport_options.get('data_folder_in'), "
+        "type(current_app.connection_for_write().transport).__module__]))"
     )
     for broker in (None, "filesystem://"):
         env = {**os.environ, "QUORUM_DATA_DIR": str(tmp_path)}
@@ -302,9 +303,10 @@ def test_it_loads_the_quorum_celery_app_in_every_django_process(tmp_path):
             timeout=120,
         )
         assert out.returncode == 0, out.stderr
-        main, url, folder = json.loads(out.stdout.strip().splitlines()[-1])
+        main, url, folder, transport = json.loads(out.stdout.strip().splitlines()[-1])
         assert (main, url) == ("quorum", "filesystem://")
         assert folder == str(tmp_path / "broker" / "queue")
+        assert transport == "workers.broker"  # atomic message files, not kombu's own
 
 
 SERVICE_MODULES = [
