@@ -483,12 +483,15 @@ class JointEstimates:
         alpha: Prior strength chosen on leave-one-out votes.
         reward_model: The reward model's part (`crowd_bt.ScorePrior` without the strengths)
             as a dict, or None when no scores were given.
+        model_prior: The model-strength prior's report (`curation.prior.apply_model_prior`),
+            or None when not asked for.
     """
 
     scores: dict[int, dict[int, float]]
     evaluators: dict[str, EvaluatorFit]
     alpha: float
     reward_model: dict | None
+    model_prior: dict | None = None
 
     @property
     def weights(self) -> dict[str, float]:
@@ -523,6 +526,7 @@ def joint_estimates(
     *,
     rm_scores: Mapping[int, float] | None = None,
     select_prior: bool = True,
+    model_of: Mapping[int, str] | None = None,
 ) -> JointEstimates | None:
     """Fits the joint annotator model (`curation.crowd_bt`) on a project's judgments.
 
@@ -533,7 +537,8 @@ def joint_estimates(
     padded to the largest one: a single prompt with hundreds of candidates would cost
     gigabytes); callers then fall back to the per-prompt consensus. Without
     ``select_prior`` the strengths keep the EM's prior instead of one chosen on held-out votes
-    (a third cheaper, for callers that only read the evaluators).
+    (a third cheaper, for callers that only read the evaluators). With ``model_of`` (model
+    name per candidate) the strengths take the model-strength prior (`curation.prior`).
     """
     from curation import crowd_bt as CB
 
@@ -556,6 +561,12 @@ def joint_estimates(
             "median_annotator_agreement": round(prior.median_agreement, 4),
             "pairs_compared": prior.n_pairs,
         }
+    model_prior = None
+    if model_of is not None:
+        from curation import prior as MP
+
+        applied = MP.apply_model_prior(indexed, fit, model_of)
+        theta, model_prior = applied.theta, applied.report
     scores = {
         prompt: {cand: float(theta[p, i]) for i, cand in enumerate(cands)}
         for p, (prompt, cands) in enumerate(zip(indexed.prompts, indexed.candidates, strict=True))
@@ -572,7 +583,11 @@ def joint_estimates(
             n_positioned=int(fit.n_positioned[i]),
         )
     return JointEstimates(
-        scores=scores, evaluators=evaluators, alpha=fit.alpha, reward_model=reward_model
+        scores=scores,
+        evaluators=evaluators,
+        alpha=fit.alpha,
+        reward_model=reward_model,
+        model_prior=model_prior,
     )
 
 

@@ -58,6 +58,7 @@ NO_CONTENT_PAIR = "a side without content (model name only, or an empty answer)"
 NO_CONTENT_RANKING = "fewer than two candidates with content (model names only, or empty answers)"
 RM_WEIGHT = 0.5
 VARIANT_SIZE = 4
+OVERRULED_FILE = "overruled_arcs.jsonl"
 Progress = Callable[[int, str], None]
 
 
@@ -88,6 +89,10 @@ class ExportOptions:
         include_media: Copy the media the rows name into the export.
         variants_per_prompt: 4-response variants sampled per prompt with more than 4 ranked
             candidates.
+        model_prior: Rank by the joint model with the model-strength prior (`curation.prior`):
+            a candidate's strength is its model's strength across prompts plus a deviation
+            whose spread held-out votes choose. Strong human consensus stays a hard
+            constraint. Needs ``denoise``; not combined with ``rm_evaluator`` yet.
     """
 
     denoise: bool = True
@@ -98,6 +103,7 @@ class ExportOptions:
     seed: int = 0
     include_media: bool = True
     variants_per_prompt: int = 3
+    model_prior: bool = False
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any] | None) -> ExportOptions:
@@ -108,7 +114,7 @@ class ExportOptions:
             if key not in known:
                 raise ExportOptionsInvalid(key, "unknown option")
         values: dict[str, Any] = {}
-        for key in ("denoise", "rm_evaluator", "use_decisions", "include_media"):
+        for key in ("denoise", "rm_evaluator", "use_decisions", "include_media", "model_prior"):
             if key in raw:
                 if not isinstance(raw[key], bool):
                     raise ExportOptionsInvalid(key, f"must be true or false, got {raw[key]!r}")
@@ -133,6 +139,15 @@ class ExportOptions:
             if isinstance(splits, str):
                 splits = parse_splits(splits)
             values["splits"] = check_splits(splits)
+        if values.get("model_prior"):
+            if not values.get("denoise", True):
+                raise ExportOptionsInvalid(
+                    "model_prior", "needs denoise (it ranks the joint model)"
+                )
+            if values.get("rm_evaluator"):
+                raise ExportOptionsInvalid(
+                    "model_prior", "cannot be combined with rm_evaluator yet: choose one"
+                )
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -303,6 +318,8 @@ class Snapshot:
     variants: list[dict[str, Any]]
     datasheet: dict[str, Any]
     media: set[str]
+    # Human arcs the consensus overrules (`curation.overruled`), rows of overruled_arcs.jsonl.
+    overruled: list[dict[str, Any]] = field(default_factory=list)
 
 
 def build_snapshot(
@@ -354,13 +371,20 @@ def build_snapshot(
     # over the project, its reliabilities weigh the human graphs, the reward model (if asked
     # for) centres the strengths' prior where the humans' held-out votes say it helps.
     joint = (
-        C.joint_estimates(kept_votes, rm_scores=source.rm_scores if use_rm else None)
+        C.joint_estimates(
+            kept_votes,
+            rm_scores=source.rm_scores if use_rm else None,
+            model_of={c.id: c.model_name for c in source.candidates.values()}
+            if options.model_prior
+            else None,
+        )
         if options.denoise
         else None
     )
     if joint is not None:
         weights = {**weights, **joint.weights}
     cycles = {"prompts_with_cycles": 0, "arcs_removed": 0, "weight_removed": 0.0, "exact": True}
+    overruled: list[dict[str, Any]] = []
     prompt_rows: dict[int, tuple[list[dict], dict | None, list[dict]]] = {}
     decisions_used = 0
     without: dict[str, set[int]] = {"candidates": set()}
@@ -404,6 +428,8 @@ def build_snapshot(
             ranking, origin = [list(g) for g in final], "reviewer"
         else:
             ranking, origin = consensus.ranking, "consensus"
+            if options.denoise:
+                overruled += _overruled_rows(source, consensus, votes, joint)
         pairs = _pair_rows(source, consensus, votes, ranking, origin, options, use_rm, drops_pairs)
         # Training rows hold only candidates with content: a vote that names models only
         # (arena imports) or an empty answer teaches a trainer nothing, and the seed loader
@@ -517,6 +543,7 @@ def build_snapshot(
             "joint_model": None
             if joint is None
             else {"alpha": joint.alpha, "reward_model": joint.reward_model},
+            "model_prior": joint.model_prior if joint is not None else None,
             "reward_model": source.rm_label if use_rm else None,
             "reward_model_weight": (
                 joint.reward_model["beta"] if joint and joint.reward_model else round(rm_weight, 4)
@@ -561,6 +588,13 @@ def build_snapshot(
             "pairs": dict(drops_pairs),
         },
         "cycles": {**cycles, "weight_removed": round(cycles["weight_removed"], 4)},
+        "overruled_arcs": {
+            "listed": len(overruled),
+            "strong": sum(row["strong"] for row in overruled),
+            "file": OVERRULED_FILE,
+            "why": "human net preferences the exported ranking reverses (or ties), for review; "
+            "strong: at least two reliable annotators agreeing, none against",
+        },
         "evaluators": {
             e: {"weight": round(r.weight, 4), "judgments": r.n_judgments}
             for e, r in sorted(reliability.items())
@@ -596,7 +630,7 @@ def build_snapshot(
             "their votes still count for the leaderboard and agreement",
         },
     }
-    snapshot = Snapshot(pairs_out, rankings_out, variants_out, datasheet, media)
+    snapshot = Snapshot(pairs_out, rankings_out, variants_out, datasheet, media, overruled)
     written, skipped = jsonl_tables(snapshot)
     datasheet["files_not_written"] = [{"path": f"{f}/", "why": why} for f, why in skipped]
     datasheet["files_written"] = [
@@ -611,6 +645,9 @@ def build_snapshot(
         )
         for kind in ("parquet", "hf")
     ]
+    datasheet["files_written"].append(
+        {"path": OVERRULED_FILE, "rows": len(overruled), "why": "human arcs overruled, for review"}
+    )
     datasheet["warnings"] = _empty_warnings(snapshot, list(options.splits))
     return snapshot
 
@@ -836,6 +873,38 @@ def _media_of(candidate: SnapshotCandidate, kind: str) -> str | None:
     return _media_path(candidate.media) if _content_kind(candidate) == kind else None
 
 
+def _overruled_rows(
+    source: SnapshotInput,
+    consensus: C.PromptConsensus,
+    votes: Sequence[C.Vote],
+    joint: C.JointEstimates | None,
+) -> list[dict[str, Any]]:
+    from curation.overruled import overruled_arcs
+
+    eta = {e: f.eta for e, f in joint.evaluators.items()} if joint is not None else None
+    prompt = source.prompts[consensus.prompt_id]
+    rows = []
+    for arc in overruled_arcs(consensus, votes, eta):
+        preferred, over = source.candidates[arc.preferred], source.candidates[arc.over]
+        rows.append(
+            {
+                "prompt_id": prompt.external_id,
+                "quorum_prompt_id": arc.prompt_id,
+                "preferred_id": preferred.external_id,
+                "preferred_model": preferred.model_name,
+                "over_id": over.external_id,
+                "over_model": over.model_name,
+                "net_weight": round(arc.net_weight, 6),
+                "evaluators_for": arc.evaluators_for,
+                "evaluators_against": arc.evaluators_against,
+                "reliable_for": arc.reliable_for,
+                "reliable_against": arc.reliable_against,
+                "strong": arc.strong,
+            }
+        )
+    return rows
+
+
 def _pair_rows(
     source: SnapshotInput,
     consensus: C.PromptConsensus,
@@ -1022,6 +1091,9 @@ def write_snapshot(
         finally:
             for fh in handles.values():
                 fh.close()
+
+    with open(out_dir / OVERRULED_FILE, "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in snapshot.overruled)
 
     progress(86, "Parquet and Hugging Face datasets")
     import datasets
@@ -1225,6 +1297,37 @@ def _agreement_lines(agreement: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _overruled_lines(sheet: Mapping[str, Any]) -> list[str]:
+    """The overruled-arc count and, when asked for, the model prior's record."""
+    lines = []
+    listed = sheet.get("overruled_arcs")
+    if listed:
+        lines.append(
+            f"- human arcs overruled: {listed['listed']}, of which strong consensus: "
+            f"{listed['strong']} (listed in `{listed['file']}` for review)"
+        )
+    prior = sheet["method"].get("model_prior")
+    if prior:
+        lines += [
+            "",
+            "## Model-strength prior",
+            "",
+            f"- used: {prior['used']} (held-out log-likelihood {prior['held_out_log_likelihood']}"
+            f" vs {prior['human_held_out_log_likelihood']} without it)",
+            f"- spread of a candidate around its model: {prior['spread']} (alpha {prior['alpha']})",
+            f"- strong human consensus ({prior['strong_rule']}): {prior['strong_pairs']} pairs; "
+            f"the prior contradicted {prior['strong_pairs_contradicted_by_prior']} "
+            f"({prior['strong_pair_contradiction_rate']:.1%}), put back as hard constraints; "
+            f"still overruled (cycles of strong arcs): {prior['strong_pairs_overruled']}",
+        ]
+        if prior["strengths"]:
+            lines.append(
+                "- model strengths: "
+                + ", ".join(f"{m} {v:+.2f}" for m, v in list(prior["strengths"].items())[:30])
+            )
+    return lines
+
+
 def datasheet_markdown(sheet: Mapping[str, Any]) -> str:
     """The datasheet for people: counts, agreement, drops, cycles, leaderboard."""
     c = sheet["counts"]
@@ -1243,7 +1346,12 @@ def datasheet_markdown(sheet: Mapping[str, Any]) -> str:
         "",
         "## Method",
         "",
-        *(f"- {k}: {v}" for k, v in sheet["method"].items() if v is not None),
+        # The model prior has its own section (`_overruled_lines`).
+        *(
+            f"- {k}: {v}"
+            for k, v in sheet["method"].items()
+            if v is not None and k != "model_prior"
+        ),
         "",
         "## Counts",
         "",
@@ -1290,6 +1398,7 @@ def datasheet_markdown(sheet: Mapping[str, Any]) -> str:
         "",
         f"- prompts with cycles: {cy['prompts_with_cycles']}; arcs removed: "
         f"{cy['arcs_removed']} (weight {cy['weight_removed']}); provably minimum: {cy['exact']}",
+        *_overruled_lines(sheet),
         "",
         "## Leaderboard (Bradley-Terry, ties = half a win, 95% bootstrap CI)",
         "",

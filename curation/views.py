@@ -585,6 +585,7 @@ def _options_from_form(post: Any) -> dict[str, Any]:
         "rm_evaluator": post.get("rm_evaluator") == "on",
         "use_decisions": post.get("use_decisions") == "on",
         "include_media": post.get("include_media") == "on",
+        "model_prior": post.get("model_prior") == "on",
         "splits": post.get("splits", "train=1.0"),
     }
     raw_min = post.get("min_agreement", "").strip()

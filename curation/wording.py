@@ -89,6 +89,8 @@ def export_options_text(options: Mapping[str, Any]) -> list[str]:
     ]
     if options.get("rm_evaluator"):
         phrases.append("reward model as an evaluator")
+    if options.get("model_prior"):
+        phrases.append("model-strength prior")
     if options.get("min_agreement") is not None:
         phrases.append(f"agreement at least {options['min_agreement']:g}")
     phrases.append(
