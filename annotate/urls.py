@@ -1,6 +1,6 @@
 from django.urls import path
 
-from annotate import views
+from annotate import setup_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -28,4 +28,13 @@ urlpatterns = [
     path(
         "projects/<int:project_id>/instructions/", views.instructions, name="annotate_instructions"
     ),
+    path("projects/new/", setup_views.upload, name="setup_upload"),
+    path("projects/new/<slug:draft_id>/", setup_views.preview, name="setup_preview"),
+    path(
+        "projects/new/<slug:draft_id>/settings/", setup_views.settings_step, name="setup_settings"
+    ),
+    path("projects/new/<slug:draft_id>/members/", setup_views.members, name="setup_members"),
+    path("projects/new/<slug:draft_id>/start/", setup_views.start, name="setup_start"),
+    path("projects/new/<slug:draft_id>/cancel/", setup_views.cancel, name="setup_cancel"),
+    path("projects/<int:project_id>/ready/", setup_views.ready, name="setup_ready"),
 ]
