@@ -136,7 +136,43 @@ def win_matrices(comparisons: Comparisons, weight: np.ndarray | None = None) -> 
 _Cells = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
-def _cells(wins: np.ndarray) -> _Cells:
+@dataclass(frozen=True)
+class WinCells:
+    """The non-zero cells of `win_matrices`, without the dense ``[P, N, N]`` array.
+
+    ``prompt, winner, loser, wins`` list the cells in `np.nonzero` order (by flat index)
+    with the same sums, so a fit on them equals the fit on the dense matrices bit for bit.
+    Finding them is a sort of the votes instead of a scan of every cell (1.7M cells, 13 ms,
+    per Newton fit at MR2Bench scale).
+    """
+
+    prompt: np.ndarray
+    winner: np.ndarray
+    loser: np.ndarray
+    wins: np.ndarray
+    shape: tuple[int, int, int]
+
+
+def win_cells(comparisons: Comparisons, weight: np.ndarray | None = None) -> WinCells:
+    """`win_matrices` as `WinCells`: accepted wherever the fits take ``wins``."""
+    c = comparisons
+    n = c.n_candidates
+    flat = (c.prompt * n + c.winner) * n + c.loser
+    cells, vote_cell = np.unique(flat, return_inverse=True)
+    w = np.ones(len(c)) if weight is None else weight
+    # bincount adds each cell's votes in vote order, as `win_matrices` does: equal sums.
+    sums = _sums(vote_cell.reshape(-1), w, len(cells))
+    keep = sums != 0
+    if not keep.all():
+        cells, sums = cells[keep], sums[keep]
+    p, rest = np.divmod(cells, n * n)
+    i, j = np.divmod(rest, n)
+    return WinCells(p, i, j, sums, (c.n_prompts, n, n))
+
+
+def _cells(wins: np.ndarray | WinCells) -> _Cells:
+    if isinstance(wins, WinCells):
+        return wins.prompt, wins.winner, wins.loser, wins.wins
     p, i, j = np.nonzero(wins)
     return p, i, j, wins[p, i, j]
 
@@ -176,7 +212,7 @@ def _gradient_hessian(
 
 
 def batched_bradley_terry(
-    wins: np.ndarray,
+    wins: np.ndarray | WinCells,
     alpha: float = DEFAULT_ALPHA,
     *,
     initial: np.ndarray | None = None,
@@ -191,7 +227,8 @@ def batched_bradley_terry(
     steps, each a batched ``[P, N, N]`` solve. Padding candidates (no wins either way) get 0.
 
     Args:
-        wins: ``[P, N, N]`` (possibly fractional) wins of i over j per prompt.
+        wins: ``[P, N, N]`` (possibly fractional) wins of i over j per prompt, dense or
+            as `WinCells`.
         alpha: Gaussian prior strength, > 0.
         initial: Warm start ``[P, N]``.
         prior_mean: ``[P, N]`` centre of the Gaussian prior (default 0): the prior becomes
@@ -230,7 +267,7 @@ def batched_bradley_terry(
     return theta
 
 
-def _inverse_hessian(theta: np.ndarray, wins: np.ndarray, alpha: float) -> np.ndarray:
+def _inverse_hessian(theta: np.ndarray, wins: np.ndarray | WinCells, alpha: float) -> np.ndarray:
     _, hess = _gradient_hessian(theta, _cells(wins), alpha)
     return np.linalg.inv(hess)
 
@@ -249,7 +286,7 @@ def loo_margins(
     ``h_i = (e_a - e_b)^T H^-1 (e_a - e_b)``.
     """
     c = comparisons
-    wins = win_matrices(c, weight)
+    wins = win_cells(c, weight)
     inverse = _inverse_hessian(theta, wins, alpha)
     a, b, p = c.winner, c.loser, c.prompt
     h = inverse[p, a, a] + inverse[p, b, b] - 2 * inverse[p, a, b]
@@ -314,7 +351,7 @@ def best_alpha(
 
     Returns ``(alpha, theta, loo margins, loo log-likelihood)``.
     """
-    wins = win_matrices(comparisons, vote_weight)
+    wins = win_cells(comparisons, vote_weight)
     best: tuple[float, np.ndarray, np.ndarray, float] | None = None
     for alpha in alphas:
         theta = batched_bradley_terry(wins, alpha, initial=initial, prior_mean=prior_mean)
@@ -364,7 +401,7 @@ def fit_crowd_bt(
     eta = np.full(c.n_annotators, eta_prior[0] / sum(eta_prior))
     pi = np.full(c.n_annotators, 0.5)
     vote_weight = np.ones(len(c))
-    theta = batched_bradley_terry(win_matrices(c, vote_weight), alpha)
+    theta = batched_bradley_terry(win_cells(c, vote_weight), alpha)
     r = np.ones(len(c))
     iterations = 0
     for iterations in range(1, max_iter + 1):  # noqa: B007 - reported in the fit
@@ -386,7 +423,7 @@ def fit_crowd_bt(
         vote_weight = new_eta[k]
         # A few warm-started Newton steps: EM needs the M-step to improve, not to finish.
         theta = batched_bradley_terry(
-            win_matrices(c, vote_weight), alpha, initial=theta, max_iter=newton_steps
+            win_cells(c, vote_weight), alpha, initial=theta, max_iter=newton_steps
         )
         moved = max(
             float(np.max(np.abs(new_eta - eta), initial=0.0)),
@@ -515,7 +552,7 @@ def with_score_prior(
     if usable.sum() < 2 or len(c) == 0:
         return not_used
     weight = fit.eta[c.annotator]
-    wins = win_matrices(c, weight)
+    wins = win_cells(c, weight)
     values = scores[usable]
     z = np.where(usable, (np.nan_to_num(scores) - values.mean()) / (values.std() or 1.0), 0.0)
     dz = z[c.prompt, c.winner] - z[c.prompt, c.loser]

@@ -318,3 +318,39 @@ def test_it_does_not_fit_the_joint_model_when_padding_would_cost_too_much(monkey
     assert C.joint_estimates(votes) is not None
     monkeypatch.setattr(C, "JOINT_MAX_CELLS", 2 * 20 * 20 - 1)
     assert C.joint_estimates(votes) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    prompts=st.integers(1, 6),
+    candidates=st.integers(2, 6),
+    votes=st.integers(0, 40),
+)
+def test_it_finds_the_same_win_cells_as_the_dense_matrices(seed, prompts, candidates, votes):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, candidates, size=votes)
+    b = (a + rng.integers(1, candidates, size=votes)) % candidates
+    c = CB.Comparisons(
+        prompt=rng.integers(0, prompts, size=votes),
+        winner=a,
+        loser=b,
+        annotator=np.zeros(votes, dtype=np.int64),
+        winner_first=np.full(votes, -1),
+        n_prompts=prompts,
+        n_candidates=candidates,
+        n_annotators=1,
+    )
+    # Weights with exact zeros: a cell whose votes all weigh 0 is no cell at all.
+    weight = rng.choice([0.0, 0.25, 1.0, 1.7], size=votes)
+    dense = CB.win_matrices(c, weight)
+    cells = CB.win_cells(c, weight)
+    p, i, j = np.nonzero(dense)
+    assert cells.shape == dense.shape
+    np.testing.assert_array_equal(cells.prompt, p)
+    np.testing.assert_array_equal(cells.winner, i)
+    np.testing.assert_array_equal(cells.loser, j)
+    np.testing.assert_array_equal(cells.wins, dense[p, i, j])  # equal sums, not close ones
+    np.testing.assert_array_equal(
+        CB.batched_bradley_terry(cells, 0.3), CB.batched_bradley_terry(dense, 0.3)
+    )
