@@ -1,73 +1,73 @@
-"""Curation at MR2Bench-Video scale: flags + denoise + export for ~94K pairwise judgments.
+"""Curation at MR2Bench-Video scale and ten times that: flags + denoised export, before and after.
 
 The data is the demo world's ``mr2bench`` project (``annotate.demo_world``: 4,700 prompts x
 19 models, ~20 pairwise judgments per prompt from a pool of reliable, noisy, position-biased
-and spamming annotators), written straight into the database with ``bulk_create`` (setup, not
-timed), plus a reward model scoring every candidate (hidden quality + noise). Then, timed:
+and spamming annotators; ``--prompts 47000`` generates the same world ten times larger, about
+940K judgments), written straight into the database with ``bulk_create`` (setup, not timed),
+plus a reward model scoring every candidate (hidden quality + noise). Then, timed, each in a
+fresh interpreter on its own copy of that database:
 
-1. ``flags_recompute``: annotator quality (CROWDLAB weights, position bias, speed, Arena
-   anomaly test) and every flag (agreement, cycles, reward-model conflicts) for the project;
-2. ``export_build``: per-prompt ensemble + minimum feedback arc set + Bradley-Terry ranking,
-   and every export file (pairs/rankings JSONL, 4-response variants, Parquet, HF datasets,
-   datasheet with a bootstrapped leaderboard); once without and once with the reward model
-   as an evaluator.
+1. ``flags_recompute``: annotator quality (CROWDLAB weights, joint annotator model, position
+   bias, speed, Arena anomaly test) and every flag for the project;
+2. ``export_build``: the denoised export with every file (pairs/rankings JSONL, 4-response
+   variants, Parquet, HF datasets, datasheet with a bootstrapped leaderboard); with ``--rm``
+   once more with the reward model as an evaluator.
 
-Target: flags + one export under 30 s on the 2-core dev machine. Runs on a throw-away SQLite
-database under a temporary data dir, or on PostgreSQL when ``DATABASE_URL`` is set (a scratch
-database is created and dropped).
+``--before <commit>`` runs the same steps with the code of that commit (a temporary git
+worktree) beside the working tree's, one after the other on identical copies of the
+database, and prints after/before ratios of time and of peak memory (the child process's
+``ru_maxrss``: imports, loading and the build together). On a shared machine the ratios mean
+more than the seconds. Runs on SQLite under a temporary data dir, or on PostgreSQL when
+``DATABASE_URL`` is set (scratch databases are created from a template and dropped).
 
-    python bench/bench_curation_scale.py [--prompts 4700] [--seed 0] [--keep]
+    python bench/bench_curation_scale.py [--prompts 4700] [--seed 0] [--before HEAD] [--rm]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import random
+import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 
-def _setup_django(tmp: Path) -> str | None:
-    """Points Django at a scratch database; returns the PostgreSQL scratch name, if any."""
-    os.environ["QUORUM_DATA_DIR"] = str(tmp)
+def _use_code(code: Path) -> None:
+    """Imports Quorum from ``code`` (the working tree or a worktree of another commit)."""
+    sys.path.insert(0, str(code))
+    os.chdir(code)
+
+
+def _pg_admin(url: str, sql: str) -> None:
+    import psycopg
+
+    base, _, _ = url.rpartition("/")
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def _setup_django(data: Path, database: str | None) -> None:
+    """Points Django at ``data`` (SQLite) or at the PostgreSQL database ``database``."""
+    os.environ["QUORUM_DATA_DIR"] = str(data)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    scratch = None
-    url = os.environ.get("DATABASE_URL", "")
-    if url.startswith("postgres"):
-        import psycopg
-
-        scratch = f"quorum_bench_curation_{os.getpid()}"
-        base, _, _ = url.rpartition("/")
-        with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{scratch}"')
-        os.environ["DATABASE_URL"] = f"{base}/{scratch}"
+    if database:
+        base, _, _ = os.environ["DATABASE_URL"].rpartition("/")
+        os.environ["DATABASE_URL"] = f"{base}/{database}"
     import django
 
     django.setup()
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    return scratch
-
-
-def _drop_scratch(scratch: str | None, url: str) -> None:
-    if not scratch:
-        return
-    from django.db import connections
-
-    connections.close_all()
-    import psycopg
-
-    base, _, _ = url.rpartition("/")
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
 
 
 def bulk_tasks(project, slots: dict) -> dict:
@@ -191,67 +191,221 @@ def load_world(prompts: int, seed: int) -> tuple[int, int]:
     return project.pk, len(judgments)
 
 
+def child_setup(args: argparse.Namespace) -> None:
+    """Writes the world into a fresh database (run with the oldest code measured)."""
+    _use_code(Path(args.code))
+    _setup_django(Path(args.data), args.database)
+    t0 = time.perf_counter()
+    project_id, n_judgments = load_world(args.prompts, args.seed)
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "project": project_id,
+                "judgments": n_judgments,
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
+    )
+
+
+def child_measure(args: argparse.Namespace) -> None:
+    """Times flags + exports on the database it is given and reports its peak memory."""
+    _use_code(Path(args.code))
+    _setup_django(Path(args.data), args.database)  # migrate: a newer tree may add columns
+    from annotate.models import Project
+    from curation.models import DatasetExport
+    from curation.services import export_build, export_create, flags_recompute
+
+    result: dict = {"steps": {}}
+    t0 = time.perf_counter()
+    flags = flags_recompute(project_id=args.project)
+    result["steps"]["flags_recompute"] = time.perf_counter() - t0
+    result["flag_counts"] = flags["flags"]
+    result["phases"] = flags["seconds"]
+    project = Project.objects.get(pk=args.project)
+    exports = [("denoised export", {"splits": {"train": 0.9, "test": 0.1}})]
+    if args.rm:
+        exports.append(
+            (
+                "denoised export + RM evaluator",
+                {"splits": {"train": 0.9, "test": 0.1}, "rm_evaluator": True},
+            )
+        )
+    for label, options in exports:
+        export = export_create(project=project, options=options, enqueue=False)
+        t0 = time.perf_counter()
+        export = export_build(export_id=export.pk)
+        result["steps"][label] = time.perf_counter() - t0
+        assert export.status == DatasetExport.Status.DONE, export.error
+        result.setdefault("counts", {})[label] = {
+            k: export.counts[k] for k in ("pairs", "rankings", "rankings_4")
+        }
+        # The JSONL files carry every row: equal digests before and after, equal exports.
+        digest = hashlib.sha256()
+        for path in sorted(Path(export.path).rglob("*.jsonl")):
+            digest.update(str(path.relative_to(export.path)).encode())
+            digest.update(path.read_bytes())
+        result.setdefault("jsonl_sha256", {})[label] = digest.hexdigest()[:16]
+    result["steps"]["flags + denoised export"] = (
+        result["steps"]["flags_recompute"] + result["steps"]["denoised export"]
+    )
+    # Linux reports kilobytes.
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    Path(args.out).write_text(json.dumps(result))
+
+
+def _child(mode: str, code: Path, args: argparse.Namespace, **extra) -> dict:
+    out = Path(tempfile.mktemp(prefix=f"bench-{mode}-", suffix=".json"))
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        f"--{mode}",
+        "--code",
+        str(code),
+        "--prompts",
+        str(args.prompts),
+        "--seed",
+        str(args.seed),
+        "--out",
+        str(out),
+    ] + [f"--{k}={v}" for k, v in extra.items() if v is not None]
+    if args.rm:
+        command.append("--rm")
+    subprocess.run(command, check=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+    try:
+        return json.loads(out.read_text())
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def _worktree(commit: str, parent: Path) -> Path:
+    path = parent / f"before-{commit[:12]}"
+    subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), commit],
+        check=True,
+        capture_output=True,
+    )
+    return path
+
+
+def _load_average() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=4700)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--before", help="also measure this commit's code (git worktree)")
+    parser.add_argument("--rm", action="store_true", help="also export with the reward model")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dir")
+    parser.add_argument("--setup", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--code", help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--database", help=argparse.SUPPRESS)
+    parser.add_argument("--project", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.setup:
+        return child_setup(args)
+    if args.measure:
+        return child_measure(args)
 
     url = os.environ.get("DATABASE_URL", "")
+    postgres = url.startswith("postgres")
     tmp = Path(tempfile.mkdtemp(prefix="quorum-bench-curation-"))
-    scratch = _setup_django(tmp)
+    scratch: list[str] = []
+    worktree = None
     try:
-        from django.db import connection
-
-        from curation.models import DatasetExport
-        from curation.services import export_build, export_create, flags_recompute
-
-        t0 = time.perf_counter()
-        project_id, n_judgments = load_world(args.prompts, args.seed)
-        setup = time.perf_counter() - t0
-        print(
-            f"database: {connection.vendor}; setup (generate + bulk insert, not timed): "
-            f"{setup:.1f} s; {n_judgments:,} pairwise judgments, {args.prompts:,} prompts x 19 models"
+        runs = [("after", REPO)]
+        if args.before:
+            commit = subprocess.run(
+                ["git", "-C", str(REPO), "rev-parse", args.before],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            worktree = _worktree(commit, tmp)
+            runs.insert(0, (f"before ({commit[:7]})", worktree))
+        # The world is written by the oldest code measured, so every run migrates forwards.
+        template = f"quorum_bench_curation_{os.getpid()}"
+        if postgres:
+            _pg_admin(url, f'CREATE DATABASE "{template}"')
+            scratch.append(template)
+        world = tmp / "world"
+        world.mkdir()
+        setup = _child(
+            "setup", runs[0][1], args, data=world, database=template if postgres else None
         )
-
-        t0 = time.perf_counter()
-        flags = flags_recompute(project_id=project_id)
-        t_flags = time.perf_counter() - t0
-        print(f"\nflags_recompute: {t_flags:.1f} s  phases {flags['seconds']}")
-        print(f"  flags raised: {flags['flags']}")
-
-        from annotate.models import Project
-
-        project = Project.objects.get(pk=project_id)
+        print(
+            f"database: {'postgresql' if postgres else 'sqlite'}; setup (generate + bulk "
+            f"insert, not timed): {setup['seconds']:.1f} s; {setup['judgments']:,} pairwise "
+            f"judgments, {args.prompts:,} prompts x 19 models; load average {_load_average()}",
+            flush=True,
+        )
         results = {}
-        for label, options in (
-            ("denoised export", {"splits": {"train": 0.9, "test": 0.1}}),
-            (
-                "denoised export + RM evaluator",
-                {"splits": {"train": 0.9, "test": 0.1}, "rm_evaluator": True},
-            ),
-        ):
-            export = export_create(project=project, options=options, enqueue=False)
-            t0 = time.perf_counter()
-            export = export_build(export_id=export.pk)
-            seconds = time.perf_counter() - t0
-            assert export.status == DatasetExport.Status.DONE, export.error
-            results[label] = seconds
-            c = export.counts
-            print(
-                f"\n{label}: {seconds:.1f} s  ({c['pairs']:,} pairs, {c['rankings']:,} rankings, "
-                f"{c['rankings_4']:,} 4-response variants; cycles removed in "
-                f"{export.datasheet['cycles']['prompts_with_cycles']:,} prompts)"
+        for i, (label, code) in enumerate(runs):
+            data = tmp / f"run-{i}"
+            database = None
+            if postgres:
+                database = f"{template}_{i}"
+                _pg_admin(url, f'CREATE DATABASE "{database}" TEMPLATE "{template}"')
+                scratch.append(database)
+                data.mkdir()
+            else:
+                shutil.copytree(world, data)
+            started = _load_average()
+            results[label] = _child(
+                "measure", code, args, data=data, database=database, project=setup["project"]
             )
-        total = t_flags + results["denoised export"]
-        print(
-            f"\n| step | seconds |\n|---|---|\n| flags_recompute | {t_flags:.1f} |\n"
-            + "".join(f"| {k} | {v:.1f} |\n" for k, v in results.items())
-            + f"| flags + denoised export | {total:.1f} (target < 30) |"
-        )
+            results[label]["load"] = f"{started} -> {_load_average()}"
+            shutil.rmtree(data, ignore_errors=True)
+            r = results[label]
+            print(
+                f"\n{label}: load average {r['load']}; flags phases {r['phases']}\n"
+                f"  flags raised: {r['flag_counts']}\n  exported: {r['counts']}\n"
+                f"  JSONL digests: {r['jsonl_sha256']}",
+                flush=True,
+            )
+        labels = list(results)
+        steps = list(results[labels[-1]]["steps"])
+        header = "| step | " + " | ".join(labels)
+        rule = "|---|" + "---|" * len(labels)
+        if len(labels) == 2:
+            header += " | after / before"
+            rule += "---|"
+        lines = [header + " |", rule]
+        for step in [*steps, "peak memory (MB)"]:
+            if step == "peak memory (MB)":
+                values = [results[k]["peak_rss_mb"] for k in labels]
+                cells = [f"{v:,.0f} MB" for v in values]
+            else:
+                values = [results[k]["steps"].get(step, float("nan")) for k in labels]
+                cells = [f"{v:.1f} s" for v in values]
+            if step == "flags + denoised export":
+                cells = [f"**{c}**" for c in cells]
+            row = f"| {step} | " + " | ".join(cells)
+            if len(labels) == 2:
+                row += f" | {values[1] / values[0]:.2f}x"
+            lines.append(row + " |")
+        print("\n" + "\n".join(lines))
+        if len(labels) == 2:
+            same = results[labels[0]]["jsonl_sha256"] == results[labels[1]]["jsonl_sha256"]
+            flags_same = results[labels[0]]["flag_counts"] == results[labels[1]]["flag_counts"]
+            print(f"\nJSONL files identical: {same}; flag counts identical: {flags_same}")
     finally:
-        _drop_scratch(scratch, url)
+        if postgres:
+            from contextlib import suppress
+
+            for name in reversed(scratch):
+                with suppress(Exception):
+                    _pg_admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if worktree is not None:
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)],
+                capture_output=True,
+            )
         if args.keep:
             print(f"kept {tmp}")
         else:
