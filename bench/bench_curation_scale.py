@@ -299,6 +299,11 @@ def main() -> None:
     parser.add_argument("--before", help="also measure this commit's code (git worktree)")
     parser.add_argument("--rm", action="store_true", help="also export with the reward model")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dir")
+    parser.add_argument(
+        "--world",
+        help="SQLite only: keep the generated world in this folder and reuse it when it is "
+        "there (written by the oldest code measured; generating 940K judgments takes minutes)",
+    )
     parser.add_argument("--setup", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--code", help=argparse.SUPPRESS)
@@ -333,11 +338,15 @@ def main() -> None:
         if postgres:
             _pg_admin(url, f'CREATE DATABASE "{template}"')
             scratch.append(template)
-        world = tmp / "world"
-        world.mkdir()
-        setup = _child(
-            "setup", runs[0][1], args, data=world, database=template if postgres else None
-        )
+        world = Path(args.world) if args.world and not postgres else tmp / "world"
+        if (world / "setup.json").exists():
+            setup = json.loads((world / "setup.json").read_text())
+        else:
+            world.mkdir(parents=True, exist_ok=True)
+            setup = _child(
+                "setup", runs[0][1], args, data=world, database=template if postgres else None
+            )
+            (world / "setup.json").write_text(json.dumps(setup))
         print(
             f"database: {'postgresql' if postgres else 'sqlite'}; setup (generate + bulk "
             f"insert, not timed): {setup['seconds']:.1f} s; {setup['judgments']:,} pairwise "
