@@ -185,6 +185,14 @@ class AnnotatorQuality(models.Model):
     gold_accuracy = models.FloatField(null=True, blank=True)
     n_gold = models.PositiveIntegerField(default=0)
     weight = models.FloatField(default=1.0, help_text="CROWDLAB reliability weight.")
+    # The joint annotator model (curation.crowd_bt): None where it was not fitted (no strict
+    # preference, or a project too large for its arrays).
+    eta = models.FloatField(
+        null=True, blank=True, help_text="Crowd-BT reliability: share of votes read as real."
+    )
+    shown_first = models.FloatField(
+        null=True, blank=True, help_text="Crowd-BT: chance a noise vote picks the first shown."
+    )
     bias_p = models.FloatField(null=True, blank=True, help_text="Holm-adjusted p-value.")
     favoured_slot = models.PositiveSmallIntegerField(null=True, blank=True)
     median_ms = models.FloatField(null=True, blank=True)

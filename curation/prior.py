@@ -298,7 +298,11 @@ class ModelPrior:
 
 
 def apply_model_prior(
-    indexed: CB.Indexed, fit: CB.CrowdBTFit, model_of: Mapping[Hashable, str]
+    indexed: CB.Indexed,
+    fit: CB.CrowdBTFit,
+    model_of: Mapping[Hashable, str],
+    *,
+    alphas: tuple[float, ...] = MODEL_PRIOR_ALPHAS,
 ) -> ModelPrior:
     """The model prior on a fitted joint model, strong consensus enforced (module docstring).
 
@@ -306,6 +310,7 @@ def apply_model_prior(
         indexed: The votes the joint model was fitted on, with their keys.
         fit: The joint model's fit (its ``eta`` weighs the votes and says who is reliable).
         model_of: Model name per candidate key (missing or empty: no model, prior centre 0).
+        alphas: Deviation prior strengths to choose from.
 
     Returns:
         The strengths (``fit.theta`` when held-out votes reject the prior) and a JSON-ready
@@ -314,7 +319,7 @@ def apply_model_prior(
     """
     c = indexed.comparisons
     index, models = model_index(indexed.candidates, model_of, c.n_candidates)
-    fit_prior = fit_model_prior(c, fit, index)
+    fit_prior = fit_model_prior(c, fit, index, alphas=alphas)
     strong = strong_arcs(c, fit.eta)
     report: dict[str, Any] = {
         "used": fit_prior.used,

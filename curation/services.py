@@ -231,6 +231,8 @@ def _store_quality(project: Project, quality: dict[str, C.EvaluatorQuality]) -> 
         "gold_accuracy",
         "n_gold",
         "weight",
+        "eta",
+        "shown_first",
         "bias_p",
         "favoured_slot",
         "median_ms",
@@ -251,6 +253,8 @@ def _store_quality(project: Project, quality: dict[str, C.EvaluatorQuality]) -> 
         row.gold_accuracy = q.gold_accuracy
         row.n_gold = q.n_gold
         row.weight = q.weight
+        row.eta = q.eta
+        row.shown_first = q.shown_first
         row.bias_p = q.bias_p_adjusted
         row.favoured_slot = q.favoured_slot if q.bias_p_adjusted is not None else None
         row.median_ms = q.median_ms

@@ -41,5 +41,6 @@ urlpatterns = [
     path("exports/<int:export_id>/download/", views.export_download, name="export_download"),
     path("exports/<int:export_id>/cancel/", views.export_cancel, name="export_cancel"),
     path("exports/<int:export_id>/datasheet/", views.export_datasheet, name="export_datasheet"),
+    path("exports/<int:export_id>/overruled/", views.export_overruled, name="export_overruled"),
     path("exports/<int:export_id>/files/<path:path>", views.export_file, name="export_file"),
 ]

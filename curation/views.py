@@ -8,6 +8,7 @@ members of the project get 403, everybody else 404, anonymous users the login pa
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,19 @@ from annotate.rendering import markdown_html
 from annotate.services import JudgmentInvalid
 from curation import consensus as C
 from curation import selectors, services
-from curation.exporting import ExportOptions, ExportOptionsInvalid, check_base_folder, iter_zip
+from curation.exporting import (
+    OVERRULED_FILE,
+    ExportOptions,
+    ExportOptionsInvalid,
+    check_base_folder,
+    iter_zip,
+)
 from curation.models import DatasetExport, Flag, ReviewAction
 from curation.wording import export_options_text
 
 PAGE_SIZE = 50
+# Rows of an export's overruled-arc listing shown on its page (the file holds them all).
+OVERRULED_PAGE_ROWS = 500
 
 
 def _project_for(request: HttpRequest, project_id: int, *, admin: bool = False) -> Project:
@@ -647,6 +656,35 @@ def export_datasheet(request: HttpRequest, export_id: int) -> HttpResponse:
             **_nav(export.project, request, "exports"),
             "export": export,
             "datasheet_html": markdown_html(sheet.read_text(encoding="utf-8")),
+        },
+    )
+
+
+@login_required
+@require_GET
+def export_overruled(request: HttpRequest, export_id: int) -> HttpResponse:
+    """The human arcs an export overrules (its ``overruled_arcs.jsonl``), strong ones first,
+    each linked to its prompt's review page; ``?strong=1`` lists strong consensus only."""
+    export = _export_for(request, export_id)
+    listing = export.path / OVERRULED_FILE
+    if not listing.is_file():
+        raise Http404("this export predates the overruled-arc listing")
+    with open(listing, encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    strong_only = request.GET.get("strong") == "1"
+    shown = [r for r in rows if r["strong"]] if strong_only else rows
+    return render(
+        request,
+        "curation/overruled.html",
+        {
+            **_nav(export.project, request, "exports"),
+            "export": export,
+            "rows": shown[:OVERRULED_PAGE_ROWS],
+            "total": len(rows),
+            "strong": sum(r["strong"] for r in rows),
+            "shown": len(shown),
+            "strong_only": strong_only,
+            "page_rows": OVERRULED_PAGE_ROWS,
         },
     )
 
