@@ -154,6 +154,19 @@ def test_it_lists_an_uploads_problems_by_line_and_keeps_nothing(staff_client):
     assert not staff_client.session.get("quorum_project_drafts")
 
 
+def test_it_asks_for_a_file_when_none_was_sent(staff_client):
+    response = staff_client.post(reverse("setup_upload"), {})
+    assert response.status_code == 400
+    assert "choose a file to upload" in response.content.decode()
+
+
+def test_it_keeps_five_drafts_and_deletes_the_oldest_upload(staff_client):
+    drafts = [_upload(staff_client) for _ in range(6)]
+    kept = staff_client.session["quorum_project_drafts"]
+    assert list(kept) == drafts[1:]
+    assert sorted(_uploads()) == sorted(Path(d["path"]).parent for d in kept.values())
+
+
 def test_it_previews_an_upload_without_writing(staff_client):
     draft = _upload(staff_client)
     body = staff_client.get(reverse("setup_preview", args=[draft])).content.decode()

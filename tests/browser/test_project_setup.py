@@ -17,6 +17,15 @@ from tests.factories import make_user
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
+def shot(page, name: str) -> None:
+    """A screenshot of a set-up page, which must not scroll sideways."""
+    overflow = page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0, f"{name} scrolls sideways by {overflow} px"
+    screenshot(page, name)
+
+
 @pytest.fixture
 def people(db):
     lead = make_user("lead", staff=True)
@@ -36,14 +45,14 @@ def test_it_sets_up_a_project_from_a_zip(page, people, settings, tmp_path):
     login(page, "lead", "/")
     page.click("a:text-is('New project')")
     page.wait_for_url("**/projects/new/")
-    screenshot(page, "setup-1-upload")
+    shot(page, "setup-1-upload")
     page.set_input_files("#id_file", str(path))
     page.click("button:text('Upload and check')")
 
     page.wait_for_selector("h2:has-text('no problems found')")
     assert page.inner_text(".setup-facts").count("4 per prompt") == 1
     assert "Question img: which answer is best?" in page.inner_text("main")
-    screenshot(page, "setup-2-preview")
+    shot(page, "setup-2-preview")
     page.click("a:text('Continue to settings')")
 
     page.wait_for_selector("[data-setup-settings]")
@@ -65,9 +74,18 @@ def test_it_sets_up_a_project_from_a_zip(page, people, settings, tmp_path):
     page.fill("#id_instructions", "Rank by **correctness**, then style.")
     page.click("button:text('Preview instructions')")
     page.wait_for_selector("[data-instructions-preview] strong:text('correctness')")
-    screenshot(page, "setup-3-settings")
+    shot(page, "setup-3-settings")
     # The preview kept the form as typed; the JavaScript rows came back from the server.
     assert page.input_value("#id_name") == "Setup in the browser"
+    page.check("input[name=mode][value=pairwise]")
+    page.click("button:text('Continue to members')")
+    page.wait_for_selector("#id_candidates_per_task_error")
+    assert (
+        page.inner_text("#id_candidates_per_task_error") == "a pairwise project shows 2 candidates"
+    )
+    assert page.get_attribute("#id_candidates_per_task", "aria-invalid") == "true"
+    shot(page, "setup-3-settings-error")
+    page.check("input[name=mode][value=ranking]")
     page.click("button:text('Continue to members')")
 
     page.wait_for_url("**/members/")
@@ -81,20 +99,20 @@ def test_it_sets_up_a_project_from_a_zip(page, people, settings, tmp_path):
     page.select_option("#id_role", "reviewer")
     page.press("#id_identifier", "Enter")
     page.wait_for_selector("tr[data-member=rev1]")
-    screenshot(page, "setup-4-members")
+    shot(page, "setup-4-members")
     page.click("a:text('Continue to start')")
 
     page.wait_for_url("**/start/")
     summary = page.inner_text(".setup-facts")
     assert "accuracy, helpfulness" in summary and "10.0%" in summary
     assert "ann1 (annotator), rev1 (reviewer)" in summary
-    screenshot(page, "setup-5-start")
+    shot(page, "setup-5-start")
     page.click("button:text('Start project')")
 
     project = Project.objects.get(name="Setup in the browser")
     page.wait_for_url(f"**/projects/{project.pk}/ready/")
     page.wait_for_selector("[data-import-status=pending]")
-    screenshot(page, "setup-6-importing")
+    shot(page, "setup-6-importing")
     page.evaluate("window.notReloaded = true")
     import_job_run(job_id=ImportJob.objects.get(project=project).pk)
     page.wait_for_selector("[data-import-status=done]")
@@ -102,7 +120,7 @@ def test_it_sets_up_a_project_from_a_zip(page, people, settings, tmp_path):
     assert "4 prompts, 16 candidates, 4 tasks and 0 judgments imported." in page.inner_text(
         "[data-import-status=done]"
     )
-    screenshot(page, "setup-7-ready")
+    shot(page, "setup-7-ready")
 
     assert (project.annotators_per_task, project.blind, project.gold_rate) == (2, False, 0.1)
     assert project.rubric_dimensions == ["accuracy", "helpfulness"]
@@ -127,5 +145,5 @@ def test_it_lists_the_problems_of_a_bad_upload(page, people, settings, tmp_path)
     text = page.inner_text(".setup-problems")
     assert "broken.zip cannot be imported" in text
     assert "line 2, field 'candidates'" in text and "line 3, field 'prompt'" in text
-    screenshot(page, "setup-upload-problems")
+    shot(page, "setup-upload-problems")
     assert not Project.objects.exists()
