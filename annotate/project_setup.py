@@ -11,6 +11,8 @@ the importer's modules are worked on apart from it.
 
 from __future__ import annotations
 
+import shutil
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,8 @@ from annotate.importing import ImportRejected, ParsedImport, Problem, parse_impo
 from annotate.models import ImportJob, Membership, Project
 from annotate.services import _SETTING_FIELDS, _project_defaults, import_job_create
 
+# An upload whose set-up was left unfinished this long is deleted (its session may be long gone).
+STALE_UPLOAD_SECONDS = 3 * 24 * 3600
 MAX_RUBRIC_DIMENSIONS = 12
 MAX_DIMENSION_CHARS = 64
 SAMPLE_PROMPTS = 5
@@ -315,3 +319,38 @@ def project_start(*, draft: dict[str, Any], user: AbstractBaseUser) -> ImportJob
     except IntegrityError:  # a project of that name was made meanwhile
         raise SetupRejected([f"a project named {name!r} exists already; rename it"]) from None
     return job
+
+
+def project_discard_failed(*, project: Project) -> bool:
+    """Deletes a project whose only import ran in the background and failed, leaving it empty
+    (the set-up's one way to leave a project behind). Returns whether it was deleted."""
+    with transaction.atomic():
+        project = Project.objects.select_for_update().get(pk=project.pk)
+        jobs = list(project.imports.values_list("status", flat=True))
+        if jobs != [ImportJob.Status.FAILED] or project.prompts.exists():
+            return False
+        project.delete()
+    return True
+
+
+def uploads_prune(*, keep: Iterable[str | Path] = (), now: float | None = None) -> int:
+    """Deletes upload folders older than ``STALE_UPLOAD_SECONDS`` that no unfinished import job
+    and no path in ``keep`` uses: set-ups left half way keep their upload only for a while.
+    Returns how many were deleted."""
+    uploads = Path(settings.DATA_DIR) / "uploads"
+    if not uploads.is_dir():
+        return 0
+    cutoff = (time.time() if now is None else now) - STALE_UPLOAD_SECONDS
+    in_use = {Path(p).parent.name for p in keep}
+    in_use |= {
+        Path(p).parent.name
+        for p in ImportJob.objects.filter(
+            status__in=[ImportJob.Status.PENDING, ImportJob.Status.RUNNING]
+        ).values_list("source_file", flat=True)
+    }
+    deleted = 0
+    for folder in uploads.iterdir():
+        if folder.is_dir() and folder.name not in in_use and folder.stat().st_mtime < cutoff:
+            shutil.rmtree(folder, ignore_errors=True)
+            deleted += 1
+    return deleted

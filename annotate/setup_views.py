@@ -7,9 +7,11 @@
 - ``GET|POST projects/new/<d>/start/``        the summary; POST creates the project and imports
 - ``POST     projects/new/<d>/cancel/``       drops the draft and its upload
 - ``GET      projects/<p>/ready/``            what was imported, who is in, what to do next
+- ``POST     projects/<p>/ready/discard/``    deletes a project a failed background import left empty
 
-Drafts live in the session of the person who uploaded (``project_setup``): another person,
-even staff, gets 404 for them. Only staff may create projects (403 for everybody else).
+Drafts live in the session of the person who uploaded (``quorum_project_drafts``): another
+person, even staff, gets 404 for them; uploads of set-ups left unfinished are pruned after three
+days (``project_setup.uploads_prune``, on the next upload). Only staff may create projects (403 for everybody else).
 """
 
 from __future__ import annotations
@@ -116,6 +118,8 @@ def upload(request: HttpRequest) -> HttpResponse:
         if uploaded is None:
             context["problems"] = ["choose a file to upload (.jsonl, .json or .zip)"]
             return render(request, "annotate/setup/upload.html", context, status=400)
+        drafts = request.session.get(SESSION_KEY, {})
+        project_setup.uploads_prune(keep=[d["path"] for d in drafts.values()])
         path = upload_save(uploaded_file=uploaded)
         try:
             found = project_setup.upload_preview(path=path, original_name=uploaded.name)
@@ -326,9 +330,26 @@ def ready(request: HttpRequest, project_id: int) -> HttpResponse:
     context = {
         "project": project,
         "job": job,
+        "discardable": job is not None
+        and job.status == ImportJob.Status.FAILED
+        and not project.prompts.exists(),
         "counts_text": import_counts_text(job.counts) if job and job.counts else "",
         "members": member_rows,
         "live": job is not None
         and job.status in (ImportJob.Status.PENDING, ImportJob.Status.RUNNING),
     }
     return render(request, "annotate/setup/ready.html", context)
+
+
+@login_required
+@require_POST
+def discard(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Deletes a project left empty by a failed background import (``ready`` offers it)."""
+    project = get_object_or_404(Project, pk=project_id)
+    if not selectors.user_can_manage(user=request.user, project=project):
+        raise Http404("no such project")
+    if not project_setup.project_discard_failed(project=project):
+        messages.error(request, "Only a project left empty by a failed import can be deleted here.")
+        return HttpResponseRedirect(reverse("setup_ready", args=[project.pk]))
+    messages.info(request, f"Project {project.name!r} deleted; nothing of it is left.")
+    return HttpResponseRedirect(reverse("home"))

@@ -37,4 +37,5 @@ urlpatterns = [
     path("projects/new/<slug:draft_id>/start/", setup_views.start, name="setup_start"),
     path("projects/new/<slug:draft_id>/cancel/", setup_views.cancel, name="setup_cancel"),
     path("projects/<int:project_id>/ready/", setup_views.ready, name="setup_ready"),
+    path("projects/<int:project_id>/ready/discard/", setup_views.discard, name="setup_discard"),
 ]

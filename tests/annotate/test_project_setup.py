@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import time
 import zipfile
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from annotate.models import ImportJob, Membership, Project, Task
-from annotate.project_setup import rubric_check
+from annotate.project_setup import STALE_UPLOAD_SECONDS, rubric_check, uploads_prune
 from tests.factories import make_project, make_user
 
 pytestmark = pytest.mark.django_db
@@ -386,3 +388,63 @@ def test_rubric_check_numbers_rows_as_the_page_does():
         "Rubric row 3: at most 64 characters",
         "Rubric row 4: 'Clarity' is already row 1",
     ]
+
+
+# --- a failed background import; stale uploads -------------------------------------------------
+
+
+def _started_in_background(client, settings) -> Project:
+    settings.QUORUM_ASYNC_IMPORT_ROWS = 0
+    draft = _to_members(client)
+    client.post(reverse("setup_start", args=[draft]))
+    return Project.objects.get(name="From the pages")
+
+
+def _fail(project: Project) -> None:
+    ImportJob.objects.filter(project=project).update(
+        status=ImportJob.Status.FAILED, errors=["line 2, field 'prompt': must be a string"]
+    )
+
+
+def test_it_offers_to_delete_a_project_its_background_import_left_empty(staff_client, settings):
+    project = _started_in_background(staff_client, settings)
+    _fail(project)
+    body = staff_client.get(reverse("setup_ready", args=[project.pk])).content.decode()
+    assert "The import failed" in body and "line 2, field &#x27;prompt&#x27;" in body
+    response = staff_client.post(reverse("setup_discard", args=[project.pk]))
+    assert response["Location"] == reverse("home")
+    assert not Project.objects.exists() and not Membership.objects.exists()
+    assert not ImportJob.objects.exists()
+
+
+def test_it_deletes_no_project_whose_import_is_not_failed(staff_client, settings):
+    project = _started_in_background(staff_client, settings)
+    body = staff_client.get(reverse("setup_ready", args=[project.pk])).content.decode()
+    assert "Importing batch-1.zip in the background" in body
+    assert reverse("setup_discard", args=[project.pk]) not in body
+    response = staff_client.post(reverse("setup_discard", args=[project.pk]))
+    assert response.status_code == 302
+    assert Project.objects.filter(pk=project.pk).exists()
+
+
+def test_it_refuses_discard_to_non_admins(client, staff_client, settings, users):
+    project = _started_in_background(staff_client, settings)
+    _fail(project)
+    client.force_login(users["annotator"])
+    assert client.post(reverse("setup_discard", args=[project.pk])).status_code == 404
+    assert Project.objects.filter(pk=project.pk).exists()
+
+
+def test_it_prunes_stale_uploads_but_not_those_in_use(staff_client, settings):
+    mine = _upload(staff_client)
+    settings.QUORUM_ASYNC_IMPORT_ROWS = 0
+    _started_in_background(staff_client, settings)  # a pending job's upload
+    abandoned = Path(settings.DATA_DIR) / "uploads" / "abandoned"
+    abandoned.mkdir()
+    (abandoned / "old.jsonl").write_text("{}\n")
+    old = time.time() - STALE_UPLOAD_SECONDS - 60
+    for folder in _uploads():
+        os.utime(folder, (old, old))
+    keep = [staff_client.session["quorum_project_drafts"][mine]["path"]]
+    assert uploads_prune(keep=keep) == 1
+    assert not abandoned.exists() and len(_uploads()) == 2
