@@ -11,7 +11,11 @@ Worlds (simulated here, hidden quality per candidate ~ N(0, 1), ground truth kep
   different skill) with their hidden ground-truth qualities, judged as in ``sparse``.
 - ``sparse``: prompts with 19 candidates; 20 pairwise judgments per prompt over random pairs
   from a panel of 3-5 annotators out of 30 (MR2Bench-Video-like); a judgment is flipped with
-  the annotator's flip rate.
+  the annotator's flip rate. Candidate j of every prompt comes from model ``c<j>``, and its
+  quality is drawn afresh per prompt: model identity says nothing about quality.
+- ``models``: ``sparse`` where model identity predicts quality: candidate j's quality is
+  ``sqrt(s) * skill_j + sqrt(1 - s) * N(0, 1)``, a share ``s`` (``--model-share``, default
+  0.7) of its variance the model's skill, the same on every prompt.
 
 Noise level p = the expected share of flipped judgments. Two crowds:
 
@@ -42,6 +46,12 @@ candidates some judgment mentions:
 - reward model alone: its scores' order, no human judgment;
 - denoised export + RM: the export with the reward model as an evaluator (``--rm-evaluator``):
   its scores centre the strengths' prior, weighted as the humans' held-out votes decide.
+- denoised export + model prior (``--prior``): the export with ``model_prior`` on
+  (`curation.prior`): strength = model strength + prompt deviation, strong human consensus a
+  hard constraint. With it, a second table: how often each export orders a *clear human
+  consensus* (a pair judged by two or more annotators, all the same way) against it, how
+  often that consensus was right, and how often the prior, before the constraint, contradicted
+  a strong consensus (the export's datasheet figure: two or more reliable annotators).
 
 Metrics: **pairwise accuracy** (primary: share of candidate pairs ordered as in the truth, a
 predicted tie counts one half), Kendall tau-b (which rewards leaving pairs tied), and the
@@ -49,7 +59,8 @@ share of pairs the method orders at all. Also the accuracy of the exported pairs
 chosen response is truly better): what a reward model would be trained on.
 
     python bench/bench_recovery.py [--prompts 200] [--seeds 0,1,2] [--quick]
-        [--workloads sparse,demo,rank4] [--crowds mixed,uniform] [--rm-flips 0.17,0.25,...]
+        [--workloads sparse,models,demo,rank4] [--crowds mixed,uniform]
+        [--rm-flips 0.17,0.25,...|none] [--prior] [--model-share 0.7] [--no-references]
 
 The default (sparse world, mixed crowd, 200 prompts, 3 seeds) took 690 s while a second run
 (``--workloads demo``) shared the machine's 2 cores; ``--quick`` (100 prompts, one seed) 60 s.
@@ -76,6 +87,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 NOISE_LEVELS = (0.0, 0.1, 0.2, 0.3, 0.4)
 RM_FLIPS = (0.17, 0.25, 0.35, 0.39, 0.50)
+MODEL_SHARE = 0.7
 
 
 @dataclass
@@ -124,7 +136,7 @@ def _demo_truth(n_prompts: int, seed: int) -> list[tuple[str, list[str], np.ndar
 
 
 def simulate(
-    workload: str, n_prompts: int, p: float, kind: str, seed: int
+    workload: str, n_prompts: int, p: float, kind: str, seed: int, model_share: float = MODEL_SHARE
 ) -> tuple[World, list[dict], dict[str, float]]:
     """The world, its judgments (as plain dicts) and a standard-normal draw per candidate
     from which `reward_model_scores` builds reward models of any quality."""
@@ -134,6 +146,8 @@ def simulate(
     n_cand = 4 if workload == "rank4" else 19
     quality, prompts, judgments = {}, {}, []
     demo = _demo_truth(n_prompts, seed) if workload == "demo" else None
+    # Model skill (``models`` world): its own generator, the same for every noise level.
+    skill = np.random.default_rng([seed, 11]).normal(size=n_cand)
     for i in range(n_prompts):
         if demo is not None:
             # The demo world's hidden qualities (standardised), judged like ``sparse``.
@@ -142,6 +156,8 @@ def simulate(
             pid = f"{workload}-{i:05d}"
             cands = [f"{pid}-c{j:02d}" for j in range(n_cand)]
             q = rng.normal(size=n_cand)
+            if workload == "models":
+                q = math.sqrt(model_share) * skill + math.sqrt(1 - model_share) * q
         quality.update(zip(cands, q.tolist(), strict=True))
         prompts[pid] = cands
         if workload == "rank4":
@@ -186,7 +202,7 @@ def load(world: World, judgments: list[dict], label: str) -> int:
     from annotate.models import Candidate, Judgment, Project, Prompt
     from annotate.services import candidate_key
 
-    pairwise = world.name in ("sparse", "demo")
+    pairwise = world.name in ("sparse", "models", "demo")
     project = Project.objects.create(
         name=f"recovery-{label}-{time.time_ns()}",
         mode="pairwise" if pairwise else "ranking",
@@ -467,19 +483,83 @@ def with_rm(flip: float) -> str:
     return f"denoised export + RM {flip:.0%}"
 
 
-def method_names(rm_flips: tuple[float, ...], references: bool = True) -> list[str]:
+WITH_PRIOR = "denoised export + model prior"
+# Rows of the consensus table: (clear-consensus pairs ordered against, clear-consensus pairs,
+# share of those overruled where the humans were right, the datasheet's share of strong pairs
+# the prior contradicted before the constraint, 0).
+OVERRULE_OF = {"denoised export": "overrule: export", WITH_PRIOR: "overrule: export + prior"}
+
+
+def method_names(
+    rm_flips: tuple[float, ...], references: bool = True, prior: bool = False
+) -> list[str]:
     names = list(BASELINES) + (list(REFERENCES) if references else [])
+    if prior:
+        names.append(WITH_PRIOR)
     for f in rm_flips:
         names += [rm_alone(f), with_rm(f)]
     return names
 
 
+def clear_consensus(judgments: list[dict]) -> dict[str, dict[tuple[str, str], bool]]:
+    """Per prompt, pairs judged by two or more annotators, all the same way (pairwise worlds):
+    ``(winner, loser) -> True``."""
+    said: dict[tuple[str, str, str], set[int]] = defaultdict(set)
+    for j in judgments:
+        a, b = j["pair"]
+        winner, loser = (a, b) if j["outcome"] == "a" else (b, a)
+        said[(j["prompt"], winner, loser)].add(j["annotator"])
+    out: dict[str, dict[tuple[str, str], bool]] = defaultdict(dict)
+    for (pid, winner, loser), who in said.items():
+        if len(who) >= 2 and not said.get((pid, loser, winner)):
+            out[pid][(winner, loser)] = True
+    return out
+
+
+def overrules(
+    world: World, rankings: dict[str, list[list[str]]], clear: dict, datasheet: dict
+) -> Row:
+    """How often an export orders a clear human consensus against it (a tie counts)."""
+    total = against = right = 0
+    for pid, pairs in clear.items():
+        position = {c: g for g, group in enumerate(rankings.get(pid, [])) for c in group}
+        for winner, loser in pairs:
+            if winner not in position or loser not in position:
+                continue
+            total += 1
+            if position[winner] >= position[loser]:
+                against += 1
+                right += world.quality[winner] > world.quality[loser]
+    prior = datasheet["method"].get("model_prior") or {}
+    return (
+        float(against),
+        float(total),
+        right / against if against else math.nan,
+        float(prior.get("strong_pair_contradiction_rate", math.nan)),
+        0,
+    )
+
+
+def last_datasheet(project_id: int) -> dict:
+    from curation.models import DatasetExport
+
+    return DatasetExport.objects.filter(project_id=project_id).order_by("-version")[0].datasheet
+
+
 def run(
-    workload: str, kind: str, n_prompts: int, seed: int, rm_flips: tuple[float, ...]
+    workload: str,
+    kind: str,
+    n_prompts: int,
+    seed: int,
+    rm_flips: tuple[float, ...],
+    *,
+    prior: bool = False,
+    references: bool = True,
+    model_share: float = MODEL_SHARE,
 ) -> dict[float, dict[str, Row]]:
     results: dict[float, dict[str, Row]] = {}
     for p in NOISE_LEVELS:
-        world, judgments, rm_noise = simulate(workload, n_prompts, p, kind, seed)
+        world, judgments, rm_noise = simulate(workload, n_prompts, p, kind, seed, model_share)
         project_id = load(world, judgments, f"{workload}-{kind}-{p}-s{seed}")
         votes = raw_votes(world, judgments)
         judged: dict[str, set[str]] = defaultdict(set)
@@ -498,20 +578,28 @@ def run(
                 0,
             ),
         }
-        if world.name != "rank4":
+        if world.name != "rank4" and references:
             for name, rankings in (
                 ("crowd-kit Bradley-Terry", crowdkit_rankings(world, judgments, noisy=False)),
                 ("crowd-kit NoisyBT", crowdkit_rankings(world, judgments, noisy=True)),
                 ("BT, prior chosen on held-out votes", loo_bradley_terry(judgments)),
             ):
                 row[name] = (*recovery(world, rankings, judged), math.nan, 0)
-        for name, options in (("export, no denoise", {"denoise": False}), ("denoised export", {})):
+        exports = [("export, no denoise", {"denoise": False}), ("denoised export", {})]
+        if prior:
+            exports.append((WITH_PRIOR, {"model_prior": True}))
+        clear = clear_consensus(judgments) if prior and world.name != "rank4" else None
+        for name, options in exports:
             rankings, pairs, _ = exported(project_id, **options)
             row[name] = (
                 *recovery(world, rankings, judged),
                 pair_accuracy(world, pairs),
                 len(pairs),
             )
+            if clear is not None and name in OVERRULE_OF:
+                row[OVERRULE_OF[name]] = overrules(
+                    world, rankings, clear, last_datasheet(project_id)
+                )
         for f in rm_flips:
             scores = reward_model_scores(world, rm_noise, f)
             alone = {
@@ -554,7 +642,10 @@ def report(
         f"| method | {header} |",
         "|---|" + "---|" * len(levels),
     ]
-    for name in method_names(rm_flips, references=REFERENCES[0] in results[levels[0]]):
+    has_prior = WITH_PRIOR in results[levels[0]]
+    for name in method_names(
+        rm_flips, references=REFERENCES[0] in results[levels[0]], prior=has_prior
+    ):
         cells = " | ".join(
             f"{results[p][name][0]:.3f} / {results[p][name][1]:.3f} / {results[p][name][2]:.2f}"
             for p in levels
@@ -562,9 +653,28 @@ def report(
         lines.append(f"| {name} | {cells} |")
     lines += [f"\n{title}: accuracy of the exported pairs (number of pairs)\n"]
     lines += [f"| pairs from | {header} |", "|---|" + "---|" * len(levels)]
-    for name in [*PAIR_SOURCES, *(with_rm(f) for f in rm_flips)]:
+    for name in [*PAIR_SOURCES, *([WITH_PRIOR] if has_prior else []), *map(with_rm, rm_flips)]:
         cells = " | ".join(f"{results[p][name][3]:.3f} ({results[p][name][4]:.0f})" for p in levels)
         lines.append(f"| {name} | {cells} |")
+    if OVERRULE_OF[WITH_PRIOR] in results[levels[0]]:
+        lines += [
+            f"\n{title}: clear human consensus (2+ annotators, all one way) ordered against it:"
+            " pairs overruled / clear pairs ranked (share of the overruled where the humans were"
+            " right); prior: share of strong pairs (2+ reliable annotators) it contradicted"
+            " before the constraint\n",
+            f"| export | {header} |",
+            "|---|" + "---|" * len(levels),
+        ]
+        for name, key in OVERRULE_OF.items():
+            cells = []
+            for p in levels:
+                against, total, right, contradicted, _ = results[p][key]
+                share = "none to judge" if math.isnan(right) else f"{right:.0%} right"
+                cell = f"{against:.1f} / {total:.0f} ({share})"
+                if name == WITH_PRIOR:
+                    cell += f"; prior: {contradicted:.1%}"
+                cells.append(cell)
+            lines.append(f"| {name} | {' | '.join(cells)} |")
     return lines + [""] + verdicts(per_seed, rm_flips)
 
 
@@ -582,6 +692,12 @@ def verdicts(per_seed: list[dict[float, dict[str, Row]]], rm_flips: tuple[float,
     noisy = [p for p in per_seed[0] if p >= 0.1]
     everywhere = list(per_seed[0])
     out = []
+    if WITH_PRIOR in per_seed[0][everywhere[0]]:
+        gains = [
+            f"{p:.0%}: {np.mean([r[p][WITH_PRIOR][0] - r[p]['denoised export'][0] for r in per_seed]):+.3f}"
+            for p in everywhere
+        ]
+        out.append("model prior, accuracy gain over the export without it: " + ", ".join(gains))
     baselines = ["majority vote", "plain Bradley-Terry"]
     baselines += [r for r in REFERENCES[:2] if r in per_seed[0][noisy[0]]]
     for baseline in baselines:
@@ -611,7 +727,17 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="100 prompts, one seed, sparse world, mixed crowd"
     )
-    parser.add_argument("--workloads", default="sparse", help="any of sparse,demo,rank4")
+    parser.add_argument("--workloads", default="sparse", help="any of sparse,models,demo,rank4")
+    parser.add_argument("--prior", action="store_true", help="add the model-prior export")
+    parser.add_argument(
+        "--model-share",
+        type=float,
+        default=MODEL_SHARE,
+        help="models world: share of quality variance that is the model's",
+    )
+    parser.add_argument(
+        "--no-references", action="store_true", help="skip crowd-kit and the BT ablation"
+    )
     parser.add_argument("--crowds", default="mixed", help="mixed and/or uniform")
     parser.add_argument(
         "--rm-flips",
@@ -623,13 +749,17 @@ def main() -> None:
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     workloads = ["sparse"] if args.quick else args.workloads.split(",")
     crowds = ["mixed"] if args.quick else args.crowds.split(",")
-    rm_flips = tuple(float(f) for f in args.rm_flips.split(","))
+    rm_flips = tuple(float(f) for f in args.rm_flips.split(",") if f and f != "none")
 
-    from bench_curation_scale import _drop_scratch, _setup_django
+    from bench_curation_scale import _pg_admin, _setup_django
 
     url = os.environ.get("DATABASE_URL", "")
     tmp = Path(tempfile.mkdtemp(prefix="quorum-bench-recovery-"))
-    scratch = _setup_django(tmp)
+    # PostgreSQL: a scratch database of its own, dropped at the end; SQLite: one under tmp.
+    scratch = f"quorum_bench_recovery_{os.getpid()}" if url.startswith("postgres") else None
+    if scratch:
+        _pg_admin(url, f'CREATE DATABASE "{scratch}"')
+    _setup_django(tmp, scratch)
     started = time.perf_counter()
     try:
         out = [
@@ -638,13 +768,29 @@ def main() -> None:
         ]
         for workload in workloads:
             for kind in crowds:
-                per_seed = [run(workload, kind, n, seed, rm_flips) for seed in seeds]
+                per_seed = [
+                    run(
+                        workload,
+                        kind,
+                        n,
+                        seed,
+                        rm_flips,
+                        prior=args.prior,
+                        references=not args.no_references,
+                        model_share=args.model_share,
+                    )
+                    for seed in seeds
+                ]
                 out += report(f"{workload}, {kind} crowd", per_seed, rm_flips)
                 print("\n".join(out[-40:]), file=sys.stderr, flush=True)
         out.append(f"\nwall time {time.perf_counter() - started:.0f} s")
         print("\n".join(out))
     finally:
-        _drop_scratch(scratch, url)
+        if scratch:
+            from django.db import connections
+
+            connections.close_all()
+            _pg_admin(url, f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
         shutil.rmtree(tmp, ignore_errors=True)
 
 

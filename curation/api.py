@@ -187,6 +187,8 @@ class ExportIn(Schema):
     seed: int = 0
     include_media: bool = True
     variants_per_prompt: int = 3
+    # Opt-in model-strength prior (curation.prior); needs denoise, not with rm_evaluator.
+    model_prior: bool = False
 
 
 class ExportOut(Schema):

@@ -246,3 +246,25 @@ def test_it_shows_the_overruled_arcs_page_to_admins_only(
     export = _build(cyclic_project)
     client.force_login(users[user_key])
     assert client.get(reverse("curation:export_overruled", args=[export.pk])).status_code == status
+
+
+def test_it_takes_the_prior_through_the_api_and_the_command(client, users, models_project):
+    from django.core.management import call_command
+
+    from annotate.services import api_token_create
+
+    _token, key = api_token_create(user=users["admin"])
+    url = f"/api/projects/{models_project.pk}/exports"
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {key}"}
+    response = client.post(
+        url, data=json.dumps({"model_prior": True}), content_type="application/json", **headers
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["options"]["model_prior"] is True
+    both = json.dumps({"model_prior": True, "rm_evaluator": True})
+    refused = client.post(url, data=both, content_type="application/json", **headers)
+    assert refused.status_code == 422 and "model_prior" in refused.json()["detail"]
+    call_command("export_dataset", str(models_project.pk), "--model-prior", "--no-media")
+    latest = DatasetExport.objects.filter(project=models_project).order_by("-version")[0]
+    assert latest.options["model_prior"] is True
+    assert latest.datasheet["method"]["model_prior"]["used"] is True

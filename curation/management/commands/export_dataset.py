@@ -32,6 +32,11 @@ class Command(BaseCommand):
             help="use the active reward model as an evaluator",
         )
         parser.add_argument(
+            "--model-prior",
+            action="store_true",
+            help="rank with the model-strength prior (strong human consensus still holds)",
+        )
+        parser.add_argument(
             "--min-agreement", type=float, help="drop prompts with agreement below this (0-1)"
         )
         parser.add_argument(
@@ -56,6 +61,7 @@ class Command(BaseCommand):
                 {
                     "denoise": not opts["no_denoise"],
                     "rm_evaluator": bool(opts["rm_evaluator"]),
+                    "model_prior": bool(opts["model_prior"]),
                     "min_agreement": opts["min_agreement"],
                     "use_decisions": not opts["no_decisions"],
                     "splits": parse_splits(str(opts["split"])),
