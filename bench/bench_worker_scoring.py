@@ -14,18 +14,29 @@ downloaded::
 
     python bench/bench_worker_scoring.py                 # hidden 256 / 4 layers, 3 repeats
     python bench/bench_worker_scoring.py --hidden 512 --layers 6 --repeats 5
+
+Workers run with ``OMP_WAIT_POLICY=PASSIVE`` (set by ``config/celery.py`` before torch loads).
+The policy must be set before torch is imported, so by default this script runs itself twice in
+child processes, once with torch's default (threads spin after each parallel region) and once
+as the workers run, rounds alternating; ``--wait-policy PASSIVE`` runs one policy in-process.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+if "--wait-policy" in sys.argv:  # a child run: the policy applies to torch's threads only if
+    # set before torch loads (as config/celery.py does in the workers).
+    os.environ["OMP_WAIT_POLICY"] = sys.argv[sys.argv.index("--wait-policy") + 1]
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -51,7 +62,30 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=6, help="per demo project")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--wait-policy",
+        choices=("ACTIVE", "PASSIVE"),
+        help="run one OpenMP wait policy in this process (default: both, in child processes)",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="child runs per policy")
     args = parser.parse_args()
+    if args.wait_policy is None:
+        passthrough = [
+            f"--hidden={args.hidden}",
+            f"--layers={args.layers}",
+            f"--prompts={args.prompts}",
+            f"--repeats={args.repeats}",
+            f"--threads={args.threads}",
+        ]
+        for round_ in range(args.rounds):
+            # torch's default (spinning threads) first, then the workers' setting.
+            for policy in ("ACTIVE", "PASSIVE"):
+                label = "default, threads spin" if policy == "ACTIVE" else "workers' setting"
+                print(f"\n### OMP_WAIT_POLICY={policy} ({label}), round {round_ + 1}", flush=True)
+                subprocess.run(
+                    [sys.executable, __file__, *passthrough, "--wait-policy", policy], check=True
+                )
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
 

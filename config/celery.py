@@ -12,6 +12,14 @@ from celery.exceptions import SoftTimeLimitExceeded
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+# torch's OpenMP threads spin for a while after each parallel region by default. In a worker
+# that decodes media in threads between forward passes (and on machines shared with the web
+# server and other workers) the spinning threads take the cores the decoders need: measured on
+# 2 cores, the scoring path ran at 0.33-0.59x the bare forward with spinning and 0.7-1.3x
+# without (bench/bench_worker_scoring.py). libgomp reads this when torch loads it, which in
+# every Quorum process happens after this module (torch is imported where it is used).
+# An explicit setting in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 app = Celery("quorum")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
@@ -66,3 +70,24 @@ def test_it_runs_an_import_job_end_to_end(celery_worker_process, tmp_path):
     assert job.counts["judgments"] == 50
     assert Judgment.objects.filter(project__name="from-worker").count() == 50
     assert job.progress_percent == 100
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_torch_threads_do_not_spin_in_quorum_processes(tmp_path, given, expected):
+    """Loading the Celery app (every worker and Django process does, before torch) makes
+    libgomp's threads sleep between forward passes, unless the environment says otherwise."""
+    env = {**os.environ, "QUORUM_DATA_DIR": str(tmp_path)}
+    env.pop("OMP_WAIT_POLICY", None)
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    script = "import os, config, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == expected
