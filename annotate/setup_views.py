@@ -21,6 +21,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -112,7 +113,7 @@ def _reach(draft: dict[str, Any], step: str) -> None:
 @require_http_methods(["GET", "POST"])
 def upload(request: HttpRequest) -> HttpResponse:
     """Step 1: the file. A file with problems is listed problem by problem and not kept."""
-    context: dict[str, Any] = {"steps": _first_steps(), "problems": [], "file_name": ""}
+    context = _upload_context()
     if request.method == "POST":
         uploaded = request.FILES.get("file")
         if uploaded is None:
@@ -152,8 +153,16 @@ def upload(request: HttpRequest) -> HttpResponse:
     return render(request, "annotate/setup/upload.html", context)
 
 
-def _first_steps() -> list[dict[str, Any]]:
-    return [{"label": label, "current": name == "upload", "url": None} for name, label in STEPS]
+def _upload_context(**extra: Any) -> dict[str, Any]:
+    return {
+        "steps": [
+            {"label": label, "current": name == "upload", "url": None} for name, label in STEPS
+        ],
+        "problems": [],
+        "file_name": "",
+        "max_mb": settings.QUORUM_MAX_IMPORT_BYTES // (1024 * 1024),
+        **extra,
+    }
 
 
 @_staff_only
@@ -279,12 +288,9 @@ def start(request: HttpRequest, draft_id: str) -> HttpResponse:
             problems = exc.problems
             if exc.upload_gone:
                 _draft_drop(request, draft_id, discard_upload=True)
-                context = {
-                    "steps": _first_steps(),
-                    "problems": problems,
-                    "file_name": draft["original_name"],
-                    "start_failed": True,
-                }
+                context = _upload_context(
+                    problems=problems, file_name=draft["original_name"], start_failed=True
+                )
                 return render(request, "annotate/setup/upload.html", context, status=400)
         else:
             _draft_drop(request, draft_id, discard_upload=False)
