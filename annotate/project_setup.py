@@ -354,3 +354,54 @@ def uploads_prune(*, keep: Iterable[str | Path] = (), now: float | None = None) 
             shutil.rmtree(folder, ignore_errors=True)
             deleted += 1
     return deleted
+
+
+# --- members of a started project ---------------------------------------------------------------
+
+
+def membership_set(*, project: Project, user: AbstractBaseUser, role: str) -> bool:
+    """Makes ``user`` a member with ``role`` (changing the role of a member). Returns whether
+    the user was new to the project.
+
+    Raises:
+        ValueError: an unknown role, or a change that would leave the project without an admin.
+    """
+    if role not in Membership.Role.values:
+        raise ValueError(f"unknown role {role!r}")
+    with transaction.atomic():
+        Project.objects.select_for_update().get(pk=project.pk)  # one change of admins at a time
+        current = Membership.objects.filter(project=project, user=user).first()
+        if current is None:
+            Membership.objects.create(project=project, user=user, role=role)
+            return True
+        if current.role == Membership.Role.ADMIN and role != Membership.Role.ADMIN:
+            _keep_an_admin(project, user)
+        current.role = role
+        current.save(update_fields=["role"])
+    return False
+
+
+def membership_remove(*, project: Project, user: AbstractBaseUser) -> None:
+    """Removes ``user`` from the project; their judgments stay.
+
+    Raises:
+        ValueError: the user is the project's last admin.
+    """
+    with transaction.atomic():
+        Project.objects.select_for_update().get(pk=project.pk)
+        current = Membership.objects.filter(project=project, user=user).first()
+        if current is None:
+            return
+        if current.role == Membership.Role.ADMIN:
+            _keep_an_admin(project, user)
+        current.delete()
+
+
+def _keep_an_admin(project: Project, leaving: AbstractBaseUser) -> None:
+    others = Membership.objects.filter(project=project, role=Membership.Role.ADMIN).exclude(
+        user=leaving
+    )
+    if not others.exists():
+        raise ValueError(
+            f"{leaving.get_username()} is the project's only admin; make someone else admin first"
+        )

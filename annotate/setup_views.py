@@ -8,6 +8,7 @@
 - ``POST     projects/new/<d>/cancel/``       drops the draft and its upload
 - ``GET      projects/<p>/ready/``            what was imported, who is in, what to do next
 - ``POST     projects/<p>/ready/discard/``    deletes a project a failed background import left empty
+- ``GET|POST projects/<p>/members/``          members of a started project (its admins, staff)
 
 Drafts live in the session of the person who uploaded (``quorum_project_drafts``): another
 person, even staff, gets 404 for them; uploads of set-ups left unfinished are pruned after three
@@ -359,3 +360,47 @@ def discard(request: HttpRequest, project_id: int) -> HttpResponse:
         return HttpResponseRedirect(reverse("setup_ready", args=[project.pk]))
     messages.info(request, f"Project {project.name!r} deleted; nothing of it is left.")
     return HttpResponseRedirect(reverse("home"))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_members(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Members of a started project: add by username or e-mail with a role, change a role,
+    remove. For the project's admins and staff; 404 for everybody else. A project always keeps
+    an admin."""
+    project = get_object_or_404(Project, pk=project_id)
+    if not selectors.user_can_manage(user=request.user, project=project):
+        raise Http404("no such project")
+    error = ""
+    identifier = request.POST.get("identifier", "").strip()
+    role = request.POST.get("role", Membership.Role.ANNOTATOR)
+    if request.method == "POST":
+        try:
+            if "remove" in request.POST:
+                member = get_object_or_404(
+                    Membership, project=project, user_id=request.POST["remove"]
+                )
+                project_setup.membership_remove(project=project, user=member.user)
+                note = f"{member.user.get_username()} removed; their judgments stay."
+            else:
+                user = project_setup.member_find(identifier=identifier)
+                added = project_setup.membership_set(project=project, user=user, role=role)
+                note = f"{user.get_username()} {'added as' if added else 'is now'} {role}."
+        except ValueError as exc:
+            error = str(exc)
+        else:
+            messages.success(request, note)
+            return HttpResponseRedirect(reverse("setup_project_members", args=[project.pk]))
+    context = {
+        "project": project,
+        "members": Membership.objects.filter(project=project)
+        .select_related("user")
+        .order_by("role", "user__username"),
+        "roles": ROLES,
+        "error": error,
+        "identifier": identifier if error else "",
+        "role": role,
+    }
+    return render(
+        request, "annotate/setup/project_members.html", context, status=400 if error else 200
+    )

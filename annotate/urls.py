@@ -38,4 +38,9 @@ urlpatterns = [
     path("projects/new/<slug:draft_id>/cancel/", setup_views.cancel, name="setup_cancel"),
     path("projects/<int:project_id>/ready/", setup_views.ready, name="setup_ready"),
     path("projects/<int:project_id>/ready/discard/", setup_views.discard, name="setup_discard"),
+    path(
+        "projects/<int:project_id>/members/",
+        setup_views.project_members,
+        name="setup_project_members",
+    ),
 ]

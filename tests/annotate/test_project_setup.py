@@ -448,3 +448,57 @@ def test_it_prunes_stale_uploads_but_not_those_in_use(staff_client, settings):
     keep = [staff_client.session["quorum_project_drafts"][mine]["path"]]
     assert uploads_prune(keep=keep) == 1
     assert not abandoned.exists() and len(_uploads()) == 2
+
+
+# --- members of a started project ---------------------------------------------------------------
+
+
+@pytest.fixture
+def started(users) -> Project:
+    project = make_project(name="started")
+    Membership.objects.create(project=project, user=users["admin"], role="admin")
+    Membership.objects.create(project=project, user=users["annotator"], role="annotator")
+    return project
+
+
+def _roles(project: Project) -> dict[str, str]:
+    return dict(project.memberships.values_list("user__username", "role"))
+
+
+def test_it_lets_a_project_admin_add_and_change_members(client, users, started):
+    users["reviewer"].email = "rev@example.org"
+    users["reviewer"].save()
+    client.force_login(users["admin"])
+    url = reverse("setup_project_members", args=[started.pk])
+    client.post(url, {"identifier": "rev@example.org", "role": "reviewer"})
+    client.post(url, {"identifier": "ann", "role": "admin"})
+    assert _roles(started) == {"padmin": "admin", "ann": "admin", "rev": "reviewer"}
+
+
+def test_it_keeps_the_last_admin(client, users, started):
+    client.force_login(users["admin"])
+    url = reverse("setup_project_members", args=[started.pk])
+    response = client.post(url, {"remove": str(users["admin"].pk)})
+    assert response.status_code == 400
+    assert "padmin is the project&#x27;s only admin" in response.content.decode()
+    response = client.post(url, {"identifier": "padmin", "role": "annotator"})
+    assert response.status_code == 400
+    assert _roles(started) == {"padmin": "admin", "ann": "annotator"}
+
+
+def test_it_removes_a_member(client, users, started):
+    client.force_login(users["admin"])
+    url = reverse("setup_project_members", args=[started.pk])
+    response = client.post(url, {"remove": str(users["annotator"].pk)})
+    assert response.status_code == 302
+    assert _roles(started) == {"padmin": "admin"}
+
+
+def test_it_refuses_members_to_annotators_and_outsiders(client, users, started):
+    url = reverse("setup_project_members", args=[started.pk])
+    for name in ("annotator", "outsider"):
+        client.force_login(users[name])
+        assert client.get(url).status_code == 404
+        response = client.post(url, {"identifier": name, "role": "admin"})
+        assert response.status_code == 404
+    assert _roles(started) == {"padmin": "admin", "ann": "annotator"}
