@@ -7,6 +7,8 @@ import math
 import krippendorff
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from curation.agreement import (
@@ -14,6 +16,7 @@ from curation.agreement import (
     RankingRecord,
     annotator_reliability,
     anomalous_voters,
+    anomalous_voters_reference,
     kendall_tau,
     krippendorff_alpha,
     pairwise_agreement,
@@ -354,6 +357,34 @@ def test_it_draws_the_same_checkpoints_for_a_seed_whoever_else_is_checked():
 def test_it_checks_every_vote_of_a_voter_with_fewer_votes_than_checkpoints():
     records = [pair(k, "u", 1, 2, "a") for k in range(3)]
     assert [j for j, _, _ in anomalous_voters(records)["u"].checkpoints] == [1, 2, 3]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    votes=st.lists(
+        st.tuples(
+            st.integers(0, 5),  # annotator
+            st.integers(0, 4),  # candidate a
+            st.integers(1, 4),  # candidate b = a + this, modulo 5
+            st.sampled_from(["a", "b", "tie", "both_bad"]),
+        ),
+        max_size=60,
+    ),
+    labels=st.sampled_from(["ints", "strings"]),
+    n_checkpoints=st.integers(1, 6),
+)
+def test_it_tests_voters_at_once_exactly_as_one_vote_at_a_time(votes, labels, n_checkpoints):
+    """The vectorised test equals the per-vote reference bit for bit, on integer ids (the
+    array path) and on other labels (the per-record path)."""
+    name = (lambda c: c) if labels == "ints" else (lambda c: f"c{c}")
+    records = [
+        pair(k, f"u{u}", name(a), name((a + step) % 5), outcome)
+        for k, (u, a, step, outcome) in enumerate(votes)
+    ]
+    fast = anomalous_voters(records, n_checkpoints=n_checkpoints)
+    reference = anomalous_voters_reference(records, n_checkpoints=n_checkpoints)
+    assert list(fast) == list(reference)
+    assert fast == reference
 
 
 def test_it_runs_the_anomaly_test_on_pairs_only():
