@@ -122,11 +122,20 @@ def test_it_sets_up_a_project_from_a_zip(page, people, settings, tmp_path):
     )
     shot(page, "setup-7-ready")
 
+    # Members later, from the project's page: ann1 becomes a reviewer too.
+    page.click("a:text('Add or change members')")
+    page.fill("#id_identifier", "ann1")
+    page.select_option("#id_role", "reviewer")
+    page.click("button:text('Save member')")
+    page.wait_for_selector("ul.messages >> text=ann1 is now reviewer", state="attached")
+    assert page.inner_text("tr[data-member=ann1] td:nth-child(2)") == "reviewer"
+    shot(page, "setup-8-project-members")
+
     assert (project.annotators_per_task, project.blind, project.gold_rate) == (2, False, 0.1)
     assert project.rubric_dimensions == ["accuracy", "helpfulness"]
     assert dict(project.memberships.values_list("user__username", "role")) == {
         "lead": "admin",
-        "ann1": "annotator",
+        "ann1": "reviewer",
         "rev1": "reviewer",
     }
 
