@@ -8,8 +8,9 @@ from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
+from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from annotate.models import Project
@@ -22,6 +23,7 @@ from curation.services import (
     export_rebuild,
     flags_recompute_enqueue,
 )
+from curation.wording import export_options_text
 
 # Marks a cell that live.js keeps fetching while its job is unfinished.
 _LIVE = mark_safe("<span data-live hidden></span>")
@@ -56,6 +58,19 @@ class ExportForm(forms.Form):
         return ExportOptions.from_dict(data)
 
 
+COUNT_LABELS = {
+    "prompts_in_project": "prompts in the project",
+    "prompts_exported": "prompts exported",
+    "prompts_with_rankings": "prompts with a ranking",
+    "judgments_in_project": "judgments in the project",
+    "judgments_used": "judgments used",
+    "pairs": "chosen/rejected pairs",
+    "rankings": "full rankings",
+    "rankings_4": "4-response rankings",
+    "reviewer_rankings_used": "reviewer rankings used",
+}
+
+
 @admin.register(DatasetExport)
 class DatasetExportAdmin(admin.ModelAdmin):
     list_display = [
@@ -70,7 +85,24 @@ class DatasetExportAdmin(admin.ModelAdmin):
     ]
     list_filter = ["status", "project"]
     list_select_related = ["project", "created_by"]
-    readonly_fields = [f.name for f in DatasetExport._meta.fields]
+    # The detail page reads as a summary, not as stored JSON: options as phrases, counts as a
+    # table, files with sizes and a link, the datasheet rendered on its own page.
+    readonly_fields = [
+        "project",
+        "version",
+        "status",
+        "progress_display",
+        "options_display",
+        "counts_display",
+        "files_display",
+        "datasheet_link",
+        "error",
+        "created_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ]
+    fields = readonly_fields
     actions = ["rebuild", "cancel", "train_reward_model"]
 
     def add_view(
@@ -109,6 +141,64 @@ class DatasetExportAdmin(admin.ModelAdmin):
             obj.pk,
             _LIVE if unfinished else "",
             f"{obj.progress}% {obj.phase}".strip(),
+        )
+
+    @admin.display(description="options")
+    def options_display(self, obj: DatasetExport) -> str:
+        return format_html_join(
+            mark_safe("<br>"), "{}", ((p,) for p in export_options_text(obj.options))
+        )
+
+    @admin.display(description="counts")
+    def counts_display(self, obj: DatasetExport) -> str:
+        counts = obj.counts or {}
+        if not counts:
+            return "–"
+        rows = [
+            (COUNT_LABELS.get(key, key.replace("_", " ")), f"{value:,}")
+            for key, value in counts.items()
+            if isinstance(value, int)
+        ]
+        for split, by_kind in sorted((counts.get("by_split") or {}).items()):
+            parts = ", ".join(f"{n:,} {kind}" for kind, n in sorted(by_kind.items()))
+            rows.append((f"split {split}", parts or "empty"))
+        return format_html(
+            '<table class="export-counts">{}</table>',
+            format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows),
+        )
+
+    @admin.display(description="files")
+    def files_display(self, obj: DatasetExport) -> str:
+        if obj.status != DatasetExport.Status.DONE or not obj.files:
+            return "–"
+        listing = format_html_join(
+            "",
+            "<li><code>{}</code> ({})</li>",
+            ((f["path"], filesizeformat(f.get("bytes", 0))) for f in obj.files),
+        )
+        total = sum(f.get("bytes", 0) for f in obj.files)
+        return format_html(
+            '<a href="{}">Download the zip</a> · {} files, {}<ul>{}</ul>',
+            reverse("curation:export_download", args=[obj.pk]),
+            len(obj.files),
+            filesizeformat(total),
+            listing,
+        )
+
+    @admin.display(description="datasheet")
+    def datasheet_link(self, obj: DatasetExport) -> str:
+        if obj.status != DatasetExport.Status.DONE:
+            return "–"
+        warnings = (obj.datasheet or {}).get("warnings") or []
+        return format_html(
+            '<a href="{}">Read the datasheet</a>{}',
+            reverse("curation:export_datasheet", args=[obj.pk]),
+            format_html(
+                '<ul class="errorlist">{}</ul>',
+                format_html_join("", "<li>{}</li>", ((w,) for w in warnings)),
+            )
+            if warnings
+            else "",
         )
 
     @admin.display(description="files")
