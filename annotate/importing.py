@@ -570,6 +570,10 @@ def _loads(text: str) -> Any:
         value = json.loads(text)
     except RecursionError:
         raise json.JSONDecodeError(f"nested deeper than {MAX_JSON_DEPTH} levels", text, 0) from None
+    if text.count("[") + text.count("{") < MAX_JSON_DEPTH:
+        # Each level opens a bracket, and the walk counts the values inside the deepest as
+        # one level more: with fewer brackets than the limit nothing can pass it.
+        return value
     error = _json_depth_error(value, text)
     if error is not None:
         raise error

@@ -28,6 +28,13 @@ def _render_on_save(instance: models.Model, source: str, target: str, kwargs: di
         kwargs["update_fields"] = {*update_fields, target}
 
 
+def texts_render(objs) -> None:
+    """Fills ``text_html`` of unsaved rows (bulk writes bypass ``save()``)."""
+    for obj in objs:
+        if obj.text and not obj.text_html:
+            obj.text_html = markdown_html(obj.text)
+
+
 class _RenderedTextQuerySet(models.QuerySet):
     """Fills ``text_html`` on bulk writes, which bypass ``save()``."""
 
@@ -40,9 +47,7 @@ class _RenderedTextQuerySet(models.QuerySet):
 
     def bulk_create(self, objs, *args, **kwargs):
         objs = list(objs)
-        for obj in objs:
-            if obj.text and not obj.text_html:
-                obj.text_html = markdown_html(obj.text)
+        texts_render(objs)
         return super().bulk_create(objs, *args, **kwargs)
 
     def bulk_update(self, objs, fields, *args, **kwargs):

@@ -12,6 +12,7 @@ the web process does not load it to serve stored HTML.
 
 from __future__ import annotations
 
+import re
 import threading
 
 from django.utils.safestring import SafeString, mark_safe
@@ -39,9 +40,13 @@ def _converter():
     return converter.reset()
 
 
-# Punctuation that markdown leaves as it is within one line (no emphasis, code, links, escapes,
-# entities or HTML); with a letter first, no list or heading can start either.
-_PLAIN_PUNCTUATION = frozenset(" ,.;:?!'\"()/%$@=+-")
+# Letters, digits (``str.isalnum``: ``\w`` without "_") and punctuation that markdown leaves as it is
+# within one line (no emphasis, code, escapes, entities or HTML). Square brackets too, unless
+# a ``:`` or ``(`` follows a ``]``: without a reference definition (``[id]: url``) no
+# ``[text]`` or ``[text][id]`` resolves, and an inline link needs ``](``. With a letter or
+# ``[`` first, no list, heading or quote can start.
+_PLAIN_LINE = re.compile(r"[\w ,.;:?!'\"()/%$@=+\-\[\]]*")  # ``\w`` less "_", checked apart
+_LINK_TAIL = re.compile(r"\]\s*[:(]")
 
 
 def _plain_paragraph(text: str) -> str | None:
@@ -51,9 +56,13 @@ def _plain_paragraph(text: str) -> str | None:
     0.3 ms a text, minutes for a large import). tests/annotate/test_rendering.py checks that
     both give the same HTML.
     """
-    if not text[:1].isalpha():
+    if not (text[:1].isalpha() or text[:1] == "["):
         return None
-    if all(ch.isalnum() or ch in _PLAIN_PUNCTUATION for ch in text):
+    if (
+        _PLAIN_LINE.fullmatch(text)
+        and "_" not in text
+        and not ("]" in text and _LINK_TAIL.search(text))
+    ):
         return f"<p>{text}</p>"
     return None
 

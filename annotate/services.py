@@ -21,6 +21,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from annotate.bulk_insert import objects_insert, rows_insert
 from annotate.importing import (
     EMPTY_ANSWER,
     ImportRejected,
@@ -40,7 +41,9 @@ from annotate.models import (
     Prompt,
     Task,
     TaskCandidate,
+    texts_render,
 )
+from annotate.rendering import markdown_html
 from annotate.table_stats import tables_analyze
 from workers import jobs
 from workers.jobs import job_enqueue
@@ -49,6 +52,19 @@ logger = logging.getLogger("quorum.annotate")
 
 # Imports writing at least this many rows refresh the planner's statistics after commit.
 ANALYZE_AFTER_ROWS = 1000
+# Candidate columns as the import writes them (every column: none has a database default).
+CANDIDATE_COLUMNS = (
+    "project_id",
+    "prompt_id",
+    "external_id",
+    "model_name",
+    "kind",
+    "text",
+    "text_html",
+    "media",
+    "metadata",
+    "created_at",
+)
 
 
 class JudgmentInvalid(ValueError):
@@ -344,9 +360,13 @@ def _write_records(
     stored = _store_media(project, parsed, created_media)
     counts = dict.fromkeys(("prompts", "candidates", "tasks", "judgments", "skipped_existing"), 0)
 
-    # Prompts
+    # Prompts. A project without prompts holds no candidates or tasks either (they hang off
+    # prompts): its first import needs no look-ups of what exists.
+    fresh = not Prompt.objects.filter(project=project).exists()
     ext_ids = [p.external_id for p in parsed.prompts]
-    existing_prompts = _fetch_by_external_id(Prompt.objects.filter(project=project), ext_ids)
+    existing_prompts = (
+        {} if fresh else _fetch_by_external_id(Prompt.objects.filter(project=project), ext_ids)
+    )
     new_prompts = [
         Prompt(
             project=project,
@@ -359,23 +379,31 @@ def _write_records(
         for p in parsed.prompts
         if p.external_id not in existing_prompts
     ]
-    Prompt.objects.bulk_create(new_prompts, batch_size=2000)
+    texts_render(new_prompts)
+    objects_insert(new_prompts)
     counts["prompts"] = len(new_prompts)
     prompts = {**existing_prompts, **{p.external_id: p for p in new_prompts}}
-    if any(p.pk is None for p in new_prompts):  # backends without RETURNING
-        prompts = _fetch_by_external_id(Prompt.objects.filter(project=project), ext_ids)
     new_prompt_ids = {p.external_id for p in new_prompts}
 
-    # Candidates
-    cand_ext_ids = [c.external_id for p in parsed.prompts for c in p.candidates]
-    existing_cands = _fetch_by_external_id(Candidate.objects.filter(project=project), cand_ext_ids)
-    new_cands = []
+    # Candidates: written as rows (no model instances: 4+ per prompt); ``cands`` holds pks.
+    now = timezone.now()
+    existing_cands: dict[str, tuple[int, int]] = {}
+    if not fresh:
+        cand_ext_ids = {c.external_id for p in parsed.prompts for c in p.candidates}
+        for ext, pk, prompt_pk in _chunked_filter(
+            Candidate.objects.filter(project=project).values_list("external_id", "pk", "prompt_id"),
+            "external_id",
+            cand_ext_ids,
+        ):
+            existing_cands[ext] = (pk, prompt_pk)
+    new_cands: list[tuple] = []
+    new_cand_ext_ids: list[str] = []
     for p in parsed.prompts:
-        prompt = prompts[p.external_id]
+        prompt_pk = prompts[p.external_id].pk
         for c in p.candidates:
             old = existing_cands.get(c.external_id)
             if old is not None:
-                if old.prompt_id != prompt.pk:
+                if old[1] != prompt_pk:
                     problems.append(
                         Problem(
                             p.line,
@@ -384,26 +412,28 @@ def _write_records(
                         )
                     )
                 continue
+            new_cand_ext_ids.append(c.external_id)
             new_cands.append(
-                Candidate(
-                    project=project,
-                    prompt=prompt,
-                    external_id=c.external_id,
-                    model_name=c.model_name,
-                    kind=c.kind,
-                    text=c.text,
-                    media=stored[c.media.name] if c.media else "",
-                    metadata=c.metadata,
+                (
+                    project.pk,
+                    prompt_pk,
+                    c.external_id,
+                    c.model_name,
+                    c.kind,
+                    c.text,
+                    markdown_html(c.text),
+                    stored[c.media.name] if c.media else "",
+                    c.metadata,
+                    now,
                 )
             )
     if problems:
         raise ImportRejected(problems)
-    Candidate.objects.bulk_create(new_cands, batch_size=2000)
+    new_cand_pks = rows_insert(Candidate, CANDIDATE_COLUMNS, new_cands)
     counts["candidates"] = len(new_cands)
-    counts["empty_answers"] = sum(1 for c in new_cands if c.metadata.get(EMPTY_ANSWER))
-    cands = {**existing_cands, **{c.external_id: c for c in new_cands}}
-    if any(c.pk is None for c in new_cands):
-        cands = _fetch_by_external_id(Candidate.objects.filter(project=project), cand_ext_ids)
+    counts["empty_answers"] = sum(1 for row in new_cands if row[8].get(EMPTY_ANSWER))
+    cands = {ext: pk for ext, (pk, _) in existing_cands.items()}
+    cands.update(zip(new_cand_ext_ids, new_cand_pks, strict=True))
     if on_progress:
         on_progress("write", len(parsed.prompts) // 3, len(parsed.prompts))
 
@@ -413,42 +443,44 @@ def _write_records(
     for p in parsed.prompts:
         prompt = prompts[p.external_id]
         if p.external_id in new_prompt_ids and not p.judgments:
-            ids = [cands[c.external_id].pk for c in p.candidates]
+            ids = [cands[c.external_id] for c in p.candidates]
             for group in plan_tasks(
                 ids, mode=project.mode, n=project.candidates_per_task, seed=p.external_id
             ):
                 wanted.setdefault((prompt.pk, candidate_key(group)), group)
         for j in p.judgments:
             if j.kind == "pair":
-                group = tuple(cands[c].pk for c in j.pair)
+                group = tuple(cands[c] for c in j.pair)
             else:  # slots in the file's candidate order, not the ranking's
                 members = {c for g in j.ranking for c in g}
                 group = tuple(
-                    cands[c.external_id].pk for c in p.candidates if c.external_id in members
+                    cands[c.external_id] for c in p.candidates if c.external_id in members
                 )
             wanted.setdefault((prompt.pk, candidate_key(group)), group)
     prompt_pks = {prompts[p.external_id].pk for p in parsed.prompts}
-    existing_tasks = {
-        (t.prompt_id, t.candidate_key): t
-        for t in _chunked_filter(Task.objects.filter(project=project), "prompt_id", prompt_pks)
-    }
+    existing_tasks = (
+        {}
+        if fresh
+        else {
+            (t.prompt_id, t.candidate_key): t
+            for t in _chunked_filter(Task.objects.filter(project=project), "prompt_id", prompt_pks)
+        }
+    )
     new_tasks = [
         Task(project=project, prompt_id=prompt_pk, candidate_key=key)
         for (prompt_pk, key) in wanted
         if (prompt_pk, key) not in existing_tasks
     ]
-    Task.objects.bulk_create(new_tasks, batch_size=2000)
-    if any(t.pk is None for t in new_tasks):
-        new_tasks = list(
-            _chunked_filter(Task.objects.filter(project=project), "prompt_id", prompt_pks).exclude(
-                pk__in=[t.pk for t in existing_tasks.values()]
-            )
-        )
-    slots = []
-    for t in new_tasks:
-        for position, cand_pk in enumerate(wanted[(t.prompt_id, t.candidate_key)]):
-            slots.append(TaskCandidate(task=t, candidate_id=cand_pk, position=position))
-    TaskCandidate.objects.bulk_create(slots, batch_size=5000)
+    objects_insert(new_tasks)
+    rows_insert(
+        TaskCandidate,
+        ("task_id", "candidate_id", "position"),
+        (
+            (t.pk, cand_pk, position)
+            for t in new_tasks
+            for position, cand_pk in enumerate(wanted[(t.prompt_id, t.candidate_key)])
+        ),
+    )
     counts["tasks"] = len(new_tasks)
     tasks = {**existing_tasks, **{(t.prompt_id, t.candidate_key): t for t in new_tasks}}
     task_order: dict[int, list[int]] = {
@@ -490,11 +522,11 @@ def _write_records(
                 continue
             existing_keys.add(key)
             members = j.pair if j.kind == "pair" else [c for g in j.ranking for c in g]
-            task = tasks[(prompt.pk, candidate_key(cands[c].pk for c in members))]
+            task = tasks[(prompt.pk, candidate_key(cands[c] for c in members))]
             order = task_order[task.pk]
             try:
                 if j.kind == "pair":
-                    b = cands[j.pair[1]].pk
+                    b = cands[j.pair[1]]
                     outcome = j.outcome
                     if order[0] == b and outcome in ("a", "b"):
                         outcome = "b" if outcome == "a" else "a"  # the task holds the pair reversed
@@ -509,7 +541,7 @@ def _write_records(
                     ranking = judgment_validate(
                         candidate_ids=order,
                         kind="ranking",
-                        ranking=[[cands[c].pk for c in g] for g in j.ranking],
+                        ranking=[[cands[c] for c in g] for g in j.ranking],
                         ties_allowed=project.ties_allowed,
                     )
                     outcome = ""
@@ -528,7 +560,7 @@ def _write_records(
                     outcome=outcome,
                     rationale=j.rationale,
                     duration_ms=j.duration_ms,
-                    presented_order=[cands[c].pk for c in j.presented_order]
+                    presented_order=[cands[c] for c in j.presented_order]
                     if j.presented_order
                     else [],
                     idempotency_key=key,
@@ -537,7 +569,7 @@ def _write_records(
             added[task.pk] += 1
     if problems:
         raise ImportRejected(problems)
-    Judgment.objects.bulk_create(new_judgments, batch_size=2000)
+    objects_insert(new_judgments)
     counts["judgments"] = len(new_judgments)
 
     # Counters: one UPDATE per (increment, chunk) instead of one per task, then statuses.

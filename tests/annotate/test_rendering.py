@@ -41,3 +41,20 @@ def test_it_sanitises_the_parsers_html():
     assert "<strong>ok</strong>" in html
     for bad in ("<script", "javascript:", "<img"):
         assert bad not in html
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    first=st.sampled_from(LETTERS + "["),
+    rest=st.text(alphabet=ALPHABET + "[][]  :(", max_size=60),
+)
+def test_it_renders_bracketed_lines_like_the_parser(first, rest):
+    text = first + rest
+
+    assert markdown_html(text) == _parsed_html(text)
+
+
+def test_it_takes_the_shortcut_for_numbered_brackets_but_not_links():
+    assert _plain_paragraph("[12] Which answer is better?") == "<p>[12] Which answer is better?</p>"
+    for text in ("[a](b)", "see [a] (b)", "[id]: x", "[id] : x", "a [b]:c"):
+        assert _plain_paragraph(text) is None, text
