@@ -231,11 +231,13 @@ def krippendorff_alpha(
             for candidate, rank in _mid_ranks(record.ranking).items():
                 values[(record.task, candidate)][record.annotator] = rank
     else:
-        level = level or "nominal"
-        for (task, x, y), by_annotator in _relation_table(records).items():
-            for annotator, relation in by_annotator.items():
-                values[(task, x, y)][annotator] = float(relation)
-                values[(task, y, x)][annotator] = float(-relation)
+        # Columns (`_pair_alpha_matrix`), as the loop below would lay them out.
+        matrix = _pair_alpha_matrix(records) if records else None
+        if matrix is None:
+            return None
+        return float(
+            krippendorff.alpha(reliability_data=matrix, level_of_measurement=level or "nominal")
+        )
     pairable = [unit for unit in values.values() if len(unit) >= 2]
     if len({v for unit in pairable for v in unit.values()}) < 2:
         return None
@@ -277,6 +279,13 @@ def pairwise_agreement(records: Iterable[Record]) -> dict[Hashable, TaskAgreemen
         A `TaskAgreement` per task.
     """
     records = list(records)
+    if records and all(isinstance(r, PairRecord) for r in records):
+        return _pairwise_agreement_of_pairs(records)
+    return _pairwise_agreement_per_unit(records)
+
+
+def _pairwise_agreement_per_unit(records: Sequence[Record]) -> dict[Hashable, TaskAgreement]:
+    """`pairwise_agreement` one unit at a time: any records, and the reference for pairs."""
     annotators: dict[Hashable, set[Hashable]] = defaultdict(set)
     for record in records:
         annotators[record.task].add(record.annotator)
@@ -301,6 +310,47 @@ def pairwise_agreement(records: Iterable[Record]) -> dict[Hashable, TaskAgreemen
         )
         for task, members in annotators.items()
     }
+
+
+def _pairwise_agreement_of_pairs(records: Sequence[PairRecord]) -> dict[Hashable, TaskAgreement]:
+    """`pairwise_agreement` of pair records, on columns (`_pair_table`)."""
+    import numpy as np
+
+    table = _pair_table(records)
+    # Per unit: annotators, and how many gave each relation (-1, 0, +1).
+    size = np.bincount(table.unit, minlength=table.n_units)
+    same = np.bincount(table.unit * 3 + table.relation + 1, minlength=3 * table.n_units)
+    same = same.reshape(-1, 3)
+    matches = (same * (same - 1) // 2).sum(axis=1)
+    pairs = size * (size - 1) // 2
+    first = np.full(table.n_units, len(records), dtype=np.int64)
+    np.minimum.at(first, table.unit, table.record)
+    annotators: dict[Hashable, set[Hashable]] = defaultdict(set)
+    for record in records:
+        annotators[record.task].add(record.annotator)
+    agree: Counter[Hashable] = Counter()
+    total: Counter[Hashable] = Counter()
+    by_pair: dict[Hashable, dict[tuple[Candidate, Candidate], float]] = defaultdict(dict)
+    for u in np.flatnonzero(pairs > 0).tolist():
+        i = int(first[u])
+        task = records[i].task
+        agree[task] += int(matches[u])
+        total[task] += int(pairs[u])
+        by_pair[task][(_item(table.x[i]), _item(table.y[i]))] = int(matches[u]) / int(pairs[u])
+    return {
+        task: TaskAgreement(
+            task=task,
+            agreement=agree[task] / total[task] if total[task] else None,
+            n_annotators=len(members),
+            by_pair=by_pair.get(task, {}),
+        )
+        for task, members in annotators.items()
+    }
+
+
+def _item(value: Candidate) -> Candidate:
+    """A numpy scalar as the Python value it came from."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def kendall_tau(
@@ -609,8 +659,11 @@ class AnomalyCheck:
     checkpoints: tuple[tuple[int, float, float], ...]
 
 
-def _pair_relations(records: Sequence[PairRecord]) -> tuple[np.ndarray, np.ndarray]:
-    """Per record, an index of its canonical candidate pair and its relation (`_relations`).
+def _pair_relations(
+    records: Sequence[PairRecord],
+) -> tuple[np.ndarray, np.ndarray, Sequence[Candidate], Sequence[Candidate]]:
+    """Per record: an index of its canonical candidate pair ``(x, y)``, its relation
+    (`_relations`), and ``x`` and ``y``.
 
     Integer candidate ids (every database id) are compared as arrays; anything else goes
     through `_relations` one record at a time.
@@ -625,14 +678,88 @@ def _pair_relations(records: Sequence[PairRecord]) -> tuple[np.ndarray, np.ndarr
         swap = a >= b  # not _precedes(a, b): the pair is (b, a), seen from b
         x, y = np.where(swap, b, a), np.where(swap, a, b)
         _, pair = np.unique(np.stack([x, y], axis=1), axis=0, return_inverse=True)
-        return pair.reshape(-1), np.where(swap, -preference, preference)
+        return pair.reshape(-1), np.where(swap, -preference, preference), x, y
     pair_ix: dict[tuple[Candidate, Candidate], int] = {}
-    pairs, relations = [], []
+    pairs, relations, xs, ys = [], [], [], []
     for record in records:
-        (key, relation), *_ = _relations(record).items()
-        pairs.append(pair_ix.setdefault(key, len(pair_ix)))
+        ((x, y), relation), *_ = _relations(record).items()
+        pairs.append(pair_ix.setdefault((x, y), len(pair_ix)))
         relations.append(relation)
-    return np.array(pairs, dtype=np.int64), np.array(relations, dtype=np.int64)
+        xs.append(x)
+        ys.append(y)
+    return np.array(pairs, dtype=np.int64), np.array(relations, dtype=np.int64), xs, ys
+
+
+@dataclass(frozen=True)
+class _PairTable:
+    """`_relation_table` of pair records as columns: one row per (unit, annotator), the
+    annotator's last relation on the unit; units numbered in order of first appearance.
+    ``record`` is the row's record index (its task and candidates are that record's)."""
+
+    unit: np.ndarray
+    annotator: np.ndarray
+    relation: np.ndarray
+    record: np.ndarray
+    x: Sequence[Candidate]
+    y: Sequence[Candidate]
+    n_units: int
+
+
+def _pair_table(records: Sequence[PairRecord]) -> _PairTable:
+    import numpy as np
+
+    n = len(records)
+    task_ix: dict[Hashable, int] = {}
+    annotator_ix: dict[Hashable, int] = {}
+    task = np.array([task_ix.setdefault(r.task, len(task_ix)) for r in records], dtype=np.int64)
+    annotator = np.array(
+        [annotator_ix.setdefault(r.annotator, len(annotator_ix)) for r in records], dtype=np.int64
+    )
+    pair, relation, x, y = _pair_relations(records)
+    n_pairs = int(pair.max()) + 1 if n else 1
+    keys, first, unit = np.unique(task * n_pairs + pair, return_index=True, return_inverse=True)
+    # Renumber units in order of first appearance, as the dict of `_relation_table` is.
+    renumber = np.empty(len(keys), dtype=np.int64)
+    renumber[np.argsort(first, kind="stable")] = np.arange(len(keys))
+    unit = renumber[unit.reshape(-1)]
+    # The last record of an annotator on a unit counts: first occurrence in reverse.
+    n_annotators = max(len(annotator_ix), 1)
+    _, last_reversed = np.unique((unit * n_annotators + annotator)[::-1], return_index=True)
+    kept = np.sort(n - 1 - last_reversed)
+    return _PairTable(
+        unit=unit[kept],
+        annotator=annotator[kept],
+        relation=relation[kept],
+        record=kept,
+        x=x,
+        y=y,
+        n_units=len(keys),
+    )
+
+
+def _pair_alpha_matrix(records: Sequence[PairRecord]) -> np.ndarray | None:
+    """Krippendorff's reliability matrix of pair records, as `krippendorff_alpha` lays it
+    out (rows: annotators by repr; columns: pairable units in order of first appearance,
+    each followed by its reverse); None when alpha is undefined."""
+    import numpy as np
+
+    table = _pair_table(records)
+    by_unit = np.bincount(table.unit, minlength=table.n_units)
+    pairable = by_unit[table.unit] >= 2
+    unit, relation = table.unit[pairable], table.relation[pairable]
+    # Both orientations of every relation: one value unless some relation is not 0.
+    if not (relation != 0).any():
+        return None
+    annotator_keys = [records[i].annotator for i in table.record[pairable].tolist()]
+    annotators = sorted(set(annotator_keys), key=repr)
+    row_of = {a: i for i, a in enumerate(annotators)}
+    rows = np.array([row_of[a] for a in annotator_keys], dtype=np.int64)
+    units = np.flatnonzero(by_unit >= 2)
+    column = np.searchsorted(units, unit)
+    matrix = np.full((len(annotators), 2 * len(units)), np.nan)
+    matrix[rows, 2 * column] = relation
+    matrix[rows, 2 * column + 1] = -relation  # integer negation: 0, never -0.0
+    return matrix
 
 
 def anomalous_voters(
@@ -679,7 +806,7 @@ def anomalous_voters(
     annotator_a = np.array(
         [annotator_ix.setdefault(r.annotator, len(annotator_ix)) for r in records], dtype=np.int64
     )
-    pair_a, relation = _pair_relations(records)
+    pair_a, relation, _, _ = _pair_relations(records)
     column = 1 - relation  # +1 -> 0 (x won), 0 -> 1 (tie), -1 -> 2 (y won)
     n_pairs, n_annotators = int(pair_a.max()) + 1, len(annotator_ix)
     totals = np.bincount(pair_a * 3 + column, minlength=n_pairs * 3).reshape(-1, 3)

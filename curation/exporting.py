@@ -499,6 +499,13 @@ def build_snapshot(
 
     progress(75, "leaderboard")
     exported_votes = [v for v in kept_votes if v.prompt_id in prompt_rows]
+    all_figures = _agreement_figures(source.votes)
+    # exported_votes is a sublist of source.votes in order: as long, it is the same list.
+    exported_figures = (
+        all_figures
+        if len(exported_votes) == len(source.votes)
+        else _agreement_figures(exported_votes)
+    )
     model_of = {c.id: c.model_name for c in source.candidates.values()}
     # Votes on candidates without content rank models all the same (arena-style data).
     comparisons = C.model_comparisons(
@@ -575,11 +582,11 @@ def build_snapshot(
         "agreement": {
             "all_judgments": {
                 "scope": AGREEMENT_SCOPES["all_judgments"],
-                **_agreement_figures(source.votes),
+                **all_figures,
             },
             "exported": {
                 "scope": AGREEMENT_SCOPES["exported"],
-                **_agreement_figures(exported_votes),
+                **exported_figures,
             },
         },
         "dropped": {

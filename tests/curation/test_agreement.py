@@ -387,6 +387,58 @@ def test_it_tests_voters_at_once_exactly_as_one_vote_at_a_time(votes, labels, n_
     assert fast == reference
 
 
+def _alpha_one_unit_at_a_time(records, level):
+    """Krippendorff's alpha of pair records laid out one unit at a time: the reference."""
+    from curation.agreement import _relation_table
+
+    values: dict = {}
+    for (task, x, y), by_annotator in _relation_table(records).items():
+        for annotator, relation in by_annotator.items():
+            values.setdefault((task, x, y), {})[annotator] = float(relation)
+            values.setdefault((task, y, x), {})[annotator] = float(-relation)
+    pairable = [unit for unit in values.values() if len(unit) >= 2]
+    if len({v for unit in pairable for v in unit.values()}) < 2:
+        return None
+    annotators = sorted({a for unit in pairable for a in unit}, key=repr)
+    matrix = np.full((len(annotators), len(pairable)), np.nan)
+    for column, unit in enumerate(pairable):
+        for annotator, value in unit.items():
+            matrix[annotators.index(annotator), column] = value
+    return float(krippendorff.alpha(reliability_data=matrix, level_of_measurement=level))
+
+
+pair_votes = st.lists(
+    st.tuples(
+        st.integers(0, 3),  # task (a prompt)
+        st.integers(0, 4),  # annotator; the same one may judge a unit twice (the last counts)
+        st.integers(0, 4),  # candidate a
+        st.integers(1, 4),  # candidate b = a + this, modulo 5
+        st.sampled_from(["a", "b", "tie", "both_bad"]),
+    ),
+    min_size=1,
+    max_size=50,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(votes=pair_votes, labels=st.sampled_from(["ints", "strings"]))
+def test_it_measures_agreement_of_pairs_on_columns_as_one_unit_at_a_time(votes, labels):
+    name = (lambda c: c) if labels == "ints" else (lambda c: f"c{c}")
+    records = [
+        pair(f"p{t}", f"u{u}", name(a), name((a + step) % 5), outcome)
+        for t, u, a, step, outcome in votes
+    ]
+    from curation.agreement import _pairwise_agreement_per_unit
+
+    fast, reference = pairwise_agreement(records), _pairwise_agreement_per_unit(records)
+    assert fast == reference
+    assert list(fast) == list(reference)
+    for task in fast:
+        assert list(fast[task].by_pair) == list(reference[task].by_pair)
+    for level in ("nominal", "ordinal"):
+        assert krippendorff_alpha(records, level=level) == _alpha_one_unit_at_a_time(records, level)
+
+
 def test_it_runs_the_anomaly_test_on_pairs_only():
     with pytest.raises(ValueError, match="pair records"):
         anomalous_voters([ranking("t", "u", [1], [2])])  # type: ignore[list-item]
