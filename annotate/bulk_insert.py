@@ -81,7 +81,9 @@ def rows_insert(
     table = quote(opts.db_table)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            # The raw cursor's errors are psycopg's: wrapped, they are Django's (IntegrityError).
+            sql = f"COPY {table} ({columns}) FROM STDIN"
+            with connection.wrap_database_errors, cursor.cursor.copy(sql) as copy:
                 for values in prepared:
                     copy.write_row(values)
         else:
