@@ -21,17 +21,35 @@ from typing import Any
 from django.db import connection, models
 from django.utils import timezone
 
+_EMPTY = {dict: "{}", list: "[]"}
+
 
 def _converter(field: models.Field) -> Callable[[Any], Any] | None:
     """How a Python value of ``field`` becomes a parameter (None: as it is)."""
     if isinstance(field, models.JSONField):
         encoder = field.encoder
-        return lambda v: None if v is None else json.dumps(v, cls=encoder)
+
+        # Most rows carry no metadata: "{}" / "[]" without a trip through the encoder.
+        def dump(v):
+            if v is None:
+                return None
+            return (not v and _EMPTY.get(type(v))) or json.dumps(v, cls=encoder)
+
+        return dump
     if isinstance(field, models.FileField):
         return lambda v: (v.name if hasattr(v, "name") else v) or ""
     if isinstance(field, models.DateTimeField) and connection.vendor == "sqlite":
         adapt = connection.ops.adapt_datetimefield_value
-        return lambda v: None if v is None else adapt(v)
+        last: list = [None, None]  # rows of one import share their creation time
+
+        def convert(v):
+            if v is None:
+                return None
+            if v is not last[0]:
+                last[:] = [v, adapt(v)]
+            return last[1]
+
+        return convert
     return None
 
 

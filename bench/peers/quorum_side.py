@@ -403,6 +403,83 @@ def _timed_cli(dep: Deployment, *args: str) -> float:
     return pc() - t0
 
 
+def _measure(
+    dep: Deployment, args, parts: set[str], R: dict, plain: Path, judged: Path, files: Path
+) -> None:
+    token = dep.start()
+    api = _api(dep.base, token)
+    _log(dep.db, "up at", dep.base)
+
+    # a) import: API (timed until the job is done), then the CLI
+    R["import_api"], projects = [], []
+    for rep in range(args.reps if "import" in parts else 1):
+        seconds, job = api_import(api, plain, f"import-{rep}")
+        assert job["counts"]["tasks"] == args.tasks, job["counts"]
+        R["import_api"].append(seconds)
+        projects.append(job["project_id"])
+        _log(f"import API rep {rep}: {seconds:.2f} s")
+    R["import_cli"] = []
+    for rep in range(args.reps if "import" in parts else 0):
+        R["import_cli"].append(
+            _timed_cli(dep, "import_project", str(plain), "--project", f"cli-{rep}")
+        )
+        _log(f"import CLI rep {rep}: {R['import_cli'][-1]:.2f} s")
+    main_project = projects[0]
+    dep.shell(MEMBERS, THREADS=args.threads, PROJECT=main_project)
+    dep.jobs_idle()
+
+    if "queue" not in parts:
+        return
+    # b) next, c) next -> submit, sequential and concurrent
+    anns = [Annotator(dep.base, f"ann{i}", main_project) for i in range(args.threads)]
+    for ann in anns:  # warm-up, not counted (leases each annotator's first task)
+        for _ in range(3):
+            ann.next()
+    got, wall = run_threads(anns[:1], args.calls, step_next)
+    R["next_seq"], R["next_seq_errors"] = got["next"], len(got["errors"])
+    got, wall = run_threads(anns, args.calls, step_next)
+    R["next_conc"], R["next_conc_errors"] = got["next"], len(got["errors"])
+    got, wall = run_threads(anns[:1], args.calls, step_loop)
+    R["loop_seq_next"], R["loop_seq_submit"] = got["next"], got["submit"]
+    R["loop_seq_errors"] = len(got["errors"])
+    got, wall = run_threads(anns, args.calls, step_loop)
+    R["loop_conc_next"], R["loop_conc_submit"] = got["next"], got["submit"]
+    R["loop_conc_errors"], R["loop_conc_rps"] = (
+        len(got["errors"]),
+        2 * len(got["submit"]) / wall,
+    )
+    _log("next/submit done")
+    over = dep.shell(OVER_K, PROJECT=main_project).split("OVERK")[-1].split()
+    R["over_k_leased"], R["over_k_judged"], R["dup_judgments"], R["judgments"] = map(int, over)
+
+    # e) page weight (an annotator's full page)
+    R["page"] = page_weight(anns[0])
+    for ann in anns:
+        ann.client.close()
+
+    if "export" not in parts:
+        return
+    # d) N judged tasks: import, then exports raw and denoised
+    seconds, job = api_import(api, judged, "export")
+    assert job["counts"]["judgments"] == args.tasks, job["counts"]
+    R["bulk_judged_import"], export_project = [seconds], job["project_id"]
+    dep.jobs_idle()  # the flags recompute the import enqueued
+    R["export_raw"], R["export_denoised"], R["export_cli_raw"] = [], [], []
+    for rep in range(args.reps):
+        seconds, size = api_export(api, export_project, denoise=False)
+        R["export_raw"].append(seconds)
+        R["export_raw_mb"] = round(size / 1e6, 2)
+        seconds, size = api_export(api, export_project, denoise=True)
+        R["export_denoised"].append(seconds)
+        R["export_denoised_mb"] = round(size / 1e6, 2)
+        out_dir = files / f"raw-{rep}"
+        R["export_cli_raw"].append(_timed_cli(dep, "export_project", "export", str(out_dir)))
+        _log(
+            f"export rep {rep}: raw {R['export_raw'][-1]:.2f} s, denoised {R['export_denoised'][-1]:.2f} s"
+        )
+    R["cli_help"] = [_timed_cli(dep, "help") for _ in range(3)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=10_000)
@@ -410,7 +487,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--parts", default="import,queue,export", help="for development: a subset of these"
+    )
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
 
     dep = Deployment(args.threads)
     files = Path(tempfile.mkdtemp(prefix="quorum-peers-files-"))
@@ -419,74 +500,7 @@ def main() -> None:
     R: dict = {"db": dep.db, "tasks": args.tasks, "calls": args.calls, "threads": args.threads}
     R["payload_mb"] = round(plain.stat().st_size / 1e6, 2)
     try:
-        token = dep.start()
-        api = _api(dep.base, token)
-        _log(dep.db, "up at", dep.base)
-
-        # a) import: API (timed until the job is done), then the CLI
-        R["import_api"], projects = [], []
-        for rep in range(args.reps):
-            seconds, job = api_import(api, plain, f"import-{rep}")
-            assert job["counts"]["tasks"] == args.tasks, job["counts"]
-            R["import_api"].append(seconds)
-            projects.append(job["project_id"])
-            _log(f"import API rep {rep}: {seconds:.2f} s")
-        R["import_cli"] = []
-        for rep in range(args.reps):
-            R["import_cli"].append(
-                _timed_cli(dep, "import_project", str(plain), "--project", f"cli-{rep}")
-            )
-            _log(f"import CLI rep {rep}: {R['import_cli'][-1]:.2f} s")
-        main_project = projects[0]
-        dep.shell(MEMBERS, THREADS=args.threads, PROJECT=main_project)
-        dep.jobs_idle()
-
-        # b) next, c) next -> submit, sequential and concurrent
-        anns = [Annotator(dep.base, f"ann{i}", main_project) for i in range(args.threads)]
-        for ann in anns:  # warm-up, not counted (leases each annotator's first task)
-            for _ in range(3):
-                ann.next()
-        got, wall = run_threads(anns[:1], args.calls, step_next)
-        R["next_seq"], R["next_seq_errors"] = got["next"], len(got["errors"])
-        got, wall = run_threads(anns, args.calls, step_next)
-        R["next_conc"], R["next_conc_errors"] = got["next"], len(got["errors"])
-        got, wall = run_threads(anns[:1], args.calls, step_loop)
-        R["loop_seq_next"], R["loop_seq_submit"] = got["next"], got["submit"]
-        R["loop_seq_errors"] = len(got["errors"])
-        got, wall = run_threads(anns, args.calls, step_loop)
-        R["loop_conc_next"], R["loop_conc_submit"] = got["next"], got["submit"]
-        R["loop_conc_errors"], R["loop_conc_rps"] = (
-            len(got["errors"]),
-            2 * len(got["submit"]) / wall,
-        )
-        _log("next/submit done")
-        over = dep.shell(OVER_K, PROJECT=main_project).split("OVERK")[-1].split()
-        R["over_k_leased"], R["over_k_judged"], R["dup_judgments"], R["judgments"] = map(int, over)
-
-        # e) page weight (an annotator's full page)
-        R["page"] = page_weight(anns[0])
-        for ann in anns:
-            ann.client.close()
-
-        # d) N judged tasks: import, then exports raw and denoised
-        seconds, job = api_import(api, judged, "export")
-        assert job["counts"]["judgments"] == args.tasks, job["counts"]
-        R["bulk_judged_import"], export_project = [seconds], job["project_id"]
-        dep.jobs_idle()  # the flags recompute the import enqueued
-        R["export_raw"], R["export_denoised"], R["export_cli_raw"] = [], [], []
-        for rep in range(args.reps):
-            seconds, size = api_export(api, export_project, denoise=False)
-            R["export_raw"].append(seconds)
-            R["export_raw_mb"] = round(size / 1e6, 2)
-            seconds, size = api_export(api, export_project, denoise=True)
-            R["export_denoised"].append(seconds)
-            R["export_denoised_mb"] = round(size / 1e6, 2)
-            out_dir = files / f"raw-{rep}"
-            R["export_cli_raw"].append(_timed_cli(dep, "export_project", "export", str(out_dir)))
-            _log(
-                f"export rep {rep}: raw {R['export_raw'][-1]:.2f} s, denoised {R['export_denoised'][-1]:.2f} s"
-            )
-        R["cli_help"] = [_timed_cli(dep, "help") for _ in range(3)]
+        _measure(dep, args, parts, R, plain, judged, files)
     finally:
         dep.stop()
         subprocess.run(["rm", "-rf", str(files)], check=False)
