@@ -677,7 +677,11 @@ def _pair_relations(
         preference = np.array([_PREFERENCE.get(r.outcome, 0) for r in records], dtype=np.int64)
         swap = a >= b  # not _precedes(a, b): the pair is (b, a), seen from b
         x, y = np.where(swap, b, a), np.where(swap, a, b)
-        _, pair = np.unique(np.stack([x, y], axis=1), axis=0, return_inverse=True)
+        low, span = int(x.min()), int(y.max()) - int(x.min()) + 1
+        if span < 2**31:
+            _, pair = np.unique((x - low) * span + (y - low), return_inverse=True)
+        else:
+            _, pair = np.unique(np.stack([x, y], axis=1), axis=0, return_inverse=True)
         return pair.reshape(-1), np.where(swap, -preference, preference), x, y
     pair_ix: dict[tuple[Candidate, Candidate], int] = {}
     pairs, relations, xs, ys = [], [], [], []
@@ -734,6 +738,26 @@ def _pair_table(records: Sequence[PairRecord]) -> _PairTable:
         x=x,
         y=y,
         n_units=len(keys),
+    )
+
+
+def shared_unit_counts(records: Sequence[PairRecord]) -> Counter[Hashable]:
+    """Per annotator, the units ``(task, x, y)`` they judged that another annotator judged too."""
+    import numpy as np
+
+    if not records:
+        return Counter()
+    table = _pair_table(records)
+    shared = np.bincount(table.unit, minlength=table.n_units)[table.unit] >= 2
+    per_annotator = np.bincount(table.annotator[shared], minlength=int(table.annotator.max()) + 1)
+    first = np.full(len(per_annotator), len(records), dtype=np.int64)
+    np.minimum.at(first, table.annotator, table.record)
+    return Counter(
+        {
+            records[int(first[k])].annotator: int(n)
+            for k, n in enumerate(per_annotator.tolist())
+            if n
+        }
     )
 
 

@@ -145,7 +145,17 @@ class Vote:
         return {"a": [[a], [b]], "b": [[b], [a]]}.get(self.outcome, [[a, b]])
 
     def record(self) -> A.RankingRecord | A.PairRecord:
-        """An `agreement` record on the prompt unit; an inconsistent display order is dropped."""
+        """An `agreement` record on the prompt unit; an inconsistent display order is dropped.
+
+        Built once per vote (an export reads them twice: weights, then agreement figures).
+        """
+        cached = self.__dict__.get("_record")
+        if cached is None:
+            cached = self._make_record()
+            object.__setattr__(self, "_record", cached)  # not a field: eq and hash ignore it
+        return cached
+
+    def _make_record(self) -> A.RankingRecord | A.PairRecord:
         if self.pair is not None:
             shown = self.presented_order
             presented = shown if len(shown) == 2 and set(shown) == set(self.pair) else None
@@ -954,6 +964,8 @@ def evaluator_quality(
 
 def _compared_counts(records: Sequence[A.RankingRecord | A.PairRecord]) -> Counter[str]:
     """Per evaluator, relations on a (prompt, x, y) unit someone else also judged."""
+    if records and all(isinstance(r, A.PairRecord) for r in records):
+        return A.shared_unit_counts(records)  # type: ignore[arg-type,return-value]
     seen: dict[tuple, set[str]] = defaultdict(set)
     for record in records:
         if isinstance(record, A.PairRecord):

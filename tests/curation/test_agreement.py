@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import krippendorff
 import numpy as np
@@ -21,6 +22,7 @@ from curation.agreement import (
     krippendorff_alpha,
     pairwise_agreement,
     position_bias,
+    shared_unit_counts,
     too_fast,
 )
 
@@ -437,6 +439,11 @@ def test_it_measures_agreement_of_pairs_on_columns_as_one_unit_at_a_time(votes, 
         assert list(fast[task].by_pair) == list(reference[task].by_pair)
     for level in ("nominal", "ordinal"):
         assert krippendorff_alpha(records, level=level) == _alpha_one_unit_at_a_time(records, level)
+    judged_by: dict = {}
+    for r in records:
+        judged_by.setdefault((r.task, *sorted((r.a, r.b))), set()).add(r.annotator)
+    shared = Counter(a for who in judged_by.values() if len(who) >= 2 for a in who)
+    assert shared_unit_counts(records) == shared
 
 
 def test_it_runs_the_anomaly_test_on_pairs_only():
