@@ -268,3 +268,14 @@ def test_it_takes_the_prior_through_the_api_and_the_command(client, users, model
     latest = DatasetExport.objects.filter(project=models_project).order_by("-version")[0]
     assert latest.options["model_prior"] is True
     assert latest.datasheet["method"]["model_prior"]["used"] is True
+
+
+@pytest.mark.parametrize("options", [{}, {"model_prior": True}])
+def test_it_exports_acyclic_pairs_from_cyclic_votes(cyclic_project, options):
+    import networkx as nx
+
+    export = _build(cyclic_project, **options)
+    rows = pq.read_table(export.path / "parquet" / "pairs.parquet").to_pylist()
+    graph = nx.DiGraph((r["chosen_id"], r["rejected_id"]) for r in rows)
+    assert {("tri-a", "tri-b"), ("tri-b", "tri-c")} <= set(graph.edges)
+    assert nx.is_directed_acyclic_graph(graph)
