@@ -28,6 +28,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
 from django.db.models import (
+    Case,
     Count,
     Exists,
     F,
@@ -38,6 +39,7 @@ from django.db.models import (
     QuerySet,
     Subquery,
     Value,
+    When,
 )
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -50,6 +52,7 @@ from annotate.models import (
     Task,
     TaskCandidate,
 )
+from annotate.prepared_queries import PreparedQuery, instant_value, json_value
 from annotate.services import JudgmentInvalid, judgment_validate
 from workers.jobs import flags_update_publish_soon
 
@@ -134,21 +137,47 @@ def _ids_from_key(task: Task) -> list[int]:
 def assignment_current(
     *, project: Project, annotator: AbstractBaseUser, now: datetime | None = None
 ) -> Assignment | None:
-    """The annotator's live lease in this project, if any (a reload resumes it)."""
+    """The annotator's live lease in this project, if any (a reload resumes it).
+
+    Its task is loaded on first access (every page request asks this; few use the task).
+    """
     now = now or timezone.now()
+    rows = _CURRENT.rows(project_id=project.pk, annotator_id=annotator.pk, now=now)
+    if not rows:
+        return None
+    pk, task_id, presented_order, leased_until = rows[0]
+    assignment = Assignment.from_db(
+        "default",
+        ["id", "task_id", "annotator_id", "status", "leased_until", "presented_order"],
+        [
+            pk,
+            task_id,
+            annotator.pk,
+            Assignment.Status.LEASED,
+            instant_value(leased_until),
+            json_value(presented_order),
+        ],
+    )
+    assignment.annotator = annotator
+    return assignment
+
+
+def _current_query(*, project_id: int, annotator_id: int, now: datetime) -> QuerySet:
     return (
-        Assignment.objects.select_related("task")
-        .filter(
-            annotator=annotator,
-            task__project=project,
+        Assignment.objects.filter(
+            annotator_id=annotator_id,
+            task__project_id=project_id,
             status=Assignment.Status.LEASED,
             leased_until__gt=now,
         )
         .filter(Q(task__status=Task.Status.OPEN) | Q(task__is_gold=True))
         .exclude(task__status=Task.Status.DISCARDED)
         .order_by("-leased_until")
-        .first()
+        .values_list("pk", "task_id", "presented_order", "leased_until")[:1]
     )
+
+
+_CURRENT = PreparedQuery(_current_query, project_id="id", annotator_id="id", now="instant")
 
 
 def assignment_next(
@@ -666,36 +695,58 @@ def annotator_progress(
     """
     now = now or timezone.now()
     today = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
-    mine = Judgment.objects.filter(project=OuterRef("pk"), annotator=annotator)
+    window = now - timedelta(minutes=lease_minutes(project))
+    rows = _PROGRESS.rows(
+        key=(REMAINING_CAP,),
+        project_id=project.pk,
+        annotator_id=annotator.pk,
+        today=today,
+        window=window,
+        now=now,
+    )
+    done_today, remaining, editable = rows[0]
+    return Progress(done_today=done_today, remaining=remaining, editable_judgment_id=editable)
+
+
+def _progress_query(
+    *, project_id: int, annotator_id: int, today: datetime, window: datetime, now: datetime
+) -> QuerySet:
+    mine = Judgment.objects.filter(project=OuterRef("pk"), annotator_id=annotator_id)
     done_today = mine.filter(created_at__gte=today).order_by().values("project")
     done_today = done_today.annotate(n=Count("pk")).values("n")
     closed = Assignment.objects.filter(
         task=OuterRef("pk"),
-        annotator=annotator,
+        annotator_id=annotator_id,
         status__in=[Assignment.Status.SUBMITTED, Assignment.Status.SKIPPED],
     )
     # Counting every open task costs a scan of all of them (tens of ms at 100k tasks); the
     # count stops at REMAINING_CAP, which the page shows as "1000+".
     open_to_them = (
-        Task.objects.filter(project_id=project.pk, status=Task.Status.OPEN, is_gold=False)
+        Task.objects.filter(project_id=project_id, status=Task.Status.OPEN, is_gold=False)
         .exclude(Exists(closed))
         .order_by()
         .values("pk")[:REMAINING_CAP]
     )
-    window = now - timedelta(minutes=lease_minutes(project))
+    # The last judgment within a lease's length is editable while its lease runs.
     last = mine.filter(created_at__gte=window).order_by("-created_at", "-id")
-    row = (
-        Project.objects.filter(pk=project.pk)
+    editable = Case(When(assignment__leased_until__gt=now, then=F("pk")), default=None)
+    return (
+        Project.objects.filter(pk=project_id)
         .annotate(
             done_today=Coalesce(Subquery(done_today, output_field=IntegerField()), Value(0)),
             remaining=_CountOf(open_to_them),
-            last_pk=Subquery(last.values("pk")[:1]),
-            last_until=Subquery(last.values("assignment__leased_until")[:1]),
+            editable=Subquery(last.annotate(live=editable).values("live")[:1]),
         )
-        .values("done_today", "remaining", "last_pk", "last_until")
-        .get()
+        .values_list("done_today", "remaining", "editable")
     )
-    editable = row["last_pk"] if row["last_until"] and row["last_until"] > now else None
-    return Progress(
-        done_today=row["done_today"], remaining=row["remaining"], editable_judgment_id=editable
-    )
+
+
+# Compiled once per process (and per REMAINING_CAP): the page asks on every next task.
+_PROGRESS = PreparedQuery(
+    _progress_query,
+    project_id="id",
+    annotator_id="id",
+    today="instant",
+    window="instant",
+    now="instant",
+)
