@@ -210,27 +210,65 @@ def assignment_next(
 
 
 def _pool(
-    *, project: Project, annotator: AbstractBaseUser, now: datetime, gold: bool
+    *, project_id: int, annotator_id: int, k: int, now: datetime, gold: bool
 ) -> tuple[QuerySet[Task], QuerySet[Assignment]]:
-    """Tasks this annotator may lease now, and their own assignments (by task) to reuse."""
-    mine = Assignment.objects.filter(task=OuterRef("pk"), annotator=annotator)
+    """Tasks this annotator may lease now, and their own assignments (by task) to reuse;
+    ``k`` is the project's annotators per task."""
+    mine = Assignment.objects.filter(task=OuterRef("pk"), annotator_id=annotator_id)
     done = mine.filter(
         Q(status__in=[Assignment.Status.SUBMITTED, Assignment.Status.SKIPPED])
         | Q(status=Assignment.Status.LEASED, leased_until__gt=now)
     )
-    judged = Judgment.objects.filter(task=OuterRef("pk"), annotator=annotator)
-    tasks = Task.objects.filter(project=project, is_gold=gold).exclude(Exists(done))
+    judged = Judgment.objects.filter(task=OuterRef("pk"), annotator_id=annotator_id)
+    tasks = Task.objects.filter(project_id=project_id, is_gold=gold).exclude(Exists(done))
     tasks = tasks.exclude(Exists(judged))
     if gold:
         tasks = tasks.exclude(status=Task.Status.DISCARDED)
     else:
-        k = Coalesce("required_judgments", Value(project.annotators_per_task))
+        wanted = Coalesce("required_judgments", Value(k))
         tasks = (
             tasks.filter(status=Task.Status.OPEN)
             .alias(load=F("judgment_count") + _live_lease_count(now))
-            .filter(load__lt=k)
+            .filter(load__lt=wanted)
         )
     return tasks, mine
+
+
+def _pick(tasks: QuerySet[Task], mine: QuerySet[Assignment], tried: list[int]) -> QuerySet[Task]:
+    """The pool's first task in serving order, locked unless another request holds it."""
+    return (
+        tasks.exclude(pk__in=tried)
+        .annotate(
+            my_assignment=Subquery(mine.values("pk")[:1]),
+            my_order=Subquery(mine.values("presented_order")[:1], output_field=JSONField()),
+        )
+        .order_by("-priority", "id")
+        .select_for_update(skip_locked=True, of=("self",))
+    )
+
+
+def _open_pick_query(*, project_id: int, annotator_id: int, k: int, now: datetime) -> QuerySet:
+    tasks, mine = _pool(project_id=project_id, annotator_id=annotator_id, k=k, now=now, gold=False)
+    columns = ("pk", "candidate_key", "my_assignment", "my_order")
+    return _pick(tasks, mine, []).values_list(*columns)[:1]
+
+
+# The first pick of every new lease; compiled inside a transaction (it locks).
+_OPEN_PICK = PreparedQuery(
+    _open_pick_query, project_id="id", annotator_id="id", k="id", now="instant"
+)
+
+
+def _open_pick(*, project: Project, annotator: AbstractBaseUser, now: datetime) -> Task | None:
+    rows = _OPEN_PICK.rows(
+        project_id=project.pk, annotator_id=annotator.pk, k=project.annotators_per_task, now=now
+    )
+    if not rows:
+        return None
+    pk, key, my_assignment, my_order = rows[0]
+    task = Task.from_db("default", ["id", "project_id", "candidate_key"], [pk, project.pk, key])
+    task.my_assignment, task.my_order = my_assignment, json_value(my_order)
+    return task
 
 
 def _lease_from_pool(
@@ -243,19 +281,20 @@ def _lease_from_pool(
     attempts: int = 5,
 ) -> Assignment | None:
     """Call inside a transaction. Locks one task row, re-checks its room, leases it."""
-    tasks, mine = _pool(project=project, annotator=annotator, now=now, gold=gold)
+    pool = None
     tried: list[int] = []
     for _ in range(attempts):
-        task = (
-            tasks.exclude(pk__in=tried)
-            .annotate(
-                my_assignment=Subquery(mine.values("pk")[:1]),
-                my_order=Subquery(mine.values("presented_order")[:1], output_field=JSONField()),
+        if not gold and not tried:
+            task = _open_pick(project=project, annotator=annotator, now=now)
+        else:
+            pool = pool or _pool(
+                project_id=project.pk,
+                annotator_id=annotator.pk,
+                k=project.annotators_per_task,
+                now=now,
+                gold=gold,
             )
-            .order_by("-priority", "id")
-            .select_for_update(skip_locked=True, of=("self",))
-            .first()
-        )
+            task = _pick(*pool, tried).first()
         if task is None:
             return None
         if (
@@ -279,14 +318,19 @@ def _lease_from_pool(
 
 def _has_room(*, task: Task, project: Project, now: datetime) -> bool:
     """Re-reads a task's load in a new statement; call while holding its row lock."""
-    row = (
-        Task.objects.filter(pk=task.pk)
+    ((status, load, required),) = _ROOM.rows(task_id=task.pk, now=now)
+    return status == Task.Status.OPEN and load < (required or project.annotators_per_task)
+
+
+def _room_query(*, task_id: int, now: datetime) -> QuerySet:
+    return (
+        Task.objects.filter(pk=task_id)
         .annotate(load=F("judgment_count") + _live_lease_count(now))
-        .values("status", "load", "required_judgments")
-        .get()
+        .values_list("status", "load", "required_judgments")
     )
-    k = row["required_judgments"] or project.annotators_per_task
-    return row["status"] == Task.Status.OPEN and row["load"] < k
+
+
+_ROOM = PreparedQuery(_room_query, task_id="id", now="instant")
 
 
 def _write_lease(
