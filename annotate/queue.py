@@ -506,11 +506,16 @@ def _check_ratings(ratings: object, dimensions: Sequence[str], candidate_ids: Se
 
 def task_positions(task_id: int) -> list[int]:
     """A task's candidate ids in task order (position 0 is pair outcome "a")."""
-    return list(
-        TaskCandidate.objects.filter(task_id=task_id)
-        .order_by("position")
-        .values_list("candidate_id", flat=True)
-    )
+    return [row[0] for row in _POSITIONS.rows(task_id=task_id)]
+
+
+def _positions_query(*, task_id: int) -> QuerySet:
+    slots = TaskCandidate.objects.filter(task_id=task_id).order_by("position")
+    return slots.values_list("candidate_id")
+
+
+# Every submit reads them twice (the page's candidate ids, then the verdict's check).
+_POSITIONS = PreparedQuery(_positions_query, task_id="id")
 
 
 def judgment_submit(
