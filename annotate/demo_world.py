@@ -192,11 +192,17 @@ _ANNOTATOR_KINDS: dict[str, dict[str, float]] = {
     },
 }
 SMALL_POOL = {"reliable": 2, "noisy": 2, "position_biased": 1, "spammer": 1}
+# In the small world the one position-biased annotator judges about a third of the tasks, so
+# each project holds enough of their judgments (30+) for the position-bias test to see them.
+SMALL_WEIGHTS = {"position_biased": 8.0}
 MR2_POOL = {"reliable": 12, "noisy": 8, "position_biased": 6, "spammer": 4}
 
 
-def make_annotators(mix: dict[str, int]) -> list[AnnotatorProfile]:
-    """Annotator profiles named ``ann_<kind>_<n>`` (``ann_biased_n`` for position-biased)."""
+def make_annotators(
+    mix: dict[str, int], weights: dict[str, float] | None = None
+) -> list[AnnotatorProfile]:
+    """Annotator profiles named ``ann_<kind>_<n>`` (``ann_biased_n`` for position-biased);
+    ``weights`` overrides how often each kind is drawn for a task."""
     people = []
     for kind, count in mix.items():
         label = "biased" if kind == "position_biased" else kind
@@ -210,7 +216,7 @@ def make_annotators(mix: dict[str, int]) -> list[AnnotatorProfile]:
                     position_bias=params["position_bias"],
                     tie_margin=params["tie_margin"],
                     median_ms=int(params["median_ms"]),
-                    weight=params["weight"],
+                    weight=(weights or {}).get(kind, params["weight"]),
                 )
             )
     return people
@@ -320,7 +326,7 @@ def generate_world(seed: int = 0, scale: str = "small", *, prompts: int | None =
         projects = [_mr2bench_project(seed, models, annotators, prompts or MR2_PROMPTS)]
     else:
         models = make_models(seed, 8)
-        annotators = make_annotators(SMALL_POOL)
+        annotators = make_annotators(SMALL_POOL, SMALL_WEIGHTS)
         projects = [
             _vqa_project(seed, models, annotators, prompts or SMALL_PROMPTS[PROJECT_VQA]),
             _t2i_project(seed, models, annotators, prompts or SMALL_PROMPTS[PROJECT_T2I]),
@@ -607,6 +613,26 @@ def _judge_task(
     return out
 
 
+# The prompt of each ranking project whose judgments are made to form a cycle (labelled in its
+# metadata), so every ranking project shows the cycle queue at work.
+CYCLE_PROMPT = 2
+CYCLE_CASE = (
+    "planted cycle: three annotators rank the three best answers in rotation "
+    "(A>B>C, B>C>A, C>A>B), so every pairwise majority points around a loop"
+)
+
+
+def _plant_cycle(judgments: list[dict[str, Any]], quality: dict[str, float]) -> None:
+    """Rewrites the first three rankings as rotations of the three best candidates."""
+    if len(judgments) < 3:
+        raise ValueError("a planted cycle needs three judgments")
+    best = sorted(quality, key=lambda c: -quality[c])
+    top, rest = best[:3], best[3:]
+    for shift, judgment in enumerate(judgments[:3]):
+        turned = top[shift:] + top[:shift]
+        judgment["ranking"] = [[c] for c in turned + rest]
+
+
 # --- text answers -----------------------------------------------------------------------------
 
 
@@ -645,6 +671,49 @@ def _text_answer(question: Question, skill: float, rng: random.Random) -> tuple[
         text = rng.choice(question.vague)
     quality = _clamp01(0.85 * base + 0.15 * _clamp01(z))
     return text, category, round(quality, 4)
+
+
+# Ways to say the same reply again: models often give word-for-word the same short answer, but
+# a prompt whose candidates read identically cannot be ranked (and teaches a reward model
+# nothing). A repeat is reworded without changing what it claims (its quality stays).
+_REWORDINGS = tuple(
+    prefix + "{text}"
+    # Prefixes only: a reply ends as it did, where a reward model reads it out.
+    for prefix in (
+        "Answer: ",
+        "In short: ",
+        "My reply: ",
+        "Here is what I see. ",
+        "After looking carefully: ",
+        "To answer the question: ",
+        "Response: ",
+        "Having checked again: ",
+        "Short version: ",
+        "Looking at it: ",
+        "Reply: ",
+        "Well, ",
+        "Sure. ",
+        "So: ",
+        "Final answer: ",
+        "From what is shown: ",
+        "Let me answer. ",
+        "Quick answer: ",
+    )
+)
+
+
+def _distinct(text: str, used: set[str]) -> str:
+    """``text``, reworded if another candidate of the prompt already says exactly that; draws
+    nothing from the world's random streams, so the rest of the world is unchanged."""
+    wordings = (text, *(wording.format(text=text) for wording in _REWORDINGS))
+    out = next((w for w in wordings if w not in used), None)
+    if out is None:
+        n = 2
+        while f"({n}) {text}" in used:
+            n += 1
+        out = f"({n}) {text}"
+    used.add(out)
+    return out
 
 
 def _a(word: str) -> str:
@@ -1161,9 +1230,11 @@ def _vqa_project(
         row["metadata"] = {"demo": "vqa", "question_type": question.kind}
         candidates = []
         quality: dict[str, float] = {}
+        used: set[str] = set()
         for slot, model in enumerate(_pick_models(models, 4, rng)):
             cid = f"{pid}-c{slot}"
             text, category, q = _text_answer(question, model.skill, rng)
+            text = _distinct(text, used)
             candidates.append({"id": cid, "model": model.name, "kind": "text", "text": text})
             quality[cid] = q
             cands_truth[cid] = {
@@ -1178,11 +1249,14 @@ def _vqa_project(
             task_ids=list(quality),
             quality=quality,
             annotators=annotators,
-            count=_coverage(rng, 3),
+            count=3 if i == CYCLE_PROMPT else _coverage(rng, 3),
             rng=rng,
             pairwise=False,
             video="video" in row,
         )
+        if i == CYCLE_PROMPT:
+            _plant_cycle(row["judgments"], quality)
+            row["metadata"]["demo_case"] = CYCLE_CASE
         prompts_truth[pid] = {"answer": question.answer, "scene": scene}
         project.rows.append(row)
     project.truth = {"mode": "ranking", "prompts": prompts_truth, "candidates": cands_truth}
@@ -1262,11 +1336,14 @@ def _t2i_project(
             task_ids=list(quality),
             quality=quality,
             annotators=annotators,
-            count=_coverage(rng, 3),
+            count=3 if i == CYCLE_PROMPT else _coverage(rng, 3),
             rng=rng,
             pairwise=False,
             video=False,
         )
+        if i == CYCLE_PROMPT:
+            _plant_cycle(row["judgments"], quality)
+            row["metadata"]["demo_case"] = CYCLE_CASE
         prompts_truth[pid] = {"count": n, "colour": colour, "shape": shape}
         project.rows.append(row)
     project.truth = {"mode": "ranking", "prompts": prompts_truth, "candidates": cands_truth}
@@ -1401,9 +1478,11 @@ def _mr2bench_project(
         rng.shuffle(order)
         candidates = []
         quality: dict[str, float] = {}
+        used: set[str] = set()
         for slot, model in enumerate(order):
             cid = f"{pid}-c{slot:02d}"
             text, category, q = _text_answer(question, model.skill, rng)
+            text = _distinct(text, used)
             candidates.append({"id": cid, "model": model.name, "kind": "text", "text": text})
             quality[cid] = q
             cands_truth[cid] = {

@@ -180,6 +180,28 @@ def test_candidate_quality_follows_model_skill():
         assert strong > weak + 0.3, project.name
 
 
+@pytest.mark.parametrize(("scale", "prompts"), [("small", None), ("mr2bench", 200)])
+def test_no_prompt_has_two_candidates_with_the_same_text(scale, prompts):
+    """Identical answers cannot be ranked; a repeated reply is reworded, its claim kept."""
+    world = dw.generate_world(0, scale, prompts=prompts)
+    reworded = 0
+    for project in world.projects:
+        for row in project.rows:
+            texts = [c.get("text", "") for c in row["candidates"] if c.get("kind") == "text"]
+            assert len(set(texts)) == len(texts), (row["id"], texts)
+            reworded += sum(t != t.strip() or t.startswith("Answer: ") for t in texts)
+    assert reworded > 0  # the generator does repeat itself: the rewording is exercised
+
+
+def test_a_reworded_answer_keeps_its_claim_and_quality():
+    used: set[str] = set()
+    first = dw._distinct("KEY.", used)
+    second = dw._distinct("KEY.", used)
+    third = dw._distinct("KEY.", used)
+    assert first == "KEY." and len({first, second, third}) == 3
+    assert "KEY." in second and "KEY." in third
+
+
 @pytest.mark.parametrize(
     ("kind", "expect_first"),
     [("position_biased", (0.75, 1.0)), ("reliable", (0.3, 0.7)), ("spammer", (0.35, 0.65))],
@@ -299,6 +321,27 @@ def test_it_loads_the_world_through_the_import_service(tmp_path):
     # Some tasks reached k and closed; some are left open for real annotators.
     assert Task.objects.filter(status="complete").exists()
     assert Task.objects.filter(status="open").exists()
+
+
+@pytest.mark.django_db
+def test_the_full_demo_fills_the_position_bias_and_cycle_queues(tmp_path):
+    """The planted annotators land where they were designed to: the position-biased one in
+    every project's position-bias queue, a labelled planted cycle in every ranking project."""
+    from curation.models import Flag
+    from curation.services import flags_recompute
+
+    call_command("make_demo", "--out", str(tmp_path / "demo"), stdout=io.StringIO())
+    for project in Project.objects.all():
+        flags_recompute(project_id=project.pk)
+        biased = Flag.objects.filter(project=project, kind="position_bias")
+        assert [f.key for f in biased] == ["evaluator:ext:demo-simulation:ann_biased_1"], (
+            project.name,
+            list(Flag.objects.filter(project=project).values_list("kind", "key")),
+        )
+        if project.mode != "ranking":
+            continue
+        planted = project.prompts.get(metadata__demo_case=dw.CYCLE_CASE)
+        assert Flag.objects.filter(project=project, kind="cycle", prompt=planted).exists()
 
 
 @pytest.mark.django_db
