@@ -216,10 +216,11 @@ def child_measure(args: argparse.Namespace) -> None:
     from curation.models import DatasetExport
     from curation.services import export_build, export_create, flags_recompute
 
-    result: dict = {"steps": {}}
-    t0 = time.perf_counter()
+    result: dict = {"steps": {}, "cpu": {}}
+    t0, c0 = time.perf_counter(), time.process_time()
     flags = flags_recompute(project_id=args.project)
     result["steps"]["flags_recompute"] = time.perf_counter() - t0
+    result["cpu"]["flags_recompute"] = time.process_time() - c0
     result["flag_counts"] = flags["flags"]
     result["phases"] = flags["seconds"]
     project = Project.objects.get(pk=args.project)
@@ -233,9 +234,10 @@ def child_measure(args: argparse.Namespace) -> None:
         )
     for label, options in exports:
         export = export_create(project=project, options=options, enqueue=False)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         export = export_build(export_id=export.pk)
         result["steps"][label] = time.perf_counter() - t0
+        result["cpu"][label] = time.process_time() - c0
         assert export.status == DatasetExport.Status.DONE, export.error
         result.setdefault("counts", {})[label] = {
             k: export.counts[k] for k in ("pairs", "rankings", "rankings_4")
@@ -246,9 +248,10 @@ def child_measure(args: argparse.Namespace) -> None:
             digest.update(str(path.relative_to(export.path)).encode())
             digest.update(path.read_bytes())
         result.setdefault("jsonl_sha256", {})[label] = digest.hexdigest()[:16]
-    result["steps"]["flags + denoised export"] = (
-        result["steps"]["flags_recompute"] + result["steps"]["denoised export"]
-    )
+    for kind in ("steps", "cpu"):
+        result[kind]["flags + denoised export"] = (
+            result[kind]["flags_recompute"] + result[kind]["denoised export"]
+        )
     # Linux reports kilobytes.
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     Path(args.out).write_text(json.dumps(result))
@@ -299,6 +302,13 @@ def main() -> None:
     parser.add_argument("--before", help="also measure this commit's code (git worktree)")
     parser.add_argument("--rm", action="store_true", help="also export with the reward model")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dir")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure each code this many times, alternating which goes first; the table "
+        "shows the fastest run of each (peak memory: the largest)",
+    )
     parser.add_argument(
         "--world",
         help="SQLite only: keep the generated world in this folder and reuse it when it is "
@@ -353,55 +363,65 @@ def main() -> None:
             f"judgments, {args.prompts:,} prompts x 19 models; load average {_load_average()}",
             flush=True,
         )
-        results = {}
-        for i, (label, code) in enumerate(runs):
-            data = tmp / f"run-{i}"
-            database = None
-            if postgres:
-                database = f"{template}_{i}"
-                _pg_admin(url, f'CREATE DATABASE "{database}" TEMPLATE "{template}"')
-                scratch.append(database)
-                data.mkdir()
-            else:
-                shutil.copytree(world, data)
-            started = _load_average()
-            results[label] = _child(
-                "measure", code, args, data=data, database=database, project=setup["project"]
-            )
-            results[label]["load"] = f"{started} -> {_load_average()}"
-            shutil.rmtree(data, ignore_errors=True)
-            r = results[label]
-            print(
-                f"\n{label}: load average {r['load']}; flags phases {r['phases']}\n"
-                f"  flags raised: {r['flag_counts']}\n  exported: {r['counts']}\n"
-                f"  JSONL digests: {r['jsonl_sha256']}",
-                flush=True,
-            )
+        results: dict[str, list[dict]] = {label: [] for label, _ in runs}
+        for rep in range(args.repeat):
+            for i, (label, code) in enumerate(runs if rep % 2 == 0 else runs[::-1]):
+                data = tmp / f"run-{rep}-{i}"
+                database = None
+                if postgres:
+                    database = f"{template}_{rep}_{i}"
+                    _pg_admin(url, f'CREATE DATABASE "{database}" TEMPLATE "{template}"')
+                    scratch.append(database)
+                    data.mkdir()
+                else:
+                    shutil.copytree(world, data)
+                started = _load_average()
+                r = _child(
+                    "measure", code, args, data=data, database=database, project=setup["project"]
+                )
+                r["load"] = f"{started} -> {_load_average()}"
+                results[label].append(r)
+                shutil.rmtree(data, ignore_errors=True)
+                steps_text = ", ".join(
+                    f"{k} {v:.1f} s ({r['cpu'][k]:.1f} s CPU)" for k, v in r["steps"].items()
+                )
+                print(
+                    f"\n{label}: load average {r['load']}\n  {steps_text}\n"
+                    f"  flags phases {r['phases']}\n  flags raised: {r['flag_counts']}\n"
+                    f"  exported: {r['counts']}\n  JSONL digests: {r['jsonl_sha256']}\n"
+                    f"  peak memory {r['peak_rss_mb']:,.0f} MB",
+                    flush=True,
+                )
         labels = list(results)
-        steps = list(results[labels[-1]]["steps"])
+        steps = list(results[labels[-1]][0]["steps"])
         header = "| step | " + " | ".join(labels)
         rule = "|---|" + "---|" * len(labels)
         if len(labels) == 2:
             header += " | after / before"
             rule += "---|"
         lines = [header + " |", rule]
-        for step in [*steps, "peak memory (MB)"]:
-            if step == "peak memory (MB)":
-                values = [results[k]["peak_rss_mb"] for k in labels]
+        rows = [(step, "steps", "s") for step in steps]
+        rows += [(step, "cpu", "s CPU") for step in steps]
+        rows.append(("peak memory", "peak_rss_mb", "MB"))
+        for step, kind, unit in rows:
+            if kind == "peak_rss_mb":
+                values = [max(r[kind] for r in results[k]) for k in labels]
                 cells = [f"{v:,.0f} MB" for v in values]
             else:
-                values = [results[k]["steps"].get(step, float("nan")) for k in labels]
-                cells = [f"{v:.1f} s" for v in values]
+                values = [min(r[kind][step] for r in results[k]) for k in labels]
+                cells = [f"{v:.1f} {unit}" for v in values]
             if step == "flags + denoised export":
                 cells = [f"**{c}**" for c in cells]
-            row = f"| {step} | " + " | ".join(cells)
+            name = step if kind != "cpu" else f"{step} (CPU)"
+            row = f"| {name} | " + " | ".join(cells)
             if len(labels) == 2:
                 row += f" | {values[1] / values[0]:.2f}x"
             lines.append(row + " |")
         print("\n" + "\n".join(lines))
         if len(labels) == 2:
-            same = results[labels[0]]["jsonl_sha256"] == results[labels[1]]["jsonl_sha256"]
-            flags_same = results[labels[0]]["flag_counts"] == results[labels[1]]["flag_counts"]
+            first, second = (results[k] for k in labels)
+            same = all(r["jsonl_sha256"] == first[0]["jsonl_sha256"] for r in first + second)
+            flags_same = all(r["flag_counts"] == first[0]["flag_counts"] for r in first + second)
             print(f"\nJSONL files identical: {same}; flag counts identical: {flags_same}")
     finally:
         if postgres:
