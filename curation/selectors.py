@@ -11,7 +11,21 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import (
+    Case,
+    Count,
+    Exists,
+    F,
+    IntegerField,
+    JSONField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce
 from django.utils.safestring import SafeString, mark_safe
 
@@ -181,6 +195,14 @@ def project_data(
     ):
         pair_slots[task_id].append(candidate_id)
 
+    # A pair judgment's ranking is empty: NULL from the database, so no JSON to decode.
+    judgments = judgments.annotate(
+        ranking_of_ranking=Case(
+            When(kind=Judgment.Kind.PAIR, then=Value(None)),
+            default=F("ranking"),
+            output_field=JSONField(),
+        )
+    )
     columns = [
         "id",
         "task_id",
@@ -188,7 +210,7 @@ def project_data(
         "source_name",
         "external_annotator",
         "kind",
-        "ranking",
+        "ranking_of_ranking",
         "outcome",
         "presented_order" if with_presented else "outcome",
         "duration_ms",
