@@ -112,7 +112,10 @@ class Deployment:
         self.data_dir = Path(tempfile.mkdtemp(prefix="quorum-peers-"))
         env = {**os.environ, "QUORUM_DATA_DIR": str(self.data_dir), "DJANGO_DEBUG": "0"}
         env["DJANGO_SECRET_KEY"] = secrets.token_urlsafe(50)
-        env.pop("CELERY_BROKER_URL", None)  # the embedded broker under the data folder
+        # The embedded broker under the data folder unless told (run.py: Redis beside PostgreSQL).
+        env.pop("CELERY_BROKER_URL", None)
+        if env.get("QUORUM_PEERS_BROKER"):
+            env["CELERY_BROKER_URL"] = env["QUORUM_PEERS_BROKER"]
         self.db_name = None
         if env.get("DATABASE_URL", "").startswith("postgres"):
             self.db_name = f"quorum_peers_{uuid.uuid4().hex[:8]}"
@@ -154,7 +157,20 @@ class Deployment:
             )
         )
 
+    def _check_broker(self) -> None:
+        url = self.env.get("CELERY_BROKER_URL", "")
+        if url.startswith("redis"):
+            import redis
+
+            waiting = redis.Redis.from_url(url).llen("default")
+            if waiting:
+                raise SystemExit(
+                    f"{url}: {waiting} messages already wait in the 'default' queue; "
+                    "give the benchmark a Redis database of its own"
+                )
+
     def start(self) -> str:
+        self._check_broker()
         self.manage("migrate", "--noinput", "-v0")
         self.manage("collectstatic", "--noinput", "-v0")
         token = (

@@ -5,8 +5,9 @@
 Label Studio is measured by ``../shared/bench/label_studio_bench.sh`` (it installs Label Studio
 1.23 in a scratch virtualenv, ``LSB_VENV``, default /tmp/lsvenv, once; starts it with
 ``label-studio start`` on SQLite; measures over HTTP); Quorum by ``quorum_side.py`` beside this
-file (gunicorn with ``config/gunicorn.conf.py`` and a Celery worker, on SQLite and on the
-PostgreSQL server at ``--pg``). Both get the same sizes: N tasks of a prompt and 4 text
+file (gunicorn with ``config/gunicorn.conf.py`` and a Celery worker; on SQLite with the embedded broker, as
+``make demo`` runs it, and on the PostgreSQL server at ``--pg`` with the Redis broker at
+``--redis``, as deployed). Both get the same sizes: N tasks of a prompt and 4 text
 candidates, N calls per latency figure, T annotators with their own sessions, R repetitions of
 imports and exports. The servers are measured one after the other and, with ``--rounds`` > 1,
 in alternating order round by round (the machine's load drifts); every figure pools the rounds.
@@ -72,9 +73,12 @@ def run_label_studio(args, sizes: dict) -> dict:
 
 def run_quorum(args, sizes: dict, db: str) -> dict:
     env = dict(os.environ)
-    if db == "postgres":
+    env.pop("CELERY_BROKER_URL", None)
+    if db == "postgres":  # as deployed: PostgreSQL and a Redis broker
         env["DATABASE_URL"] = args.pg
-    else:
+        if args.redis:
+            env["QUORUM_PEERS_BROKER"] = args.redis
+    else:  # as `make demo` runs it: SQLite and the embedded broker
         env.pop("DATABASE_URL", None)
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         cmd = [
@@ -244,6 +248,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--dbs", default="sqlite,postgres")
     parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument(
+        "--redis",
+        default="redis://127.0.0.1:6379/14",
+        help="broker of the PostgreSQL deployment ('' for the embedded one)",
+    )
     parser.add_argument("--no-ls", action="store_true", help="Quorum only (Label Studio missing)")
     parser.add_argument("--ls-script", type=Path, default=LS_SCRIPT)
     parser.add_argument("--save", type=Path, help="write every raw result here (JSON)")
