@@ -485,8 +485,8 @@ def with_rm(flip: float) -> str:
 
 WITH_PRIOR = "denoised export + model prior"
 # Rows of the consensus table: (clear-consensus pairs ordered against, clear-consensus pairs,
-# share of those overruled where the humans were right, the datasheet's share of strong pairs
-# the prior contradicted before the constraint, 0).
+# of those overruled, how many the humans had right, the datasheet's share of strong pairs the
+# prior contradicted before the constraint, 0). Counts, so that means over seeds add up.
 OVERRULE_OF = {"denoised export": "overrule: export", WITH_PRIOR: "overrule: export + prior"}
 
 
@@ -534,7 +534,7 @@ def overrules(
     return (
         float(against),
         float(total),
-        right / against if against else math.nan,
+        float(right),
         float(prior.get("strong_pair_contradiction_rate", math.nan)),
         0,
     )
@@ -669,7 +669,7 @@ def report(
             cells = []
             for p in levels:
                 against, total, right, contradicted, _ = results[p][key]
-                share = "none to judge" if math.isnan(right) else f"{right:.0%} right"
+                share = f"{right / against:.0%} right" if against else "none"
                 cell = f"{against:.1f} / {total:.0f} ({share})"
                 if name == WITH_PRIOR:
                     cell += f"; prior: {contradicted:.1%}"
