@@ -61,6 +61,28 @@ def test_it_gains_accuracy_where_model_identity_predicts_quality():
     assert next(iter(result.report["strengths"])) == f"model-{int(np.argmax(skill))}"
 
 
+@pytest.mark.parametrize("alpha", [0.1, 1.0, 10.0])
+def test_it_fits_strengths_and_model_strengths_to_their_joint_optimum(alpha):
+    # At the optimum neither block moves: a Bradley-Terry fit centred on the model strengths
+    # returns theta, and each model strength is the closed-form mean its candidates imply.
+    votes, _ = _world(2, share=0.7, n_prompts=60)
+    indexed = CB.index_comparisons(votes)
+    c = indexed.comparisons
+    fit = CB.fit_crowd_bt(c)
+    index, models = MP.model_index(indexed.candidates, _models(indexed), c.n_candidates)
+    result = MP.fit_model_prior(c, fit, index, alphas=(alpha,))
+    known = index >= 0
+    centre = np.where(known, result.strength[np.maximum(index, 0)], 0.0)
+    wins = CB.win_matrices(c, fit.eta[c.annotator])
+    again = CB.batched_bradley_terry(wins, alpha, initial=result.theta, prior_mean=centre)
+    np.testing.assert_allclose(again, result.theta, atol=1e-7)
+    sums = np.bincount(index[known], weights=result.theta[known], minlength=len(models))
+    counts = np.bincount(index[known], minlength=len(models))
+    np.testing.assert_allclose(
+        result.strength, alpha * sums / (alpha * counts + MP.MODEL_ALPHA), atol=1e-7
+    )
+
+
 def test_it_stays_out_where_model_identity_says_nothing():
     votes, _ = _world(1, share=0.0)
     indexed = CB.index_comparisons(votes)
