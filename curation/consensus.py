@@ -314,6 +314,25 @@ def _pair_evidence(
     # Net per evaluator first: an evaluator judging a pair twice counts once, as in the graph.
     per_evaluator: dict[tuple[str, int, int], float] = defaultdict(float)
     for vote in votes:
+        if vote.pair is not None:
+            # A pair is a two-candidate ranking: the same counts without building one.
+            a, b = vote.pair
+            if a == b:
+                continue
+            x, y = sorted(vote.pair)
+            winner = a if vote.outcome == "a" else b if vote.outcome == "b" else None
+            cell = raw[(x, y)]
+            if winner == x:
+                cell[0] += 1
+                per_evaluator[(vote.evaluator, x, y)] += 1
+            elif winner == y:
+                cell[1] += 1
+                per_evaluator[(vote.evaluator, x, y)] -= 1
+            else:
+                cell[2] += 1
+                per_evaluator.setdefault((vote.evaluator, x, y), 0.0)
+            cell[5].add(vote.evaluator)
+            continue
         ranking = vote.as_ranking()
         position = {c: g for g, group in enumerate(ranking) for c in group}
         for x, y in itertools.combinations(sorted(position), 2):

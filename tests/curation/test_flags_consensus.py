@@ -95,6 +95,23 @@ def test_it_ranks_every_judged_candidate_and_respects_the_kept_arcs(case):
             assert position[u] < position[v]
 
 
+@FAST
+@given(vote_sets())
+def test_it_counts_a_pair_vote_as_the_two_candidate_ranking_it_is(case):
+    """The pair fast path of the evidence equals the same votes written as rankings."""
+    import dataclasses
+
+    votes, weights = case
+    as_rankings = [
+        dataclasses.replace(
+            v, pair=None, outcome="", ranking=tuple(tuple(g) for g in v.as_ranking())
+        )
+        for v in votes
+    ]
+    fast, reference = C._pair_evidence(votes, weights), C._pair_evidence(as_rankings, weights)
+    assert list(fast.items()) == list(reference.items())
+
+
 def test_it_follows_the_majority_and_counts_the_evidence():
     votes = [
         rank_vote(1, "x", [[1], [2], [3]]),
