@@ -13,13 +13,15 @@ Entry points for other apps:
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +175,26 @@ def _prompt_specs(data: selectors.ProjectData, prompt_id: int) -> list[C.FlagSpe
     return C.prompt_flags(consensus, rm_scores=data.rm_scores, rm_label=data.rm_label)
 
 
+@contextlib.contextmanager
+def _cycle_collection_paused() -> Iterator[None]:
+    """Pauses Python's cycle collector for one pass over a project (used as a decorator).
+
+    A pass allocates millions of small objects that live until it ends (votes, records,
+    rows); every full collection walks all of them again: a fifth of the CPU of flags and
+    export at MR2Bench scale, for nothing, since reference counting frees what the pass
+    drops. What does form cycles (networkx graphs with cached views) waits until the pass
+    returns: about 70 MB more at peak for 94K judgments.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+@_cycle_collection_paused()
 def flags_recompute(*, project_id: int) -> dict[str, Any]:
     """The full pass over a project: annotator quality (stored), then every flag.
 
@@ -809,6 +831,7 @@ def _progress(export_id: int, builder: str) -> E.Progress:
     return report
 
 
+@_cycle_collection_paused()
 def export_build(*, export_id: int, builder: str = "") -> DatasetExport:
     """Builds an export's files and freezes it. Idempotent: a done, failed or cancelled
     export is returned as it is.
