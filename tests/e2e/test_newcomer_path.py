@@ -137,7 +137,10 @@ def judged(world, project_id) -> dict[str, list[str]]:
     for annotator in ANNOTATORS:  # one after the other: ann3's submit sees all three
         page = _open(world, annotator)
         try:
-            page.click(f"li.project-row:has-text('{PROJECT}') a:text-is('Annotate')")
+            # Keys go to the page's script: wait for the new page to load (its deferred
+            # scripts run before that), not just for its first elements.
+            with page.expect_navigation():
+                page.click(f"li.project-row:has-text('{PROJECT}') a:text-is('Annotate')")
             done[annotator] = []
             while True:
                 page.wait_for_selector("[data-task]")
@@ -173,7 +176,8 @@ def test_it_lets_the_reviewer_resolve_a_flag_from_the_queue(world, judged):
         queue = page.url
         _reload_until(page, "a low-agreement flag", lambda: page.query_selector("a[data-row]"))
         subject = page.text_content("a[data-row]").strip()
-        page.click("a[data-row]")
+        with page.expect_navigation():  # the shortcut needs the page's script loaded
+            page.click("a[data-row]")
         page.wait_for_selector("h1:has-text('Prompt')")
         page.keyboard.press("a")  # Accept consensus
         page.wait_for_selector("ul.messages >> text=recorded as action", state="attached")
