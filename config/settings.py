@@ -266,6 +266,9 @@ def _broker_from_env() -> tuple[str, dict]:
         "processed_folder": str(broker_dir / "processed"),
         "control_folder": str(broker_dir / "control"),
         "store_processed": False,
+        # A worker lists the folder this often when idle (kombu's default: every second, which
+        # an import or export waited out before it started); a listing costs microseconds.
+        "polling_interval": 0.2,
     }
 
 
