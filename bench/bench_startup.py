@@ -72,6 +72,8 @@ def main() -> None:
         **os.environ,
         "QUORUM_DATA_DIR": data_dir,
         "DJANGO_SETTINGS_MODULE": "config.settings",
+        # The web start refuses the public development key with DEBUG off (config/security.py).
+        "DJANGO_SECRET_KEY": "bench-startup-" + "x" * 50,
     }
     env.pop("DATABASE_URL", None)  # start-up only: the embedded default needs no server
     env.pop("CELERY_BROKER_URL", None)
