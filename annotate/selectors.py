@@ -21,6 +21,7 @@ from annotate.models import (
     Task,
     TaskCandidate,
 )
+from annotate.prepared_queries import PreparedQuery
 
 
 def projects_for_user(*, user: AbstractBaseUser) -> QuerySet[Project]:
@@ -104,36 +105,55 @@ def task_display(
     One query. Model names are left out of blind projects here, so no template can show them;
     nothing marks a gold task.
     """
-    slots = list(
-        TaskCandidate.objects.filter(task_id=task_id).select_related("candidate", "task__prompt")
-    )
+    slots = _SLOTS.rows(task_id=task_id)
     if not slots:
         raise Task.DoesNotExist(f"task {task_id} has no candidates")
-    by_id = {s.candidate_id: s.candidate for s in slots}
-    order = [c for c in presented_order if c in by_id] or [s.candidate_id for s in slots]
-    prompt = slots[0].task.prompt
+    by_id = {row[0]: row for row in slots}
+    order = [c for c in presented_order if c in by_id] or [row[0] for row in slots]
+    _, _, _, _, _, prompt_html, prompt_image, prompt_video = slots[0]
     tokens = candidate_tokens(assignment_id=assignment_id, candidate_ids=order)
     candidates = [
         CandidateDisplay(
             letter=LETTERS[i],
-            candidate_id=tokens[cand.pk],
-            kind=cand.kind,
-            text_html=mark_safe(cand.text_html),  # sanitised when stored
-            media_url=_media_url(cand.media.name),
-            model_name="" if project.blind else cand.model_name,
+            candidate_id=tokens[pk],
+            kind=kind,
+            text_html=mark_safe(text_html),  # sanitised when stored
+            media_url=_media_url(media),
+            model_name="" if project.blind else model_name,
         )
-        for i, cand in enumerate(by_id[c] for c in order)
+        for i, (pk, kind, text_html, media, model_name, *_) in enumerate(by_id[c] for c in order)
     ]
     return TaskDisplay(
         assignment_id=assignment_id,
-        prompt_html=mark_safe(prompt.text_html),
-        prompt_image_url=_media_url(prompt.image.name),
-        prompt_video_url=_media_url(prompt.video.name),
+        prompt_html=mark_safe(prompt_html),
+        prompt_image_url=_media_url(prompt_image),
+        prompt_video_url=_media_url(prompt_video),
         candidates=candidates,
         model_ranking=_model_ranking(
             project, [(c.letter, pk) for c, pk in zip(candidates, order, strict=True)]
         ),
     )
+
+
+def _slots_query(*, task_id: int) -> QuerySet:
+    return (
+        TaskCandidate.objects.filter(task_id=task_id)
+        .order_by("position")
+        .values_list(
+            "candidate_id",
+            "candidate__kind",
+            "candidate__text_html",
+            "candidate__media",
+            "candidate__model_name",
+            "task__prompt__text_html",
+            "task__prompt__image",
+            "task__prompt__video",
+        )
+    )
+
+
+# Every next-task request shows a task: compiled once per process.
+_SLOTS = PreparedQuery(_slots_query, task_id="id")
 
 
 def _model_ranking(project: Project, letters: list[tuple[str, int]]) -> tuple[str, ...]:
