@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import shutil
 import signal
-import statistics
 import time
 import uuid
 
@@ -151,7 +150,10 @@ def test_it_keeps_submits_fast_and_loses_nothing_while_redis_is_down(outage, tmp
     admin = deployment.client(ADMIN)
 
     before = _round(annotators)
-    baseline = statistics.median(before)
+    # The reference is the slowest submit with the broker up: on a loaded machine single submits
+    # vary by a few hundred ms either way, while a publish that waited on the broker would add
+    # seconds (the socket timeouts) to every submit below.
+    baseline = max(before)
 
     redis.service.signal(signal.SIGSTOP)  # frozen: connections hang, nothing answers
     frozen = _round(annotators)
@@ -165,7 +167,7 @@ def test_it_keeps_submits_fast_and_loses_nothing_while_redis_is_down(outage, tmp
 
     slow = [round(t - baseline, 3) for t in frozen + down if t > baseline + EXTRA_MS / 1000]
     assert not slow, (
-        f"submits more than {EXTRA_MS} ms over the median before the outage "
+        f"submits more than {EXTRA_MS} ms over the slowest before the outage "
         f"({baseline * 1000:.0f} ms): extra seconds {slow}"
     )
 
