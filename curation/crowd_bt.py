@@ -157,8 +157,14 @@ def win_cells(comparisons: Comparisons, weight: np.ndarray | None = None) -> Win
     """`win_matrices` as `WinCells`: accepted wherever the fits take ``wins``."""
     c = comparisons
     n = c.n_candidates
-    flat = (c.prompt * n + c.winner) * n + c.loser
-    cells, vote_cell = np.unique(flat, return_inverse=True)
+    # Where each vote lands depends on the votes only: sorted once per `Comparisons` (an EM
+    # fit asks again with new weights about 65 times).
+    layout = c.__dict__.get("_cell_layout")
+    if layout is None:
+        flat = (c.prompt * n + c.winner) * n + c.loser
+        layout = np.unique(flat, return_inverse=True)
+        object.__setattr__(c, "_cell_layout", layout)
+    cells, vote_cell = layout
     w = np.ones(len(c)) if weight is None else weight
     # bincount adds each cell's votes in vote order, as `win_matrices` does: equal sums.
     sums = _sums(vote_cell.reshape(-1), w, len(cells))
