@@ -163,6 +163,24 @@ class PromptDecision(models.Model):
         return f"decision on prompt {self.prompt_id}"
 
 
+class PromptAgreement(models.Model):
+    """A prompt's agreement as the flags last computed it, for browsing and filtering.
+
+    Written by the full flags pass for every prompt of a project and by the per-task update for
+    its prompt; ``agreement`` is None where no two evaluators compared the same candidates.
+    """
+
+    prompt = models.OneToOneField(
+        "annotate.Prompt", on_delete=models.CASCADE, primary_key=True, related_name="agreement"
+    )
+    agreement = models.FloatField(null=True, blank=True)
+    comparisons = models.PositiveIntegerField(default=0)
+    computed_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"agreement of prompt {self.prompt_id}: {self.agreement}"
+
+
 class AnnotatorQuality(models.Model):
     """Per-project quality of one evaluator, written by the full flag recompute; the
     reviewer's "unreliable" mark lives here too (it survives recomputes)."""

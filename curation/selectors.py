@@ -42,7 +42,14 @@ from annotate.models import (
 from annotate.selectors import LETTERS
 from curation import consensus as C
 from curation import graph as G
-from curation.models import AnnotatorQuality, DatasetExport, Flag, PromptDecision, ReviewAction
+from curation.models import (
+    AnnotatorQuality,
+    DatasetExport,
+    Flag,
+    PromptAgreement,
+    PromptDecision,
+    ReviewAction,
+)
 from curation.wording import action_change_text, ranking_text, verdict_text
 
 REVIEW_ROLES = (Membership.Role.REVIEWER, Membership.Role.ADMIN)
@@ -790,6 +797,7 @@ BROWSE_SORTS = {
     "newest": ("-id", "Newest first"),
     "judgments": ("-n_judgments", "Most judgments"),
     "flags": ("-open_flags", "Most open flags"),
+    "agreement": ("agreement_value", "Lowest agreement first"),
 }
 
 
@@ -802,6 +810,7 @@ class BrowseFilters:
     flag: str = ""
     evaluator: str = ""
     model: str = ""
+    agreement_below: float | None = None
     sort: str = "id"
 
     @classmethod
@@ -811,12 +820,18 @@ class BrowseFilters:
         status = params.get("status", "")
         flag = params.get("flag", "")
         sort = params.get("sort", "id")
+        try:
+            below = float(params.get("agreement_below", "") or "nan")
+        except ValueError:
+            below = float("nan")
         return cls(
             q=params.get("q", "").strip()[:200],
             status=status if status in dict(BROWSE_STATUSES) else "",
             flag=flag if flag in Flag.Kind.values or flag == "any" else "",
             evaluator=params.get("evaluator", "")[:255],
             model="" if blind else params.get("model", "")[:200],
+            # Agreement is a share in [0, 1]; anything else reads as "no bound".
+            agreement_below=below if 0 < below <= 1 else None,
             sort=sort if sort in BROWSE_SORTS else "id",
         )
 
@@ -857,6 +872,10 @@ def prompts_browse(*, project: Project, filters: BrowseFilters) -> QuerySet[Prom
             PromptDecision.objects.filter(prompt=OuterRef("pk"), final_ranking__isnull=False)
         ),
         discarded=Exists(PromptDecision.objects.filter(prompt=OuterRef("pk"), discarded=True)),
+        # As the last flags pass computed it (None: no two evaluators compared the same pair).
+        agreement_value=Subquery(
+            PromptAgreement.objects.filter(prompt=OuterRef("pk")).values("agreement")[:1]
+        ),
     )
     if filters.q:
         match = Q(text__icontains=filters.q) | Q(external_id__icontains=filters.q)
@@ -884,7 +903,18 @@ def prompts_browse(*, project: Project, filters: BrowseFilters) -> QuerySet[Prom
         prompts = prompts.filter(
             Exists(Candidate.objects.filter(prompt=OuterRef("pk"), model_name=filters.model))
         )
-    return prompts.order_by(BROWSE_SORTS[filters.sort][0], "id")
+    if filters.agreement_below is not None:
+        prompts = prompts.filter(
+            Exists(
+                PromptAgreement.objects.filter(
+                    prompt=OuterRef("pk"), agreement__lt=filters.agreement_below
+                )
+            )
+        )
+    order = BROWSE_SORTS[filters.sort][0]
+    if filters.sort == "agreement":  # prompts without a figure last
+        return prompts.order_by(F(order).asc(nulls_last=True), "id")
+    return prompts.order_by(order, "id")
 
 
 def browse_choices(*, project: Project) -> dict[str, list[tuple[str, str]]]:

@@ -36,7 +36,14 @@ from annotate.services import JudgmentInvalid, flags_recompute_job, judgment_val
 from curation import consensus as C
 from curation import exporting as E
 from curation import selectors
-from curation.models import AnnotatorQuality, DatasetExport, Flag, PromptDecision, ReviewAction
+from curation.models import (
+    AnnotatorQuality,
+    DatasetExport,
+    Flag,
+    PromptAgreement,
+    PromptDecision,
+    ReviewAction,
+)
 from workers import jobs
 from workers.jobs import job_enqueue, jobs_cancel, jobs_waiting
 
@@ -143,7 +150,9 @@ def flags_update_for_task(*, task_id: int) -> dict[str, int]:
     # clearing it below only if unchanged never drops an update that is still owed.
     seen_dirty = task.flags_dirty_at
     data = selectors.project_data(project=task.project, prompt_ids=[task.prompt_id])
-    specs = _prompt_specs(data, task.prompt_id)
+    agreements: dict[int, tuple[float | None, int]] = {}
+    specs = _prompt_specs(data, task.prompt_id, agreements)
+    _store_agreements(agreements)
     prompt_votes = data.votes_by_prompt().get(task.prompt_id, [])
     gold_specs = C.gold_flags(prompt_votes, data.gold)
     counts = _sync_flags(
@@ -163,7 +172,13 @@ def flags_update_for_task(*, task_id: int) -> dict[str, int]:
     return {k: counts[k] + gold_counts[k] for k in counts}
 
 
-def _prompt_specs(data: selectors.ProjectData, prompt_id: int) -> list[C.FlagSpec]:
+def _prompt_specs(
+    data: selectors.ProjectData,
+    prompt_id: int,
+    agreements: dict[int, tuple[float | None, int]],
+) -> list[C.FlagSpec]:
+    """The prompt's flags; its agreement and comparison count go into ``agreements``."""
+    agreements[prompt_id] = (None, 0)
     decision = data.decisions.get(prompt_id)
     if decision is not None and decision.discarded:
         return []
@@ -172,7 +187,28 @@ def _prompt_specs(data: selectors.ProjectData, prompt_id: int) -> list[C.FlagSpe
         return []
     # Flags need the human graph and agreement, not a ranking: skip the denoised ranking.
     consensus = C.prompt_consensus(prompt_id, votes, weights=data.weights, denoise=False)
+    agreements[prompt_id] = (consensus.agreement, consensus.comparisons)
     return C.prompt_flags(consensus, rm_scores=data.rm_scores, rm_label=data.rm_label)
+
+
+def _store_agreements(agreements: dict[int, tuple[float | None, int]]) -> None:
+    """Upserts each prompt's stored agreement (the data browser filters on it)."""
+    now = timezone.now()
+    PromptAgreement.objects.bulk_create(
+        [
+            PromptAgreement(
+                prompt_id=prompt_id,
+                agreement=None if agreement is None else round(agreement, 4),
+                comparisons=comparisons,
+                computed_at=now,
+            )
+            for prompt_id, (agreement, comparisons) in agreements.items()
+        ],
+        batch_size=1000,
+        update_conflicts=True,
+        unique_fields=["prompt"],
+        update_fields=["agreement", "comparisons", "computed_at"],
+    )
 
 
 @contextlib.contextmanager
@@ -220,13 +256,15 @@ def flags_recompute(*, project_id: int) -> dict[str, Any]:
         spec for spec in C.evaluator_flags(quality) if spec.evaluator not in data.marked
     ] + C.gold_flags(live, data.gold)
     by_prompt = data.votes_by_prompt()
+    agreements: dict[int, tuple[float | None, int]] = {}
     for prompt_id in by_prompt:
-        specs.extend(_prompt_specs(data, prompt_id))
+        specs.extend(_prompt_specs(data, prompt_id, agreements))
     timings["prompts"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     with transaction.atomic():
         counts = _sync_flags(project_id=project.pk, specs=specs, kinds=Flag.Kind.values)
+        _store_agreements(agreements)
     timings["write"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
     return {

@@ -132,6 +132,55 @@ def test_it_sorts_by_judgments(reviewer, users):
     assert _shown(reviewer, project, sort="judgments")[:2] == ["p4", "p1"]
 
 
+def _judge_agreeing_and_split(users, project) -> None:
+    """p1: two annotators agree on every pair; p2: they reverse each other; p3: one vote."""
+    for external_id, reverse_second in (("p1", False), ("p2", True)):
+        task = Task.objects.get(prompt__project=project, prompt__external_id=external_id)
+        order = slots(task)
+        judge_ranking(task, users["annotator"], [[c] for c in order])
+        second = order[::-1] if reverse_second else order
+        judge_ranking(task, users["annotator2"], [[c] for c in second])
+    task = Task.objects.get(prompt__project=project, prompt__external_id="p3")
+    judge_ranking(task, users["annotator"], [[c] for c in slots(task)])
+
+
+def test_it_filters_and_sorts_by_the_agreement_the_flags_pass_stored(reviewer, users):
+    project = _project(users)
+    _judge_agreeing_and_split(users, project)
+    assert _shown(reviewer, project, agreement_below="0.5") == []  # nothing computed yet
+    services.flags_recompute(project_id=project.pk)
+    assert _shown(reviewer, project, agreement_below="0.5") == ["p2"]
+    assert _shown(reviewer, project, agreement_below="1") == ["p2"]
+    # Lowest first; prompts without a figure (one evaluator, or no judgment) last, by id.
+    assert _shown(reviewer, project, sort="agreement") == ["p2", "p1", "p0", "p3", "p4", "p5"]
+    body = reviewer.get(reverse("curation:browse", args=[project.pk])).content.decode()
+    assert re.search(r">p1</a>.*?<td>1\.00</td>", body, re.S)
+    assert re.search(r">p2</a>.*?<td>0\.00</td>", body, re.S)
+    # Not a share: no bound, every prompt.
+    assert len(_shown(reviewer, project, agreement_below="7")) == 6
+    assert len(_shown(reviewer, project, agreement_below="x")) == 6
+
+
+def test_a_submit_updates_its_prompts_stored_agreement(reviewer, users):
+    project = _project(users)
+    _judge_agreeing_and_split(users, project)
+    services.flags_recompute(project_id=project.pk)
+    task = Task.objects.get(prompt__project=project, prompt__external_id="p1")
+    judge_ranking(task, users["reviewer"], [[c] for c in slots(task)[::-1]])
+    services.flags_update_for_task(task_id=task.pk)  # what the per-submit job runs
+    assert _shown(reviewer, project, agreement_below="0.5") == ["p1", "p2"]
+
+
+def test_a_discarded_prompt_loses_its_stored_agreement(reviewer, users):
+    project = _project(users)
+    _judge_agreeing_and_split(users, project)
+    services.flags_recompute(project_id=project.pk)
+    p2 = Prompt.objects.get(project=project, external_id="p2")
+    PromptDecision.objects.create(project=project, prompt=p2, discarded=True)
+    services.flags_recompute(project_id=project.pk)
+    assert _shown(reviewer, project, agreement_below="0.5") == []
+
+
 def test_it_answers_unknown_filter_values_with_everything(reviewer, users):
     project = _project(users)
     assert len(_shown(reviewer, project, status="nope", flag="nope", sort="nope")) == 6
