@@ -171,6 +171,16 @@ def wait_for(
         time.sleep(interval)
 
 
+def reload_until(page, what: str, check: Callable[[], Any], *, timeout: float) -> Any:
+    """Reloads a browser page until ``check`` (run after each reload) returns something."""
+
+    def probe() -> Any:
+        page.reload()
+        return check()
+
+    return wait_for(what, probe, timeout=timeout, interval=1.0)
+
+
 # --------------------------------------------------------------------------- deployment
 
 

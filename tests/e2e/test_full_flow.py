@@ -24,7 +24,7 @@ from tests.e2e.conftest import (
     REVIEWER,
     Deployment,
     open_page,
-    wait_for,
+    reload_until,
 )
 from tests.e2e.quorum_files import flow_zip
 
@@ -61,11 +61,7 @@ def flow(deploy, browser) -> Flow:
 
 
 def _reload_until(page, what: str, check, timeout: float = JOB_WAIT):
-    def probe():
-        page.reload()
-        return check()
-
-    return wait_for(what, probe, timeout=timeout, interval=1.0)
+    return reload_until(page, what, check, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ANNOTATORS, PASSWORD, REVIEWER, open_page, wait_for
+from tests.e2e.conftest import ANNOTATORS, PASSWORD, REVIEWER, open_page, reload_until
 from tests.e2e.quorum_files import flow_zip
 
 pytestmark = pytest.mark.browser
@@ -73,11 +73,7 @@ def _open(world, username: str):
 
 
 def _reload_until(page, what: str, check, timeout: float = JOB_WAIT):
-    def probe():
-        page.reload()
-        return check()
-
-    return wait_for(what, probe, timeout=timeout, interval=1.0)
+    return reload_until(page, what, check, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
