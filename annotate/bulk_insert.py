@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
 from typing import Any
 
 from django.db import connection, models
@@ -72,41 +73,69 @@ def _reserve_ids(model: type[models.Model], n: int) -> list[int]:
     return list(range(start, start + n))
 
 
+def _default(field: models.Field, now) -> Any:
+    """What an insert through the ORM stores for a field it was given no value for."""
+    if isinstance(field, models.DateTimeField | models.DateField) and (
+        field.auto_now or field.auto_now_add
+    ):
+        return now
+    return field.get_default()
+
+
 def rows_insert(
     model: type[models.Model], fields: Sequence[str], rows: Iterable[Sequence[Any]]
 ) -> list[int]:
     """Inserts rows (values of ``fields``, by attribute name, in that order); returns their
-    new primary keys in row order."""
-    rows = list(rows)
+    new primary keys in row order.
+
+    Concrete fields not in ``fields`` get their default (``auto_now(_add)``: the time of this
+    call), the same for every row and converted once.
+    """
+    rows = rows if isinstance(rows, list) else list(rows)
     if not rows:
         return []
     opts = model._meta
     concrete = [opts.get_field(name) for name in fields]
+    named = {f.attname for f in concrete}
+    now = timezone.now()
+    rest = [
+        f
+        for f in opts.concrete_fields
+        if not f.primary_key and not f.generated and f.attname not in named
+    ]
     if connection.vendor not in ("postgresql", "sqlite"):
-        objs = [model(**dict(zip(fields, row, strict=True))) for row in rows]
+        names = [*fields, *(f.attname for f in rest)]
+        defaults = [_default(f, now) for f in rest]
+        objs = [model(**dict(zip(names, [*row, *defaults], strict=True))) for row in rows]
         model._base_manager.bulk_create(objs, batch_size=2000)
         return [obj.pk for obj in objs]
     ids = _reserve_ids(model, len(rows))
-    converters = [(i, c) for i, c in enumerate(map(_converter, concrete)) if c is not None]
-    prepared: list[list[Any]] = []
-    for pk, row in zip(ids, rows, strict=True):
-        values = [pk, *row]
-        for i, convert in converters:
-            values[i + 1] = convert(values[i + 1])
-        prepared.append(values)
+    # Column by column: a converter maps one column (C loops, no per-row Python list), and a
+    # default is converted once and repeated.
+    columns: list[Iterable[Any]] = [ids, *zip(*rows, strict=True)]
+    for i, convert in enumerate(map(_converter, concrete), start=1):
+        if convert is not None:
+            columns[i] = map(convert, columns[i])
+    for f in rest:
+        convert = _converter(f)
+        value = _default(f, now)
+        columns.append(repeat(convert(value) if convert is not None else value))
+    # repeat() is endless: ids bound the length. A list: the debug cursor (query capture)
+    # takes len() of the parameters.
+    prepared = list(zip(*columns, strict=False))
     quote = connection.ops.quote_name
-    columns = ", ".join(quote(c) for c in [opts.pk.column, *(f.column for f in concrete)])
+    names = ", ".join(quote(c) for c in [opts.pk.column, *(f.column for f in [*concrete, *rest])])
     table = quote(opts.db_table)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             # The raw cursor's errors are psycopg's: wrapped, they are Django's (IntegrityError).
-            sql = f"COPY {table} ({columns}) FROM STDIN"
+            sql = f"COPY {table} ({names}) FROM STDIN"
             with connection.wrap_database_errors, cursor.cursor.copy(sql) as copy:
                 for values in prepared:
                     copy.write_row(values)
         else:
-            marks = ", ".join(["%s"] * (len(concrete) + 1))
-            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", prepared)
+            marks = ", ".join(["%s"] * (1 + len(concrete) + len(rest)))
+            cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", prepared)
     return ids
 
 

@@ -41,7 +41,6 @@ from annotate.models import (
     Prompt,
     Task,
     TaskCandidate,
-    texts_render,
 )
 from annotate.rendering import markdown_html
 from annotate.table_stats import tables_analyze
@@ -53,6 +52,7 @@ logger = logging.getLogger("quorum.annotate")
 # Imports writing at least this many rows refresh the planner's statistics after commit.
 ANALYZE_AFTER_ROWS = 1000
 # Candidate columns as the import writes them (every column: none has a database default).
+PROMPT_COLUMNS = ("project_id", "external_id", "text", "text_html", "image", "video", "metadata")
 CANDIDATE_COLUMNS = (
     "project_id",
     "prompt_id",
@@ -159,10 +159,10 @@ def plan_tasks(
     ids = list(candidate_ids)
     if len(ids) < 2:
         return []
-    rng = random.Random(seed)
     size = 2 if mode == Project.Mode.PAIRWISE else n
     if len(ids) <= size:
         return [tuple(ids)]
+    rng = random.Random(seed)  # seeding costs more than the rest for a prompt of N candidates
     order = ids[:]
     rng.shuffle(order)
     if size == 2:
@@ -364,25 +364,36 @@ def _write_records(
     # prompts): its first import needs no look-ups of what exists.
     fresh = not Prompt.objects.filter(project=project).exists()
     ext_ids = [p.external_id for p in parsed.prompts]
-    existing_prompts = (
-        {} if fresh else _fetch_by_external_id(Prompt.objects.filter(project=project), ext_ids)
-    )
-    new_prompts = [
-        Prompt(
-            project=project,
-            external_id=p.external_id,
-            text=p.text,
-            image=stored[p.image.name] if p.image else "",
-            video=stored[p.video.name] if p.video else "",
-            metadata=p.metadata,
+    prompts: dict[str, int] = (
+        {}
+        if fresh
+        else dict(
+            _chunked_filter(
+                Prompt.objects.filter(project=project).values_list("external_id", "pk"),
+                "external_id",
+                set(ext_ids),
+            )
         )
-        for p in parsed.prompts
-        if p.external_id not in existing_prompts
-    ]
-    texts_render(new_prompts)
-    objects_insert(new_prompts)
+    )
+    new_prompts = [p for p in parsed.prompts if p.external_id not in prompts]
+    new_prompt_pks = rows_insert(
+        Prompt,
+        PROMPT_COLUMNS,
+        [
+            (
+                project.pk,
+                p.external_id,
+                p.text,
+                markdown_html(p.text),
+                stored[p.image.name] if p.image else "",
+                stored[p.video.name] if p.video else "",
+                p.metadata,
+            )
+            for p in new_prompts
+        ],
+    )
     counts["prompts"] = len(new_prompts)
-    prompts = {**existing_prompts, **{p.external_id: p for p in new_prompts}}
+    prompts.update(zip((p.external_id for p in new_prompts), new_prompt_pks, strict=True))
     new_prompt_ids = {p.external_id for p in new_prompts}
 
     # Candidates: written as rows (no model instances: 4+ per prompt); ``cands`` holds pks.
@@ -399,7 +410,7 @@ def _write_records(
     new_cands: list[tuple] = []
     new_cand_ext_ids: list[str] = []
     for p in parsed.prompts:
-        prompt_pk = prompts[p.external_id].pk
+        prompt_pk = prompts[p.external_id]
         for c in p.candidates:
             old = existing_cands.get(c.external_id)
             if old is not None:
@@ -441,13 +452,13 @@ def _write_records(
     # get planned annotation tasks (a prompt's judged sets are its tasks otherwise).
     wanted: dict[tuple[int, str], tuple[int, ...]] = {}
     for p in parsed.prompts:
-        prompt = prompts[p.external_id]
+        prompt_pk = prompts[p.external_id]
         if p.external_id in new_prompt_ids and not p.judgments:
             ids = [cands[c.external_id] for c in p.candidates]
             for group in plan_tasks(
                 ids, mode=project.mode, n=project.candidates_per_task, seed=p.external_id
             ):
-                wanted.setdefault((prompt.pk, candidate_key(group)), group)
+                wanted.setdefault((prompt_pk, candidate_key(group)), group)
         for j in p.judgments:
             if j.kind == "pair":
                 group = tuple(cands[c] for c in j.pair)
@@ -456,37 +467,43 @@ def _write_records(
                 group = tuple(
                     cands[c.external_id] for c in p.candidates if c.external_id in members
                 )
-            wanted.setdefault((prompt.pk, candidate_key(group)), group)
-    prompt_pks = {prompts[p.external_id].pk for p in parsed.prompts}
-    existing_tasks = (
+            wanted.setdefault((prompt_pk, candidate_key(group)), group)
+    prompt_pks = {prompts[p.external_id] for p in parsed.prompts}
+    existing_tasks: dict[tuple[int, str], int] = (
         {}
         if fresh
         else {
-            (t.prompt_id, t.candidate_key): t
-            for t in _chunked_filter(Task.objects.filter(project=project), "prompt_id", prompt_pks)
+            (prompt_pk, key): pk
+            for prompt_pk, key, pk in _chunked_filter(
+                Task.objects.filter(project=project).values_list(
+                    "prompt_id", "candidate_key", "pk"
+                ),
+                "prompt_id",
+                prompt_pks,
+            )
         }
     )
-    new_tasks = [
-        Task(project=project, prompt_id=prompt_pk, candidate_key=key)
-        for (prompt_pk, key) in wanted
-        if (prompt_pk, key) not in existing_tasks
-    ]
-    objects_insert(new_tasks)
+    new_task_keys = [k for k in wanted if k not in existing_tasks]
+    new_task_pks = rows_insert(
+        Task,
+        ("project_id", "prompt_id", "candidate_key"),
+        [(project.pk, *k) for k in new_task_keys],
+    )
     rows_insert(
         TaskCandidate,
         ("task_id", "candidate_id", "position"),
-        (
-            (t.pk, cand_pk, position)
-            for t in new_tasks
-            for position, cand_pk in enumerate(wanted[(t.prompt_id, t.candidate_key)])
-        ),
+        [
+            (task_pk, cand_pk, position)
+            for task_pk, k in zip(new_task_pks, new_task_keys, strict=True)
+            for position, cand_pk in enumerate(wanted[k])
+        ],
     )
-    counts["tasks"] = len(new_tasks)
-    tasks = {**existing_tasks, **{(t.prompt_id, t.candidate_key): t for t in new_tasks}}
+    counts["tasks"] = len(new_task_keys)
+    tasks = {**existing_tasks, **dict(zip(new_task_keys, new_task_pks, strict=True))}
     task_order: dict[int, list[int]] = {
-        t.pk: list(wanted[(t.prompt_id, t.candidate_key)]) for t in new_tasks
+        pk: list(wanted[k]) for pk, k in zip(new_task_pks, new_task_keys, strict=True)
     }
-    old_task_pks = [t.pk for t in existing_tasks.values()]
+    old_task_pks = list(existing_tasks.values())
     for slot in _chunked_filter(
         TaskCandidate.objects.order_by("task_id", "position"), "task_id", old_task_pks
     ):
@@ -514,7 +531,7 @@ def _write_records(
     new_judgments = []
     added: dict[int, int] = defaultdict(int)
     for p in parsed.prompts:
-        prompt = prompts[p.external_id]
+        prompt_pk = prompts[p.external_id]
         for j in p.judgments:
             key = final_key(j.idempotency_key)
             if key in existing_keys:
@@ -522,8 +539,8 @@ def _write_records(
                 continue
             existing_keys.add(key)
             members = j.pair if j.kind == "pair" else [c for g in j.ranking for c in g]
-            task = tasks[(prompt.pk, candidate_key(cands[c] for c in members))]
-            order = task_order[task.pk]
+            task_pk = tasks[(prompt_pk, candidate_key(cands[c] for c in members))]
+            order = task_order[task_pk]
             try:
                 if j.kind == "pair":
                     b = cands[j.pair[1]]
@@ -551,7 +568,7 @@ def _write_records(
             new_judgments.append(
                 Judgment(
                     project=project,
-                    task_id=task.pk,
+                    task_id=task_pk,
                     source=Judgment.Source.EXTERNAL,
                     source_name=j.source_name[:200],
                     external_annotator=str(j.external_annotator)[:200],
@@ -566,7 +583,7 @@ def _write_records(
                     idempotency_key=key,
                 )
             )
-            added[task.pk] += 1
+            added[task_pk] += 1
     if problems:
         raise ImportRejected(problems)
     objects_insert(new_judgments)
@@ -589,7 +606,7 @@ def _write_records(
         ).update(status=Task.Status.COMPLETE)
     if on_progress:
         on_progress("write", len(parsed.prompts), len(parsed.prompts))
-    counts["_new_prompt_ids"] = [prompts[p.external_id].pk for p in new_prompts]
+    counts["_new_prompt_ids"] = new_prompt_pks
     return counts
 
 

@@ -122,3 +122,43 @@ def test_it_raises_on_a_constraint_and_leaves_nothing(project):
         )
 
     assert not TaskCandidate.objects.exists()
+
+
+def test_it_fills_the_fields_a_row_does_not_name(project):
+    prompt = Prompt.objects.create(project=project, external_id="p", text="q")
+
+    with transaction.atomic():
+        (pk,) = rows_insert(
+            Task, ("project_id", "prompt_id", "candidate_key"), [(project.pk, prompt.pk, "1-2")]
+        )
+
+    stored = Task.objects.get(pk=pk)
+    assert (stored.status, stored.judgment_count, stored.priority, stored.is_gold) == (
+        Task.Status.OPEN,
+        0,
+        0.0,
+        False,
+    )
+    assert (stored.gold_ranking, stored.required_judgments, stored.flags_dirty_at) == (
+        None,
+        None,
+        None,
+    )
+    assert abs((stored.created_at - prompt.created_at).total_seconds()) < 60
+
+
+def test_it_stores_json_and_file_columns_converted(project):
+    with transaction.atomic():
+        (pk,) = rows_insert(
+            Prompt,
+            ("project_id", "external_id", "text", "image", "metadata"),
+            [(project.pk, "p", "q", "p1/ab/x.png", {"split": "dev", "n": [1, None]})],
+        )
+
+    stored = Prompt.objects.get(pk=pk)
+    assert (stored.image.name, stored.video.name, stored.metadata, stored.text_html) == (
+        "p1/ab/x.png",
+        "",
+        {"split": "dev", "n": [1, None]},
+        "",
+    )
