@@ -28,6 +28,8 @@ from curation import agreement as A
 from curation import graph as G
 
 if TYPE_CHECKING:  # networkx and numpy load on first use: the web process rarely needs them
+    from pathlib import Path
+
     import networkx as nx
 
 RM_EVALUATOR = "reward-model"
@@ -514,6 +516,8 @@ class JointEstimates:
             as a dict, or None when no scores were given.
         model_prior: The model-strength prior's report (`curation.prior.apply_model_prior`),
             or None when not asked for.
+        fit_source: How the fit was obtained (`crowd_bt.fit_crowd_bt_cached`): ``"hit"``,
+            ``"em-hit"``, ``"miss"`` or ``"off"`` (no cache).
     """
 
     scores: dict[int, dict[int, float]]
@@ -521,6 +525,7 @@ class JointEstimates:
     alpha: float
     reward_model: dict | None
     model_prior: dict | None = None
+    fit_source: str = "off"
 
     @property
     def weights(self) -> dict[str, float]:
@@ -556,6 +561,7 @@ def joint_estimates(
     rm_scores: Mapping[int, float] | None = None,
     select_prior: bool = True,
     model_of: Mapping[int, str] | None = None,
+    fit_cache: Path | None = None,
 ) -> JointEstimates | None:
     """Fits the joint annotator model (`curation.crowd_bt`) on a project's judgments.
 
@@ -568,6 +574,8 @@ def joint_estimates(
     ``select_prior`` the strengths keep the EM's prior instead of one chosen on held-out votes
     (a third cheaper, for callers that only read the evaluators). With ``model_of`` (model
     name per candidate) the strengths take the model-strength prior (`curation.prior`).
+    ``fit_cache`` (an ``.npz`` path) keeps the fit for the next caller with the same votes
+    (`crowd_bt.fit_crowd_bt_cached`): the flags pass and the export share one fit.
     """
     from curation import crowd_bt as CB
 
@@ -575,7 +583,9 @@ def joint_estimates(
     c = indexed.comparisons
     if len(c) == 0 or c.n_prompts * c.n_candidates**2 > JOINT_MAX_CELLS:
         return None
-    fit = CB.fit_crowd_bt(indexed.comparisons, final_alphas=CB.FINAL_ALPHAS if select_prior else ())
+    fit, fit_source = CB.fit_crowd_bt_cached(
+        indexed, fit_cache, final_alphas=CB.FINAL_ALPHAS if select_prior else ()
+    )
     theta, reward_model = fit.theta, None
     if rm_scores:
         prior = CB.with_score_prior(indexed.comparisons, fit, CB.scores_matrix(indexed, rm_scores))
@@ -617,6 +627,7 @@ def joint_estimates(
         alpha=fit.alpha,
         reward_model=reward_model,
         model_prior=model_prior,
+        fit_source=fit_source,
     )
 
 
@@ -891,6 +902,7 @@ def evaluator_quality(
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
     anomaly_test: bool = True,
     joint: bool = True,
+    fit_cache: Path | None = None,
 ) -> dict[str, EvaluatorQuality]:
     """Reliability, position bias, speed and anomaly checks for every evaluator.
 
@@ -901,6 +913,7 @@ def evaluator_quality(
         anomaly_test: Run Chatbot Arena's anomalous-voter test on pair judgments.
         joint: Fit the joint annotator model (`joint_estimates`) for ``eta`` and
             ``shown_first``.
+        fit_cache: Where that fit is kept for the export (`joint_estimates`).
     """
     import numpy as np
 
@@ -946,7 +959,7 @@ def evaluator_quality(
 
     fits = {}
     if joint:
-        estimates = joint_estimates(votes, select_prior=False)
+        estimates = joint_estimates(votes, select_prior=False, fit_cache=fit_cache)
         fits = estimates.evaluators if estimates is not None else {}
 
     result = {}

@@ -25,8 +25,15 @@ the strengths' prior, with a weight and a spread the humans' held-out votes deci
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.special import expit
@@ -369,41 +376,40 @@ def best_alpha(
     return best
 
 
-def fit_crowd_bt(
+@dataclass(frozen=True)
+class EMState:
+    """Where `crowd_bt_em` stopped: the estimates the final strengths start from.
+
+    Attributes:
+        theta: ``[P, N]`` strengths under the EM's prior ``alpha``.
+        eta, pi: Per annotator, as in `CrowdBTFit`.
+        responsibility: Per vote, posterior probability that it is a real judgment.
+        iterations: EM iterations run.
+    """
+
+    theta: np.ndarray
+    eta: np.ndarray
+    pi: np.ndarray
+    responsibility: np.ndarray
+    iterations: int
+
+
+def crowd_bt_em(
     comparisons: Comparisons,
     *,
     alpha: float = DEFAULT_ALPHA,
-    final_alphas: tuple[float, ...] = FINAL_ALPHAS,
     eta_prior: tuple[float, float] = ETA_PRIOR,
     pi_prior: float = PI_PRIOR,
     max_iter: int = 30,
     tol: float = 1e-4,
     newton_steps: int = 3,
-) -> CrowdBTFit:
-    """Fits Crowd-BT with a position term by EM on leave-one-out margins (module docstring).
-
-    Args:
-        comparisons: Every strict vote of a project.
-        alpha: Bradley-Terry prior strength per prompt during EM.
-        final_alphas: Prior strengths tried for the final strengths (votes weighted by
-            their annotator's ``eta``); the one with the best leave-one-out log-likelihood
-            wins. How spread out a prompt's candidates are is a property of the data: noisy
-            votes call for a stronger prior.
-        eta_prior: Beta pseudo-counts (real, noise) for ``eta``.
-        pi_prior: Beta pseudo-count per side for ``pi``.
-        max_iter: EM iterations at most.
-        tol: Stop when no ``eta`` or ``pi`` moves more than this.
-        newton_steps: Newton steps per M-step for the strengths.
-
-    Returns:
-        A `CrowdBTFit`.
-    """
+) -> EMState:
+    """The EM of `fit_crowd_bt`: annotators' ``eta`` and ``pi``, strengths under ``alpha``."""
     c = comparisons
     k = c.annotator
     n_votes = np.bincount(k, minlength=c.n_annotators).astype(float)
     known = c.winner_first >= 0
     first = (c.winner_first == 1).astype(float)
-    n_positioned = np.bincount(k, weights=known.astype(float), minlength=c.n_annotators)
     eta = np.full(c.n_annotators, eta_prior[0] / sum(eta_prior))
     pi = np.full(c.n_annotators, 0.5)
     vote_weight = np.ones(len(c))
@@ -438,28 +444,235 @@ def fit_crowd_bt(
         eta, pi = new_eta, new_pi
         if moved < tol:
             break
-    vote_weight = eta[k]
-    chosen, theta, margin, loo_ll = best_alpha(c, vote_weight, final_alphas or (alpha,), theta)
+    return EMState(theta=theta, eta=eta, pi=pi, responsibility=r, iterations=iterations)
+
+
+@dataclass(frozen=True)
+class FinalStrengths:
+    """`crowd_bt_final`'s part of a fit: the strengths under the chosen prior."""
+
+    theta: np.ndarray
+    alpha: float
+    loo_margin: np.ndarray
+    loo_log_likelihood: float
+
+
+def crowd_bt_final(
+    comparisons: Comparisons,
+    em: EMState,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    final_alphas: tuple[float, ...] = FINAL_ALPHAS,
+) -> FinalStrengths:
+    """The final strengths: votes weighted by ``eta``, the prior chosen on held-out votes."""
+    chosen, theta, margin, loo_ll = best_alpha(
+        comparisons, em.eta[comparisons.annotator], final_alphas or (alpha,), em.theta
+    )
+    return FinalStrengths(theta=theta, alpha=chosen, loo_margin=margin, loo_log_likelihood=loo_ll)
+
+
+def assemble_fit(comparisons: Comparisons, em: EMState, final: FinalStrengths) -> CrowdBTFit:
+    """A `CrowdBTFit` from its two stages (the per-annotator counts are the votes')."""
+    c = comparisons
+    k = c.annotator
+    n_votes = np.bincount(k, minlength=c.n_annotators).astype(float)
+    known = (c.winner_first >= 0).astype(float)
+    n_positioned = np.bincount(k, weights=known, minlength=c.n_annotators)
+    margin = final.loo_margin
     agree = np.where(margin > 0, 1.0, np.where(margin < 0, 0.0, 0.5))
     with np.errstate(invalid="ignore", divide="ignore"):
         loo_agreement = np.bincount(k, weights=agree, minlength=c.n_annotators) / n_votes
+    eta = em.eta
     accuracy = eta + (1 - eta) / 2
     weight = np.log(accuracy / np.maximum(1 - accuracy, 1e-6))
     return CrowdBTFit(
-        theta=theta,
-        alpha=chosen,
+        theta=final.theta,
+        alpha=final.alpha,
         eta=eta,
-        pi=pi,
+        pi=em.pi,
         accuracy=accuracy,
         weight=weight,
         loo_agreement=loo_agreement,
-        responsibility=r,
+        responsibility=em.responsibility,
         loo_margin=margin,
-        loo_log_likelihood=loo_ll,
+        loo_log_likelihood=final.loo_log_likelihood,
         n_votes=n_votes,
         n_positioned=n_positioned,
-        iterations=iterations,
+        iterations=em.iterations,
     )
+
+
+def fit_crowd_bt(
+    comparisons: Comparisons,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    final_alphas: tuple[float, ...] = FINAL_ALPHAS,
+    eta_prior: tuple[float, float] = ETA_PRIOR,
+    pi_prior: float = PI_PRIOR,
+    max_iter: int = 30,
+    tol: float = 1e-4,
+    newton_steps: int = 3,
+) -> CrowdBTFit:
+    """Fits Crowd-BT with a position term by EM on leave-one-out margins (module docstring).
+
+    Args:
+        comparisons: Every strict vote of a project.
+        alpha: Bradley-Terry prior strength per prompt during EM.
+        final_alphas: Prior strengths tried for the final strengths (votes weighted by
+            their annotator's ``eta``); the one with the best leave-one-out log-likelihood
+            wins. How spread out a prompt's candidates are is a property of the data: noisy
+            votes call for a stronger prior.
+        eta_prior: Beta pseudo-counts (real, noise) for ``eta``.
+        pi_prior: Beta pseudo-count per side for ``pi``.
+        max_iter: EM iterations at most.
+        tol: Stop when no ``eta`` or ``pi`` moves more than this.
+        newton_steps: Newton steps per M-step for the strengths.
+
+    Returns:
+        A `CrowdBTFit`.
+    """
+    em = crowd_bt_em(
+        comparisons,
+        alpha=alpha,
+        eta_prior=eta_prior,
+        pi_prior=pi_prior,
+        max_iter=max_iter,
+        tol=tol,
+        newton_steps=newton_steps,
+    )
+    final = crowd_bt_final(comparisons, em, alpha=alpha, final_alphas=final_alphas)
+    return assemble_fit(comparisons, em, final)
+
+
+# --------------------------------------------------------------------------- fit cache
+
+# Part of every cache key: bump it when the fit's arithmetic changes, so that no process
+# reads a fit an older code made.
+FIT_VERSION = 1
+
+
+def fit_key(indexed: Indexed, **settings: object) -> str:
+    """A digest of everything a fit depends on: the votes' columns, the keys their indices
+    stand for, the fit's settings and `FIT_VERSION`.
+
+    Any new, removed or changed strict vote (its winner, its display order, its annotator)
+    changes the key; a change the fit cannot see (a tie, a duration) does not.
+    """
+    c = indexed.comparisons
+    digest = hashlib.sha256()
+    for column in (c.prompt, c.winner, c.loser, c.annotator, c.winner_first):
+        digest.update(np.ascontiguousarray(column, dtype=np.int64).tobytes())
+        digest.update(b"|")
+    digest.update(_keys_bytes(indexed.prompts))
+    digest.update(np.array([len(x) for x in indexed.candidates], dtype=np.int64).tobytes())
+    digest.update(_keys_bytes([key for keys in indexed.candidates for key in keys]))
+    digest.update(_keys_bytes(indexed.annotators))
+    digest.update(
+        json.dumps({"version": FIT_VERSION, **settings}, sort_keys=True, default=repr).encode()
+    )
+    return digest.hexdigest()
+
+
+def _keys_bytes(keys: list[Hashable]) -> bytes:
+    if all(type(key) is int for key in keys):
+        return b"i" + np.array(keys, dtype=np.int64).tobytes()
+    return b"r" + "\x1f".join(map(repr, keys)).encode()
+
+
+def _em_arrays(key: str, em: EMState) -> dict[str, np.ndarray]:
+    return {
+        "em_key": np.array(key),
+        "em_theta": em.theta,
+        "em_eta": em.eta,
+        "em_pi": em.pi,
+        "em_responsibility": em.responsibility,
+        "em_iterations": np.array(em.iterations),
+    }
+
+
+def _final_tag(final_alphas: tuple[float, ...], alpha: float) -> str:
+    return "final[" + ",".join(repr(float(a)) for a in (final_alphas or (alpha,))) + "]"
+
+
+def _read_cache(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return {name: stored[name] for name in stored.files}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        # Missing, half-written by a crashed process, or of an older layout: a miss.
+        return {}
+
+
+def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            np.savez(out, **arrays)
+        # Readers in other processes see the old file or the new one, never half of one.
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def fit_crowd_bt_cached(
+    indexed: Indexed,
+    cache: Path | None,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    final_alphas: tuple[float, ...] = FINAL_ALPHAS,
+) -> tuple[CrowdBTFit, str]:
+    """`fit_crowd_bt` with its two stages kept in the file ``cache`` (an ``.npz``).
+
+    The EM (the costly part) is reused while `fit_key` of the votes is unchanged, whichever
+    process made it (the flags pass in a worker, an export in another); the final strengths
+    are kept per ``final_alphas`` beside it. The file holds one set of votes: a fit of other
+    votes replaces it. ``cache=None`` fits without a cache.
+
+    Returns:
+        The fit, and how it was obtained: ``"hit"`` (nothing fitted), ``"em-hit"`` (only the
+        final strengths fitted), ``"miss"`` or ``"off"``.
+    """
+    c = indexed.comparisons
+    if cache is None:
+        return fit_crowd_bt(c, alpha=alpha, final_alphas=final_alphas), "off"
+    key = fit_key(indexed, alpha=alpha, stage="em")
+    tag = _final_tag(final_alphas, alpha)
+    stored = _read_cache(cache)
+    if stored.get("em_key") is not None and str(stored["em_key"]) == key:
+        em = EMState(
+            theta=stored["em_theta"],
+            eta=stored["em_eta"],
+            pi=stored["em_pi"],
+            responsibility=stored["em_responsibility"],
+            iterations=int(stored["em_iterations"]),
+        )
+        if f"{tag}:theta" in stored:
+            final = FinalStrengths(
+                theta=stored[f"{tag}:theta"],
+                alpha=float(stored[f"{tag}:alpha"]),
+                loo_margin=stored[f"{tag}:loo_margin"],
+                loo_log_likelihood=float(stored[f"{tag}:loo_log_likelihood"]),
+            )
+            return assemble_fit(c, em, final), "hit"
+        outcome = "em-hit"
+    else:
+        em = crowd_bt_em(c, alpha=alpha)
+        stored = _em_arrays(key, em)
+        outcome = "miss"
+    final = crowd_bt_final(c, em, alpha=alpha, final_alphas=final_alphas)
+    stored.update(
+        {
+            f"{tag}:theta": final.theta,
+            f"{tag}:alpha": np.array(final.alpha),
+            f"{tag}:loo_margin": final.loo_margin,
+            f"{tag}:loo_log_likelihood": np.array(final.loo_log_likelihood),
+        }
+    )
+    _write_cache(cache, stored)
+    return assemble_fit(c, em, final), outcome
 
 
 # --------------------------------------------------------------------------- reward model

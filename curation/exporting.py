@@ -237,6 +237,9 @@ class SnapshotInput:
     # Bootstrap rounds of the datasheet's leaderboard (QUORUM_LEADERBOARD_BOOTSTRAP, as the
     # CLI, API and dashboard use).
     leaderboard_bootstrap: int = 200
+    # Where the joint model's fit is shared with the flags pass (`C.joint_estimates`); None:
+    # fit afresh.
+    fit_cache: Path | None = None
 
 
 def _pair_schema() -> pa.Schema:
@@ -377,6 +380,7 @@ def build_snapshot(
             model_of={c.id: c.model_name for c in source.candidates.values()}
             if options.model_prior
             else None,
+            fit_cache=source.fit_cache,
         )
         if options.denoise
         else None

@@ -6,6 +6,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -301,6 +302,13 @@ def project_data(
         marked=marked,
         decisions={d.prompt_id: d for d in decisions},
     )
+
+
+def joint_fit_cache(project_id: int) -> Path:
+    """Where a project's joint annotator model fit is kept between passes (an ``.npz``,
+    `curation.crowd_bt.fit_crowd_bt_cached`): under ``DATA_DIR``, which the web process
+    and the workers share as they share exports. Keyed by the votes, so never stale."""
+    return Path(settings.DATA_DIR) / "fits" / f"project-{project_id}.npz"
 
 
 def usable_votes(data: ProjectData, votes: Iterable[C.Vote]) -> list[C.Vote]:

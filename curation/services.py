@@ -244,7 +244,9 @@ def flags_recompute(*, project_id: int) -> dict[str, Any]:
     timings["load"] = time.perf_counter() - started
 
     t0 = time.perf_counter()
-    quality = C.evaluator_quality(live, gold=data.gold)
+    quality = C.evaluator_quality(
+        live, gold=data.gold, fit_cache=selectors.joint_fit_cache(project.pk)
+    )
     _store_quality(project, quality)
     data.weights = {e: q.weight for e, q in quality.items()}
     timings["annotators"] = time.perf_counter() - t0
@@ -959,9 +961,9 @@ def export_build(*, export_id: int, builder: str = "") -> DatasetExport:
 
 def _snapshot_input(export: DatasetExport) -> E.SnapshotInput:
     project = export.project
-    data = selectors.project_data(
-        project=project, with_content=True, with_presented=False, with_times=False
-    )
+    # The display order is loaded: the export ranks by the same joint model as the flags
+    # pass, position term included, and reuses that pass's fit when the votes are unchanged.
+    data = selectors.project_data(project=project, with_content=True, with_times=False)
     return E.SnapshotInput(
         project_name=project.name,
         project_id=project.pk,
@@ -983,6 +985,7 @@ def _snapshot_input(export: DatasetExport) -> E.SnapshotInput:
         decisions={pid: (d.final_ranking, d.discarded) for pid, d in data.decisions.items()},
         media_root=Path(settings.MEDIA_ROOT),
         leaderboard_bootstrap=settings.QUORUM_LEADERBOARD_BOOTSTRAP,
+        fit_cache=selectors.joint_fit_cache(project.pk),
     )
 
 

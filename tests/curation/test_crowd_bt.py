@@ -354,3 +354,94 @@ def test_it_finds_the_same_win_cells_as_the_dense_matrices(seed, prompts, candid
     np.testing.assert_array_equal(
         CB.batched_bradley_terry(cells, 0.3), CB.batched_bradley_terry(dense, 0.3)
     )
+
+
+# --------------------------------------------------------------------------- fit cache
+
+
+def _fits_equal(one: CB.CrowdBTFit, other: CB.CrowdBTFit) -> None:
+    for name in CB.CrowdBTFit.__dataclass_fields__:
+        np.testing.assert_array_equal(getattr(one, name), getattr(other, name), err_msg=name)
+
+
+@pytest.fixture
+def cache_votes():
+    votes, _ = crowd_votes(8, prompts=30, flips={0: 0.1, 1: 0.3, 2: 0.5}, left_clickers=(9,))
+    return votes
+
+
+def _no_fitting(monkeypatch):
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("fitted although the cache holds this fit")
+
+    monkeypatch.setattr(CB, "crowd_bt_em", refuse)
+    monkeypatch.setattr(CB, "best_alpha", refuse)
+
+
+def test_it_reuses_a_cached_fit_without_fitting(tmp_path, cache_votes, monkeypatch):
+    indexed = CB.index_comparisons(cache_votes)
+    cache = tmp_path / "fits" / "project-1.npz"
+    first, how = CB.fit_crowd_bt_cached(indexed, cache)
+    assert how == "miss" and cache.exists()
+    _no_fitting(monkeypatch)
+    again, how = CB.fit_crowd_bt_cached(CB.index_comparisons(cache_votes), cache)
+    assert how == "hit"
+    _fits_equal(again, first)
+
+
+def test_it_equals_a_fresh_fit_whether_cached_or_not(tmp_path, cache_votes):
+    indexed = CB.index_comparisons(cache_votes)
+    fresh = CB.fit_crowd_bt(indexed.comparisons)
+    cache = tmp_path / "fit.npz"
+    # The flags pass keeps the EM's prior; the export then chooses its prior on the same EM.
+    flags_fit, how = CB.fit_crowd_bt_cached(indexed, cache, final_alphas=())
+    assert how == "miss"
+    _fits_equal(flags_fit, CB.fit_crowd_bt(indexed.comparisons, final_alphas=()))
+    export_fit, how = CB.fit_crowd_bt_cached(indexed, cache)
+    assert how == "em-hit"
+    _fits_equal(export_fit, fresh)
+    # Both finals stay: neither pass refits after the other.
+    assert CB.fit_crowd_bt_cached(indexed, cache, final_alphas=())[1] == "hit"
+    assert CB.fit_crowd_bt_cached(indexed, cache)[1] == "hit"
+
+
+@pytest.mark.parametrize("change", ["winner", "shown first", "new vote", "gone vote", "annotator"])
+def test_it_refits_when_any_vote_changes(tmp_path, cache_votes, change):
+    cache = tmp_path / "fit.npz"
+    CB.fit_crowd_bt_cached(CB.index_comparisons(cache_votes), cache)
+    votes = list(cache_votes)
+    p, winner, loser, annotator, first = votes[5]
+    if change == "winner":
+        votes[5] = (p, loser, winner, annotator, first)
+    elif change == "shown first":
+        votes[5] = (p, winner, loser, annotator, loser if first == winner else winner)
+    elif change == "new vote":
+        votes.append(votes[5])
+    elif change == "gone vote":
+        del votes[5]
+    else:
+        votes[5] = (p, winner, loser, "someone else", first)
+    indexed = CB.index_comparisons(votes)
+    refit, how = CB.fit_crowd_bt_cached(indexed, cache)
+    assert how == "miss"
+    _fits_equal(refit, CB.fit_crowd_bt(indexed.comparisons))
+
+
+def test_it_refits_when_the_candidates_behind_the_indices_change(tmp_path):
+    # Same index columns, other candidate ids: the strengths would land on the wrong rows.
+    cache = tmp_path / "fit.npz"
+    one = CB.index_comparisons([(1, 10, 11, "a", None), (1, 11, 12, "b", None)])
+    other = CB.index_comparisons([(1, 10, 11, "a", None), (1, 11, 13, "b", None)])
+    np.testing.assert_array_equal(one.comparisons.loser, other.comparisons.loser)
+    assert CB.fit_crowd_bt_cached(one, cache)[1] == "miss"
+    assert CB.fit_crowd_bt_cached(other, cache)[1] == "miss"
+
+
+def test_it_treats_a_damaged_cache_file_as_a_miss(tmp_path, cache_votes):
+    indexed = CB.index_comparisons(cache_votes)
+    cache = tmp_path / "fit.npz"
+    cache.write_bytes(b"PK\x03\x04 not a zip")
+    fit, how = CB.fit_crowd_bt_cached(indexed, cache)
+    assert how == "miss"
+    _fits_equal(fit, CB.fit_crowd_bt(indexed.comparisons))
+    assert CB.fit_crowd_bt_cached(indexed, cache)[1] == "hit"

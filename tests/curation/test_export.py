@@ -14,7 +14,7 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
-from annotate.models import Candidate, ModelScore, Task
+from annotate.models import Candidate, Judgment, ModelScore, Task
 from annotate.services import api_token_create
 from curation import services
 from curation.exporting import ExportOptions, ExportOptionsInvalid, parse_splits
@@ -535,8 +535,19 @@ def test_it_drops_prompts_below_the_minimum_agreement(users, ranked):
     assert lenient.counts["prompts_exported"] == 6
 
 
+def _shown_both_ways(project) -> None:
+    """Reverses the display order on every other task. The fixtures show every ranking in
+    slot order, best first: the joint model's position term (the export uses it) cannot tell
+    such annotators from ones who click the first answer."""
+    tasks = Task.objects.filter(project=project).order_by("id")
+    for judgment in Judgment.objects.filter(task__in=list(tasks)[1::2]):
+        judgment.presented_order = judgment.presented_order[::-1]
+        judgment.save(update_fields=["presented_order"])
+
+
 def test_it_leaves_out_annotators_marked_unreliable(ranked):
     project, people = ranked
+    _shown_both_ways(project)
     AnnotatorQuality.objects.create(
         project=project, evaluator=f"user:{people[3].pk}", marked_unreliable=True
     )
@@ -576,9 +587,10 @@ def test_it_turns_denoising_off_on_request(users):
     people = members(project, users, extra_annotators=1)
     task = Task.objects.get(project=project)
     a, b, c = slots(task)
-    judge_ranking(task, people[0], [[a], [b], [c]])
-    judge_ranking(task, people[1], [[b], [c], [a]])
-    judge_ranking(task, people[2], [[c], [a], [b]])
+    # Each shown in the same order relative to their ranking (no one looks like a clicker).
+    judge_ranking(task, people[0], [[a], [b], [c]], presented=[b, a, c])
+    judge_ranking(task, people[1], [[b], [c], [a]], presented=[c, b, a])
+    judge_ranking(task, people[2], [[c], [a], [b]], presented=[a, c, b])
     denoised = _build(project)
     raw = _build(project, denoise=False)
     assert denoised.datasheet["cycles"]["prompts_with_cycles"] == 1
