@@ -19,12 +19,14 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 
 from annotate.importing import ImportRejected, ParsedImport, Problem, parse_import
-from annotate.models import ImportJob, Membership, Project
+from annotate.models import ImportJob, Membership, Project, Task
 from annotate.services import _SETTING_FIELDS, _project_defaults, import_job_create
 
 # An upload whose set-up was left unfinished this long is deleted (its session may be long gone).
@@ -405,3 +407,153 @@ def _keep_an_admin(project: Project, leaving: AbstractBaseUser) -> None:
         raise ValueError(
             f"{leaving.get_username()} is the project's only admin; make someone else admin first"
         )
+
+
+# --- settings of a started project --------------------------------------------------------------
+
+# Fixed once a project has tasks: the tasks were built for them (N candidates each, pairs or
+# rankings). Everything else below may change while people annotate.
+FIXED_AFTER_START = ("mode", "candidates_per_task")
+EDITABLE_FIELDS = (
+    "name",
+    "annotators_per_task",
+    "ties_allowed",
+    "blind",
+    "gold_rate",
+    "lease_minutes",
+    "prioritize_uncertain",
+    "annotators_see_model_ranking",
+    "rubric_dimensions",
+    "instructions",
+)
+
+
+class ProjectEditForm(forms.Form):
+    """Settings of a started project; mode and N are shown, not edited (``FIXED_AFTER_START``)."""
+
+    name = forms.CharField(max_length=200, label="Project name")
+    annotators_per_task = forms.IntegerField(
+        min_value=1,
+        max_value=100,
+        label="k: judgments per task",
+        help_text="Lowering k completes tasks that already have k judgments; raising it reopens "
+        'them. Tasks given their own target ("more judgments" from review) keep it.',
+    )
+    gold_percent = forms.FloatField(
+        min_value=0, max_value=100, label="Gold rate (% of served tasks)"
+    )
+    lease_minutes = forms.IntegerField(
+        min_value=1,
+        max_value=24 * 60,
+        label="Lease (minutes)",
+        help_text="How long a served task is held for its annotator before others may get it.",
+    )
+    ties_allowed = forms.BooleanField(
+        required=False,
+        label="Annotators may mark ties",
+        help_text="Judgments already given keep their ties.",
+    )
+    blind = forms.BooleanField(required=False, label="Blind: hide model names from annotators")
+    prioritize_uncertain = forms.BooleanField(
+        required=False, label="Serve first the tasks the active reward model is least sure of"
+    )
+    annotators_see_model_ranking = forms.BooleanField(
+        required=False, label="Show annotators the reward model's ranking"
+    )
+    instructions = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 8}),
+        help_text="Markdown, shown to annotators.",
+    )
+
+    def __init__(self, *args: Any, project: Project, **kwargs: Any):
+        self.project = project
+        super().__init__(*args, **kwargs)
+
+    @classmethod
+    def initial_for(cls, project: Project) -> dict[str, Any]:
+        initial = {
+            name: getattr(project, name) for name in cls.base_fields if name != "gold_percent"
+        }
+        initial["gold_percent"] = round(100 * project.gold_rate, 4)
+        return initial
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if not name:
+            raise forms.ValidationError("give the project a name")
+        if Project.objects.filter(name=name).exclude(pk=self.project.pk).exists():
+            raise forms.ValidationError(f"a project named {name!r} exists already")
+        return name
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("blind") and data.get("annotators_see_model_ranking"):
+            self.add_error(
+                "annotators_see_model_ranking",
+                "a blind project cannot show annotators the reward model's ranking",
+            )
+        return data
+
+    def values(self, rubric: list[str]) -> dict[str, Any]:
+        data = self.cleaned_data
+        values = {k: data[k] for k in EDITABLE_FIELDS if k in data}
+        values["gold_rate"] = data["gold_percent"] / 100
+        values["rubric_dimensions"] = rubric
+        return values
+
+
+def project_settings_update(
+    *, project: Project, values: dict[str, Any], user: AbstractBaseUser
+) -> list[str]:
+    """Applies new settings to a started project in one transaction and records the change in
+    the project's admin history (``LogEntry``, what the Django admin's "History" lists).
+
+    A new k re-decides every task that follows the project's k (``required_judgments`` unset):
+    open tasks with at least k judgments complete, complete tasks with fewer reopen. Mode and N
+    never change here (``FIXED_AFTER_START``).
+
+    Returns:
+        The verbose names of the fields that changed (empty: nothing was written).
+
+    Raises:
+        ValueError: a field that may not be edited, or a name another project has.
+    """
+    unknown = sorted(set(values) - set(EDITABLE_FIELDS))
+    if unknown:
+        raise ValueError(f"these settings cannot be changed on a started project: {unknown}")
+    with transaction.atomic():
+        current = Project.objects.select_for_update().get(pk=project.pk)
+        changed = [k for k, v in values.items() if getattr(current, k) != v]
+        if not changed:
+            return []
+        if (
+            "name" in changed
+            and Project.objects.filter(name=values["name"]).exclude(pk=current.pk).exists()
+        ):
+            raise ValueError(f"a project named {values['name']!r} exists already")
+        old_k = current.annotators_per_task
+        for key in changed:
+            setattr(current, key, values[key])
+        current.save()
+        k = current.annotators_per_task
+        if k != old_k:
+            follows_k = Q(project=current, required_judgments__isnull=True)
+            Task.objects.filter(follows_k, status=Task.Status.OPEN, judgment_count__gte=k).update(
+                status=Task.Status.COMPLETE
+            )
+            Task.objects.filter(
+                follows_k, status=Task.Status.COMPLETE, judgment_count__lt=k
+            ).update(status=Task.Status.OPEN)
+        labels = [str(Project._meta.get_field(key).verbose_name) for key in changed]
+        LogEntry.objects.log_actions(
+            user_id=user.pk,
+            queryset=[current],
+            action_flag=CHANGE,
+            change_message=[{"changed": {"fields": labels}}],
+            single_object=True,
+        )
+    for key in changed:
+        setattr(project, key, getattr(current, key))
+    project.instructions_html = current.instructions_html
+    return labels

@@ -9,6 +9,7 @@
 - ``GET      projects/<p>/ready/``            what was imported, who is in, what to do next
 - ``POST     projects/<p>/ready/discard/``    deletes a project a failed background import left empty
 - ``GET|POST projects/<p>/members/``          members of a started project (its admins, staff)
+- ``GET|POST projects/<p>/settings/``         settings of a started project (its admins, staff)
 
 Drafts live in the session of the person who uploaded (``quorum_project_drafts``): another
 person, even staff, gets 404 for them; uploads of set-ups left unfinished are pruned after three
@@ -404,3 +405,66 @@ def project_members(request: HttpRequest, project_id: int) -> HttpResponse:
     return render(
         request, "annotate/setup/project_members.html", context, status=400 if error else 200
     )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_settings(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Settings of a started project (``project_setup.project_settings_update``): everything but
+    mode and N, which its tasks were built for. Rubric rows and the instructions preview work
+    without JavaScript, as in the set-up's settings step. For the project's admins and staff;
+    404 for everybody else."""
+    project = get_object_or_404(Project, pk=project_id)
+    if not selectors.user_can_manage(user=request.user, project=project):
+        raise Http404("no such project")
+    rubric_errors: list[str] = []
+    error = ""
+    status = 200
+    if request.method == "POST":
+        form = project_setup.ProjectEditForm(request.POST, project=project)
+        rows = request.POST.getlist("rubric_dimensions")
+        action = request.POST.get("action", "save")
+        remove = request.POST.get("remove_row")
+        if remove is not None and remove.isdigit() and int(remove) < len(rows):
+            rows.pop(int(remove))
+            action = "edit"
+        elif action == "add_row":
+            rows.append("")
+        if action == "save":
+            dims, rubric_errors = project_setup.rubric_check(rows)
+            if form.is_valid() and not rubric_errors:
+                try:
+                    changed = project_setup.project_settings_update(
+                        project=project, values=form.values(dims), user=request.user
+                    )
+                except ValueError as exc:
+                    error = str(exc)
+                else:
+                    if changed:
+                        messages.success(request, f"Saved: {', '.join(changed)}.")
+                    else:
+                        messages.info(request, "Nothing changed.")
+                    return HttpResponseRedirect(
+                        reverse("setup_project_settings", args=[project.pk])
+                    )
+            status = 400
+        instructions = request.POST.get("instructions", "")
+    else:
+        form = project_setup.ProjectEditForm(
+            initial=project_setup.ProjectEditForm.initial_for(project), project=project
+        )
+        rows = list(project.rubric_dimensions)
+        instructions = project.instructions
+    if not rows or rows[-1].strip():
+        rows.append("")
+    context = {
+        "project": project,
+        "form": form,
+        "error": error,
+        "rubric_rows": rows,
+        "rubric_errors": rubric_errors,
+        "instructions_preview": mark_safe(markdown_html(instructions)),  # sanitised
+        "max_rubric": project_setup.MAX_RUBRIC_DIMENSIONS,
+        "has_judgments": project.judgments.exists(),
+    }
+    return render(request, "annotate/setup/project_settings.html", context, status=status)

@@ -43,4 +43,9 @@ urlpatterns = [
         setup_views.project_members,
         name="setup_project_members",
     ),
+    path(
+        "projects/<int:project_id>/settings/",
+        setup_views.project_settings,
+        name="setup_project_settings",
+    ),
 ]

@@ -35,6 +35,8 @@ def test_it_renders_every_reviewer_and_admin_page_cleanly(page, users, settings,
         "dashboard": f"/curation/projects/{p}/dashboard/",
         "exports": f"/curation/projects/{p}/exports/",
         "datasheet": f"/curation/exports/{export.pk}/datasheet/",
+        "members": f"/projects/{p}/members/",
+        "settings": f"/projects/{p}/settings/",
     }
     page.set_viewport_size({"width": 1440, "height": 900})
     login(page, "padmin", "/")
