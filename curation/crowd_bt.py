@@ -140,7 +140,17 @@ def win_matrices(comparisons: Comparisons, weight: np.ndarray | None = None) -> 
 
 # The fits below work on the non-zero cells of the win matrices (about 20 of 361 per prompt
 # at MR2Bench scale) and only the Hessian is dense: a dense [P, N, N] objective cost 10x more.
-_Cells = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+_Cells = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, "Scatter"]
+
+
+@dataclass(frozen=True)
+class Scatter:
+    """Flat indices of the cells of `WinCells` into ``theta.ravel()`` and into the dense
+    Hessian: they depend on which cells exist only, so an EM fit computes them once."""
+
+    winner: np.ndarray  # p * n + i
+    loser: np.ndarray  # p * n + j
+    hessian: np.ndarray  # diagonal (i, i), (j, j), then off-diagonal (i, j), (j, i)
 
 
 @dataclass(frozen=True)
@@ -158,6 +168,18 @@ class WinCells:
     loser: np.ndarray
     wins: np.ndarray
     shape: tuple[int, int, int]
+    scatter: Scatter | None = None
+
+
+def _scatter(p: np.ndarray, i: np.ndarray, j: np.ndarray, n: int) -> Scatter:
+    base = p * n * n
+    return Scatter(
+        winner=p * n + i,
+        loser=p * n + j,
+        hessian=np.concatenate(
+            [base + i * n + i, base + j * n + j, base + i * n + j, base + j * n + i]
+        ),
+    )
 
 
 def win_cells(comparisons: Comparisons, weight: np.ndarray | None = None) -> WinCells:
@@ -165,29 +187,33 @@ def win_cells(comparisons: Comparisons, weight: np.ndarray | None = None) -> Win
     c = comparisons
     n = c.n_candidates
     # Where each vote lands depends on the votes only: sorted once per `Comparisons` (an EM
-    # fit asks again with new weights about 65 times).
+    # fit asks again with new weights about 65 times), with the cells' indices.
     layout = c.__dict__.get("_cell_layout")
     if layout is None:
         flat = (c.prompt * n + c.winner) * n + c.loser
-        layout = np.unique(flat, return_inverse=True)
+        cells, vote_cell = np.unique(flat, return_inverse=True)
+        p, rest = np.divmod(cells, n * n)
+        i, j = np.divmod(rest, n)
+        layout = (cells, vote_cell.reshape(-1), p, i, j, _scatter(p, i, j, n))
         object.__setattr__(c, "_cell_layout", layout)
-    cells, vote_cell = layout
+    cells, vote_cell, p, i, j, scatter = layout
     w = np.ones(len(c)) if weight is None else weight
     # bincount adds each cell's votes in vote order, as `win_matrices` does: equal sums.
-    sums = _sums(vote_cell.reshape(-1), w, len(cells))
+    sums = _sums(vote_cell, w, len(cells))
     keep = sums != 0
     if not keep.all():
-        cells, sums = cells[keep], sums[keep]
-    p, rest = np.divmod(cells, n * n)
-    i, j = np.divmod(rest, n)
-    return WinCells(p, i, j, sums, (c.n_prompts, n, n))
+        p, i, j, sums = p[keep], i[keep], j[keep], sums[keep]
+        scatter = None
+    return WinCells(p, i, j, sums, (c.n_prompts, n, n), scatter)
 
 
 def _cells(wins: np.ndarray | WinCells) -> _Cells:
     if isinstance(wins, WinCells):
-        return wins.prompt, wins.winner, wins.loser, wins.wins
+        n = wins.shape[1]
+        scatter = wins.scatter or _scatter(wins.prompt, wins.winner, wins.loser, n)
+        return wins.prompt, wins.winner, wins.loser, wins.wins, scatter
     p, i, j = np.nonzero(wins)
-    return p, i, j, wins[p, i, j]
+    return p, i, j, wins[p, i, j], _scatter(p, i, j, wins.shape[1])
 
 
 def _sums(index: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
@@ -198,8 +224,9 @@ def _sums(index: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
 def _objective(
     theta: np.ndarray, cells: _Cells, alpha: float, mean: np.ndarray | float = 0.0
 ) -> np.ndarray:
-    p, i, j, w = cells
-    loss = w * np.logaddexp(0.0, theta[p, j] - theta[p, i])
+    p, _, _, w, scatter = cells
+    flat = theta.reshape(-1)
+    loss = w * np.logaddexp(0.0, flat[scatter.loser] - flat[scatter.winner])
     penalty = alpha * np.sum((theta - mean) ** 2, axis=1)
     return _sums(p, loss, theta.shape[0]) + penalty
 
@@ -207,18 +234,17 @@ def _objective(
 def _gradient_hessian(
     theta: np.ndarray, cells: _Cells, alpha: float, mean: np.ndarray | float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    p, i, j, w = cells
+    _, _, _, w, scatter = cells
     n_prompts, n = theta.shape
-    win = expit(theta[p, i] - theta[p, j])
+    flat = theta.reshape(-1)
+    win = expit(flat[scatter.winner] - flat[scatter.loser])
     push = w * (1 - win)
     grad = 2 * alpha * (theta - mean)
-    grad -= _sums(p * n + i, push, n_prompts * n).reshape(n_prompts, n)
-    grad += _sums(p * n + j, push, n_prompts * n).reshape(n_prompts, n)
+    grad -= _sums(scatter.winner, push, n_prompts * n).reshape(n_prompts, n)
+    grad += _sums(scatter.loser, push, n_prompts * n).reshape(n_prompts, n)
     curvature = w * win * (1 - win)
-    base = p * n * n
-    index = np.concatenate([base + i * n + i, base + j * n + j, base + i * n + j, base + j * n + i])
     values = np.concatenate([curvature, curvature, -curvature, -curvature])
-    hess = _sums(index, values, n_prompts * n * n).reshape(n_prompts, n, n)
+    hess = _sums(scatter.hessian, values, n_prompts * n * n).reshape(n_prompts, n, n)
     diag = np.arange(n)
     hess[:, diag, diag] += 2 * alpha
     return grad, hess
