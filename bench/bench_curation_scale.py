@@ -248,6 +248,7 @@ def child_measure(args: argparse.Namespace) -> None:
             digest.update(str(path.relative_to(export.path)).encode())
             digest.update(path.read_bytes())
         result.setdefault("jsonl_sha256", {})[label] = digest.hexdigest()[:16]
+        result.setdefault("rows", {})[label] = _export_rows(Path(export.path))
     for kind in ("steps", "cpu"):
         result[kind]["flags + denoised export"] = (
             result[kind]["flags_recompute"] + result[kind]["denoised export"]
@@ -255,6 +256,47 @@ def child_measure(args: argparse.Namespace) -> None:
     # Linux reports kilobytes.
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     Path(args.out).write_text(json.dumps(result))
+
+
+def _export_rows(path: Path) -> dict:
+    """Per prompt, the exported ranking and pairs (from the Parquet files, which hold every
+    row): what `_row_changes` compares between two codes."""
+    import pyarrow.parquet as pq
+
+    rankings = {}
+    for row in pq.read_table(
+        path / "parquet" / "rankings.parquet", columns=["prompt_id", "candidate_ids", "rankings"]
+    ).to_pylist():
+        rankings[row["prompt_id"]] = sorted(zip(row["candidate_ids"], row["rankings"], strict=True))
+    pairs: dict = {}
+    for row in pq.read_table(
+        path / "parquet" / "pairs.parquet",
+        columns=["prompt_id", "chosen_id", "rejected_id", "margin", "human_margin"],
+    ).to_pylist():
+        pairs.setdefault(row["prompt_id"], []).append(
+            (row["chosen_id"], row["rejected_id"], row["margin"], row["human_margin"])
+        )
+    return {"rankings": rankings, "pairs": {k: sorted(v) for k, v in pairs.items()}}
+
+
+def _row_changes(before: dict, after: dict) -> str:
+    """How many prompts' rankings and pair rows differ between two exports."""
+    rb, ra = before["rankings"], after["rankings"]
+    prompts = set(rb) | set(ra)
+    ranking_changed = {p for p in prompts if rb.get(p) != ra.get(p)}
+    pb, pa = before["pairs"], after["pairs"]
+    pair_prompts = set(pb) | set(pa)
+
+    def sides(rows):
+        return sorted((c, r) for c, r, _, _ in rows or [])
+
+    order_changed = {p for p in pair_prompts if sides(pb.get(p)) != sides(pa.get(p))}
+    numbers_changed = {p for p in pair_prompts if pb.get(p) != pa.get(p)} - order_changed
+    return (
+        f"rankings changed on {len(ranking_changed):,} of {len(prompts):,} prompts; pairs "
+        f"(which side chosen, or which pairs) changed on {len(order_changed):,} prompts, "
+        f"only their margins on {len(numbers_changed):,} more; identical elsewhere"
+    )
 
 
 def _child(mode: str, code: Path, args: argparse.Namespace, **extra) -> dict:
@@ -423,6 +465,11 @@ def main() -> None:
             same = all(r["jsonl_sha256"] == first[0]["jsonl_sha256"] for r in first + second)
             flags_same = all(r["flag_counts"] == first[0]["flag_counts"] for r in first + second)
             print(f"\nJSONL files identical: {same}; flag counts identical: {flags_same}")
+            for export_label in first[0]["rows"]:
+                changes = _row_changes(
+                    first[0]["rows"][export_label], second[0]["rows"][export_label]
+                )
+                print(f"{export_label}, {labels[0]} -> {labels[1]}: {changes}")
     finally:
         if postgres:
             from contextlib import suppress
