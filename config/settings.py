@@ -120,7 +120,7 @@ TEMPLATES = [
 
 
 def _conn_max_age() -> int:
-    """Seconds a PostgreSQL connection is reused across requests (``QUORUM_DB_CONN_MAX_AGE``).
+    """Seconds a database connection is reused across requests (``QUORUM_DB_CONN_MAX_AGE``).
 
     Django keeps one connection per thread. Gunicorn's sync workers serve one request at a time
     in one thread, and its threaded workers use a fixed pool, so persistent connections stay
@@ -134,19 +134,33 @@ def _conn_max_age() -> int:
     return env_int("QUORUM_DB_CONN_MAX_AGE", 60, minimum=0)
 
 
+def _sqlite() -> dict:
+    return {
+        # Django's backend, but a writer waiting for the lock retries every few ms instead of
+        # sleeping in SQLite's busy handler (up to 100 ms at a time): config/sqlite_backend.
+        "ENGINE": "config.sqlite_backend",
+        "OPTIONS": {
+            # WAL lets the web process read while a worker writes; IMMEDIATE takes the
+            # write lock at BEGIN so concurrent writers queue instead of failing mid-way.
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 30,
+        },
+        # One connection per process kept, as for PostgreSQL: a new one re-reads the schema and
+        # starts with an empty page cache on every request.
+        "CONN_MAX_AGE": _conn_max_age(),
+    }
+
+
+_SQLITE = _sqlite()
+
+
 def _database_from_env() -> dict:
     url = env_str("DATABASE_URL")
     if not url:
         return {
-            "ENGINE": "django.db.backends.sqlite3",
             "NAME": DATA_DIR / "quorum.sqlite3",
-            "OPTIONS": {
-                # WAL lets the web process read while a worker writes; IMMEDIATE takes the
-                # write lock at BEGIN so concurrent writers queue instead of failing mid-way.
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 30,
-            },
+            **_SQLITE,
             # A file, not :memory:, so a Celery worker process started by a test sees it.
             "TEST": {"NAME": str(DATA_DIR / "test-quorum.sqlite3")},
         }
@@ -162,11 +176,7 @@ def _database_from_env() -> dict:
             f"DATABASE_URL: unsupported database {config.get('ENGINE')!r}; use postgres:// or sqlite://"
         )
     if config["ENGINE"] == "django.db.backends.sqlite3":
-        config["OPTIONS"] = {
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-            "transaction_mode": "IMMEDIATE",
-            "timeout": 30,
-        }
+        config.update(_SQLITE)
     return config
 
 

@@ -146,13 +146,18 @@ class Deployment:
         return self.manage("shell", "-c", script)
 
     def _spawn(self, cmd: list[str], env: dict) -> None:
+        # QUORUM_PEERS_LOG_DIR: the servers' output goes there (one file each) for debugging.
+        log_dir = os.environ.get("QUORUM_PEERS_LOG_DIR")
+        out = subprocess.DEVNULL
+        if log_dir:
+            out = open(Path(log_dir) / f"{Path(cmd[0]).name}-{len(self.procs)}.log", "ab")  # noqa: SIM115
         self.procs.append(
             subprocess.Popen(
                 cmd,
                 cwd=REPO,
                 env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT if log_dir else subprocess.DEVNULL,
                 start_new_session=True,
             )
         )
