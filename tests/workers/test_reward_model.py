@@ -717,3 +717,27 @@ def test_it_reads_image_answers_from_their_visual_tokens_when_asked(tokenizer, m
 
     torch.testing.assert_close(scores.tolist(), expected, **TOL)
     assert len({round(v, 4) for v in expected}) == 3
+
+
+# ---- image preprocessing -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [(700, 430), (20, 12), (112, 56)])
+def test_an_image_file_gets_the_pixels_the_processor_gives_the_decoded_image(
+    scorer, tmp_path, size
+):
+    """A file is resized once, straight to the processor's size: the same patches as handing
+    the processor the decoded picture (the paper's recipe), whether it shrinks, grows or keeps
+    it. A cap before the processor's own resize would resample twice and differ."""
+    rng = np.random.default_rng(sum(size))
+    path = tmp_path / "picture.png"
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    builder = _rescored(scorer, image_max_pixels=28 * 28 * 16).builder
+    visual = builder.encode_image(path)
+    expected = builder.image_processor(
+        images=[Image.open(path).convert("RGB")],
+        size={"shortest_edge": builder.min_pixels, "longest_edge": builder.image_max_pixels},
+        return_tensors="pt",
+    )
+    assert visual.grid_thw == tuple(int(v) for v in expected["image_grid_thw"][0])
+    assert torch.equal(visual.pixel_values, expected["pixel_values"])

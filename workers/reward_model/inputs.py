@@ -514,8 +514,7 @@ class RewardInputBuilder:
         """Load (if a path) and patchify an image; raises `MediaError` for unreadable files."""
         self._require_vision("image")
         if not isinstance(image, Image.Image):
-            # Decode-time cap well above the pixel budget, so huge uploads are not held whole.
-            image = load_image(image, max_side=int(2 * math.sqrt(self.image_max_pixels)) + 28)
+            image = self._image_to_budget(load_image(image))
         out = self.image_processor(
             images=[image.convert("RGB")],
             size={"shortest_edge": self.min_pixels, "longest_edge": self.image_max_pixels},
@@ -523,6 +522,30 @@ class RewardInputBuilder:
         )
         grid = tuple(int(v) for v in out["image_grid_thw"][0])
         return _Visual("image", out["pixel_values"], grid, self.merge_size)  # type: ignore[arg-type]
+
+    def _image_to_budget(self, image: Image.Image) -> Image.Image:
+        """Resizes a decoded file once, straight to the size the image processor picks for it
+        (``smart_resize`` within the pixel budget, the processor's own resampling).
+
+        The processor's resize then finds the image at its size and only copies it: one
+        resample, not two, and the same pixels as giving the processor the decoded image (as
+        the paper's recipe does), which a cap before the processor's resize would not give.
+        """
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+        resample = getattr(self.image_processor, "resample", None)
+        if resample is None or not hasattr(self.image_processor, "merge_size"):
+            return image  # not a Qwen-style processor: let it resize as it does
+        height, width = smart_resize(
+            image.height,
+            image.width,
+            factor=self.patch_size * self.merge_size,
+            min_pixels=self.min_pixels,
+            max_pixels=self.image_max_pixels,
+        )
+        if (width, height) == image.size:
+            return image
+        return image.resize((width, height), Image.Resampling(int(resample)))
 
     def encode_video(self, video: MediaRef | VideoFrames) -> _Visual:
         """Sample (if a path) and patchify a video; raises `MediaError` for unreadable files.
