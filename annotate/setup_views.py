@@ -174,6 +174,20 @@ def preview(request: HttpRequest, draft_id: str) -> HttpResponse:
     return render(request, "annotate/setup/preview.html", _context(draft_id, draft, "preview"))
 
 
+def _rubric_rows_posted(request: HttpRequest, *, default_action: str) -> tuple[list[str], str]:
+    """The rubric rows a settings form posted, after its "Remove" or "Add dimension" button
+    (which work without JavaScript), and the action: ``edit`` when a row was removed."""
+    rows = request.POST.getlist("rubric_dimensions")
+    action = request.POST.get("action", default_action)
+    remove = request.POST.get("remove_row")
+    if remove is not None and remove.isdigit() and int(remove) < len(rows):
+        rows.pop(int(remove))
+        action = "edit"
+    elif action == "add_row":
+        rows.append("")
+    return rows, action
+
+
 @_staff_only
 @require_http_methods(["GET", "POST"])
 def settings_step(request: HttpRequest, draft_id: str) -> HttpResponse:
@@ -184,14 +198,7 @@ def settings_step(request: HttpRequest, draft_id: str) -> HttpResponse:
     rubric_errors: list[str] = []
     if request.method == "POST":
         form = project_setup.ProjectSettingsForm(request.POST, preview=draft["preview"])
-        rows = request.POST.getlist("rubric_dimensions")
-        action = request.POST.get("action", "continue")
-        remove = request.POST.get("remove_row")
-        if remove is not None and remove.isdigit() and int(remove) < len(rows):
-            rows.pop(int(remove))
-            action = "edit"
-        elif action == "add_row":
-            rows.append("")
+        rows, action = _rubric_rows_posted(request, default_action="continue")
         if action == "continue":
             dims, rubric_errors = project_setup.rubric_check(rows)
             if form.is_valid() and not rubric_errors:
@@ -422,14 +429,7 @@ def project_settings(request: HttpRequest, project_id: int) -> HttpResponse:
     status = 200
     if request.method == "POST":
         form = project_setup.ProjectEditForm(request.POST, project=project)
-        rows = request.POST.getlist("rubric_dimensions")
-        action = request.POST.get("action", "save")
-        remove = request.POST.get("remove_row")
-        if remove is not None and remove.isdigit() and int(remove) < len(rows):
-            rows.pop(int(remove))
-            action = "edit"
-        elif action == "add_row":
-            rows.append("")
+        rows, action = _rubric_rows_posted(request, default_action="save")
         if action == "save":
             dims, rubric_errors = project_setup.rubric_check(rows)
             if form.is_valid() and not rubric_errors:
