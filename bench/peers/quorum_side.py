@@ -118,7 +118,9 @@ class Deployment:
             env["CELERY_BROKER_URL"] = env["QUORUM_PEERS_BROKER"]
         self.db_name = None
         if env.get("DATABASE_URL", "").startswith("postgres"):
-            self.db_name = f"quorum_peers_{uuid.uuid4().hex[:8]}"
+            # QUORUM_PEERS_DB_PREFIX: the scratch database's name prefix (a shared server).
+            prefix = env.get("QUORUM_PEERS_DB_PREFIX", "quorum_peers")
+            self.db_name = f"{prefix}_{uuid.uuid4().hex[:8]}"
             subprocess.run(
                 ["createdb", "-h", "127.0.0.1", "-U", "postgres", self.db_name], check=True
             )
@@ -126,7 +128,7 @@ class Deployment:
         self.env = env
         self.db = "PostgreSQL" if self.db_name else "SQLite"
         self.procs: list[subprocess.Popen] = []
-        self.port = _free_port()
+        self.port = int(env.get("QUORUM_PEERS_PORT") or 0) or _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
 
     def manage(self, *args: str, capture: bool = True) -> str:

@@ -273,7 +273,8 @@ def main() -> None:
     for round_ in range(args.rounds):
         order = systems if round_ % 2 == 0 else systems[::-1]
         for system in order:
-            _log(f"round {round_ + 1}: {system}")
+            load = os.getloadavg()
+            _log(f"round {round_ + 1}: {system} (load average {load[0]:.1f} / {load[1]:.1f})")
             if system == "label-studio":
                 ls_runs.append(run_label_studio(args, sizes))
             else:
