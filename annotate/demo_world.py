@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 
 SCALES = ("small", "mr2bench")
 GROUND_TRUTH_FORMAT = "quorum-demo-ground-truth/1"
@@ -397,6 +397,24 @@ class ProjectTruth:
             index.setdefault(c["prompt"], []).append(cid)
         return index
 
+    def gold_prompts(self) -> list[str]:
+        """Ids of the prompts whose tasks are gold (their true ranking is the answer)."""
+        return [pid for pid, p in self.prompts.items() if p.get("gold")]
+
+    def true_groups(self, candidate_ids: Sequence[str]) -> list[list[str]]:
+        """``candidate_ids`` as tie groups by hidden quality, best first."""
+        ranked = sorted(candidate_ids, key=lambda cid: (-self.candidates[cid]["quality"], cid))
+        groups: list[list[str]] = []
+        for cid in ranked:
+            if (
+                groups
+                and self.candidates[groups[-1][0]]["quality"] == self.candidates[cid]["quality"]
+            ):
+                groups[-1].append(cid)
+            else:
+                groups.append([cid])
+        return groups
+
     def true_ranking(self, prompt_id: str) -> list[str]:
         """The prompt's candidate ids, best first (ties in quality kept in id order)."""
         ids = self.candidates_by_prompt.get(prompt_id, [])
@@ -591,21 +609,29 @@ def _judge_task(
     pairwise: bool,
     video: bool,
     key_suffix: str = "",
+    gold_rng: random.Random | None = None,
 ) -> list[dict[str, Any]]:
-    """``count`` judgments on one task by distinct annotators, each shown a fresh shuffle."""
+    """``count`` judgments on one task by distinct annotators, each shown a fresh shuffle; on a
+    gold task (``gold_rng`` given) every other annotator judges it too, drawing from
+    ``gold_rng`` so that the first ``count`` judgments are those of a task that is not gold."""
     out = []
-    for annotator in _pick_annotators(annotators, count, rng):
+    panel = _pick_annotators(annotators, count, rng)
+    judges = [(a, rng) for a in panel]
+    if gold_rng is not None:
+        rest = [a for a in annotators if a not in panel]
+        judges += [(a, gold_rng) for a in _pick_annotators(rest, len(rest), gold_rng)]
+    for annotator, stream in judges:
         presented = list(task_ids)
-        rng.shuffle(presented)
+        stream.shuffle(presented)
         judgment: dict[str, Any] = {"annotator": annotator.username}
         if pairwise:
             judgment["pair"] = presented
-            judgment["outcome"] = simulate_pair(annotator, presented, quality, rng)
+            judgment["outcome"] = simulate_pair(annotator, presented, quality, stream)
         else:
-            judgment["ranking"] = simulate_ranking(annotator, presented, quality, rng)
+            judgment["ranking"] = simulate_ranking(annotator, presented, quality, stream)
         judgment["presented_order"] = presented
         judgment["duration_ms"] = simulate_duration(
-            annotator, rng, slots=len(presented), video=video
+            annotator, stream, slots=len(presented), video=video
         )
         judgment["source"] = DEMO_SOURCE
         judgment["key"] = f"demo:{pid}{key_suffix}:{annotator.username}"
@@ -620,6 +646,31 @@ CYCLE_CASE = (
     "planted cycle: three annotators rank the three best answers in rotation "
     "(A>B>C, B>C>A, C>A>B), so every pairwise majority points around a loop"
 )
+
+
+# Gold tasks: in each small project, the first GOLD_PER_PROJECT prompts from GOLD_FROM on whose
+# candidates a careful person can order (true qualities at least GOLD_GAP apart, the best one
+# good enough that nobody calls both of a pair bad). Quorum serves a gold task to every
+# annotator once, so every simulated annotator judges them; the hidden true ranking is the gold
+# answer (``make_demo`` stores it on the tasks), and whoever orders it wrongly -- the spammer
+# above all -- lands in the failed-gold queue. Chosen from what was drawn before the judgments,
+# so a smaller world is still a prefix of a larger one; the extra judges draw from a stream of
+# their own, so every judgment the world had before stays as it was.
+GOLD_PER_PROJECT = 4
+GOLD_FROM = 3
+GOLD_GAP = 0.12
+GOLD_BEST = 0.4
+
+
+def _is_gold(index: int, quality: dict[str, float], gold_so_far: int) -> bool:
+    ordered = sorted(quality.values(), reverse=True)
+    return (
+        gold_so_far < GOLD_PER_PROJECT
+        and index >= GOLD_FROM
+        and index != CYCLE_PROMPT
+        and ordered[0] >= GOLD_BEST
+        and all(a - b >= GOLD_GAP for a, b in zip(ordered, ordered[1:], strict=False))
+    )
 
 
 def _plant_cycle(judgments: list[dict[str, Any]], quality: dict[str, float]) -> None:
@@ -885,23 +936,28 @@ class Shape:
     r: float
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, s: Shape) -> None:
+def _draw_shape(draw: ImageDraw.ImageDraw, s: Shape, scale: int = 1) -> None:
+    """Draws ``s`` (laid out in layout units) at ``scale`` pixels per unit."""
     fill = COLOURS[s.colour]
-    cx, cy, r = s.cx, s.cy, s.r
+    cx, cy, r = s.cx * scale, s.cy * scale, s.r * scale
     if s.shape == "circle":
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill, outline=OUTLINE)
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill, outline=OUTLINE, width=scale)
     elif s.shape == "square":
         k = r * 0.85
-        draw.rectangle((cx - k, cy - k, cx + k, cy + k), fill=fill, outline=OUTLINE)
+        draw.rectangle((cx - k, cy - k, cx + k, cy + k), fill=fill, outline=OUTLINE, width=scale)
     elif s.shape == "triangle":
         draw.polygon(
             [(cx, cy - r), (cx - r, cy + r * 0.8), (cx + r, cy + r * 0.8)],
             fill=fill,
             outline=OUTLINE,
+            width=scale,
         )
     else:
         draw.polygon(
-            [(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=fill, outline=OUTLINE
+            [(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)],
+            fill=fill,
+            outline=OUTLINE,
+            width=scale,
         )
 
 
@@ -947,27 +1003,42 @@ def _canvas(size: int) -> tuple[Image.Image, ImageDraw.ImageDraw]:
     return img, ImageDraw.Draw(img)
 
 
-def _render_shapes(shapes: Sequence[Shape], size: int) -> Image.Image:
-    img, draw = _canvas(size)
+def _render_shapes(shapes: Sequence[Shape], size: int, scale: int = 1) -> Image.Image:
+    """A ``size * scale`` px picture of shapes laid out on a ``size`` unit canvas."""
+    img, draw = _canvas(size * scale)
     for s in shapes:
-        _draw_shape(draw, s)
+        _draw_shape(draw, s, scale)
     return img
 
 
-def _degrade(img: Image.Image, artefact: float, seed: int) -> Image.Image:
-    """A weak generator's rendering: blur and stray specks, both growing with ``artefact``.
+def _degrade(img: Image.Image, artefact: float, seed: int, scale: int = 1) -> Image.Image:
+    """A weak generator's rendering: blur and stray specks, both growing with ``artefact``;
+    ``scale`` is the picture's pixels per layout unit (blur and specks grow with it).
 
     Specks rather than per-pixel grain: they are as visible but keep the PNGs a few KB.
     """
     if artefact < 0.05:
         return img
-    img = img.filter(ImageFilter.GaussianBlur(radius=1.6 * artefact))
+    radius = 1.6 * artefact * scale
+    # Only what differs from the plain background can blur; blurring that part alone (with a
+    # margin of background around it) is the same picture at a fraction of the cost.
+    box = ImageChops.difference(img, Image.new("RGB", img.size, BACKGROUND)).getbbox()
+    if box is not None:
+        pad = math.ceil(3 * radius) + 2
+        box = (
+            max(0, box[0] - pad),
+            max(0, box[1] - pad),
+            min(img.width, box[2] + pad),
+            min(img.height, box[3] + pad),
+        )
+        img.paste(img.crop(box).filter(ImageFilter.GaussianBlur(radius=radius)), box[:2])
     rng = np.random.default_rng(seed)
     draw = ImageDraw.Draw(img)
+    units = img.width // scale
     for _ in range(int(40 * artefact)):
-        x, y = (int(v) for v in rng.integers(0, img.width, 2))
+        x, y = (int(v) * scale for v in rng.integers(0, units, 2))
         shade = tuple(int(v) for v in rng.integers(0, 256, 3))
-        size = int(rng.integers(1, 3))
+        size = int(rng.integers(1, 3)) * scale
         draw.rectangle((x, y, x + size, y + size), fill=shade)
     return img
 
@@ -984,6 +1055,11 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return _FONT_CACHE[size]
 
 
+_Y_ROW = np.array([65.481, 128.553, 24.966], dtype=np.float32)
+_U_ROW = np.array([-37.797, -74.203, 112.0], dtype=np.float32)
+_V_ROW = np.array([112.0, -93.786, -18.214], dtype=np.float32)
+
+
 def rgb_to_yuv420p(frame: np.ndarray) -> np.ndarray:
     """BT.601 limited-range YUV 4:2:0 planes stacked as PyAV's ``yuv420p`` ndarray layout.
 
@@ -991,16 +1067,15 @@ def rgb_to_yuv420p(frame: np.ndarray) -> np.ndarray:
     seed; handing RGB frames to ``encode()`` did not (PyAV 18). Height must be a multiple of 4.
     """
     rgb = frame.astype(np.float32)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    y = 16.0 + (65.481 * r + 128.553 * g + 24.966 * b) / 255.0
-    u = 128.0 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255.0
-    v = 128.0 + (112.0 * r - 93.786 * g - 18.214 * b) / 255.0
-    h, w = y.shape
-
-    def half(plane: np.ndarray) -> np.ndarray:
-        return plane.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3)).reshape(h // 4, w)
-
-    planes = np.concatenate([y, half(u), half(v)], axis=0)
+    h, w = rgb.shape[:2]
+    y = 16.0 + rgb @ (_Y_ROW / 255.0)
+    # The conversion is linear, so averaging RGB over each 2x2 block before converting gives
+    # the chroma of the averaged planes at a quarter of the work.
+    rows = rgb[0::2] + rgb[1::2]
+    quad = 0.25 * (rows[:, 0::2] + rows[:, 1::2])
+    u = 128.0 + quad @ (_U_ROW / 255.0)
+    v = 128.0 + quad @ (_V_ROW / 255.0)
+    planes = np.concatenate([y, u.reshape(h // 4, w), v.reshape(h // 4, w)], axis=0)
     return np.clip(np.rint(planes), 0, 255).astype(np.uint8)
 
 
@@ -1057,8 +1132,10 @@ def _motion_frames(
     jitter: float = 0.0,
     artefact: float = 0.0,
     noise_seed: int = 0,
+    scale: int = 1,
 ) -> list[np.ndarray]:
-    """Frames of ``mover`` crossing the frame in ``direction`` past still shapes."""
+    """Frames of ``mover`` crossing the frame in ``direction`` past still shapes; positions
+    and ``jitter`` in layout units of a ``size`` canvas, frames ``size * scale`` px."""
     margin = mover.r + 2
     start, end = margin, size - margin
     out = []
@@ -1070,13 +1147,21 @@ def _motion_frames(
         x, y = (along, mover.cy) if direction in ("left", "right") else (mover.cx, along)
         x += rng.uniform(-jitter, jitter)
         y += rng.uniform(-jitter, jitter)
-        img = _render_shapes([*still, Shape(mover.shape, mover.colour, x, y, mover.r)], size)
-        img = _degrade(img, artefact, noise_seed + i)
+        img = _render_shapes([*still, Shape(mover.shape, mover.colour, x, y, mover.r)], size, scale)
+        img = _degrade(img, artefact, noise_seed + i, scale)
         out.append(np.asarray(img, dtype=np.uint8))
     return out
 
 
 # --- small scale: three media projects --------------------------------------------------------
+
+# Pixels per layout unit. Scenes are laid out (and every random draw made) on the small canvases
+# the world was first built with -- VQA 128 (stills) and 96 (clips), text-to-image 96,
+# text-to-video 64 units -- and drawn at this many pixels per unit, so the media are 256-512 px
+# while the answers, judgments and truth stay what those draws made them.
+VQA_SCALE = 3
+T2I_SCALE = 4
+T2V_SCALE = 4
 
 
 def _rng(seed: int, project: str, index: int) -> random.Random:
@@ -1164,11 +1249,16 @@ def _vqa_scene(rng: random.Random) -> tuple[str, list[Shape], Question, int | No
 
 
 def _render_vqa_picture(shapes: Sequence[Shape], word_index: int | None) -> bytes:
-    img = _render_shapes(shapes, 128)
+    k = VQA_SCALE
+    img = _render_shapes(shapes, 128, k)
     if word_index is not None:
         draw = ImageDraw.Draw(img)
-        draw.rectangle((14, 10, 114, 56), fill=(255, 255, 255), outline=OUTLINE, width=2)
-        draw.text((64, 33), WORDS[word_index], fill=(20, 20, 20), font=_font(26), anchor="mm")
+        draw.rectangle(
+            (14 * k, 10 * k, 114 * k, 56 * k), fill=(255, 255, 255), outline=OUTLINE, width=2 * k
+        )
+        draw.text(
+            (64 * k, 33 * k), WORDS[word_index], fill=(20, 20, 20), font=_font(26 * k), anchor="mm"
+        )
     return _png(img)
 
 
@@ -1189,6 +1279,7 @@ def _vqa_project(
     )
     prompts_truth: dict[str, Any] = {}
     cands_truth: dict[str, Any] = {}
+    gold_count = 0
     for i in range(count):
         rng = _rng(seed, "vqa", i)
         pid = f"s{seed}-vqa-{i:04d}"
@@ -1214,7 +1305,13 @@ def _vqa_project(
             lane = rng.uniform(20, 76)
             mover = Shape(shape, colour, lane, lane, 11)
             frames = _motion_frames(
-                mover=mover, direction=direction, still=still, size=96, frames=20, rng=rng
+                mover=mover,
+                direction=direction,
+                still=still,
+                size=96,
+                frames=20,
+                rng=rng,
+                scale=VQA_SCALE,
             )
             rel = f"media/vqa/{pid}.mp4"
             project.media[rel] = encode_mp4(frames)
@@ -1244,6 +1341,8 @@ def _vqa_project(
                 "category": category,
             }
         row["candidates"] = candidates
+        gold = _is_gold(i, quality, gold_count)
+        gold_count += gold
         row["judgments"] = _judge_task(
             pid=pid,
             task_ids=list(quality),
@@ -1251,13 +1350,14 @@ def _vqa_project(
             annotators=annotators,
             count=3 if i == CYCLE_PROMPT else _coverage(rng, 3),
             rng=rng,
+            gold_rng=_rng(seed, f"{project.slug}/gold", i) if gold else None,
             pairwise=False,
             video="video" in row,
         )
         if i == CYCLE_PROMPT:
             _plant_cycle(row["judgments"], quality)
             row["metadata"]["demo_case"] = CYCLE_CASE
-        prompts_truth[pid] = {"answer": question.answer, "scene": scene}
+        prompts_truth[pid] = {"answer": question.answer, "scene": scene, "gold": gold}
         project.rows.append(row)
     project.truth = {"mode": "ranking", "prompts": prompts_truth, "candidates": cands_truth}
     return project
@@ -1291,6 +1391,7 @@ def _t2i_project(
     )
     prompts_truth: dict[str, Any] = {}
     cands_truth: dict[str, Any] = {}
+    gold_count = 0
     for i in range(count):
         rng = _rng(seed, "t2i", i)
         pid = f"s{seed}-t2i-{i:04d}"
@@ -1314,7 +1415,9 @@ def _t2i_project(
             drawn_colour = colour if ok["colour"] else _other(rng, list(COLOURS), colour)
             drawn_shape = shape if ok["shape"] else _other(rng, SHAPES, shape)
             shapes = _layout(rng, [(drawn_shape, drawn_colour)] * drawn_n, size=96, grid=3)
-            img = _degrade(_render_shapes(shapes, 96), artefact, _int_seed(rng))
+            img = _degrade(
+                _render_shapes(shapes, 96, T2I_SCALE), artefact, _int_seed(rng), T2I_SCALE
+            )
             rel = f"media/t2i/{cid}.png"
             project.media[rel] = _png(img)
             q = sum(T2I_WEIGHTS[a] for a, good in ok.items() if good) + T2I_WEIGHTS["clean"] * (
@@ -1331,6 +1434,8 @@ def _t2i_project(
                 "artefact": artefact,
             }
         row["candidates"] = candidates
+        gold = _is_gold(i, quality, gold_count)
+        gold_count += gold
         row["judgments"] = _judge_task(
             pid=pid,
             task_ids=list(quality),
@@ -1338,13 +1443,19 @@ def _t2i_project(
             annotators=annotators,
             count=3 if i == CYCLE_PROMPT else _coverage(rng, 3),
             rng=rng,
+            gold_rng=_rng(seed, f"{project.slug}/gold", i) if gold else None,
             pairwise=False,
             video=False,
         )
         if i == CYCLE_PROMPT:
             _plant_cycle(row["judgments"], quality)
             row["metadata"]["demo_case"] = CYCLE_CASE
-        prompts_truth[pid] = {"count": n, "colour": colour, "shape": shape}
+        prompts_truth[pid] = {
+            "count": n,
+            "colour": colour,
+            "shape": shape,
+            "gold": gold,
+        }
         project.rows.append(row)
     project.truth = {"mode": "ranking", "prompts": prompts_truth, "candidates": cands_truth}
     return project
@@ -1366,6 +1477,7 @@ def _t2v_project(
     )
     prompts_truth: dict[str, Any] = {}
     cands_truth: dict[str, Any] = {}
+    gold_count = 0
     size, frames = 64, 16
     for i in range(count):
         rng = _rng(seed, "t2v", i)
@@ -1404,6 +1516,7 @@ def _t2v_project(
                 jitter=6.0 * artefact,
                 artefact=artefact * 0.6,
                 noise_seed=_int_seed(rng),
+                scale=T2V_SCALE,
             )
             rel = f"media/t2v/{cid}.mp4"
             project.media[rel] = encode_mp4(clip)
@@ -1421,8 +1534,11 @@ def _t2v_project(
                 "artefact": artefact,
             }
         row["candidates"] = candidates
+        gold = _is_gold(i, quality, gold_count)
+        gold_count += gold
         ids = list(quality)
         judgments = []
+        gold_rng = _rng(seed, f"{project.slug}/gold", i) if gold else None
         for a, b in ((0, 1), (1, 2), (0, 2)):
             judgments += _judge_task(
                 pid=pid,
@@ -1431,12 +1547,18 @@ def _t2v_project(
                 annotators=annotators,
                 count=_coverage(rng, 3),
                 rng=rng,
+                gold_rng=gold_rng,
                 pairwise=True,
                 video=True,
                 key_suffix=f":{a}{b}",
             )
         row["judgments"] = judgments
-        prompts_truth[pid] = {"colour": colour, "shape": shape, "direction": direction}
+        prompts_truth[pid] = {
+            "colour": colour,
+            "shape": shape,
+            "direction": direction,
+            "gold": gold,
+        }
         project.rows.append(row)
     project.truth = {"mode": "pairwise", "prompts": prompts_truth, "candidates": cands_truth}
     return project

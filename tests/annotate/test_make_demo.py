@@ -16,6 +16,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from PIL import Image
+from scipy import ndimage
 
 from annotate import demo_world as dw
 from annotate.models import Candidate, Judgment, Membership, Project, Prompt, Task
@@ -92,7 +93,7 @@ def test_every_image_opens_and_every_video_decodes_as_h264(tiny_world):
                 with Image.open(io.BytesIO(data)) as img:
                     assert img.format == "PNG"
                     img.load()
-                    assert min(img.size) >= 64
+                    assert min(img.size) >= 256 and max(img.size) <= 512, (rel, img.size)
                 images += 1
             else:
                 assert rel.endswith(".mp4"), rel
@@ -102,7 +103,7 @@ def test_every_image_opens_and_every_video_decodes_as_h264(tiny_world):
                     assert stream.codec_context.pix_fmt == "yuv420p"
                     frames = list(container.decode(stream))
                 assert len(frames) >= 16
-                assert 64 <= frames[0].width <= 128
+                assert 256 <= frames[0].width <= 512 and 256 <= frames[0].height <= 512
                 videos += 1
             assert len(data) < 64_000, f"{rel} is {len(data)} bytes; keep demo media small"
     assert images > 0 and videos > 0
@@ -110,28 +111,9 @@ def test_every_image_opens_and_every_video_decodes_as_h264(tiny_world):
 
 def _components(mask: np.ndarray) -> list[np.ndarray]:
     """Connected regions (4-neighbour) of a boolean mask, as arrays of (y, x) pixels."""
-    seen = np.zeros_like(mask)
-    regions = []
-    for y, x in zip(*np.nonzero(mask), strict=True):
-        if seen[y, x]:
-            continue
-        stack, pixels = [(y, x)], []
-        seen[y, x] = True
-        while stack:
-            cy, cx = stack.pop()
-            pixels.append((cy, cx))
-            for ny, nx in ((cy + 1, cx), (cy - 1, cx), (cy, cx + 1), (cy, cx - 1)):
-                if (
-                    0 <= ny < mask.shape[0]
-                    and 0 <= nx < mask.shape[1]
-                    and mask[ny, nx]
-                    and not seen[ny, nx]
-                ):
-                    seen[ny, nx] = True
-                    stack.append((ny, nx))
-        if len(pixels) > 20:  # ignore stray anti-aliasing specks
-            regions.append(np.array(pixels))
-    return regions
+    labels, count = ndimage.label(mask)
+    regions = [np.argwhere(labels == n) for n in range(1, count + 1)]
+    return [r for r in regions if len(r) > 20]  # ignore stray anti-aliasing specks
 
 
 def _shape_of(region: np.ndarray) -> str:
@@ -149,7 +131,9 @@ def _shape_of(region: np.ndarray) -> str:
 
 
 def test_vqa_count_answers_can_be_read_off_the_picture(tiny_world):
-    vqa = dw.generate_world(3, "small", prompts=25).projects[0]
+    # The VQA project alone: the other two would render and encode 25 prompts' media too.
+    people = dw.make_annotators(dw.SMALL_POOL, dw.SMALL_WEIGHTS)
+    vqa = dw._vqa_project(3, dw.make_models(3, 8), people, 25)
     checked = 0
     for row in vqa.rows:
         match = re.fullmatch(r"How many (\w+) (\w+)s are in the picture\?", row["prompt"])
@@ -248,6 +232,42 @@ def test_spammers_are_too_fast():
     assert median["spammer"] < 3000 < median["reliable"]
 
 
+def test_every_annotator_judges_a_gold_task_without_changing_the_first_judgments():
+    import random
+
+    people = dw.make_annotators(dw.SMALL_POOL, dw.SMALL_WEIGHTS)
+    quality = {"w": 0.9, "x": 0.7, "y": 0.5, "z": 0.3}
+    common = {
+        "pid": "p",
+        "task_ids": list(quality),
+        "quality": quality,
+        "annotators": people,
+        "count": 2,
+        "pairwise": False,
+        "video": False,
+    }
+    plain = dw._judge_task(**common, rng=random.Random(7))
+    gold = dw._judge_task(**common, rng=random.Random(7), gold_rng=random.Random(8))
+    assert gold[:2] == plain
+    assert sorted(j["annotator"] for j in gold) == sorted(a.username for a in people)
+
+
+def test_gold_prompts_have_clearly_ordered_candidates():
+    world = dw.generate_world(0, "small", prompts=26)  # seed 0's gold prompts are all < 26
+    for project in world.projects:
+        gold = [pid for pid, p in project.truth["prompts"].items() if p["gold"]]
+        assert len(gold) == dw.GOLD_PER_PROJECT, project.name
+        for row in project.rows:
+            if row["id"] not in gold:
+                continue
+            ranked = sorted(
+                (project.truth["candidates"][c["id"]]["quality"] for c in row["candidates"]),
+                reverse=True,
+            )
+            assert all(a - b >= dw.GOLD_GAP for a, b in zip(ranked, ranked[1:], strict=False))
+            assert ranked[0] >= dw.GOLD_BEST
+
+
 def test_the_mr2bench_world_has_twenty_judgments_per_prompt_over_19_models():
     world = dw.generate_world(0, "mr2bench", prompts=300)
     (project,) = world.projects
@@ -323,25 +343,68 @@ def test_it_loads_the_world_through_the_import_service(tmp_path):
     assert Task.objects.filter(status="open").exists()
 
 
+def _evaluator(username: str) -> str:
+    return f"ext:{dw.DEMO_SOURCE}:{username}"
+
+
 @pytest.mark.django_db
-def test_the_full_demo_fills_the_position_bias_and_cycle_queues(tmp_path):
-    """The planted annotators land where they were designed to: the position-biased one in
-    every project's position-bias queue, a labelled planted cycle in every ranking project."""
+def test_the_full_demo_fills_every_flag_queue_with_the_annotators_planted_for_it(tmp_path):
+    """Each simulated annotator lands where it was designed to: the position-biased one in the
+    position-bias queue, the spammer in the too-fast, unreliable and failed-gold queues (and no
+    reliable annotator fails gold), a labelled planted cycle in every ranking project. The
+    reward-model queue needs a model's scores: see tests/workers/test_demo_training.py."""
     from curation.models import Flag
     from curation.services import flags_recompute
 
     call_command("make_demo", "--out", str(tmp_path / "demo"), stdout=io.StringIO())
+    kinds: set[str] = set()
     for project in Project.objects.all():
         flags_recompute(project_id=project.pk)
-        biased = Flag.objects.filter(project=project, kind="position_bias")
-        assert [f.key for f in biased] == ["evaluator:ext:demo-simulation:ann_biased_1"], (
-            project.name,
-            list(Flag.objects.filter(project=project).values_list("kind", "key")),
-        )
-        if project.mode != "ranking":
-            continue
-        planted = project.prompts.get(metadata__demo_case=dw.CYCLE_CASE)
-        assert Flag.objects.filter(project=project, kind="cycle", prompt=planted).exists()
+        flags = Flag.objects.filter(project=project)
+        by_kind = defaultdict(set)
+        for kind, evaluator in flags.values_list("kind", "evaluator"):
+            by_kind[kind].add(evaluator)
+        kinds |= set(by_kind)
+        where = (project.name, {k: sorted(v) for k, v in by_kind.items()})
+        assert by_kind["position_bias"] == {_evaluator("ann_biased_1")}, where
+        assert by_kind["too_fast"] == {_evaluator("ann_spammer_1")}, where
+        assert _evaluator("ann_spammer_1") in by_kind["unreliable_annotator"], where
+        assert _evaluator("ann_spammer_1") in by_kind["failed_gold"], where
+        assert not {e for e in by_kind["failed_gold"] if "reliable" in e}, where
+        assert by_kind["low_agreement"], where
+        if project.mode == "ranking":
+            planted = project.prompts.get(metadata__demo_case=dw.CYCLE_CASE)
+            assert flags.filter(kind="cycle", prompt=planted).exists(), where
+    assert kinds == set(Flag.Kind.values) - {"rm_disagreement"}
+
+
+@pytest.mark.django_db
+def test_it_stores_the_true_ranking_as_the_gold_answer_of_the_gold_prompts(tmp_path):
+    # Seed 2's first five prompts hold a gold prompt in every project.
+    call_command(
+        "make_demo",
+        "--seed",
+        "2",
+        "--prompts",
+        "5",
+        "--out",
+        str(tmp_path / "demo"),
+        stdout=io.StringIO(),
+    )
+    truth = dw.load_ground_truth(tmp_path / "demo")
+    gold = Task.objects.filter(is_gold=True).select_related("project", "prompt")
+    assert gold.exists()
+    assert {t.prompt.external_id for t in gold} == {
+        pid for p in truth.projects.values() for pid in p.gold_prompts()
+    }
+    for task in gold:
+        ext = dict(task.candidates.values_list("pk", "external_id"))
+        quality = truth.projects[task.project.name].quality()
+        answer = [[quality[ext[pk]] for pk in group] for group in task.gold_ranking]
+        assert sum(map(len, answer)) == len(ext)
+        assert all(min(a) > max(b) for a, b in zip(answer, answer[1:], strict=False))
+        # Every simulated annotator judged it, as every annotator is served a gold task.
+        assert task.judgment_count == len(truth.annotators)
 
 
 @pytest.mark.django_db

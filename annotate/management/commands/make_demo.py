@@ -16,10 +16,17 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from annotate.demo_world import GROUND_TRUTH_FILE, SCALES, generate_world, write_world
+from annotate.demo_world import (
+    GROUND_TRUTH_FILE,
+    SCALES,
+    DemoWorld,
+    ProjectTruth,
+    generate_world,
+    write_world,
+)
 from annotate.importing import ImportRejected
 from annotate.models import Candidate, Judgment, Membership, Project, Prompt, Task
-from annotate.services import import_file
+from annotate.services import flags_recompute_job, import_file
 
 DEMO_PASSWORD = "quorum-demo"
 # username -> (is superuser, role in every demo project)
@@ -93,6 +100,9 @@ class Command(BaseCommand):
                 f"candidates, {project.judgment_count} judgments in file; new: {counts} "
                 f"({time.perf_counter() - t0:.1f} s)"
             )
+        gold = _mark_gold(world)
+        if gold:
+            self.stdout.write(f"  {gold} gold tasks: their hidden true ranking is the gold answer")
         imported = time.perf_counter()
 
         if users:
@@ -145,6 +155,43 @@ class Command(BaseCommand):
                     )
                 lines.append(f"  {username:6} {role:9} {note}")
         self.stdout.write("Demo logins:\n" + "\n".join(lines))
+
+
+def _mark_gold(world: DemoWorld) -> int:
+    """Makes the tasks of the world's gold prompts gold, with the hidden true ranking (restricted
+    to each task's candidates) as the answer. The JSONL format has no gold field, so this is done
+    after the import; a project whose gold changed gets a flag recompute (its failed-gold flags).
+    Returns how many tasks were changed."""
+    changed = 0
+    for demo in world.projects:
+        truth = ProjectTruth(
+            mode=demo.truth["mode"],
+            file=demo.filename,
+            prompts=demo.truth["prompts"],
+            candidates=demo.truth["candidates"],
+            annotator_accuracy={},
+        )
+        gold_prompts = truth.gold_prompts()
+        if not gold_prompts:
+            continue
+        tasks = list(
+            Task.objects.filter(
+                project__name=demo.name, prompt__external_id__in=gold_prompts
+            ).prefetch_related("slots__candidate")
+        )
+        todo = []
+        for task in tasks:
+            pk_of = {slot.candidate.external_id: slot.candidate_id for slot in task.slots.all()}
+            ranking = [[pk_of[c] for c in group] for group in truth.true_groups(list(pk_of))]
+            if not task.is_gold or task.gold_ranking != ranking:
+                task.is_gold, task.gold_ranking = True, ranking
+                todo.append(task)
+        if todo:
+            with transaction.atomic():
+                Task.objects.bulk_update(todo, ["is_gold", "gold_ranking"])
+                flags_recompute_job(project_id=todo[0].project_id)
+        changed += len(todo)
+    return changed
 
 
 def _refuse_public_folder(out_dir: Path) -> None:
