@@ -292,8 +292,19 @@ def _row_changes(before: dict, after: dict) -> str:
 
     order_changed = {p for p in pair_prompts if sides(pb.get(p)) != sides(pa.get(p))}
     numbers_changed = {p for p in pair_prompts if pb.get(p) != pa.get(p)} - order_changed
+    # Candidate pairs ordered one way in one export and the other way (or tied) in the other.
+    compared = flipped = 0
+    for p in ranking_changed & set(rb) & set(ra):
+        one, other = dict(rb[p]), dict(ra[p])
+        cands = sorted(set(one) & set(other))
+        for i, x in enumerate(cands):
+            for y in cands[i + 1 :]:
+                compared += 1
+                a, b = one[x] - one[y], other[x] - other[y]
+                flipped += (a > 0) - (a < 0) != (b > 0) - (b < 0)
     return (
-        f"rankings changed on {len(ranking_changed):,} of {len(prompts):,} prompts; pairs "
+        f"rankings changed on {len(ranking_changed):,} of {len(prompts):,} prompts "
+        f"({flipped:,} of their {compared:,} candidate pairs ordered differently); pairs "
         f"(which side chosen, or which pairs) changed on {len(order_changed):,} prompts, "
         f"only their margins on {len(numbers_changed):,} more; identical elsewhere"
     )
@@ -355,6 +366,9 @@ def main() -> None:
         "--world",
         help="SQLite only: keep the generated world in this folder and reuse it when it is "
         "there (written by the oldest code measured; generating 940K judgments takes minutes)",
+    )
+    parser.add_argument(
+        "--save-rows", help="write each code's exported rankings and pairs (first run) here"
     )
     parser.add_argument("--setup", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
@@ -435,6 +449,10 @@ def main() -> None:
                     flush=True,
                 )
         labels = list(results)
+        if args.save_rows:
+            Path(args.save_rows).write_text(
+                json.dumps({label: results[label][0]["rows"] for label in labels})
+            )
         steps = list(results[labels[-1]][0]["steps"])
         header = "| step | " + " | ".join(labels)
         rule = "|---|" + "---|" * len(labels)

@@ -881,3 +881,43 @@ def test_it_shows_an_exports_warnings_on_the_exports_page(client, users):
     assert f'aria-label="warnings of v{export.version}"' in page
     for warning in export.datasheet["warnings"]:
         assert warning.replace("'", "&#x27;") in page
+
+
+def test_it_writes_hf_folders_as_datasets_save_to_disk_does(tmp_path):
+    import datasets
+    import pyarrow as pa
+    from datasets.table import InMemoryTable
+
+    from curation.exporting import hf_image_columns, save_dataset_dict
+
+    datasets.disable_progress_bars()
+    table = pa.table(
+        {
+            "split": ["train", "train", "test"],
+            "image": ["media/p/one.png", None, "media/two.png"],
+            "response_images": [["media/a.png", None], None, []],
+            "n": [1, 2, 3],
+        }
+    )
+    table, features = hf_image_columns(table, lambda path: f"bytes of {path}".encode())
+    info = datasets.DatasetInfo(features=features)
+    parts = {
+        split: datasets.Dataset(
+            InMemoryTable(table.filter(pa.compute.equal(table["split"], split))), info=info.copy()
+        )
+        for split in ("train", "test", "empty")
+    }
+    datasets.DatasetDict(parts).save_to_disk(str(tmp_path / "library"), num_shards={"empty": 1})
+    save_dataset_dict(parts, tmp_path / "ours")
+    library = datasets.load_from_disk(str(tmp_path / "library"))
+    ours = datasets.load_from_disk(str(tmp_path / "ours"))
+    assert list(ours) == ["train", "test", "empty"]
+    for split in parts:
+        assert ours[split].features == library[split].features
+        assert ours[split].data.table.equals(library[split].data.table)
+        for name in ("state.json", "dataset_info.json"):
+            assert (tmp_path / "ours" / split / name).read_text() == (
+                tmp_path / "library" / split / name
+            ).read_text()
+    cell = ours["train"].with_format("arrow")[0]["image"].to_pylist()[0]
+    assert cell == {"bytes": b"bytes of media/p/one.png", "path": "one.png"}
