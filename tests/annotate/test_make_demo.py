@@ -352,7 +352,7 @@ def test_the_full_demo_fills_every_flag_queue_with_the_annotators_planted_for_it
     """Each simulated annotator lands where it was designed to: the position-biased one in the
     position-bias queue, the spammer in the too-fast, unreliable and failed-gold queues (and no
     reliable annotator fails gold), a labelled planted cycle in every ranking project. The
-    reward-model queue needs a model's scores: see tests/workers/test_demo_training.py."""
+    reward-model queue needs a model's scores: see the next test."""
     from curation.models import Flag
     from curation.services import flags_recompute
 
@@ -376,6 +376,61 @@ def test_the_full_demo_fills_every_flag_queue_with_the_annotators_planted_for_it
             planted = project.prompts.get(metadata__demo_case=dw.CYCLE_CASE)
             assert flags.filter(kind="cycle", prompt=planted).exists(), where
     assert kinds == set(Flag.Kind.values) - {"rm_disagreement"}
+
+
+class _BackwardsScorer:
+    """Stands in for the demo reward model (minutes of training): it scores every answer by its
+    hidden quality the wrong way round, and confidently, so it contradicts the annotators
+    wherever they agree."""
+
+    def __init__(self, score_of: dict[str, float]) -> None:
+        self.score_of = score_of
+
+    def score(self, items, mode):  # noqa: ANN001, ANN201 - the scorer's duck type
+        from types import SimpleNamespace
+
+        return [
+            SimpleNamespace(
+                scores=[self.score_of[c.path or c.text] for c in item.candidates],
+                error=None,
+                errors=[None] * len(item.candidates),
+            )
+            for item in items
+        ]
+
+
+@pytest.mark.django_db
+def test_the_reward_model_queue_fills_when_the_demo_projects_scoring_run_finishes(
+    tmp_path, monkeypatch
+):
+    from annotate.models import RewardModel
+    from curation.models import Flag
+    from workers import jobs, scoring
+    from workers.curation_tasks import flags_recompute_task
+    from workers.models import Job
+
+    _make_demo(tmp_path / "demo")
+    truth = dw.load_ground_truth(tmp_path / "demo")
+    score_of = {}
+    for cand in Candidate.objects.select_related("project"):
+        quality = truth.projects[cand.project.name].quality()[cand.external_id]
+        score_of[scoring._media_path(cand.media) or cand.text] = -10.0 * quality
+    model = RewardModel.objects.create(name="backwards", version="1", path=str(tmp_path))
+    monkeypatch.setattr(scoring, "scorer_for", lambda reward_model: _BackwardsScorer(score_of))
+    for project in Project.objects.all():
+        project.active_reward_model = model
+        project.save(update_fields=["active_reward_model"])
+        assert not Flag.objects.filter(project=project, kind="rm_disagreement").exists()
+        run = scoring.scoring_run_start(project=project, reason="demo")
+        Job.objects.filter(name=jobs.FLAGS_RECOMPUTE).delete()  # the import's own recompute
+
+        scoring.score_prompts(run_id=run.pk, prompt_ids=run.prompt_ids)
+
+        # The finished run asks for a flag recompute; a worker runs it as this job.
+        job = Job.objects.get(name=jobs.FLAGS_RECOMPUTE, kwargs={"project_id": project.pk})
+        flags_recompute_task.run(project_id=project.pk, job_id=job.pk)
+        flagged = Flag.objects.filter(project=project, kind="rm_disagreement")
+        assert flagged.exists(), project.name
 
 
 @pytest.mark.django_db
