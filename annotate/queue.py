@@ -546,8 +546,8 @@ def judgment_submit(
     now = now or timezone.now()
     try:
         with transaction.atomic():
-            task = Task.objects.select_for_update().get(pk=assignment.task_id)
-            current = Assignment.objects.get(pk=assignment.pk)
+            task = _locked_task(task_id=assignment.task_id, project_id=project.pk)
+            current = _assignment_fresh(assignment_id=assignment.pk, task=task)
             if current.status == Assignment.Status.SUBMITTED:
                 replay = _replay(key=key, assignment_pk=current.pk)
                 if replay is not None:
@@ -599,6 +599,67 @@ def judgment_submit(
             raise KeyConflict("this idempotency key belongs to another judgment") from None
         raise AlreadyJudged("you already judged this task") from None
     return SubmitResult(judgment=judgment, created=True)
+
+
+def _locked_task_query(*, task_id: int) -> QuerySet:
+    columns = ("status", "is_gold", "judgment_count", "required_judgments")
+    return Task.objects.filter(pk=task_id).select_for_update().values_list(*columns)
+
+
+# Compiled inside a transaction (it locks), like _OPEN_PICK.
+_LOCKED_TASK = PreparedQuery(_locked_task_query, task_id="id")
+
+
+def _locked_task(*, task_id: int, project_id: int) -> Task:
+    """The task's counters, its row locked; call inside a transaction."""
+    rows = _LOCKED_TASK.rows(task_id=task_id)
+    if not rows:
+        raise Task.DoesNotExist(f"task {task_id}")
+    status, is_gold, judgment_count, required = rows[0]
+    return _instance(
+        Task,
+        id=task_id,
+        project_id=project_id,
+        status=status,
+        is_gold=bool(is_gold),
+        judgment_count=judgment_count,
+        required_judgments=required,
+    )
+
+
+def _instance(model: type, **values: object):
+    """A model instance as loaded with only these fields (``from_db`` takes them in the
+    model's field order)."""
+    names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
+    return model.from_db("default", names, [values[n] for n in names])
+
+
+def _assignment_fresh_query(*, assignment_id: int) -> QuerySet:
+    columns = ("annotator_id", "status", "leased_until", "presented_order", "updated_at")
+    return Assignment.objects.filter(pk=assignment_id).values_list(*columns)
+
+
+_ASSIGNMENT_FRESH = PreparedQuery(_assignment_fresh_query, assignment_id="id")
+
+
+def _assignment_fresh(*, assignment_id: int, task: Task) -> Assignment:
+    """The assignment as stored now (read after its task's lock)."""
+    rows = _ASSIGNMENT_FRESH.rows(assignment_id=assignment_id)
+    if not rows:
+        raise Assignment.DoesNotExist(f"assignment {assignment_id}")
+    annotator_id, status, leased_until, presented_order, updated_at = rows[0]
+    assignment = _instance(
+        Assignment,
+        id=assignment_id,
+        task_id=task.pk,
+        annotator_id=annotator_id,
+        status=status,
+        leased_until=instant_value(leased_until),
+        presented_order=json_value(presented_order),
+        updated_at=instant_value(updated_at),
+    )
+    assignment.task = task
+    return assignment
 
 
 def _replay(*, key: str, assignment_pk: int) -> SubmitResult | None:
