@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import zipfile
@@ -37,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 from scipy.special import expit
+
+logger = logging.getLogger(__name__)
 
 # choix's convention, as `curation.graph.bradley_terry_scores`: prior alpha * ||theta||^2.
 DEFAULT_ALPHA = 0.1
@@ -697,7 +700,11 @@ def fit_crowd_bt_cached(
             f"{tag}:loo_log_likelihood": np.array(final.loo_log_likelihood),
         }
     )
-    _write_cache(cache, stored)
+    try:
+        _write_cache(cache, stored)
+    except OSError:
+        # The fit is right without the file; the next pass fits again.
+        logger.warning("could not keep the joint model's fit in %s", cache, exc_info=True)
     return assemble_fit(c, em, final), outcome
 
 

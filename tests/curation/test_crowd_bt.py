@@ -445,3 +445,11 @@ def test_it_treats_a_damaged_cache_file_as_a_miss(tmp_path, cache_votes):
     assert how == "miss"
     _fits_equal(fit, CB.fit_crowd_bt(indexed.comparisons))
     assert CB.fit_crowd_bt_cached(indexed, cache)[1] == "hit"
+
+
+def test_it_still_fits_when_the_cache_cannot_be_written(tmp_path, cache_votes):
+    indexed = CB.index_comparisons(cache_votes)
+    (tmp_path / "a-file").write_text("")
+    fit, how = CB.fit_crowd_bt_cached(indexed, tmp_path / "a-file" / "fit.npz")
+    assert how == "miss"
+    _fits_equal(fit, CB.fit_crowd_bt(indexed.comparisons))
