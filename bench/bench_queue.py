@@ -57,6 +57,7 @@ def load(*, tasks: int, judgments: int, k: int, annotators: int, seed: int) -> d
     from django.db import connection
 
     from annotate.models import Membership, Project
+    from annotate.rendering import markdown_html
 
     if judgments > tasks * min(k, annotators):
         raise SystemExit("--judgments must fit: at most tasks x min(k, annotators)")
@@ -92,12 +93,16 @@ def load(*, tasks: int, judgments: int, k: int, annotators: int, seed: int) -> d
         _copy(
             cur,
             "annotate_prompt",
-            ["id", "project_id", "external_id", "text", "image", "video", "metadata", "created_at"],
+            [
+                "id", "project_id", "external_id", "text", "text_html", "image", "video", "metadata",
+                "created_at",
+            ],
             (
-                (t + 1, pid, f"q{t}", f"Question {t}: what is shown?", "", "", meta, stamp)
+                (t + 1, pid, f"q{t}", text, markdown_html(text), "", "", meta, stamp)
                 for t in range(tasks)
+                for text in (f"Question {t}: what is shown?",)
             ),
-        )
+        )  # fmt: skip
         _copy(
             cur,
             "annotate_candidate",
@@ -109,6 +114,7 @@ def load(*, tasks: int, judgments: int, k: int, annotators: int, seed: int) -> d
                 "model_name",
                 "kind",
                 "text",
+                "text_html",
                 "media",
                 "metadata",
                 "created_at",
@@ -122,6 +128,7 @@ def load(*, tasks: int, judgments: int, k: int, annotators: int, seed: int) -> d
                     f"model-{i}",
                     "text",
                     f"Answer {i} to {t}.",
+                    f"<p>Answer {i} to {t}.</p>",
                     "",
                     meta,
                     stamp,
@@ -313,7 +320,13 @@ def main() -> None:
         "--reuse", action="store_true", help="measure a database kept by an earlier --keep run"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--load-only", action="store_true", help="load (and keep) the database, measure nothing"
+    )
+    parser.add_argument("--json", help="also write the latencies (ms) and query counts here")
     args = parser.parse_args()
+    if args.load_only:
+        args.keep = True
 
     db = args.database
     if not args.reuse:
@@ -349,6 +362,9 @@ def main() -> None:
                 f"{ids['open_tasks']:,} open tasks, {args.annotators} annotators: "
                 f"migrate {migrated - started:.1f} s, load {loaded - migrated:.1f} s"
             )
+        if args.load_only:
+            connection.close()
+            return
         results = measure(
             project_id=ids["project_id"],
             user_ids=ids["user_ids"],
@@ -365,6 +381,8 @@ def main() -> None:
                 f"{kind:<8} {statistics.median(r['ms']):>8.1f} {_percentile(r['ms'], 95):>8.1f} "
                 f"{max(r['ms']):>8.1f} {_spread(r['queries']):>8} {_spread(r['round_trips']):>14}"
             )
+        if args.json:
+            Path(args.json).write_text(json.dumps(results))
         connection.close()
     finally:
         if not (args.keep or args.reuse):
