@@ -136,9 +136,7 @@ def test_a_reopened_task_is_served_again(client, users, started):
     Task.objects.filter(project=started).update(judgment_count=2, status="complete")
     client.force_login(users["annotator"])
     work = reverse("annotate_work", args=[started.pk])
-    assert (
-        "data-submit-url" not in client.get(work, HTTP_X_REQUESTED_WITH="fetch").content.decode()
-    )
+    assert "data-submit-url" not in client.get(work, HTTP_X_REQUESTED_WITH="fetch").content.decode()
     project_settings_update(project=started, values={"annotators_per_task": 3}, user=users["admin"])
     assert "data-submit-url" in client.get(work, HTTP_X_REQUESTED_WITH="fetch").content.decode()
 
@@ -182,7 +180,9 @@ def test_it_refuses_fields_fixed_after_start():
 def test_it_adds_rubric_rows_without_javascript(client, users, started):
     client.force_login(users["admin"])
     url = reverse("setup_project_settings", args=[started.pk])
-    response = client.post(url, _form(started, action="add_row", rubric_dimensions=["accuracy", "style"]))
+    response = client.post(
+        url, _form(started, action="add_row", rubric_dimensions=["accuracy", "style"])
+    )
     assert response.status_code == 200
     assert response.content.decode().count('name="rubric_dimensions"') == 3
     started.refresh_from_db()
