@@ -111,6 +111,16 @@ def world_stats(out_dir: Path) -> dict[str, object]:
     return stats
 
 
+def media_stats(out_dir: Path) -> dict[str, tuple[int, int, int]]:
+    """Per file suffix under ``media/``: (files, bytes in all, largest file's bytes)."""
+    out: dict[str, tuple[int, int, int]] = {}
+    for path in (out_dir / "media").rglob("*.*"):
+        count, total, largest = out.get(path.suffix, (0, 0, 0))
+        size = path.stat().st_size
+        out[path.suffix] = (count + 1, total + size, max(largest, size))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", default="mr2bench", choices=("small", "mr2bench"))
@@ -135,6 +145,7 @@ def main() -> None:
             sys.exit(f"the rerun created something:\n{rerun_out}")
         out_dir = data_dir / "demo" / args.scale
         jsonl_mb = sum(p.stat().st_size for p in out_dir.glob("*.jsonl")) / 1e6
+        media = media_stats(out_dir)
         db_mb = (data_dir / "quorum.sqlite3").stat().st_size / 1e6
         stats = world_stats(out_dir)
     finally:
@@ -153,6 +164,10 @@ def main() -> None:
     print(
         f"peak RSS of one run: {peak_mb:.0f} MB; JSONL {jsonl_mb:.1f} MB; database {db_mb:.1f} MB"
     )
+    for suffix, (count, total, largest) in sorted(media.items()):
+        print(
+            f"media {suffix}: {count} files, {total / 1e6:.2f} MB, largest {largest / 1e3:.1f} KB"
+        )
     for name, s in stats.items():
         print(f"\n{name}:")
         for key, value in s.items():
