@@ -29,6 +29,12 @@ def tiny_world() -> dw.DemoWorld:
     return dw.generate_world(3, "small", prompts=TINY)
 
 
+@pytest.fixture(scope="module")
+def world_30() -> dw.DemoWorld:
+    """Seed 0's first 30 prompts per project (all its gold prompts among them)."""
+    return dw.generate_world(0, "small", prompts=30)
+
+
 def _make_demo(out: Path, *args: str) -> str:
     buf = io.StringIO()
     call_command("make_demo", "--prompts", str(TINY), "--out", str(out), *args, stdout=buf)
@@ -151,8 +157,8 @@ def test_vqa_count_answers_can_be_read_off_the_picture(tiny_world):
 # --- the simulated world --------------------------------------------------------------------
 
 
-def test_candidate_quality_follows_model_skill():
-    world = dw.generate_world(0, "small", prompts=30)
+def test_candidate_quality_follows_model_skill(world_30):
+    world = world_30
     skill = {m.name: m.skill for m in world.models}
     for project in world.projects:
         by_model = defaultdict(list)
@@ -252,8 +258,8 @@ def test_every_annotator_judges_a_gold_task_without_changing_the_first_judgments
     assert sorted(j["annotator"] for j in gold) == sorted(a.username for a in people)
 
 
-def test_gold_prompts_have_clearly_ordered_candidates():
-    world = dw.generate_world(0, "small", prompts=26)  # seed 0's gold prompts are all < 26
+def test_gold_prompts_have_clearly_ordered_candidates(world_30):
+    world = world_30
     for project in world.projects:
         gold = [pid for pid, p in project.truth["prompts"].items() if p["gold"]]
         assert len(gold) == dw.GOLD_PER_PROJECT, project.name
