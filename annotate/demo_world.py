@@ -660,6 +660,8 @@ GOLD_PER_PROJECT = 4
 GOLD_FROM = 3
 GOLD_GAP = 0.12
 GOLD_BEST = 0.4
+# Projects' gold rate: people annotating the demo are served a gold task this often.
+GOLD_RATE = 0.1
 
 
 def _is_gold(index: int, quality: dict[str, float], gold_so_far: int) -> bool:
@@ -1186,6 +1188,9 @@ def _settings(
         "annotators_per_task": k,
         "ties_allowed": ties,
         "blind": True,
+        # Alice and Bob meet the gold tasks too (one served task in ten while any is left),
+        # so a person trying the demo lands in the failed-gold queue when they miss one.
+        "gold_rate": GOLD_RATE,
         "instructions": instructions,
     }
 

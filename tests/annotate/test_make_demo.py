@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import re
 import statistics
 from collections import Counter, defaultdict
@@ -20,6 +21,7 @@ from scipy import ndimage
 
 from annotate import demo_world as dw
 from annotate.models import Candidate, Judgment, Membership, Project, Prompt, Task
+from annotate.queue import assignment_next
 
 TINY = 4  # prompts per project: enough for every question type, fast on two cores
 
@@ -564,3 +566,32 @@ def test_it_creates_demo_users_once(tmp_path, settings):
     alice.refresh_from_db()
     assert alice.check_password("alice-changed-it")
     assert "password unchanged" in out
+
+
+class _GoldDrawFirst(random.Random):
+    """A random stream whose first draw is 0.0: the queue's gold-or-not draw picks gold."""
+
+    drawn = False
+
+    def random(self) -> float:
+        if not self.drawn:
+            self.drawn = True
+            return 0.0
+        return super().random()
+
+
+@pytest.mark.django_db
+def test_people_trying_the_demo_are_served_its_gold_tasks(tmp_path, settings):
+    """Gold tasks measure real people too: the demo projects serve them at GOLD_RATE."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast
+    call_command(
+        "make_demo", "--seed", "2", "--prompts", "5", "--users", "--out", str(tmp_path / "demo"),
+        stdout=io.StringIO(),
+    )  # fmt: skip
+    alice = get_user_model().objects.get(username="alice")
+    projects = Project.objects.filter(tasks__is_gold=True).distinct()
+    assert projects.exists()
+    for project in projects:
+        assert project.gold_rate == dw.GOLD_RATE > 0
+        assignment = assignment_next(project=project, annotator=alice, rng=_GoldDrawFirst(0))
+        assert assignment is not None and assignment.task.is_gold, project.name
