@@ -529,6 +529,7 @@ def judgment_submit(
     ratings: object = None,
     duration_ms: object = None,
     now: datetime | None = None,
+    positions: Sequence[int] | None = None,
 ) -> SubmitResult:
     """Stores the annotator's judgment for a leased task, once.
 
@@ -536,6 +537,8 @@ def judgment_submit(
     is "A", "B" (the letters as shown), "tie" or "both_bad" (pairwise projects). A request
     repeated with the same ``idempotency_key`` returns the judgment stored the first time.
     Increments the task's judgment count and completes it in the same transaction.
+    ``positions``: the task's ``task_positions`` when the caller has read them already (a
+    task's slots are written with it and never change), saving the read.
 
     Raises:
         JudgmentInvalid: the verdict does not fit the task (nothing stored).
@@ -556,7 +559,7 @@ def judgment_submit(
             if current.status == Assignment.Status.SKIPPED:
                 raise AssignmentClosed("this task was skipped")
             _check_room(task=task, project=project, assignment=current, now=now)
-            positions = task_positions(task.pk)
+            positions = list(positions) if positions is not None else task_positions(task.pk)
             values = _check_verdict(
                 project=project,
                 positions=positions,

@@ -62,10 +62,13 @@ def _json_body(request: HttpRequest) -> dict[str, Any]:
     return data
 
 
-def _page_tokens(assignment_id: int, task_id: int) -> dict[int, int]:
+def _page_tokens(
+    assignment_id: int, task_id: int, positions: list[int] | None = None
+) -> dict[int, int]:
     """Candidate pk -> the id the annotator's page shows (``selectors.candidate_tokens``)."""
     return selectors.candidate_tokens(
-        assignment_id=assignment_id, candidate_ids=queue.task_positions(task_id)
+        assignment_id=assignment_id,
+        candidate_ids=queue.task_positions(task_id) if positions is None else positions,
     )
 
 
@@ -184,10 +187,13 @@ def submit(request: HttpRequest, project_id: int, assignment_id: int) -> JsonRes
     project = assignment.task.project
     try:
         data = _json_body(request)
-        ranking, ratings = _verdict_from_page(data, _page_tokens(assignment.pk, assignment.task_id))
+        positions = queue.task_positions(assignment.task_id)  # read once for both uses
+        tokens = _page_tokens(assignment.pk, assignment.task_id, positions)
+        ranking, ratings = _verdict_from_page(data, tokens)
         result = queue.judgment_submit(
             assignment=assignment,
             project=project,
+            positions=positions,
             idempotency_key=data.get("idempotency_key"),
             ranking=ranking,
             choice=data.get("choice"),

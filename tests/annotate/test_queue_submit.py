@@ -396,3 +396,53 @@ def test_it_reports_progress(ranking_project, users):
     later = timezone.now() + timedelta(minutes=ranking_project.lease_minutes + 1)
     progress = queue.annotator_progress(project=ranking_project, annotator=user, now=later)
     assert progress.editable_judgment_id is None
+
+
+def test_it_checks_the_verdict_against_the_positions_it_is_given(
+    ranking_project, users, monkeypatch
+):
+    a = _lease(ranking_project, users["annotator"])
+    positions = queue.task_positions(a.task_id)
+
+    def unread(task_id: int) -> list[int]:
+        raise AssertionError("the positions were given")
+
+    monkeypatch.setattr(queue, "task_positions", unread)
+    result = queue.judgment_submit(
+        assignment=a,
+        project=ranking_project,
+        idempotency_key=new_key(),
+        ranking=_ranking(a),
+        positions=positions,
+    )
+    assert result.created
+    b = _lease(ranking_project, users["annotator"])
+    with pytest.raises(JudgmentInvalid):  # checked against the positions given, not re-read
+        queue.judgment_submit(
+            assignment=b,
+            project=ranking_project,
+            idempotency_key=new_key(),
+            ranking=_ranking(b),
+            positions=b.presented_order[:3],
+        )
+
+
+def test_it_submits_from_the_page_in_at_most_9_statements(client, ranking_project, users):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.urls import reverse
+
+    from tests.annotate.conftest import post_json
+
+    client.force_login(users["annotator"])
+    client.get(reverse("annotate_work", args=[ranking_project.pk]), HTTP_X_REQUESTED_WITH="fetch")
+    a = Assignment.objects.get()
+    url = reverse("annotate_submit", args=[ranking_project.pk, a.pk])
+    body = {"idempotency_key": new_key(), "ranking": _ranking(a)}
+
+    with CaptureQueriesContext(connection) as ctx:
+        response = post_json(client, url, body)
+
+    assert response.status_code == 201, response.content
+    statements = [q["sql"] for q in ctx.captured_queries if "SAVEPOINT" not in q["sql"]]
+    assert len(statements) <= 9, statements
