@@ -120,6 +120,30 @@ def test_it_writes_an_hf_dataset_that_load_from_disk_reads(ranked):
     assert rankings["train"].features["rankings"].feature.dtype == "int32"
 
 
+def test_hf_fingerprints_follow_the_content(ranked):
+    """`datasets` keys its transform cache (``.map``) by a dataset's fingerprint: two exports
+    of the same rows share one, and a changed row or another split never does."""
+    import datasets
+
+    project, _ = ranked
+
+    def fingerprints(export: DatasetExport) -> dict[str, str]:
+        loaded = datasets.load_from_disk(str(export.path / "hf" / "rankings"))
+        return {split: part._fingerprint for split, part in loaded.items()}
+
+    splits = {"train": 0.5, "test": 0.5}
+    first, again = (
+        fingerprints(_build(project, splits=splits)),
+        fingerprints(_build(project, splits=splits)),
+    )
+    assert first == again and first["train"] != first["test"]
+    judgment = Judgment.objects.filter(project=project, kind="ranking").order_by("id").first()
+    judgment.ranking = list(reversed(judgment.ranking))
+    judgment.save(update_fields=["ranking"])
+    changed = fingerprints(_build(project, splits=splits))
+    assert changed != first
+
+
 def test_it_writes_pairs_with_margin_agreement_and_provenance(ranked):
     project, people = ranked
     export = _build(project)
