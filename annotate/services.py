@@ -16,7 +16,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -707,6 +707,14 @@ def import_job_create(
     return job
 
 
+# Runs of an import whose transaction found the (SQLite) database locked past its timeout.
+IMPORT_LOCKED_ATTEMPTS = 3
+
+
+def _database_locked(exc: OperationalError) -> bool:
+    return "database is locked" in str(exc) or "database table is locked" in str(exc)
+
+
 def import_job_run(*, job_id: int, takeover: bool = False) -> ImportJob:
     """Runs an import job; records its counts or its problems. Safe to call twice.
 
@@ -729,14 +737,37 @@ def import_job_run(*, job_id: int, takeover: bool = False) -> ImportJob:
             )
 
     try:
-        result = import_file(
-            path=job.source_file,
-            project=job.project,
-            project_name=job.project_name or None,
-            format=job.format or None,
-            source_name=Path(job.original_name).stem or None,
-            on_progress=progress,
-            created_by=job.created_by,
+        for attempt in range(1, IMPORT_LOCKED_ATTEMPTS + 1):
+            try:
+                result = import_file(
+                    path=job.source_file,
+                    project=job.project,
+                    project_name=job.project_name or None,
+                    format=job.format or None,
+                    source_name=Path(job.original_name).stem or None,
+                    on_progress=progress,
+                    created_by=job.created_by,
+                )
+                break
+            except OperationalError as exc:
+                # SQLite's single writer: another long write held the lock past the timeout.
+                # The import is one transaction, so nothing of it was written: try again.
+                if not _database_locked(exc) or attempt == IMPORT_LOCKED_ATTEMPTS:
+                    raise
+                logger.warning("import job %s: database locked, attempt %s", job_id, attempt)
+    except OperationalError as exc:
+        if not _database_locked(exc):
+            logger.exception("import job %s failed", job_id)
+        ImportJob.objects.filter(pk=job_id).update(
+            status=ImportJob.Status.FAILED,
+            errors=[
+                f"the database stayed busy with other writes for {IMPORT_LOCKED_ATTEMPTS} tries "
+                "(SQLite allows one writer at a time); nothing was imported: start the import "
+                "again"
+                if _database_locked(exc)
+                else f"internal error ({exc.__class__.__name__}); the server log has the details"
+            ],
+            finished_at=timezone.now(),
         )
     except ImportRejected as exc:
         ImportJob.objects.filter(pk=job_id).update(
