@@ -123,6 +123,35 @@ def test_it_filters_by_annotator(reviewer, users):
     assert _shown(reviewer, project, evaluator=f"user:{users['annotator'].pk}") == []
 
 
+def test_it_offers_the_annotators_who_judged_and_those_the_flags_pass_knows(reviewer, users):
+    """The annotator choices: members who judged here (not those who did not, nor judgments
+    elsewhere), and evaluators of the last flags pass (imported annotators, former members)."""
+    from annotate.models import Judgment
+
+    project = _project(users)
+    task = Task.objects.get(prompt__project=project, prompt__external_id="p5")
+    judge_ranking(task, users["annotator2"], [[c] for c in slots(task)])
+    Judgment.objects.create(
+        project=project,
+        task=task,
+        source=Judgment.Source.EXTERNAL,
+        source_name="lab",
+        external_annotator="rater-7",
+        kind=Judgment.Kind.RANKING,
+        ranking=[[c] for c in reversed(slots(task))],
+        presented_order=slots(task),
+        idempotency_key="ext-rater-7",
+    )
+
+    def options() -> list[str]:
+        body = reviewer.get(reverse("curation:browse", args=[project.pk])).content.decode()
+        return re.findall(r'<option value="((?:user|ext):[^"]+)"', body)
+
+    assert options() == [f"user:{users['annotator2'].pk}"]
+    services.flags_recompute(project_id=project.pk)
+    assert sorted(options()) == sorted([f"user:{users['annotator2'].pk}", "ext:lab:rater-7"])
+
+
 def test_it_sorts_by_judgments(reviewer, users):
     project = _project(users)
     for external_id, n in [("p4", 2), ("p1", 1)]:
