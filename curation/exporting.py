@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from curation import agreement as A
 from curation import consensus as C
@@ -394,6 +394,7 @@ def build_snapshot(
     without: dict[str, set[int]] = {"candidates": set()}
     no_content_prompts: set[int] = set()
     all_prompts = sorted(source.prompts)
+    cells: dict[int, _Cells] = {}
     rng = random.Random(f"export:{options.seed}")
     for done, prompt_id in enumerate(all_prompts):
         if done % max(1, len(all_prompts) // 20) == 0:
@@ -434,12 +435,14 @@ def build_snapshot(
             ranking, origin = consensus.ranking, "consensus"
             if options.denoise:
                 overruled += _overruled_rows(source, consensus, votes, joint)
-        pairs = _pair_rows(source, consensus, votes, ranking, origin, options, use_rm, drops_pairs)
+        pairs = _pair_rows(
+            source, consensus, votes, ranking, origin, options, use_rm, drops_pairs, cells
+        )
         # Training rows hold only candidates with content: a vote that names models only
         # (arena imports) or an empty answer teaches a trainer nothing, and the seed loader
         # drops empty responses. The votes still count for agreement and the leaderboard.
         ranked = [c for group in ranking for c in group]
-        with_content = [c for c in ranked if has_content(source.candidates[c])]
+        with_content = [c for c in ranked if _candidate_cells(source, cells, c).content]
         without["candidates"].update(c for c in ranked if c not in with_content)
         if len(with_content) < 2 and len(ranked) >= 2:
             # Pairs need content on both sides, so there are none here either. A tie between
@@ -455,9 +458,9 @@ def build_snapshot(
             if pairs:
                 prompt_rows[prompt_id] = (pairs, None, [])
             continue
-        full = _ranking_row(source, consensus, prompt_id, ranking, origin, rng, "")
+        full = _ranking_row(source, consensus, prompt_id, ranking, origin, rng, "", cells)
         variants = [
-            _ranking_row(source, consensus, prompt_id, sub, origin, rng, f":v{i}")
+            _ranking_row(source, consensus, prompt_id, sub, origin, rng, f":v{i}", cells)
             for i, sub in enumerate(
                 C.sample_variants(
                     ranking, size=VARIANT_SIZE, count=options.variants_per_prompt, rng=rng
@@ -884,6 +887,33 @@ def _media_of(candidate: SnapshotCandidate, kind: str) -> str | None:
     return _media_path(candidate.media) if _content_kind(candidate) == kind else None
 
 
+class _Cells(NamedTuple):
+    """What the rows hold of one candidate, worked out once per export."""
+
+    content: bool  # `has_content`
+    kind: str  # `_content_kind`
+    text: str  # `_answer_text`
+    image: str | None  # `_media_of(candidate, "image")`
+    video: str | None  # `_media_of(candidate, "video")`
+    media: str | None  # `_media_path(candidate.media)`
+
+
+def _candidate_cells(source: SnapshotInput, cache: dict[int, _Cells], candidate_id: int) -> _Cells:
+    """``candidate_id``'s `_Cells`, from ``cache`` when an earlier row worked them out."""
+    cells = cache.get(candidate_id)
+    if cells is None:
+        c = source.candidates[candidate_id]
+        cells = cache[candidate_id] = _Cells(
+            has_content(c),
+            _content_kind(c),
+            _answer_text(c),
+            _media_of(c, "image"),
+            _media_of(c, "video"),
+            _media_path(c.media),
+        )
+    return cells
+
+
 def _overruled_rows(
     source: SnapshotInput,
     consensus: C.PromptConsensus,
@@ -925,6 +955,7 @@ def _pair_rows(
     options: ExportOptions,
     use_rm: bool,
     drops: Counter[str],
+    cells: dict[int, _Cells],
 ) -> list[dict[str, Any]]:
     prompt = source.prompts[consensus.prompt_id]
     position = {c: g for g, group in enumerate(ranking) for c in group}
@@ -959,18 +990,25 @@ def _pair_rows(
                 continue
             ordered.append((better, worse))
     if ordered:
-        wanted = {frozenset(p) for p in ordered}
+        # Unordered pairs as (smaller id, larger id), the key of `judgments` and `evidence`.
+        wanted = {(u, v) if u < v else (v, u) for u, v in ordered}
         for vote in votes:
             members = vote.candidates
             for i, x in enumerate(members):
                 for y in members[i + 1 :]:
-                    if frozenset((x, y)) in wanted:
-                        judgments[tuple(sorted((x, y)))].append(vote.judgment_id)
+                    key = (x, y) if x < y else (y, x)
+                    if key in wanted:
+                        judgments[key].append(vote.judgment_id)
+    prompt_image, prompt_video = _media_path(prompt.image), _media_path(prompt.video)
+    reward_model = source.rm_label if use_rm else None
+    no_evidence = C.PairEvidence()
     for better, worse in ordered:
-        x, y = sorted((better, worse))
-        evidence = consensus.evidence.get((x, y), C.PairEvidence())
+        x, y = (better, worse) if better < worse else (worse, better)
+        evidence = consensus.evidence.get((x, y), no_evidence)
         chosen, rejected = source.candidates[better], source.candidates[worse]
-        if not (has_content(chosen) and has_content(rejected)):
+        chosen_cells = _candidate_cells(source, cells, better)
+        rejected_cells = _candidate_cells(source, cells, worse)
+        if not (chosen_cells.content and rejected_cells.content):
             drops[NO_CONTENT_PAIR] += 1
             continue
         votes_for = evidence.x_over_y if better == x else evidence.y_over_x
@@ -981,24 +1019,25 @@ def _pair_rows(
                 "split": "",
                 "prompt_id": prompt.external_id,
                 "prompt": prompt.text,
-                "image": _media_path(prompt.image),
-                "video": _media_path(prompt.video),
-                "chosen": _answer_text(chosen),
-                "rejected": _answer_text(rejected),
-                "chosen_image": _media_of(chosen, "image"),
-                "rejected_image": _media_of(rejected, "image"),
-                "chosen_video": _media_of(chosen, "video"),
-                "rejected_video": _media_of(rejected, "video"),
+                "image": prompt_image,
+                "video": prompt_video,
+                "chosen": chosen_cells.text,
+                "rejected": rejected_cells.text,
+                "chosen_image": chosen_cells.image,
+                "rejected_image": rejected_cells.image,
+                "chosen_video": chosen_cells.video,
+                "rejected_video": rejected_cells.video,
                 "chosen_id": chosen.external_id,
                 "rejected_id": rejected.external_id,
                 "chosen_model": chosen.model_name,
                 "rejected_model": rejected.model_name,
                 "chosen_kind": chosen.kind,
                 "rejected_kind": rejected.kind,
-                "chosen_media": _media_path(chosen.media),
-                "rejected_media": _media_path(rejected.media),
+                "chosen_media": chosen_cells.media,
+                "rejected_media": rejected_cells.media,
                 "margin": round(consensus.margin(better, worse), 6),
-                "human_margin": round(consensus.human_net(better, worse), 6),
+                # `consensus.human_net(better, worse)` from the evidence fetched above.
+                "human_margin": round(evidence.net if better == x else -evidence.net, 6),
                 "agreement": evidence.agreement,
                 "n_judgments": evidence.n_judgments,
                 "votes_chosen": votes_for,
@@ -1006,7 +1045,7 @@ def _pair_rows(
                 "ties": evidence.ties,
                 "source": origin,
                 "denoised": options.denoise,
-                "reward_model": source.rm_label if use_rm else None,
+                "reward_model": reward_model,
                 "judgment_ids": judgments.get((x, y), []),
             }
         )
@@ -1021,6 +1060,7 @@ def _ranking_row(
     origin: str,
     rng: random.Random,
     suffix: str,
+    cells: dict[int, _Cells],
 ) -> dict[str, Any]:
     prompt = source.prompts[prompt_id]
     order = [c for group in ranking for c in group]
@@ -1028,6 +1068,7 @@ def _ranking_row(
     # construction.
     rng.shuffle(order)
     cands = [source.candidates[c] for c in order]
+    cand_cells = [_candidate_cells(source, cells, c) for c in order]
     return {
         "id": f"{prompt.external_id}{suffix}",
         "split": "",
@@ -1035,10 +1076,10 @@ def _ranking_row(
         "prompt": prompt.text,
         "image": _media_path(prompt.image),
         "video": _media_path(prompt.video),
-        "responses": [_answer_text(c) for c in cands],
-        "response_kinds": [_content_kind(c) for c in cands],
-        "response_images": [_media_of(c, "image") for c in cands],
-        "response_videos": [_media_of(c, "video") for c in cands],
+        "responses": [c.text for c in cand_cells],
+        "response_kinds": [c.kind for c in cand_cells],
+        "response_images": [c.image for c in cand_cells],
+        "response_videos": [c.video for c in cand_cells],
         "rankings": C.competition_ranks(ranking, order),
         "candidate_ids": [c.external_id for c in cands],
         "models": [c.model_name for c in cands],
