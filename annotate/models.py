@@ -206,6 +206,10 @@ class Candidate(models.Model):
                 condition=Q(kind__in=["text", "image", "video"]), name="candidate_kind_valid"
             ),
         ]
+        indexes = [
+            # A project's model names one index probe each (the data browser's model list).
+            models.Index(fields=["project", "model_name"], name="candidate_project_model"),
+        ]
 
     def __str__(self) -> str:
         return self.external_id

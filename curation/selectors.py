@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection
 from django.db.models import (
     Case,
     Count,
@@ -852,6 +853,10 @@ def prompts_browse(*, project: Project, filters: BrowseFilters) -> QuerySet[Prom
     """
     tasks = Task.objects.filter(prompt=OuterRef("pk"))
     open_flags = Flag.objects.filter(prompt=OuterRef("pk"), status=Flag.Status.OPEN)
+    decided = PromptDecision.objects.filter(prompt=OuterRef("pk"), final_ranking__isnull=False)
+    discarded = PromptDecision.objects.filter(prompt=OuterRef("pk"), discarded=True)
+    is_open = Exists(tasks.filter(status=Task.Status.OPEN))
+    is_live = Exists(tasks.exclude(status=Task.Status.DISCARDED))
     prompts = Prompt.objects.filter(project=project).annotate(
         n_candidates=Subquery(
             Candidate.objects.filter(prompt=OuterRef("pk"))
@@ -874,12 +879,13 @@ def prompts_browse(*, project: Project, filters: BrowseFilters) -> QuerySet[Prom
             ),
             0,
         ),
-        has_open=Exists(tasks.filter(status=Task.Status.OPEN)),
-        has_live=Exists(tasks.exclude(status=Task.Status.DISCARDED)),
-        decided=Exists(
-            PromptDecision.objects.filter(prompt=OuterRef("pk"), final_ranking__isnull=False)
-        ),
-        discarded=Exists(PromptDecision.objects.filter(prompt=OuterRef("pk"), discarded=True)),
+        # The page's states as "a row's id, or None": a scalar subquery runs for the page's 50
+        # rows only, where PostgreSQL turns an EXISTS in the select list into one scan of the
+        # whole table (80 ms a page at 100,000 tasks). The filters below use EXISTS.
+        has_open=Subquery(tasks.filter(status=Task.Status.OPEN).values("pk")[:1]),
+        has_live=Subquery(tasks.exclude(status=Task.Status.DISCARDED).values("pk")[:1]),
+        decided=Subquery(decided.values("pk")[:1]),
+        discarded=Subquery(discarded.values("pk")[:1]),
         # As the last flags pass computed it (None: no two evaluators compared the same pair).
         agreement_value=Subquery(
             PromptAgreement.objects.filter(prompt=OuterRef("pk")).values("agreement")[:1]
@@ -893,13 +899,13 @@ def prompts_browse(*, project: Project, filters: BrowseFilters) -> QuerySet[Prom
             )
         prompts = prompts.filter(match)
     if filters.status == "open":
-        prompts = prompts.filter(has_open=True, discarded=False)
+        prompts = prompts.filter(is_open, ~Exists(discarded))
     elif filters.status == "complete":
-        prompts = prompts.filter(has_open=False, has_live=True, discarded=False)
+        prompts = prompts.filter(~is_open, is_live, ~Exists(discarded))
     elif filters.status == "discarded":
-        prompts = prompts.filter(Q(discarded=True) | Q(has_live=False))
+        prompts = prompts.filter(Exists(discarded) | ~is_live)
     elif filters.status == "decided":
-        prompts = prompts.filter(decided=True)
+        prompts = prompts.filter(Exists(decided))
     if filters.flag == "any":
         prompts = prompts.filter(Exists(open_flags))
     elif filters.flag:
@@ -925,6 +931,25 @@ def prompts_browse(*, project: Project, filters: BrowseFilters) -> QuerySet[Prom
     return prompts.order_by(order, "id")
 
 
+def model_names(*, project_id: int) -> list[str]:
+    """A project's distinct candidate model names, sorted: one probe of the (project,
+    model_name) index per name (a loose index scan), where ``DISTINCT`` reads every candidate
+    (about 0.1 s per page at 400,000 candidates)."""
+    table = Candidate._meta.db_table
+    sql = (
+        f"WITH RECURSIVE names(name) AS ("
+        f" SELECT MIN(model_name) FROM {table} WHERE project_id = %s"
+        f" UNION ALL"
+        f" SELECT (SELECT MIN(model_name) FROM {table}"
+        f"  WHERE project_id = %s AND model_name > names.name)"
+        f" FROM names WHERE names.name IS NOT NULL"
+        f") SELECT name FROM names WHERE name IS NOT NULL"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [project_id, project_id])
+        return sorted(name for (name,) in cursor.fetchall())
+
+
 def browse_choices(*, project: Project) -> dict[str, list[tuple[str, str]]]:
     """The annotators and (unless the project is blind) models to filter by, named for people."""
     # Not a DISTINCT over the project's judgments (a million rows read per page at 1M
@@ -945,16 +970,7 @@ def browse_choices(*, project: Project) -> dict[str, list[tuple[str, str]]]:
         if evaluator.startswith(("user:", "ext:"))
     }
     labels = evaluator_labels(evaluators)
-    models = (
-        []
-        if project.blind
-        else list(
-            Candidate.objects.filter(project=project)
-            .values_list("model_name", flat=True)
-            .distinct()
-            .order_by("model_name")
-        )
-    )
+    models = [] if project.blind else model_names(project_id=project.pk)
     return {
         "evaluators": sorted(labels.items(), key=lambda kv: kv[1].lower()),
         "models": [(m, m) for m in models if m],

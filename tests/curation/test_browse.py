@@ -152,6 +152,16 @@ def test_it_offers_the_annotators_who_judged_and_those_the_flags_pass_knows(revi
     assert sorted(options()) == sorted([f"user:{users['annotator2'].pk}", "ext:lab:rater-7"])
 
 
+def test_model_names_lists_each_of_a_projects_models_once():
+    from curation.selectors import model_names
+
+    project = make_project(name="models", n_prompts=4, models=["zeta", "alpha", "mid", "alpha"])
+    make_project(name="other", n_prompts=2, models=["beta", "omega"])
+    Candidate.objects.filter(project=project, external_id="p0-c2").update(model_name="")
+    assert model_names(project_id=project.pk) == ["", "alpha", "mid", "zeta"]
+    assert model_names(project_id=0) == []
+
+
 def test_it_sorts_by_judgments(reviewer, users):
     project = _project(users)
     for external_id, n in [("p4", 2), ("p1", 1)]:
