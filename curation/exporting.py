@@ -1231,7 +1231,14 @@ def write_snapshot(
         json.dumps(snapshot.datasheet, indent=1, ensure_ascii=False, default=str) + "\n",
         encoding="utf-8",
     )
-    return _file_list(out_dir, skip=set())
+    # What `_file_list(out_dir, skip=set())` returns, without reading every file again: the
+    # other files are as listed, datasheet.json joins them where the sorted walk puts it.
+    (sheet,) = _file_list(out_dir, skip=set(), only="datasheet.json")
+    at = next(
+        (i for i, f in enumerate(files) if tuple(f["path"].split("/")) > ("datasheet.json",)),
+        len(files),
+    )
+    return [*files[:at], sheet, *files[at:]]
 
 
 def save_dataset_dict(parts: Mapping[str, datasets.Dataset], folder: Path) -> None:
@@ -1350,9 +1357,11 @@ def pair_line(row: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _file_list(out_dir: Path, skip: set[str]) -> list[dict[str, Any]]:
+def _file_list(out_dir: Path, skip: set[str], only: str | None = None) -> list[dict[str, Any]]:
+    """Path, size and SHA-256 of every file under ``out_dir`` but ``skip`` (media summed up
+    in one entry), sorted; with ``only``, of that one file (no media entry)."""
     files = []
-    for path in sorted(out_dir.rglob("*")):
+    for path in [out_dir / only] if only is not None else sorted(out_dir.rglob("*")):
         rel = path.relative_to(out_dir).as_posix()
         if not path.is_file() or rel in skip or rel.startswith("media/"):
             continue
@@ -1363,7 +1372,7 @@ def _file_list(out_dir: Path, skip: set[str]) -> list[dict[str, Any]]:
         files.append({"path": rel, "bytes": path.stat().st_size, "sha256": digest.hexdigest()})
     media = (
         [p for p in (out_dir / "media").rglob("*") if p.is_file()]
-        if (out_dir / "media").is_dir()
+        if only is None and (out_dir / "media").is_dir()
         else []
     )
     if media:

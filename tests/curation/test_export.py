@@ -199,6 +199,22 @@ def test_it_writes_a_datasheet(ranked):
     assert export.datasheet == sheet | {"files": export.datasheet["files"]}
 
 
+def test_it_lists_every_file_it_wrote_with_its_digest(ranked):
+    from curation.exporting import _file_list
+
+    export = _build(ranked[0], splits={"train": 0.5, "test": 0.5})
+    assert [f["path"] for f in export.files].count("datasheet.json") == 1
+    assert export.files == _file_list(export.path, skip=set())
+
+
+def test_it_lists_every_file_and_the_media_of_an_export_with_media(users):
+    from curation.exporting import _file_list
+
+    export = _build(_image_project(users), include_media=True)
+    assert export.files[-1]["path"] == "media/" and export.files[-1]["files"] == 6
+    assert export.files == _file_list(export.path, skip=set())
+
+
 def test_it_stores_files_under_the_data_dir_by_project_and_version(ranked, _data_dir):
     project, _ = ranked
     export = _build(project)
