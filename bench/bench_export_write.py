@@ -174,12 +174,17 @@ def main() -> None:
                 )
 
         print(f"export_build, {args.tasks} judged ranking tasks, denoise off, no media")
+        print(f"{args.repeat} builds per run: median (min)")
         print("| run | wall s | CPU s | load (1/5/15 min) |")
         print("|---|---|---|---|")
         for label, times, _folder, load in results:
-            wall = sorted(t[0] for t in times)[len(times) // 2]
-            cpu = sorted(t[1] for t in times)[len(times) // 2]
-            print(f"| {label} | {wall:.2f} | {cpu:.2f} | {load} |")
+            wall = sorted(t[0] for t in times)
+            cpu = sorted(t[1] for t in times)
+            mid = len(times) // 2
+            print(
+                f"| {label} | {wall[mid]:.2f} ({wall[0]:.2f}) | {cpu[mid]:.2f} ({cpu[0]:.2f}) "
+                f"| {load} |"
+            )
         after = results[-1][2]
         others = [(results[0][0], results[0][2])] if len(results) > 1 else []
         if args.reference:
