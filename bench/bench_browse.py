@@ -28,6 +28,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 QUEUE = REPO / "bench" / "bench_queue.py"
+sys.path.insert(0, str(REPO / "bench"))
+
+from bench_queue_scale import _percentile, _size  # noqa: E402  (the same sizes and percentile)
 
 VARIANTS = {
     "first page": {},
@@ -41,16 +44,6 @@ VARIANTS = {
     "sort: lowest agreement": {"sort": "agreement"},
     "sort: newest": {"sort": "newest"},
 }
-
-
-def _size(text: str) -> tuple[int, int]:
-    tasks, judgments = text.split(":")
-    return int(tasks), int(judgments)
-
-
-def _percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def measure(database: str, server: str, repeat: int) -> dict:
