@@ -63,3 +63,43 @@ def test_it_does_not_retry_other_database_errors(monkeypatch, votes):
     assert len(calls) == 1
     assert job.status == ImportJob.Status.FAILED
     assert job.errors == ["internal error (OperationalError); the server log has the details"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_outlasts_a_real_sqlite_writer_holding_the_lock(monkeypatch, votes):
+    """The real thing on SQLite: another connection holds the write lock longer than this
+    connection's timeout when the import begins; the first run fails "database is locked", the
+    next one gets the lock once the other writer lets go."""
+    import sqlite3
+    import threading
+
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's write lock")
+    job = ImportJob.objects.create(project_name="real lock", source_file=str(votes), total_rows=6)
+    connection.ensure_connection()
+    connection.lock_timeout_s = 0.5
+    real, runs, holders = services.import_file, [], []
+
+    def import_file(**kwargs):
+        runs.append(1)
+        if len(runs) == 1:  # a long write of someone else's starts just before ours
+            other = sqlite3.connect(connection.settings_dict["NAME"], check_same_thread=False)
+            other.isolation_level = None
+            other.execute("BEGIN IMMEDIATE")
+            holder = threading.Timer(0.7, lambda: (other.execute("ROLLBACK"), other.close()))
+            holder.start()
+            holders.append(holder)
+        return real(**kwargs)
+
+    monkeypatch.setattr(services, "import_file", import_file)
+    try:
+        job = services.import_job_run(job_id=job.pk)
+    finally:
+        for holder in holders:
+            holder.join()
+        connection.close()
+    assert len(runs) >= 2  # the first run met the lock; a later one got it
+    assert job.status == ImportJob.Status.DONE, job.errors
+    assert Judgment.objects.filter(project__name="real lock").count() == 6
