@@ -458,7 +458,8 @@ class ProjectEditForm(forms.Form):
         required=False, label="Serve first the tasks the active reward model is least sure of"
     )
     annotators_see_model_ranking = forms.BooleanField(
-        required=False, label="Show annotators the reward model's ranking"
+        required=False,
+        label="Show annotators the reward model's ranking (as letters; it may sway them)",
     )
     instructions = forms.CharField(
         required=False,
@@ -485,15 +486,6 @@ class ProjectEditForm(forms.Form):
         if Project.objects.filter(name=name).exclude(pk=self.project.pk).exists():
             raise forms.ValidationError(f"a project named {name!r} exists already")
         return name
-
-    def clean(self) -> dict[str, Any]:
-        data = super().clean()
-        if data.get("blind") and data.get("annotators_see_model_ranking"):
-            self.add_error(
-                "annotators_see_model_ranking",
-                "a blind project cannot show annotators the reward model's ranking",
-            )
-        return data
 
     def values(self, rubric: list[str]) -> dict[str, Any]:
         data = self.cleaned_data

@@ -153,9 +153,6 @@ def test_it_names_the_field_of_a_bad_value_and_writes_nothing(client, users, sta
     response = client.post(url, _form(started, rubric_dimensions=["a", "A"]))
     assert response.status_code == 400
     assert "Rubric row 2: &#x27;A&#x27; is already row 1" in response.content.decode()
-    response = client.post(url, _form(started, annotators_see_model_ranking="on"))
-    assert response.status_code == 400
-    assert "a blind project cannot show annotators" in response.content.decode()
     started.refresh_from_db()
     assert (started.name, started.annotators_per_task, started.rubric_dimensions) == (
         "started",
@@ -216,3 +213,12 @@ def test_home_links_settings_for_project_admins_only(client, users, started):
     assert url in client.get("/").content.decode()
     client.force_login(users["annotator"])
     assert url not in client.get("/").content.decode()
+
+
+def test_a_blind_project_may_show_annotators_the_reward_models_order(client, users, started):
+    # The order is shown as letters, never as model names: blindness is not at stake.
+    client.force_login(users["admin"])
+    url = reverse("setup_project_settings", args=[started.pk])
+    assert client.post(url, _form(started, annotators_see_model_ranking="on")).status_code == 302
+    started.refresh_from_db()
+    assert started.blind and started.annotators_see_model_ranking
