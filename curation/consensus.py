@@ -631,6 +631,34 @@ def joint_estimates(
     )
 
 
+def cached_prompt_scores(
+    votes: Sequence[Vote], fit_cache: Path
+) -> tuple[dict[int, float], dict[str, float]] | None:
+    """One prompt's joint-model strengths as the denoised export computes them, without
+    loading the project: the annotators' ``eta`` and the chosen prior come from the fit the
+    flags pass or the last export kept in ``fit_cache`` (`crowd_bt.cached_reliability`),
+    and the prompt's own votes are fitted with them (its final strengths depend on nothing
+    else). While the project's votes are those of the kept fit, the ranking is the export's.
+
+    Returns ``(scores, weights)`` - strengths per judged candidate and the ``eta`` weights
+    for `prompt_consensus` - or None without a kept fit (callers fall back to the
+    per-prompt consensus).
+    """
+    from curation import crowd_bt as CB
+
+    reliability = CB.cached_reliability(fit_cache)
+    if reliability is None:
+        return None
+    indexed = CB.index_comparisons(_strict_preferences(votes))
+    theta = CB.fit_prompt_strengths(indexed, reliability)
+    scores = {
+        cand: float(theta[p, i])
+        for p, cands in enumerate(indexed.candidates)
+        for i, cand in enumerate(cands)
+    }
+    return scores, reliability.eta
+
+
 # --------------------------------------------------------------------------- prompt checks
 
 
@@ -959,7 +987,10 @@ def evaluator_quality(
 
     fits = {}
     if joint:
-        estimates = joint_estimates(votes, select_prior=False, fit_cache=fit_cache)
+        # The prior is chosen here as the export chooses it, so that the kept fit holds the
+        # export's final strengths too: the export then fits nothing, and the review page
+        # ranks a prompt as the export would (`cached_prompt_scores`).
+        estimates = joint_estimates(votes, fit_cache=fit_cache)
         fits = estimates.evaluators if estimates is not None else {}
 
     result = {}

@@ -608,9 +608,12 @@ def _keys_bytes(keys: list[Hashable]) -> bytes:
     return b"r" + "\x1f".join(map(repr, keys)).encode()
 
 
-def _em_arrays(key: str, em: EMState) -> dict[str, np.ndarray]:
+def _em_arrays(key: str, em: EMState, annotators: list[Hashable]) -> dict[str, np.ndarray]:
     return {
         "em_key": np.array(key),
+        # The annotators' keys as text, for readers that fit one prompt with the project's
+        # ``eta`` (`cached_reliability`) without loading the whole project.
+        "em_annotators": np.array([str(a) for a in annotators], dtype=str),
         "em_theta": em.theta,
         "em_eta": em.eta,
         "em_pi": em.pi,
@@ -689,7 +692,7 @@ def fit_crowd_bt_cached(
         outcome = "em-hit"
     else:
         em = crowd_bt_em(c, alpha=alpha)
-        stored = _em_arrays(key, em)
+        stored = _em_arrays(key, em, indexed.annotators)
         outcome = "miss"
     final = crowd_bt_final(c, em, alpha=alpha, final_alphas=final_alphas)
     stored.update(
@@ -706,6 +709,57 @@ def fit_crowd_bt_cached(
         # The fit is right without the file; the next pass fits again.
         logger.warning("could not keep the joint model's fit in %s", cache, exc_info=True)
     return assemble_fit(c, em, final), outcome
+
+
+@dataclass(frozen=True)
+class CachedReliability:
+    """The part of a kept fit that one prompt's strengths depend on (`cached_reliability`).
+
+    Attributes:
+        eta: Per annotator (its key as text), as in `CrowdBTFit`.
+        alpha: The final strengths' prior strength chosen on held-out votes.
+    """
+
+    eta: dict[str, float]
+    alpha: float
+
+
+def cached_reliability(
+    cache: Path, *, alpha: float = DEFAULT_ALPHA, final_alphas: tuple[float, ...] = FINAL_ALPHAS
+) -> CachedReliability | None:
+    """The annotators' ``eta`` and the chosen final prior of the fit kept in ``cache``.
+
+    Given those, a prompt's final strengths depend on its own votes only (the final fit is
+    a separate weighted Bradley-Terry fit per prompt), so `fit_prompt_strengths` gives one
+    prompt the strengths `fit_crowd_bt_cached` would, without the project's other votes.
+    None when there is no such fit (never written, another layout, or fitted with other
+    ``final_alphas``).
+    """
+    stored = _read_cache(cache)
+    tag = _final_tag(final_alphas, alpha)
+    if "em_annotators" not in stored or f"{tag}:alpha" not in stored:
+        return None
+    names = [str(a) for a in stored["em_annotators"]]
+    eta = stored["em_eta"]
+    if len(names) != len(eta):
+        return None
+    return CachedReliability(
+        eta={name: float(e) for name, e in zip(names, eta, strict=True)},
+        alpha=float(stored[f"{tag}:alpha"]),
+    )
+
+
+def fit_prompt_strengths(indexed: Indexed, reliability: CachedReliability) -> np.ndarray:
+    """Final strengths ``[P, N]`` of ``indexed``'s prompts with a kept fit's ``eta`` and prior.
+
+    Each vote weighs its annotator's ``eta`` (an annotator the fit did not see: the prior's
+    mean), as in `crowd_bt_final`; each prompt's fit is independent of the others.
+    """
+    c = indexed.comparisons
+    default = ETA_PRIOR[0] / sum(ETA_PRIOR)
+    eta = np.array([reliability.eta.get(str(a), default) for a in indexed.annotators])
+    weight = eta[c.annotator] if len(c) else np.ones(0)
+    return batched_bradley_terry(win_cells(c, weight), reliability.alpha)
 
 
 # --------------------------------------------------------------------------- reward model

@@ -344,14 +344,27 @@ def evaluator_labels(evaluators: Iterable[str]) -> dict[str, str]:
 def prompt_consensus_for(
     *, data: ProjectData, prompt_id: int, use_rm: bool = False
 ) -> C.PromptConsensus:
-    """The live consensus of one prompt (denoised; humans only unless ``use_rm``)."""
+    """The live consensus of one prompt (denoised; humans only unless ``use_rm``).
+
+    Humans only, it is the default denoised export's ranking: the joint annotator model's
+    strengths, with the annotators' reliabilities and prior of the project's kept fit
+    (`consensus.cached_prompt_scores`). Before any fit is kept (no flags pass yet), the
+    per-prompt consensus with the stored weights.
+    """
     votes = usable_votes(data, data.votes_by_prompt().get(prompt_id, []))
+    weights, scores = data.weights, None
+    if not use_rm and votes:
+        cached = C.cached_prompt_scores(votes, joint_fit_cache(data.project.pk))
+        if cached is not None:
+            scores, eta = cached
+            weights = {**weights, **eta}
     return C.prompt_consensus(
         prompt_id,
         votes,
-        weights=data.weights,
+        weights=weights,
         rm_scores=data.rm_scores,
         rm_weight=0.5 if use_rm else 0.0,
+        scores=scores,
     )
 
 
