@@ -4,8 +4,9 @@ A blind project must not tell an annotator which model made a candidate, and med
 byte for byte: a model name in a PNG text chunk, a JPEG's EXIF or comment, a GIF comment, a
 WebP's EXIF/XMP or an MP4/WebM tag would reach the browser. Images are filtered at the container
 level (chunks, segments, blocks), never re-encoded, so the compressed pixel data is copied
-unchanged; videos with tags of their own are remuxed (packets copied, not re-encoded) without
-them. Colour profiles stay (they change how pixels look, and hold no per-file text of ours).
+unchanged; every video is remuxed (packets copied, not re-encoded) into a fresh container that
+holds its video and audio streams and nothing else. Colour profiles stay (they change how
+pixels look, and hold no per-file text of ours).
 
 Pure functions of bytes: no Django. Called by ``annotate.services`` before media are stored.
 """
@@ -26,17 +27,6 @@ _PNG_KEEP = {
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # JPEG APPn markers kept: APP0 (JFIF), APP2 (ICC profile), APP14 (Adobe colour transform).
 _JPEG_KEEP_APP = {0xE0, 0xE2, 0xEE}
-# Tags a muxer writes itself; a video carrying only these (with these values) is left as it is.
-_VIDEO_OWN_TAGS = {
-    "major_brand": None,
-    "minor_version": None,
-    "compatible_brands": None,
-    "language": None,
-    "encoder": ("Lavf", "Lavc"),
-    "handler_name": ("VideoHandler", "SoundHandler", "Core Media"),
-    "vendor_id": ("[0][0][0][0]",),
-    "duration": None,
-}
 
 
 def strip_metadata(data: bytes, ext: str) -> bytes:
@@ -177,31 +167,35 @@ def _strip_webp(data: bytes) -> bytes:
     return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
-def _own_tag(key: str, value: str) -> bool:
-    if key not in _VIDEO_OWN_TAGS:
-        return False
-    prefixes = _VIDEO_OWN_TAGS[key]
-    return prefixes is None and len(value) <= 32 or bool(prefixes) and value.startswith(prefixes)
-
-
 def _strip_video(data: bytes, ext: str) -> bytes:
+    """Remuxes every video, packets copied: tags, extra boxes or elements (``free``, ``uuid``,
+    ``udta``, Matroska tags, attachments) and bytes after the last box are left behind, as are
+    subtitle and data streams. Never shortcut on "only the muxer's own tags": ffmpeg reports no
+    unknown box nor trailing bytes, and a tag's value can start like the muxer's and go on with
+    a model name. ``bitexact``: no random segment id or version string, so the same input gives
+    the same bytes."""
     import av
 
-    with av.open(io.BytesIO(data), mode="r") as src:
-        tags = [dict(src.metadata)] + [dict(s.metadata) for s in src.streams]
-        if all(_own_tag(k, str(v)) for t in tags for k, v in t.items()):
-            return data
-        out = io.BytesIO()
-        with av.open(out, mode="w", format="mp4" if ext == "mp4" else "webm") as dst:
-            mapping = {}
-            for stream in src.streams:
-                if stream.type in ("video", "audio"):
-                    copy = dst.add_stream_from_template(stream)
-                    copy.metadata.clear()
-                    mapping[stream.index] = copy
-            for packet in src.demux(*(src.streams[i] for i in mapping)):
-                if packet.dts is None:
-                    continue  # the demuxer's end-of-stream marker
-                packet.stream = mapping[packet.stream.index]
-                dst.mux(packet)
+    try:
+        with av.open(io.BytesIO(data), mode="r") as src:
+            out = io.BytesIO()
+            with av.open(
+                out,
+                mode="w",
+                format="mp4" if ext == "mp4" else "webm",
+                options={"fflags": "+bitexact"},
+            ) as dst:
+                mapping = {}
+                for stream in src.streams:
+                    if stream.type in ("video", "audio"):
+                        copy = dst.add_stream_from_template(stream)
+                        copy.metadata.clear()
+                        mapping[stream.index] = copy
+                for packet in src.demux(*(src.streams[i] for i in mapping)):
+                    if packet.dts is None:
+                        continue  # the demuxer's end-of-stream marker
+                    packet.stream = mapping[packet.stream.index]
+                    dst.mux(packet)
+    except av.FFmpegError as exc:
+        raise ValueError(f"cannot be rewritten without its metadata ({exc})") from None
     return out.getvalue()

@@ -18,6 +18,7 @@ from django.core.files.base import ContentFile
 from django.urls import reverse
 
 from annotate.importing import ImportRejected
+from annotate.media_metadata import strip_metadata
 from annotate.models import Candidate, Judgment, Project, Prompt, Task
 from annotate.services import import_file
 from curation import services
@@ -106,6 +107,7 @@ def _media_project(users, kind: str) -> Project:
             cand.media.save(f"c{n}.png", ContentFile(png_bytes(size=8 + n)), save=True)
         else:
             data = mp4_bytes(frames=4, size=16, color=(20 * n, 40, 200 - 20 * n))
+            data = strip_metadata(data, "mp4")  # as an import stores every video
             cand.media.save(f"c{n}.mp4", ContentFile(data), save=True)
     _judge(project, users)
     return project
