@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import struct
+import zlib
 
 __all__ = ["strip_metadata"]
 
@@ -25,8 +26,12 @@ _PNG_KEEP = {
     b"bKGD", b"pHYs", b"acTL", b"fcTL", b"fdAT",
 }  # fmt: skip
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# JPEG APPn markers kept: APP0 (JFIF), APP2 (ICC profile), APP14 (Adobe colour transform).
-_JPEG_KEEP_APP = {0xE0, 0xE2, 0xEE}
+# JPEG segments kept: frames (SOFn), Huffman/arithmetic/quantisation tables, DNL, restart
+# interval. APP0, APP2 and APP14 are rebuilt from the fields that matter (``_jpeg_app``); every
+# other APPn, comments and the reserved JPGn markers (which decoders skip) are dropped.
+_JPEG_KEEP = set(range(0xC0, 0xD0)) - {0xC8} | {0xDB, 0xDC, 0xDD}
+# WebP chunks that render the image (``ANMF`` frames are filtered inside as well).
+_WEBP_KEEP = {b"VP8 ", b"VP8L", b"VP8X", b"ALPH", b"ANIM", b"ANMF", b"ICCP"}
 
 
 def strip_metadata(data: bytes, ext: str) -> bytes:
@@ -63,7 +68,12 @@ def _strip_png(data: bytes) -> bytes:
         end = pos + 12 + length
         if end > len(data):
             raise ValueError("truncated PNG chunk")
-        if kind in _PNG_KEEP:
+        if kind == b"iCCP":  # name (free text), NUL, method, compressed profile
+            name_end = data.find(b"\0", pos + 8, end)
+            if name_end < 0:
+                raise ValueError("bad PNG iCCP chunk")
+            out.append(_png_chunk(kind, b"ICC Profile" + data[name_end : end - 4]))
+        elif kind in _PNG_KEEP:
             out.append(data[pos:end])
         pos = end
         if kind == b"IEND":
@@ -71,35 +81,75 @@ def _strip_png(data: bytes) -> bytes:
     return b"".join(out)
 
 
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+
+def _jpeg_app(marker: int, body: bytes) -> bytes | None:
+    """An APPn segment rebuilt from what a decoder reads of it, or None to drop it."""
+    if marker == 0xE0 and body.startswith(b"JFIF\0") and len(body) >= 14:
+        body = body[:12] + b"\0\0"  # version, density units and values; no thumbnail
+    elif marker == 0xE2 and body.startswith(b"ICC_PROFILE\0"):
+        pass  # colour profile (in chunks)
+    elif marker == 0xEE and body.startswith(b"Adobe") and len(body) >= 12:
+        body = body[:12]  # version, flags, colour transform
+    else:
+        return None
+    return bytes([0xFF, marker]) + struct.pack(">H", len(body) + 2) + body
+
+
+def _jpeg_scan_end(data: bytes, pos: int) -> int:
+    """Index of the marker ending the entropy-coded data that starts at ``pos``."""
+    while True:
+        pos = data.find(b"\xff", pos)
+        if pos < 0 or pos + 1 >= len(data):
+            raise ValueError("JPEG without an end marker")
+        following = data[pos + 1]
+        if following == 0x00 or 0xD0 <= following <= 0xD7:  # stuffed byte, restart marker
+            pos += 2
+        elif following == 0xFF:  # fill byte before a marker
+            pos += 1
+        else:
+            return pos
+
+
 def _strip_jpeg(data: bytes) -> bytes:
     if not data.startswith(b"\xff\xd8"):
         raise ValueError("not a JPEG")
     out = [b"\xff\xd8"]
     pos = 2
-    while pos + 4 <= len(data):
+    while pos + 2 <= len(data):
         if data[pos] != 0xFF:
             raise ValueError("bad JPEG marker")
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
             continue
+        if marker == 0xD9:  # end of image; anything after it is not the image's
+            out.append(b"\xff\xd9")
+            return b"".join(out)
+        if pos + 4 > len(data):
+            break
         (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
         end = pos + 2 + length
         if end > len(data):
             raise ValueError("truncated JPEG segment")
-        if marker == 0xDA:  # start of scan: the compressed data runs to EOI, copied whole
-            # Entropy-coded data never holds FF D9 (an FF in it is followed by 00 or a restart
-            # marker), so the first one is the end; anything after it is not the image's.
-            scan_end = data.find(b"\xff\xd9", end)
-            if scan_end < 0:
-                raise ValueError("JPEG without an end marker")
-            out.append(data[pos : scan_end + 2])
-            return b"".join(out)
-        is_app = 0xE0 <= marker <= 0xEF
-        if marker != 0xFE and (not is_app or marker in _JPEG_KEEP_APP):  # 0xFE: comment
+        if marker == 0xDA:
+            # Start of scan, then its entropy-coded data up to the next marker; progressive
+            # images have several scans, with tables (and possibly comments) between them.
+            scan_end = _jpeg_scan_end(data, end)
+            out.append(data[pos:scan_end])
+            pos = scan_end
+            continue
+        if marker in _JPEG_KEEP:
             out.append(data[pos:end])
+        elif 0xE0 <= marker <= 0xEF:
+            rebuilt = _jpeg_app(marker, data[pos + 4 : end])
+            if rebuilt is not None:
+                out.append(rebuilt)
         pos = end
-    raise ValueError("JPEG without image data")
+    raise ValueError("JPEG without an end marker")
 
 
 def _gif_sub_blocks_end(data: bytes, pos: int) -> int:
@@ -127,11 +177,17 @@ def _strip_gif(data: bytes) -> bytes:
         if introducer == 0x21:  # extension
             label = data[pos + 1]
             end = _gif_sub_blocks_end(data, pos + 2)
-            keep = label in (0xF9, 0x01)  # graphic control, plain text (drawn, so pixels)
-            if label == 0xFF:  # application: only the animation loop count
-                keep = data[pos + 3 : pos + 14] in (b"NETSCAPE2.0", b"ANIMEXTS1.0")
-            if keep:
-                out.append(data[pos:end])
+            # Kept, rebuilt from their fixed fields (more sub-blocks could carry any text):
+            # graphic control (delay, disposal, transparency) and the animation loop count.
+            # Plain text extensions are dropped: browsers do not draw them.
+            if label == 0xF9 and data[pos + 2] == 4:
+                out.append(data[pos : pos + 7] + b"\0")
+            elif (
+                label == 0xFF
+                and data[pos + 2 : pos + 14] in (b"\x0bNETSCAPE2.0", b"\x0bANIMEXTS1.0")
+                and data[pos + 14 : pos + 16] == b"\x03\x01"
+            ):
+                out.append(data[pos : pos + 18] + b"\0")
             pos = end
         elif introducer == 0x2C:  # image descriptor, optional local table, LZW data
             local = data[pos + 9]
@@ -144,26 +200,33 @@ def _strip_gif(data: bytes) -> bytes:
     raise ValueError("GIF without a trailer")
 
 
+def _webp_chunks(data: bytes, keep: set[bytes]) -> bytes:
+    """The chunks of ``data`` whose kind is in ``keep``, padding zeroed; every other one dropped."""
+    chunks = []
+    pos = 0
+    while pos + 8 <= len(data):
+        kind = data[pos : pos + 4]
+        (size,) = struct.unpack("<I", data[pos + 4 : pos + 8])
+        end = pos + 8 + size
+        if end > len(data):
+            raise ValueError("truncated WebP chunk")
+        if kind in keep:
+            body = data[pos + 8 : end]
+            if kind == b"VP8X":  # clear the "has EXIF" and "has XMP" flags
+                body = bytes([body[0] & ~0x0C]) + body[1:]
+            elif kind == b"ANMF":  # frame header (16 bytes), then the frame's own chunks
+                body = body[:16] + _webp_chunks(body[16:], {b"ALPH", b"VP8 ", b"VP8L"})
+            chunks.append(kind + struct.pack("<I", len(body)) + body + b"\0" * (len(body) & 1))
+        pos = end + (size & 1)
+    return b"".join(chunks)
+
+
 def _strip_webp(data: bytes) -> bytes:
     if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
         raise ValueError("not a WebP")
     (riff_size,) = struct.unpack("<I", data[4:8])
-    limit = min(len(data), 8 + riff_size)  # bytes after the RIFF are not the image's
-    chunks = []
-    pos = 12
-    while pos + 8 <= limit:
-        kind = data[pos : pos + 4]
-        (size,) = struct.unpack("<I", data[pos + 4 : pos + 8])
-        end = pos + 8 + size + (size & 1)
-        if end > limit + (size & 1):
-            raise ValueError("truncated WebP chunk")
-        if kind not in (b"EXIF", b"XMP "):
-            chunk = data[pos:end]
-            if kind == b"VP8X":  # clear the "has EXIF" and "has XMP" flags
-                chunk = chunk[:8] + bytes([chunk[8] & ~0x0C]) + chunk[9:]
-            chunks.append(chunk)
-        pos = end
-    body = b"WEBP" + b"".join(chunks)
+    # Bytes after the RIFF are not the image's.
+    body = b"WEBP" + _webp_chunks(data[12 : 8 + riff_size], _WEBP_KEEP)
     return b"RIFF" + struct.pack("<I", len(body)) + body
 
 

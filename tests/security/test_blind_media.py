@@ -5,11 +5,12 @@ from __future__ import annotations
 import io
 import json
 import struct
+import zlib
 
 import av
 import numpy as np
 import pytest
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageCms, ImageSequence, PngImagePlugin
 
 from annotate.media_metadata import strip_metadata
 from annotate.models import Candidate, Project
@@ -61,6 +62,78 @@ def _webp() -> bytes:
     xmp = f'<x:xmpmeta xmlns:x="adobe:ns:meta/">{SECRET}</x:xmpmeta>'.encode()
     _picture().save(buf, format="WEBP", lossless=True, exif=_exif(), xmp=xmp)
     return buf.getvalue() + b"XTRA" + len(SECRET).to_bytes(4, "little") + SECRET.encode()
+
+
+def _with_chunk(png: bytes, kind: bytes, body: bytes) -> bytes:
+    """``png`` with one more chunk right after IHDR."""
+    chunk = struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return png[:33] + chunk + png[33:]
+
+
+def _png_profile_named() -> bytes:
+    # A colour profile is kept (it changes how pixels look), but its name is free text.
+    buf = io.BytesIO()
+    _picture().save(buf, format="PNG")
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    return _with_chunk(buf.getvalue(), b"iCCP", SECRET.encode() + b"\0\0" + zlib.compress(profile))
+
+
+def _segment(marker: int, body: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(body) + 2) + body
+
+
+def _jpeg_in_kept_segments() -> bytes:
+    """The name in segments a decoder reads only the first fields of, or ignores."""
+    buf = io.BytesIO()
+    _picture().save(buf, format="JPEG", quality=95)  # starts with a JFIF APP0
+    jpeg = buf.getvalue()
+    app0_end = 4 + struct.unpack(">H", jpeg[4:6])[0]
+    jfif = _segment(0xE0, b"JFIF\0\1\1\0\0\1\0\1" + bytes([1, 7]) + SECRET.encode() + b"!!")
+    extra = (
+        _segment(0xE2, b"FPXR\0" + SECRET.encode())  # not a colour profile
+        + _segment(0xEE, b"Adobe\0\x64\0\0\0\0\1" + SECRET.encode())  # past the fields
+    )
+    return jpeg[:2] + jfif + extra + jpeg[app0_end:]
+
+
+def _jpeg_progressive() -> bytes:
+    """Comments between the scans of a progressive JPEG, where the compressed data goes on."""
+    buf = io.BytesIO()
+    _picture().save(buf, format="JPEG", progressive=True, quality=90)
+    jpeg = buf.getvalue()
+    second_scan = jpeg.index(b"\xff\xc4", jpeg.index(b"\xff\xda"))  # tables before scan 2
+    comment = _segment(0xFE, SECRET.encode())
+    return jpeg[:second_scan] + comment + jpeg[second_scan:-2] + comment + jpeg[-2:]
+
+
+def _gif_animated() -> bytes:
+    """The name in a plain text extension and in sub-blocks after the fields decoders read."""
+    frames = [_picture().convert("P"), _picture().rotate(180).convert("P")]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], loop=0, duration=80)
+    gif = buf.getvalue()
+    name = bytes([len(SECRET)]) + SECRET.encode()
+    netscape = gif.index(b"\x21\xff\x0bNETSCAPE2.0") + 18
+    gif = gif[:netscape] + name + gif[netscape:]  # a second data sub-block
+    control = gif.index(b"\x21\xf9\x04") + 7
+    gif = gif[:control] + name + gif[control:]
+    plain_text = b"\x21\x01\x0c" + bytes(12) + name + b"\0"
+    return gif[:-1] + plain_text + b"\x3b"
+
+
+def _webp_animated() -> bytes:
+    """Chunks no decoder reads, in the RIFF and inside an animation frame."""
+    frames = [_picture(), _picture().rotate(180)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="WEBP", save_all=True, append_images=frames[1:], lossless=True)
+    webp = buf.getvalue()
+    odd = b"ZZZZ" + struct.pack("<I", len(SECRET)) + SECRET.encode() + b"\0" * (len(SECRET) & 1)
+    frame = webp.index(b"ANMF")
+    (size,) = struct.unpack("<I", webp[frame + 4 : frame + 8])
+    body = webp[frame + 8 : frame + 8 + size] + odd
+    webp = webp[:frame] + b"ANMF" + struct.pack("<I", len(body)) + body + webp[frame + 8 + size :]
+    body = webp[8:] + odd
+    return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
 def _remuxed(
@@ -123,6 +196,11 @@ MEDIA = {
     "jpg": _jpeg,
     "gif": _gif,
     "webp": _webp,
+    "png-profile-named": _png_profile_named,
+    "jpg-kept-segments": _jpeg_in_kept_segments,
+    "jpg-progressive": _jpeg_progressive,
+    "gif-animated": _gif_animated,
+    "webp-animated": _webp_animated,
     "mp4": _mp4,
     "mp4-handler": _mp4_handler_like_the_muxers,
     "mp4-free-box": _mp4_free_box,
@@ -141,7 +219,7 @@ def _pixels(data: bytes, ext: str) -> list[np.ndarray]:
         with av.open(io.BytesIO(data)) as container:
             return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     with Image.open(io.BytesIO(data)) as img:
-        return [np.asarray(img.convert("RGB"))]
+        return [np.asarray(frame.convert("RGBA")) for frame in ImageSequence.Iterator(img)]
 
 
 @pytest.mark.parametrize("case", MEDIA)
