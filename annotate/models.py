@@ -148,7 +148,10 @@ class Membership(models.Model):
 
 
 class Prompt(models.Model):
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prompts")
+    # No index of its own: prompt_external_id_unique (project, external_id) leads with it.
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="prompts", db_index=False
+    )
     external_id = models.CharField(max_length=255)
     text = models.TextField(blank=True)
     # ``text`` rendered and sanitised when the row is written (annotate.rendering).
@@ -182,10 +185,15 @@ class Candidate(models.Model):
         IMAGE = "image"
         VIDEO = "video"
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="candidates")
+    # Indexed through candidate_external_id_unique and candidate_project_model, which lead
+    # with it; a model name is only ever looked up within a project (candidate_project_model).
+    # Every index costs each imported row a write (issue 13).
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="candidates", db_index=False
+    )
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="candidates")
     external_id = models.CharField(max_length=255)
-    model_name = models.CharField(max_length=200, db_index=True)
+    model_name = models.CharField(max_length=200)
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.TEXT)
     text = models.TextField(blank=True)
     # ``text`` rendered and sanitised when the row is written (annotate.rendering).
@@ -227,8 +235,14 @@ class Task(models.Model):
         COMPLETE = "complete"
         DISCARDED = "discarded"
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="tasks")
-    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="tasks")
+    # Indexed through the (project, status, -priority, id) index and task_unique (prompt,
+    # candidate_key), which lead with them.
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="tasks", db_index=False
+    )
+    prompt = models.ForeignKey(
+        Prompt, on_delete=models.CASCADE, related_name="tasks", db_index=False
+    )
     candidates = models.ManyToManyField(Candidate, through="TaskCandidate", related_name="tasks")
     # Sorted candidate ids joined with "-": makes "the same task" a database fact.
     candidate_key = models.CharField(max_length=255)
@@ -268,7 +282,8 @@ class Task(models.Model):
 
 
 class TaskCandidate(models.Model):
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="slots")
+    # Indexed through taskcandidate_unique (task, candidate), which leads with it.
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="slots", db_index=False)
     candidate = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="slots")
     position = models.PositiveSmallIntegerField()
 

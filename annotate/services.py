@@ -306,8 +306,9 @@ def import_file(
             new_prompt_ids = counts.pop("_new_prompt_ids")
             written = ("prompts", "candidates", "tasks", "judgments")
             if sum(counts.get(k, 0) for k in written) >= ANALYZE_AFTER_ROWS:
-                # Fresh planner statistics once this commits (stale ones made next-task slow).
-                tables_analyze()
+                # Fresh planner statistics once this commits (stale ones made next-task slow),
+                # of the tables this import wrote (judgments also change their tasks' rows).
+                tables_analyze(_written_tables(counts))
             if counts["judgments"]:
                 # New evidence: the project's flags and annotator figures are recomputed.
                 flags_recompute_job(project_id=project.pk)
@@ -325,6 +326,18 @@ def import_file(
     finally:
         parsed.source.close()
     return ImportResult(project=project, format=parsed.format, counts=counts)
+
+
+def _written_tables(counts: dict[str, int]) -> list[str]:
+    """The tables an import with these counts wrote rows to (inserted or updated)."""
+    written = {
+        Prompt: counts.get("prompts", 0),
+        Candidate: counts.get("candidates", 0),
+        Task: counts.get("tasks", 0) + counts.get("judgments", 0),
+        TaskCandidate: counts.get("tasks", 0),
+        Judgment: counts.get("judgments", 0),
+    }
+    return [model._meta.db_table for model, n in written.items() if n]
 
 
 def _write_records(

@@ -24,25 +24,32 @@ def _import_tables() -> list[str]:
     ]
 
 
-def tables_analyze() -> None:
+def tables_analyze(tables: list[str] | None = None) -> None:
     """Refreshes planner statistics of the import tables once the current transaction commits.
 
+    ``tables``: the tables to analyse (names); default, all six an import or the queue fills.
+    An import names those it wrote: analysing an unchanged table spends its sampling for
+    nothing (hundreds of milliseconds for a table of long texts).
+
     Called inside a transaction it waits for the commit (the import's transaction should not
-    grow, and a rollback would waste the work); outside, it runs at once. PostgreSQL: ``ANALYZE`` of the six tables (samples a bounded
+    grow, and a rollback would waste the work); outside, it runs at once. PostgreSQL: ``ANALYZE`` of the tables (samples a bounded
     number of rows per table, a fraction of a second). SQLite: ``PRAGMA optimize``, which
     analyses only the tables whose statistics are missing or stale.
     """
+    chosen = list(tables) if tables is not None else _import_tables()
+    if not chosen:
+        return
     if connection.in_atomic_block:
-        transaction.on_commit(_analyze)
+        transaction.on_commit(lambda: _analyze(chosen))
     else:
-        _analyze()
+        _analyze(chosen)
 
 
-def _analyze() -> None:
+def _analyze(tables: list[str]) -> None:
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            tables = ", ".join(connection.ops.quote_name(t) for t in _import_tables())
-            cursor.execute(f"ANALYZE {tables}")
+            names = ", ".join(connection.ops.quote_name(t) for t in tables)
+            cursor.execute(f"ANALYZE {names}")
         elif connection.vendor == "sqlite":
             cursor.execute("PRAGMA optimize")
     logger.debug("analysed the import tables (%s)", connection.vendor)

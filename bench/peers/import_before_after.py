@@ -1,12 +1,17 @@
 """The peer workload's import (10,000 ranking tasks of 4 text candidates) in-process, an older
 commit against the working tree, alternating run by run; prints both medians and their ratio.
 
-    .venv/bin/python bench/peers/import_before_after.py --before 664bf2e [--runs 3] [--tasks 10000]
+    .venv/bin/python bench/peers/import_before_after.py --before 664bf2e [--after DIR] [--runs 3]
+        [--tasks 10000]
 
 The older tree is unpacked with ``git archive`` into ``/tmp/quorum-import-before-<rev>`` (once);
-both run with this virtualenv, each in a fresh process on a fresh data folder (SQLite), or on a
-scratch PostgreSQL database per run when ``DATABASE_URL`` is set. Times ``import_file`` alone:
-no HTTP, no job hand-off, no start-up. Nothing here asserts a timing.
+``--after`` names a folder holding another tree (default: this working tree, as it is while
+the runs go on; a copy keeps later edits out). Both run with this virtualenv, each in a fresh
+process on a fresh data folder (SQLite), or on a scratch PostgreSQL database per run when
+``DATABASE_URL`` is set. Times ``import_file`` alone: no HTTP, no job hand-off, no start-up.
+Prints wall time and CPU time: the importing process's plus, on PostgreSQL on this machine, its
+connection's server process (``/proc``; autovacuum and the WAL writer not counted). On a shared
+machine CPU time varies far less than wall time. Nothing here asserts a timing.
 """
 
 from __future__ import annotations
@@ -36,8 +41,23 @@ call_command("migrate", verbosity=0)
 from workload import write_quorum_jsonl
 from annotate.services import import_file
 path = write_quorum_jsonl(Path(tempfile.mkdtemp()) / "tasks.jsonl", int(os.environ["IMPORT_TASKS"]), judged=False)
-t0 = time.perf_counter()
+from django.db import connection
+def backend_cpu():
+    # PostgreSQL on this machine: the CPU seconds of this connection's server process.
+    if connection.vendor != "postgresql":
+        return 0.0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+s0 = backend_cpu()
+t0, c0 = time.perf_counter(), time.process_time()
 import_file(path=path, project_name="before-after")
+print("CPU", time.process_time() - c0 + backend_cpu() - s0)
 print("SECONDS", time.perf_counter() - t0)
 """
 
@@ -53,7 +73,7 @@ def _tree(rev: str) -> Path:
     return path
 
 
-def _once(tree: Path, tasks: int) -> float:
+def _once(tree: Path, tasks: int) -> tuple[float, float]:
     data = Path(tempfile.mkdtemp(prefix="quorum-import-ab-"))
     env = {
         **os.environ,
@@ -73,7 +93,8 @@ def _once(tree: Path, tasks: int) -> float:
         )
         if "SECONDS" not in out.stdout:
             raise SystemExit(out.stderr[-3000:])
-        return float(out.stdout.split("SECONDS")[-1])
+        cpu = float(out.stdout.split("CPU")[-1].split()[0])
+        return float(out.stdout.split("SECONDS")[-1]), cpu
     finally:
         if db:
             subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", db])
@@ -83,22 +104,29 @@ def _once(tree: Path, tasks: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", required=True, help="the older commit")
+    parser.add_argument("--after", type=Path, default=REPO, help="the newer tree (a folder)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tasks", type=int, default=10_000)
     args = parser.parse_args()
-    trees = {"before": _tree(args.before), "after": REPO}
+    trees = {"before": _tree(args.before), "after": args.after.resolve()}
     seconds: dict[str, list[float]] = {name: [] for name in trees}
+    cpu: dict[str, list[float]] = {name: [] for name in trees}
     for run in range(args.runs):
         for name in list(trees) if run % 2 == 0 else list(trees)[::-1]:
-            seconds[name].append(_once(trees[name], args.tasks))
+            wall, used = _once(trees[name], args.tasks)
+            seconds[name].append(wall)
+            cpu[name].append(used)
             load = os.getloadavg()[0]
-            print(f"{name}: {seconds[name][-1]:.2f} s (load {load:.1f})", file=sys.stderr)
+            print(f"{name}: {wall:.2f} s, CPU {used:.2f} s (load {load:.1f})", file=sys.stderr)
     before, after = (statistics.median(seconds[n]) for n in ("before", "after"))
+    cpu_before, cpu_after = (statistics.median(cpu[n]) for n in ("before", "after"))
     print(
         f"{args.tasks:,} tasks, median of {args.runs}: before ({args.before}) {before:.2f} s, "
-        f"after {after:.2f} s, {before / after:.2f}x"
+        f"after {after:.2f} s, {before / after:.2f}x; CPU (the importing process and its "
+        f"database connection) {cpu_before:.2f} -> {cpu_after:.2f} s, "
+        f"{cpu_before / cpu_after:.2f}x"
     )
-    print(json.dumps(seconds))
+    print(json.dumps({"seconds": seconds, "cpu": cpu}))
 
 
 if __name__ == "__main__":

@@ -51,3 +51,73 @@ def test_it_analyses_the_import_tables_on_postgresql():
     assert len(after) == 6
     for table, when in after.items():
         assert when is not None and when != before.get(table), table
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_it_analyses_only_the_tables_it_is_given():
+    if not is_postgres():
+        pytest.skip("PostgreSQL only")
+    make_project(n_prompts=2)
+    before = _last_analyze()
+
+    tables_analyze(["annotate_task"])
+
+    after = _last_analyze()
+    assert after["annotate_task"] not in (None, before.get("annotate_task"))
+    assert {t: w for t, w in after.items() if t != "annotate_task"} == {
+        t: w for t, w in before.items() if t != "annotate_task"
+    }
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_import_analyses_the_tables_it_wrote(tmp_path, monkeypatch):
+    if not is_postgres():
+        pytest.skip("PostgreSQL only")
+    import json
+
+    import annotate.services as services
+
+    monkeypatch.setattr(services, "ANALYZE_AFTER_ROWS", 1)
+    path = tmp_path / "rows.jsonl"
+    path.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "id": f"p{i}",
+                    "prompt": "Which is better?",
+                    "candidates": [{"id": f"p{i}-{c}", "model": c, "text": c} for c in "ab"],
+                }
+            )
+            for i in range(3)
+        )
+    )
+    before = _last_analyze()
+
+    services.import_file(path=path, project_name="analysed")
+
+    after = _last_analyze()
+    changed = {t for t in after if after[t] is not None and after[t] != before.get(t)}
+    assert changed == {
+        "annotate_prompt",
+        "annotate_candidate",
+        "annotate_task",
+        "annotate_taskcandidate",
+    }
+
+
+def test_written_tables_follow_the_counts():
+    from annotate.services import _written_tables
+
+    assert _written_tables({"prompts": 0, "candidates": 0, "tasks": 0, "judgments": 0}) == []
+    assert _written_tables({"prompts": 0, "candidates": 0, "tasks": 0, "judgments": 2}) == [
+        "annotate_task",
+        "annotate_judgment",
+    ]
+    assert set(_written_tables({"prompts": 1, "candidates": 2, "tasks": 1, "judgments": 0})) == {
+        "annotate_prompt",
+        "annotate_candidate",
+        "annotate_task",
+        "annotate_taskcandidate",
+    }
