@@ -58,3 +58,11 @@ def test_it_takes_the_shortcut_for_numbered_brackets_but_not_links():
     assert _plain_paragraph("[12] Which answer is better?") == "<p>[12] Which answer is better?</p>"
     for text in ("[a](b)", "see [a] (b)", "[id]: x", "[id] : x", "a [b]:c"):
         assert _plain_paragraph(text) is None, text
+
+
+def test_the_ascii_pattern_allows_exactly_the_ascii_characters_of_the_general_one():
+    from annotate.rendering import _PLAIN_ASCII_LINE, _PLAIN_LINE
+
+    for code in range(128):
+        char = chr(code)
+        assert bool(_PLAIN_ASCII_LINE.fullmatch(char)) == bool(_PLAIN_LINE.fullmatch(char)), code
