@@ -12,6 +12,7 @@ FFmpeg wheel is installed (e.g. a GPU benchmark box scoring pre-decoded frames).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,12 +59,16 @@ class VideoFrames:
         fps (`float`):
             Rate of the sampled frames (frames per second of video time), used by Qwen2.5-VL's
             temporal position ids; 1.0 when the clip has a single sampled frame.
+        source_fps (`float`, *optional*):
+            The file's own frame rate (its stream's average rate), from which Qwen3-VL
+            computes frame timestamps (index / rate); `None` for frames not read from a file.
     """
 
     frames: np.ndarray
     indices: list[int]
     timestamps: list[float]
     fps: float
+    source_fps: float | None = None
 
 
 def evenly_spaced_indices(total: int, count: int) -> list[int]:
@@ -84,9 +89,10 @@ def evenly_spaced_indices(total: int, count: int) -> list[int]:
         return list(range(total))
     if count == 1:
         return [(total - 1) // 2]
-    # Same rule as the Qwen-VL video reader (linspace over [0, total-1], rounded); with
-    # count < total consecutive picks are at least 1 apart, so rounding never duplicates.
-    return [round(i * (total - 1) / (count - 1)) for i in range(count)]
+    # The Qwen-VL video processors' rule, computed as they compute it (numpy's linspace, then
+    # round half to even); with count < total consecutive picks are at least 1 apart, so
+    # rounding never duplicates.
+    return [int(i) for i in np.linspace(0, total - 1, count).round()]
 
 
 def _capped_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
@@ -164,6 +170,8 @@ def sample_video_frames(
     max_frames: int = 8,
     max_side: int | None = 448,
     fps: float | None = None,
+    frame_count: Callable[[int, float], int] | None = None,
+    frame_size: Callable[[int, int, int], tuple[int, int]] | None = None,
 ) -> VideoFrames:
     """Decode `max_frames` evenly spaced RGB frames of a video, downscaled to `max_side`.
 
@@ -179,6 +187,13 @@ def sample_video_frames(
         max_side (`int`, *optional*, defaults to 448): Cap on the longer side of each frame;
             `None` keeps the native resolution.
         fps (`float`, *optional*): Sampling rate in frames per second of video time.
+        frame_count (`Callable[[int, float], int]`, *optional*): A backbone's own rule for
+            how many frames to sample, given the file's frame count and rate (0.0 when the
+            container does not say); replaces `fps` and `max_frames`.
+        frame_size (`Callable[[int, int, int], tuple[int, int]]`, *optional*): The (width,
+            height) every frame is resized to (Pillow, bicubic), given the sampled frame count
+            and the file's width and height; replaces `max_side`. Frames are resized once,
+            from their decoded size, as a video processor resizes them.
 
     Returns:
         [`VideoFrames`]: The sampled frames with their indices, timestamps and sampling rate.
@@ -208,9 +223,22 @@ def sample_video_frames(
             total = _count_frames(container, stream)
             count = max_frames
             rate = float(stream.average_rate or 0)
-            if fps is not None and rate > 0:
+            if frame_count is not None:
+                count = frame_count(total, rate)
+            elif fps is not None and rate > 0:
                 count = min(max_frames, max(2, round(total / rate * fps)))
             wanted = evenly_spaced_indices(total, count)
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            raise MediaError(
+                path, f"cannot decode video ({exc.__class__.__name__}: {exc})"
+            ) from exc
+        # Outside the decode guard: a size rule's ValueError is about the clip, not the file.
+        size = (
+            frame_size(len(wanted), stream.codec_context.width, stream.codec_context.height)
+            if frame_size is not None and wanted
+            else None
+        )
+        try:
             wanted_set = set(wanted)
             frames: list[np.ndarray] = []
             indices: list[int] = []
@@ -218,10 +246,16 @@ def sample_video_frames(
             if wanted:
                 last_wanted = wanted[-1]
                 for index, frame in enumerate(container.decode(stream)):
-                    if index in wanted_set:
+                    if index in wanted_set and size is not None:
+                        picture = frame.to_image()  # RGB at the decoded size
+                        if picture.size != size:
+                            picture = picture.resize(size, Image.Resampling.BICUBIC)
+                        frames.append(np.asarray(picture))
+                    elif index in wanted_set:
                         width, height = _capped_size(frame.width, frame.height, max_side)
                         rgb = frame.reformat(width=width, height=height, format="rgb24")
                         frames.append(rgb.to_ndarray())
+                    if index in wanted_set:
                         indices.append(index)
                         timestamps.append(float(frame.time) if frame.time is not None else 0.0)
                     if index >= last_wanted:
@@ -235,7 +269,11 @@ def sample_video_frames(
     span = timestamps[-1] - timestamps[0]
     fps = (len(frames) - 1) / span if len(frames) > 1 and span > 0 else 1.0
     return VideoFrames(
-        frames=np.stack(frames), indices=indices, timestamps=timestamps, fps=float(fps)
+        frames=np.stack(frames),
+        indices=indices,
+        timestamps=timestamps,
+        fps=float(fps),
+        source_fps=rate or None,
     )
 
 

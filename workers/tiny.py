@@ -136,20 +136,28 @@ def build_tiny_tokenizer(corpus: Iterable[str] | None = None, *, vocab_size: int
 
 
 def tiny_image_processor(
-    *, max_pixels: int = 448 * 448, min_pixels: int = 56 * 56, patch_size: int = 14
+    *,
+    max_pixels: int = 448 * 448,
+    min_pixels: int = 56 * 56,
+    patch_size: int = 14,
+    family: str = "qwen2_vl",
 ) -> Any:
-    """A Pillow-backed Qwen2-VL image processor (no torchvision needed); Qwen3-VL uses the
-    same one with 16-pixel patches."""
+    """A Pillow-backed Qwen2-VL image processor (no torchvision needed); for Qwen3-VL
+    (`family="qwen3_vl"`) the same one with its checkpoints' 16-pixel patches and 0.5 mean
+    and std."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
         Qwen2VLImageProcessorPil,
     )
 
+    qwen3 = family == "qwen3_vl"
+    extra = {"image_mean": [0.5] * 3, "image_std": [0.5] * 3} if qwen3 else {}
     return Qwen2VLImageProcessorPil(
-        patch_size=patch_size,
+        patch_size=16 if qwen3 else patch_size,
         temporal_patch_size=2,
         merge_size=2,
         min_pixels=min_pixels,
         max_pixels=max_pixels,
+        **extra,
     )
 
 
@@ -350,11 +358,7 @@ def build_tiny_reward_scorer(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 1)
         model = MultiResponseRewardModel(backbone, head_config)
-    processor = (
-        None
-        if family == "molmo2"
-        else tiny_image_processor(patch_size=16 if family == "qwen3_vl" else 14)
-    )
+    processor = None if family == "molmo2" else tiny_image_processor(family=family)
     builder = RewardInputBuilder.for_model(model, tokenizer, processor, **limits)
     return RewardScorer(model, builder, device=device)
 

@@ -147,12 +147,15 @@ def _save_seed_layout(
     if "video_max_pixels" in limits:
         video = {
             "fps": limits["video_fps"],
+            "min_frames": limits.get("min_frames"),
             "max_frames": limits["max_frames"],
             "size": {
-                "shortest_edge": limits["min_pixels"],
+                "shortest_edge": limits.get("video_min_pixels", limits["min_pixels"]),
                 "longest_edge": limits["video_max_pixels"],
             },
         }
+        if video["min_frames"] is None:
+            del video["min_frames"]
         (path / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2) + "\n")
     if "max_length" in limits:
         config_data["max_length"] = limits["max_length"]
@@ -486,7 +489,8 @@ def _load_seed_layout(
 
 
 def _video_limits(path: Path) -> dict[str, Any]:
-    """Video sampling from ``video_preprocessor_config.json`` (fps, max_frames, size)."""
+    """Video sampling from ``video_preprocessor_config.json`` (fps, min/max frames, size,
+    normalisation)."""
     config_file = path / "video_preprocessor_config.json"
     if not config_file.is_file():
         return {}
@@ -496,13 +500,28 @@ def _video_limits(path: Path) -> dict[str, Any]:
     pixels = size.get("longest_edge") or data.get("max_pixels")
     if pixels:
         limits["video_max_pixels"] = int(pixels)
+    pixels = size.get("shortest_edge") or data.get("min_pixels")
+    if pixels:
+        limits["video_min_pixels"] = int(pixels)
     if data.get("fps"):
         limits["video_fps"] = float(data["fps"])
-    if data.get("max_frames"):
-        limits["max_frames"] = int(data["max_frames"])
+    for name in ("min_frames", "max_frames"):
+        if data.get(name):
+            limits[name] = int(data[name])
     for name, value in limits.items():
         if value <= 0:
             raise CheckpointError(config_file, f"{name} must be positive, got {value}")
+    for key, name in (("image_mean", "video_mean"), ("image_std", "video_std")):
+        values = data.get(key)
+        if values is None:
+            continue
+        if not (
+            isinstance(values, list)
+            and len(values) == 3
+            and all(isinstance(v, (int, float)) for v in values)
+        ):
+            raise CheckpointError(config_file, f"{key} must be three numbers, got {values!r}")
+        limits[name] = [float(v) for v in values]
     return limits
 
 

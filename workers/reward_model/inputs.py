@@ -54,6 +54,11 @@ from workers.reward_model.records import (
 
 logger = logging.getLogger(__name__)
 
+# transformers' Qwen3VLVideoProcessor defaults, used when a Qwen3-VL checkpoint ships no video
+# config: its pixel budget bounds all frames of a clip together, not each frame.
+QWEN3_VL_VIDEO_DEFAULTS = {"min_pixels": 128 * 32 * 32, "max_pixels": 32 * 32 * 768}
+QWEN3_VL_MIN_FRAMES = 4
+
 # --------------------------------------------------------------------------------------------
 # Visual preprocessing
 # --------------------------------------------------------------------------------------------
@@ -69,6 +74,7 @@ def patchify_video_frames(
     max_pixels: int = DEFAULT_VIDEO_MAX_PIXELS,
     image_mean: Sequence[float] | None = None,
     image_std: Sequence[float] | None = None,
+    size: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, tuple[int, int, int]]:
     """Turn RGB frames into Qwen2-VL video patches without torchvision.
 
@@ -82,6 +88,9 @@ def patchify_video_frames(
         patch_size, temporal_patch_size, merge_size (`int`): The vision encoder's geometry.
         min_pixels, max_pixels (`int`): Pixel budget per frame after resizing.
         image_mean, image_std (`Sequence[float]`, *optional*): Normalisation (CLIP's default).
+        size (`tuple[int, int]`, *optional*): The (height, width) to resize to, when the
+            backbone picks it by its own rule (Qwen3-VL budgets the whole clip); the pixel
+            budget is then not used.
 
     Returns:
         `tuple[torch.FloatTensor, tuple[int, int, int]]`: patches of shape
@@ -93,13 +102,15 @@ def patchify_video_frames(
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
         raise ValueError(f"expected frames of shape (T, H, W, 3), got {frames.shape}")
     _, height, width, _ = frames.shape
-    new_h, new_w = smart_resize(
+    new_h, new_w = size or smart_resize(
         height,
         width,
         factor=patch_size * merge_size,
         min_pixels=min_pixels,
         max_pixels=max_pixels,
     )
+    if new_h % (patch_size * merge_size) or new_w % (patch_size * merge_size):
+        raise ValueError(f"frame size {(new_h, new_w)} is not a multiple of the merged patch")
     if (new_h, new_w) != (height, width):
         frames = np.stack(
             [
@@ -136,6 +147,61 @@ def patchify_video_frames(
     return torch.from_numpy(np.ascontiguousarray(flat)), (grid_t, grid_h, grid_w)
 
 
+def qwen3_vl_frame_count(
+    total: int, rate: float, *, fps: float, min_frames: int, max_frames: int
+) -> int:
+    """How many frames Qwen3-VL samples from a clip of `total` frames at `rate` frames/s
+    (``Qwen3VLVideoProcessor.sample_frames``: the clip's length at `fps`, truncated, within
+    [`min_frames`, `max_frames`] and never more than the clip has; 24 when the rate is unknown).
+    """
+    rate = rate or 24.0
+    count = int(total / rate * fps)
+    return min(max(count, min_frames), max_frames, total)
+
+
+def qwen3_vl_timestamps(seconds: Sequence[float], temporal_patch_size: int) -> list[float]:
+    """The time written before each temporal patch of a Qwen3-VL video
+    (``Qwen3VLProcessor._calculate_timestamps``): the frame times padded to a whole patch with
+    the last one, then the mean of each patch's first and last frame time."""
+    times = list(seconds)
+    if len(times) % temporal_patch_size:
+        times += [times[-1]] * (temporal_patch_size - len(times) % temporal_patch_size)
+    return [
+        (times[i] + times[i + temporal_patch_size - 1]) / 2
+        for i in range(0, len(times), temporal_patch_size)
+    ]
+
+
+def qwen3_vl_video_size(
+    num_frames: int,
+    height: int,
+    width: int,
+    *,
+    patch_size: int,
+    merge_size: int,
+    temporal_patch_size: int,
+    min_pixels: int,
+    max_pixels: int,
+) -> tuple[int, int]:
+    """(height, width) Qwen3-VL resizes every frame of a clip to: transformers' own
+    ``smart_resize`` for video, whose pixel budget covers all frames together."""
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize
+
+    if num_frames < temporal_patch_size:
+        raise ValueError(
+            f"the video has {num_frames} frame(s); Qwen3-VL needs at least {temporal_patch_size}"
+        )
+    return smart_resize(
+        num_frames,
+        height,
+        width,
+        temporal_factor=temporal_patch_size,
+        factor=patch_size * merge_size,
+        min_pixels=min_pixels,
+        max_pixels=max_pixels,
+    )
+
+
 @dataclass
 class _Visual:
     kind: Literal["image", "video"]
@@ -145,11 +211,27 @@ class _Visual:
     # M-RoPE temporal step per temporal patch: 1 for Qwen2-VL and images; Qwen2.5-VL videos
     # use tokens_per_second * seconds per temporal patch.
     time_interval: float = 1.0
+    # What replaces the placeholder when it is more than pad tokens: a Qwen3-VL video is, per
+    # temporal patch, "<t seconds>" + <|vision_start|> + pads + <|vision_end|>, and each
+    # patch is its own (1, h, w) block for positions.
+    expansion: list[int] | None = None
 
     @property
     def num_tokens(self) -> int:
+        """Visual (pad) tokens: the model's features for this visual."""
         t, h, w = self.grid_thw
         return t * h * w // (self.merge_size**2)
+
+    def tokens(self, pad_id: int) -> list[int]:
+        """The tokens that stand for this visual in a row."""
+        return list(self.expansion) if self.expansion is not None else [pad_id] * self.num_tokens
+
+    def blocks(self) -> list[tuple[tuple[int, int, int], float]]:
+        """Runs of pad tokens with their grid and temporal step, in row order."""
+        if self.expansion is None:
+            return [(self.grid_thw, self.time_interval)]
+        t, h, w = self.grid_thw
+        return [((1, h, w), 1.0)] * t
 
 
 @dataclass
@@ -256,6 +338,16 @@ class RewardInputBuilder:
             else transformers' Qwen2-VL default.
         max_frames (`int`, *optional*), video_fps (`float`, *optional*): Frames are sampled at
             `video_fps` (2 for Qwen2-VL) up to `max_frames`.
+        video_min_pixels (`int`, *optional*), min_frames (`int`, *optional*): The video
+            processor's ``size["shortest_edge"]`` and ``min_frames`` (Qwen3-VL samples at least
+            `min_frames`); `min_pixels` and 4 when omitted.
+        video_mean, video_std (`Sequence[float]`, *optional*): The video processor's
+            normalisation; the image processor's when omitted.
+
+    Qwen3-VL videos follow its own processors (transformers 5.x): `video_max_pixels` and
+    `video_min_pixels` bound all frames together, and each temporal patch is written as
+    ``<t seconds><|vision_start|>`` + pads + ``<|vision_end|>`` inside the chat template's
+    ``<|vision_start|>...<|vision_end|>``.
         overflow (`str`): What packed scoring does with an item whose row exceeds `max_length`
             or that has more than `max_packed_candidates` candidates: ``"isolated"`` scores each
             candidate in isolation, ``"drop"`` keeps the leading responses that fit and reports
@@ -280,6 +372,10 @@ class RewardInputBuilder:
         max_frames: int | None = None,
         video_fps: float | None = None,
         video_processor: Any | None = None,
+        video_min_pixels: int | None = None,
+        min_frames: int | None = None,
+        video_mean: Sequence[float] | None = None,
+        video_std: Sequence[float] | None = None,
         overflow: str = "isolated",
         max_packed_candidates: int = DEFAULT_MAX_PACKED_CANDIDATES,
         vision: bool = True,
@@ -332,14 +428,28 @@ class RewardInputBuilder:
         self.min_pixels = (
             min_pixels or _processor_size(image_processor, "shortest_edge") or DEFAULT_MIN_PIXELS
         )
+        # Without a video config, Qwen3-VL's own processor defaults (a budget for the clip).
+        qwen3 = QWEN3_VL_VIDEO_DEFAULTS if model_type == "qwen3_vl" else {}
         self.video_max_pixels = (
             video_max_pixels
             or _processor_size(video_processor, "longest_edge")
+            or qwen3.get("max_pixels")
             or DEFAULT_VIDEO_MAX_PIXELS
+        )
+        self.video_min_pixels = (
+            video_min_pixels
+            or _processor_size(video_processor, "shortest_edge")
+            or qwen3.get("min_pixels")
+            or self.min_pixels
+        )
+        self.min_frames = (
+            min_frames or getattr(video_processor, "min_frames", None) or QWEN3_VL_MIN_FRAMES
         )
         self.max_frames = (
             max_frames or getattr(video_processor, "max_frames", None) or (DEFAULT_MAX_FRAMES)
         )
+        self.video_mean = list(video_mean) if video_mean else None
+        self.video_std = list(video_std) if video_std else None
         self.video_fps = video_fps or getattr(video_processor, "fps", None) or DEFAULT_VIDEO_FPS
         self.overflow = overflow
         self.max_packed_candidates = max_packed_candidates
@@ -420,6 +530,8 @@ class RewardInputBuilder:
             "image_max_pixels": self.image_max_pixels,
             "min_pixels": self.min_pixels,
             "video_max_pixels": self.video_max_pixels,
+            "video_min_pixels": self.video_min_pixels,
+            "min_frames": self.min_frames,
             "max_frames": self.max_frames,
             "video_fps": self.video_fps,
         }
@@ -492,7 +604,7 @@ class RewardInputBuilder:
                 kind = "image" if token == image_id else "video"
                 if visual is None or visual.kind != kind:
                     raise ValueError(f"the rendered row has an unexpected {kind} placeholder")
-                out += [token] * visual.num_tokens
+                out += visual.tokens(token)
             else:
                 out.append(token)
         if found != len(visuals):
@@ -554,10 +666,7 @@ class RewardInputBuilder:
         """
         self._require_vision("video")
         if self.model_type == "qwen3_vl":
-            raise ValueError(
-                "video for qwen3_vl checkpoints is not supported yet (Qwen3-VL writes a "
-                "timestamp before every frame, which Quorum's rows do not reproduce)"
-            )
+            return self._encode_qwen3_vl_video(video)
         if not isinstance(video, VideoFrames):
             video = sample_video_frames(
                 video,
@@ -570,15 +679,77 @@ class RewardInputBuilder:
             patch_size=self.patch_size,
             temporal_patch_size=self.temporal_patch_size,
             merge_size=self.merge_size,
-            min_pixels=self.min_pixels,
+            min_pixels=self.video_min_pixels,
             max_pixels=self.video_max_pixels,
-            image_mean=self.image_processor.image_mean,
-            image_std=self.image_processor.image_std,
+            image_mean=self.video_mean or self.image_processor.image_mean,
+            image_std=self.video_std or self.image_processor.image_std,
         )
         interval = 1.0
         if self.model_type == "qwen2_5_vl" and self.tokens_per_second:
             interval = self.tokens_per_second * self.temporal_patch_size / max(video.fps, 1e-6)
         return _Visual("video", pixel_values, grid, self.merge_size, interval)
+
+    def _qwen3_vl_size(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
+        return qwen3_vl_video_size(
+            num_frames,
+            height,
+            width,
+            patch_size=self.patch_size,
+            merge_size=self.merge_size,
+            temporal_patch_size=self.temporal_patch_size,
+            min_pixels=self.video_min_pixels,
+            max_pixels=self.video_max_pixels,
+        )
+
+    def _encode_qwen3_vl_video(self, video: MediaRef | VideoFrames) -> _Visual:
+        """A video as transformers' Qwen3-VL processors lay it out: frames sampled and resized
+        by its video processor's rules, then per temporal patch a timestamp and its pads.
+
+        Pre-sampled `VideoFrames` are taken as they are (the processor's
+        ``do_sample_frames=False``); their times come from `indices` / `source_fps`, else
+        from `timestamps`.
+        """
+        if isinstance(video, VideoFrames):
+            _, height, width, _ = video.frames.shape
+            size = self._qwen3_vl_size(len(video.frames), height, width)
+        else:
+
+            def frame_count(total: int, rate: float) -> int:
+                return qwen3_vl_frame_count(
+                    total,
+                    rate,
+                    fps=self.video_fps,
+                    min_frames=self.min_frames,
+                    max_frames=self.max_frames,
+                )
+
+            def frame_size(count: int, width: int, height: int) -> tuple[int, int]:
+                height, width = self._qwen3_vl_size(count, height, width)
+                return width, height
+
+            video = sample_video_frames(video, frame_count=frame_count, frame_size=frame_size)
+            size = video.frames.shape[1:3]
+        pixel_values, grid = patchify_video_frames(
+            video.frames,
+            patch_size=self.patch_size,
+            temporal_patch_size=self.temporal_patch_size,
+            merge_size=self.merge_size,
+            image_mean=self.video_mean or self.image_processor.image_mean,
+            image_std=self.video_std or self.image_processor.image_std,
+            size=(int(size[0]), int(size[1])),
+        )
+        if video.source_fps:
+            seconds = [index / video.source_fps for index in video.indices]
+        else:
+            seconds = list(video.timestamps)
+        start, end = self.token_ids[VISION_START], self.token_ids[VISION_END]
+        pads = [self.token_ids[VIDEO_PAD]] * (grid[1] * grid[2] // self.merge_size**2)
+        expansion: list[int] = []
+        for time in qwen3_vl_timestamps(seconds, self.temporal_patch_size):
+            # Between control tokens the timestamp is tokenised on its own, as it is inside
+            # the processor's expanded string.
+            expansion += [*self._tokenise(f"<{time:.1f} seconds>"), start, *pads, end]
+        return _Visual("video", pixel_values, grid, self.merge_size, expansion=expansion)
 
     # -- items ------------------------------------------------------------------------------
 
@@ -793,7 +964,9 @@ class RewardInputBuilder:
 
         Text advances all three axes by one per token; a visual block gets (t, h, w) grid
         positions offset by the current position, then the position jumps past the larger of
-        its height and width. Positions are translation-equivariant, which isolated mode uses.
+        its height and width. A Qwen3-VL video is one (1, h, w) block per temporal patch, as
+        its get_rope_index splits ``video_grid_thw`` (the timestamps between them are text).
+        Positions are translation-equivariant, which isolated mode uses.
         """
         image_id, video_id = self.token_ids[IMAGE_PAD], self.token_ids[VIDEO_PAD]
         is_visual = np.isin(np.asarray(ids), (image_id, video_id))
@@ -801,7 +974,7 @@ class RewardInputBuilder:
         bounds = [0, *(np.flatnonzero(np.diff(is_visual.astype(np.int8))) + 1).tolist(), len(ids)]
         chunks = []
         current = 0
-        visual_iter = iter(visuals)
+        blocks = iter([(v.merge_size, *block) for v in visuals for block in v.blocks()])
         for start, end in zip(bounds[:-1], bounds[1:], strict=True):
             if not is_visual[start]:
                 chunks.append((torch.arange(end - start) + current).expand(3, -1))
@@ -809,15 +982,14 @@ class RewardInputBuilder:
                 continue
             index = start
             while index < end:  # one run may hold several adjacent visuals
-                visual = next(visual_iter)
-                t, h, w = visual.grid_thw
-                lh, lw = h // visual.merge_size, w // visual.merge_size
-                temporal = (torch.arange(t) * visual.time_interval).long() + current
+                merge, (t, h, w), interval = next(blocks)
+                lh, lw = h // merge, w // merge
+                temporal = (torch.arange(t) * interval).long() + current
                 height, width = torch.arange(lh) + current, torch.arange(lw) + current
                 grid = torch.meshgrid(temporal, height, width, indexing="ij")
                 chunks.append(torch.stack(grid).reshape(3, -1))
                 current += max(lh, lw)
-                index += visual.num_tokens
+                index += t * lh * lw
         return torch.cat(chunks, dim=1)
 
     def collate(self, rows: Sequence[_Row], mode: AttentionMode) -> RewardBatch:
