@@ -300,9 +300,9 @@ class MediaSource:
 
     def read_data(self) -> bytes:
         if self._zip is not None and self.export is not None:
-            return export_seed_rows(self._zip.read(self.data_name), self.data_name)
+            return export_seed_rows(read_zip_entry(self._zip, self.data_name), self.data_name)
         if self._zip is not None:
-            return self._zip.read(self.data_name)
+            return read_zip_entry(self._zip, self.data_name)
         return self.path.read_bytes()
 
     def read_media(self, name: str) -> bytes:
@@ -328,8 +328,7 @@ class MediaSource:
                     f"{info.file_size} bytes is over the media limit of {self.max_media_bytes}"
                 )
             try:
-                with self._zip.open(info) as fh:
-                    data = fh.read(self.max_media_bytes + 1)
+                data = read_zip_entry(self._zip, info)
             except _ZIP_ERRORS as exc:
                 raise OSError(f"corrupt zip entry {member!r} ({_zip_error(exc)})") from None
             if len(data) > self.max_media_bytes:
@@ -350,6 +349,18 @@ class MediaSource:
     def close(self) -> None:
         if self._zip is not None:
             self._zip.close()
+
+
+def read_zip_entry(archive: zipfile.ZipFile, entry: str | zipfile.ZipInfo) -> bytes:
+    """An entry's bytes, inflated 1 MiB at a time.
+
+    zipfile stops at the size the entry declares (and fails its CRC), but ``read()`` inflates up
+    to 2 GiB in one step before cutting: a small zip whose header lies about a huge entry would
+    take that much memory. Read in steps, memory stays at the declared size (checked against
+    the limits before) plus a step.
+    """
+    with archive.open(entry) as fh:
+        return b"".join(iter(lambda: fh.read(1 << 20), b""))
 
 
 # --- a Quorum dataset export, imported back -----------------------------------------------
@@ -396,7 +407,7 @@ def export_root_in_zip(
     )
     if not sheets:
         return None
-    sheet = export_datasheet(archive.read(str(sheets[0])))
+    sheet = export_datasheet(read_zip_entry(archive, str(sheets[0])))
     return (sheets[0].parent, sheet) if sheet is not None else None
 
 

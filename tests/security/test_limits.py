@@ -125,6 +125,41 @@ def test_it_rejects_a_zipped_data_file_that_unpacks_past_the_limit(tmp_path, set
     assert "data.jsonl" in problem and "QUORUM_MAX_DATA_MB" in problem
 
 
+def _lying_zip(path: Path, name: str, head: bytes, unpacked_mb: int, **others: bytes) -> Path:
+    """A zip whose last entry, ``name``, declares 1,000 bytes and inflates to ``unpacked_mb`` MB."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for other, data in others.items():
+            zf.writestr(other, data)
+        zf.writestr(name, head + b" " * (unpacked_mb << 20))
+        offset = zf.getinfo(name).header_offset
+    raw = bytearray(path.read_bytes())
+    struct.pack_into("<I", raw, offset + 22, 1000)  # the local header's unpacked size
+    struct.pack_into("<I", raw, raw.rindex(b"PK\x01\x02") + 24, 1000)  # the central record's
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("entry", ["data.jsonl", "a.png", "datasheet.json"])
+def test_a_zip_entry_that_lies_about_its_size_is_never_inflated_in_full(entry, tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "liar.zip"
+    if entry == "a.png":
+        rows = _image_rows("image", "a.png").encode()
+        _lying_zip(path, entry, png_bytes(), 64, **{"data.jsonl": rows})
+    else:
+        _lying_zip(path, entry, _rows().encode(), 64)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImportRejected):
+            import_file(path=path, project_name="liar")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Inflated in one step, the 64 MB would be in memory at once.
+    assert peak < 16 << 20, f"{peak >> 20} MB"
+
+
 def test_it_rejects_a_plain_data_file_past_the_limit(tmp_path, settings):
     settings.QUORUM_MAX_DATA_BYTES = 50_000
     path = tmp_path / "big.jsonl"
