@@ -277,8 +277,10 @@ def _broker_from_env() -> tuple[str, dict]:
         "control_folder": str(broker_dir / "control"),
         "store_processed": False,
         # A worker lists the folder this often when idle (kombu's default: every second, which
-        # an import or export waited out before it started); a listing costs microseconds.
-        "polling_interval": 0.2,
+        # an import or export waited out before it started). Every 50 ms: a job waits 25 ms on
+        # average for its pick-up; an idle worker spends about 0.5 % of a core polling
+        # (measured: 0.11 s of CPU in 20 s).
+        "polling_interval": 0.05,
     }
 
 
