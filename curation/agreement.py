@@ -36,7 +36,7 @@ import math
 import statistics
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -526,6 +526,79 @@ class PositionBias:
     favoured_slot: int
 
 
+# The three tests the flags pass needs, from `scipy.special` alone: importing `scipy.stats`
+# costs about 1.3 s of CPU in every fresh process (a worker's first pass, a management
+# command), more than the tests themselves. Each equals its `scipy.stats` counterpart bit
+# for bit (tests/curation/test_agreement_pvalues.py compares them on a grid).
+
+
+def binomtest_half(k: int, n: int) -> float:
+    """``scipy.stats.binomtest(k, n, 0.5).pvalue`` (two-sided): the same algorithm (the
+    other tail found by binary search on the pmf) on the same Boost binomial functions."""
+    try:
+        from scipy.special import _ufuncs as U
+
+        pmf_f, cdf_f, sf_f = U._binom_pmf, U._binom_cdf, U._binom_sf
+    except (ImportError, AttributeError):  # another SciPy layout: the library's own test
+        from scipy import stats
+
+        return float(stats.binomtest(k, n, 0.5).pvalue)
+
+    def pmf(x: int) -> float:
+        return float(pmf_f(float(x), float(n), 0.5)) if 0 <= x <= n else 0.0
+
+    def cdf(x: int) -> float:
+        return 0.0 if x < 0 else 1.0 if x >= n else float(cdf_f(float(x), float(n), 0.5))
+
+    def sf(x: int) -> float:
+        return 1.0 if x < 0 else 0.0 if x >= n else float(sf_f(float(x), float(n), 0.5))
+
+    def search(a: Callable[[int], float], d: float, lo: int, hi: int) -> int:
+        # scipy.stats._binomtest._binary_search_for_binom_tst
+        while lo < hi:
+            mid = lo + (hi - lo) // 2
+            value = a(mid)
+            if value < d:
+                lo = mid + 1
+            elif value > d:
+                hi = mid - 1
+            else:
+                return mid
+        return lo if a(lo) <= d else lo - 1
+
+    d = pmf(k)
+    rerr = 1 + 1e-7
+    if k == 0.5 * n:
+        return 1.0
+    if k < 0.5 * n:
+        ix = search(lambda x: -pmf(x), -d * rerr, math.ceil(0.5 * n), n)
+        y = n - ix + int(d * rerr == pmf(ix))
+        p_value = cdf(k) + sf(n - y)
+    else:
+        ix = search(pmf, d * rerr, 0, math.floor(0.5 * n))
+        y = ix + 1
+        p_value = cdf(y - 1) + sf(k - 1)
+    return min(1.0, p_value)
+
+
+def chisquare_p_value(observed: np.ndarray, expected: np.ndarray) -> float:
+    """``scipy.stats.chisquare(observed, expected).pvalue``: Pearson's statistic, the
+    chi-square survival function with ``len - 1`` degrees of freedom."""
+    import numpy as np
+    from scipy.special import chdtrc
+
+    f = np.asarray(observed, dtype=float)
+    statistic = ((f - expected) ** 2 / expected).sum()
+    return float(chdtrc(len(f) - 1, statistic))
+
+
+def chi2_ppf(q: float, df: float) -> float:
+    """``scipy.stats.chi2.ppf(q, df)`` for ``0 < q < 1``."""
+    from scipy.special import gammaincinv
+
+    return float(2 * gammaincinv(df / 2, q))
+
+
 def position_bias(
     records: Iterable[Record], *, by_annotator: bool = True
 ) -> dict[Hashable | None, PositionBias]:
@@ -543,7 +616,6 @@ def position_bias(
         A `PositionBias` per annotator with at least one usable judgment.
     """
     import numpy as np
-    from scipy import stats
 
     records = list(records)
     kind = _record_kind(records)
@@ -569,9 +641,9 @@ def position_bias(
         for size in slot_counts[key]:
             expected[:size] += 1 / size
         if kind is PairRecord:
-            p_value = stats.binomtest(int(counts[0]), len(slots), 0.5).pvalue
+            p_value = binomtest_half(int(counts[0]), len(slots))
         else:
-            p_value = stats.chisquare(counts, expected).pvalue
+            p_value = chisquare_p_value(counts, expected)
         result[key] = PositionBias(
             annotator=key,
             n=len(slots),
@@ -819,7 +891,6 @@ def anomalous_voters(
     loop) bit for bit; the tests check it on random votes.
     """
     import numpy as np
-    from scipy import stats
 
     records = list(records)
     if not all(isinstance(record, PairRecord) for record in records):
@@ -861,7 +932,7 @@ def anomalous_voters(
         checkpoints = []
         for j in chosen:
             if int(j) not in threshold:
-                threshold[int(j)] = float(stats.chi2.ppf(1 - alpha / n_checkpoints, 2 * j))
+                threshold[int(j)] = chi2_ppf(1 - alpha / n_checkpoints, 2 * j)
             checkpoints.append((int(j), float(cumulative[j - 1]), threshold[int(j)]))
         result[annotator] = AnomalyCheck(
             annotator=annotator,
