@@ -692,7 +692,13 @@ def jsonl_tables(snapshot: Snapshot) -> tuple[list[JsonlTable], list[tuple[str, 
             why = "the seed paper's training format: prompts whose responses are all text"
             if media:
                 why += f" ({len(media)} rows with image/video responses: {folder}_multimodal/)"
-            written.append((folder, text, seed_line, why))
+            # The seed loader raises on a row without prompt text and trains on the next one
+            # in its place: such rows (the question in the picture) stay in parquet/ and hf/.
+            seed = [r for r in text if r["prompt"].strip()]
+            if len(seed) < len(text):
+                why += f" ({len(text) - len(seed)} rows without prompt text left out: the seed "
+                why += "loader skips them; they are in parquet/ and hf/)"
+            written.append((folder, seed, seed_line, why))
         else:
             skipped.append(
                 (

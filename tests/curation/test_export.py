@@ -234,6 +234,9 @@ def _seed_loader(folder: Path) -> list[dict]:
     for path in sorted(folder.glob("*.jsonl")):
         for row in _lines(path):
             assert set(row) <= {"prompt", "responses", "rankings", "image", "video"}
+            # The seed loader raises on a row without prompt text (and trains on the next
+            # row in its place).
+            assert isinstance(row["prompt"], str) and row["prompt"].strip(), row
             kept = [(r, k) for r, k in zip(row["responses"], row["rankings"], strict=True) if r]
             assert len(kept) == len(row["responses"]) >= 2, row
             for response, _ in kept:
@@ -538,6 +541,59 @@ def test_it_keeps_prompts_with_the_same_context_image_in_one_split():
         out = content_splits(keys, {"train": 0.5, "test": 0.5}, seed)
         assert out[1] == out[3]
         assert content_splits(keys, {"train": 0.5, "test": 0.5}, seed) == out
+
+
+def test_it_keeps_prompts_with_the_same_context_image_bytes_in_one_split(users):
+    """Two prompts whose pictures are the same bytes (stored under two names) share a split,
+    whatever their text: the split key is the file's content, not its name."""
+    from django.core.files.base import ContentFile
+
+    from annotate.models import Prompt
+    from tests.media_fixtures import png_bytes
+
+    project = make_project(n_prompts=16, n_candidates=3, k=1)
+    members(project, users)
+    for n, prompt in enumerate(Prompt.objects.filter(project=project).order_by("id")):
+        picture = png_bytes(color=(30 * (n // 2), 60, 90), size=10 + n // 2)
+        prompt.image.save(f"q{n}.png", ContentFile(picture), save=True)
+    assert len({p.image.name for p in Prompt.objects.filter(project=project)}) == 16
+    for task in Task.objects.filter(project=project):
+        judge_ranking(task, users["annotator"], [[c] for c in slots(task)])
+    for seed in range(3):
+        export = _build(project, splits={"train": 0.5, "test": 0.5}, seed=seed)
+        split_of: dict[bytes, set[str]] = {}
+        for row in pq.read_table(export.path / "parquet" / "rankings.parquet").to_pylist():
+            picture = (export.path / row["image"]).read_bytes()
+            split_of.setdefault(picture, set()).add(row["split"])
+        assert len(split_of) == 8
+        assert all(len(splits) == 1 for splits in split_of.values()), split_of.values()
+        assert sorted(s for (s,) in split_of.values()) == ["test"] * 4 + ["train"] * 4
+
+
+def test_it_keeps_prompts_without_text_out_of_the_seed_format(users):
+    """A prompt whose question is its picture (no prompt text) is a row the seed loader skips,
+    so it stays out of rankings/ (the datasheet says so) and in Parquet, HF and pairs."""
+    from django.core.files.base import ContentFile
+
+    from annotate.models import Prompt
+    from tests.media_fixtures import png_bytes
+
+    project = make_project(n_prompts=2, n_candidates=3, k=1)
+    members(project, users)
+    for n, prompt in enumerate(Prompt.objects.filter(project=project).order_by("id")):
+        prompt.image.save(f"q{n}.png", ContentFile(png_bytes(size=10 + n)), save=True)
+    Prompt.objects.filter(project=project, external_id="p1").update(text="  ")
+    for task in Task.objects.filter(project=project):
+        judge_ranking(task, users["annotator"], [[c] for c in slots(task)])
+    export = _build(project)
+    loaded = _read_back(export)
+    (row,) = _seed_loader(export.path / "rankings")
+    assert row["prompt"] == "Question 0?"
+    assert loaded["rankings"]["train"].num_rows == 2
+    assert {p["prompt_id"] for p in _lines(export.path / "pairs" / "train.jsonl")} == {"p0", "p1"}
+    (seed_file,) = [f for f in export.datasheet["files_written"] if f["path"] == "rankings/"]
+    assert seed_file["rows"] == 1 and "1 rows without prompt text" in seed_file["why"]
+    assert "1 rows without prompt text" in (export.path / "datasheet.md").read_text()
 
 
 def test_it_applies_reviewer_decisions_unless_told_not_to(users, ranked):
