@@ -12,11 +12,13 @@ RGB conversion, normalisation): frames are given at the size Qwen3-VL would pick
 
 from __future__ import annotations
 
+import json
 from unittest import mock
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from transformers import Qwen3VLProcessor
 from transformers.models.qwen3_vl.video_processing_qwen3_vl import (
     Qwen3VLVideoProcessor,
@@ -26,7 +28,7 @@ from transformers.processing_utils import ProcessorMixin
 from transformers.video_utils import VideoMetadata
 
 from workers.media import VideoFrames, encode_video
-from workers.reward_model import CandidateInput, ScoringItem, load_reward_model
+from workers.reward_model import CandidateInput, CheckpointError, ScoringItem, load_reward_model
 from workers.tiny import build_tiny_reward_scorer, build_tiny_tokenizer
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
@@ -273,3 +275,64 @@ def test_it_keeps_qwen3_vl_video_budgets_through_save_and_load(scorer, tmp_path)
     assert loaded.builder.limits() == scorer.builder.limits()
     torch.testing.assert_close(after.scores, before.scores, **TOL)
     torch.testing.assert_close(isolated.scores, separate.scores, **TOL)
+
+
+def test_it_takes_qwen3_vl_video_settings_from_the_checkpoint(scorer, tmp_path):
+    folder = scorer.save(tmp_path / "rm")
+    config = {
+        "size": {"shortest_edge": 2 * 32 * 32, "longest_edge": 6 * 96 * 128},
+        "fps": 1.5,
+        "min_frames": 2,
+        "max_frames": 16,
+        "cap_pixels_per_frame": True,
+        "max_video_tokens": 6,
+        "image_mean": [0.25, 0.5, 0.75],
+        "image_std": [0.5, 0.25, 0.5],
+    }
+    (folder / "video_preprocessor_config.json").write_text(json.dumps(config))
+    video = _clip(frames=6, height=100, width=150)
+
+    loaded = load_reward_model(folder, device="cpu")
+    visual = loaded.builder.encode_video(video)
+
+    limits = loaded.builder.limits()
+    assert (limits["video_min_pixels"], limits["video_max_pixels"]) == (2048, 6 * 96 * 128)
+    assert (limits["video_fps"], limits["min_frames"], limits["max_frames"]) == (1.5, 2, 16)
+    assert (limits["cap_pixels_per_frame"], limits["max_video_tokens"]) == (True, 6)
+    reference = Qwen3VLVideoProcessor(**config)
+    t, h, w = visual.grid_thw
+    assert t * h * w == reference.get_num_of_video_patches(6, 100, 150)
+    assert h * w // 4 <= 6  # the per-frame cap, not the clip budget, sized the frames
+    resized = np.stack(
+        [
+            np.asarray(Image.fromarray(f).resize((w * 16, h * 16), Image.BICUBIC))
+            for f in video.frames
+        ]
+    )
+    plain = reference.patchify(
+        torch.from_numpy(resized).permute(0, 3, 1, 2)[None].float() / 255,
+        patch_size=16,
+        merge_size=2,
+        temporal_patch_size=2,
+    )[0][0]
+    mean, std = torch.tensor(config["image_mean"]), torch.tensor(config["image_std"])
+    normalised = (plain.view(-1, 3, 2 * 16 * 16) - mean[:, None]) / std[:, None]
+    torch.testing.assert_close(visual.pixel_values, normalised.view(plain.shape), **TOL)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"cap_pixels_per_frame": "yes"}, "cap_pixels_per_frame must be true or false"),
+        ({"image_mean": [0.5, 0.5]}, "image_mean must be three numbers"),
+        ({"min_frames": -1}, "min_frames must be positive"),
+    ],
+)
+def test_it_names_a_bad_video_setting_in_the_checkpoint(scorer, tmp_path, setting, message):
+    folder = scorer.save(tmp_path / "rm")
+    (folder / "video_preprocessor_config.json").write_text(json.dumps({"fps": 2, **setting}))
+
+    with pytest.raises(CheckpointError, match=message) as caught:
+        load_reward_model(folder, device="cpu")
+
+    assert caught.value.path.endswith("video_preprocessor_config.json")

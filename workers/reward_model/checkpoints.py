@@ -156,6 +156,9 @@ def _save_seed_layout(
         }
         if video["min_frames"] is None:
             del video["min_frames"]
+        if limits.get("cap_pixels_per_frame"):
+            video["cap_pixels_per_frame"] = True
+            video["max_video_tokens"] = limits["max_video_tokens"]
         (path / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2) + "\n")
     if "max_length" in limits:
         config_data["max_length"] = limits["max_length"]
@@ -505,12 +508,19 @@ def _video_limits(path: Path) -> dict[str, Any]:
         limits["video_min_pixels"] = int(pixels)
     if data.get("fps"):
         limits["video_fps"] = float(data["fps"])
-    for name in ("min_frames", "max_frames"):
+    for name in ("min_frames", "max_frames", "max_video_tokens"):
         if data.get(name):
             limits[name] = int(data[name])
     for name, value in limits.items():
         if value <= 0:
             raise CheckpointError(config_file, f"{name} must be positive, got {value}")
+    if data.get("cap_pixels_per_frame") is not None:
+        if not isinstance(data["cap_pixels_per_frame"], bool):
+            raise CheckpointError(
+                config_file,
+                f"cap_pixels_per_frame must be true or false, got {data['cap_pixels_per_frame']!r}",
+            )
+        limits["cap_pixels_per_frame"] = data["cap_pixels_per_frame"]
     for key, name in (("image_mean", "video_mean"), ("image_std", "video_std")):
         values = data.get(key)
         if values is None:

@@ -343,6 +343,9 @@ class RewardInputBuilder:
             `min_frames`); `min_pixels` and 4 when omitted.
         video_mean, video_std (`Sequence[float]`, *optional*): The video processor's
             normalisation; the image processor's when omitted.
+        cap_pixels_per_frame (`bool`), max_video_tokens (`int`): Qwen3-VL's optional
+            per-frame cap (its video processor's settings of the same names; off by default,
+            as in transformers 5.24).
 
     Qwen3-VL videos follow its own processors (transformers 5.x): `video_max_pixels` and
     `video_min_pixels` bound all frames together, and each temporal patch is written as
@@ -376,6 +379,8 @@ class RewardInputBuilder:
         min_frames: int | None = None,
         video_mean: Sequence[float] | None = None,
         video_std: Sequence[float] | None = None,
+        cap_pixels_per_frame: bool = False,
+        max_video_tokens: int = 768,
         overflow: str = "isolated",
         max_packed_candidates: int = DEFAULT_MAX_PACKED_CANDIDATES,
         vision: bool = True,
@@ -450,6 +455,8 @@ class RewardInputBuilder:
         )
         self.video_mean = list(video_mean) if video_mean else None
         self.video_std = list(video_std) if video_std else None
+        self.cap_pixels_per_frame = bool(cap_pixels_per_frame)
+        self.max_video_tokens = max_video_tokens
         self.video_fps = video_fps or getattr(video_processor, "fps", None) or DEFAULT_VIDEO_FPS
         self.overflow = overflow
         self.max_packed_candidates = max_packed_candidates
@@ -534,6 +541,8 @@ class RewardInputBuilder:
             "min_frames": self.min_frames,
             "max_frames": self.max_frames,
             "video_fps": self.video_fps,
+            "cap_pixels_per_frame": self.cap_pixels_per_frame,
+            "max_video_tokens": self.max_video_tokens,
         }
 
     # -- tokenisation -----------------------------------------------------------------------
@@ -690,6 +699,17 @@ class RewardInputBuilder:
         return _Visual("video", pixel_values, grid, self.merge_size, interval)
 
     def _qwen3_vl_size(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
+        max_pixels = self.video_max_pixels
+        if self.cap_pixels_per_frame:
+            # Qwen3VLVideoProcessor.resize's cap: each frame gets at most max_video_tokens
+            # patches or its share of the budget, and at least 1.05x the minimum.
+            factor = self.patch_size * self.merge_size
+            frame_cap = self.max_video_tokens * factor * factor
+            per_frame = max(
+                min(frame_cap, self.video_max_pixels // num_frames),
+                int(self.video_min_pixels * 1.05),
+            )
+            max_pixels = per_frame * num_frames
         return qwen3_vl_video_size(
             num_frames,
             height,
@@ -698,7 +718,7 @@ class RewardInputBuilder:
             merge_size=self.merge_size,
             temporal_patch_size=self.temporal_patch_size,
             min_pixels=self.video_min_pixels,
-            max_pixels=self.video_max_pixels,
+            max_pixels=max_pixels,
         )
 
     def _encode_qwen3_vl_video(self, video: MediaRef | VideoFrames) -> _Visual:
