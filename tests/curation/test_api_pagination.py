@@ -137,6 +137,22 @@ def test_it_uses_the_bootstrap_setting_in_the_cli_api_and_dashboard(
     assert rounds_used == [37, 37, 37]
 
 
+def test_it_uses_the_bootstrap_setting_in_the_export_datasheet(
+    users, settings, rounds_used, tmp_path
+):
+    from curation import services
+    from curation.models import DatasetExport
+
+    settings.QUORUM_LEADERBOARD_BOOTSTRAP = 37
+    settings.DATA_DIR = tmp_path / "data"
+    project, _people = disputed_ranking_project(users, n_prompts=4)
+    export = services.export_create(project=project, options={}, enqueue=False)
+    export = services.export_build(export_id=export.pk)
+    assert export.status == DatasetExport.Status.DONE, export.error
+    assert rounds_used == [37]
+    assert export.datasheet["leaderboard"][0]["ci_low"] is not None
+
+
 def test_it_shows_the_same_intervals_in_the_cli_and_the_api(client, users):
     project, _people = disputed_ranking_project(users, n_prompts=4)
     out = io.StringIO()
