@@ -309,9 +309,22 @@ def batched_bradley_terry(
     return theta
 
 
+def _hessian(theta: np.ndarray, cells: _Cells, alpha: float) -> np.ndarray:
+    """The Hessian of `_gradient_hessian` without the gradient (same arithmetic)."""
+    _, _, _, w, scatter = cells
+    n_prompts, n = theta.shape
+    flat = theta.reshape(-1)
+    win = expit(flat[scatter.winner] - flat[scatter.loser])
+    curvature = w * win * (1 - win)
+    values = np.concatenate([curvature, curvature, -curvature, -curvature])
+    hess = _sums(scatter.hessian, values, n_prompts * n * n).reshape(n_prompts, n, n)
+    diag = np.arange(n)
+    hess[:, diag, diag] += 2 * alpha
+    return hess
+
+
 def _inverse_hessian(theta: np.ndarray, wins: np.ndarray | WinCells, alpha: float) -> np.ndarray:
-    _, hess = _gradient_hessian(theta, _cells(wins), alpha)
-    return np.linalg.inv(hess)
+    return np.linalg.inv(_hessian(theta, _cells(wins), alpha))
 
 
 def loo_margins(
@@ -329,10 +342,19 @@ def loo_margins(
     """
     c = comparisons
     wins = win_cells(c, weight)
-    inverse = _inverse_hessian(theta, wins, alpha)
-    a, b, p = c.winner, c.loser, c.prompt
-    h = inverse[p, a, a] + inverse[p, b, b] - 2 * inverse[p, a, b]
-    d = theta[p, a] - theta[p, b]
+    inverse = _inverse_hessian(theta, wins, alpha).reshape(-1)
+    # Flat indices into the inverse and theta, worked out once per `Comparisons` (the same
+    # elements as ``inverse[p, a, a]`` etc., gathered without 3-d fancy indexing each time).
+    at = c.__dict__.get("_loo_index")
+    if at is None:
+        n = c.n_candidates
+        row_a, row_b = (c.prompt * n + c.winner) * n, (c.prompt * n + c.loser) * n
+        at = (row_a + c.winner, row_b + c.loser, row_a + c.loser, c.prompt * n)
+        object.__setattr__(c, "_loo_index", at)
+    aa, bb, ab, base = at
+    h = inverse[aa] + inverse[bb] - 2 * inverse[ab]
+    flat = theta.reshape(-1)
+    d = flat[base + c.winner] - flat[base + c.loser]
     prob = expit(d)
     curvature = weight * prob * (1 - prob)
     # h * curvature < 1 holds for a positive-definite Hessian that contains the vote.

@@ -140,6 +140,27 @@ def test_it_computes_leave_one_out_margins_close_to_refitting_without_the_vote()
     assert np.mean(np.abs(in_sample - exact)) > 10 * np.mean(np.abs(approx - exact))
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_it_computes_leave_one_out_margins_as_the_dense_formula_bit_for_bit(seed):
+    """The flat gathers (indices kept per `Comparisons`) equal Sherman-Morrison read off
+    the whole ``[P, N, N]`` inverse, twice in a row (the second call reuses the indices)."""
+    votes, _ = crowd_votes(seed, prompts=30, candidates=int(5 + seed), flips={0: 0.1, 1: 0.4})
+    c = CB.index_comparisons(votes).comparisons
+    for weight in (np.where(c.annotator == 0, 0.9, 0.6), np.where(c.annotator == 0, 0.2, 1.0)):
+        theta = CB.batched_bradley_terry(CB.win_matrices(c, weight), 0.3)
+        _, hess = CB._gradient_hessian(theta, CB._cells(CB.win_matrices(c, weight)), 0.3)
+        inverse = np.linalg.inv(hess)
+        a, b, p = c.winner, c.loser, c.prompt
+        h = inverse[p, a, a] + inverse[p, b, b] - 2 * inverse[p, a, b]
+        d = theta[p, a] - theta[p, b]
+        from scipy.special import expit
+
+        prob = expit(d)
+        curvature = weight * prob * (1 - prob)
+        expected = d - weight * (1 - prob) * h / np.maximum(1 - curvature * h, 1e-9)
+        assert np.array_equal(CB.loo_margins(c, theta, weight, 0.3), expected)
+
+
 def test_it_tells_careful_annotators_from_spammers():
     flips = {k: 0.05 for k in range(8)} | {k: 0.5 for k in range(8, 16)}
     votes, _ = crowd_votes(1, flips=flips)
