@@ -300,7 +300,8 @@ class MediaSource:
 
     def read_data(self) -> bytes:
         if self._zip is not None and self.export is not None:
-            return export_seed_rows(read_zip_entry(self._zip, self.data_name), self.data_name)
+            parquet = read_zip_entry(self._zip, self.data_name)
+            return export_seed_rows(parquet, self.data_name, max_bytes=self.max_data_bytes)
         if self._zip is not None:
             return read_zip_entry(self._zip, self.data_name)
         return self.path.read_bytes()
@@ -440,22 +441,67 @@ def export_source_name(sheet: dict) -> str:
     return f"{project.get('name') or 'export'} v{sheet.get('version', '?')}"
 
 
-def export_seed_rows(parquet: bytes, name: str) -> bytes:
+def _parquet_text_bytes(table) -> int:
+    """The bytes ``table``'s values take once decoded: every string as often as rows name it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    total = 0
+    for column in table.columns:
+        for array in column.chunks:
+            while pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+                array = array.flatten()
+            if pa.types.is_dictionary(array.type):
+                lengths = pc.binary_length(array.dictionary).take(array.indices)
+                total += pc.sum(lengths).as_py() or 0
+            elif pa.types.is_string(array.type) or pa.types.is_binary(array.type):
+                total += pc.sum(pc.binary_length(array)).as_py() or 0
+            else:
+                total += array.nbytes
+    return total
+
+
+def export_seed_rows(parquet: bytes, name: str, *, max_bytes: int | None = None) -> bytes:
     """An export's rankings table as seed JSONL rows, one per prompt, keeping its ids.
 
     Rows with image or video responses carry the multimodal layout's ``response_kinds``,
     ``response_images`` and ``response_videos``; ``split`` lands in the prompt's metadata.
+
+    ``max_bytes`` (the data file limit) bounds the table as decompressed, as decoded and as
+    rows: Parquet compresses and dictionary-encodes, so a table of a few KB can name one long
+    string in a million rows. Strings are read as dictionaries (each distinct one once) and
+    measured before any is copied into a row; rows are built a batch at a time.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    def over(size: int) -> ImportRejected:
+        return ImportRejected([Problem(None, "zip", _over_data_limit(name, size, max_bytes))])
+
     try:
-        rows = pq.read_table(io.BytesIO(parquet)).to_pylist()
+        table_file = pq.ParquetFile(io.BytesIO(parquet))
+        meta = table_file.metadata
+        unpacked = sum(
+            meta.row_group(g).column(c).total_uncompressed_size
+            for g in range(meta.num_row_groups)
+            for c in range(meta.num_columns)
+        )
+        if max_bytes is not None and unpacked > max_bytes:
+            raise over(unpacked)
+        strings = [
+            column.path for column in table_file.schema if column.physical_type == "BYTE_ARRAY"
+        ]
+        table = pq.read_table(io.BytesIO(parquet), read_dictionary=strings)
+        decoded = _parquet_text_bytes(table)
+        if max_bytes is not None and decoded > max_bytes:
+            raise over(decoded)
+        batches = table.to_batches(max_chunksize=1024)
     except (pa.ArrowException, OSError) as exc:
         problem = Problem(None, "", f"{name}: not a readable Parquet table ({exc})")
         raise ImportRejected([problem]) from None
     lines = []
-    for row in rows:
+    size = 0
+    for row in (row for batch in batches for row in batch.to_pylist()):
         line = {
             "id": row.get("prompt_id"),
             "prompt": row.get("prompt"),
@@ -471,6 +517,9 @@ def export_seed_rows(parquet: bytes, name: str) -> bytes:
             if row.get(key):
                 line[key] = row[key]
         lines.append(json.dumps(line, ensure_ascii=False))
+        size += len(lines[-1]) + 1
+        if max_bytes is not None and size > max_bytes:
+            raise over(size)
     return "".join(f"{line}\n" for line in lines).encode()
 
 
@@ -654,6 +703,13 @@ class _Parser:
         self, line: int, obj: dict, key: str, *, required: bool = False, where: str = ""
     ) -> str:
         value = obj.get(key)
+        # The common case first, without building a field label (5 texts a row).
+        if (
+            type(value) is str
+            and not (required and (not value or value.isspace()))
+            and (self.max_text_chars is None or len(value) <= self.max_text_chars)
+        ):
+            return value
         label = f"{where}{key}"
         if value is None:
             if required:
@@ -802,7 +858,7 @@ class _Parser:
                 self.problem(
                     line, f"{where}text", 'a text candidate needs text ("" for an empty answer)'
                 )
-            elif kind == "text" and not ctext.strip():
+            elif kind == "text" and (not ctext or ctext.isspace()):  # as "not ctext.strip()"
                 # Real preference data holds empty answers: kept (their votes count), marked,
                 # counted in the import report, and left out of training rows by exports.
                 cmeta = {**cmeta, EMPTY_ANSWER: True}

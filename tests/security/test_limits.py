@@ -160,6 +160,60 @@ def test_a_zip_entry_that_lies_about_its_size_is_never_inflated_in_full(entry, t
     assert peak < 16 << 20, f"{peak >> 20} MB"
 
 
+def _export_zip(path: Path, table) -> Path:
+    """A zip laid out as a Quorum export, holding ``table`` as its rankings table."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("export/datasheet.json", json.dumps({"format": "quorum-dataset-export/1"}))
+        zf.writestr("export/parquet/rankings.parquet", buffer.getvalue())
+    return path
+
+
+def _rankings_table(prompts: list[str]):
+    import pyarrow as pa
+
+    n = len(prompts)
+    return pa.table(
+        {
+            "prompt_id": [f"q{i}" for i in range(n)],
+            "prompt": pa.array(prompts).dictionary_encode(),
+            "responses": [["a", "b"]] * n,
+            "rankings": [[1, 2]] * n,
+            "models": [["m1", "m2"]] * n,
+            "candidate_ids": [[f"q{i}-a", f"q{i}-b"] for i in range(n)],
+        }
+    )
+
+
+@pytest.mark.parametrize("repeated", [True, False], ids=["one-long-string", "many-rows"])
+def test_an_exports_rankings_table_is_held_to_the_data_limit_as_decoded(
+    repeated, tmp_path, settings
+):
+    import tracemalloc
+
+    settings.QUORUM_MAX_DATA_BYTES = 1_000_000
+    # 5 MB as rows from a table of a few KB: one string named by 500 rows, or 100,000 rows.
+    prompts = ["long " * 2000] * 500 if repeated else ["short"] * 100_000
+    path = _export_zip(tmp_path / "export.zip", _rankings_table(prompts))
+    assert path.stat().st_size < 500_000
+    tracemalloc.start()
+    try:
+        (problem,) = _problems(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "rankings.parquet" in problem and "QUORUM_MAX_DATA_MB" in problem
+    assert peak < 8 << 20, f"{peak >> 20} MB"
+    if repeated:  # under the limit, the same table imports
+        settings.QUORUM_MAX_DATA_BYTES = 50_000_000
+        assert import_file(path=path, project_name="back").counts["prompts"] == 500
+
+
 def test_it_rejects_a_plain_data_file_past_the_limit(tmp_path, settings):
     settings.QUORUM_MAX_DATA_BYTES = 50_000
     path = tmp_path / "big.jsonl"
