@@ -125,6 +125,7 @@ def client_ip(request: HttpRequest) -> str:
 # holders only; the API authenticates before it reads the body).
 UPLOAD_VIEWS = {
     "admin:annotate_project_import",
+    "setup_upload",  # the set-up's first step (/projects/new/), staff only
     "api:import_into_project",
     "api:import_new_project",
 }

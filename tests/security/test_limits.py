@@ -65,15 +65,16 @@ def test_it_refuses_an_oversize_body_to_the_login_page_before_reading_it(client,
     assert b"QUORUM_MAX_REQUEST_MB" in response.content
 
 
-def test_it_allows_staff_import_uploads_past_the_request_limit_only(client, settings):
+@pytest.mark.parametrize("url", ["/admin/annotate/project/import/", "/projects/new/"])
+def test_it_allows_staff_import_uploads_past_the_request_limit_only(url, client, settings):
     settings.QUORUM_MAX_REQUEST_BYTES = 4096
     body = {"file": SimpleUploadedFile("votes.jsonl", b" " * 20_000 + _rows().encode())}
     client.force_login(make_user("not-staff"))
-    response = client.post("/admin/annotate/project/import/", body)
+    response = client.post(url, body)
     assert response.status_code == 413
     client.force_login(make_user("boss", staff=True))
     body["file"].seek(0)
-    response = client.post("/admin/annotate/project/import/", body)
+    response = client.post(url, body)
     assert response.status_code == 302
 
 
