@@ -3,6 +3,7 @@ every door (service, CLI, page, API, admin, a real Celery worker) builds the sam
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import re
@@ -977,6 +978,21 @@ def test_it_shows_an_exports_warnings_on_the_exports_page(client, users):
     assert f'aria-label="warnings of v{export.version}"' in page
     for warning in export.datasheet["warnings"]:
         assert warning.replace("'", "&#x27;") in page
+
+
+def test_it_shows_an_exports_warnings_on_its_datasheet_page(client, users):
+    project = make_project(n_prompts=1, n_candidates=3, k=1)
+    members(project, users)
+    task = Task.objects.get(project=project)
+    judge_ranking(task, users["annotator"], [[c] for c in slots(task)])
+    export = _build(project, splits={"train": 0.5, "test": 0.5})
+    assert any("split" in w and "is empty" in w for w in export.datasheet["warnings"])
+    client.force_login(users["admin"])
+    url = reverse("curation:export_datasheet", args=[export.pk])
+    page = client.get(url).content.decode()
+    warnings = html.unescape(page[page.index("<h2>Warnings</h2>") : page.index("<h2>Options</h2>")])
+    for warning in export.datasheet["warnings"]:
+        assert f"<li>{warning}</li>" in warnings, warnings
 
 
 def test_it_writes_hf_folders_as_datasets_save_to_disk_does(tmp_path):
