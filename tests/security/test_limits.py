@@ -126,6 +126,44 @@ def test_it_rejects_a_zipped_data_file_that_unpacks_past_the_limit(tmp_path, set
     assert "data.jsonl" in problem and "QUORUM_MAX_DATA_MB" in problem
 
 
+@pytest.mark.parametrize("door", ["admin", "set-up page", "api", "command line"])
+def test_a_zip_bomb_is_refused_at_every_door_naming_the_limit(door, client, settings, tmp_path):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    from annotate.models import ImportJob, Project
+
+    settings.QUORUM_MAX_DATA_BYTES = 50_000
+    settings.DATA_DIR = tmp_path / "data"
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("data.jsonl", _rows() + " " * 1_000_000 + "\n")
+    upload = {"file": SimpleUploadedFile("bomb.zip", path.read_bytes()), "project_name": "bomb"}
+    boss = make_user("boss", staff=True)
+    client.force_login(boss)
+    if door == "command line":
+        with pytest.raises(CommandError) as info:
+            call_command("import_project", str(path), "--project", "bomb")
+        shown = str(info.value)
+    elif door == "api":
+        _, key = api_token_create(user=boss)
+        response = client.post("/api/imports", upload, HTTP_AUTHORIZATION=f"Bearer {key}")
+        assert response.status_code == 422
+        shown = json.dumps(response.json()["errors"])
+    elif door == "admin":
+        response = client.post("/admin/annotate/project/import/", upload, follow=True)
+        assert response.status_code == 200
+        assert "Import rejected" in response.content.decode()
+        shown = " ".join(ImportJob.objects.get().errors)
+    else:
+        response = client.post("/projects/new/", upload)
+        assert response.status_code == 400
+        shown = response.content.decode()
+    assert "data.jsonl" in shown and "QUORUM_MAX_DATA_MB" in shown
+    assert not Project.objects.filter(name="bomb").exists()
+    assert not any((tmp_path / "data" / "uploads").rglob("*.zip"))
+
+
 def _lying_zip(path: Path, name: str, head: bytes, unpacked_mb: int, **others: bytes) -> Path:
     """A zip whose last entry, ``name``, declares 1,000 bytes and inflates to ``unpacked_mb`` MB."""
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
