@@ -411,7 +411,8 @@ def prompt_consensus(
         for (x, y), e in evidence.items()
         if e.net != 0
     ]
-    human = G.evaluator_graph(human_edges, nodes)
+    # One arc per pair, already net: `evaluator_graph` of these arcs, without summing.
+    human = G.net_graph(nodes, human_edges)
     ensemble = human
     scored = {c: rm_scores[c] for c in nodes if rm_scores and rm_scores.get(c) is not None}
     if rm_weight > 0 and len(scored) >= 2:
@@ -433,7 +434,8 @@ def prompt_consensus(
         ranking = G.consensus_ranking(result.dag, method) if nodes else []
         removed, exact = result.removed_arcs, result.exact
     else:
-        copeland = {n: float(ensemble.out_degree(n) - ensemble.in_degree(n)) for n in nodes}
+        succ, pred = ensemble._succ, ensemble._pred  # out and in degree, without the views
+        copeland = {n: float(len(succ[n]) - len(pred[n])) for n in nodes}
         ranking, removed, exact = groups_from_scores(copeland), (), True
     return PromptConsensus(
         prompt_id=prompt_id,

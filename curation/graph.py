@@ -246,11 +246,51 @@ def _net_graph(order: Mapping[Node, None], totals: Mapping[Arc, float]) -> nx.Di
     return graph
 
 
-def has_cycle(graph: nx.DiGraph) -> bool:
-    """Whether the graph has a directed cycle (a self-loop counts)."""
+def net_graph(nodes: Iterable[Node], arcs: Iterable[Edge]) -> nx.DiGraph:
+    """`evaluator_graph` of arcs that are already net: at most one arc per pair, in either
+    direction, each weight >= 0, every end in ``nodes``. The same graph (nodes, arcs and
+    their order; arcs of weight <= 1e-9 left out) built without summing both directions.
+
+    Filled through the adjacency dicts, as ``add_edge`` fills them, minus its per-arc
+    checks: a consensus pass builds one such graph per prompt.
+    """
     import networkx as nx
 
-    return not nx.is_directed_acyclic_graph(graph)
+    graph = nx.DiGraph()
+    graph.add_nodes_from(nodes)
+    succ, pred = graph._succ, graph._pred
+    for u, v, w in arcs:
+        if w > _EPS:
+            if u == v or u not in succ or v not in succ:
+                raise ValueError(f"arc {u!r} -> {v!r} is a self-loop or leaves the nodes")
+            data = {"weight": w}
+            succ[u][v] = data
+            pred[v][u] = data
+    return graph
+
+
+def has_cycle(graph: nx.DiGraph) -> bool:
+    """Whether the graph has a directed cycle (a self-loop counts).
+
+    Kahn's algorithm on the adjacency: the nodes left with arcs into them once every source
+    is peeled off lie on or behind a cycle (as ``not nx.is_directed_acyclic_graph``, a
+    fifth of its cost on a prompt's graph).
+    """
+    succ = graph._succ  # the adjacency dict itself: its public view costs a wrapper per node
+    waiting = dict.fromkeys(succ, 0)
+    for nbrs in succ.values():
+        for v in nbrs:
+            waiting[v] += 1
+    ready = [n for n, count in waiting.items() if count == 0]
+    peeled = 0
+    while ready:
+        u = ready.pop()
+        peeled += 1
+        for v in succ[u]:
+            waiting[v] -= 1
+            if waiting[v] == 0:
+                ready.append(v)
+    return peeled != len(waiting)
 
 
 def find_cycles(graph: nx.DiGraph, limit: int | None = 100) -> list[list[Node]]:

@@ -263,6 +263,49 @@ def test_it_ensembles_to_the_weighted_net_preference_per_pair(graphs, factors):
 # --------------------------------------------------------------------------- cycles
 
 
+@settings(max_examples=300, deadline=None)
+@given(weighted_digraphs(max_nodes=9), st.booleans())
+def test_it_tells_a_cycle_as_networkx_does(graph, self_loop):
+    if self_loop:
+        graph.add_edge(0, 0, weight=1.0)
+    assert G.has_cycle(graph) == (not nx.is_directed_acyclic_graph(graph))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(2, 9),
+    st.lists(st.tuples(st.integers(0, 8), st.integers(0, 8), st.booleans(), st.integers(0, 4))),
+)
+def test_it_builds_a_net_graph_as_evaluator_graph_does(n, drawn):
+    """Net arcs (one per pair, either way, weights 0 / tiny / real): the same nodes, arcs,
+    weights and adjacency order in both directions."""
+    arcs, seen = [], set()
+    for u, v, flip, w in drawn:
+        u, v = u % n, v % n
+        if u == v or frozenset((u, v)) in seen:
+            continue
+        seen.add(frozenset((u, v)))
+        arcs.append(
+            (v, u, [0.0, 1e-12, 0.5, 1.25, 3.0][w])
+            if flip
+            else (u, v, [0.0, 1e-12, 0.5, 1.25, 3.0][w])
+        )
+    nodes = list(range(n))[::-1]
+    fast, reference = G.net_graph(nodes, arcs), G.evaluator_graph(arcs, nodes)
+    assert list(fast.nodes) == list(reference.nodes)
+    assert list(fast.edges(data=True)) == list(reference.edges(data=True))
+    assert {x: list(fast.pred[x]) for x in nodes} == {x: list(reference.pred[x]) for x in nodes}
+    assert fast.out_degree(0) == reference.out_degree(0)
+    assert G.has_cycle(fast) == G.has_cycle(reference)
+
+
+def test_a_net_graph_rejects_an_arc_outside_its_nodes():
+    with pytest.raises(ValueError):
+        G.net_graph([1, 2], [(1, 3, 1.0)])
+    with pytest.raises(ValueError):
+        G.net_graph([1, 2], [(1, 1, 1.0)])
+
+
 def test_it_finds_a_preference_cycle():
     graph = digraph([(1, 2, 1.0), (2, 3, 1.0), (3, 1, 1.0), (3, 4, 1.0)])
     assert G.has_cycle(graph)
