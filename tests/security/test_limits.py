@@ -310,6 +310,18 @@ def test_the_worker_refuses_an_image_over_the_pixel_limit_before_decoding(tmp_pa
         load_image(path)
 
 
+def test_the_worker_refuses_a_video_over_the_pixel_limit_before_decoding(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from workers.media import MediaError, sample_video_frames
+
+    path = write(tmp_path / "clip.mp4", mp4_bytes(size=32))
+    assert len(sample_video_frames(path, max_frames=2).frames) == 2
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 32 x 32 = 1024 pixels a frame
+    with pytest.raises(MediaError, match="QUORUM_MAX_IMAGE_MEGAPIXELS"):
+        sample_video_frames(path, max_frames=2)
+
+
 # --- uploads -----------------------------------------------------------------------------------
 
 
