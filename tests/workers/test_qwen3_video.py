@@ -28,8 +28,14 @@ from transformers.processing_utils import ProcessorMixin
 from transformers.video_utils import VideoMetadata
 
 from workers.media import VideoFrames, encode_video
-from workers.reward_model import CandidateInput, CheckpointError, ScoringItem, load_reward_model
-from workers.tiny import build_tiny_reward_scorer, build_tiny_tokenizer
+from workers.reward_model import (
+    CandidateInput,
+    CheckpointError,
+    RewardInputBuilder,
+    ScoringItem,
+    load_reward_model,
+)
+from workers.tiny import build_tiny_reward_scorer, build_tiny_tokenizer, tiny_image_processor
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 # A clip budget that keeps the tiny model's rows short: 64 x 96 frames stay at their size.
@@ -167,15 +173,30 @@ def test_it_expands_video_answers_as_qwen3_vls_processor_does(scorer, processor)
     torch.testing.assert_close(batch.pixel_values_videos, reference["pixel_values_videos"])
 
 
-@pytest.mark.parametrize("layout", ["video prompt", "video answers"])
-def test_it_uses_qwen3_vls_own_positions_for_video(scorer, layout):
-    item = (
-        _video_prompt(_clip()) if layout == "video prompt" else _video_answers([_clip(seed=1)] * 2)
+def _picture_and_clips() -> ScoringItem:
+    """An image prompt, a video prompt and video answers in one row."""
+    rng = np.random.default_rng(5)
+    picture = Image.fromarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8))
+    item = _video_answers([_clip(seed=1), _clip(frames=4, seed=2)])
+    return ScoringItem(
+        item.prompt_text, item.candidates, prompt_image=picture, prompt_video=_clip()
     )
+
+
+@pytest.mark.parametrize("layout", ["video prompt", "video answers", "image and videos"])
+def test_it_uses_qwen3_vls_own_positions_for_video(scorer, layout):
+    item = {
+        "video prompt": lambda: _video_prompt(_clip()),
+        "video answers": lambda: _video_answers([_clip(seed=1)] * 2),
+        "image and videos": _picture_and_clips,
+    }[layout]()
     _, _, batch = _packed(scorer, item)
 
     native, _ = scorer.model.backbone.get_rope_index(
-        batch.input_ids, batch.mm_token_type_ids, video_grid_thw=batch.video_grid_thw
+        batch.input_ids,
+        batch.mm_token_type_ids,
+        image_grid_thw=batch.image_grid_thw,
+        video_grid_thw=batch.video_grid_thw,
     )
 
     assert torch.equal(batch.position_ids, native)
@@ -336,3 +357,16 @@ def test_it_names_a_bad_video_setting_in_the_checkpoint(scorer, tmp_path, settin
         load_reward_model(folder, device="cpu")
 
     assert caught.value.path.endswith("video_preprocessor_config.json")
+
+
+def test_it_normalises_video_with_qwen3_vls_own_default(scorer, processor, tokenizer):
+    # An image processor with CLIP's mean/std (transformers' Qwen2-VL default) and no video
+    # config: Qwen3-VL's video processor still normalises with its own 0.5.
+    clip_means = tiny_image_processor(patch_size=16)
+    builder = RewardInputBuilder.for_model(scorer.model, tokenizer, clip_means, **LIMITS)
+    video = _clip()
+
+    visual = builder.encode_video(video)
+
+    reference = _reference(processor, "<|vision_start|><|video_pad|><|vision_end|>", [video])
+    torch.testing.assert_close(visual.pixel_values, reference["pixel_values_videos"])

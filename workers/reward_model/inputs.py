@@ -56,7 +56,12 @@ logger = logging.getLogger(__name__)
 
 # transformers' Qwen3VLVideoProcessor defaults, used when a Qwen3-VL checkpoint ships no video
 # config: its pixel budget bounds all frames of a clip together, not each frame.
-QWEN3_VL_VIDEO_DEFAULTS = {"min_pixels": 128 * 32 * 32, "max_pixels": 32 * 32 * 768}
+QWEN3_VL_VIDEO_DEFAULTS: dict[str, Any] = {
+    "min_pixels": 128 * 32 * 32,
+    "max_pixels": 32 * 32 * 768,
+    "mean": [0.5, 0.5, 0.5],
+    "std": [0.5, 0.5, 0.5],
+}
 QWEN3_VL_MIN_FRAMES = 4
 
 # --------------------------------------------------------------------------------------------
@@ -342,7 +347,8 @@ class RewardInputBuilder:
             processor's ``size["shortest_edge"]`` and ``min_frames`` (Qwen3-VL samples at least
             `min_frames`); `min_pixels` and 4 when omitted.
         video_mean, video_std (`Sequence[float]`, *optional*): The video processor's
-            normalisation; the image processor's when omitted.
+            normalisation; when omitted, Qwen3-VL's video default (0.5) for Qwen3-VL, else
+            the image processor's.
         cap_pixels_per_frame (`bool`), max_video_tokens (`int`): Qwen3-VL's optional
             per-frame cap (its video processor's settings of the same names; off by default,
             as in transformers 5.24).
@@ -453,8 +459,8 @@ class RewardInputBuilder:
         self.max_frames = (
             max_frames or getattr(video_processor, "max_frames", None) or (DEFAULT_MAX_FRAMES)
         )
-        self.video_mean = list(video_mean) if video_mean else None
-        self.video_std = list(video_std) if video_std else None
+        self.video_mean = list(video_mean) if video_mean else qwen3.get("mean")
+        self.video_std = list(video_std) if video_std else qwen3.get("std")
         self.cap_pixels_per_frame = bool(cap_pixels_per_frame)
         self.max_video_tokens = max_video_tokens
         self.video_fps = video_fps or getattr(video_processor, "fps", None) or DEFAULT_VIDEO_FPS
