@@ -79,9 +79,24 @@ class ImportJobOut(Schema):
     finished_at: datetime | None
 
 
-@api.get("/projects", response=list[ProjectOut], summary="Projects you can see")
-def list_projects(request):
-    return list(selectors.projects_for_user(user=request.auth))
+class ProjectPage(Page):
+    results: list[ProjectOut]
+
+
+PROJECTS_MAX_LIMIT = 1000
+
+
+@api.get(
+    "/projects",
+    response=ProjectPage,
+    summary="Projects you can see (limit/offset pages, at most 1000 a page)",
+)
+def list_projects(request, limit: int = 100, offset: int = 0):
+    projects = selectors.projects_for_user(user=request.auth).order_by("id")
+    page, envelope = paginate(
+        request, projects, limit=limit, offset=offset, maximum=PROJECTS_MAX_LIMIT
+    )
+    return {**envelope, "results": page}
 
 
 def _check_format(format: str | None) -> str | None:

@@ -207,10 +207,25 @@ class ExportOut(Schema):
     datasheet: dict[str, Any]
 
 
-@router.get("/projects/{project_id}/exports", response=list[ExportOut], summary="Export versions")
-def list_exports(request, project_id: int):
+class ExportPage(Page):
+    results: list[ExportOut]
+
+
+EXPORTS_MAX_LIMIT = 100
+
+
+@router.get(
+    "/projects/{project_id}/exports",
+    response=ExportPage,
+    summary="Export versions, newest first (limit/offset pages, at most 100 a page)",
+)
+def list_exports(request, project_id: int, limit: int = 20, offset: int = 0):
     project = _project(request, project_id, admin=True)
-    return list(DatasetExport.objects.filter(project=project).order_by("-version"))
+    exports = DatasetExport.objects.filter(project=project).order_by("-version")
+    page, envelope = paginate(
+        request, exports, limit=limit, offset=offset, maximum=EXPORTS_MAX_LIMIT
+    )
+    return {**envelope, "results": page}
 
 
 @router.post(

@@ -168,7 +168,7 @@ class Quorum:
 
     def projects(self) -> list[Project]:
         """Projects the token's user is a member of (staff: all)."""
-        return [Project.from_json(p) for p in self._request("GET", "/projects").json()]
+        return list(self._pages("/projects", {}, Project.from_json))
 
     def project(self, project_id: int) -> Project:
         for project in self.projects():
@@ -358,8 +358,7 @@ class Quorum:
 
     def exports(self, project_id: int) -> list[Export]:
         """The project's export versions, newest first."""
-        body = self._request("GET", f"/projects/{project_id}/exports").json()
-        return [Export.from_json(e) for e in body]
+        return list(self._pages(f"/projects/{project_id}/exports", {}, Export.from_json))
 
     def export(self, export_id: int) -> Export:
         return Export.from_json(self._request("GET", f"/exports/{export_id}").json())

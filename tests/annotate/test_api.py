@@ -46,8 +46,9 @@ def test_it_lists_only_the_users_projects(client, users):
     mine = make_project(name="mine")
     make_project(name="theirs")
     add_member(mine, users["annotator"])
-    names = [p["name"] for p in client.get("/api/projects", **_auth(users["annotator"])).json()]
-    assert names == ["mine"]
+    body = client.get("/api/projects", **_auth(users["annotator"])).json()
+    assert [p["name"] for p in body["results"]] == ["mine"]
+    assert (body["count"], body["next"], body["previous"]) == (1, None, None)
 
 
 def test_it_imports_into_a_new_project_for_staff(client, users):

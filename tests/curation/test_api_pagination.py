@@ -106,6 +106,45 @@ def test_it_still_refuses_annotators(client, users, flagged):
     assert client.get(url, **_auth(users["annotator"])).status_code == 403
 
 
+def _every_page(client, url: str, headers: dict) -> tuple[list[dict], list[int]]:
+    """Follows ``next`` from ``url``; returns every row and each page's count."""
+    rows, counts = [], []
+    while url:
+        body = client.get(url, **headers).json()
+        rows += body["results"]
+        counts.append(body["count"])
+        url = body["next"]
+    return rows, counts
+
+
+def test_it_pages_a_projects_exports_newest_first(client, users):
+    from curation import services
+
+    project = make_project(n_prompts=1)
+    add_member(project, users["admin"], "admin")
+    for _ in range(5):
+        services.export_create(project=project, options={}, enqueue=False)
+    headers = _auth(users["admin"])
+    url = f"/api/projects/{project.pk}/exports?limit=2"
+    first = client.get(url, **headers).json()
+    assert first["count"] == 5 and first["previous"] is None
+    assert [e["version"] for e in first["results"]] == [5, 4]
+    assert first["results"][0]["project_id"] == project.pk
+    rows, counts = _every_page(client, url, headers)
+    assert [e["version"] for e in rows] == [5, 4, 3, 2, 1] and counts == [5, 5, 5]
+    assert client.get(f"/api/projects/{project.pk}/exports", **headers).json()["next"] is None
+
+
+def test_it_pages_the_projects_a_user_sees(client, users):
+    projects = [make_project(name=f"mine-{n}", n_prompts=1) for n in range(3)]
+    for project in projects:
+        add_member(project, users["annotator"])
+    make_project(name="theirs", n_prompts=1)
+    headers = _auth(users["annotator"])
+    rows, counts = _every_page(client, "/api/projects?limit=2", headers)
+    assert [p["name"] for p in rows] == ["mine-0", "mine-1", "mine-2"] and counts == [3, 3]
+
+
 # ------------------------------------------------------------------- leaderboard bootstrap
 
 
