@@ -156,3 +156,46 @@ def test_it_sends_a_content_security_policy_that_the_pages_comply_with(client, s
             flags=re.S,
         )
         assert not _INLINE.search(html), (url, _INLINE.search(html).group(0))
+
+
+@pytest.mark.django_db
+def test_the_set_up_review_data_and_export_pages_comply_with_it_too(client, users):
+    from curation import services
+    from curation.models import Flag
+    from tests.curation.builders import disputed_ranking_project
+
+    project, _ = disputed_ranking_project(users)
+    services.flags_recompute(project_id=project.pk)
+    export = services.export_create(project=project, options={}, enqueue=False)
+    services.export_build(export_id=export.pk)
+    prompt = project.prompts.order_by("id").first()
+    flag = Flag.objects.filter(project=project).order_by("id").first()
+    base = f"/curation/projects/{project.pk}"
+    pages = [
+        "/projects/new/",
+        f"{base}/review/",
+        f"{base}/review/{flag.kind}/",
+        f"{base}/flags/{flag.pk}/",
+        f"{base}/data/",
+        f"{base}/prompts/{prompt.pk}/",
+        f"{base}/history/",
+        f"{base}/dashboard/",
+        f"{base}/exports/",
+        f"/curation/exports/{export.pk}/datasheet/",
+        "/admin/annotate/project/import/",
+        "/admin/axes/accessattempt/",
+    ]
+    users["admin"].is_staff = users["admin"].is_superuser = True
+    users["admin"].save()
+    client.force_login(users["admin"])
+    for url in pages:
+        response = client.get(url)
+        assert response.status_code == 200, url
+        assert "script-src 'self';" in response["Content-Security-Policy"], url
+        html = re.sub(
+            r'<script type="application/json".*?</script>',
+            "",
+            response.content.decode(),
+            flags=re.S,
+        )
+        assert not _INLINE.search(html), (url, _INLINE.search(html).group(0))
