@@ -92,3 +92,32 @@ def test_it_makes_the_importer_admin_of_the_project_it_creates(client, users):
         follow=True,
     )
     assert Membership.objects.filter(project=job.project).count() == 1
+
+
+def _progress_writes(ctx) -> int:
+    return sum(
+        1
+        for q in ctx.captured_queries
+        if q["sql"].startswith('UPDATE "annotate_importjob" SET "processed_rows"')
+    )
+
+
+@pytest.mark.parametrize("every, writes", [(0.0, 3), (3600.0, 1)])
+def test_it_records_parsing_progress_at_most_so_often(tmp_path, monkeypatch, every, writes):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    import annotate.services as services
+
+    monkeypatch.setattr(services, "PROGRESS_WRITE_SECONDS", every)
+    path = tmp_path / "votes.jsonl"
+    votes = [{"model_a": f"m{i}", "model_b": "base", "winner": "model_a"} for i in range(2500)]
+    path.write_text("\n".join(json.dumps(v) for v in votes))
+
+    with CaptureQueriesContext(connection) as ctx:
+        job = import_job_create(path=path, project_name="progress", run_async=False)
+
+    # The parser reports rows 1,000, 2,000 and 2,500: all three, or only the last one.
+    assert _progress_writes(ctx) == writes
+    job.refresh_from_db()
+    assert (job.status, job.processed_rows, job.total_rows) == ("done", 2500, 2500)
