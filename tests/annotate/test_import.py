@@ -278,6 +278,11 @@ def test_it_imports_a_seed_row_with_an_empty_response(tmp_path):
     assert result.counts["empty_answers"] == 1
     (empty,) = Candidate.objects.filter(text="")
     assert empty.metadata == {"response_index": 1, "empty_answer": True}
+    # The import report (set-up page, admin) says so in words.
+    from annotate.wording import import_counts_text
+
+    report = import_counts_text(result.counts)
+    assert report.endswith("; 1 empty answer (kept, left out of training rows).")
 
 
 def test_it_still_rejects_a_text_candidate_without_text(tmp_path, _media_root):
