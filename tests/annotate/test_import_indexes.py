@@ -35,3 +35,24 @@ def test_no_single_column_index_repeats_the_head_of_a_wider_one(model):
     wide_heads = {cols[0] for cols in indexes if len(cols) > 1}
     single = [cols[0] for cols in indexes if len(cols) == 1 and cols[0] != pk]
     assert not set(single) & wide_heads, single
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_postgresql_keeps_no_statistics_of_the_long_texts():
+    from tests.conftest import is_postgres
+
+    if not is_postgres():
+        pytest.skip("PostgreSQL only")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname, a.attname, a.attstattarget FROM pg_attribute a "
+            "JOIN pg_class c ON c.oid = a.attrelid "
+            "WHERE c.relname IN ('annotate_prompt', 'annotate_candidate') AND a.attnum > 0 "
+            "AND NOT a.attisdropped"
+        )
+        targets = {(table, column): target for table, column, target in cursor.fetchall()}
+    for table in ("annotate_prompt", "annotate_candidate"):
+        for column in ("text", "text_html", "metadata"):
+            assert targets[(table, column)] == 0, (table, column)
+        assert targets[(table, "external_id")] != 0  # the rest keep the default
