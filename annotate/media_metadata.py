@@ -6,7 +6,7 @@ WebP's EXIF/XMP or an MP4/WebM tag would reach the browser. Images are filtered 
 level (chunks, segments, blocks), never re-encoded, so the compressed pixel data is copied
 unchanged; every video is remuxed (packets copied, not re-encoded) into a fresh container that
 holds its video and audio streams and nothing else. Colour profiles stay (they change how
-pixels look, and hold no per-file text of ours).
+pixels look) with their colour tags only: names, descriptions and private tags are cleared.
 
 Pure functions of bytes: no Django. Called by ``annotate.services`` before media are stored.
 """
@@ -30,6 +30,19 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # interval. APP0, APP2 and APP14 are rebuilt from the fields that matter (``_jpeg_app``); every
 # other APPn, comments and the reserved JPGn markers (which decoders skip) are dropped.
 _JPEG_KEEP = set(range(0xC0, 0xD0)) - {0xC8} | {0xDB, 0xDC, 0xDD}
+# ICC tag types that describe colour, kept as they are. Every other tag -- descriptions,
+# copyright, device and viewing-condition names, private tags -- keeps its type and loses its
+# content (CMMs and browsers never read text to convert colours); the header's vendor, device,
+# creator and id fields are cleared.
+_ICC_COLOUR_TYPES = {
+    b"curv", b"para", b"XYZ ", b"mft1", b"mft2", b"mAB ", b"mBA ", b"sf32", b"chrm", b"clro",
+    b"clrt", b"ncl2", b"mpet", b"sig ", b"meas", b"view", b"uf32", b"ui08", b"ui16", b"ui32",
+    b"ui64", b"dtim", b"cicp",
+}  # fmt: skip
+# Header bytes cleared: preferred CMM, platform, device manufacturer and model, creator, profile
+# id (an MD5 of the rest, which changes), reserved.
+_ICC_HEADER_CLEARED = ((4, 8), (40, 44), (48, 56), (80, 128))
+_ICC_MAX_BYTES = 16 * 1024 * 1024
 # WebP chunks that render the image (``ANMF`` frames are filtered inside as well).
 _WEBP_KEEP = {b"VP8 ", b"VP8L", b"VP8X", b"ALPH", b"ANIM", b"ANMF", b"ICCP"}
 
@@ -72,13 +85,55 @@ def _strip_png(data: bytes) -> bytes:
             name_end = data.find(b"\0", pos + 8, end)
             if name_end < 0:
                 raise ValueError("bad PNG iCCP chunk")
-            out.append(_png_chunk(kind, b"ICC Profile" + data[name_end : end - 4]))
+            if data[name_end + 1 : name_end + 2] != b"\0":
+                raise ValueError("bad PNG iCCP chunk")
+            profile = _inflate(data[name_end + 2 : end - 4], _ICC_MAX_BYTES)
+            body = b"ICC Profile\0\0" + zlib.compress(_clean_icc(profile), 9)
+            out.append(_png_chunk(kind, body))
         elif kind in _PNG_KEEP:
             out.append(data[pos:end])
         pos = end
         if kind == b"IEND":
             break  # bytes after IEND are not the image's
     return b"".join(out)
+
+
+def _inflate(data: bytes, limit: int) -> bytes:
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, limit)
+    except zlib.error as exc:
+        raise ValueError(f"bad compressed colour profile ({exc})") from None
+    if inflater.unconsumed_tail:
+        raise ValueError(f"colour profile over {limit} bytes")
+    return out
+
+
+def _clean_icc(profile: bytes) -> bytes:
+    """``profile`` with the colour tags as they are and every other byte cleared."""
+    if len(profile) < 132 or profile[36:40] != b"acsp":
+        raise ValueError("not an ICC colour profile")
+    count = int.from_bytes(profile[128:132], "big")
+    table_end = 132 + 12 * count
+    if table_end > len(profile):
+        raise ValueError("truncated ICC colour profile")
+    out = bytearray(len(profile))
+    out[:table_end] = profile[:table_end]
+    out[:4] = len(profile).to_bytes(4, "big")
+    for start, end in _ICC_HEADER_CLEARED:
+        out[start:end] = bytes(end - start)
+    for entry in range(132, table_end, 12):
+        _, offset, size = struct.unpack(">4sII", profile[entry : entry + 12])
+        if size < 8 or offset + size > len(profile):
+            raise ValueError("bad ICC tag")
+        kind = profile[offset : offset + 4]
+        if kind in _ICC_COLOUR_TYPES:
+            out[offset : offset + size] = profile[offset : offset + size]
+        else:
+            out[offset : offset + 4] = kind
+            if kind == b"mluc" and size >= 16:  # no records, of the one record size there is
+                out[offset + 12 : offset + 16] = (12).to_bytes(4, "big")
+    return bytes(out)
 
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
@@ -90,13 +145,27 @@ def _jpeg_app(marker: int, body: bytes) -> bytes | None:
     """An APPn segment rebuilt from what a decoder reads of it, or None to drop it."""
     if marker == 0xE0 and body.startswith(b"JFIF\0") and len(body) >= 14:
         body = body[:12] + b"\0\0"  # version, density units and values; no thumbnail
-    elif marker == 0xE2 and body.startswith(b"ICC_PROFILE\0"):
-        pass  # colour profile (in chunks)
     elif marker == 0xEE and body.startswith(b"Adobe") and len(body) >= 12:
         body = body[:12]  # version, flags, colour transform
     else:
         return None
     return bytes([0xFF, marker]) + struct.pack(">H", len(body) + 2) + body
+
+
+def _jpeg_icc(chunks: list[bytes]) -> bytes:
+    """The APP2 segments of the colour profile that ``chunks`` (in file order) hold, cleaned."""
+    ordered = sorted(chunks, key=lambda c: c[12:13])  # by sequence number
+    profile = _clean_icc(b"".join(c[14:] for c in ordered))
+    step = 65533 - 14
+    parts = [profile[i : i + step] for i in range(0, len(profile), step)]
+    return b"".join(
+        b"\xff\xe2"
+        + struct.pack(">H", len(part) + 16)
+        + b"ICC_PROFILE\0"
+        + bytes([n, len(parts)])
+        + part
+        for n, part in enumerate(parts, start=1)
+    )
 
 
 def _jpeg_scan_end(data: bytes, pos: int) -> int:
@@ -118,6 +187,8 @@ def _strip_jpeg(data: bytes) -> bytes:
     if not data.startswith(b"\xff\xd8"):
         raise ValueError("not a JPEG")
     out = [b"\xff\xd8"]
+    icc: list[bytes] = []  # the colour profile's chunks, rebuilt where the first one was
+    icc_at = None
     pos = 2
     while pos + 2 <= len(data):
         if data[pos] != 0xFF:
@@ -128,6 +199,8 @@ def _strip_jpeg(data: bytes) -> bytes:
             continue
         if marker == 0xD9:  # end of image; anything after it is not the image's
             out.append(b"\xff\xd9")
+            if icc:
+                out[icc_at] = _jpeg_icc(icc)
             return b"".join(out)
         if pos + 4 > len(data):
             break
@@ -144,6 +217,11 @@ def _strip_jpeg(data: bytes) -> bytes:
             continue
         if marker in _JPEG_KEEP:
             out.append(data[pos:end])
+        elif marker == 0xE2 and data[pos + 4 : pos + 16] == b"ICC_PROFILE\0":
+            if icc_at is None:
+                icc_at = len(out)
+                out.append(b"")
+            icc.append(data[pos + 4 : end])
         elif 0xE0 <= marker <= 0xEF:
             rebuilt = _jpeg_app(marker, data[pos + 4 : end])
             if rebuilt is not None:
@@ -214,6 +292,8 @@ def _webp_chunks(data: bytes, keep: set[bytes]) -> bytes:
             body = data[pos + 8 : end]
             if kind == b"VP8X":  # clear the "has EXIF" and "has XMP" flags
                 body = bytes([body[0] & ~0x0C]) + body[1:]
+            elif kind == b"ICCP":
+                body = _clean_icc(body)
             elif kind == b"ANMF":  # frame header (16 bytes), then the frame's own chunks
                 body = body[:16] + _webp_chunks(body[16:], {b"ALPH", b"VP8 ", b"VP8L"})
             chunks.append(kind + struct.pack("<I", len(body)) + body + b"\0" * (len(body) & 1))

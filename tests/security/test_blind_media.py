@@ -78,6 +78,36 @@ def _png_profile_named() -> bytes:
     return _with_chunk(buf.getvalue(), b"iCCP", SECRET.encode() + b"\0\0" + zlib.compress(profile))
 
 
+def _icc_profile() -> bytes:
+    """An sRGB profile that also names the model: a description and a private text tag."""
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    count = int.from_bytes(profile[128:132], "big")
+    entries = [struct.unpack(">4sII", profile[132 + 12 * i : 144 + 12 * i]) for i in range(count)]
+    body = profile[132 + 12 * count :]
+    name = SECRET.encode() + b"\0"
+    added = [
+        (b"dmdd", b"desc" + bytes(4) + struct.pack(">I", len(name)) + name + bytes(79)),
+        (b"qrm0", b"text" + bytes(4) + name),
+    ]
+    data_start = 132 + 12 * (count + len(added))
+    table = [(sig, offset + 12 * len(added), size) for sig, offset, size in entries]
+    tail = b""
+    for sig, data in added:
+        table.append((sig, data_start + len(body) + len(tail), len(data)))
+        tail += data + bytes(-len(data) % 4)
+    out = bytearray(profile[:128] + struct.pack(">I", len(table)))
+    out += b"".join(struct.pack(">4sII", *entry) for entry in table) + body + tail
+    out[:4] = struct.pack(">I", len(out))
+    return bytes(out)
+
+
+def _with_profile(fmt: str) -> bytes:
+    buf = io.BytesIO()
+    options = {"lossless": True} if fmt == "WEBP" else {}
+    _picture().save(buf, format=fmt, icc_profile=_icc_profile(), **options)
+    return buf.getvalue()
+
+
 def _segment(marker: int, body: bytes) -> bytes:
     return bytes([0xFF, marker]) + struct.pack(">H", len(body) + 2) + body
 
@@ -200,6 +230,9 @@ MEDIA = {
     "jpg-kept-segments": _jpeg_in_kept_segments,
     "jpg-progressive": _jpeg_progressive,
     "gif-animated": _gif_animated,
+    "png-profile": lambda: _with_profile("PNG"),
+    "jpg-profile": lambda: _with_profile("JPEG"),
+    "webp-profile": lambda: _with_profile("WEBP"),
     "webp-animated": _webp_animated,
     "mp4": _mp4,
     "mp4-handler": _mp4_handler_like_the_muxers,
@@ -225,7 +258,7 @@ def _pixels(data: bytes, ext: str) -> list[np.ndarray]:
 @pytest.mark.parametrize("case", MEDIA)
 def test_it_stores_media_without_the_metadata_that_names_a_model(case, tmp_path, client):
     original, ext = MEDIA[case](), _ext(case)
-    assert SECRET.encode() in original
+    assert SECRET.encode() in original + _profile(original, ext)
     kind = "video" if ext in VIDEOS else "image"
     write(tmp_path / f"answer.{ext}", original)
     row = {
@@ -247,6 +280,24 @@ def test_it_stores_media_without_the_metadata_that_names_a_model(case, tmp_path,
     assert SECRET.encode() not in served
     for before, after in zip(_pixels(original, ext), _pixels(served, ext), strict=True):
         np.testing.assert_array_equal(before, after)
+    assert SECRET.encode() not in _profile(served, ext)  # compressed in a PNG
+    if "profile" in case:
+        assert _managed(served) == _managed(original)  # the same colours on screen
+
+
+def _profile(data: bytes, ext: str) -> bytes:
+    if ext in VIDEOS:
+        return b""
+    with Image.open(io.BytesIO(data)) as img:
+        return img.info.get("icc_profile") or b""
+
+
+def _managed(data: bytes) -> bytes:
+    """The image converted to sRGB through its own colour profile."""
+    with Image.open(io.BytesIO(data)) as img:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(img.info["icc_profile"]))
+        srgb = ImageCms.createProfile("sRGB")
+        return ImageCms.profileToProfile(img.convert("RGB"), profile, srgb).tobytes()
 
 
 @pytest.mark.parametrize("case", MEDIA)
