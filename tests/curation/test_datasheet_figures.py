@@ -69,6 +69,62 @@ def test_it_gives_nominal_and_ordinal_alpha_in_both_scopes(half_discarded):
         assert all(value is not None for value in alpha.values())
 
 
+def test_it_computes_each_alpha_at_its_level_over_its_scope(half_discarded):
+    """Nominal and ordinal are two figures (a candidate one place off counts as a near miss
+    ordinally), each Krippendorff's alpha of that scope's rankings at that level."""
+    from annotate.models import Judgment
+    from curation import agreement as A
+
+    sheet = _build(half_discarded).datasheet["agreement"]
+    from curation.models import PromptDecision
+
+    judgments = Judgment.objects.filter(project=half_discarded).order_by("id")
+    discarded = set(
+        PromptDecision.objects.filter(project=half_discarded, discarded=True).values_list(
+            "prompt_id", flat=True
+        )
+    )
+    records = {
+        scope: [
+            A.RankingRecord(
+                task=j.task_id, annotator=j.annotator_id, ranking=tuple(map(tuple, j.ranking))
+            )
+            for j in judgments
+            if scope == "all_judgments" or j.task.prompt_id not in discarded
+        ]
+        for scope in ("all_judgments", "exported")
+    }
+    assert [len(r) for r in records.values()] == [18, 12]
+    for scope, scope_records in records.items():
+        alpha = sheet[scope]["krippendorff_alpha"]["rankings"]
+        for level in ("nominal", "ordinal"):
+            expected = A.krippendorff_alpha(scope_records, level=level)
+            assert alpha[level] == pytest.approx(expected, abs=1e-4), (scope, level)
+
+
+def test_it_counts_a_near_miss_as_closer_in_the_ordinal_alpha(users):
+    """Two annotators one place apart on every prompt: ordinally close, nominally not."""
+    from curation import agreement as A
+
+    project = make_project(n_prompts=3, n_candidates=4, k=2)
+    first, second = members(project, users)[:2]
+    records = []
+    for task in Task.objects.filter(project=project).order_by("id"):
+        a, b, c, d = slots(task)
+        for person, ranking in ((first, [[a], [b], [c], [d]]), (second, [[b], [a], [d], [c]])):
+            judge_ranking(task, person, ranking)
+            records.append(
+                A.RankingRecord(
+                    task=task.pk, annotator=person.pk, ranking=tuple(map(tuple, ranking))
+                )
+            )
+    alpha = _build(project).datasheet["agreement"]["all_judgments"]["krippendorff_alpha"]
+    nominal, ordinal = alpha["rankings"]["nominal"], alpha["rankings"]["ordinal"]
+    assert nominal == pytest.approx(A.krippendorff_alpha(records, level="nominal"), abs=1e-4)
+    assert ordinal == pytest.approx(A.krippendorff_alpha(records, level="ordinal"), abs=1e-4)
+    assert ordinal > nominal + 0.3
+
+
 def test_it_shows_that_the_scopes_differ_when_prompts_are_discarded(half_discarded):
     sheet = _build(half_discarded).datasheet["agreement"]
     everything, exported = sheet["all_judgments"], sheet["exported"]
