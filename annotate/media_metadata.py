@@ -57,17 +57,15 @@ def strip_metadata(data: bytes, ext: str) -> bytes:
     Raises:
         ValueError: the file's structure is not what its format requires.
     """
-    if ext == "png":
-        return _strip_png(data)
-    if ext == "jpg":
-        return _strip_jpeg(data)
-    if ext == "gif":
-        return _strip_gif(data)
-    if ext == "webp":
-        return _strip_webp(data)
+    strip = {"png": _strip_png, "jpg": _strip_jpeg, "gif": _strip_gif, "webp": _strip_webp}
     if ext in ("mp4", "webm"):
         return _strip_video(data, ext)
-    raise ValueError(f"unknown media type {ext!r}")
+    if ext not in strip:
+        raise ValueError(f"unknown media type {ext!r}")
+    try:
+        return strip[ext](data)
+    except (IndexError, struct.error):  # a block cut short where its fields should be
+        raise ValueError(f"truncated or damaged {ext.upper()} structure") from None
 
 
 def _strip_png(data: bytes) -> bytes:

@@ -5,6 +5,7 @@ Never another exception (which the web shows as "internal error" and the CLI as 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import tempfile
@@ -106,3 +107,63 @@ uploads = st.one_of(
 def test_it_rejects_or_reads_any_upload(upload):
     name, data = upload
     _parse(name, data)
+
+
+# --- metadata stripping of damaged media ----------------------------------------------------
+# The importer strips what it has checked (``sniff_image`` opens and verifies the header, not
+# every block), and turns only ValueError into a line-and-field problem.
+
+
+def _images() -> dict[str, tuple[str, bytes]]:
+    import numpy as np
+    from PIL import Image
+
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 32, 3), np.uint8))
+    turned = picture.rotate(90)
+    made = {}
+    for name, fmt, options in [
+        ("png", "PNG", {}),
+        ("jpg", "JPEG", {"progressive": True}),
+        ("gif", "GIF", {"save_all": True, "append_images": [turned], "loop": 0}),
+        ("webp", "WEBP", {"save_all": True, "append_images": [turned], "lossless": True}),
+    ]:
+        buffer = io.BytesIO()
+        picture.save(buffer, format=fmt, **options)
+        made[name] = (name, buffer.getvalue())
+    return made
+
+
+IMAGES = _images()
+
+
+def _strip_checked(ext: str, data: bytes) -> None:
+    from annotate.importing import sniff_image
+    from annotate.media_metadata import strip_metadata
+
+    try:
+        sniff_image(data)
+    except ValueError:
+        return  # the importer refuses it before stripping
+    with contextlib.suppress(ValueError):
+        strip_metadata(data, ext)
+
+
+def test_stripping_a_truncated_image_raises_nothing_but_value_error():
+    # Every cut: an animated GIF cut inside an extension raised IndexError (an internal error).
+    for ext, data in IMAGES.values():
+        for cut in range(1, len(data)):
+            _strip_checked(ext, data[:cut])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(sorted(IMAGES)),
+    st.lists(st.tuples(st.integers(0, 10**6), st.binary(min_size=1, max_size=4)), max_size=3),
+)
+def test_stripping_a_damaged_image_raises_nothing_but_value_error(name, damage):
+    ext, data = IMAGES[name]
+    raw = bytearray(data)
+    for offset, garbage in damage:
+        at = offset % len(raw)
+        raw[at : at + len(garbage)] = garbage
+    _strip_checked(ext, bytes(raw))
