@@ -43,6 +43,10 @@ _ICC_COLOUR_TYPES = {
 # id (an MD5 of the rest, which changes), reserved.
 _ICC_HEADER_CLEARED = ((4, 8), (40, 44), (48, 56), (80, 128))
 _ICC_MAX_BYTES = 16 * 1024 * 1024
+# Units of a video bitstream that carry text, not pictures, dropped when remuxing: H.264 and
+# HEVC SEI messages (user data, an encoder's own settings string), AV1 metadata OBUs. Decoding
+# does not read them for the pictures' samples.
+_VIDEO_TEXT_UNITS = {"h264": "6", "hevc": "39|40", "av1": "5"}
 # WebP chunks that render the image (``ANMF`` frames are filtered inside as well).
 _WEBP_KEEP = {b"VP8 ", b"VP8L", b"VP8X", b"ALPH", b"ANIM", b"ANMF", b"ICCP"}
 
@@ -311,11 +315,12 @@ def _strip_webp(data: bytes) -> bytes:
 def _strip_video(data: bytes, ext: str) -> bytes:
     """Remuxes every video, packets copied: tags, extra boxes or elements (``free``, ``uuid``,
     ``udta``, Matroska tags, attachments) and bytes after the last box are left behind, as are
-    subtitle and data streams. Never shortcut on "only the muxer's own tags": ffmpeg reports no
+    subtitle and data streams and the bitstream's text units (``_VIDEO_TEXT_UNITS``). Never shortcut on "only the muxer's own tags": ffmpeg reports no
     unknown box nor trailing bytes, and a tag's value can start like the muxer's and go on with
     a model name. ``bitexact``: no random segment id or version string, so the same input gives
     the same bytes."""
     import av
+    from av.bitstream import BitStreamFilterContext
 
     try:
         with av.open(io.BytesIO(data), mode="r") as src:
@@ -324,19 +329,32 @@ def _strip_video(data: bytes, ext: str) -> bytes:
                 out,
                 mode="w",
                 format="mp4" if ext == "mp4" else "webm",
-                options={"fflags": "+bitexact"},
+                # No btrt box: it states the input's bitrate, so a second remux would differ.
+                options={"fflags": "+bitexact", **({"write_btrt": "0"} if ext == "mp4" else {})},
             ) as dst:
                 mapping = {}
+                filters = {}
                 for stream in src.streams:
                     if stream.type in ("video", "audio"):
                         copy = dst.add_stream_from_template(stream)
                         copy.metadata.clear()
                         mapping[stream.index] = copy
+                        units = _VIDEO_TEXT_UNITS.get(stream.codec_context.name)
+                        if units:
+                            filters[stream.index] = BitStreamFilterContext(
+                                f"filter_units=remove_types={units}", stream, copy
+                            )
                 for packet in src.demux(*(src.streams[i] for i in mapping)):
-                    if packet.dts is None:
-                        continue  # the demuxer's end-of-stream marker
-                    packet.stream = mapping[packet.stream.index]
-                    dst.mux(packet)
+                    index = packet.stream.index
+                    if packet.dts is None:  # the demuxer's end-of-stream marker
+                        packets = filters[index].filter(None) if index in filters else []
+                    elif index in filters:
+                        packets = filters[index].filter(packet)
+                    else:
+                        packets = [packet]
+                    for out_packet in packets:
+                        out_packet.stream = mapping[index]
+                        dst.mux(out_packet)
     except av.FFmpegError as exc:
         raise ValueError(f"cannot be rewritten without its metadata ({exc})") from None
     return out.getvalue()

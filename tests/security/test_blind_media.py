@@ -206,6 +206,25 @@ def _mp4_trailing() -> bytes:
     return mp4_bytes() + SECRET.encode()
 
 
+def _mp4_sei() -> bytes:
+    """The name in the H.264 stream itself: an SEI user data message before the pictures."""
+    from av.bitstream import BitStreamFilterContext
+
+    uuid = "086f3693-b7b3-4f2c-9653-21492feee5b8"
+    with av.open(io.BytesIO(mp4_bytes())) as src:
+        out = io.BytesIO()
+        with av.open(out, mode="w", format="mp4") as dst:
+            stream = dst.add_stream_from_template(src.streams.video[0])
+            insert = BitStreamFilterContext(
+                f"h264_metadata=sei_user_data={uuid}+{SECRET}", src.streams.video[0], stream
+            )
+            for packet in src.demux(src.streams.video[0]):
+                for filtered in insert.filter(packet if packet.dts is not None else None):
+                    filtered.stream = stream
+                    dst.mux(filtered)
+    return out.getvalue()
+
+
 def _webm() -> bytes:
     rng = np.random.default_rng(1)
     buf = io.BytesIO()
@@ -238,6 +257,7 @@ MEDIA = {
     "mp4-handler": _mp4_handler_like_the_muxers,
     "mp4-free-box": _mp4_free_box,
     "mp4-trailing": _mp4_trailing,
+    "mp4-sei": _mp4_sei,
     "webm": _webm,
 }
 VIDEOS = ("mp4", "webm")
