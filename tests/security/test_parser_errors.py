@@ -185,3 +185,31 @@ def test_an_import_failure_inside_the_worker_names_no_server_path(tmp_path, monk
     job = services.import_job_create(path=path, project_name="x")
     assert job.status == ImportJob.Status.FAILED
     assert str(tmp_path) not in " ".join(job.errors)
+
+
+def test_a_revise_or_skip_body_of_the_wrong_shape_is_a_400(client):
+    project = make_project(name="shapes-revise", n_prompts=2)
+    project.rubric_dimensions = ["accuracy"]
+    project.save(update_fields=["rubric_dimensions"])
+    ann = make_user("ann-revise")
+    add_member(project, ann, "annotator")
+    assignment = queue.assignment_next(project=project, annotator=ann)
+    client.force_login(ann)
+    submit = reverse("annotate_submit", args=[project.pk, assignment.pk])
+    body = {"idempotency_key": new_key(), "ranking": [[c] for c in assignment.presented_order]}
+    saved = client.post(submit, data=json.dumps(body), content_type="application/json")
+    assert saved.status_code == 201, saved.content
+    revise = reverse("annotate_revise", args=[project.pk, saved.json()["judgment_id"]])
+    for body in [*WRONG_SHAPES, {"edit_key": ["k"]}, {"edit_key": {"k": 1}}]:
+        if isinstance(body, dict):
+            body = json.dumps({"edit_key": new_key(), **body})
+        response = client.post(revise, data=body, content_type="application/json")
+        assert response.status_code == 400, (body[:80], response.content)
+        assert response.json()["field"]
+    following = queue.assignment_next(project=project, annotator=ann)
+    skip = reverse("annotate_skip", args=[project.pk, following.pk])
+    nested = "[" * 100_000 + "]" * 100_000
+    for body in [nested, '{"reason": ' + nested + "}", {"reason": ["x"]}, {"reason": {"x": 1}}]:
+        body = body if isinstance(body, str) else json.dumps(body)
+        response = client.post(skip, data=body, content_type="application/json")
+        assert response.status_code == 400, (body[:80], response.content)
