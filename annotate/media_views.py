@@ -5,12 +5,13 @@ from __future__ import annotations
 import mimetypes
 import posixpath
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db.models import Q
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.http import require_GET
 
 from annotate.models import Candidate, Membership, Prompt
@@ -67,6 +68,19 @@ def _resolved_media(path: str) -> tuple[Path, str]:
     return target, name
 
 
+def _file_range(path: Path, start: int, length: int, step: int = 256 * 1024) -> Iterator[bytes]:
+    """``length`` bytes of ``path`` from ``start``, a step at a time: a range of a whole video
+    (``bytes=0-``) is streamed, not read into memory."""
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        while length > 0:
+            chunk = fh.read(min(step, length))
+            if not chunk:
+                return
+            length -= len(chunk)
+            yield chunk
+
+
 @require_GET
 @login_required
 def serve_media(request: HttpRequest, path: str) -> HttpResponse:
@@ -87,11 +101,11 @@ def serve_media(request: HttpRequest, path: str) -> HttpResponse:
             response = HttpResponse(status=416)
             response["Content-Range"] = f"bytes */{size}"
             return response
-        with open(target, "rb") as fh:
-            fh.seek(start)
-            data = fh.read(end - start + 1)
-        response = HttpResponse(data, status=206, content_type=content_type)
+        response = StreamingHttpResponse(
+            _file_range(target, start, end - start + 1), status=206, content_type=content_type
+        )
         response["Content-Range"] = f"bytes {start}-{end}/{size}"
+        response["Content-Length"] = str(end - start + 1)
     else:
         response = FileResponse(open(target, "rb"), content_type=content_type)  # noqa: SIM115 (FileResponse closes it)
         response["Content-Length"] = str(size)

@@ -67,3 +67,26 @@ def test_it_serves_staff_the_plain_name_but_not_a_dotted_alias(client, two_proje
     assert client.get(f"/media/{two_projects['secret']}").status_code == 200
     other = two_projects["other"].pk
     assert client.get(f"/media/p{other}/bb/./secret.png").status_code == 404
+
+
+def test_a_range_is_streamed_and_exact(client, two_projects, settings):
+    # A range of a whole file (a video's "bytes=0-") must not be read into memory at once.
+    from pathlib import Path
+
+    data = bytes(range(256)) * 4096  # 1 MiB
+    name = default_storage.save(f"p{two_projects['mine'].pk}/cc/big.mp4", ContentFile(data))
+    assert (Path(settings.MEDIA_ROOT) / name).stat().st_size == len(data)
+    client.force_login(two_projects["reviewer"])
+    for header, start, end in [
+        ("bytes=0-", 0, len(data) - 1),
+        ("bytes=1000-300000", 1000, 300000),
+        ("bytes=-5000", len(data) - 5000, len(data) - 1),
+    ]:
+        response = client.get(f"/media/{name}", HTTP_RANGE=header)
+        assert response.status_code == 206
+        assert response.streaming, header
+        body = b"".join(response.streaming_content)
+        assert body == data[start : end + 1], header
+        assert response["Content-Range"] == f"bytes {start}-{end}/{len(data)}"
+        assert response["Content-Length"] == str(end - start + 1)
+    assert client.get(f"/media/{name}", HTTP_RANGE=f"bytes={len(data)}-").status_code == 416
