@@ -177,7 +177,8 @@ class MediaSource:
                 Problem(
                     None,
                     "",
-                    f"{self.path.name}: {size} bytes is over the import limit of {self.max_file_bytes}",
+                    f"{self.path.name}: {size} bytes is over the import limit of "
+                    f"{self.max_file_bytes} (QUORUM_MAX_IMPORT_MB)",
                 )
             ]
         # The container is what the name and the first bytes both say: a .jsonl with a zip
@@ -237,7 +238,8 @@ class MediaSource:
                     Problem(
                         None,
                         "zip",
-                        f"entry {name!r} is {info.file_size} bytes, over the limit of {self.max_media_bytes}",
+                        f"entry {name!r} is {info.file_size} bytes, over the limit of "
+                        f"{self.max_media_bytes} (QUORUM_MAX_MEDIA_MB)",
                     )
                 )
             if (
@@ -326,14 +328,17 @@ class MediaSource:
                 raise FileNotFoundError(f"{member} is not in {self.path.name}") from None
             if info.file_size > self.max_media_bytes:
                 raise OSError(
-                    f"{info.file_size} bytes is over the media limit of {self.max_media_bytes}"
+                    f"{info.file_size} bytes is over the media limit of {self.max_media_bytes} "
+                    "(QUORUM_MAX_MEDIA_MB)"
                 )
             try:
                 data = read_zip_entry(self._zip, info)
             except _ZIP_ERRORS as exc:
                 raise OSError(f"corrupt zip entry {member!r} ({_zip_error(exc)})") from None
             if len(data) > self.max_media_bytes:
-                raise OSError(f"over the media limit of {self.max_media_bytes} bytes")
+                raise OSError(
+                    f"over the media limit of {self.max_media_bytes} bytes (QUORUM_MAX_MEDIA_MB)"
+                )
             return data
         base = (self._base or self.path.parent).resolve()
         target = (base / pure).resolve()
@@ -344,7 +349,10 @@ class MediaSource:
             raise FileNotFoundError(f"{pure} does not exist beside {self.path.name}")
         size = target.stat().st_size
         if size > self.max_media_bytes:
-            raise OSError(f"{size} bytes is over the media limit of {self.max_media_bytes}")
+            raise OSError(
+                f"{size} bytes is over the media limit of {self.max_media_bytes} "
+                "(QUORUM_MAX_MEDIA_MB)"
+            )
         return target.read_bytes()
 
     def close(self) -> None:

@@ -253,6 +253,33 @@ def test_an_exports_rankings_table_is_held_to_the_data_limit_as_decoded(
         assert import_file(path=path, project_name="back").counts["prompts"] == 500
 
 
+@pytest.mark.parametrize("where", ["folder", "zip"])
+def test_a_media_file_over_the_limit_is_refused_naming_the_setting(where, tmp_path, settings):
+    settings.QUORUM_MAX_MEDIA_BYTES = 100
+    picture = png_bytes(size=64)
+    assert len(picture) > 100
+    rows = _image_rows("image", "a.png")
+    if where == "folder":
+        write(tmp_path / "a.png", picture)
+        path = tmp_path / "rows.jsonl"
+        path.write_text(rows)
+    else:
+        path = tmp_path / "rows.zip"
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("data.jsonl", rows)
+            zf.writestr("a.png", picture)
+    (problem,) = _problems(path)
+    assert "QUORUM_MAX_MEDIA_MB" in problem
+
+
+def test_an_import_file_over_the_limit_is_refused_naming_the_setting(tmp_path, settings):
+    settings.QUORUM_MAX_IMPORT_BYTES = 1000
+    path = tmp_path / "rows.jsonl"
+    path.write_text(_rows() * 20)
+    (problem,) = _problems(path)
+    assert "QUORUM_MAX_IMPORT_MB" in problem
+
+
 def test_it_rejects_a_plain_data_file_past_the_limit(tmp_path, settings):
     settings.QUORUM_MAX_DATA_BYTES = 50_000
     path = tmp_path / "big.jsonl"
