@@ -28,12 +28,31 @@ def _env_int(name: str, default: int, *, minimum: int = 1) -> int:
     return value
 
 
+def _database_is_a_server() -> bool:
+    """Whether Django will talk to a database server (PostgreSQL), read as settings.py reads
+    ``DATABASE_URL`` (or the file ``DATABASE_URL_FILE`` names); SQLite otherwise."""
+    url = os.environ.get("DATABASE_URL", "").strip()
+    if not url and os.environ.get("DATABASE_URL_FILE"):
+        try:
+            with open(os.environ["DATABASE_URL_FILE"]) as fh:
+                url = fh.read().strip()
+        except OSError:
+            return False
+    return url.startswith(("postgres://", "postgresql://"))
+
+
 def _default_workers() -> int:
     # gunicorn's rule of thumb (2 x cores + 1), capped: every worker is a full Django process
     # (~100 MB) holding one PostgreSQL connection, and the next-task path is database-bound, so
-    # past ~9 workers the database, not the web tier, is what needs more room.
+    # past ~9 workers the database, not the web tier, is what needs more room. On PostgreSQL a
+    # sync worker also waits for the server on every statement and on each commit's WAL flush
+    # (3-9 ms measured on a shared 2-core host): 4 x cores + 1 keeps the cores busy meanwhile.
+    # bench/peers quorum_side.py, PostgreSQL, 8 annotators, 2 cores at a load of 4-12, runs
+    # alternated: submit p95 414 and 385 ms with 9 workers, 516, 510 and 799 ms with 5. SQLite
+    # works in the worker's own process (its writers queue on one lock): 2 x cores + 1 there.
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(2 * (cores or 1) + 1, 9)
+    per_core = 4 if _database_is_a_server() else 2
+    return min(per_core * (cores or 1) + 1, 9)
 
 
 wsgi_app = "config.wsgi:application"
