@@ -648,10 +648,12 @@ def _final_tag(final_alphas: tuple[float, ...], alpha: float) -> str:
     return "final[" + ",".join(repr(float(a)) for a in (final_alphas or (alpha,))) + "]"
 
 
-def _read_cache(path: Path) -> dict[str, np.ndarray]:
+def _read_cache(path: Path, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of the file at ``path`` (only ``names`` of them, those it holds, if given)."""
     try:
         with np.load(path, allow_pickle=False) as stored:
-            return {name: stored[name] for name in stored.files}
+            wanted = stored.files if names is None else [n for n in names if n in stored.files]
+            return {name: stored[name] for name in wanted}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         # Missing, half-written by a crashed process, or of an older layout: a miss.
         return {}
@@ -757,8 +759,9 @@ def cached_reliability(
     None when there is no such fit (never written, another layout, or fitted with other
     ``final_alphas``).
     """
-    stored = _read_cache(cache)
     tag = _final_tag(final_alphas, alpha)
+    # Three small arrays: a review page does not read the strengths and margins of every vote.
+    stored = _read_cache(cache, ("em_annotators", "em_eta", f"{tag}:alpha"))
     if "em_annotators" not in stored or f"{tag}:alpha" not in stored:
         return None
     names = [str(a) for a in stored["em_annotators"]]

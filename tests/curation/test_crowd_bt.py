@@ -474,3 +474,28 @@ def test_it_still_fits_when_the_cache_cannot_be_written(tmp_path, cache_votes):
     fit, how = CB.fit_crowd_bt_cached(indexed, tmp_path / "a-file" / "fit.npz")
     assert how == "miss"
     _fits_equal(fit, CB.fit_crowd_bt(indexed.comparisons))
+
+
+def test_one_prompt_refitted_with_the_kept_reliabilities_equals_the_projects_fit(
+    tmp_path, cache_votes
+):
+    """`cached_reliability` + `fit_prompt_strengths` (the review page) give each prompt the
+    export's strengths; a fit kept with other final alphas, or without the annotators'
+    keys (an older file), gives None."""
+    cache = tmp_path / "fit.npz"
+    indexed = CB.index_comparisons(cache_votes)
+    fit, _ = CB.fit_crowd_bt_cached(indexed, cache)
+    kept = CB.cached_reliability(cache)
+    assert kept is not None and kept.alpha == fit.alpha
+    assert kept.eta == {str(a): float(e) for a, e in zip(indexed.annotators, fit.eta, strict=True)}
+    for p in (0, 7, 29):
+        alone = CB.index_comparisons([v for v in cache_votes if v[0] == p])
+        theta = CB.fit_prompt_strengths(alone, kept)
+        local = {key: i for i, key in enumerate(indexed.candidates[p])}
+        for i, key in enumerate(alone.candidates[0]):
+            assert theta[0, i] == pytest.approx(fit.theta[p, local[key]], abs=1e-8)
+    assert CB.cached_reliability(cache, final_alphas=(0.1, 0.5)) is None
+    stored = dict(np.load(cache, allow_pickle=False))
+    del stored["em_annotators"]
+    np.savez(cache, **stored)
+    assert CB.cached_reliability(cache) is None
