@@ -7,6 +7,7 @@ create keys with ``python manage.py create_api_token USER``.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from axes.handlers.proxy import AxesProxyHandler
 from django.contrib.auth.signals import user_login_failed
@@ -394,3 +395,40 @@ def list_judgments(
         for j in page
     ]
     return {**envelope, "results": results}
+
+
+# --- raw export (every judgment as stored) -------------------------------------------------
+
+
+@api.get(
+    "/projects/{project_id}/raw-export",
+    summary="The project's judgments as stored, in an import format, as a zip with its media "
+    "(reviewers and admins; streamed)",
+    openapi_extra={
+        "responses": {
+            200: {
+                "description": "A zip: data.jsonl (data.json for arena) at the top and the "
+                "media it names under media/, the files `manage.py export_project` writes. "
+                "POST it to /api/imports as it is to import it back.",
+                "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+            }
+        }
+    },
+)
+def raw_export(request, project_id: int, format: Literal["quorum", "seed", "arena"] = "quorum"):
+    """``format``: quorum (every prompt, candidate and judgment), seed (ranking judgments, one
+    row each) or arena (pair votes)."""
+    from django.http import StreamingHttpResponse
+
+    from annotate.exporting import iter_export_zip
+
+    project = get_object_or_404(Project, pk=project_id)
+    role = selectors.membership_role(user=request.auth, project=project)
+    if not (request.auth.is_staff or role in ("admin", "reviewer")):
+        raise HttpError(403, "only the project's reviewers and admins see judgments")
+    response = StreamingHttpResponse(
+        iter_export_zip(project, format), content_type="application/zip"
+    )
+    name = f"quorum-{project.pk}-raw-{format}"
+    response["Content-Disposition"] = f'attachment; filename="{name}.zip"'
+    return response
