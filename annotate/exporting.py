@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from django.conf import settings
+from django.db.models import TextField
+from django.db.models.functions import Cast
 
 from annotate.importing import ARENA_WINNERS
 from annotate.models import Candidate, Judgment, Project, Prompt, TaskCandidate
@@ -32,6 +34,17 @@ BATCH = 500  # prompts (quorum) or judgments (seed, arena) a query; under SQLite
 
 # Called with (name in the export, stored name under MEDIA_ROOT) for each media file a row names.
 MediaSink = Callable[[str, str], None]
+_EMPTY_JSON = (None, "{}", "[]", "null", '""')
+
+
+def _raw(field: str) -> Cast:
+    """A JSON column as its text: most are empty, and reading those needs no decoding."""
+    return Cast(field, TextField())
+
+
+def _loads(text: str | None):
+    """The decoded value, or None for an empty one (a row leaves those out)."""
+    return None if text in _EMPTY_JSON else json.loads(text)
 
 
 def competition_ranks(groups: list[list[int]], order: list[int]) -> list[int]:
@@ -111,7 +124,7 @@ def _quorum_lines(project: Project, media: MediaSink | None) -> Iterator[str]:
     }
     yield _encode({"project": settings_row}) + "\n"
     prompts = Prompt.objects.filter(project=project).values_list(
-        "id", "external_id", "text", "image", "video", "metadata"
+        "id", "external_id", "text", "image", "video", _raw("metadata")
     )
     external: dict[int, str] = {}  # candidate id -> external id, this batch's (and strays)
 
@@ -128,7 +141,14 @@ def _quorum_lines(project: Project, media: MediaSink | None) -> Iterator[str]:
             Candidate.objects.filter(project=project, prompt_id__gte=lo, prompt_id__lte=hi)
             .order_by("prompt_id", "id")
             .values_list(
-                "id", "prompt_id", "external_id", "model_name", "kind", "text", "media", "metadata"
+                "id",
+                "prompt_id",
+                "external_id",
+                "model_name",
+                "kind",
+                "text",
+                "media",
+                _raw("metadata"),
             )
         ):
             candidates[row[1]].append(row)
@@ -151,7 +171,7 @@ def _quorum_lines(project: Project, media: MediaSink | None) -> Iterator[str]:
                 "kind",
                 "ranking",
                 "outcome",
-                "presented_order",
+                _raw("presented_order"),
                 "rationale",
                 "duration_ms",
             )
@@ -167,6 +187,7 @@ def _quorum_lines(project: Project, media: MediaSink | None) -> Iterator[str]:
                 name = _media_name(stored, media)
                 if name:
                     row[key] = name
+            metadata = _loads(metadata)
             if metadata:
                 row["metadata"] = metadata
             row["candidates"] = []
@@ -178,6 +199,7 @@ def _quorum_lines(project: Project, media: MediaSink | None) -> Iterator[str]:
                     cand[kind] = _media_name(c_media, media)
                 elif kind != "text" and not c_text:
                     cand["placeholder"] = True
+                c_meta = _loads(c_meta)
                 if c_meta:
                     cand["metadata"] = c_meta
                 row["candidates"].append(cand)
@@ -207,6 +229,7 @@ def _quorum_lines(project: Project, media: MediaSink | None) -> Iterator[str]:
                 else:
                     out["pair"] = [ext(c) for (c,) in orders[task_id]]
                     out["outcome"] = outcome
+                presented_order = _loads(presented_order)
                 if presented_order:
                     out["presented_order"] = [ext(c) for c in presented_order]
                 if rationale:
