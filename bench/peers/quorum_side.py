@@ -18,8 +18,8 @@ c) next -> submit loop, sequential and with T annotators; afterwards the tasks l
    than k = 1 distinct annotators are counted in the database;
 d) N tasks with one ranking each imported through the API, then exported through the API:
    raw (no denoising: every judgment's pairs, weighted majority) and denoised, timed from the
-   request until the zip is downloaded; the raw judgments as stored through
-   ``manage.py export_project`` as an extra row;
+   request until the zip is downloaded; the raw judgments as stored through the API
+   (``GET /api/projects/{id}/raw-export``, a zip) and ``manage.py export_project`` as extra rows;
 e) the annotation page's weight: its HTML plus every script and stylesheet it references
    (module imports followed), raw and gzip -6.
 
@@ -296,6 +296,16 @@ def api_export(api: httpx.Client, project_id: int, *, denoise: bool) -> tuple[fl
     return pc() - t0, size
 
 
+def api_raw_export(api: httpx.Client, project_id: int) -> tuple[float, int]:
+    """Seconds until the raw export (every judgment as stored, a zip) is downloaded; its size."""
+    t0, size = pc(), 0
+    with api.stream("GET", f"/api/projects/{project_id}/raw-export") as response:
+        _ok(response)
+        for chunk in response.iter_bytes(1 << 20):
+            size += len(chunk)
+    return pc() - t0, size
+
+
 SUBMIT = re.compile(r'data-submit-url="([^"]+)"')
 CAND = re.compile(r'data-candidate data-candidate-id="(\d+)"')
 
@@ -488,6 +498,7 @@ def _measure(
     R["bulk_judged_import"], export_project = [seconds], job["project_id"]
     dep.jobs_idle()  # the flags recompute the import enqueued
     R["export_raw"], R["export_denoised"], R["export_cli_raw"] = [], [], []
+    R["export_stored_api"] = []
     for rep in range(args.reps):
         seconds, size = api_export(api, export_project, denoise=False)
         R["export_raw"].append(seconds)
@@ -495,6 +506,9 @@ def _measure(
         seconds, size = api_export(api, export_project, denoise=True)
         R["export_denoised"].append(seconds)
         R["export_denoised_mb"] = round(size / 1e6, 2)
+        seconds, size = api_raw_export(api, export_project)
+        R["export_stored_api"].append(seconds)
+        R["export_stored_api_mb"] = round(size / 1e6, 2)
         out_dir = files / f"raw-{rep}"
         R["export_cli_raw"].append(_timed_cli(dep, "export_project", "export", str(out_dir)))
         _log(

@@ -202,6 +202,8 @@ def table(ls_runs: list[dict], q: dict[str, list[dict]], sizes: dict) -> str:
         f"export {n:,} judged tasks, denoised (API, median)",
         ">= 10x",
     )
+    metric("d) export JSON", "export_stored_api", 50, "s",
+           "export raw judgments as stored (API, median)", ">= 30x")  # fmt: skip
     metric(None, "export_cli_raw", 50, "s", "export raw judgments as stored, CLI (median)")
 
     def ls_page(run):
