@@ -37,6 +37,11 @@ from workers.reward_model import (
     SequenceClassificationScorer,
     save_reward_model,
 )
+from workers.reward_model.molmo2 import (
+    MOLMO2_IMAGE_TOKEN,
+    MOLMO2_VIDEO_TOKEN,
+    MOLMO2_VISUAL_TOKENS,
+)
 
 __all__ = [
     "TINY_CORPUS",
@@ -44,6 +49,7 @@ __all__ = [
     "build_tiny_reward_scorer",
     "build_tiny_seq_cls_scorer",
     "build_tiny_tokenizer",
+    "molmo2_tiny_tokenizer",
     "mrope_section_for",
     "save_tiny_reward_model",
     "save_tiny_seq_cls_model",
@@ -135,6 +141,27 @@ def build_tiny_tokenizer(corpus: Iterable[str] | None = None, *, vocab_size: int
     return built
 
 
+def molmo2_tiny_tokenizer(tokenizer: Any) -> Any:
+    """A copy of a tiny tokenizer with Molmo2's image tokens and a chat template writing
+    ``<|image|>`` / ``<|video|>`` where Qwen-VL writes its vision block (Molmo2's own
+    placeholders, which its processor expands); `tokenizer` itself when it has them."""
+    import copy
+
+    if (
+        tokenizer.convert_tokens_to_ids(MOLMO2_IMAGE_TOKEN) != tokenizer.unk_token_id
+        and len(tokenizer(MOLMO2_IMAGE_TOKEN, add_special_tokens=False)["input_ids"]) == 1
+    ):
+        return tokenizer
+    molmo2 = copy.deepcopy(tokenizer)
+    molmo2.add_tokens(
+        [MOLMO2_IMAGE_TOKEN, MOLMO2_VIDEO_TOKEN, *MOLMO2_VISUAL_TOKENS], special_tokens=True
+    )
+    molmo2.chat_template = QWEN2_VL_CHAT_TEMPLATE.replace(
+        "<|vision_start|><|image_pad|><|vision_end|>", MOLMO2_IMAGE_TOKEN
+    ).replace("<|vision_start|><|video_pad|><|vision_end|>", MOLMO2_VIDEO_TOKEN)
+    return molmo2
+
+
 def tiny_image_processor(
     *,
     max_pixels: int = 448 * 448,
@@ -144,7 +171,14 @@ def tiny_image_processor(
 ) -> Any:
     """A Pillow-backed Qwen2-VL image processor (no torchvision needed); for Qwen3-VL
     (`family="qwen3_vl"`) the same one with its checkpoints' 16-pixel patches and 0.5 mean
-    and std."""
+    and std. For Molmo2, its own image processor with 112-pixel crops (8 x 8 patches, at
+    most 4 crops, 1-patch margins); Quorum reads its settings and never runs it."""
+    if family == "molmo2":
+        from transformers.models.molmo2.image_processing_molmo2 import Molmo2ImageProcessor
+
+        return Molmo2ImageProcessor(
+            size={"height": 112, "width": 112}, max_crops=4, overlap_margins=[1, 1]
+        )
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
         Qwen2VLImageProcessorPil,
     )
@@ -263,6 +297,7 @@ def tiny_vl_config(
     if family == "molmo2":
         from transformers import Molmo2Config
 
+        molmo2 = {t: tokenizer.convert_tokens_to_ids(t) for t in MOLMO2_VISUAL_TOKENS}
         return Molmo2Config(
             text_config={
                 "hidden_size": hidden_size,
@@ -283,6 +318,7 @@ def tiny_vl_config(
                 "num_key_value_heads": vision_heads,
                 "head_dim": vision_embed_dim // vision_heads,
                 "vision_feature_layer": [-1],
+                "image_size": [112, 112],  # tiny_image_processor(family="molmo2")'s crops
             },
             adapter_config={
                 "hidden_size": vision_embed_dim,
@@ -294,6 +330,12 @@ def tiny_vl_config(
                 "vit_layers": [-1],
             },
             pad_token_id=ids[PAD_TOKEN],
+            image_patch_id=molmo2["<im_patch>"],
+            image_start_token_id=molmo2["<im_start>"],
+            low_res_image_start_token_id=molmo2["<low_res_im_start>"],
+            image_end_token_id=molmo2["<im_end>"],
+            frame_start_token_id=molmo2["<frame_start>"],
+            frame_end_token_id=molmo2["<frame_end>"],
         )
     raise ValueError(
         f"unknown family {family!r}; expected 'qwen2_vl', 'qwen2_5_vl', 'qwen3_vl' or 'molmo2'"
@@ -348,6 +390,8 @@ def build_tiny_reward_scorer(
         **limits: Passed to [`RewardInputBuilder`] (``max_length``, pixel budgets, frames).
     """
     tokenizer = tokenizer or build_tiny_tokenizer()
+    if family == "molmo2":
+        tokenizer = molmo2_tiny_tokenizer(tokenizer)
     heads = max(2, hidden_size // 64) if hidden_size >= 128 else 4
     overrides = {"num_heads": heads, "num_kv_heads": max(1, heads // 2)}
     overrides.update(config_overrides or {})
@@ -358,7 +402,7 @@ def build_tiny_reward_scorer(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 1)
         model = MultiResponseRewardModel(backbone, head_config)
-    processor = None if family == "molmo2" else tiny_image_processor(family=family)
+    processor = tiny_image_processor(family=family)
     builder = RewardInputBuilder.for_model(model, tokenizer, processor, **limits)
     return RewardScorer(model, builder, device=device)
 

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from tests.workers import paper_recipe as recipe
+from workers.media import VideoFrames
 from workers.reward_model import (
     CandidateInput,
     CheckpointError,
@@ -341,8 +342,7 @@ def test_it_saves_loads_and_scores_newer_backbones(tokenizer, family, tmp_path):
     with torch.no_grad():
         for parameter in scorer.model.value_head.parameters():
             parameter.normal_(0, 0.3)
-    image = None if family == "molmo2" else _picture()
-    item = _item("What is shown?", GOLDEN_RESPONSES, image)
+    item = _item("What is shown?", GOLDEN_RESPONSES, _picture())
     (before,) = scorer.score([item], mode="packed")
 
     loaded = load_reward_model(scorer.save(tmp_path / family), device="cpu")
@@ -351,6 +351,7 @@ def test_it_saves_loads_and_scores_newer_backbones(tokenizer, family, tmp_path):
     (separate,) = loaded.score([item], mode="separate")
 
     assert loaded.model.model_type == family and packed.ok, packed
+    assert loaded.builder.molmo2 == scorer.builder.molmo2  # Molmo2's crops and tokens
     torch.testing.assert_close(packed.scores, before.scores, **TOL)
     torch.testing.assert_close(isolated.scores, separate.scores, **TOL)
     (row,) = loaded.builder.plan(0, loaded.builder.encode_item(item), "packed").rows
@@ -372,21 +373,24 @@ def test_it_uses_qwen3_vls_own_positions_for_images(tokenizer):
     assert torch.equal(batch.position_ids, native)
 
 
-def test_it_reports_media_a_text_only_backbone_cannot_read(tokenizer):
+def test_it_scores_molmo2_images_and_refuses_its_videos(tokenizer):
+    # Image prompts and answers are golden-tested in tests/workers/test_molmo2_media.py.
     scorer = build_tiny_reward_scorer(tokenizer=tokenizer, family="molmo2", seed=2)
+    clip = VideoFrames(np.zeros((2, 28, 28, 3), np.uint8), [0, 1], [0.0, 0.5], 2.0)
     items = [
         _item("What is shown?", ["A cat.", "A dog."], _picture()),
         ScoringItem(
             "Which?",
             [CandidateInput(text="A cat."), CandidateInput(kind="image", media=_picture())],
         ),
+        ScoringItem("Which?", [CandidateInput(text="A cat."), CandidateInput("video", media=clip)]),
     ]
 
-    with_image, with_image_answer = scorer.score(items, mode="packed")
+    with_image, with_image_answer, with_video_answer = scorer.score(items, mode="packed")
 
-    assert with_image.error and "molmo2 checkpoints score text only" in with_image.error
-    assert with_image_answer.scores[0] is not None and with_image_answer.scores[1] is None
-    assert "needs torchvision" in with_image_answer.errors[1]
+    assert with_image.ok and with_image_answer.ok, (with_image, with_image_answer)
+    assert with_video_answer.scores[0] is not None and with_video_answer.scores[1] is None
+    assert "not videos yet" in with_video_answer.errors[1]
 
 
 def test_it_saves_the_budgets_it_was_built_with(tokenizer, tmp_path):

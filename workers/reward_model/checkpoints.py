@@ -26,9 +26,9 @@ from workers.reward_model.model import (
 from workers.reward_model.records import (
     DEFAULT_MAX_LENGTH,
     LORA_ADAPTER_DIR,
+    MOLMO2_BACKBONES,
     REWARD_CONFIG_FILE,
     SUPPORTED_BACKBONES,
-    TEXT_ONLY_BACKBONES,
     VALUE_HEAD_FILE,
     CheckpointError,
     pick_device,
@@ -160,6 +160,9 @@ def _save_seed_layout(
             video["cap_pixels_per_frame"] = True
             video["max_video_tokens"] = limits["max_video_tokens"]
         (path / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2) + "\n")
+    if "molmo2_tokens" in limits:
+        processor_config = {"processor_class": "Molmo2Processor", **limits["molmo2_tokens"]}
+        (path / "processor_config.json").write_text(json.dumps(processor_config, indent=2) + "\n")
     if "max_length" in limits:
         config_data["max_length"] = limits["max_length"]
     (path / REWARD_CONFIG_FILE).write_text(json.dumps(config_data, indent=2) + "\n")
@@ -465,19 +468,27 @@ def _load_seed_layout(
     _load_value_head(path, model.value_head, hidden, head_config)
     tokenizer = tokenizer or _load_tokenizer(path)
     image_processor = None
-    text_only = model.model_type in TEXT_ONLY_BACKBONES
-    if (path / "preprocessor_config.json").is_file() and not text_only:
-        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
-            Qwen2VLImageProcessorPil,
-        )
+    if (path / "preprocessor_config.json").is_file():
+        if model.model_type in MOLMO2_BACKBONES:
+            # Only its settings are read (molmo2.py preprocesses): it cannot run without
+            # torchvision, but it loads.
+            from transformers.models.molmo2.image_processing_molmo2 import (
+                Molmo2ImageProcessor as processor_class,
+            )
+        else:
+            from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+                Qwen2VLImageProcessorPil as processor_class,
+            )
 
         try:
-            image_processor = Qwen2VLImageProcessorPil.from_pretrained(path, local_files_only=True)
+            image_processor = processor_class.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError, TypeError) as exc:
             raise CheckpointError(
                 path / "preprocessor_config.json", f"cannot load the image processor ({exc})"
             ) from exc
     limits = {**_video_limits(path), **limits}
+    if model.model_type in MOLMO2_BACKBONES:
+        limits.setdefault("molmo2_tokens", _molmo2_token_options(path))
     if isinstance(data.get("max_length"), int) and data["max_length"] > 0:
         limits.setdefault("max_length", data["max_length"])
     if not getattr(tokenizer, "chat_template", None):
@@ -533,6 +544,26 @@ def _video_limits(path: Path) -> dict[str, Any]:
             raise CheckpointError(config_file, f"{key} must be three numbers, got {values!r}")
         limits[name] = [float(v) for v in values]
     return limits
+
+
+MOLMO2_TOKEN_OPTIONS = (
+    "image_use_col_tokens",
+    "use_single_crop_col_tokens",
+    "use_single_crop_start_token",
+)
+
+
+def _molmo2_token_options(path: Path) -> dict[str, Any]:
+    """How ``Molmo2Processor`` writes an image's tokens (its ``processor_config.json``)."""
+    config_file = path / "processor_config.json"
+    if not config_file.is_file():
+        return {}
+    data = _read_json(config_file)
+    options = {key: data[key] for key in MOLMO2_TOKEN_OPTIONS if key in data}
+    for key, value in options.items():
+        if not (value is None or isinstance(value, bool)):
+            raise CheckpointError(config_file, f"{key} must be true, false or null, got {value!r}")
+    return options
 
 
 def _processor_chat_template(path: Path) -> str | None:

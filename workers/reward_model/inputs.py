@@ -21,6 +21,16 @@ from workers.reward_model.model import (
     TrainingBatch,
     _text_config,
 )
+from workers.reward_model.molmo2 import (
+    MOLMO2_IMAGE_TOKEN,
+    MOLMO2_VIDEO_TOKEN,
+    MOLMO2_VISUAL_TOKENS,
+    Molmo2Image,
+    Molmo2ImageSettings,
+    collate_molmo2_images,
+    molmo2_image_inputs,
+    molmo2_image_tokens,
+)
 from workers.reward_model.records import (
     _PAD_SEGMENT,
     _PROMPT_SEGMENT,
@@ -33,13 +43,13 @@ from workers.reward_model.records import (
     DEFAULT_VIDEO_FPS,
     DEFAULT_VIDEO_MAX_PIXELS,
     IMAGE_PAD,
+    MOLMO2_BACKBONES,
     OVERFLOW_POLICIES,
     PAD_TOKEN,
     QWEN2_VL_CHAT_TEMPLATE,
     RESP_SEP_TOKEN,
     RESPONSE_SEPARATOR,
     SPECIAL_TOKENS,
-    TEXT_ONLY_BACKBONES,
     VIDEO_PAD,
     VISION_END,
     VISION_START,
@@ -220,6 +230,8 @@ class _Visual:
     # temporal patch, "<t seconds>" + <|vision_start|> + pads + <|vision_end|>, and each
     # patch is its own (1, h, w) block for positions.
     expansion: list[int] | None = None
+    # A Molmo2 image: its crops and pooling indices (pixel_values is molmo2.pixel_values).
+    molmo2: Molmo2Image | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -361,6 +373,14 @@ class RewardInputBuilder:
             or that has more than `max_packed_candidates` candidates: ``"isolated"`` scores each
             candidate in isolation, ``"drop"`` keeps the leading responses that fit and reports
             the rest as dropped (the paper's rule). The result always says which.
+        molmo2_tokens (`dict`, *optional*): Molmo2Processor's image-token options
+            (``image_use_col_tokens``, ``use_single_crop_col_tokens``,
+            ``use_single_crop_start_token``; its ``processor_config.json``).
+
+    Molmo2 (`model_type="molmo2"`, `image_processor` a ``Molmo2ImageProcessor`` whose settings
+    are read, never run) follows transformers' Molmo2 processors (see `molmo2.py`): an image
+    is ``<|image|>`` in the rendered text, expanded to its low- and high-resolution tokens;
+    every row starts with the BOS token; positions are plain. Its videos are refused.
     """
 
     def __init__(
@@ -389,11 +409,16 @@ class RewardInputBuilder:
         max_video_tokens: int = 768,
         overflow: str = "isolated",
         max_packed_candidates: int = DEFAULT_MAX_PACKED_CANDIDATES,
-        vision: bool = True,
+        molmo2_tokens: dict[str, Any] | None = None,
     ) -> None:
-        # vision=False: a backbone whose images Quorum cannot preprocess (Molmo2's image
-        # processor needs torchvision); it scores text prompts and text answers.
-        self.vision = vision
+        # Molmo2 images are preprocessed by molmo2.py from its image processor's settings.
+        self.molmo2 = (
+            Molmo2ImageSettings.from_processor(image_processor, **(molmo2_tokens or {}))
+            if model_type in MOLMO2_BACKBONES
+            else None
+        )
+        self.molmo2_tokens = dict(molmo2_tokens or {})
+        vision = self.molmo2 is None  # Qwen-VL geometry and budgets apply
         if image_processor is None and vision:
             from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
                 Qwen2VLImageProcessorPil,
@@ -468,6 +493,23 @@ class RewardInputBuilder:
         self.max_packed_candidates = max_packed_candidates
         self._lock = threading.Lock()
         self.token_ids = self._special_token_ids(tokenizer, vision=vision)
+        if self.molmo2 is not None:
+            self.token_ids.update(self._molmo2_token_ids(tokenizer))
+            self.image_placeholder = getattr(tokenizer, "image_token", None) or MOLMO2_IMAGE_TOKEN
+            self.placeholder_ids = {
+                "image": self.token_ids[self.image_placeholder],
+                "video": self.token_ids.get(
+                    getattr(tokenizer, "video_token", None) or MOLMO2_VIDEO_TOKEN, -1
+                ),
+            }
+            self.visual_token_ids = [self.token_ids[t] for t in MOLMO2_VISUAL_TOKENS]
+        else:
+            self.image_placeholder = IMAGE_PAD
+            self.placeholder_ids = {
+                "image": self.token_ids[IMAGE_PAD],
+                "video": self.token_ids[VIDEO_PAD],
+            }
+            self.visual_token_ids = [self.token_ids[IMAGE_PAD], self.token_ids[VIDEO_PAD]]
         self.pad_id = (
             self.token_ids[PAD_TOKEN]
             if tokenizer.pad_token_id is None
@@ -480,7 +522,12 @@ class RewardInputBuilder:
         self._control_literals = sorted(
             {str(t) for t in getattr(tokenizer, "all_special_tokens", [])}
             | set(SPECIAL_TOKENS)
-            | {RESP_SEP_TOKEN},
+            | {RESP_SEP_TOKEN}
+            | (
+                {self.image_placeholder, MOLMO2_VIDEO_TOKEN, *MOLMO2_VISUAL_TOKENS}
+                if self.molmo2 is not None
+                else set()
+            ),
             key=len,
             reverse=True,
         )
@@ -502,8 +549,22 @@ class RewardInputBuilder:
         vocab = _text_config(config).vocab_size + getattr(
             _text_config(config), "additional_vocab_size", 0
         )
-        if config.model_type in TEXT_ONLY_BACKBONES:
-            builder = cls(tokenizer, model_type=config.model_type, vision=False, **limits)
+        if config.model_type in MOLMO2_BACKBONES:
+            builder = cls(tokenizer, image_processor, model_type=config.model_type, **limits)
+            expected = {
+                "<im_patch>": config.image_patch_id,
+                "<im_start>": config.image_start_token_id,
+                "<low_res_im_start>": config.low_res_image_start_token_id,
+                "<im_end>": config.image_end_token_id,
+            }
+            wrong = [
+                f"{tok} is {builder.token_ids[tok]} in the tokenizer but {cfg_id} in the model "
+                "config"
+                for tok, cfg_id in expected.items()
+                if builder.token_ids[tok] != cfg_id
+            ]
+            if wrong:
+                raise ValueError("tokenizer does not match the model: " + "; ".join(wrong))
             if len(tokenizer) > vocab:
                 raise ValueError(
                     f"tokenizer has {len(tokenizer)} tokens, model embeds only {vocab}"
@@ -537,7 +598,12 @@ class RewardInputBuilder:
         return builder
 
     def limits(self) -> dict[str, Any]:
-        """The budgets rows are built with (saved beside a checkpoint by `save_reward_model`)."""
+        """The budgets rows are built with (saved beside a checkpoint by `save_reward_model`).
+
+        Molmo2's image budget (crop size, crop count) is its image processor's settings,
+        saved with it."""
+        if self.molmo2 is not None:
+            return {"max_length": self.max_length, "molmo2_tokens": dict(self.molmo2_tokens)}
         return {
             "max_length": self.max_length,
             "image_max_pixels": self.image_max_pixels,
@@ -565,6 +631,21 @@ class RewardInputBuilder:
                 raise ValueError(f"tokenizer has no special token {token}")
             else:
                 ids[token] = -1
+        return ids
+
+    @staticmethod
+    def _molmo2_token_ids(tokenizer: Any) -> dict[str, int]:
+        """Ids of Molmo2's image tokens (``Molmo2Processor.image_token_ids``) and placeholders;
+        a missing video placeholder is left out (videos are refused)."""
+        image_token = getattr(tokenizer, "image_token", None) or MOLMO2_IMAGE_TOKEN
+        video_token = getattr(tokenizer, "video_token", None) or MOLMO2_VIDEO_TOKEN
+        ids = {}
+        for token in (image_token, video_token, *MOLMO2_VISUAL_TOKENS):
+            encoded = tokenizer(token, add_special_tokens=False)["input_ids"]
+            if len(encoded) == 1:
+                ids[token] = int(encoded[0])
+            elif token != video_token:
+                raise ValueError(f"tokenizer has no Molmo2 image token {token}")
         return ids
 
     def _plain(self, text: str) -> str:
@@ -599,16 +680,23 @@ class RewardInputBuilder:
         """The chat-template string of a row; with `bodies` None, the prompt up to the
         assistant header (the generation prompt)."""
         with self._lock:
-            return self.tokenizer.apply_chat_template(
+            text = self.tokenizer.apply_chat_template(
                 self._messages(item, bodies),
                 chat_template=self.chat_template,
                 tokenize=False,
                 add_generation_prompt=bodies is None,
             )
+        if self.molmo2 is not None:
+            # Molmo2Processor starts every text with the BOS token (the EOS token when the
+            # tokenizer has none) unless the chat template wrote it.
+            bos = self.tokenizer.bos_token or self.tokenizer.eos_token
+            if bos and not text.startswith(bos):
+                text = bos + text
+        return text
 
     def _expand(self, ids: list[int], visuals: Sequence[_Visual]) -> list[int]:
         """Replace each image/video placeholder by its visual's token count."""
-        image_id, video_id = self.token_ids[IMAGE_PAD], self.token_ids[VIDEO_PAD]
+        image_id, video_id = self.placeholder_ids["image"], self.placeholder_ids["video"]
         out: list[int] = []
         pending = iter(visuals)
         found = 0
@@ -630,16 +718,15 @@ class RewardInputBuilder:
 
     # -- media ------------------------------------------------------------------------------
 
-    def _require_vision(self, kind: str) -> None:
-        if not self.vision:
-            raise ValueError(
-                f"{self.model_type} checkpoints score text only in Quorum: their {kind} "
-                "preprocessing needs torchvision, which Quorum does not install"
-            )
-
     def encode_image(self, image: MediaRef | Image.Image) -> _Visual:
         """Load (if a path) and patchify an image; raises `MediaError` for unreadable files."""
-        self._require_vision("image")
+        if self.molmo2 is not None:
+            if not isinstance(image, Image.Image):
+                image = load_image(image)
+            inputs = molmo2_image_inputs(image, self.molmo2)
+            tokens = molmo2_image_tokens(inputs.grid, self.token_ids, self.molmo2)
+            grid = (1, inputs.grid[0] * inputs.grid[1], inputs.grid[2] * inputs.grid[3])
+            return _Visual("image", inputs.pixel_values, grid, 1, expansion=tokens, molmo2=inputs)
         if not isinstance(image, Image.Image):
             image = self._image_to_budget(load_image(image))
         out = self.image_processor(
@@ -679,7 +766,11 @@ class RewardInputBuilder:
 
         Frames are sampled at the processor's rate (`video_fps`) up to `max_frames`.
         """
-        self._require_vision("video")
+        if self.molmo2 is not None:
+            raise ValueError(
+                f"{self.model_type} checkpoints score images and text in Quorum, not videos yet "
+                "(Molmo2's video frames and pooling are not implemented)"
+            )
         if self.model_type == "qwen3_vl":
             return self._encode_qwen3_vl_video(video)
         if not isinstance(video, VideoFrames):
@@ -796,7 +887,11 @@ class RewardInputBuilder:
         else:
             visual = self.encode_video(source)  # type: ignore[arg-type]
             pad = VIDEO_PAD
-        body = f"{VISION_START}{pad}{VISION_END}{self._plain(candidate.text)}"
+        if self.molmo2 is not None:
+            # Molmo2Processor expands its image placeholder wherever it stands in the text.
+            body = f"{self.image_placeholder}{self._plain(candidate.text)}"
+        else:
+            body = f"{VISION_START}{pad}{VISION_END}{self._plain(candidate.text)}"
         return _Candidate(body, [visual])
 
     def encode_item(self, item: ScoringItem) -> _EncodedItem:
@@ -954,6 +1049,12 @@ class RewardInputBuilder:
                 )
             else:
                 fitting.append((index, tail))
+        if mode == "isolated" and self._images_see_each_other(item, [i for i, _ in fitting]):
+            # In a one-response row every Molmo2 image token sees every other, the prompt's
+            # included; a shared prompt cannot see each candidate's, so one row per candidate.
+            rows = [self.packed_row(item_index, item, [index]) for index, _ in fitting]
+            note = "Molmo2 prompt and answer images attend to each other: one row per candidate"
+            return _Plan(rows, candidate_errors=errors, layout="separate", note=note)
         if mode == "separate":
             rows = [self.packed_row(item_index, item, [index]) for index, _ in fitting]
             return _Plan(rows, candidate_errors=errors, layout="separate")
@@ -967,6 +1068,15 @@ class RewardInputBuilder:
             length += tail
         rows = [self.isolated_row(item_index, item, group, tails) for group in groups]
         return _Plan(rows, candidate_errors=errors, layout="isolated")
+
+    def _images_see_each_other(self, item: _EncodedItem, indices: Sequence[int]) -> bool:
+        """Whether isolated rows would differ from separate ones: a Molmo2 prompt image and
+        an image answer (Molmo2's image tokens attend to each other in both directions)."""
+        return (
+            self.molmo2 is not None
+            and bool(item.prompt_visuals)
+            and any(item.candidates[i].visuals for i in indices)  # type: ignore[union-attr]
+        )
 
     def _plan_dropped(
         self, item_index: int, item: _EncodedItem, usable: list[int], reason: str
@@ -994,6 +1104,9 @@ class RewardInputBuilder:
         its get_rope_index splits ``video_grid_thw`` (the timestamps between them are text).
         Positions are translation-equivariant, which isolated mode uses.
         """
+        if self.molmo2 is not None:
+            # Molmo2: plain RoPE, one position per token, images included.
+            return torch.arange(len(ids)).expand(3, -1).clone()
         image_id, video_id = self.token_ids[IMAGE_PAD], self.token_ids[VIDEO_PAD]
         is_visual = np.isin(np.asarray(ids), (image_id, video_id))
         # Runs of text / visual tokens, found with numpy: rows can be 24k tokens long.
@@ -1049,6 +1162,23 @@ class RewardInputBuilder:
             position_ids[:, r, :n] = positions
             for visual in row.visuals:
                 (images if visual.kind == "image" else videos).append(visual)
+        if self.molmo2 is not None:
+            # Molmo2Processor.create_mm_token_type_ids: every image token is type 1.
+            mm_types = torch.isin(input_ids, torch.tensor(self.visual_token_ids)).int()
+            molmo2 = collate_molmo2_images([v.molmo2 for v in images]) if images else {}  # type: ignore[misc]
+            return RewardBatch(
+                input_ids=input_ids,
+                segment_ids=segment_ids,
+                position_ids=position_ids,
+                mm_token_type_ids=mm_types,
+                response_starts=starts,
+                response_ends=ends,
+                mode=mode,
+                pixel_values=molmo2.get("pixel_values"),
+                image_token_pooling=molmo2.get("image_token_pooling"),
+                image_grids=molmo2.get("image_grids"),
+                image_num_crops=molmo2.get("image_num_crops"),
+            )
         image_id, video_id = self.token_ids[IMAGE_PAD], self.token_ids[VIDEO_PAD]
         mm_types = (input_ids == image_id).int() + 2 * (input_ids == video_id).int()
 

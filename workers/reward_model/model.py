@@ -15,8 +15,8 @@ from workers.reward_model.records import (
     _PROMPT_SEGMENT,
     ACTIVATIONS,
     MEDIA_REPR_MODES,
+    MOLMO2_BACKBONES,
     RESP_REPR_MODES,
-    TEXT_ONLY_BACKBONES,
     VALUE_HEAD_TYPES,
 )
 
@@ -136,6 +136,8 @@ class RewardBatch:
         mode (`str`): The attention mode the rows were laid out for.
         pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw: Visual inputs in
             order of appearance (row-major), `None` when absent.
+        image_token_pooling, image_grids, image_num_crops: Molmo2's image inputs (with its
+            crops in `pixel_values`), named as its processor names them; `None` otherwise.
     """
 
     input_ids: torch.Tensor
@@ -149,6 +151,9 @@ class RewardBatch:
     image_grid_thw: torch.Tensor | None = None
     pixel_values_videos: torch.Tensor | None = None
     video_grid_thw: torch.Tensor | None = None
+    image_token_pooling: torch.Tensor | None = None
+    image_grids: torch.Tensor | None = None
+    image_num_crops: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> RewardBatch:
         """A copy with every tensor on `device`."""
@@ -164,12 +169,19 @@ class RewardBatch:
         return int((self.segment_ids != _PAD_SEGMENT).sum())
 
 
-def isolated_attention_mask(segment_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def isolated_attention_mask(
+    segment_ids: torch.Tensor, dtype: torch.dtype, image_block: torch.Tensor | None = None
+) -> torch.Tensor:
     """Additive 4D mask for isolated mode: causal, and a candidate sees only prompt + itself.
 
     Args:
         segment_ids (`torch.LongTensor` of shape `(B, L)`): See [`RewardBatch`].
         dtype (`torch.dtype`): The backbone's compute dtype.
+        image_block (`torch.BoolTensor` of shape `(B, L)`, *optional*): Molmo2's image tokens,
+            which also see the image tokens after them (its bidirectional image block) in
+            their own segment and the prompt. The input builder puts images in both the
+            prompt and a candidate only of one-candidate rows: a shared prompt cannot see
+            each candidate's images as its separate pass does.
 
     Returns:
         `torch.Tensor` of shape `(B, 1, L, L)`: 0 where attention is allowed, the dtype's
@@ -181,6 +193,9 @@ def isolated_attention_mask(segment_ids: torch.Tensor, dtype: torch.dtype) -> to
     key = segment_ids[:, None, :]
     causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
     allowed = causal & ((key == _PROMPT_SEGMENT) | (key == query)) & (key != _PAD_SEGMENT)
+    if image_block is not None:
+        prompt = (key == _PROMPT_SEGMENT) | (query == _PROMPT_SEGMENT)
+        allowed |= image_block[:, :, None] & image_block[:, None, :] & ((key == query) | prompt)
     # Padding queries see nothing else; letting them see themselves keeps softmax finite.
     allowed |= torch.eye(length, dtype=torch.bool, device=device)
     mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
@@ -192,8 +207,9 @@ class MultiResponseRewardModel(nn.Module):
     """A vision-language backbone plus a value head scoring every response of a row.
 
     Args:
-        backbone (`PreTrainedModel`): A Qwen2-VL-family base model (``Qwen2VLModel`` or
-            ``Qwen2_5_VLModel``, optionally wrapped by peft) returning `last_hidden_state`.
+        backbone (`PreTrainedModel`): A Qwen-VL-family or Molmo2 base model (``Qwen2VLModel``,
+            ``Qwen2_5_VLModel``, ``Qwen3VLModel``, ``Molmo2Model``, optionally wrapped by peft)
+            returning `last_hidden_state`.
         head_config ([`RewardHeadConfig`], *optional*): Value-head settings.
 
     The head runs in float32 whatever the backbone dtype: it is tiny, and the score
@@ -228,8 +244,13 @@ class MultiResponseRewardModel(nn.Module):
         Returns:
             `torch.FloatTensor` of shape `(B, N)`: float32 scores, `-inf` for empty slots.
         """
+        molmo2 = self.model_type in MOLMO2_BACKBONES
         if batch.mode == "isolated":
-            attention_mask = isolated_attention_mask(batch.segment_ids, self.dtype)
+            attention_mask = isolated_attention_mask(
+                batch.segment_ids,
+                self.dtype,
+                image_block=batch.mm_token_type_ids == 1 if molmo2 else None,
+            )
         elif bool((batch.segment_ids == _PAD_SEGMENT).any()):
             attention_mask = (batch.segment_ids != _PAD_SEGMENT).long()
         else:
@@ -240,13 +261,26 @@ class MultiResponseRewardModel(nn.Module):
             for name in ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
             if (value := getattr(batch, name)) is not None
         }
-        if self.model_type in TEXT_ONLY_BACKBONES:
-            # One position axis (plain RoPE); the rows hold no visual tokens.
+        if molmo2:
+            # One position axis (plain RoPE). mm_token_type_ids makes the image tokens one
+            # bidirectional block (an isolated mask, being 4D, already holds it).
+            molmo2_inputs = {
+                name: value
+                for name in (
+                    "pixel_values",
+                    "image_token_pooling",
+                    "image_grids",
+                    "image_num_crops",
+                )
+                if (value := getattr(batch, name)) is not None
+            }
             outputs = self.backbone(
                 input_ids=batch.input_ids,
                 attention_mask=attention_mask,
                 position_ids=batch.position_ids[0],
+                mm_token_type_ids=batch.mm_token_type_ids,
                 use_cache=False,
+                **molmo2_inputs,
             )
         else:
             outputs = self.backbone(

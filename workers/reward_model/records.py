@@ -59,8 +59,9 @@ VALUE_HEAD_FILE = "value_head.pt"
 LORA_ADAPTER_DIR = "lora_adapter"
 
 SUPPORTED_BACKBONES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "molmo2")
-# Backbones scored on text only: Molmo2's image and video processors need torchvision.
-TEXT_ONLY_BACKBONES = ("molmo2",)
+# Backbones with one position axis (plain RoPE) whose images are Molmo2's crops and pooled
+# tokens (workers/reward_model/molmo2.py), not Qwen-VL's patches and M-RoPE.
+MOLMO2_BACKBONES = ("molmo2",)
 VALUE_HEAD_TYPES = ("mlp", "linear")
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "silu": nn.SiLU,

@@ -211,9 +211,7 @@ class RewardScorer:
             tokenizer=self.builder.tokenizer,
             image_processor=self.builder.image_processor,
             merge_lora=merge_lora,
-            limits=self.builder.limits()
-            if self.builder.vision
-            else {"max_length": self.builder.max_length},
+            limits=self.builder.limits(),
         )
 
 
