@@ -62,7 +62,9 @@ class Thresholds:
         unreliable_eta: ... or when the joint annotator model (`curation.crowd_bt`) reads
             more than this share of their votes as noise (``eta`` below it), again relative
             to their peers' median ``eta`` ...
-        min_overlap: ... once this many of their relations were compared with others.
+        min_overlap: ... once this many of their relations were compared with others (for
+            ``eta``: once this many of their votes could tell a real judgment from their
+            slot habit, `crowd_bt.separable_votes`).
         gold_fail: Share of a gold task's strict pairs ordered wrongly (a tie counts half)
             from which a gold judgment fails; also the annotator flag's gold-accuracy floor
             is ``1 - gold_fail``.
@@ -496,6 +498,8 @@ class EvaluatorFit:
         loo_agreement: Share of their votes agreeing with the leave-one-out consensus.
         n_votes: Strict pairwise preferences they stated.
         n_positioned: Of those, how many with a known display order.
+        n_separable: Of those, how many can tell a real judgment from their slot habit
+            (`crowd_bt.separable_votes`): what ``eta`` rests on.
     """
 
     eta: float
@@ -504,6 +508,7 @@ class EvaluatorFit:
     loo_agreement: float | None
     n_votes: int
     n_positioned: int
+    n_separable: int = 0
 
 
 @dataclass(frozen=True)
@@ -622,6 +627,7 @@ def joint_estimates(
             loo_agreement=None if math.isnan(loo) else float(loo),
             n_votes=int(fit.n_votes[i]),
             n_positioned=int(fit.n_positioned[i]),
+            n_separable=int(fit.n_separable[i]),
         )
     return JointEstimates(
         scores=scores,
@@ -881,7 +887,8 @@ class EvaluatorQuality:
     Attributes mirror `agreement.AnnotatorReliability`, plus the position-bias test (Holm
     adjusted over the project's evaluators), speed, the Arena anomaly test and the joint
     annotator model's reading (`EvaluatorFit`: ``eta``, ``shown_first``, over ``n_strict``
-    strict preferences; None when it was not fitted).
+    strict preferences, ``n_separable`` of them able to tell a real judgment from a slot
+    habit; None when it was not fitted).
     """
 
     evaluator: str
@@ -907,6 +914,7 @@ class EvaluatorQuality:
     eta: float | None = None
     shown_first: float | None = None
     n_strict: int = 0
+    n_separable: int = 0
 
     @property
     def fast_share(self) -> float | None:
@@ -1023,6 +1031,7 @@ def evaluator_quality(
             eta=fit.eta if fit else None,
             shown_first=fit.shown_first if fit else None,
             n_strict=fit.n_votes if fit else 0,
+            n_separable=fit.n_separable if fit else 0,
         )
     return result
 
@@ -1073,9 +1082,13 @@ def evaluator_flags(
         ):
             reasons.append("low agreement with other annotators")
             severity = max(severity, 1 - q.weight)
+        # A low eta counts only on votes that could show it: an annotator who always picks
+        # the first slot when the consensus is always shown first is read as a first-slot
+        # clicker as readily as a careful one (`crowd_bt.separable_votes`); the position-bias
+        # test still reports the habit.
         if (
             q.eta is not None
-            and q.n_strict >= thresholds.min_overlap
+            and q.n_separable >= thresholds.min_overlap
             and q.eta < thresholds.unreliable_eta
             and q.eta < thresholds.unreliable_relative * eta_median
         ):
@@ -1108,6 +1121,7 @@ def evaluator_flags(
                         "n_judgments": q.n_judgments,
                         "anomalous": q.anomalous,
                         "eta": _round(q.eta),
+                        "eta_separable_votes": q.n_separable,
                         "peer_median_eta": round(eta_median, 4),
                     },
                 )

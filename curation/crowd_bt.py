@@ -386,6 +386,8 @@ class CrowdBTFit:
             the final strengths predict votes they were not fitted on.
         n_votes: Per annotator, strict votes.
         n_positioned: Per annotator, votes whose display order is known.
+        n_separable: Per annotator, votes that can tell a real judgment from their slot habit
+            (`separable_votes`): below a handful, a low ``eta`` says nothing about them.
         iterations: EM iterations run.
     """
 
@@ -401,7 +403,30 @@ class CrowdBTFit:
     loo_log_likelihood: float
     n_votes: np.ndarray
     n_positioned: np.ndarray
+    n_separable: np.ndarray
     iterations: int
+
+
+def separable_votes(comparisons: Comparisons, pi: np.ndarray, margin: np.ndarray) -> np.ndarray:
+    """Per annotator, votes on which a real judgment and a noise vote predict different picks.
+
+    A noise vote picks the slot the annotator favours (``pi`` above 1/2: the first); a real
+    judgment picks the candidate the leave-one-out consensus favours (the sign of
+    ``margin``). Where both are the same candidate on every vote - everybody shown the
+    candidates in one order that the consensus follows, and an annotator who agrees with it
+    - "careful" and "always clicks the first" fit their votes alike, and EM prefers the
+    latter (``pi`` near 1 explains every vote, a held-out margin less than all). Their
+    ``eta`` is then low for a reason their votes cannot confirm. A vote with no known display
+    order, or from an annotator with no slot habit, separates the two; else a zero margin does not.
+    """
+    c = comparisons
+    k = c.annotator
+    habit = np.sign(pi - 0.5)[k]
+    consensus_first = np.where(margin > 0, c.winner_first == 1, c.winner_first == 0)
+    separable = (
+        (c.winner_first < 0) | (habit == 0) | ((margin != 0) & (consensus_first != (habit > 0)))
+    )
+    return np.bincount(k, weights=separable.astype(float), minlength=c.n_annotators)
 
 
 def best_alpha(
@@ -549,6 +574,7 @@ def assemble_fit(comparisons: Comparisons, em: EMState, final: FinalStrengths) -
         loo_log_likelihood=final.loo_log_likelihood,
         n_votes=n_votes,
         n_positioned=n_positioned,
+        n_separable=separable_votes(c, em.pi, margin),
         iterations=em.iterations,
     )
 

@@ -499,3 +499,68 @@ def test_one_prompt_refitted_with_the_kept_reliabilities_equals_the_projects_fit
     del stored["em_annotators"]
     np.savez(cache, **stored)
     assert CB.cached_reliability(cache) is None
+
+
+def shown_in_one_order_votes(prompts: int = 10) -> list[C.Vote]:
+    """Rankings of four candidates, true order 0 > 1 > 2 > 3. ``user:0`` is always shown
+    them in that order and ranks them right: each of their votes picks the candidate shown
+    first. Users 1-3 rank them right too, ``user:4`` at random; they are shown shuffles."""
+    rng = np.random.default_rng(11)
+    votes = []
+    for p in range(prompts):
+        base = 10 * p
+        truth = tuple(base + i for i in range(4))
+        for k in range(5):
+            shown = truth if k == 0 else tuple(int(x) for x in rng.permutation(truth))
+            ranked = tuple(int(x) for x in rng.permutation(truth)) if k == 4 else truth
+            n = len(votes)
+            votes.append(
+                C.Vote(
+                    n, n, p, f"user:{k}", ranking=tuple((c,) for c in ranked), presented_order=shown
+                )
+            )
+    return votes
+
+
+def test_it_does_not_call_a_careful_annotator_noise_when_the_consensus_was_always_shown_first():
+    # "Careful" and "always clicks the first candidate" fit user:0's votes alike: EM reads
+    # them as slot habit (a low eta, shown first when noise near 1). That reading rests on no
+    # vote that could tell the two apart, so it must not raise the unreliable flag.
+    quality = C.evaluator_quality(shown_in_one_order_votes(), anomaly_test=False)
+    careful = quality["user:0"]
+    assert careful.n_strict == 60 and careful.n_separable < 10
+    assert careful.eta < 0.3 and careful.shown_first > 0.9  # the model's reading stands
+    assert all(quality[f"user:{k}"].n_separable >= 10 for k in range(1, 5))
+    noise = {
+        f.evaluator: f.details
+        for f in C.evaluator_flags(quality)
+        if f.kind == "unreliable_annotator"
+        and "most votes read as noise by the joint annotator model" in f.details["reasons"]
+    }
+    assert "user:0" not in noise
+    assert set(noise) == {"user:4"}
+    assert noise["user:4"]["eta_separable_votes"] == quality["user:4"].n_separable
+
+
+def test_it_counts_the_votes_that_separate_a_real_judgment_from_a_slot_habit():
+    # Prompt 0: a > b by the others' votes; annotator 0 prefers the first slot.
+    votes = [
+        (0, "a", "b", 1, None),
+        (0, "a", "b", 2, None),
+        (0, "a", "b", 0, "a"),  # consensus shown first, the habit's slot: not separable
+        # Consensus shown first again: both readings expect "a" whatever was picked.
+        (0, "b", "a", 0, "a"),
+        (0, "a", "b", 0, "b"),  # consensus shown second: separable
+        (0, "a", "b", 0, None),  # order unknown: separable
+    ]
+    c = CB.index_comparisons(votes).comparisons
+    margin = np.array([1.0, 1.0, 1.0, -1.0, 1.0, 1.0])
+    assert CB.separable_votes(c, np.array([0.5, 0.9, 0.9]), margin)[2] == 2
+    # Annotator 0 (index 2) favouring the second slot: the two votes with the consensus
+    # shown first separate instead; with no slot habit every vote does; a zero margin never.
+    assert CB.separable_votes(c, np.array([0.5, 0.5, 0.2]), margin)[2] == 3
+    assert CB.separable_votes(c, np.array([0.5, 0.5, 0.5]), margin)[2] == 4
+    zero = margin.copy()
+    zero[2] = 0.0
+    assert CB.separable_votes(c, np.array([0.5, 0.5, 0.2]), zero)[2] == 2
+    assert CB.separable_votes(c, np.array([0.5, 0.5, 0.9]), zero)[2] == 2
