@@ -169,7 +169,7 @@ def _quorum_lines(project: Project, media: MediaSink | None) -> Iterator[str]:
                 "source_name",
                 "idempotency_key",
                 "kind",
-                "ranking",
+                _raw("ranking"),
                 "outcome",
                 _raw("presented_order"),
                 "rationale",
@@ -225,7 +225,7 @@ def _quorum_lines(project: Project, media: MediaSink | None) -> Iterator[str]:
                     "key": key,
                 }
                 if kind == "ranking":
-                    out["ranking"] = [[ext(c) for c in g] for g in ranking]
+                    out["ranking"] = [[ext(c) for c in g] for g in json.loads(ranking)]
                 else:
                     out["pair"] = [ext(c) for (c,) in orders[task_id]]
                     out["outcome"] = outcome
