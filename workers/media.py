@@ -172,6 +172,7 @@ def sample_video_frames(
     fps: float | None = None,
     frame_count: Callable[[int, float], int] | None = None,
     frame_size: Callable[[int, int, int], tuple[int, int]] | None = None,
+    frame_indices: Callable[[int, float], list[int]] | None = None,
 ) -> VideoFrames:
     """Decode `max_frames` evenly spaced RGB frames of a video, downscaled to `max_side`.
 
@@ -194,6 +195,9 @@ def sample_video_frames(
             height) every frame is resized to (Pillow, bicubic), given the sampled frame count
             and the file's width and height; replaces `max_side`. Frames are resized once,
             from their decoded size, as a video processor resizes them.
+        frame_indices (`Callable[[int, float], list[int]]`, *optional*): A backbone's own
+            rule for which frames to sample, given the file's frame count and rate (0.0 when
+            the container does not say); replaces `frame_count`, `fps` and `max_frames`.
 
     Returns:
         [`VideoFrames`]: The sampled frames with their indices, timestamps and sampling rate.
@@ -227,7 +231,10 @@ def sample_video_frames(
                 count = frame_count(total, rate)
             elif fps is not None and rate > 0:
                 count = min(max_frames, max(2, round(total / rate * fps)))
-            wanted = evenly_spaced_indices(total, count)
+            if frame_indices is not None:
+                wanted = sorted(set(frame_indices(total, rate)))
+            else:
+                wanted = evenly_spaced_indices(total, count)
         except (av.FFmpegError, OSError, ValueError) as exc:
             raise MediaError(
                 path, f"cannot decode video ({exc.__class__.__name__}: {exc})"

@@ -392,6 +392,8 @@ def build_tiny_reward_scorer(
     tokenizer = tokenizer or build_tiny_tokenizer()
     if family == "molmo2":
         tokenizer = molmo2_tiny_tokenizer(tokenizer)
+        # Frames of the tiny vision tower's 112-pixel crops (8 x 8 patches), few of them.
+        limits.setdefault("molmo2_video", {"crop_size": 112, "num_frames": 6})
     heads = max(2, hidden_size // 64) if hidden_size >= 128 else 4
     overrides = {"num_heads": heads, "num_kv_heads": max(1, heads // 2)}
     overrides.update(config_overrides or {})

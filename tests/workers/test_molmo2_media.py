@@ -22,15 +22,22 @@ from PIL import Image
 from torch.nn import functional as F
 from transformers import Molmo2Processor
 from transformers import image_processing_backends as backends
+from transformers import video_processing_utils as video_backends
 from transformers.image_utils import PILImageResampling
 from transformers.models.molmo2.image_processing_molmo2 import Molmo2ImageProcessor
+from transformers.models.molmo2.video_processing_molmo2 import Molmo2VideoProcessor
 from transformers.processing_utils import ProcessorMixin
 
+from workers.media import encode_video, sample_video_frames
 from workers.reward_model import RESPONSE_SEPARATOR, CandidateInput, ScoringItem
 from workers.reward_model.molmo2 import (
     Molmo2ImageSettings,
+    Molmo2VideoSettings,
     collate_molmo2_images,
+    collate_molmo2_videos,
+    molmo2_frame_indices,
     molmo2_image_inputs,
+    molmo2_video_inputs,
 )
 from workers.tiny import build_tiny_reward_scorer, build_tiny_tokenizer
 
@@ -82,6 +89,7 @@ def _torchvision_stand_in():
     mapping = {PILImageResampling.BILINEAR: _Interpolation.BILINEAR}
     with (
         mock.patch.object(backends, "tvF", _TorchvisionStandIn, create=True),
+        mock.patch.object(video_backends, "tvF", _TorchvisionStandIn, create=True),
         mock.patch.object(backends, "pil_torch_interpolation_mapping", mapping),
     ):
         yield
@@ -105,12 +113,20 @@ def scorer():
 
 
 @pytest.fixture(scope="module")
-def processor(scorer):
+def video_processor():
+    # The tiny scorer's video settings (workers/tiny.py): 112-pixel frames, at most 6.
+    return Molmo2VideoProcessor(
+        size={"height": 112, "width": 112}, num_frames=6, do_rescale=True, do_normalize=True
+    )
+
+
+@pytest.fixture(scope="module")
+def processor(scorer, video_processor):
     builder = scorer.builder
     with mock.patch.object(ProcessorMixin, "check_argument_for_proper_class", lambda *a: None):
         return Molmo2Processor(
             image_processor=builder.image_processor,
-            video_processor=None,
+            video_processor=video_processor,
             tokenizer=builder.tokenizer,
             chat_template=builder.tokenizer.chat_template,
         )
@@ -346,16 +362,276 @@ def test_it_scores_isolated_as_separate_passes_with_images(scorer):
     assert "attend to each other" in isolated[2].note
 
 
-def test_it_refuses_molmo2_videos_with_a_reason(scorer):
-    from workers.media import VideoFrames
+# -- videos ----------------------------------------------------------------------------------
 
-    frames = np.zeros((4, 32, 32, 3), dtype=np.uint8)
-    clip = VideoFrames(frames=frames, indices=[0, 1, 2, 3], timestamps=[0, 1, 2, 3], fps=1.0)
-    item = ScoringItem(
-        "Which?", [CandidateInput(text="A cat."), CandidateInput(kind="video", media=clip)]
+
+def _clip(tmp_path, name: str, count: int, seed: int, fps: int = 10):
+    """An mp4 of `count` random 40 x 56 frames, and all its frames as PyAV decodes them (the
+    processor's input: sampling is the video processor's job)."""
+    rng = np.random.default_rng(seed)
+    # Smooth frames survive H.264 well enough to differ from each other.
+    base = rng.integers(0, 255, (count, 5, 7, 3), dtype=np.uint8)
+    frames = np.stack([np.asarray(Image.fromarray(f).resize((56, 40))) for f in base])
+    path = encode_video(tmp_path / name, frames, fps=fps)
+    decoded = sample_video_frames(path, max_side=None, frame_indices=lambda t, r: range(t))
+    assert len(decoded.frames) == count and decoded.source_fps == fps
+    return path, decoded.frames
+
+
+def _video_reference(processor, prompt, bodies, videos, *, images=()):
+    """The processor's inputs for a row with one video (in the prompt unless a body holds
+    ``<|video|>``), sampled by the video processor from all of its frames."""
+    frames, fps = videos
+    user = [] if any("<|video|>" in b for b in bodies) else [{"type": "video"}]
+    messages = [
+        {"role": "user", "content": [*user, {"type": "text", "text": prompt}]},
+        {
+            "role": "assistant",
+            "content": [{"type": "text", "text": RESPONSE_SEPARATOR.join(bodies)}],
+        },
+    ]
+    text = processor.tokenizer.apply_chat_template(messages, tokenize=False)
+    metadata = {"fps": float(fps), "total_num_frames": len(frames)}
+    return processor(text=text, videos=[frames], video_metadata=[metadata], return_tensors="pt")
+
+
+VIDEO_INPUTS = ("pixel_values_videos", "video_token_pooling", "video_grids")
+
+
+def test_it_samples_and_preprocesses_videos_as_molmo2s_video_processor(
+    scorer, video_processor, tmp_path
+):
+    settings = scorer.builder.molmo2_video
+    assert Molmo2VideoSettings.from_processor(video_processor) == settings
+    clips = [_clip(tmp_path, "a.mp4", 23, 0), _clip(tmp_path, "b.mp4", 16, 1)]
+    metadata = [{"fps": 10.0, "total_num_frames": len(frames)} for _, frames in clips]
+
+    expected = video_processor(
+        videos=[frames for _, frames in clips],
+        video_metadata=metadata,
+        return_metadata=True,
+        return_tensors="pt",
+    )
+    visuals = [scorer.builder.encode_video(path) for path, _ in clips]
+    ours = collate_molmo2_videos([v.molmo2 for v in visuals])
+
+    # 2.3 s at max_fps 2: 4 frames, arange(0, 23, 5.75) (not evenly spaced end to end).
+    sampled = [m.frames_indices.tolist() for m in expected["video_metadata"]]
+    assert sampled[0] == [0, 5, 11, 17]
+    assert [molmo2_frame_indices(len(f), 10.0, settings) for _, f in clips] == sampled
+    assert [v.molmo2.timestamps for v in visuals] == [[i / 10 for i in s] for s in sampled]
+    for name in VIDEO_INPUTS:
+        assert torch.equal(ours[name], expected[name].to(ours[name].dtype)), name
+    direct = molmo2_video_inputs(clips[0][1][sampled[0]], [0.0] * 4, settings)
+    assert torch.equal(direct.pixel_values, visuals[0].molmo2.pixel_values)
+
+
+def test_it_writes_a_video_prompt_as_molmo2s_processor(scorer, processor, tmp_path):
+    path, frames = _clip(tmp_path, "prompt.mp4", 23, 2)
+    responses = ["A cat runs.", "A dog sits.", "Nothing."]
+    expected = _video_reference(processor, "What happens?", responses, (frames, 10))
+
+    row, batch = _row_batch(
+        scorer,
+        ScoringItem(
+            "What happens?", [CandidateInput(text=r) for r in responses], prompt_video=path
+        ),
     )
 
-    (result,) = scorer.score([item], mode="packed")
+    assert row.ids == expected["input_ids"][0].tolist()
+    assert torch.equal(batch.mm_token_type_ids[0], expected["mm_token_type_ids"][0].int())
+    for name in VIDEO_INPUTS:
+        assert torch.equal(getattr(batch, name), expected[name].to(getattr(batch, name).dtype)), (
+            name
+        )
+    assert batch.pixel_values is None
+    text = scorer.builder.tokenizer.decode(row.ids)
+    assert all(f"{t:.1f}" in text for t in (0.0, 0.5, 1.1, 1.7))  # the frames' times
+    tokens = scorer.builder.tokenizer.convert_ids_to_tokens(row.ids)
+    assert tokens.count("<frame_start>") == 4
 
-    assert result.scores[0] is not None and result.scores[1] is None
-    assert "not videos yet" in result.errors[1]
+
+def test_it_writes_a_video_answer_as_molmo2s_processor(scorer, processor, tmp_path):
+    path, frames = _clip(tmp_path, "answer.mp4", 14, 3)
+    item = ScoringItem(
+        "Which clip shows a cat?",
+        [
+            CandidateInput(text="None of them."),
+            CandidateInput(kind="video", path=str(path), text="This one."),
+        ],
+    )
+    bodies = ["None of them.", "<|video|>This one."]
+    expected = _video_reference(processor, item.prompt_text, bodies, (frames, 10))
+
+    row, batch = _row_batch(scorer, item)
+
+    assert row.ids == expected["input_ids"][0].tolist()
+    assert torch.equal(batch.mm_token_type_ids[0], expected["mm_token_type_ids"][0].int())
+    for name in VIDEO_INPUTS:
+        assert torch.equal(getattr(batch, name), expected[name].to(getattr(batch, name).dtype)), (
+            name
+        )
+    sep = scorer.builder.sep_id
+    seps = [i for i, token in enumerate(row.ids) if token == sep]
+    assert [last for _, _, last in row.slots] == [seps[0] - 1, len(row.ids) - 1]
+
+
+def _direct_video_scores(scorer, inputs) -> list[float]:
+    model = scorer.model
+    ids = inputs["input_ids"]
+    with torch.no_grad():
+        hidden = model.backbone(
+            input_ids=ids,
+            pixel_values_videos=inputs["pixel_values_videos"],
+            video_token_pooling=inputs["video_token_pooling"],
+            video_grids=inputs["video_grids"],
+            mm_token_type_ids=inputs["mm_token_type_ids"],
+            use_cache=False,
+        ).last_hidden_state[0]
+        seps = (ids[0] == scorer.builder.sep_id).nonzero().flatten().tolist()
+        reads = [*(s - 1 for s in seps), ids.shape[1] - 1]
+        return (model.value_head(hidden[reads].float()).squeeze(-1) / model.scale).tolist()
+
+
+def test_it_scores_videos_as_a_direct_forward_of_molmo2(scorer, processor, tmp_path):
+    prompt_path, prompt_frames = _clip(tmp_path, "p.mp4", 23, 4)
+    answer_path, answer_frames = _clip(tmp_path, "q.mp4", 14, 5)
+    prompted = ScoringItem(
+        "What happens?",
+        [CandidateInput(text="A cat runs."), CandidateInput(text="Two dogs.")],
+        prompt_video=prompt_path,
+    )
+    answered = ScoringItem(
+        "Which clip?",
+        [CandidateInput(text="Neither."), CandidateInput(kind="video", path=str(answer_path))],
+    )
+    expected = [
+        _direct_video_scores(
+            scorer,
+            _video_reference(
+                processor, prompted.prompt_text, ["A cat runs.", "Two dogs."], (prompt_frames, 10)
+            ),
+        ),
+        _direct_video_scores(
+            scorer,
+            _video_reference(
+                processor, answered.prompt_text, ["Neither.", "<|video|>"], (answer_frames, 10)
+            ),
+        ),
+    ]
+
+    results = scorer.score([prompted, answered], mode="packed")
+
+    for result, scores in zip(results, expected, strict=True):
+        assert result.ok and result.layout == "packed", result
+        torch.testing.assert_close(result.scores, scores, **TOL)
+    assert max(expected[0]) - min(expected[0]) > 1e-3
+    other_path, _ = _clip(tmp_path, "r.mp4", 14, 6)
+    other = ScoringItem(
+        answered.prompt_text,
+        [answered.candidates[0], CandidateInput(kind="video", path=str(other_path))],
+    )
+    (changed,) = scorer.score([other], mode="packed")
+    assert abs(changed.scores[1] - results[1].scores[1]) > 1e-3  # the answer's frames count
+
+
+def test_it_scores_several_video_answers_one_row_per_candidate(scorer, tmp_path):
+    # transformers' Molmo2 takes one video per text and no image beside it.
+    first, _ = _clip(tmp_path, "first.mp4", 14, 7)
+    second, _ = _clip(tmp_path, "second.mp4", 9, 8)
+    candidates = [
+        CandidateInput(kind="video", path=str(first)),
+        CandidateInput(text="Neither."),
+        CandidateInput(kind="image", media=_picture(60, 90, 9)),
+        CandidateInput(kind="video", path=str(second)),
+    ]
+    item = ScoringItem("Which shows a cat?", candidates)
+
+    for mode in ("packed", "isolated"):
+        (result,) = scorer.score([item], mode=mode)
+        assert result.ok and result.layout == "separate", result
+        assert "one video per row" in result.note
+        alone = [
+            scorer.score([ScoringItem(item.prompt_text, [c])], mode="packed")[0].scores[0]
+            for c in candidates
+        ]
+        torch.testing.assert_close(result.scores, alone, **TOL)
+
+
+def test_it_refuses_a_video_beside_other_media_with_a_reason(scorer, tmp_path):
+    clip, _ = _clip(tmp_path, "clip.mp4", 9, 10)
+    video = CandidateInput(kind="video", path=str(clip))
+    image = CandidateInput(kind="image", media=_picture(60, 90, 11))
+    text = CandidateInput(text="A cat.")
+    items = [
+        ScoringItem("Which?", [text, video], prompt_image=_picture(64, 64, 12)),
+        ScoringItem("Which?", [text, video, image], prompt_video=clip),
+        ScoringItem("Which?", [text], prompt_image=_picture(64, 64, 12), prompt_video=clip),
+    ]
+
+    refused_answer, refused_answers, refused_prompt = scorer.score(items, mode="packed")
+
+    assert refused_answer.scores[0] is not None and refused_answer.scores[1] is None
+    assert "no image beside a video" in refused_answer.errors[1]
+    assert refused_answers.scores[0] is not None
+    assert refused_answers.scores[1:] == [None, None]
+    assert all("one video per row" in e for e in refused_answers.errors[1:])
+    assert not refused_prompt.ok and "no image beside a video" in refused_prompt.error
+
+
+def test_it_scores_a_batch_of_image_rows_and_video_rows(scorer, tmp_path):
+    # transformers' Molmo2 forward takes images or videos: a mixed batch computes each kind's
+    # features apart and places them in the rows' order.
+    clip, _ = _clip(tmp_path, "mixed.mp4", 14, 13)
+    items = [
+        ScoringItem(
+            "What is shown?",
+            [CandidateInput(text="A cat."), CandidateInput(text="A dog.")],
+            prompt_image=_picture(150, 230, 14),
+        ),
+        ScoringItem(
+            "What happens?",
+            [CandidateInput(text="A cat runs."), CandidateInput(text="Nothing.")],
+            prompt_video=clip,
+        ),
+        ScoringItem(
+            "Which?",
+            [CandidateInput(kind="image", media=_picture(90, 60, 15)), CandidateInput(text="No.")],
+        ),
+    ]
+
+    together = scorer.score(items, mode="packed")
+    alone = [scorer.score([item], mode="packed")[0] for item in items]
+
+    for batched, single in zip(together, alone, strict=True):
+        assert batched.ok, batched
+        torch.testing.assert_close(batched.scores, single.scores, **TOL)
+
+
+def test_it_saves_and_loads_molmo2_video_settings(scorer, tmp_path):
+    from workers.reward_model import load_reward_model
+
+    clip, _ = _clip(tmp_path, "saved.mp4", 14, 16)
+    item = ScoringItem(
+        "What happens?",
+        [CandidateInput(text="A cat runs."), CandidateInput(text="Nothing.")],
+        prompt_video=clip,
+    )
+    (before,) = scorer.score([item], mode="packed")
+
+    path = scorer.save(tmp_path / "molmo2")
+    loaded = load_reward_model(path, device="cpu")
+    (after,) = loaded.score([item], mode="packed")
+
+    assert loaded.builder.molmo2_video == scorer.builder.molmo2_video
+    assert after.ok, after
+    torch.testing.assert_close(after.scores, before.scores, **TOL)
+
+    # Without a video processor config, transformers has no video processor: videos are
+    # refused with the reason, images still score.
+    (path / "video_preprocessor_config.json").unlink()
+    bare = load_reward_model(path, device="cpu")
+    (refused,) = bare.score([item], mode="packed")
+    assert not refused.ok and "no video_preprocessor_config.json" in refused.error
+    with_image = ScoringItem(item.prompt_text, item.candidates, prompt_image=_picture(64, 64))
+    assert bare.score([with_image], mode="packed")[0].ok

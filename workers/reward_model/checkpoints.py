@@ -160,6 +160,20 @@ def _save_seed_layout(
             video["cap_pixels_per_frame"] = True
             video["max_video_tokens"] = limits["max_video_tokens"]
         (path / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2) + "\n")
+    if "molmo2_video" in limits and not limits["molmo2_video"].get("unsupported"):
+        video = dict(limits["molmo2_video"])
+        video.pop("unsupported", None)
+        crop = video.pop("crop_size")
+        video = {
+            "video_processor_type": "Molmo2VideoProcessor",
+            "size": {"height": crop, "width": crop},
+            "do_rescale": True,
+            "do_normalize": True,
+            "do_sample_frames": True,
+            "resample": 2,  # bilinear
+            **video,
+        }
+        (path / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2) + "\n")
     if "molmo2_tokens" in limits:
         processor_config = {"processor_class": "Molmo2Processor", **limits["molmo2_tokens"]}
         (path / "processor_config.json").write_text(json.dumps(processor_config, indent=2) + "\n")
@@ -486,9 +500,11 @@ def _load_seed_layout(
             raise CheckpointError(
                 path / "preprocessor_config.json", f"cannot load the image processor ({exc})"
             ) from exc
-    limits = {**_video_limits(path), **limits}
     if model.model_type in MOLMO2_BACKBONES:
         limits.setdefault("molmo2_tokens", _molmo2_token_options(path))
+        limits.setdefault("molmo2_video", _molmo2_video_settings(path))
+    else:
+        limits = {**_video_limits(path), **limits}
     if isinstance(data.get("max_length"), int) and data["max_length"] > 0:
         limits.setdefault("max_length", data["max_length"])
     if not getattr(tokenizer, "chat_template", None):
@@ -564,6 +580,32 @@ def _molmo2_token_options(path: Path) -> dict[str, Any]:
         if not (value is None or isinstance(value, bool)):
             raise CheckpointError(config_file, f"{key} must be true, false or null, got {value!r}")
     return options
+
+
+def _molmo2_video_settings(path: Path) -> dict[str, Any]:
+    """Molmo2VideoProcessor's settings (its ``video_preprocessor_config.json``) as
+    ``Molmo2VideoSettings`` fields; one it would run differently from Quorum, or none at all,
+    gives the reason its videos are refused (images still score)."""
+    import dataclasses
+
+    from workers.reward_model.molmo2 import MOLMO2_VIDEO_TOKEN_OPTIONS, Molmo2VideoSettings
+
+    config_file = path / "video_preprocessor_config.json"
+    if not config_file.is_file():
+        return {"unsupported": "the checkpoint has no video_preprocessor_config.json"}
+    from transformers.models.molmo2.video_processing_molmo2 import Molmo2VideoProcessor
+
+    try:
+        with _quiet_transformers():
+            processor = Molmo2VideoProcessor.from_pretrained(path, local_files_only=True)
+        settings = dataclasses.asdict(Molmo2VideoSettings.from_processor(processor))
+    except (OSError, TypeError) as exc:
+        raise CheckpointError(config_file, f"cannot load the video processor ({exc})") from exc
+    except ValueError as exc:
+        return {"unsupported": f"{config_file.name}: {exc}"}
+    for key in MOLMO2_VIDEO_TOKEN_OPTIONS:
+        settings.pop(key)
+    return settings
 
 
 def _processor_chat_template(path: Path) -> str | None:

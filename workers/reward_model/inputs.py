@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -24,12 +25,19 @@ from workers.reward_model.model import (
 from workers.reward_model.molmo2 import (
     MOLMO2_IMAGE_TOKEN,
     MOLMO2_VIDEO_TOKEN,
+    MOLMO2_VIDEO_TOKEN_OPTIONS,
     MOLMO2_VISUAL_TOKENS,
     Molmo2Image,
     Molmo2ImageSettings,
+    Molmo2Video,
+    Molmo2VideoSettings,
     collate_molmo2_images,
+    collate_molmo2_videos,
+    molmo2_frame_indices,
     molmo2_image_inputs,
     molmo2_image_tokens,
+    molmo2_video_inputs,
+    molmo2_video_tokens,
 )
 from workers.reward_model.records import (
     _PAD_SEGMENT,
@@ -230,8 +238,9 @@ class _Visual:
     # temporal patch, "<t seconds>" + <|vision_start|> + pads + <|vision_end|>, and each
     # patch is its own (1, h, w) block for positions.
     expansion: list[int] | None = None
-    # A Molmo2 image: its crops and pooling indices (pixel_values is molmo2.pixel_values).
-    molmo2: Molmo2Image | None = None
+    # A Molmo2 image (its crops and pooling indices) or video (its frames, pooling indices
+    # and timestamps); pixel_values is molmo2.pixel_values.
+    molmo2: Molmo2Image | Molmo2Video | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -373,14 +382,24 @@ class RewardInputBuilder:
             or that has more than `max_packed_candidates` candidates: ``"isolated"`` scores each
             candidate in isolation, ``"drop"`` keeps the leading responses that fit and reports
             the rest as dropped (the paper's rule). The result always says which.
-        molmo2_tokens (`dict`, *optional*): Molmo2Processor's image-token options
+        molmo2_tokens (`dict`, *optional*): Molmo2Processor's image- and video-token options
             (``image_use_col_tokens``, ``use_single_crop_col_tokens``,
-            ``use_single_crop_start_token``; its ``processor_config.json``).
+            ``use_single_crop_start_token``, ``video_use_col_tokens``,
+            ``use_frame_special_tokens``; its ``processor_config.json``).
+        molmo2_video (`dict`, *optional*): Molmo2VideoProcessor's settings as
+            [`Molmo2VideoSettings`] fields (``crop_size``, ``num_frames``, ``max_fps``...);
+            read from `video_processor` when that is a ``Molmo2VideoProcessor``.
 
     Molmo2 (`model_type="molmo2"`, `image_processor` a ``Molmo2ImageProcessor`` whose settings
     are read, never run) follows transformers' Molmo2 processors (see `molmo2.py`): an image
     is ``<|image|>`` in the rendered text, expanded to its low- and high-resolution tokens;
-    every row starts with the BOS token; positions are plain. Its videos are refused.
+    every row starts with the BOS token; positions are plain. A video is ``<|video|>``, its
+    frames sampled by Molmo2VideoProcessor's rule (``num_frames``, ``max_fps``) and written with
+    their timestamps. transformers' Molmo2 takes no images beside a video in a forward and one
+    video per text: a candidate that would need either beside the prompt's media is refused, and
+    several video (or video and image) answers are scored one row per candidate (layout
+    ``"separate"``, with a note). Rows of images and rows of a video in one batch get their
+    features computed apart (see `MultiResponseRewardModel`).
     """
 
     def __init__(
@@ -410,14 +429,34 @@ class RewardInputBuilder:
         overflow: str = "isolated",
         max_packed_candidates: int = DEFAULT_MAX_PACKED_CANDIDATES,
         molmo2_tokens: dict[str, Any] | None = None,
+        molmo2_video: dict[str, Any] | None = None,
     ) -> None:
-        # Molmo2 images are preprocessed by molmo2.py from its image processor's settings.
+        # Molmo2 images and videos are preprocessed by molmo2.py from its processors' settings.
+        self.molmo2_tokens = dict(molmo2_tokens or {})
+        image_options = {
+            k: v for k, v in self.molmo2_tokens.items() if k not in MOLMO2_VIDEO_TOKEN_OPTIONS
+        }
+        video_options = {
+            k: v for k, v in self.molmo2_tokens.items() if k in MOLMO2_VIDEO_TOKEN_OPTIONS
+        }
         self.molmo2 = (
-            Molmo2ImageSettings.from_processor(image_processor, **(molmo2_tokens or {}))
+            Molmo2ImageSettings.from_processor(image_processor, **image_options)
             if model_type in MOLMO2_BACKBONES
             else None
         )
-        self.molmo2_tokens = dict(molmo2_tokens or {})
+        self.molmo2_video: Molmo2VideoSettings | None = None
+        if self.molmo2 is not None:
+            if molmo2_video is not None:
+                self.molmo2_video = Molmo2VideoSettings(**molmo2_video, **video_options)
+            elif video_processor is not None:
+                try:
+                    self.molmo2_video = Molmo2VideoSettings.from_processor(
+                        video_processor, **video_options
+                    )
+                except ValueError as exc:
+                    self.molmo2_video = Molmo2VideoSettings(unsupported=str(exc))
+            else:
+                self.molmo2_video = Molmo2VideoSettings(**video_options)
         vision = self.molmo2 is None  # Qwen-VL geometry and budgets apply
         if image_processor is None and vision:
             from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
@@ -603,7 +642,14 @@ class RewardInputBuilder:
         Molmo2's image budget (crop size, crop count) is its image processor's settings,
         saved with it."""
         if self.molmo2 is not None:
-            return {"max_length": self.max_length, "molmo2_tokens": dict(self.molmo2_tokens)}
+            video = dataclasses.asdict(self.molmo2_video)  # type: ignore[call-overload]
+            for key in MOLMO2_VIDEO_TOKEN_OPTIONS:
+                video.pop(key)
+            return {
+                "max_length": self.max_length,
+                "molmo2_tokens": dict(self.molmo2_tokens),
+                "molmo2_video": video,
+            }
         return {
             "max_length": self.max_length,
             "image_max_pixels": self.image_max_pixels,
@@ -767,10 +813,7 @@ class RewardInputBuilder:
         Frames are sampled at the processor's rate (`video_fps`) up to `max_frames`.
         """
         if self.molmo2 is not None:
-            raise ValueError(
-                f"{self.model_type} checkpoints score images and text in Quorum, not videos yet "
-                "(Molmo2's video frames and pooling are not implemented)"
-            )
+            return self._encode_molmo2_video(video)
         if self.model_type == "qwen3_vl":
             return self._encode_qwen3_vl_video(video)
         if not isinstance(video, VideoFrames):
@@ -794,6 +837,36 @@ class RewardInputBuilder:
         if self.model_type == "qwen2_5_vl" and self.tokens_per_second:
             interval = self.tokens_per_second * self.temporal_patch_size / max(video.fps, 1e-6)
         return _Visual("video", pixel_values, grid, self.merge_size, interval)
+
+    def _encode_molmo2_video(self, video: MediaRef | VideoFrames) -> _Visual:
+        """A video as transformers' Molmo2 processors lay it out: frames sampled by
+        ``Molmo2VideoProcessor.sample_frames`` (from the file's frame count and rate), each
+        resized to one crop, written after its time (frame index / the file's rate).
+
+        Pre-sampled `VideoFrames` are taken as they are (``do_sample_frames=False``); their
+        times come from `indices` / `source_fps`, else from `timestamps`.
+        """
+        settings = self.molmo2_video
+        if settings is None or self.placeholder_ids["video"] < 0:
+            raise ValueError(f"{self.model_type} tokenizer has no video token {MOLMO2_VIDEO_TOKEN}")
+        if settings.unsupported:
+            raise ValueError(f"{self.model_type} videos cannot be scored: {settings.unsupported}")
+        if not isinstance(video, VideoFrames):
+            video = sample_video_frames(
+                video,
+                max_side=None,
+                frame_indices=lambda total, rate: molmo2_frame_indices(total, rate, settings),
+            )
+        if video.source_fps:
+            seconds = [index / video.source_fps for index in video.indices]
+        else:
+            seconds = list(video.timestamps)
+        inputs = molmo2_video_inputs(video.frames, seconds, settings)
+        tokens = molmo2_video_tokens(inputs, self.token_ids, settings, self._tokenise)
+        frames, rows, cols = inputs.grid
+        return _Visual(
+            "video", inputs.pixel_values, (frames, rows, cols), 1, expansion=tokens, molmo2=inputs
+        )
 
     def _qwen3_vl_size(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
         max_pixels = self.video_max_pixels
@@ -888,8 +961,13 @@ class RewardInputBuilder:
             visual = self.encode_video(source)  # type: ignore[arg-type]
             pad = VIDEO_PAD
         if self.molmo2 is not None:
-            # Molmo2Processor expands its image placeholder wherever it stands in the text.
-            body = f"{self.image_placeholder}{self._plain(candidate.text)}"
+            # Molmo2Processor expands its placeholders wherever they stand in the text.
+            placeholder = (
+                self.image_placeholder
+                if candidate.kind == "image"
+                else getattr(self.tokenizer, "video_token", None) or MOLMO2_VIDEO_TOKEN
+            )
+            body = f"{placeholder}{self._plain(candidate.text)}"
         else:
             body = f"{VISION_START}{pad}{VISION_END}{self._plain(candidate.text)}"
         return _Candidate(body, [visual])
@@ -905,6 +983,11 @@ class RewardInputBuilder:
             if item.prompt_image is not None:
                 visuals.append(self.encode_image(item.prompt_image))
             if item.prompt_video is not None:
+                if self.molmo2 is not None and visuals:
+                    raise ValueError(
+                        f"{self.model_type} takes no image beside a video (as transformers' "
+                        "Molmo2 forward): a prompt with both cannot be scored"
+                    )
                 visuals.append(self.encode_video(item.prompt_video))
         except (MediaError, ValueError, OSError) as exc:
             error = f"prompt: {_media_error_text(exc)}"
@@ -918,6 +1001,19 @@ class RewardInputBuilder:
             except (MediaError, ValueError, OSError) as exc:
                 candidates.append(None)
                 errors.append(_media_error_text(exc))
+        if self.molmo2 is not None and visuals:
+            # transformers' Molmo2 takes no images beside a video in a forward, and one video
+            # per text: a candidate whose row would need either cannot be scored as it is.
+            prompt_video = any(v.kind == "video" for v in visuals)
+            for index, candidate in enumerate(candidates):
+                kinds = {v.kind for v in candidate.visuals} if candidate is not None else set()
+                if "video" in kinds or (prompt_video and kinds):
+                    candidates[index] = None
+                    errors[index] = (
+                        f"{self.model_type} takes no image beside a video and one video per "
+                        "row (as transformers' Molmo2 forward and processor): this answer's "
+                        "media cannot be scored with the prompt's"
+                    )
         return _EncodedItem(text, visuals, candidates, None, errors)
 
     # -- rows -------------------------------------------------------------------------------
@@ -1016,6 +1112,12 @@ class RewardInputBuilder:
         usable = [i for i, c in enumerate(item.candidates) if c is not None]
         if not usable:
             return _Plan([], layout=mode)
+        if mode != "separate" and self._molmo2_videos_apart(item, usable):
+            plan = self.plan(item_index, item, "separate")
+            plan.note = (
+                "Molmo2 takes one video per row and no image beside it: one row per candidate"
+            )
+            return plan
         if mode == "packed":
             too_many = len(usable) > self.max_packed_candidates
             row = None if too_many else self.packed_row(item_index, item, usable)
@@ -1068,6 +1170,15 @@ class RewardInputBuilder:
             length += tail
         rows = [self.isolated_row(item_index, item, group, tails) for group in groups]
         return _Plan(rows, candidate_errors=errors, layout="isolated")
+
+    def _molmo2_videos_apart(self, item: _EncodedItem, indices: Sequence[int]) -> bool:
+        """Whether the candidates' media cannot share a Molmo2 row: a video answer beside
+        another video or an image (transformers' Molmo2 takes one video per text and no
+        images beside it; the prompt's media were checked in `encode_item`)."""
+        if self.molmo2 is None:
+            return False
+        kinds = [v.kind for i in indices for v in item.candidates[i].visuals]  # type: ignore[union-attr]
+        return "video" in kinds and len(kinds) > 1
 
     def _images_see_each_other(self, item: _EncodedItem, indices: Sequence[int]) -> bool:
         """Whether isolated rows would differ from separate ones: a Molmo2 prompt image and
@@ -1166,6 +1277,9 @@ class RewardInputBuilder:
             # Molmo2Processor.create_mm_token_type_ids: every image token is type 1.
             mm_types = torch.isin(input_ids, torch.tensor(self.visual_token_ids)).int()
             molmo2 = collate_molmo2_images([v.molmo2 for v in images]) if images else {}  # type: ignore[misc]
+            if videos:
+                molmo2.update(collate_molmo2_videos([v.molmo2 for v in videos]))  # type: ignore[misc]
+            kinds = tuple(v.kind for row in rows for v in row.visuals)
             return RewardBatch(
                 input_ids=input_ids,
                 segment_ids=segment_ids,
@@ -1178,6 +1292,10 @@ class RewardInputBuilder:
                 image_token_pooling=molmo2.get("image_token_pooling"),
                 image_grids=molmo2.get("image_grids"),
                 image_num_crops=molmo2.get("image_num_crops"),
+                pixel_values_videos=molmo2.get("pixel_values_videos"),
+                video_token_pooling=molmo2.get("video_token_pooling"),
+                video_grids=molmo2.get("video_grids"),
+                visual_kinds=kinds if images and videos else None,
             )
         image_id, video_id = self.token_ids[IMAGE_PAD], self.token_ids[VIDEO_PAD]
         mm_types = (input_ids == image_id).int() + 2 * (input_ids == video_id).int()

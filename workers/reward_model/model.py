@@ -138,6 +138,11 @@ class RewardBatch:
             order of appearance (row-major), `None` when absent.
         image_token_pooling, image_grids, image_num_crops: Molmo2's image inputs (with its
             crops in `pixel_values`), named as its processor names them; `None` otherwise.
+        video_token_pooling, video_grids: Molmo2's video inputs (with its frames in
+            `pixel_values_videos`), likewise.
+        visual_kinds (`tuple[str, ...]`, *optional*): Molmo2 only, when a batch holds rows of
+            images and rows of a video: the kind of each visual in row order (their features
+            are computed apart, then placed in that order).
     """
 
     input_ids: torch.Tensor
@@ -154,6 +159,9 @@ class RewardBatch:
     image_token_pooling: torch.Tensor | None = None
     image_grids: torch.Tensor | None = None
     image_num_crops: torch.Tensor | None = None
+    video_token_pooling: torch.Tensor | None = None
+    video_grids: torch.Tensor | None = None
+    visual_kinds: tuple[str, ...] | None = None
 
     def to(self, device: torch.device | str) -> RewardBatch:
         """A copy with every tensor on `device`."""
@@ -238,6 +246,26 @@ class MultiResponseRewardModel(nn.Module):
     def model_type(self) -> str:
         return str(self.backbone.config.model_type)
 
+    def _molmo2_features(self, batch: RewardBatch) -> dict[str, Any]:
+        """Features of a batch with rows of images and rows of a video (transformers' Molmo2
+        forward takes one kind a call; no row holds both): each kind through the vision tower
+        and adapter as that forward runs it, then in the rows' order."""
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        images = iter(
+            self.backbone.get_image_features(
+                batch.pixel_values, batch.image_token_pooling, batch.image_grids
+            ).pooler_output
+        )
+        videos = iter(
+            self.backbone.get_video_features(
+                batch.pixel_values_videos, batch.video_token_pooling, batch.video_grids
+            ).pooler_output
+        )
+        kinds = batch.visual_kinds or ()
+        ordered = tuple(next(images if kind == "image" else videos) for kind in kinds)
+        return {"image": BaseModelOutputWithPooling(pooler_output=ordered)}
+
     def forward(self, batch: RewardBatch) -> torch.Tensor:
         """Score every candidate slot of `batch`.
 
@@ -271,9 +299,14 @@ class MultiResponseRewardModel(nn.Module):
                     "image_token_pooling",
                     "image_grids",
                     "image_num_crops",
+                    "pixel_values_videos",
+                    "video_token_pooling",
+                    "video_grids",
                 )
                 if (value := getattr(batch, name)) is not None
             }
+            if batch.pixel_values is not None and batch.pixel_values_videos is not None:
+                molmo2_inputs = {"mm_encoder_outputs": self._molmo2_features(batch)}
             outputs = self.backbone(
                 input_ids=batch.input_ids,
                 attention_mask=attention_mask,

@@ -226,3 +226,159 @@ def collate_molmo2_images(images: Sequence[Molmo2Image]) -> dict[str, torch.Tens
         "image_grids": torch.tensor([image.grid for image in images], dtype=torch.long),
         "image_num_crops": torch.tensor([image.num_crops for image in images], dtype=torch.long),
     }
+
+
+# -- videos ------------------------------------------------------------------------------------
+
+# Molmo2Processor's options about video tokens (the rest of its options are about images).
+MOLMO2_VIDEO_TOKEN_OPTIONS = ("video_use_col_tokens", "use_frame_special_tokens")
+
+
+@dataclass(frozen=True)
+class Molmo2VideoSettings:
+    """What ``Molmo2VideoProcessor`` (its ``video_preprocessor_config.json``) and
+    ``Molmo2Processor`` decide about a video; transformers' defaults. Frames go through the
+    low-resolution path only: each is resized to one crop and pooled."""
+
+    crop_size: int = 378
+    patch_size: int = 14
+    pooling_size: tuple[int, int] = (3, 3)
+    image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    rescale_factor: float = 1 / 255
+    num_frames: int = 64
+    max_fps: float | None = 2
+    video_use_col_tokens: bool = False
+    use_frame_special_tokens: bool = True
+    # Why this checkpoint's videos cannot be scored as transformers would (None: they can).
+    unsupported: str | None = None
+
+    @classmethod
+    def from_processor(cls, processor: Any | None, **options: Any) -> Molmo2VideoSettings:
+        """Settings of a (never run) ``Molmo2VideoProcessor``; `options` are the processor's
+        token options (``video_use_col_tokens``, ``use_frame_special_tokens``)."""
+        if processor is None:
+            return cls(**options)
+        size = processor.size
+        height = size["height"] if isinstance(size, dict) else size.height
+        width = size["width"] if isinstance(size, dict) else size.width
+        if height != width:
+            raise ValueError(f"Molmo2 only supports a square frame size, got {height}x{width}")
+        if not (processor.do_rescale and processor.do_normalize):
+            # Left unset (transformers' class default), the processor hands the model raw
+            # bytes; checkpoints set both.
+            raise ValueError("Molmo2 video processors that skip rescale/normalize")
+        if not getattr(processor, "do_sample_frames", True):
+            raise ValueError("Molmo2 video processors that do not sample frames")
+        if int(processor.resample) != int(Image.Resampling.BILINEAR):
+            raise ValueError(f"Molmo2 resample {processor.resample} (only bilinear is supported)")
+        if getattr(processor, "fps", None) is not None:
+            raise ValueError("Molmo2 video processors with a fixed fps (only num_frames/max_fps)")
+        max_fps = getattr(processor, "max_fps", None)
+        return cls(
+            crop_size=int(height),
+            patch_size=int(processor.patch_size),
+            pooling_size=tuple(int(p) for p in processor.pooling_size),  # type: ignore[arg-type]
+            image_mean=tuple(float(m) for m in processor.image_mean),
+            image_std=tuple(float(s) for s in processor.image_std),
+            rescale_factor=float(processor.rescale_factor),
+            num_frames=int(processor.num_frames),
+            max_fps=None if max_fps is None else float(max_fps),
+            **options,
+        )
+
+
+@dataclass
+class Molmo2Video:
+    """One video as Molmo2's video processor gives it.
+
+    Attributes:
+        pixel_values (`torch.FloatTensor` of shape `(frames, patches, 3 * patch**2)`): Each
+            sampled frame resized to one crop.
+        pooling (`torch.LongTensor` of shape `(frames * tokens, pool_h * pool_w)`): Per video
+            token, the patches it pools, indexed within this video's patches (-1 for padding).
+        grid (`tuple[int, int, int]`): Frames, then rows and columns of tokens per frame
+            (``video_grids``).
+        timestamps (`list[float]`): Seconds of each frame, written before it.
+    """
+
+    pixel_values: torch.Tensor
+    pooling: torch.Tensor
+    grid: tuple[int, int, int]
+    timestamps: list[float]
+
+    @property
+    def num_patches(self) -> int:
+        return int(self.pixel_values.shape[0] * self.pixel_values.shape[1])
+
+
+def molmo2_frame_indices(total: int, fps: float, settings: Molmo2VideoSettings) -> list[int]:
+    """``Molmo2VideoProcessor.sample_frames`` for a clip of `total` frames at `fps` (0 when
+    the container does not say: then ``max_fps``, as transformers assumes)."""
+    if total < 1:
+        return []
+    if not fps:
+        fps = settings.max_fps or 2.0
+    target = settings.num_frames
+    if settings.max_fps is not None and fps > settings.max_fps:
+        target = min(target, int(total / fps * settings.max_fps))
+    target = max(min(target, total), 1)
+    return torch.arange(0, total, total / target).int().tolist()
+
+
+def molmo2_video_inputs(
+    frames: np.ndarray, timestamps: Sequence[float], settings: Molmo2VideoSettings
+) -> Molmo2Video:
+    """Preprocess sampled RGB frames (`[T, H, W, 3]` bytes) as ``Molmo2VideoProcessor``
+    does, without torchvision."""
+    from transformers.models.molmo2.video_processing_molmo2 import arange_for_pooling
+
+    if len(frames) != len(timestamps):
+        raise ValueError(f"{len(frames)} frames but {len(timestamps)} timestamps")
+    pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # [T, C, H, W]
+    crop, patch = settings.crop_size, settings.patch_size
+    resized = _resize_normalize(pixels, (crop, crop), settings)  # type: ignore[arg-type]
+    patches = _to_patches(resized.permute(0, 2, 3, 1), patch)
+    side = crop // patch
+    index = torch.arange(side * side, dtype=torch.int32).reshape(side, side)
+    pool_h, pool_w = settings.pooling_size
+    pooling, rows, cols = arange_for_pooling(index, pool_h, pool_w)
+    count, per_frame = patches.shape[:2]
+    # Each frame's windows point at its own patches, frame after frame.
+    offsets = (torch.arange(count) * per_frame).view(-1, 1, 1)
+    pooled = torch.where(pooling >= 0, pooling + offsets, pooling).reshape(-1, pooling.shape[-1])
+    return Molmo2Video(patches, pooled.long(), (count, rows, cols), [float(t) for t in timestamps])
+
+
+def molmo2_video_tokens(
+    video: Molmo2Video,
+    ids: dict[str, int],
+    settings: Molmo2VideoSettings,
+    tokenise: Any,
+) -> list[int]:
+    """The tokens ``Molmo2Processor.replace_video_token`` puts in place of ``<|video|>``: per
+    frame its time (``"%.1f "``, a space before all but the first; text between control
+    tokens, tokenised on its own by `tokenise`) and its rows of patches."""
+    _, rows, cols = video.grid
+    start = ids["<frame_start>" if settings.use_frame_special_tokens else MOLMO2_START]
+    end = ids["<frame_end>" if settings.use_frame_special_tokens else MOLMO2_END]
+    row = [ids[MOLMO2_PATCH]] * cols + ([ids[MOLMO2_COL]] if settings.video_use_col_tokens else [])
+    out: list[int] = []
+    for index, seconds in enumerate(video.timestamps):
+        out += tokenise((" " if index else "") + f"{seconds:.1f} ")
+        out += [start, *(row * rows), end]
+    return out
+
+
+def collate_molmo2_videos(videos: Sequence[Molmo2Video]) -> dict[str, torch.Tensor]:
+    """The model inputs of a batch's videos in row order (``Molmo2VideoProcessor._preprocess``):
+    pooling indices offset by the patches of the videos before."""
+    pooling, offset = [], 0
+    for video in videos:
+        pooling.append(torch.where(video.pooling >= 0, video.pooling + offset, -1))
+        offset += video.num_patches
+    return {
+        "pixel_values_videos": torch.cat([video.pixel_values for video in videos]),
+        "video_token_pooling": torch.cat(pooling),
+        "video_grids": torch.tensor([video.grid for video in videos], dtype=torch.long),
+    }
