@@ -635,3 +635,32 @@ def test_it_saves_and_loads_molmo2_video_settings(scorer, tmp_path):
     assert not refused.ok and "no video_preprocessor_config.json" in refused.error
     with_image = ScoringItem(item.prompt_text, item.candidates, prompt_image=_picture(64, 64))
     assert bare.score([with_image], mode="packed")[0].ok
+
+
+def test_it_scores_videos_isolated_as_separate_passes(scorer, tmp_path):
+    # A row's frame tokens are one bidirectional block: the isolated mask keeps it within a
+    # candidate's segment and the prompt, as a one-response row has it.
+    prompt, _ = _clip(tmp_path, "iso-prompt.mp4", 14, 17)
+    answer, _ = _clip(tmp_path, "iso-answer.mp4", 14, 18)
+    items = [
+        ScoringItem(
+            "What happens?",
+            [CandidateInput(text="A cat runs."), CandidateInput(text="Two dogs sit.")],
+            prompt_video=prompt,
+        ),
+        ScoringItem(
+            "Which?",
+            [
+                CandidateInput(text="A cat."),
+                CandidateInput(kind="video", path=str(answer), text="This."),
+                CandidateInput(text="No."),
+            ],
+        ),
+    ]
+
+    isolated = scorer.score(items, mode="isolated")
+    separate = scorer.score(items, mode="separate")
+
+    for left, right in zip(isolated, separate, strict=True):
+        assert left.ok and right.ok and left.layout == "isolated", left
+        torch.testing.assert_close(left.scores, right.scores, **TOL)
