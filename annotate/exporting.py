@@ -25,6 +25,7 @@ from django.db.models.functions import Cast
 
 from annotate.importing import ARENA_WINNERS
 from annotate.models import Candidate, Judgment, Project, Prompt, TaskCandidate
+from annotate.zip_sink import ZipSink
 
 _WINNER_BY_OUTCOME = {v: k for k, v in ARENA_WINNERS.items()}
 FORMATS = ("quorum", "seed", "arena")
@@ -327,30 +328,12 @@ def export_project(project: Project, out_dir: str | Path, *, format: str = "quor
     return path
 
 
-class _Sink:
-    """A write-only file for `zipfile` whose bytes a generator hands on."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-
-    def write(self, data: bytes) -> int:
-        self.parts.append(bytes(data))
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-    def drain(self) -> list[bytes]:
-        parts, self.parts = self.parts, []
-        return parts
-
-
 def iter_export_zip(project: Project, format: str = "quorum") -> Iterator[bytes]:
     """The export as a zip, streamed: ``data.jsonl`` (``data.json`` for arena) at the top, then
     the media it names under ``media/`` (what `export_project` writes, zipped). Imports as is."""
     _check_format(format)
     named: dict[str, str] = {}
-    sink = _Sink()
+    sink = ZipSink()
     now = time.localtime()[:6]
     # Level 1: the text squeezes to about a third as at level 6, several times faster.
     with zipfile.ZipFile(

@@ -43,6 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
+from annotate.zip_sink import ZipSink
 from curation import agreement as A
 from curation import consensus as C
 from curation import graph as G
@@ -1570,24 +1571,6 @@ def datasheet_markdown(sheet: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- download
 
 
-class _Chunks:
-    """A write-only file for `zipfile` that hands written bytes to a generator."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-
-    def write(self, data: bytes) -> int:
-        self.parts.append(bytes(data))
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-    def drain(self) -> list[bytes]:
-        parts, self.parts = self.parts, []
-        return parts
-
-
 # Keys of JSONL rows that hold a path relative to the export root, and those holding a list.
 PATH_KEYS = (
     "image",
@@ -1689,7 +1672,7 @@ def iter_zip(
     ``base_folder``: where the user will unpack it (the folder that ``prefix/`` becomes);
     JSONL paths are then written absolute under it (`with_base_folder`).
     """
-    sink = _Chunks()
+    sink = ZipSink()
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:  # type: ignore[arg-type]
         for path in sorted(folder.rglob("*")):
             if not path.is_file():
