@@ -213,16 +213,22 @@ def molmo2_image_tokens(
     return low + high
 
 
+def _offset_pooling(visuals: Sequence[Molmo2Image] | Sequence[Molmo2Video]) -> torch.Tensor:
+    """Each visual's pooling indices shifted by the patches of the visuals before it (-1, the
+    padding, stays -1): the batch's pixels are one concatenation."""
+    pooling, offset = [], 0
+    for visual in visuals:
+        pooling.append(torch.where(visual.pooling >= 0, visual.pooling + offset, -1))
+        offset += visual.num_patches
+    return torch.cat(pooling)
+
+
 def collate_molmo2_images(images: Sequence[Molmo2Image]) -> dict[str, torch.Tensor]:
     """The model inputs of a batch's images in row order (``Molmo2ImageProcessor._preprocess``):
     pooling indices offset by the patches of the images before."""
-    pooling, offset = [], 0
-    for image in images:
-        pooling.append(torch.where(image.pooling >= 0, image.pooling + offset, -1))
-        offset += image.num_patches
     return {
         "pixel_values": torch.cat([image.pixel_values for image in images]),
-        "image_token_pooling": torch.cat(pooling),
+        "image_token_pooling": _offset_pooling(images),
         "image_grids": torch.tensor([image.grid for image in images], dtype=torch.long),
         "image_num_crops": torch.tensor([image.num_crops for image in images], dtype=torch.long),
     }
@@ -373,12 +379,8 @@ def molmo2_video_tokens(
 def collate_molmo2_videos(videos: Sequence[Molmo2Video]) -> dict[str, torch.Tensor]:
     """The model inputs of a batch's videos in row order (``Molmo2VideoProcessor._preprocess``):
     pooling indices offset by the patches of the videos before."""
-    pooling, offset = [], 0
-    for video in videos:
-        pooling.append(torch.where(video.pooling >= 0, video.pooling + offset, -1))
-        offset += video.num_patches
     return {
         "pixel_values_videos": torch.cat([video.pixel_values for video in videos]),
-        "video_token_pooling": torch.cat(pooling),
+        "video_token_pooling": _offset_pooling(videos),
         "video_grids": torch.tensor([video.grid for video in videos], dtype=torch.long),
     }
