@@ -175,6 +175,7 @@ def _quorum_lines(project: Project, media: MediaSink | None) -> Iterator[str]:
                 _raw("presented_order"),
                 "rationale",
                 "duration_ms",
+                _raw("ratings"),
             )
         ):
             judgments[row[0]].append(row)
@@ -219,6 +220,7 @@ def _quorum_lines(project: Project, media: MediaSink | None) -> Iterator[str]:
                 presented_order,
                 rationale,
                 duration_ms,
+                ratings,
             ) in judgments[prompt_id]:
                 out = {
                     "annotator": username if annotator_id else external_annotator,
@@ -237,6 +239,12 @@ def _quorum_lines(project: Project, media: MediaSink | None) -> Iterator[str]:
                     out["rationale"] = rationale
                 if duration_ms is not None:
                     out["duration_ms"] = duration_ms
+                ratings = _loads(ratings)
+                if ratings:  # left out when empty: rows without ratings read as before
+                    out["ratings"] = {
+                        dim: {ext(int(c)): v for c, v in per.items()}
+                        for dim, per in ratings.items()
+                    }
                 row["judgments"].append(out)
             lines.append(_encode(row) + "\n")
         yield "".join(lines)

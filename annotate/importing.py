@@ -44,6 +44,9 @@ MULTIMODAL_KEYS = ("response_kinds", "response_images", "response_videos")
 ARENA_WINNERS = {"model_a": "a", "model_b": "b", "tie": "tie", "tie (bothbad)": "both_bad"}
 IMAGE_FORMATS = {"PNG": "png", "JPEG": "jpg", "GIF": "gif", "WEBP": "webp"}
 MAX_PROBLEMS = 200
+# A rubric rating's bounds: those of annotate.queue (RATING_MIN, RATING_MAX), which imports
+# this module's importer and so cannot be imported here.
+RATING_MIN, RATING_MAX = 1, 5
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,9 @@ class JudgmentRecord:
     rationale: str = ""
     duration_ms: int | None = None
     presented_order: list[str] | None = None  # candidate ids in the order they were shown
+    # {rubric dimension: {candidate id: RATING_MIN..RATING_MAX}}; the dimensions are checked
+    # against the project's rubric when the rows are written (the project is not known here).
+    ratings: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -908,6 +914,9 @@ class _Parser:
                 ranking = self.ranking_groups(line, j["ranking"], cand_ids, f"{where}ranking")
                 if ranking is None:
                     continue
+                ratings = self.ratings(line, j, {c for g in ranking for c in g}, where)
+                if ratings is None:
+                    continue
                 record.judgments.append(
                     JudgmentRecord(
                         line,
@@ -919,6 +928,7 @@ class _Parser:
                         rationale=rationale,
                         duration_ms=duration,
                         presented_order=presented,
+                        ratings=ratings,
                     )
                 )
             elif "pair" in j:
@@ -943,6 +953,9 @@ class _Parser:
                         f"unknown value {outcome!r} (expected a, b, tie or both_bad)",
                     )
                     continue
+                ratings = self.ratings(line, j, set(pair), where)
+                if ratings is None:
+                    continue
                 record.judgments.append(
                     JudgmentRecord(
                         line,
@@ -955,11 +968,55 @@ class _Parser:
                         rationale=rationale,
                         duration_ms=duration,
                         presented_order=presented,
+                        ratings=ratings,
                     )
                 )
             else:
                 self.problem(line, f"judgments[{index}]", "needs 'ranking' or 'pair' + 'outcome'")
         return record
+
+    def ratings(
+        self, line: int, judgment: dict, members: set[str], where: str
+    ) -> dict[str, dict[str, int]] | None:
+        """A judgment's ``ratings`` ({dimension: {candidate id: rating}}) checked as a submit
+        checks them (``annotate.queue._check_ratings``), candidates named by external id and in
+        the judgment's task; None after a problem."""
+        value = judgment.get("ratings")
+        if value in (None, {}):
+            return {}
+        fld = f"{where}ratings"
+        if not isinstance(value, dict):
+            self.problem(line, fld, "must be an object of dimension -> {candidate id: rating}")
+            return None
+        clean: dict[str, dict[str, int]] = {}
+        for dim, per_candidate in value.items():
+            if not isinstance(per_candidate, dict):
+                self.problem(line, f"{fld}.{dim}", "must map candidate ids to ratings")
+                return None
+            clean[dim] = {}
+            for cand, rating in per_candidate.items():
+                if cand not in members:
+                    self.problem(
+                        line, f"{fld}.{dim}", f"candidate {cand!r} is not in this judgment's task"
+                    )
+                    return None
+                if not isinstance(rating, int) or isinstance(rating, bool):
+                    self.problem(
+                        line,
+                        f"{fld}.{dim}",
+                        f"candidate {cand!r}: the rating must be an integer, got {rating!r}",
+                    )
+                    return None
+                if not RATING_MIN <= rating <= RATING_MAX:
+                    self.problem(
+                        line,
+                        f"{fld}.{dim}",
+                        f"candidate {cand!r}: the rating {rating} is not in "
+                        f"{RATING_MIN}..{RATING_MAX}",
+                    )
+                    return None
+                clean[dim][cand] = rating
+        return clean
 
     def ranking_groups(
         self, line: int, value: Any, cand_ids: set[str], fld: str

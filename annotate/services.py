@@ -579,6 +579,17 @@ def _write_records(
             except JudgmentInvalid as exc:
                 problems.append(Problem(j.line, "judgments." + exc.field, str(exc)))
                 continue
+            unknown = [d for d in j.ratings if d not in (project.rubric_dimensions or [])]
+            if unknown:
+                problems.append(
+                    Problem(
+                        j.line,
+                        f"judgments.ratings.{unknown[0]}",
+                        f"unknown dimension {unknown[0]!r} (the project's rubric: "
+                        f"{', '.join(project.rubric_dimensions or []) or 'none'})",
+                    )
+                )
+                continue
             new_judgments.append(
                 Judgment(
                     project=project,
@@ -594,6 +605,11 @@ def _write_records(
                     presented_order=[cands[c] for c in j.presented_order]
                     if j.presented_order
                     else [],
+                    # Keyed by candidate id as text, as a submitted judgment stores them.
+                    ratings={
+                        dim: {str(cands[c]): v for c, v in per.items()}
+                        for dim, per in j.ratings.items()
+                    },
                     idempotency_key=key,
                 )
             )
