@@ -177,6 +177,10 @@ def _database_from_env() -> dict:
         )
     if config["ENGINE"] == "django.db.backends.sqlite3":
         config.update(_SQLITE)
+    else:
+        # Django's backend, its health check of a reused connection without a round trip
+        # unless the server has said something (config/postgresql_backend).
+        config["ENGINE"] = "config.postgresql_backend"
     return config
 
 
