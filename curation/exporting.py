@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from annotate.zip_sink import ZipSink
 from curation import agreement as A
+from curation import batch_consensus as BC
 from curation import consensus as C
 from curation import graph as G
 
@@ -327,9 +328,19 @@ class Snapshot:
 
 
 def build_snapshot(
-    source: SnapshotInput, options: ExportOptions, progress: Progress | None = None
+    source: SnapshotInput,
+    options: ExportOptions,
+    progress: Progress | None = None,
+    *,
+    batched: bool = True,
 ) -> Snapshot:
-    """Consensus per prompt under ``options``, turned into rows and a datasheet."""
+    """Consensus per prompt under ``options``, turned into rows and a datasheet.
+
+    With the joint model's strengths, prompts of pair judgments get their consensus and pair
+    rows from `batch_consensus` (all prompts at once, on columns); ``batched=False`` keeps
+    every prompt on the per-prompt path (`consensus.prompt_consensus`), the reference the
+    tests hold the batch equal to.
+    """
     progress = progress or (lambda _p, _s: None)
     drops_prompts: Counter[str] = Counter()
     drops_judgments: Counter[str] = Counter()
@@ -397,6 +408,14 @@ def build_snapshot(
     all_prompts = sorted(source.prompts)
     cells: dict[int, _Cells] = {}
     rng = random.Random(f"export:{options.seed}")
+    batch: dict[int, BC.BatchPrompt] = {}
+    if batched and joint is not None and options.denoise:
+        batch = BC.batch_consensus(
+            by_prompt,
+            weights=weights,
+            scores=joint.scores,
+            eta={e: f.eta for e, f in joint.evaluators.items()},
+        )
     for done, prompt_id in enumerate(all_prompts):
         if done % max(1, len(all_prompts) // 20) == 0:
             progress(15 + int(55 * done / max(1, len(all_prompts))), "consensus per prompt")
@@ -408,37 +427,47 @@ def build_snapshot(
         if not votes and not (options.use_decisions and final):
             drops_prompts["no judgments"] += 1
             continue
-        consensus = C.prompt_consensus(
-            prompt_id,
-            votes,
-            weights=weights,
-            rm_scores=source.rm_scores,
-            rm_weight=rm_weight if use_rm and joint is None else 0.0,
-            denoise=options.denoise,
-            scores=joint.scores.get(prompt_id, {}) if joint is not None else None,
-        )
-        if (
-            options.min_agreement is not None
-            and consensus.agreement is not None
-            and consensus.agreement < options.min_agreement
-        ):
-            drops_prompts["below the minimum agreement"] += 1
-            continue
-        if consensus.removed_arcs:
-            cycles["prompts_with_cycles"] += 1
-            cycles["arcs_removed"] += len(consensus.removed_arcs)
-            cycles["weight_removed"] += sum(w for _, _, w in consensus.removed_arcs)
-            cycles["exact"] = cycles["exact"] and consensus.exact
-        if options.use_decisions and final:
-            decisions_used += 1
-            ranking, origin = [list(g) for g in final], "reviewer"
+        batched_prompt = batch.get(prompt_id)
+        if batched_prompt is not None and not (options.use_decisions and final):
+            if (
+                options.min_agreement is not None
+                and batched_prompt.agreement is not None
+                and batched_prompt.agreement < options.min_agreement
+            ):
+                drops_prompts["below the minimum agreement"] += 1
+                continue
+            if batched_prompt.removed_arcs:
+                cycles["prompts_with_cycles"] += 1
+                cycles["arcs_removed"] += len(batched_prompt.removed_arcs)
+                cycles["weight_removed"] += sum(w for _, _, w in batched_prompt.removed_arcs)
+                cycles["exact"] = False
+            ranking, origin = batched_prompt.ranking, "consensus"
+            overruled += _overruled_arc_rows(source, batched_prompt.overruled)
+            pairs = _batched_pair_rows(
+                source, prompt_id, batched_prompt, options, use_rm, drops_pairs, cells
+            )
+            n_votes, agreement = batched_prompt.n_votes, batched_prompt.agreement
         else:
-            ranking, origin = consensus.ranking, "consensus"
-            if options.denoise:
-                overruled += _overruled_rows(source, consensus, votes, joint)
-        pairs = _pair_rows(
-            source, consensus, votes, ranking, origin, options, use_rm, drops_pairs, cells
-        )
+            pairs, ranking, origin, n_votes, agreement = _prompt_rows(
+                source,
+                options,
+                prompt_id,
+                votes,
+                final,
+                weights=weights,
+                use_rm=use_rm,
+                rm_weight=rm_weight,
+                joint=joint,
+                cycles=cycles,
+                overruled=overruled,
+                drops_pairs=drops_pairs,
+                cells=cells,
+            )
+            if pairs is None:
+                drops_prompts["below the minimum agreement"] += 1
+                continue
+            if options.use_decisions and final:
+                decisions_used += 1
         # Training rows hold only candidates with content: a vote that names models only
         # (arena imports) or an empty answer teaches a trainer nothing, and the seed loader
         # drops empty responses. The votes still count for agreement and the leaderboard.
@@ -459,9 +488,9 @@ def build_snapshot(
             if pairs:
                 prompt_rows[prompt_id] = (pairs, None, [])
             continue
-        full = _ranking_row(source, consensus, prompt_id, ranking, origin, rng, "", cells)
+        full = _ranking_row(source, n_votes, agreement, prompt_id, ranking, origin, rng, "", cells)
         variants = [
-            _ranking_row(source, consensus, prompt_id, sub, origin, rng, f":v{i}", cells)
+            _ranking_row(source, n_votes, agreement, prompt_id, sub, origin, rng, f":v{i}", cells)
             for i, sub in enumerate(
                 C.sample_variants(
                     ranking, size=VARIANT_SIZE, count=options.variants_per_prompt, rng=rng
@@ -921,6 +950,57 @@ def _candidate_cells(source: SnapshotInput, cache: dict[int, _Cells], candidate_
     return cells
 
 
+def _prompt_rows(
+    source: SnapshotInput,
+    options: ExportOptions,
+    prompt_id: int,
+    votes: Sequence[C.Vote],
+    final: list[list[int]] | None,
+    *,
+    weights: Mapping[str, float],
+    use_rm: bool,
+    rm_weight: float,
+    joint: C.JointEstimates | None,
+    cycles: dict[str, Any],
+    overruled: list[dict[str, Any]],
+    drops_pairs: Counter[str],
+    cells: dict[int, _Cells],
+) -> tuple[list[dict[str, Any]] | None, list[list[int]], str, int, float | None]:
+    """One prompt on the per-prompt path (`consensus.prompt_consensus`): its pair rows (None
+    when below the minimum agreement), ranking, origin, judgments and agreement; counts its
+    removed arcs into ``cycles`` and appends its overruled arcs to ``overruled``."""
+    consensus = C.prompt_consensus(
+        prompt_id,
+        votes,
+        weights=weights,
+        rm_scores=source.rm_scores,
+        rm_weight=rm_weight if use_rm and joint is None else 0.0,
+        denoise=options.denoise,
+        scores=joint.scores.get(prompt_id, {}) if joint is not None else None,
+    )
+    if (
+        options.min_agreement is not None
+        and consensus.agreement is not None
+        and consensus.agreement < options.min_agreement
+    ):
+        return None, [], "", 0, None
+    if consensus.removed_arcs:
+        cycles["prompts_with_cycles"] += 1
+        cycles["arcs_removed"] += len(consensus.removed_arcs)
+        cycles["weight_removed"] += sum(w for _, _, w in consensus.removed_arcs)
+        cycles["exact"] = cycles["exact"] and consensus.exact
+    if options.use_decisions and final:
+        ranking, origin = [list(g) for g in final], "reviewer"
+    else:
+        ranking, origin = consensus.ranking, "consensus"
+        if options.denoise:
+            overruled += _overruled_rows(source, consensus, votes, joint)
+    pairs = _pair_rows(
+        source, consensus, votes, ranking, origin, options, use_rm, drops_pairs, cells
+    )
+    return pairs, ranking, origin, consensus.n_votes, consensus.agreement
+
+
 def _overruled_rows(
     source: SnapshotInput,
     consensus: C.PromptConsensus,
@@ -930,9 +1010,14 @@ def _overruled_rows(
     from curation.overruled import overruled_arcs
 
     eta = {e: f.eta for e, f in joint.evaluators.items()} if joint is not None else None
-    prompt = source.prompts[consensus.prompt_id]
+    return _overruled_arc_rows(source, overruled_arcs(consensus, votes, eta))
+
+
+def _overruled_arc_rows(source: SnapshotInput, arcs: Sequence[Any]) -> list[dict[str, Any]]:
+    """Rows of overruled_arcs.jsonl for `overruled.OverruledArc`s."""
     rows = []
-    for arc in overruled_arcs(consensus, votes, eta):
+    for arc in arcs:
+        prompt = source.prompts[arc.prompt_id]
         preferred, over = source.candidates[arc.preferred], source.candidates[arc.over]
         rows.append(
             {
@@ -1059,9 +1144,73 @@ def _pair_rows(
     return rows
 
 
+def _batched_pair_rows(
+    source: SnapshotInput,
+    prompt_id: int,
+    batched: BC.BatchPrompt,
+    options: ExportOptions,
+    use_rm: bool,
+    drops: Counter[str],
+    cells: dict[int, _Cells],
+) -> list[dict[str, Any]]:
+    """`_pair_rows` (consensus origin) of a prompt whose consensus `batch_consensus` built:
+    the same rows and the same drops in the same order."""
+    for reason, count in batched.drops:
+        drops[reason] += count
+    prompt = source.prompts[prompt_id]
+    prompt_image, prompt_video = _media_path(prompt.image), _media_path(prompt.video)
+    reward_model = source.rm_label if use_rm else None
+    candidates = source.candidates
+    rows = []
+    for pair in batched.pairs:
+        chosen_cells = cells.get(pair.better) or _candidate_cells(source, cells, pair.better)
+        rejected_cells = cells.get(pair.worse) or _candidate_cells(source, cells, pair.worse)
+        if not (chosen_cells.content and rejected_cells.content):
+            drops[NO_CONTENT_PAIR] += 1
+            continue
+        chosen, rejected = candidates[pair.better], candidates[pair.worse]
+        rows.append(
+            {
+                "id": f"{prompt.external_id}:{chosen.external_id}>{rejected.external_id}",
+                "split": "",
+                "prompt_id": prompt.external_id,
+                "prompt": prompt.text,
+                "image": prompt_image,
+                "video": prompt_video,
+                "chosen": chosen_cells.text,
+                "rejected": rejected_cells.text,
+                "chosen_image": chosen_cells.image,
+                "rejected_image": rejected_cells.image,
+                "chosen_video": chosen_cells.video,
+                "rejected_video": rejected_cells.video,
+                "chosen_id": chosen.external_id,
+                "rejected_id": rejected.external_id,
+                "chosen_model": chosen.model_name,
+                "rejected_model": rejected.model_name,
+                "chosen_kind": chosen.kind,
+                "rejected_kind": rejected.kind,
+                "chosen_media": chosen_cells.media,
+                "rejected_media": rejected_cells.media,
+                "margin": round(pair.margin, 6),
+                "human_margin": round(pair.human_margin, 6),
+                "agreement": pair.agreement,
+                "n_judgments": pair.n_judgments,
+                "votes_chosen": pair.votes_for,
+                "votes_rejected": pair.votes_against,
+                "ties": pair.ties,
+                "source": "consensus",
+                "denoised": options.denoise,
+                "reward_model": reward_model,
+                "judgment_ids": pair.judgment_ids,
+            }
+        )
+    return rows
+
+
 def _ranking_row(
     source: SnapshotInput,
-    consensus: C.PromptConsensus,
+    n_votes: int,
+    agreement: float | None,
     prompt_id: int,
     ranking: list[list[int]],
     origin: str,
@@ -1091,8 +1240,8 @@ def _ranking_row(
         "candidate_ids": [c.external_id for c in cands],
         "models": [c.model_name for c in cands],
         "source": origin,
-        "n_judgments": consensus.n_votes,
-        "agreement": consensus.agreement,
+        "n_judgments": n_votes,
+        "agreement": agreement,
         "_candidates": order,
     }
 
