@@ -37,6 +37,7 @@ class PreparedQuery:
         self.build = build
         self.kinds = kinds
         self._compiled: dict[tuple, tuple[str, list[tuple[str | None, Any]]]] = {}
+        self._columns: dict[tuple, list[str]] = {}
 
     def _placeholders(self) -> dict[str, Any]:
         values: dict[str, Any] = {}
@@ -53,7 +54,11 @@ class PreparedQuery:
         connection = connections[alias]
         placeholders = self._placeholders()
         queryset = self.build(**placeholders)
-        sql, params = queryset.query.get_compiler(using=alias).as_sql()
+        compiler = queryset.query.get_compiler(using=alias)
+        sql, params = compiler.as_sql()
+        self._columns[(alias, key)] = [
+            _column_name(expr, name) for expr, _, name in compiler.select
+        ]
         by_value: dict[Any, str] = {}
         for name, value in placeholders.items():
             by_value[value] = name
@@ -83,6 +88,23 @@ class PreparedQuery:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.fetchall()
+
+    def named_rows(
+        self, *, key: tuple = (), using: str = "default", **values: Any
+    ) -> list[dict[str, Any]]:
+        """``rows``, each as a dict by column: ``"<model>.<field attname>"`` for a model's
+        column (what ``select_related`` querysets select, in an order the ORM chooses), the
+        alias for an annotation or a ``values_list`` name."""
+        rows = self.rows(key=key, using=using, **values)
+        names = self._columns[(using, key)]
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def _column_name(expression: Any, alias: str | None) -> str:
+    target = getattr(expression, "target", None)
+    if alias is None and target is not None:
+        return f"{target.model._meta.model_name}.{target.attname}"
+    return alias or str(expression)
 
 
 def json_value(raw: Any) -> Any:

@@ -549,8 +549,9 @@ def judgment_submit(
     now = now or timezone.now()
     try:
         with transaction.atomic():
-            task = _locked_task(task_id=assignment.task_id, project_id=project.pk)
-            current = _assignment_fresh(assignment_id=assignment.pk, task=task)
+            task, current = _locked_task_and_assignment(
+                assignment_id=assignment.pk, task_id=assignment.task_id, project_id=project.pk
+            )
             if current.status == Assignment.Status.SUBMITTED:
                 replay = _replay(key=key, assignment_pk=current.pk)
                 if replay is not None:
@@ -604,57 +605,65 @@ def judgment_submit(
     return SubmitResult(judgment=judgment, created=True)
 
 
-def _locked_task_query(*, task_id: int) -> QuerySet:
-    columns = ("status", "is_gold", "judgment_count", "required_judgments")
-    return Task.objects.filter(pk=task_id).select_for_update().values_list(*columns)
+def _locked_query(*, assignment_id: int, task_id: int) -> QuerySet:
+    return (
+        Assignment.objects.filter(pk=assignment_id, task_id=task_id)
+        .select_related("task")
+        .only(
+            "task",
+            "annotator_id",
+            "status",
+            "leased_until",
+            "presented_order",
+            "updated_at",
+            "task__status",
+            "task__is_gold",
+            "task__judgment_count",
+            "task__required_judgments",
+        )
+        .select_for_update(of=("task", "self"))
+    )
 
 
 # Compiled inside a transaction (it locks), like _OPEN_PICK.
-_LOCKED_TASK = PreparedQuery(_locked_task_query, task_id="id")
+_LOCKED = PreparedQuery(_locked_query, assignment_id="id", task_id="id")
 
 
-def _locked_task(*, task_id: int, project_id: int) -> Task:
-    """The task's counters, its row locked; call inside a transaction."""
-    rows = _LOCKED_TASK.rows(task_id=task_id)
+def _locked_task_and_assignment(
+    *, assignment_id: int, task_id: int, project_id: int
+) -> tuple[Task, Assignment]:
+    """The task's counters and the assignment as stored now, both rows locked, in one
+    statement; call inside a transaction.
+
+    Both rows are locked, not only the task's: under READ COMMITTED a statement that waited
+    for a lock re-reads the rows it locked as they are now but keeps the others as they were
+    when it started, and the writer it waited for (a submit or a skip of the same assignment)
+    has changed the assignment. The task is named first in ``FOR UPDATE OF`` and PostgreSQL
+    locks in that order, as every other writer does (task, then its assignments): two
+    writers of one task queue on the task's row and never hold each other's second lock.
+    """
+    rows = _LOCKED.named_rows(assignment_id=assignment_id, task_id=task_id)
     if not rows:
-        raise Task.DoesNotExist(f"task {task_id}")
-    status, is_gold, judgment_count, required = rows[0]
-    return _instance(
+        raise Assignment.DoesNotExist(f"assignment {assignment_id} of task {task_id}")
+    row = rows[0]
+    task_status, is_gold = row["task.status"], row["task.is_gold"]
+    judgment_count, required = row["task.judgment_count"], row["task.required_judgments"]
+    annotator_id, status = row["assignment.annotator_id"], row["assignment.status"]
+    leased_until, updated_at = row["assignment.leased_until"], row["assignment.updated_at"]
+    presented_order = row["assignment.presented_order"]
+    task = _instance(
         Task,
         id=task_id,
         project_id=project_id,
-        status=status,
+        status=task_status,
         is_gold=bool(is_gold),
         judgment_count=judgment_count,
         required_judgments=required,
     )
-
-
-def _instance(model: type, **values: object):
-    """A model instance as loaded with only these fields (``from_db`` takes them in the
-    model's field order)."""
-    names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
-    return model.from_db("default", names, [values[n] for n in names])
-
-
-def _assignment_fresh_query(*, assignment_id: int) -> QuerySet:
-    columns = ("annotator_id", "status", "leased_until", "presented_order", "updated_at")
-    return Assignment.objects.filter(pk=assignment_id).values_list(*columns)
-
-
-_ASSIGNMENT_FRESH = PreparedQuery(_assignment_fresh_query, assignment_id="id")
-
-
-def _assignment_fresh(*, assignment_id: int, task: Task) -> Assignment:
-    """The assignment as stored now (read after its task's lock)."""
-    rows = _ASSIGNMENT_FRESH.rows(assignment_id=assignment_id)
-    if not rows:
-        raise Assignment.DoesNotExist(f"assignment {assignment_id}")
-    annotator_id, status, leased_until, presented_order, updated_at = rows[0]
     assignment = _instance(
         Assignment,
         id=assignment_id,
-        task_id=task.pk,
+        task_id=task_id,
         annotator_id=annotator_id,
         status=status,
         leased_until=instant_value(leased_until),
@@ -662,7 +671,14 @@ def _assignment_fresh(*, assignment_id: int, task: Task) -> Assignment:
         updated_at=instant_value(updated_at),
     )
     assignment.task = task
-    return assignment
+    return task, assignment
+
+
+def _instance(model: type, **values: object):
+    """A model instance as loaded with only these fields (``from_db`` takes them in the
+    model's field order)."""
+    names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
+    return model.from_db("default", names, [values[n] for n in names])
 
 
 def _replay(*, key: str, assignment_pk: int) -> SubmitResult | None:

@@ -66,3 +66,23 @@ def test_it_refuses_a_queryset_that_lost_a_value():
 
     with pytest.raises(RuntimeError, match="placeholders not found"):
         query.rows(project_id=1, since=timezone.now())
+
+
+def test_it_names_the_columns_of_a_select_related_queryset(projects):
+    def build(*, project_id):
+        return (
+            Prompt.objects.filter(project_id=project_id)
+            .select_related("project")
+            .only("external_id", "project__name")
+            .order_by("id")
+        )
+
+    query = PreparedQuery(build, project_id="id")
+    rows = query.named_rows(project_id=projects[1].pk)
+
+    assert [(r["prompt.external_id"], r["project.name"]) for r in rows] == [
+        ("b0", "b"),
+        ("b1", "b"),
+        ("b2", "b"),
+    ]
+    assert {r["prompt.project_id"] for r in rows} == {r["project.id"] for r in rows}

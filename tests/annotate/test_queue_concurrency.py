@@ -84,3 +84,65 @@ def test_it_gives_every_task_exactly_k_judgments_under_concurrency():
     per_annotator = Counter(a for _t, a in pairs)
     assert max(per_annotator.values()) <= CYCLES
     assert sum(replays.values()) > 0
+
+
+def test_a_submit_waiting_on_the_task_reads_the_assignment_as_the_writer_left_it():
+    """The submit's one locked read waits for the task's lock without holding the assignment's
+    (the writer ahead of it changes the assignment: no deadlock), then sees the change (the
+    assignment skipped: nothing stored) rather than the row as it was when it started."""
+    from django.db import transaction
+
+    from annotate.models import Assignment
+
+    project = make_project(name="lock-order", n_prompts=1, n_candidates=4, k=1)
+    user = make_user("lockorder")
+    add_member(project, user)
+    assignment = queue.assignment_next(project=project, annotator=user)
+    locked, release, done = threading.Event(), threading.Event(), threading.Event()
+    outcome: dict[str, object] = {}
+
+    def writer() -> None:  # as assignment_skip writes: the task's lock, then the assignment
+        try:
+            with transaction.atomic():
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL lock_timeout = '5s'")
+                list(Task.objects.select_for_update().filter(pk=assignment.task_id))
+                locked.set()
+                release.wait(10)
+                Assignment.objects.filter(pk=assignment.pk).update(
+                    status=Assignment.Status.SKIPPED, skip_reason="gone"
+                )
+            outcome["writer"] = "committed"
+        except BaseException as exc:
+            outcome["writer"] = exc
+        finally:
+            connection.close()
+
+    def submitter() -> None:
+        try:
+            queue.judgment_submit(
+                assignment=assignment,
+                project=project,
+                idempotency_key=str(uuid.uuid4()),
+                ranking=[[c] for c in assignment.presented_order],
+            )
+            outcome["submit"] = "stored"
+        except BaseException as exc:
+            outcome["submit"] = exc
+        finally:
+            done.set()
+            connection.close()
+
+    first = threading.Thread(target=writer)
+    first.start()
+    assert locked.wait(10)
+    second = threading.Thread(target=submitter)
+    second.start()
+    assert not done.wait(0.5)  # queued on the task's lock
+    release.set()
+    first.join(30)
+    second.join(30)
+
+    assert outcome["writer"] == "committed", outcome
+    assert isinstance(outcome["submit"], queue.AssignmentClosed), outcome
+    assert not Judgment.objects.exists()
