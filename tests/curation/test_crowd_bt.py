@@ -187,6 +187,67 @@ def test_it_finds_an_annotator_who_clicks_the_first_answer():
     assert np.all(np.abs(fit.pi[others] - 0.5) < 0.15)
 
 
+def plain_em_step(c: CB.Comparisons, theta, eta, pi):
+    """One step of the EM as the module states it, written out here: the E-step on the
+    leave-one-out margins of ``theta`` (fitted with weights ``eta``), counting M-step."""
+    k = c.annotator
+    size = c.n_annotators
+    margin = CB.loo_margins(c, theta, eta[k])
+    known = c.winner_first >= 0
+    first = c.winner_first == 1
+    real = eta[k] / (1 + np.exp(-margin))
+    noise = (1 - eta[k]) * np.where(known, np.where(first, pi[k], 1 - pi[k]), 0.5)
+    r = real / (real + noise)
+    a, b = CB.ETA_PRIOR
+    new_eta = (np.bincount(k, r, size) + a) / (np.bincount(k, minlength=size) + a + b)
+    noise_votes = (1 - r) * known
+    new_pi = (np.bincount(k, noise_votes * first, size) + CB.PI_PRIOR) / (
+        np.bincount(k, noise_votes, size) + 2 * CB.PI_PRIOR
+    )
+    return new_eta, new_pi
+
+
+def test_the_em_stops_at_its_fixed_point():
+    flips = {k: 0.05 for k in range(6)} | {k: 0.5 for k in range(6, 10)}
+    votes, _ = crowd_votes(6, flips=flips, left_clickers=(98, 99))
+    c = CB.index_comparisons(votes).comparisons
+    em = CB.crowd_bt_em(c)
+    assert em.iterations < CB.EM_MAX_ITER  # stopped on its tolerance, not on the cap
+    # The strengths are (nearly) the finished fit for the fitted eta ...
+    theta = CB.batched_bradley_terry(CB.win_cells(c, em.eta[c.annotator]), initial=em.theta)
+    assert np.max(np.abs(theta - em.theta)) < 1e-4
+    # ... and one more plain EM step from there moves no eta or pi beyond the tolerance.
+    new_eta, new_pi = plain_em_step(c, theta, em.eta, em.pi)
+    assert np.max(np.abs(new_eta - em.eta)) < CB.EM_TOL
+    assert np.max(np.abs(new_pi - em.pi)) < CB.EM_TOL
+    # Where plain EM is after 30 steps from the start (the old cap), it is still moving.
+    eta = np.full(c.n_annotators, 0.5)
+    pi = np.full(c.n_annotators, 0.5)
+    theta = CB.batched_bradley_terry(CB.win_cells(c))
+    for _ in range(30):
+        theta = CB.batched_bradley_terry(CB.win_cells(c, eta[c.annotator]), initial=theta)
+        eta, pi = plain_em_step(c, theta, eta, pi)
+    moved = np.max(np.abs(plain_em_step(c, theta, eta, pi)[0] - eta))
+    assert moved > 10 * CB.EM_TOL
+
+
+def test_it_recovers_known_reliabilities():
+    # Flip rate f means eta = 1 - 2 f: careful 0.96, sloppy 0.7, spammers 0, a left clicker 0.
+    flips = {k: 0.02 for k in range(6)} | {k: 0.15 for k in range(6, 12)}
+    flips |= {k: 0.5 for k in range(12, 18)}
+    votes, _ = crowd_votes(7, flips=flips, per_prompt=30, left_clickers=(99,))
+    indexed = CB.index_comparisons(votes)
+    fit = CB.fit_crowd_bt(indexed.comparisons)
+    eta = np.array([fit.eta[indexed.annotators.index(k)] for k in [*range(18), 99]])
+    careful, sloppy, spam, clicker = eta[:6], eta[6:12], eta[12:18], eta[18]
+    assert careful.min() > 0.93 and abs(careful.mean() - 0.96) < 0.03
+    assert abs(sloppy.mean() - 0.7) < 0.15
+    assert careful.min() > sloppy.max() and sloppy.min() > spam.max()
+    assert spam.max() < 0.3 and spam.mean() < 0.2
+    assert clicker < 0.1
+    assert fit.pi[indexed.annotators.index(99)] > 0.95
+
+
 def test_it_recovers_the_order_better_than_plain_bradley_terry_with_spammers():
     flips = {k: 0.1 for k in range(5)} | {k: 0.5 for k in range(5, 15)}
     votes, quality = crowd_votes(4, flips=flips, per_prompt=16)

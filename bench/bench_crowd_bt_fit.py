@@ -1,0 +1,116 @@
+"""CPU of the joint annotator model's fit alone (`curation.crowd_bt.fit_crowd_bt`), before vs
+after, on the demo world's ``mr2bench`` project (94K judgments at 4,700 prompts).
+
+No database: the strict votes come straight from ``annotate.demo_world`` (shown first: the
+pair's first candidate, as `bench_curation_scale` stores ``presented_order``), so the fit sees
+what the flags pass would, up to the order of the indices. ``--before`` loads
+``curation/crowd_bt.py`` of that commit (``git show``) as a second module; the two fits
+alternate, ``--repeat`` times each, and the fastest CPU time of each is reported with how far
+their estimates are apart.
+
+    python bench/bench_crowd_bt_fit.py --before f1a5d25 [--prompts 4700] [--repeat 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def world_votes(prompts: int, seed: int) -> list[tuple[str, str, str, str, str]]:
+    """``(prompt, winner, loser, annotator, shown_first)`` for every strict pair judgment."""
+    from annotate.demo_world import generate_world
+
+    project = generate_world(seed, "mr2bench", prompts=prompts).projects[0]
+    votes = []
+    for row in project.rows:
+        for j in row.get("judgments", ()):
+            if "pair" not in j or j["outcome"] not in ("a", "b"):
+                continue
+            a, b = j["pair"]
+            winner, loser = (a, b) if j["outcome"] == "a" else (b, a)
+            votes.append((row["id"], winner, loser, j["annotator"], a))
+    return votes
+
+
+def module_at(commit: str, name: str):
+    """``curation/crowd_bt.py`` as of ``commit``, imported under ``name``."""
+    source = subprocess.run(
+        ["git", "show", f"{commit}:curation/crowd_bt.py"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    path = Path(tempfile.mkdtemp(prefix="crowd-bt-")) / f"{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def timed_fit(module, votes):
+    """CPU seconds of the EM and of the whole fit (EM + final strengths), and the fit."""
+    c = module.index_comparisons(votes).comparisons
+    started = time.process_time()
+    em = module.crowd_bt_em(c)
+    em_seconds = time.process_time() - started
+    fit = module.assemble_fit(c, em, module.crowd_bt_final(c, em))
+    return em_seconds, time.process_time() - started, fit
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", required=True, help="commit whose fit is the baseline")
+    parser.add_argument("--prompts", type=int, default=4700)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+
+    from curation import crowd_bt as after
+
+    before = module_at(args.before, "crowd_bt_before")
+    votes = world_votes(args.prompts, args.seed)
+    print(f"{len(votes)} strict votes, {args.prompts} prompts", flush=True)
+    times: dict[str, list[tuple[float, float]]] = {"before": [], "after": []}
+    fits = {}
+    for _ in range(args.repeat):
+        for label, module in (("before", before), ("after", after)):
+            em_seconds, seconds, fits[label] = timed_fit(module, votes)
+            times[label].append((em_seconds, seconds))
+            print(f"  {label}: EM {em_seconds:.2f} s, fit {seconds:.2f} s CPU", flush=True)
+    b, a = fits["before"], fits["after"]
+    for part, column in (("EM", 0), ("fit (EM + final strengths)", 1)):
+        best = {label: min(t[column] for t in values) for label, values in times.items()}
+        print(
+            f"{part} CPU, fastest of {args.repeat}: before {best['before']:.2f} s,"
+            f" after {best['after']:.2f} s, after / before {best['after'] / best['before']:.2f}x"
+        )
+    print(f"EM steps: before {b.iterations}, after {a.iterations}")
+    order_b = np.argsort(-b.theta, axis=1, kind="stable")
+    order_a = np.argsort(-a.theta, axis=1, kind="stable")
+    changed = int(np.sum(np.any(order_b != order_a, axis=1)))
+    print(
+        f"max |eta after - eta before| {np.max(np.abs(a.eta - b.eta)):.4f};"
+        f" strength order differs on {changed} of {b.theta.shape[0]} prompts;"
+        f" final alpha {b.alpha} -> {a.alpha}"
+    )
+    names = sorted(range(len(a.eta)), key=lambda k: a.eta[k])
+    print("eta per annotator (before -> after), lowest first:")
+    print(", ".join(f"{b.eta[k]:.3f}->{a.eta[k]:.3f}" for k in names))
+
+
+if __name__ == "__main__":
+    main()
