@@ -353,6 +353,11 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=4700)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--before", help="also measure this commit's code (git worktree)")
+    parser.add_argument(
+        "--after",
+        help="measure this commit's code (git worktree) instead of the working tree, whose "
+        "uncommitted changes (other engineers' too) would otherwise be measured with it",
+    )
     parser.add_argument("--rm", action="store_true", help="also export with the reward model")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dir")
     parser.add_argument(
@@ -388,8 +393,18 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="quorum-bench-curation-"))
     scratch: list[str] = []
     worktree = None
+    worktrees: list[Path] = []
     try:
         runs = [("after", REPO)]
+        if args.after:
+            commit = subprocess.run(
+                ["git", "-C", str(REPO), "rev-parse", args.after],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            worktrees.append(_worktree(commit, tmp))
+            runs = [(f"after ({commit[:7]})", worktrees[-1])]
         if args.before:
             commit = subprocess.run(
                 ["git", "-C", str(REPO), "rev-parse", args.before],
@@ -398,6 +413,7 @@ def main() -> None:
                 text=True,
             ).stdout.strip()
             worktree = _worktree(commit, tmp)
+            worktrees.append(worktree)
             runs.insert(0, (f"before ({commit[:7]})", worktree))
         # The world is written by the oldest code measured, so every run migrates forwards.
         template = f"quorum_bench_curation_{os.getpid()}"
@@ -495,9 +511,9 @@ def main() -> None:
             for name in reversed(scratch):
                 with suppress(Exception):
                     _pg_admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if worktree is not None:
+        for path in worktrees:
             subprocess.run(
-                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)],
+                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(path)],
                 capture_output=True,
             )
         if args.keep:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,9 +34,9 @@ OVERRULED = "overruled by denoising (feedback arcs)"
 NO_NET = "no net human preference"
 
 
-@dataclass(frozen=True)
-class PairRow:
-    """One exported pair of a prompt, ``better`` over ``worse`` (what a pair row needs)."""
+class PairRow(NamedTuple):
+    """One exported pair of a prompt, ``better`` over ``worse`` (what a pair row needs; a
+    tuple: one per exported pair, built fast)."""
 
     better: int
     worse: int
@@ -200,10 +201,21 @@ def batch_consensus(
         else None
     )
 
+    # Agreement: per pair, and per prompt over its pairs of two or more judgments.
+    n = x_over_y + y_over_x + ties
+    k = x_over_y * (x_over_y - 1) + y_over_x * (y_over_x - 1) + ties * (ties - 1)
+    overlapping = n >= 2
     prompt_bounds = np.flatnonzero(np.diff(pair_prompt)) + 1
-    starts = np.concatenate(([0], prompt_bounds)).tolist()
-    ends = np.concatenate((prompt_bounds, [n_pairs])).tolist()
-    lists = {
+    starts = np.concatenate(([0], prompt_bounds))
+    prompt_of_pair = np.cumsum(np.isin(np.arange(n_pairs), prompt_bounds))
+    same = np.bincount(prompt_of_pair, weights=np.where(overlapping, k // 2, 0)).astype(np.int64)
+    total = np.bincount(prompt_of_pair, weights=np.where(overlapping, n * (n - 1) // 2, 0))
+    total = total.astype(np.int64)
+    # What becomes of each pair: 0 nothing (ties only), 1 overruled, 2 no net, 3 a row.
+    fate = np.where(~strict, 0, np.where(net_better < 0, 1, np.where(net_better == 0, 2, 3)))
+    visit = np.flatnonzero((fate > 0) | reversed_arc)
+    visit_bounds = np.searchsorted(visit, np.append(starts, n_pairs)).tolist()
+    L = {
         name: arr.tolist()
         for name, arr in (
             ("px", px),
@@ -211,10 +223,12 @@ def batch_consensus(
             ("xo", x_over_y),
             ("yo", y_over_x),
             ("ti", ties),
+            ("n", n),
+            ("k", k),
             ("net", net),
             ("nb", net_better),
             ("xb", x_better),
-            ("strict", strict),
+            ("fate", fate),
             ("arc", arc),
             ("rev", reversed_arc),
             ("pro1", pro_count[1]),
@@ -222,36 +236,33 @@ def batch_consensus(
         )
     }
     rel = {sign: rel_count[sign].tolist() for sign in (1, -1)} if rel_count else None
-    first_prompt = pair_prompt[np.asarray(starts)].tolist()
-    with_pairs = dict(zip(first_prompt, zip(starts, ends, strict=True), strict=True))
-    L = lists
+    visit_list = visit.tolist()
+    same_list, total_list = same.tolist(), total.tolist()
+    with_pairs = {
+        p: g for g, p in enumerate(pair_prompt[starts].tolist())
+    }  # prompt id -> its index among prompts with pairs
     for prompt_id in prompts:
-        start, end = with_pairs.get(prompt_id, (0, 0))
-        same = total = 0
+        g = with_pairs.get(prompt_id)
         rows: list[PairRow] = []
         drops: dict[str, int] = {}
         reversed_arcs: list[tuple[int, int, int, float]] = []  # (u, pair index, v, weight)
         overruled: list[OverruledArc] = []
-        for i in range(start, end):
-            xo, yo, ti = L["xo"][i], L["yo"][i], L["ti"][i]
-            n = xo + yo + ti
-            agreement = None
-            if n >= 2:
-                k = xo * (xo - 1) + yo * (yo - 1) + ti * (ti - 1)
-                same += k // 2
-                total += n * (n - 1) // 2
-                agreement = k / (n * (n - 1))
+        if g is None:
+            out[prompt_id] = BatchPrompt(
+                rankings[prompt_id], None, 0, n_votes[prompt_id], (), [], [], []
+            )
+            continue
+        for i in visit_list[visit_bounds[g] : visit_bounds[g + 1]]:
             cx, cy = L["px"][i], L["py"][i]
             if L["rev"][i]:
                 u, v = (cx, cy) if L["net"][i] > 0 else (cy, cx)
                 weight = abs(L["net"][i])
                 reversed_arcs.append((u, i, v, weight))
-                if reliable is not None and rel is not None:
-                    u_sign = 1 if u == cx else -1
+                u_sign = 1 if u == cx else -1
+                if rel is not None:
                     rel_pro, rel_con = rel[u_sign][i], rel[-u_sign][i]
                     strong = rel_pro >= MP.STRONG_MIN_VOTES and rel_con == 0
                 else:
-                    u_sign = 1 if u == cx else -1
                     rel_pro = rel_con = None
                     strong = False
                 overruled.append(
@@ -267,36 +278,34 @@ def batch_consensus(
                         strong=strong,
                     )
                 )
-            if not L["strict"][i]:
-                continue
-            nb = L["nb"][i]
-            if nb < 0:
+            fate_i = L["fate"][i]
+            if fate_i == 1:
                 drops[OVERRULED] = drops.get(OVERRULED, 0) + 1
-                continue
-            if nb == 0:
+            elif fate_i == 2:
                 drops[NO_NET] = drops.get(NO_NET, 0) + 1
-                continue
-            x_better = L["xb"][i]
-            rows.append(
-                PairRow(
-                    better=cx if x_better else cy,
-                    worse=cy if x_better else cx,
-                    votes_for=xo if x_better else yo,
-                    votes_against=yo if x_better else xo,
-                    ties=ti,
-                    n_judgments=n,
-                    agreement=agreement,
-                    human_margin=nb,
-                    margin=float(nb - 0.0) if L["arc"][i] else 0.0,
-                    judgment_ids=jids[bounds[i] : bounds[i + 1]],
+            elif fate_i == 3:
+                xo, yo, ni, nb = L["xo"][i], L["yo"][i], L["n"][i], L["nb"][i]
+                x_better = L["xb"][i]
+                rows.append(
+                    PairRow(
+                        cx if x_better else cy,
+                        cy if x_better else cx,
+                        xo if x_better else yo,
+                        yo if x_better else xo,
+                        L["ti"][i],
+                        ni,
+                        L["k"][i] / (ni * (ni - 1)) if ni >= 2 else None,
+                        nb,
+                        nb if L["arc"][i] else 0.0,
+                        jids[bounds[i] : bounds[i + 1]],
+                    )
                 )
-            )
         # networkx lists arcs by tail in node order (sorted ids), then in insertion order.
         reversed_arcs.sort()
         out[prompt_id] = BatchPrompt(
             ranking=rankings[prompt_id],
-            agreement=same / total if total else None,
-            comparisons=total,
+            agreement=same_list[g] / total_list[g] if total_list[g] else None,
+            comparisons=total_list[g],
             n_votes=n_votes[prompt_id],
             removed_arcs=tuple((u, v, w) for u, _, v, w in reversed_arcs),
             pairs=rows,

@@ -472,7 +472,9 @@ def build_snapshot(
         # (arena imports) or an empty answer teaches a trainer nothing, and the seed loader
         # drops empty responses. The votes still count for agreement and the leaderboard.
         ranked = [c for group in ranking for c in group]
-        with_content = [c for c in ranked if _candidate_cells(source, cells, c).content]
+        with_content = [
+            c for c in ranked if (cells.get(c) or _candidate_cells(source, cells, c)).content
+        ]
         without["candidates"].update(c for c in ranked if c not in with_content)
         if len(with_content) < 2 and len(ranked) >= 2:
             # Pairs need content on both sides, so there are none here either. A tie between
@@ -1224,7 +1226,7 @@ def _ranking_row(
     # construction.
     rng.shuffle(order)
     cands = [source.candidates[c] for c in order]
-    cand_cells = [_candidate_cells(source, cells, c) for c in order]
+    cand_cells = [cells.get(c) or _candidate_cells(source, cells, c) for c in order]
     return {
         "id": f"{prompt.external_id}{suffix}",
         "split": "",
