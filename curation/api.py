@@ -19,7 +19,8 @@ from ninja.errors import HttpError
 from annotate.models import Project
 from annotate.pagination import Page, paginate
 from curation import selectors, services
-from curation.exporting import ExportOptionsInvalid, check_base_folder, iter_zip
+from curation.download import iter_download_zip
+from curation.exporting import ExportOptionsInvalid, check_base_folder
 from curation.models import DatasetExport, Flag
 
 router = Router(tags=["curation"])
@@ -269,7 +270,7 @@ def export_download(request, export_id: int, base_folder: str | None = None):
             raise HttpError(400, str(exc)) from None
     name = f"quorum-{export.project_id}-v{export.version}"
     response = StreamingHttpResponse(
-        iter_zip(export.path, name, base_folder=base_folder or None),
+        iter_download_zip(export.path, name, base_folder=base_folder or None),
         content_type="application/zip",
     )
     response["Content-Disposition"] = f'attachment; filename="{name}.zip"'

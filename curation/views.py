@@ -29,12 +29,12 @@ from annotate.rendering import markdown_html
 from annotate.services import JudgmentInvalid
 from curation import consensus as C
 from curation import selectors, services
+from curation.download import iter_download_zip
 from curation.exporting import (
     OVERRULED_FILE,
     ExportOptions,
     ExportOptionsInvalid,
     check_base_folder,
-    iter_zip,
 )
 from curation.models import DatasetExport, Flag, ReviewAction
 from curation.wording import export_options_text
@@ -635,7 +635,8 @@ def export_download(request: HttpRequest, export_id: int) -> HttpResponse | Stre
         except ValueError as exc:
             return HttpResponse(str(exc), status=400, content_type="text/plain")
     response = StreamingHttpResponse(
-        iter_zip(export.path, name, base_folder=base_folder), content_type="application/zip"
+        iter_download_zip(export.path, name, base_folder=base_folder),
+        content_type="application/zip",
     )
     response["Content-Disposition"] = f'attachment; filename="{name}.zip"'
     return response
