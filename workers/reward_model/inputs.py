@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from workers.media import MediaError, VideoFrames, load_image, sample_video_frames
+from workers.reward_model.media_cache import DEFAULT_MEDIA_CACHE_BYTES, MediaCache, file_digest
 from workers.reward_model.model import (
     MultiResponseRewardModel,
     RewardBatch,
@@ -389,6 +390,8 @@ class RewardInputBuilder:
         molmo2_video (`dict`, *optional*): Molmo2VideoProcessor's settings as
             [`Molmo2VideoSettings`] fields (``crop_size``, ``num_frames``, ``max_fps``...);
             read from `video_processor` when that is a ``Molmo2VideoProcessor``.
+        media_cache_bytes (`int`): Bound on the encoded media kept by file content (an LRU,
+            see [`MediaCache`]): a file met again is not decoded again. 0 turns it off.
 
     Molmo2 (`model_type="molmo2"`, `image_processor` a ``Molmo2ImageProcessor`` whose settings
     are read, never run) follows transformers' Molmo2 processors (see `molmo2.py`): an image
@@ -430,6 +433,7 @@ class RewardInputBuilder:
         max_packed_candidates: int = DEFAULT_MAX_PACKED_CANDIDATES,
         molmo2_tokens: dict[str, Any] | None = None,
         molmo2_video: dict[str, Any] | None = None,
+        media_cache_bytes: int = DEFAULT_MEDIA_CACHE_BYTES,
     ) -> None:
         # Molmo2 images and videos are preprocessed by molmo2.py from its processors' settings.
         self.molmo2_tokens = dict(molmo2_tokens or {})
@@ -531,6 +535,8 @@ class RewardInputBuilder:
         self.overflow = overflow
         self.max_packed_candidates = max_packed_candidates
         self._lock = threading.Lock()
+        # Visuals by (kind, file digest): what they are depends on this builder's settings only.
+        self.media_cache = MediaCache(media_cache_bytes)
         self.token_ids = self._special_token_ids(tokenizer, vision=vision)
         if self.molmo2 is not None:
             self.token_ids.update(self._molmo2_token_ids(tokenizer))
@@ -764,8 +770,22 @@ class RewardInputBuilder:
 
     # -- media ------------------------------------------------------------------------------
 
+    def _cache_key(self, kind: str, source: Any) -> tuple[str, str] | None:
+        if isinstance(source, (Image.Image, VideoFrames)) or not self.media_cache.max_bytes:
+            return None
+        digest = file_digest(source)
+        return None if digest is None else (kind, digest)
+
     def encode_image(self, image: MediaRef | Image.Image) -> _Visual:
-        """Load (if a path) and patchify an image; raises `MediaError` for unreadable files."""
+        """Load (if a path) and patchify an image; raises `MediaError` for unreadable files.
+
+        A file whose content was encoded before comes from `media_cache`."""
+        key = self._cache_key("image", image)
+        if key is None:
+            return self._encode_image(image)
+        return self.media_cache.get_or_compute(key, lambda: self._encode_image(image))
+
+    def _encode_image(self, image: MediaRef | Image.Image) -> _Visual:
         if self.molmo2 is not None:
             if not isinstance(image, Image.Image):
                 image = load_image(image)
@@ -810,8 +830,15 @@ class RewardInputBuilder:
     def encode_video(self, video: MediaRef | VideoFrames) -> _Visual:
         """Sample (if a path) and patchify a video; raises `MediaError` for unreadable files.
 
-        Frames are sampled at the processor's rate (`video_fps`) up to `max_frames`.
+        Frames are sampled at the processor's rate (`video_fps`) up to `max_frames`. A file
+        whose content was encoded before comes from `media_cache`.
         """
+        key = self._cache_key("video", video)
+        if key is None:
+            return self._encode_video(video)
+        return self.media_cache.get_or_compute(key, lambda: self._encode_video(video))
+
+    def _encode_video(self, video: MediaRef | VideoFrames) -> _Visual:
         if self.molmo2 is not None:
             return self._encode_molmo2_video(video)
         if self.model_type == "qwen3_vl":

@@ -117,18 +117,29 @@ class RewardScorer:
                 self._score_chunk(self._prepare(items, chunk, mode, results), results)
             return results
         # Media decoding and row building for the next chunks overlap the forward pass of the
-        # current one (decoders and torch release the GIL); at most `workers` chunks wait.
+        # current one (decoders and torch release the GIL). Items are submitted one by one, in
+        # order, so every thread works on the chunk the model needs next (the first forward
+        # pass waits for its chunk only, decoded by all threads); at most `workers` chunks
+        # beyond the one being scored are in flight.
+        ahead = step * (self.prefetch_workers + 1)
         with ThreadPoolExecutor(self.prefetch_workers, thread_name_prefix="rm-prefetch") as pool:
             pending: deque[Future] = deque()
-            upcoming = iter(chunks)
-            for chunk in itertools.islice(upcoming, self.prefetch_workers + 1):
-                pending.append(pool.submit(self._prepare, items, chunk, mode, results))
-            while pending:
-                prepared = pending.popleft().result()
-                following = next(upcoming, None)
-                if following is not None:
-                    pending.append(pool.submit(self._prepare, items, following, mode, results))
-                self._score_chunk(prepared, results)
+            upcoming = iter(range(len(items)))
+
+            def submit(count: int) -> None:
+                for index in itertools.islice(upcoming, count):
+                    pending.append(
+                        pool.submit(self._prepare, items, range(index, index + 1), mode, results)
+                    )
+
+            submit(ahead)
+            for chunk in chunks:
+                rows: dict[str, list[_Row]] = {}
+                for _ in chunk:
+                    for row_mode, mode_rows in pending.popleft().result().items():
+                        rows.setdefault(row_mode, []).extend(mode_rows)
+                submit(len(chunk))
+                self._score_chunk(rows, results)
         return results
 
     def _prepare(
