@@ -18,6 +18,7 @@ random prompts.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -28,6 +29,9 @@ from curation import consensus as C
 from curation import graph as G
 from curation import prior as MP
 from curation.overruled import OverruledArc
+
+# Above this many adjacency cells (prompts x N x N) the cycle check stays per prompt.
+MAX_CYCLE_CELLS = 50_000_000
 
 # Reasons a judged pair yields no pair row, as `exporting._pair_rows` names them.
 OVERRULED = "overruled by denoising (feedback arcs)"
@@ -81,6 +85,92 @@ def _first_order(keys: np.ndarray) -> tuple[np.ndarray, int]:
     return renumber[inverse.reshape(-1)], len(first)
 
 
+@dataclass(frozen=True)
+class _Columns:
+    """Pair judgments of some prompts as columns, and each judged pair's evidence.
+
+    Per judgment (not naming one candidate twice): ``s`` +1 when the smaller candidate id
+    won, -1 when the larger did, 0 for a tie; ``e`` the evaluator's index; ``pair`` the
+    pair's index. Pairs are numbered in order of their first judgment, so a prompt's pairs
+    are contiguous and in the order of its `consensus._pair_evidence` dict; per pair the
+    counts, the weighted net preference of ``px`` (the smaller id) over ``py`` and the gross
+    weight, summed in the order `_pair_evidence` sums them (the same floats).
+    """
+
+    evaluators: list[str]
+    s: np.ndarray
+    e: np.ndarray
+    pair: np.ndarray
+    judgment_ids: np.ndarray
+    n_pairs: int
+    px: np.ndarray
+    py: np.ndarray
+    pair_prompt: np.ndarray
+    x_over_y: np.ndarray
+    y_over_x: np.ndarray
+    ties: np.ndarray
+    net: np.ndarray
+    gross: np.ndarray
+
+    @classmethod
+    def of(
+        cls, prompts: Sequence[tuple[int, Sequence[C.Vote]]], weights: Mapping[str, float]
+    ) -> _Columns | None:
+        """The columns of ``(prompt id, its pair votes)``; None without a pair judgment."""
+        cols_p, cols_a, cols_b, cols_s, cols_e, cols_j = [], [], [], [], [], []
+        evaluator_index: dict[str, int] = {}
+        for prompt_id, votes in prompts:
+            for v in votes:
+                a, b = v.pair  # type: ignore[misc]
+                if a == b:
+                    continue
+                cols_p.append(prompt_id)
+                cols_a.append(a)
+                cols_b.append(b)
+                cols_s.append(1 if v.outcome == "a" else -1 if v.outcome == "b" else 0)
+                cols_e.append(evaluator_index.setdefault(v.evaluator, len(evaluator_index)))
+                cols_j.append(v.judgment_id)
+        if not cols_p:
+            return None
+        evaluators = list(evaluator_index)
+        a = np.asarray(cols_a, dtype=np.int64)
+        b = np.asarray(cols_b, dtype=np.int64)
+        slot = np.asarray(cols_s, dtype=np.int64)  # +1: slot a won, -1: slot b won, 0: a tie
+        e = np.asarray(cols_e, dtype=np.int64)
+        x, y = np.minimum(a, b), np.maximum(a, b)
+        s = np.where(a == x, slot, -slot)
+        xi = np.unique(x, return_inverse=True)[1].reshape(-1)
+        yi = np.unique(y, return_inverse=True)[1].reshape(-1)
+        # A candidate belongs to one prompt, so (x, y) names the prompt's pair.
+        pair, n_pairs = _first_order(xi * (int(yi.max()) + 1) + yi)
+        first_vote = np.full(n_pairs, len(pair), dtype=np.int64)
+        np.minimum.at(first_vote, pair, np.arange(len(pair)))
+        # Each evaluator's net preference per pair, then summed with its weight in the order
+        # `_pair_evidence` sums them (first judgment of each evaluator-pair).
+        group, n_groups = _first_order(pair * len(evaluators) + e)
+        group_net = np.bincount(group, weights=s, minlength=n_groups)
+        group_first = np.full(n_groups, len(group), dtype=np.int64)
+        np.minimum.at(group_first, group, np.arange(len(group)))
+        group_pair = pair[group_first]
+        w = np.array([float(weights.get(ev, 1.0)) for ev in evaluators])[e[group_first]]
+        return cls(
+            evaluators=evaluators,
+            s=s,
+            e=e,
+            pair=pair,
+            judgment_ids=np.asarray(cols_j, dtype=np.int64),
+            n_pairs=n_pairs,
+            px=x[first_vote],
+            py=y[first_vote],
+            pair_prompt=np.asarray(cols_p, dtype=np.int64)[first_vote],
+            x_over_y=np.bincount(pair, weights=s == 1, minlength=n_pairs).astype(np.int64),
+            y_over_x=np.bincount(pair, weights=s == -1, minlength=n_pairs).astype(np.int64),
+            ties=np.bincount(pair, weights=s == 0, minlength=n_pairs).astype(np.int64),
+            net=np.bincount(group_pair, weights=w * group_net, minlength=n_pairs),
+            gross=np.bincount(group_pair, weights=w * np.abs(group_net), minlength=n_pairs),
+        )
+
+
 def batch_consensus(
     votes_by_prompt: Mapping[int, Sequence[C.Vote]],
     *,
@@ -98,9 +188,8 @@ def batch_consensus(
     prompts: list[int] = []
     rankings: dict[int, list[list[int]]] = {}
     position: dict[int, int] = {}
-    cols_p, cols_a, cols_b, cols_s, cols_e, cols_j = [], [], [], [], [], []
     n_votes: dict[int, int] = {}
-    evaluator_index: dict[str, int] = {}
+    kept: list[tuple[int, Sequence[C.Vote]]] = []
     for prompt_id, votes in votes_by_prompt.items():
         if not votes or any(v.pair is None for v in votes):
             continue
@@ -114,54 +203,16 @@ def batch_consensus(
         for g, (c,) in enumerate(ranking):
             position[c] = g
         n_votes[prompt_id] = len(votes)
-        for v in votes:
-            a, b = v.pair  # type: ignore[misc]
-            if a == b:
-                continue
-            cols_p.append(prompt_id)
-            cols_a.append(a)
-            cols_b.append(b)
-            cols_s.append(1 if v.outcome == "a" else -1 if v.outcome == "b" else 0)
-            cols_e.append(evaluator_index.setdefault(v.evaluator, len(evaluator_index)))
-            cols_j.append(v.judgment_id)
+        kept.append((prompt_id, votes))
     out: dict[int, BatchPrompt] = {}
-    if not prompts:
-        return out
-    evaluators = list(evaluator_index)
-    if not cols_p:
+    cols = _Columns.of(kept, weights)
+    if cols is None:
         for p in prompts:
             out[p] = BatchPrompt(rankings[p], None, 0, n_votes[p], (), [], [], [])
         return out
-
-    a = np.asarray(cols_a, dtype=np.int64)
-    b = np.asarray(cols_b, dtype=np.int64)
-    slot = np.asarray(cols_s, dtype=np.int64)  # +1: slot a won, -1: slot b won, 0: a tie
-    e = np.asarray(cols_e, dtype=np.int64)
-    x, y = np.minimum(a, b), np.maximum(a, b)
-    # +1: x (the smaller id) won, -1: y won, 0: tie; as `_pair_evidence` counts them.
-    s = np.where(a == x, slot, -slot)
-    xi = np.unique(x, return_inverse=True)[1].reshape(-1)
-    yi = np.unique(y, return_inverse=True)[1].reshape(-1)
-    # A candidate belongs to one prompt, so (x, y) names the prompt's pair; ids in order of
-    # first judgment, as the per-prompt evidence dict holds them.
-    pair, n_pairs = _first_order(xi * (int(yi.max()) + 1) + yi)
-    first_vote = np.full(n_pairs, len(pair), dtype=np.int64)
-    np.minimum.at(first_vote, pair, np.arange(len(pair)))
-    px, py = x[first_vote], y[first_vote]
-    pair_prompt = np.asarray(cols_p, dtype=np.int64)[first_vote]
-    x_over_y = np.bincount(pair, weights=s == 1, minlength=n_pairs).astype(np.int64)
-    y_over_x = np.bincount(pair, weights=s == -1, minlength=n_pairs).astype(np.int64)
-    ties = np.bincount(pair, weights=s == 0, minlength=n_pairs).astype(np.int64)
-
-    # Each evaluator's net preference per pair, then summed with its weight in the order
-    # `_pair_evidence` sums them (first judgment of each evaluator-pair): the same floats.
-    group, n_groups = _first_order(pair * len(evaluators) + e)
-    group_net = np.bincount(group, weights=s, minlength=n_groups)
-    group_first = np.full(n_groups, len(group), dtype=np.int64)
-    np.minimum.at(group_first, group, np.arange(len(group)))
-    group_pair = pair[group_first]
-    w = np.array([float(weights.get(ev, 1.0)) for ev in evaluators])[e[group_first]]
-    net = np.bincount(group_pair, weights=w * group_net, minlength=n_pairs)
+    evaluators, s, e, pair, n_pairs = cols.evaluators, cols.s, cols.e, cols.pair, cols.n_pairs
+    px, py, pair_prompt, net = cols.px, cols.py, cols.pair_prompt, cols.net
+    x_over_y, y_over_x, ties = cols.x_over_y, cols.y_over_x, cols.ties
 
     # Distinct evaluators saying x over y / y over x (for the overruled arcs).
     said = {}
@@ -182,7 +233,7 @@ def batch_consensus(
     # Judgments per pair, in judgment order (every vote on the pair, ties too).
     by_pair = np.argsort(pair, kind="stable")
     bounds = np.searchsorted(pair[by_pair], np.arange(n_pairs + 1))
-    jids = np.asarray(cols_j, dtype=np.int64)[by_pair].tolist()
+    jids = cols.judgment_ids[by_pair].tolist()
 
     reliable = None
     if eta is not None:
@@ -314,4 +365,163 @@ def batch_consensus(
                 overruled, key=lambda r: (not r.strong, -r.net_weight, r.preferred, r.over)
             ),
         )
+    return out
+
+
+def _cyclic(cols: _Columns, arc: np.ndarray, starts: np.ndarray) -> np.ndarray | None:
+    """Per prompt with pairs (in ``starts`` order): whether its human graph (the pairs'
+    ``arc``s, pointing to the net loser) has a directed cycle. Kahn's algorithm on
+    ``[prompts, N, N]`` adjacency arrays: peel every node without an arc into it. None when
+    the arrays would exceed `MAX_CYCLE_CELLS`."""
+    n_groups = len(starts)
+    prompt_of_pair = np.repeat(np.arange(n_groups), np.diff(np.append(starts, cols.n_pairs)))
+    ends = np.concatenate((cols.px, cols.py))
+    owner = np.concatenate((prompt_of_pair, prompt_of_pair))
+    keys, local = np.unique(owner * (int(ends.max()) + 1) + ends, return_inverse=True)
+    first_of_owner = np.searchsorted(keys // (int(ends.max()) + 1), np.arange(n_groups))
+    local = local.reshape(-1) - first_of_owner[owner]
+    size = int(local.max()) + 1
+    if n_groups * size * size > MAX_CYCLE_CELLS:
+        return None
+    lx, ly = local[: cols.n_pairs], local[cols.n_pairs :]
+    winner_x = cols.net > 0
+    u, v = np.where(winner_x, lx, ly)[arc], np.where(winner_x, ly, lx)[arc]
+    adjacency = np.zeros((n_groups, size, size), dtype=bool)
+    adjacency[prompt_of_pair[arc], u, v] = True
+    alive = np.zeros((n_groups, size), dtype=bool)
+    alive[owner, local] = True
+    for _ in range(size):
+        into = (adjacency & alive[:, :, None]).any(axis=1)
+        sources = alive & ~into
+        if not sources.any():
+            break
+        alive &= ~sources
+    return alive.any(axis=1)
+
+
+def batch_prompt_flags(
+    votes_by_prompt: Mapping[int, Sequence[C.Vote]],
+    *,
+    weights: Mapping[str, float],
+    rm_scores: Mapping[int, float] | None = None,
+    rm_label: str = "",
+    thresholds: C.Thresholds = C.DEFAULT_THRESHOLDS,
+) -> dict[int, tuple[list[C.FlagSpec], float | None, int]]:
+    """Per prompt: `consensus.prompt_flags` of its `prompt_consensus` (``denoise=False``, no
+    reward model), with that consensus' agreement and comparison count; for every prompt of
+    pair judgments whose human graph has no cycle. Other prompts are absent: a cycle flag
+    needs the feedback arc set search (`graph.denoise`) on the prompt's graph."""
+    kept = [
+        (p, votes)
+        for p, votes in votes_by_prompt.items()
+        if votes and all(v.pair is not None for v in votes)
+    ]
+    out: dict[int, tuple[list[C.FlagSpec], float | None, int]] = {}
+    cols = _Columns.of(kept, weights)
+    if cols is None:
+        return {p: ([], None, 0) for p, _ in kept}
+    n_pairs = cols.n_pairs
+    xo, yo, ti = cols.x_over_y, cols.y_over_x, cols.ties
+    n = xo + yo + ti
+    k = xo * (xo - 1) + yo * (yo - 1) + ti * (ti - 1)
+    overlapping = n >= 2
+    bounds = np.flatnonzero(np.diff(cols.pair_prompt)) + 1
+    starts = np.concatenate(([0], bounds))
+    prompt_of_pair = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, n_pairs)))
+    same = np.bincount(prompt_of_pair, weights=np.where(overlapping, k // 2, 0)).astype(np.int64)
+    total = np.bincount(prompt_of_pair, weights=np.where(overlapping, n * (n - 1) // 2, 0))
+    total = total.astype(np.int64)
+    arc = np.abs(cols.net) > G._EPS
+    cyclic_array = _cyclic(cols, arc, starts)
+    if cyclic_array is None:
+        return out
+    cyclic = cyclic_array.tolist()
+    # Pairs a flag lists: disputed (agreement below 1) and, with scores, rm candidates.
+    disputed = overlapping & (k < n * (n - 1))
+    rm_candidate = np.zeros(n_pairs, dtype=bool)
+    if rm_scores:
+        rm_candidate = (cols.gross > 0) & (n >= thresholds.rm_min_judgments)
+    visit = np.flatnonzero(disputed | rm_candidate)
+    visit_bounds = np.searchsorted(visit, np.append(starts, n_pairs)).tolist()
+    visit_list = visit.tolist()
+    px, py, nl, kl = cols.px.tolist(), cols.py.tolist(), n.tolist(), k.tolist()
+    net, gross = cols.net.tolist(), cols.gross.tolist()
+    is_disputed, is_rm = disputed.tolist(), rm_candidate.tolist()
+    same_list, total_list = same.tolist(), total.tolist()
+    group_of = {p: g for g, p in enumerate(cols.pair_prompt[starts].tolist())}
+    for prompt_id, votes in kept:
+        g = group_of.get(prompt_id)
+        if g is None:
+            out[prompt_id] = ([], None, 0)  # only self-pairs: no evidence
+            continue
+        if cyclic[g]:
+            continue
+        agreement = same_list[g] / total_list[g] if total_list[g] else None
+        comparisons = total_list[g]
+        key = f"prompt:{prompt_id}"
+        flags: list[C.FlagSpec] = []
+        pairs = visit_list[visit_bounds[g] : visit_bounds[g + 1]]
+        if agreement is not None and agreement < thresholds.low_agreement:
+            listed = sorted(
+                (
+                    [px[i], py[i], round(kl[i] / (nl[i] * (nl[i] - 1)), 3)]
+                    for i in pairs
+                    if is_disputed[i]
+                ),
+                key=lambda row: row[2],
+            )
+            flags.append(
+                C.FlagSpec(
+                    kind="low_agreement",
+                    key=key,
+                    severity=round((1 - agreement) * comparisons / (comparisons + 1), 4),
+                    evidence=len(votes),
+                    prompt_id=prompt_id,
+                    details={
+                        "agreement": round(agreement, 4),
+                        "comparisons": comparisons,
+                        "disputed_pairs": listed,
+                    },
+                )
+            )
+        if rm_scores:
+            conflicts = []
+            for i in pairs:
+                if not is_rm[i]:
+                    continue
+                x, y = px[i], py[i]
+                if rm_scores.get(x) is None or rm_scores.get(y) is None:
+                    continue
+                share = net[i] / gross[i]
+                diff = float(rm_scores[x]) - float(rm_scores[y])
+                p_x = 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, diff))))
+                if share <= -thresholds.rm_human_share and p_x >= thresholds.rm_confident:
+                    conflicts.append(C.ModelConflict(x, y, p_x, -share))
+                elif share >= thresholds.rm_human_share and 1 - p_x >= thresholds.rm_confident:
+                    conflicts.append(C.ModelConflict(y, x, 1 - p_x, share))
+            conflicts.sort(key=lambda c: -(2 * c.p_model - 1) * c.human_share)
+            if conflicts:
+                top = conflicts[0]
+                flags.append(
+                    C.FlagSpec(
+                        kind="rm_disagreement",
+                        key=key,
+                        severity=round((2 * top.p_model - 1) * top.human_share, 4),
+                        evidence=len(votes),
+                        prompt_id=prompt_id,
+                        details={
+                            "reward_model": rm_label,
+                            "conflicts": [
+                                {
+                                    "model_prefers": c.model_prefers,
+                                    "over": c.over,
+                                    "p_model": round(c.p_model, 4),
+                                    "human_share": round(c.human_share, 4),
+                                }
+                                for c in conflicts
+                            ],
+                        },
+                    )
+                )
+        out[prompt_id] = (flags, agreement, comparisons)
     return out

@@ -33,6 +33,7 @@ from django.utils import timezone
 
 from annotate.models import Project, Prompt, Task, TaskCandidate
 from annotate.services import JudgmentInvalid, flags_recompute_job, judgment_validate
+from curation import batch_consensus as BC
 from curation import consensus as C
 from curation import exporting as E
 from curation import selectors
@@ -259,8 +260,23 @@ def flags_recompute(*, project_id: int) -> dict[str, Any]:
     ] + C.gold_flags(live, data.gold)
     by_prompt = data.votes_by_prompt()
     agreements: dict[int, tuple[float | None, int]] = {}
+    # Prompts of pair judgments without a cycle: all at once on columns (the same flags);
+    # the others one by one through their consensus graph.
+    usable = {}
+    for prompt_id, votes in by_prompt.items():
+        decision = data.decisions.get(prompt_id)
+        if decision is None or not decision.discarded:
+            usable[prompt_id] = selectors.usable_votes(data, votes)
+    batched = BC.batch_prompt_flags(
+        usable, weights=data.weights, rm_scores=data.rm_scores, rm_label=data.rm_label
+    )
     for prompt_id in by_prompt:
-        specs.extend(_prompt_specs(data, prompt_id, agreements))
+        done = batched.get(prompt_id)
+        if done is None:
+            specs.extend(_prompt_specs(data, prompt_id, agreements))
+        else:
+            specs.extend(done[0])
+            agreements[prompt_id] = (done[1], done[2])
     timings["prompts"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

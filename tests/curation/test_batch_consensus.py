@@ -180,3 +180,44 @@ def test_a_net_below_the_graph_threshold_is_no_arc():
     assert got.removed_arcs == ref.removed_arcs == ()
     assert got.overruled == overruled_arcs(ref, votes, None) == []
     assert got.drops == [(BC.OVERRULED, 1)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batch_prompt_flags_equal_the_per_prompt_flags(seed):
+    from curation import graph as G
+
+    votes, _ = _world(seed, n_prompts=80)
+    rng = random.Random(seed)
+    weights = {e: rng.choice([0.5, 1.0, 0.1, 0.2, 0.3, rng.random()]) for e in EVALUATORS[:-1]}
+    n_cands = max(c for v in votes for c in v.candidates)
+    rm_scores = {c: rng.gauss(0, 2) for c in range(1, n_cands + 1) if rng.random() > 0.1}
+    by_prompt: dict[int, list[C.Vote]] = {}
+    for v in votes:
+        by_prompt.setdefault(v.prompt_id, []).append(v)
+    batch = BC.batch_prompt_flags(by_prompt, weights=weights, rm_scores=rm_scores, rm_label="rm")
+    seen = Counter()
+    for prompt_id, prompt_votes in by_prompt.items():
+        ref = C.prompt_consensus(prompt_id, prompt_votes, weights=weights, denoise=False)
+        expected = C.prompt_flags(ref, rm_scores=rm_scores, rm_label="rm")
+        got = batch.get(prompt_id)
+        left_out = any(not v.is_pair for v in prompt_votes) or G.has_cycle(ref.human)
+        assert (got is None) == left_out
+        if got is None:
+            seen["cyclic"] += G.has_cycle(ref.human)
+            continue
+        assert got == (expected, ref.agreement, ref.comparisons)
+        seen.update(f.kind for f in expected)
+    assert {"cyclic", "low_agreement", "rm_disagreement"} <= set(seen), seen
+
+
+def test_batch_prompt_flags_without_reward_model():
+    votes, _ = _world(11, n_prompts=40)
+    by_prompt: dict[int, list[C.Vote]] = {}
+    for v in votes:
+        by_prompt.setdefault(v.prompt_id, []).append(v)
+    batch = BC.batch_prompt_flags(by_prompt, weights={})
+    assert batch
+    for prompt_id, (flags, agreement, comparisons) in batch.items():
+        ref = C.prompt_consensus(prompt_id, by_prompt[prompt_id], denoise=False)
+        assert flags == C.prompt_flags(ref)
+        assert (agreement, comparisons) == (ref.agreement, ref.comparisons)
