@@ -275,25 +275,59 @@ def api_import(api: httpx.Client, path: Path, name: str) -> tuple[float, dict]:
     return pc() - t0, job
 
 
-def api_export(api: httpx.Client, project_id: int, *, denoise: bool) -> tuple[float, int]:
-    """Seconds from the export request until its zip is downloaded, and the zip's size."""
-    t0 = pc()
+def _stamp(value: str | None) -> float | None:
+    """An API timestamp (ISO 8601) as seconds since the epoch."""
+    if not value:
+        return None
+    from datetime import datetime
+
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def api_export(
+    api: httpx.Client, project_id: int, *, denoise: bool, phases: list | None = None
+) -> tuple[float, int]:
+    """Seconds from the export request until its zip is downloaded, and the zip's size.
+
+    ``phases`` (when given) gets one dict per export, seconds of each leg measured against the
+    export row's timestamps (client and server share the clock): ``request`` until the create
+    call answered, ``queue`` from the row's creation until its build claimed it (broker,
+    worker pick-up, imports), ``build`` the build itself (started -> finished), ``notice``
+    until a poll saw it done, ``download`` the zip."""
+    t0, w0 = pc(), time.time()
     export = _ok(
         api.post(
             f"/api/projects/{project_id}/exports", json={"denoise": denoise, "include_media": False}
         )
     ).json()
+    w1 = time.time()
     while export["status"] not in ("done", "failed", "cancelled"):
         time.sleep(0.1)
         export = _ok(api.get(f"/api/exports/{export['id']}")).json()
     if export["status"] != "done":
         raise SystemExit(f"export failed: {export['error']}")
+    w2 = time.time()
     size = 0
     with api.stream("GET", f"/api/exports/{export['id']}/download") as response:
         _ok(response)
         for chunk in response.iter_bytes(1 << 20):
             size += len(chunk)
-    return pc() - t0, size
+    seconds = pc() - t0
+    if phases is not None:
+        created, started, finished = (
+            _stamp(export[k]) for k in ("created_at", "started_at", "finished_at")
+        )
+        phases.append(
+            {
+                "request": round(w1 - w0, 3),
+                "queue": round(started - created, 3),
+                "build": round(finished - started, 3),
+                "notice": round(w2 - finished, 3),
+                "download": round(time.time() - w2, 3),
+                "total": round(seconds, 3),
+            }
+        )
+    return seconds, size
 
 
 def api_raw_export(api: httpx.Client, project_id: int) -> tuple[float, int]:
@@ -461,8 +495,13 @@ def _measure(
     dep.shell(MEMBERS, THREADS=args.threads, PROJECT=main_project)
     dep.jobs_idle()
 
-    if "queue" not in parts:
-        return
+    if "queue" in parts:
+        _measure_queue(dep, args, R, main_project)
+    if "export" in parts:
+        _measure_export(dep, args, R, api, judged, files)
+
+
+def _measure_queue(dep: Deployment, args, R: dict, main_project: int) -> None:
     # b) next, c) next -> submit, sequential and concurrent
     anns = [Annotator(dep.base, f"ann{i}", main_project) for i in range(args.threads)]
     for ann in anns:  # warm-up, not counted (leases each annotator's first task)
@@ -490,20 +529,24 @@ def _measure(
     for ann in anns:
         ann.client.close()
 
-    if "export" not in parts:
-        return
+
+def _measure_export(dep: Deployment, args, R: dict, api: httpx.Client, judged: Path, files: Path):
     # d) N judged tasks: import, then exports raw and denoised
     seconds, job = api_import(api, judged, "export")
     assert job["counts"]["judgments"] == args.tasks, job["counts"]
     R["bulk_judged_import"], export_project = [seconds], job["project_id"]
     dep.jobs_idle()  # the flags recompute the import enqueued
     R["export_raw"], R["export_denoised"], R["export_cli_raw"] = [], [], []
-    R["export_stored_api"] = []
+    R["export_stored_api"], R["export_raw_phases"], R["export_denoised_phases"] = [], [], []
     for rep in range(args.reps):
-        seconds, size = api_export(api, export_project, denoise=False)
+        seconds, size = api_export(
+            api, export_project, denoise=False, phases=R["export_raw_phases"]
+        )
         R["export_raw"].append(seconds)
         R["export_raw_mb"] = round(size / 1e6, 2)
-        seconds, size = api_export(api, export_project, denoise=True)
+        seconds, size = api_export(
+            api, export_project, denoise=True, phases=R["export_denoised_phases"]
+        )
         R["export_denoised"].append(seconds)
         R["export_denoised_mb"] = round(size / 1e6, 2)
         seconds, size = api_raw_export(api, export_project)
@@ -512,7 +555,10 @@ def _measure(
         out_dir = files / f"raw-{rep}"
         R["export_cli_raw"].append(_timed_cli(dep, "export_project", "export", str(out_dir)))
         _log(
-            f"export rep {rep}: raw {R['export_raw'][-1]:.2f} s, denoised {R['export_denoised'][-1]:.2f} s"
+            f"export rep {rep}: raw {R['export_raw'][-1]:.2f} s, denoised "
+            f"{R['export_denoised'][-1]:.2f} s, raw judgments as stored "
+            f"{R['export_stored_api'][-1]:.2f} s; phases raw {R['export_raw_phases'][-1]}, "
+            f"denoised {R['export_denoised_phases'][-1]}"
         )
     R["cli_help"] = [_timed_cli(dep, "help") for _ in range(3)]
 
