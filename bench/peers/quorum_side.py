@@ -581,6 +581,7 @@ def main() -> None:
     plain = write_quorum_jsonl(files / "tasks.jsonl", args.tasks, judged=False)
     judged = write_quorum_jsonl(files / "judged.jsonl", args.tasks, judged=True)
     R: dict = {"db": dep.db, "tasks": args.tasks, "calls": args.calls, "threads": args.threads}
+    R["parts"] = args.parts
     R["payload_mb"] = round(plain.stat().st_size / 1e6, 2)
     try:
         _measure(dep, args, parts, R, plain, judged, files)

@@ -87,6 +87,7 @@ def run_quorum(args, sizes: dict, db: str) -> dict:
             *("--tasks", str(sizes["tasks"]), "--calls", str(sizes["calls"])),
             *("--threads", str(sizes["threads"]), "--reps", str(sizes["reps"])),
             *("--out", out.name),
+            *("--parts", args.parts),
         ]
         subprocess.run(cmd, env=env, check=True, cwd=REPO)
         return json.loads(Path(out.name).read_text())
@@ -175,7 +176,12 @@ def table(ls_runs: list[dict], q: dict[str, list[dict]], sizes: dict) -> str:
     add(
         f"tasks handed to > k annotators (k = 1, {t} clients)",
         sum(dups_ls) if dups_ls else None,
-        [sum(r["over_k_leased"] for r in q[db]) for db in dbs],
+        [
+            sum(r.get("over_k_leased", 0) for r in q[db])
+            if "queue" in q[db][0].get("parts", "queue")
+            else None
+            for db in dbs
+        ],
         "count",
         "0",
     )
@@ -217,7 +223,7 @@ def table(ls_runs: list[dict], q: dict[str, list[dict]], sizes: dict) -> str:
     add(
         "ranking page weight: HTML + JS + CSS",
         ls_pages[0] if ls_pages else None,
-        [q[db][0]["page"]["bytes"] / 1e6 for db in dbs],
+        [q[db][0]["page"]["bytes"] / 1e6 if "page" in q[db][0] else None for db in dbs],
         "MB",
     )
 
@@ -227,7 +233,8 @@ def table(ls_runs: list[dict], q: dict[str, list[dict]], sizes: dict) -> str:
     lines = [head, "|" + "---|" * (4 + len(dbs))]
     for label, ls_value, q_values, unit, target in rows:
         if unit == "count":
-            cells = ["-" if ls_value is None else str(ls_value)] + [str(v) for v in q_values]
+            cells = ["-" if ls_value is None else str(ls_value)]
+            cells += ["-" if v is None else str(v) for v in q_values]
             ratio = ""
         else:
             cells = [_fmt(ls_value, unit)] + [_fmt(v, unit) for v in q_values]
@@ -258,6 +265,11 @@ def main() -> None:
     parser.add_argument("--no-ls", action="store_true", help="Quorum only (Label Studio missing)")
     parser.add_argument("--ls-script", type=Path, default=LS_SCRIPT)
     parser.add_argument("--save", type=Path, help="write every raw result here (JSON)")
+    parser.add_argument(
+        "--parts",
+        default="import,queue,export",
+        help="Quorum's parts to measure (a subset of import,queue,export; the rest print -)",
+    )
     args = parser.parse_args()
     sizes = {
         "tasks": args.tasks or (1000 if args.quick else 10_000),
@@ -294,6 +306,22 @@ def main() -> None:
         f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} CPUs"
     )
     print(table(ls_runs, q, sizes))
+    print(legs(q))
+
+
+def legs(q: dict[str, list[dict]]) -> str:
+    """The curated exports' legs, medians over reps and rounds (quorum_side.api_export)."""
+    out = ["", "Quorum's curated export over the API, median seconds of each leg:", ""]
+    out.append("| database | export | request | queue | build | notice | download | total |")
+    out.append("|---|---|---|---|---|---|---|---|")
+    keys = ("request", "queue", "build", "notice", "download", "total")
+    for db, runs in q.items():
+        for kind in ("raw", "denoised"):
+            phases = [p for run in runs for p in run.get(f"export_{kind}_phases", [])]
+            if phases:
+                cells = [f"{pct([p[k] for p in phases], 50):.2f}" for k in keys]
+                out.append(f"| {db} | {kind} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
