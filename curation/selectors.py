@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -161,6 +162,12 @@ class ProjectData:
         return self._by_prompt
 
 
+# A pair judgment's display order as the database gives its JSON text (json.dumps and
+# PostgreSQL's jsonb both write "[12, 34]"): read without the JSON decoder. Anything else
+# (other spacing, signs, more items) goes through ``json.loads``.
+PAIR_ORDER_TEXT = re.compile(r"\[(0|[1-9][0-9]*), (0|[1-9][0-9]*)\]")
+
+
 def project_data(
     *,
     project: Project,
@@ -233,6 +240,7 @@ def project_data(
         "created_at" if with_times else "duration_ms",
     ]
     votes = []
+    new_vote, pair_text = C.loaded_vote, PAIR_ORDER_TEXT.fullmatch
     for (
         jid,
         task_id,
@@ -249,20 +257,24 @@ def project_data(
         is_pair = kind == Judgment.Kind.PAIR
         if not is_pair:
             ranking = loads(ranking) if ranking is not None else None
-        if with_presented:
-            presented = loads(presented) if presented is not None else None
+        if not with_presented or presented is None:
+            shown = ()
+        elif is_pair and (two := pair_text(presented)) is not None:
+            shown = (int(two[1]), int(two[2]))  # what json.loads reads there, as a tuple
+        else:
+            shown = tuple(loads(presented) or ())
         votes.append(
-            C.Vote(
-                judgment_id=jid,
-                task_id=task_id,
-                prompt_id=task_prompt[task_id],
-                evaluator=evaluator_id(annotator_id, source_name, external),
-                ranking=() if is_pair else tuple(tuple(g) for g in ranking),
-                pair=tuple(pair_slots[task_id][:2]) if is_pair else None,  # type: ignore[arg-type]
-                outcome=outcome,
-                presented_order=tuple(presented or ()) if with_presented else (),
-                duration_ms=duration,
-                created_at=created if with_times else None,
+            new_vote(
+                jid,
+                task_id,
+                task_prompt[task_id],
+                evaluator_id(annotator_id, source_name, external),
+                () if is_pair else tuple(tuple(g) for g in ranking),
+                tuple(pair_slots[task_id][:2]) if is_pair else None,  # type: ignore[arg-type]
+                outcome,
+                shown,
+                duration,
+                created if with_times else None,
             )
         )
 

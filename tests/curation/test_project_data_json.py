@@ -51,3 +51,48 @@ def test_votes_and_gold_equal_the_orms_json(users):
     assert data.gold == {tasks[1].pk: [[f], [e, g], [h]]}
     assert data.votes[0].ranking == ((b,), (a, d), (c,))
     assert data.votes[0].presented_order == (c, a, d, b)
+
+
+def test_pair_display_orders_read_without_the_decoder_equal_the_orms(users):
+    """The "[12, 34]" fast path and the json.loads fallback give what the ORM holds, for
+    display orders of every shape a pair judgment may carry."""
+    pairs = make_project(name="json-pair-orders", mode="pairwise", n_prompts=5)
+    people = members(pairs, users)
+    tasks = list(Task.objects.filter(project=pairs).order_by("id"))
+    shown_ids = {}
+    for i in range(9):
+        task, person = tasks[i % len(tasks)], people[i // len(tasks)]
+        x, y = slots(task)
+        shapes = [[y, x], [x, y], [x], [x, y, x], [0, y], [], [x, x], [str(x), y], [-1, 2]]
+        judge_pair(task, person, "a", presented=[y, x])
+        last = Judgment.objects.filter(project=pairs).latest("id")
+        Judgment.objects.filter(pk=last.pk).update(presented_order=shapes[i])
+        shown_ids[last.pk] = shapes[i]
+    data = selectors.project_data(project=pairs)
+    stored = {j.pk: j for j in Judgment.objects.filter(project=pairs)}
+    assert len(data.votes) == 9
+    for vote in data.votes:
+        assert vote.presented_order == tuple(stored[vote.judgment_id].presented_order or ())
+        assert vote.presented_order == tuple(shown_ids[vote.judgment_id] or ())
+
+
+def test_pair_order_text_pattern():
+    match = selectors.PAIR_ORDER_TEXT.fullmatch
+    assert match("[12, 34]").groups() == ("12", "34")
+    assert match("[0, 7]") is not None
+    for text in ("[12,34]", "[012, 3]", "[-1, 2]", "[1, 2, 3]", "[1]", "[]", "null", "[1.0, 2]"):
+        assert match(text) is None, text
+
+
+def test_loaded_vote_is_the_dataclass_vote():
+    import dataclasses
+
+    from curation import consensus as C
+
+    values = (7, 8, 9, "ext:x", (), (1, 2), "a", (2, 1), 1500, None)
+    fast, slow = C.loaded_vote(*values), C.Vote(*values)
+    assert fast == slow and hash(fast) == hash(slow)
+    assert fast.__dict__ == slow.__dict__ and type(fast) is C.Vote
+    assert fast.record() == slow.record()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.outcome = "b"  # type: ignore[misc]
