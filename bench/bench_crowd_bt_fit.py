@@ -27,11 +27,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-def world_votes(prompts: int, seed: int) -> list[tuple[str, str, str, str, str]]:
-    """``(prompt, winner, loser, annotator, shown_first)`` for every strict pair judgment."""
+def world_votes(prompts: int, seed: int) -> tuple[list[tuple], dict[str, float]]:
+    """``(prompt, winner, loser, annotator, shown_first)`` for every strict pair judgment,
+    and the world's hidden quality per candidate."""
     from annotate.demo_world import generate_world
 
     project = generate_world(seed, "mr2bench", prompts=prompts).projects[0]
+    quality = {cid: c["quality"] for cid, c in project.truth["candidates"].items()}
     votes = []
     for row in project.rows:
         for j in row.get("judgments", ()):
@@ -40,7 +42,22 @@ def world_votes(prompts: int, seed: int) -> list[tuple[str, str, str, str, str]]
             a, b = j["pair"]
             winner, loser = (a, b) if j["outcome"] == "a" else (b, a)
             votes.append((row["id"], winner, loser, j["annotator"], a))
-    return votes
+    return votes, quality
+
+
+def pairwise_accuracy(indexed, theta: np.ndarray, quality: dict[str, float]) -> float:
+    """Share of candidate pairs (of the judged candidates) ordered as the hidden quality
+    orders them, a tie counting one half: the recovery benchmark's primary metric."""
+    hits = total = 0.0
+    for p, keys in enumerate(indexed.candidates):
+        q = np.array([quality[key] for key in keys])
+        t = theta[p, : len(keys)]
+        i, j = np.triu_indices(len(keys), 1)
+        predicted = np.sign(t[i] - t[j])
+        truth = np.sign(q[i] - q[j])
+        hits += float(np.sum(np.where(predicted == 0, 0.5, predicted == truth)))
+        total += len(i)
+    return hits / total
 
 
 def module_at(commit: str, name: str):
@@ -63,12 +80,13 @@ def module_at(commit: str, name: str):
 
 def timed_fit(module, votes):
     """CPU seconds of the EM and of the whole fit (EM + final strengths), and the fit."""
-    c = module.index_comparisons(votes).comparisons
+    indexed = module.index_comparisons(votes)
+    c = indexed.comparisons
     started = time.process_time()
     em = module.crowd_bt_em(c)
     em_seconds = time.process_time() - started
     fit = module.assemble_fit(c, em, module.crowd_bt_final(c, em))
-    return em_seconds, time.process_time() - started, fit
+    return em_seconds, time.process_time() - started, fit, indexed
 
 
 def main() -> None:
@@ -82,13 +100,13 @@ def main() -> None:
     from curation import crowd_bt as after
 
     before = module_at(args.before, "crowd_bt_before")
-    votes = world_votes(args.prompts, args.seed)
+    votes, quality = world_votes(args.prompts, args.seed)
     print(f"{len(votes)} strict votes, {args.prompts} prompts", flush=True)
     times: dict[str, list[tuple[float, float]]] = {"before": [], "after": []}
     fits = {}
     for _ in range(args.repeat):
         for label, module in (("before", before), ("after", after)):
-            em_seconds, seconds, fits[label] = timed_fit(module, votes)
+            em_seconds, seconds, fits[label], indexed = timed_fit(module, votes)
             times[label].append((em_seconds, seconds))
             print(f"  {label}: EM {em_seconds:.2f} s, fit {seconds:.2f} s CPU", flush=True)
     b, a = fits["before"], fits["after"]
@@ -99,6 +117,11 @@ def main() -> None:
             f" after {best['after']:.2f} s, after / before {best['after'] / best['before']:.2f}x"
         )
     print(f"EM steps: before {b.iterations}, after {a.iterations}")
+    print(
+        "pairwise accuracy against the hidden quality:"
+        f" before {pairwise_accuracy(indexed, b.theta, quality):.4f},"
+        f" after {pairwise_accuracy(indexed, a.theta, quality):.4f}"
+    )
     order_b = np.argsort(-b.theta, axis=1, kind="stable")
     order_a = np.argsort(-a.theta, axis=1, kind="stable")
     changed = int(np.sum(np.any(order_b != order_a, axis=1)))
