@@ -38,6 +38,7 @@ class PreparedQuery:
         self.kinds = kinds
         self._compiled: dict[tuple, tuple[str, list[tuple[str | None, Any]]]] = {}
         self._columns: dict[tuple, list[str]] = {}
+        self._converters: dict[tuple, list[tuple[int, list, Any]]] = {}
 
     def _placeholders(self) -> dict[str, Any]:
         values: dict[str, Any] = {}
@@ -56,8 +57,13 @@ class PreparedQuery:
         queryset = self.build(**placeholders)
         compiler = queryset.query.get_compiler(using=alias)
         sql, params = compiler.as_sql()
+        selected = [expr for expr, _, _ in compiler.select]
         self._columns[(alias, key)] = [
             _column_name(expr, name) for expr, _, name in compiler.select
+        ]
+        self._converters[(alias, key)] = [
+            (i, converters, expr)
+            for i, (converters, expr) in compiler.get_converters(selected).items()
         ]
         by_value: dict[Any, str] = {}
         for name, value in placeholders.items():
@@ -94,10 +100,20 @@ class PreparedQuery:
     ) -> list[dict[str, Any]]:
         """``rows``, each as a dict by column: ``"<model>.<field attname>"`` for a model's
         column (what ``select_related`` querysets select, in an order the ORM chooses), the
-        alias for an annotation or a ``values_list`` name."""
+        alias for an annotation or a ``values_list`` name. Unlike ``rows``, values are
+        converted as the ORM converts them (JSON parsed, datetimes aware, booleans)."""
         rows = self.rows(key=key, using=using, **values)
         names = self._columns[(using, key)]
-        return [dict(zip(names, row, strict=True)) for row in rows]
+        converters = self._converters[(using, key)]
+        connection = connections[using]
+        named = []
+        for raw in rows:
+            row = list(raw)
+            for i, functions, expression in converters:
+                for convert in functions:
+                    row[i] = convert(row[i], expression, connection)
+            named.append(dict(zip(names, row, strict=True)))
+        return named
 
 
 def _column_name(expression: Any, alias: str | None) -> str:

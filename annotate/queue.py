@@ -18,9 +18,10 @@ measure the annotator, so k does not cap them) and render like any other task.
 
 from __future__ import annotations
 
+import json
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -32,6 +33,7 @@ from django.db.models import (
     Count,
     Exists,
     F,
+    Field,
     IntegerField,
     JSONField,
     OuterRef,
@@ -546,31 +548,96 @@ def judgment_submit(
         LeaseLost: the lease lapsed and the task has no room left for this judgment.
         AlreadyJudged, AssignmentClosed, KeyConflict: see their names.
     """
-    key = _check_key(idempotency_key)
+
+    def read() -> tuple[Task, Assignment, Project, list[int] | None]:
+        task, current = _locked_task_and_assignment(
+            assignment_id=assignment.pk, task_id=assignment.task_id, project_id=project.pk
+        )
+        return task, current, project, list(positions) if positions is not None else None
+
+    verdict = {
+        "ranking": ranking,
+        "choice": choice,
+        "rationale": rationale,
+        "ratings": ratings,
+        "duration_ms": duration_ms,
+    }
+    result = _submit(
+        key=_check_key(idempotency_key),
+        assignment_id=assignment.pk,
+        read=read,
+        verdict=lambda current, positions: verdict,
+        now=now,
+    )
+    assert result is not None  # read() raises rather than finding nothing
+    return result[0]
+
+
+Verdict = Callable[[Assignment, list[int]], dict[str, object]]
+
+
+def judgment_submit_as(
+    *,
+    annotator: AbstractBaseUser,
+    project_id: int,
+    assignment_id: int,
+    idempotency_key: object,
+    verdict: Verdict,
+    now: datetime | None = None,
+) -> tuple[SubmitResult, Project] | None:
+    """``judgment_submit`` for an annotator's request naming an assignment by id: None when
+    it is not theirs in a project they are still a member of (the page's 404).
+
+    The membership check, the project, the task's positions and the locked read of task and
+    assignment are one statement. ``verdict(assignment, positions)`` returns the keyword
+    arguments ``judgment_submit`` takes for the verdict (``ranking``, ``choice``,
+    ``rationale``, ``ratings``, ``duration_ms``): the page names candidates by ids of its own,
+    which it needs the assignment and the positions to translate.
+    """
+
+    def read() -> tuple[Task, Assignment, Project, list[int]] | None:
+        return _locked_for_annotator(
+            annotator_id=annotator.pk, project_id=project_id, assignment_id=assignment_id
+        )
+
+    return _submit(
+        key=_check_key(idempotency_key),
+        assignment_id=assignment_id,
+        read=read,
+        verdict=verdict,
+        now=now,
+    )
+
+
+def _submit(
+    *,
+    key: str,
+    assignment_id: int,
+    read: Callable[[], tuple[Task, Assignment, Project, list[int] | None] | None],
+    verdict: Verdict,
+    now: datetime | None,
+) -> tuple[SubmitResult, Project] | None:
     now = now or timezone.now()
     try:
         with transaction.atomic():
-            task, current = _locked_task_and_assignment(
-                assignment_id=assignment.pk, task_id=assignment.task_id, project_id=project.pk
-            )
+            got = read()
+            if got is None:
+                return None
+            task, current, project, positions = got
             if current.status == Assignment.Status.SUBMITTED:
                 replay = _replay(key=key, assignment_pk=current.pk)
                 if replay is not None:
-                    return replay
+                    return replay, project
                 raise AlreadyJudged("you already judged this task; change it from the queue")
             if current.status == Assignment.Status.SKIPPED:
                 raise AssignmentClosed("this task was skipped")
             _check_room(task=task, project=project, assignment=current, now=now)
-            positions = list(positions) if positions is not None else task_positions(task.pk)
+            positions = positions if positions is not None else task_positions(task.pk)
             values = _check_verdict(
                 project=project,
                 positions=positions,
                 presented=current.presented_order,
-                ranking=ranking,
-                choice=choice,
-                rationale=rationale,
-                ratings=ratings,
-                duration_ms=duration_ms,
+                **verdict(current, positions),
             )
             if values["duration_ms"] is None:
                 values["duration_ms"] = max(
@@ -594,13 +661,13 @@ def judgment_submit(
             flags_update_publish_soon(task.pk)
     except IntegrityError:
         # The key was stored by a concurrent copy of this request, or used elsewhere.
-        replay = _replay(key=key, assignment_pk=assignment.pk)
+        replay = _replay(key=key, assignment_pk=assignment_id)
         if replay is not None:
-            return replay
+            return replay, replay.judgment.project
         if Judgment.objects.filter(idempotency_key=key).exists():
             raise KeyConflict("this idempotency key belongs to another judgment") from None
         raise AlreadyJudged("you already judged this task") from None
-    return SubmitResult(judgment=judgment, created=True)
+    return SubmitResult(judgment=judgment, created=True), project
 
 
 def _locked_query(*, assignment_id: int, task_id: int) -> QuerySet:
@@ -670,6 +737,84 @@ def _locked_task_and_assignment(
     )
     assignment.task = task
     return task, assignment
+
+
+class _Positions(Subquery):
+    """A task's candidate ids in position order, in the row that reads the task: an array
+    on PostgreSQL; on SQLite a JSON array of ``[position, id]`` pairs (an aggregate's order is
+    not defined there), sorted by ``_positions_value``."""
+
+    output_field = Field()
+
+    def __init__(self, task: OuterRef):
+        slots = TaskCandidate.objects.filter(task_id=task).order_by("position")
+        super().__init__(slots.values("position", "candidate_id"))
+
+    def as_sql(self, compiler, connection, template=None, **extra):
+        if connection.vendor == "postgresql":
+            self.query = self.query.clone()
+            self.query.set_values(["candidate_id"])
+            template = "ARRAY(%(subquery)s)"
+        else:
+            template = (
+                "(SELECT json_group_array(json_array(position, candidate_id))"
+                " FROM (%(subquery)s) AS slots)"
+            )
+        return super().as_sql(compiler, connection, template=template, **extra)
+
+
+def _positions_value(raw: object) -> list[int]:
+    if isinstance(raw, str):
+        return [pk for _, pk in sorted(json.loads(raw))]
+    return list(raw)
+
+
+def _locked_for_query(*, assignment_id: int, annotator_id: int, project_id: int) -> QuerySet:
+    return (
+        Assignment.objects.filter(
+            pk=assignment_id,
+            annotator_id=annotator_id,
+            task__project_id=project_id,
+            task__project__memberships__user_id=annotator_id,
+        )
+        .select_related("task__project")
+        .defer("task__project__instructions", "task__project__instructions_html")
+        .annotate(positions=_Positions(OuterRef("task_id")))
+        .select_for_update(of=("task", "self"))
+    )
+
+
+# Compiled inside a transaction (it locks), like _OPEN_PICK.
+_LOCKED_FOR = PreparedQuery(
+    _locked_for_query, assignment_id="id", annotator_id="id", project_id="id"
+)
+
+
+def _locked_for_annotator(
+    *, annotator_id: int, project_id: int, assignment_id: int
+) -> tuple[Task, Assignment, Project, list[int]] | None:
+    """As ``_locked_task_and_assignment`` (the same two rows locked, task first), for an
+    assignment of this annotator in a project they are a member of, with the project and the
+    task's positions; None when there is none. Call inside a transaction."""
+    rows = _LOCKED_FOR.named_rows(
+        assignment_id=assignment_id, annotator_id=annotator_id, project_id=project_id
+    )
+    if not rows:
+        return None
+    row = rows[0]
+    project = _loaded(Project, row)
+    task = _loaded(Task, row)
+    assignment = _loaded(Assignment, row)
+    task.project = project
+    assignment.task = task
+    return task, assignment, project, _positions_value(row["positions"])
+
+
+def _loaded(model: type, row: dict[str, object]):
+    """The instance of ``model`` whose columns a ``named_rows`` row holds."""
+    prefix = model._meta.model_name + "."
+    names = [f.attname for f in model._meta.concrete_fields if prefix + f.attname in row]
+    return model.from_db("default", names, [row[prefix + n] for n in names])
 
 
 def _instance(model: type, **values: object):

@@ -183,26 +183,35 @@ def work(request: HttpRequest, project_id: int) -> HttpResponse:
 @_json_login_required
 @require_POST
 def submit(request: HttpRequest, project_id: int, assignment_id: int) -> JsonResponse:
-    assignment = _assignment_or_404(request, project_id, assignment_id)
-    project = assignment.task.project
+    """The membership check, the read of the task and the write share one transaction
+    (``queue.judgment_submit_as``): a body that is not JSON is refused before it, and a
+    missing idempotency key too, whoever asks (nothing is read for them)."""
     try:
         data = _json_body(request)
-        positions = queue.task_positions(assignment.task_id)  # read once for both uses
-        tokens = _page_tokens(assignment.pk, assignment.task_id, positions)
-        ranking, ratings = _verdict_from_page(data, tokens)
-        result = queue.judgment_submit(
-            assignment=assignment,
-            project=project,
-            positions=positions,
+
+        def verdict(assignment: Assignment, positions: list[int]) -> dict[str, object]:
+            tokens = _page_tokens(assignment.pk, assignment.task_id, positions)
+            ranking, ratings = _verdict_from_page(data, tokens)
+            return {
+                "ranking": ranking,
+                "choice": data.get("choice"),
+                "rationale": data.get("rationale", ""),
+                "ratings": ratings,
+                "duration_ms": data.get("duration_ms"),
+            }
+
+        submitted = queue.judgment_submit_as(
+            annotator=request.user,
+            project_id=project_id,
+            assignment_id=assignment_id,
             idempotency_key=data.get("idempotency_key"),
-            ranking=ranking,
-            choice=data.get("choice"),
-            rationale=data.get("rationale", ""),
-            ratings=ratings,
-            duration_ms=data.get("duration_ms"),
+            verdict=verdict,
         )
     except (JudgmentInvalid, queue.QueueError) as exc:
         return _error(exc)
+    if submitted is None:
+        raise Http404("no such assignment")
+    result, project = submitted
     return _saved(result, project)
 
 

@@ -73,7 +73,7 @@ def test_it_names_the_columns_of_a_select_related_queryset(projects):
         return (
             Prompt.objects.filter(project_id=project_id)
             .select_related("project")
-            .only("external_id", "project__name")
+            .only("external_id", "created_at", "project__name")
             .order_by("id")
         )
 
@@ -86,3 +86,5 @@ def test_it_names_the_columns_of_a_select_related_queryset(projects):
         ("b2", "b"),
     ]
     assert {r["prompt.project_id"] for r in rows} == {r["project.id"] for r in rows}
+    # converted as the ORM converts (an aware datetime, not the backend's text)
+    assert rows[0]["prompt.created_at"] == Prompt.objects.get(external_id="b0").created_at
