@@ -13,7 +13,7 @@ from PIL import Image
 
 from workers.media import _reformatter, encode_video, sample_video_frames
 from workers.reward_model import CandidateInput, RewardScorer, ScoringItem
-from workers.reward_model.media_cache import MediaCache, file_digest
+from workers.reward_model.media_cache import MEDIA_CACHE, MediaCache, file_digest
 from workers.tiny import build_tiny_reward_scorer, build_tiny_tokenizer
 
 
@@ -39,6 +39,13 @@ def media(tmp_path):
             tmp_path / f"{name}.mp4", rng.integers(0, 255, (8, 48, 64, 3), dtype=np.uint8)
         )
     return paths
+
+
+def _builder(tokenizer, **limits):
+    """A tiny model's input builder with a cache of its own (the process's is shared)."""
+    builder = build_tiny_reward_scorer(tokenizer=tokenizer, **limits).builder
+    builder.media_cache = MediaCache()
+    return builder
 
 
 def _tensor(megabytes: float) -> torch.Tensor:
@@ -156,7 +163,7 @@ def test_the_digest_follows_the_content_not_the_path(media, tmp_path):
 
 @pytest.mark.parametrize("kind", ["image", "video"])
 def test_a_file_met_again_is_not_decoded_again(tokenizer, media, tmp_path, kind):
-    builder = build_tiny_reward_scorer(tokenizer=tokenizer).builder
+    builder = _builder(tokenizer)
     encode = builder.encode_image if kind == "image" else builder.encode_video
     a, b = (media["a"], media["b"]) if kind == "image" else (media["clip_a"], media["clip_b"])
     copy = tmp_path / f"copy{a.suffix}"
@@ -175,10 +182,9 @@ def test_a_file_met_again_is_not_decoded_again(tokenizer, media, tmp_path, kind)
 @pytest.mark.parametrize("kind", ["image", "video"])
 def test_cached_media_equal_media_decoded_afresh(tokenizer, media, kind):
     built = build_tiny_reward_scorer(tokenizer=tokenizer)
-    uncached = type(built.builder)(
-        tokenizer, built.builder.image_processor, media_cache_bytes=0, max_frames=4
-    )
-    cached = type(built.builder)(tokenizer, built.builder.image_processor, max_frames=4)
+    processor = built.builder.image_processor
+    uncached = type(built.builder)(tokenizer, processor, media_cache=MediaCache(0), max_frames=4)
+    cached = type(built.builder)(tokenizer, processor, media_cache=MediaCache(), max_frames=4)
     path = media["a"] if kind == "image" else media["clip_a"]
     encode = "encode_image" if kind == "image" else "encode_video"
 
@@ -192,7 +198,7 @@ def test_cached_media_equal_media_decoded_afresh(tokenizer, media, kind):
 
 
 def test_a_picture_asked_for_as_a_video_is_not_taken_from_the_cache(tokenizer, media):
-    builder = build_tiny_reward_scorer(tokenizer=tokenizer).builder
+    builder = _builder(tokenizer)
     image = builder.encode_image(media["a"])
 
     video = builder.encode_video(media["a"])  # FFmpeg reads a PNG as a one-frame clip
@@ -201,8 +207,26 @@ def test_a_picture_asked_for_as_a_video_is_not_taken_from_the_cache(tokenizer, m
     assert builder.media_cache.misses == 2
 
 
+def test_builders_sharing_the_process_cache_keep_their_own_entries(tokenizer, media):
+    shared = MediaCache()
+    processor = build_tiny_reward_scorer(tokenizer=tokenizer).builder.image_processor
+    small, large = (
+        type(build_tiny_reward_scorer(tokenizer=tokenizer).builder)(
+            tokenizer, processor, image_max_pixels=pixels, media_cache=shared
+        )
+        for pixels in (56 * 56, 112 * 112)
+    )
+
+    grid = small.encode_image(media["a"]).grid_thw
+
+    assert large.encode_image(media["a"]).grid_thw != grid
+    assert small.encode_image(media["a"]).grid_thw == grid
+    assert len(shared) == 2
+    assert build_tiny_reward_scorer(tokenizer=tokenizer).builder.media_cache is MEDIA_CACHE
+
+
 def test_a_file_rewritten_in_place_is_decoded_again(tokenizer, media):
-    builder = build_tiny_reward_scorer(tokenizer=tokenizer).builder
+    builder = _builder(tokenizer)
     before = builder.encode_image(media["a"])
 
     shutil.copy(media["b"], media["a"])
@@ -214,6 +238,7 @@ def test_a_file_rewritten_in_place_is_decoded_again(tokenizer, media):
 
 def test_scores_with_cached_media_equal_the_first_scores(tokenizer, media):
     built = build_tiny_reward_scorer(tokenizer=tokenizer, seed=2)
+    built.builder.media_cache = MediaCache()
     items = [
         ScoringItem(
             f"Prompt {i}: which picture?",

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from workers.media import MediaError, VideoFrames, load_image, sample_video_frames
-from workers.reward_model.media_cache import DEFAULT_MEDIA_CACHE_BYTES, MediaCache, file_digest
+from workers.reward_model.media_cache import MEDIA_CACHE, MediaCache, file_digest
 from workers.reward_model.model import (
     MultiResponseRewardModel,
     RewardBatch,
@@ -390,8 +390,10 @@ class RewardInputBuilder:
         molmo2_video (`dict`, *optional*): Molmo2VideoProcessor's settings as
             [`Molmo2VideoSettings`] fields (``crop_size``, ``num_frames``, ``max_fps``...);
             read from `video_processor` when that is a ``Molmo2VideoProcessor``.
-        media_cache_bytes (`int`): Bound on the encoded media kept by file content (an LRU,
-            see [`MediaCache`]): a file met again is not decoded again. 0 turns it off.
+        media_cache ([`MediaCache`], *optional*): Where encoded media are kept by file content
+            (a file met again is not decoded again); the worker process's `MEDIA_CACHE` (256
+            MiB, shared by every builder, each with keys of its own) when omitted.
+            ``MediaCache(0)`` turns it off.
 
     Molmo2 (`model_type="molmo2"`, `image_processor` a ``Molmo2ImageProcessor`` whose settings
     are read, never run) follows transformers' Molmo2 processors (see `molmo2.py`): an image
@@ -433,7 +435,7 @@ class RewardInputBuilder:
         max_packed_candidates: int = DEFAULT_MAX_PACKED_CANDIDATES,
         molmo2_tokens: dict[str, Any] | None = None,
         molmo2_video: dict[str, Any] | None = None,
-        media_cache_bytes: int = DEFAULT_MEDIA_CACHE_BYTES,
+        media_cache: MediaCache | None = None,
     ) -> None:
         # Molmo2 images and videos are preprocessed by molmo2.py from its processors' settings.
         self.molmo2_tokens = dict(molmo2_tokens or {})
@@ -535,8 +537,10 @@ class RewardInputBuilder:
         self.overflow = overflow
         self.max_packed_candidates = max_packed_candidates
         self._lock = threading.Lock()
-        # Visuals by (kind, file digest): what they are depends on this builder's settings only.
-        self.media_cache = MediaCache(media_cache_bytes)
+        # Visuals by (this builder, kind, file digest): what they are depends on the builder's
+        # settings, so builders sharing a cache never share entries.
+        self.media_cache = MEDIA_CACHE if media_cache is None else media_cache
+        self._cache_scope = object()
         self.token_ids = self._special_token_ids(tokenizer, vision=vision)
         if self.molmo2 is not None:
             self.token_ids.update(self._molmo2_token_ids(tokenizer))
@@ -770,11 +774,11 @@ class RewardInputBuilder:
 
     # -- media ------------------------------------------------------------------------------
 
-    def _cache_key(self, kind: str, source: Any) -> tuple[str, str] | None:
+    def _cache_key(self, kind: str, source: Any) -> tuple[object, str, str] | None:
         if isinstance(source, (Image.Image, VideoFrames)) or not self.media_cache.max_bytes:
             return None
         digest = file_digest(source)
-        return None if digest is None else (kind, digest)
+        return None if digest is None else (self._cache_scope, kind, digest)
 
     def encode_image(self, image: MediaRef | Image.Image) -> _Visual:
         """Load (if a path) and patchify an image; raises `MediaError` for unreadable files.

@@ -1,6 +1,6 @@
 """A bounded cache of encoded media, by the file's content: a picture or clip met again (the
 same file in several prompts, a prompt scored again) is decoded and preprocessed once per
-worker process and builder.
+worker process and input builder.
 
 Media files in Quorum are content-addressed, but a key made of the bytes themselves also holds
 for any other path (the playground's, tests', a file rewritten in place): hashing a file costs
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["DEFAULT_MEDIA_CACHE_BYTES", "MediaCache", "file_digest"]
+__all__ = ["DEFAULT_MEDIA_CACHE_BYTES", "MEDIA_CACHE", "MediaCache", "file_digest"]
 
 DEFAULT_MEDIA_CACHE_BYTES = 256 * 2**20
 
@@ -142,3 +142,8 @@ class MediaCache:
         with self._lock:
             self._entries.clear()
             self.nbytes = 0
+
+
+# The worker process's cache, shared by the input builders of every model version it loads
+# (each builder keys its entries with a scope of its own): one bound for the process.
+MEDIA_CACHE = MediaCache()
