@@ -14,9 +14,9 @@ Fitted by EM. E-step: the posterior that a vote is a real judgment. M-step: ``et
 prompt (each vote weighted by its annotator's ``eta``), batched Newton steps over all
 prompts. Run to its fixed point, not to a step cap: for the current margins the annotators'
 ``eta`` and ``pi`` are solved to where E- and M-step agree (plain EM crawls towards a
-spammer's low ``eta``), so about ten steps converge where 400 plain ones did not. The
-E-step reads *leave-one-out* margins: with about two judgments per candidate, the in-sample fit explains
-every vote, and EM would call every annotator reliable. Leaving vote i out is one
+spammer's low ``eta``), so about ten steps converge where 400 plain ones did not. The E-step
+reads *leave-one-out* margins: with about two judgments per candidate, the in-sample fit
+explains every vote, and EM would call every annotator reliable. Leaving vote i out is one
 Sherman-Morrison step on the prompt's Hessian (exact for a quadratic, a one-step Newton
 approximation for the logistic loss), so all votes' leave-one-out margins cost one batched
 matrix inverse.
