@@ -163,6 +163,22 @@ class Vote:
         if self.pair is not None:
             shown = self.presented_order
             presented = shown if len(shown) == 2 and set(shown) == set(self.pair) else None
+            a, b = self.pair
+            if self.outcome in A.OUTCOMES and a != b:
+                # What `PairRecord.__post_init__` accepts (the display order is checked
+                # above), built without its per-field ``object.__setattr__``: a pass builds
+                # one record per judgment. Anything else goes to the constructor and raises.
+                record = _new_object(A.PairRecord)
+                record.__dict__.update(
+                    task=self.prompt_id,
+                    annotator=self.evaluator,
+                    a=a,
+                    b=b,
+                    outcome=self.outcome,
+                    presented_order=None if presented is None else tuple(presented),
+                    duration_ms=self.duration_ms,
+                )
+                return record
             return A.PairRecord(
                 task=self.prompt_id,
                 annotator=self.evaluator,

@@ -1,0 +1,51 @@
+"""`consensus.Vote.record()` of a pair judgment, built without the dataclass constructor,
+equals `agreement.PairRecord`'s constructor on every input and raises where it raises."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import pytest
+
+from curation import agreement as A
+from curation import consensus as C
+
+
+def _reference(vote: C.Vote) -> A.PairRecord:
+    shown = vote.presented_order
+    presented = shown if len(shown) == 2 and set(shown) == set(vote.pair) else None
+    return A.PairRecord(
+        task=vote.prompt_id,
+        annotator=vote.evaluator,
+        a=vote.pair[0],
+        b=vote.pair[1],
+        outcome=vote.outcome,
+        presented_order=presented,
+        duration_ms=vote.duration_ms,
+    )
+
+
+def test_pair_records_equal_the_constructors():
+    rng = random.Random(5)
+    built = raised = 0
+    for i in range(2000):
+        a, b = rng.choice([(1, 2), (2, 1), (3, 3)])
+        shown = rng.choice([(a, b), (b, a), (a,), (), (a, b, a), [b, a], (a, 9)])
+        outcome = rng.choice(["a", "b", "tie", "both_bad", "", "left"])
+        vote = C.Vote(i, i, 7, f"e{i % 3}", pair=(a, b), outcome=outcome, presented_order=shown)
+        try:
+            expected = _reference(vote)
+        except ValueError as error:
+            with pytest.raises(ValueError, match=str(error).split(":")[1].strip()[:20]):
+                vote.record()
+            raised += 1
+            continue
+        got = vote.record()
+        assert type(got) is A.PairRecord
+        assert got == expected and got.__dict__ == expected.__dict__
+        assert got.winner == expected.winner and hash(got) == hash(expected)
+        built += 1
+    assert built > 500 and raised > 500
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        got.outcome = "b"  # type: ignore[misc]
