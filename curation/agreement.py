@@ -30,7 +30,6 @@ Public API
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import statistics
@@ -138,9 +137,10 @@ Record = RankingRecord | PairRecord
 
 def _precedes(x: Candidate, y: Candidate) -> bool:
     """Canonical order of two candidate ids: natural order, else by repr."""
-    with contextlib.suppress(TypeError):
+    try:  # not contextlib.suppress: a context manager per call, and this runs per relation
         return bool(x < y)  # type: ignore[operator]
-    return repr(x) < repr(y)
+    except TypeError:
+        return repr(x) < repr(y)
 
 
 _PREFERENCE = {"a": 1, "b": -1}
@@ -167,6 +167,15 @@ def _relation_table(records: Iterable[Record]) -> dict[Unit, dict[Hashable, int]
     """``{(task, x, y): {annotator: relation}}``; a later record replaces an earlier one."""
     table: dict[Unit, dict[Hashable, int]] = defaultdict(dict)
     for record in records:
+        if type(record) is PairRecord:
+            # `_relations` of a pair record, without its one-entry dict.
+            preference = _PREFERENCE.get(record.outcome, 0)
+            a, b = record.a, record.b
+            if _precedes(a, b):
+                table[(record.task, a, b)][record.annotator] = preference
+            else:
+                table[(record.task, b, a)][record.annotator] = -preference
+            continue
         for (x, y), relation in _relations(record).items():
             table[(record.task, x, y)][record.annotator] = relation
     return table

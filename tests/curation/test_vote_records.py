@@ -49,3 +49,33 @@ def test_pair_records_equal_the_constructors():
     assert built > 500 and raised > 500
     with pytest.raises(dataclasses.FrozenInstanceError):
         got.outcome = "b"  # type: ignore[misc]
+
+
+def test_relation_table_equals_the_relations_of_each_record():
+    """`agreement._relation_table` reads pair records directly: the same table as summing
+    `_relations` record by record (mixed with rankings, ids of mixed types, repeats)."""
+    rng = random.Random(9)
+    records: list = []
+    for _ in range(3000):
+        task = rng.randint(1, 40)
+        annotator = f"e{rng.randint(1, 6)}"
+        ids = rng.choice([(1, 2), (2, 1), (3, 4), ("x", 3), (3, "x"), (5, 6)])
+        if rng.random() < 0.2:
+            records.append(A.RankingRecord(task, annotator, ((ids[0],), (ids[1], 7))))
+        else:
+            outcome = rng.choice(["a", "b", "tie", "both_bad"])
+            records.append(A.PairRecord(task, annotator, ids[0], ids[1], outcome))
+    expected: dict = {}
+    for record in records:
+        for (x, y), relation in A._relations(record).items():
+            expected.setdefault((record.task, x, y), {})[record.annotator] = relation
+    table = A._relation_table(records)
+    assert dict(table) == expected
+    assert list(table) == list(expected)  # first-seen order too
+    assert [list(v.items()) for v in table.values()] == [list(v.items()) for v in expected.values()]
+
+
+def test_precedes_orders_mixed_ids_by_repr():
+    assert A._precedes(1, 2) and not A._precedes(2, 1)
+    assert A._precedes("x", 3) == (repr("x") < repr(3))
+    assert A._precedes(3, "x") == (repr(3) < repr("x"))
