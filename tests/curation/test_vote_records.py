@@ -79,3 +79,31 @@ def test_precedes_orders_mixed_ids_by_repr():
     assert A._precedes(1, 2) and not A._precedes(2, 1)
     assert A._precedes("x", 3) == (repr("x") < repr(3))
     assert A._precedes(3, "x") == (repr(3) < repr("x"))
+
+
+def test_pair_position_bias_expected_counts_are_the_per_judgment_sums():
+    import numpy as np
+
+    rng = random.Random(4)
+    records = []
+    for i in range(5000):
+        a, b = rng.sample(range(1, 30), 2)
+        shown = rng.choice([(a, b), (b, a), None])
+        records.append(
+            A.PairRecord(i % 50, f"e{rng.randint(1, 9)}", a, b, rng.choice(A.OUTCOMES), shown)
+        )
+    result = A.position_bias(records)
+    assert len(result) == 9
+    for key, bias in result.items():
+        mine = [
+            r for r in records if r.annotator == key and r.presented_order and r.winner is not None
+        ]
+        expected = np.zeros(2)
+        for _ in mine:
+            expected[:2] += 1 / 2
+        assert bias.n == len(mine) > 0
+        assert bias.expected == tuple(float(e) for e in expected)
+        assert bias.counts == (
+            sum(r.presented_order[0] == r.winner for r in mine),
+            sum(r.presented_order[1] == r.winner for r in mine),
+        )
