@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.special import expit
 
 from curation import consensus as C
 from curation import crowd_bt as CB
@@ -625,3 +626,92 @@ def test_it_counts_the_votes_that_separate_a_real_judgment_from_a_slot_habit():
     zero[2] = 0.0
     assert CB.separable_votes(c, np.array([0.5, 0.5, 0.2]), zero)[2] == 2
     assert CB.separable_votes(c, np.array([0.5, 0.5, 0.9]), zero)[2] == 2
+
+
+def _reference_prior_choice(c, weight, alphas, initial, prior_mean=None):
+    """`best_alpha` as it was: each prior fitted from ``initial``, the margins from the
+    inverse Hessian at the fitted strengths (`loo_margins`)."""
+    fits = []
+    for alpha in alphas:
+        theta = CB.batched_bradley_terry(
+            CB.win_cells(c, weight), alpha, initial=initial, prior_mean=prior_mean
+        )
+        margin = CB.loo_margins(c, theta, weight, alpha)
+        fits.append((alpha, theta, margin, float(np.sum(weight * np.log(expit(margin))))))
+    return fits
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("alphas", [CB.FINAL_ALPHAS, CB.FINAL_ALPHAS[::-1], (0.05, 10.0, 0.2)])
+def test_each_prior_in_the_choice_equals_a_fit_from_the_start(seed, alphas, monkeypatch):
+    """`best_alpha` starts each prior from the previous one's fit moved along the path and
+    reads the margins off the inverse of the last Newton step: every prior's strengths and
+    margins equal the reference's (fits from ``initial``, inverse at the fitted strengths)."""
+    rng = np.random.default_rng(seed)
+    votes, _ = crowd_votes(
+        seed, prompts=40, candidates=int(rng.integers(3, 10)), flips={0: 0.05, 1: 0.3, 2: 0.5}
+    )
+    c = CB.index_comparisons(votes).comparisons
+    weight = rng.uniform(0.05, 1.0, size=c.n_annotators)[c.annotator]
+    initial = rng.normal(scale=0.5, size=(c.n_prompts, c.n_candidates))
+    prior_mean = rng.normal(size=initial.shape) if seed % 2 else None
+    seen = []
+    original = CB._loo_from_inverse
+
+    def recording(comparisons, theta, weight_, inverse):
+        margin = original(comparisons, theta, weight_, inverse)
+        seen.append((theta, margin))
+        return margin
+
+    monkeypatch.setattr(CB, "_loo_from_inverse", recording)
+    chosen, theta, margin, score = CB.best_alpha(c, weight, alphas, initial, prior_mean)
+    monkeypatch.undo()
+    reference = _reference_prior_choice(c, weight, alphas, initial, prior_mean)
+    assert len(seen) == len(reference)
+    for (got_theta, got_margin), (_, ref_theta, ref_margin, _) in zip(seen, reference, strict=True):
+        assert np.max(np.abs(got_theta - ref_theta)) < 1e-9
+        assert np.max(np.abs(got_margin - ref_margin)) < 1e-8
+    best = max(reference, key=lambda fit: fit[3])
+    assert chosen == best[0]
+    assert score == pytest.approx(best[3], abs=1e-8)
+
+
+def test_each_later_prior_starts_closer_than_the_first(monkeypatch):
+    """The path's predictor saves Newton steps: every prior after the first needs fewer
+    Hessians than the same fit from the EM's strengths."""
+    votes, _ = crowd_votes(5, prompts=60, flips={0: 0.05, 1: 0.2, 2: 0.5})
+    c = CB.index_comparisons(votes).comparisons
+    em = CB.crowd_bt_em(c)
+    weight = em.eta[c.annotator]
+    calls = []
+    original = CB._gradient_hessian
+
+    def counting(*args, **kwargs):
+        calls.append(args[2])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(CB, "_gradient_hessian", counting)
+    CB.best_alpha(c, weight, CB.FINAL_ALPHAS, em.theta)
+    chained = {alpha: calls.count(alpha) for alpha in CB.FINAL_ALPHAS}
+    for alpha in CB.FINAL_ALPHAS[1:]:
+        calls.clear()
+        CB.best_alpha(c, weight, (alpha,), em.theta)
+        assert chained[alpha] < len(calls), (alpha, chained[alpha], len(calls))
+
+
+@pytest.mark.parametrize("near", [CB._NEAR, 1.0])
+@pytest.mark.parametrize("tol", [1e-10, 1e-13])
+def test_the_kept_inverse_is_the_hessians_at_the_fitted_strengths(tol, near, monkeypatch):
+    """`_newton`'s kept inverse is the inverse Hessian at the strengths it returns (to the
+    step's size), however many steps were taken with an inverse (``near`` 1: all but the
+    first)."""
+    monkeypatch.setattr(CB, "_NEAR", near)
+    votes, _ = crowd_votes(7, prompts=30, flips={0: 0.1, 1: 0.4})
+    c = CB.index_comparisons(votes).comparisons
+    cells = CB._cells(CB.win_cells(c))
+    optimum = CB.batched_bradley_terry(CB.win_cells(c), 0.3)
+    start = optimum + np.random.default_rng(0).normal(scale=1e-3, size=optimum.shape)
+    theta, inverse = CB._newton(start, cells, 0.3, 0.0, max_iter=100, tol=tol, keep_inverse=True)
+    assert inverse is not None
+    assert np.max(np.abs(theta - optimum)) < 1e-9
+    assert np.max(np.abs(inverse - np.linalg.inv(CB._hessian(theta, cells, 0.3)))) < 1e-9
