@@ -799,6 +799,9 @@ class RewardInputBuilder:
             return _Visual("image", inputs.pixel_values, grid, 1, expansion=tokens, molmo2=inputs)
         if not isinstance(image, Image.Image):
             image = self._image_to_budget(load_image(image))
+            direct = self._patchify_at_budget(image)
+            if direct is not None:
+                return direct
         out = self.image_processor(
             images=[image.convert("RGB")],
             size={"shortest_edge": self.min_pixels, "longest_edge": self.image_max_pixels},
@@ -806,6 +809,39 @@ class RewardInputBuilder:
         )
         grid = tuple(int(v) for v in out["image_grid_thw"][0])
         return _Visual("image", out["pixel_values"], grid, self.merge_size)  # type: ignore[arg-type]
+
+    def _patchify_at_budget(self, image: Image.Image) -> _Visual | None:
+        """An image already at its budget size, rescaled, normalised and patchified as
+        ``Qwen2VLImageProcessorPil`` does (the same float32 values, bit for bit), without the
+        processor's argument checks and copies: a third of a small picture's encoding time.
+
+        `None` for any other processor or setting: the processor then runs as it does.
+        """
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+            Qwen2VLImageProcessorPil,
+        )
+
+        processor = self.image_processor
+        if (
+            type(processor) is not Qwen2VLImageProcessorPil
+            or not (processor.do_rescale and processor.do_normalize)
+            or processor.rescale_factor != 1 / 255
+            or image.mode != "RGB"
+        ):
+            return None
+        factor = self.patch_size * self.merge_size
+        if image.width % factor or image.height % factor:
+            return None  # not at a size _image_to_budget gives: the processor resizes it
+        pixels, grid = patchify_video_frames(
+            np.asarray(image)[None],
+            patch_size=self.patch_size,
+            temporal_patch_size=self.temporal_patch_size,
+            merge_size=self.merge_size,
+            image_mean=processor.image_mean,
+            image_std=processor.image_std,
+            size=(image.height, image.width),
+        )
+        return _Visual("image", pixels, grid, self.merge_size)
 
     def _image_to_budget(self, image: Image.Image) -> Image.Image:
         """Resizes a decoded file once, straight to the size the image processor picks for it
