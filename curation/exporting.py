@@ -45,7 +45,6 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from annotate.zip_sink import ZipSink
 from curation import agreement as A
-from curation import batch_consensus as BC
 from curation import consensus as C
 from curation import graph as G
 
@@ -54,6 +53,9 @@ if TYPE_CHECKING:
     # imports this module for its options and zip streaming (web, admin, commands).
     import datasets
     import pyarrow as pa
+
+    # numpy and scipy too: `batch_consensus` is imported where a snapshot is built.
+    from curation import batch_consensus as BC
 
 FORMAT = "quorum-dataset-export/2"
 NO_CONTENT_PAIR = "a side without content (model name only, or an empty answer)"
@@ -410,6 +412,8 @@ def build_snapshot(
     rng = random.Random(f"export:{options.seed}")
     batch: dict[int, BC.BatchPrompt] = {}
     if batched and joint is not None and options.denoise:
+        from curation import batch_consensus as BC
+
         batch = BC.batch_consensus(
             by_prompt,
             weights=weights,

@@ -33,7 +33,6 @@ from django.utils import timezone
 
 from annotate.models import Project, Prompt, Task, TaskCandidate
 from annotate.services import JudgmentInvalid, flags_recompute_job, judgment_validate
-from curation import batch_consensus as BC
 from curation import consensus as C
 from curation import exporting as E
 from curation import selectors
@@ -267,6 +266,8 @@ def flags_recompute(*, project_id: int) -> dict[str, Any]:
         decision = data.decisions.get(prompt_id)
         if decision is None or not decision.discarded:
             usable[prompt_id] = selectors.usable_votes(data, votes)
+    from curation import batch_consensus as BC  # numpy: not at import (web start-up)
+
     batched = BC.batch_prompt_flags(
         usable, weights=data.weights, rm_scores=data.rm_scores, rm_label=data.rm_label
     )
