@@ -715,3 +715,23 @@ def test_the_kept_inverse_is_the_hessians_at_the_fitted_strengths(tol, near, mon
     assert inverse is not None
     assert np.max(np.abs(theta - optimum)) < 1e-9
     assert np.max(np.abs(inverse - np.linalg.inv(CB._hessian(theta, cells, 0.3)))) < 1e-9
+
+
+def test_a_hessian_written_into_a_reused_buffer_equals_a_fresh_one_bit_for_bit():
+    """`_newton` writes each step's Hessian into one buffer: for any strengths and prior in
+    any order (padding candidates' diagonal included), the floats of a fresh Hessian."""
+    votes, _ = crowd_votes(11, prompts=25, candidates=6, flips={0: 0.1, 1: 0.4})
+    # One prompt with more candidates: the others have padding rows.
+    votes += [(99, (99, a), (99, a + 1), 0, (99, a)) for a in range(8)]
+    c = CB.index_comparisons(votes).comparisons
+    cells = CB._cells(CB.win_cells(c, np.where(c.annotator == 0, 0.9, 0.3)))
+    rng = np.random.default_rng(1)
+    buffer = np.zeros((c.n_prompts, c.n_candidates, c.n_candidates))
+    assert c.n_candidates == 9
+    for alpha in (0.3, 3.0, 0.1):
+        theta = rng.normal(size=(c.n_prompts, c.n_candidates))
+        grad, hess = CB._gradient_hessian(theta, cells, alpha)
+        grad_into, hess_into = CB._gradient_hessian(theta, cells, alpha, out=buffer)
+        assert hess_into is buffer
+        assert np.array_equal(grad_into, grad)
+        assert np.array_equal(hess_into, hess)
