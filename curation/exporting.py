@@ -35,7 +35,6 @@ import math
 import os
 import random
 import shutil
-import zipfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,7 +42,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from annotate.zip_sink import ZipSink
 from curation import agreement as A
 from curation import consensus as C
 from curation import graph as G
@@ -1817,30 +1815,3 @@ def copy_with_absolute_paths(folder: Path, dest: Path) -> Path:
             for chunk in export_file_chunks(path, base_folder=base_folder):
                 out.write(chunk)
     return dest
-
-
-def iter_zip(
-    folder: Path, prefix: str, chunk_size: int = 1 << 20, *, base_folder: str | None = None
-) -> Iterator[bytes]:
-    """Streams ``folder`` as a zip (entries under ``prefix/``) without a temporary file.
-
-    ``base_folder``: where the user will unpack it (the folder that ``prefix/`` becomes);
-    JSONL paths are then written absolute under it (`with_base_folder`).
-    """
-    sink = ZipSink()
-    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:  # type: ignore[arg-type]
-        for path in sorted(folder.rglob("*")):
-            if not path.is_file():
-                continue
-            info = zipfile.ZipInfo.from_file(
-                path, f"{prefix}/{path.relative_to(folder).as_posix()}"
-            )
-            info.compress_type = zipfile.ZIP_DEFLATED
-            with archive.open(info, "w", force_zip64=True) as dst:
-                for chunk in export_file_chunks(
-                    path, base_folder=base_folder, chunk_size=chunk_size
-                ):
-                    dst.write(chunk)
-                    yield from sink.drain()
-            yield from sink.drain()
-    yield from sink.drain()
