@@ -314,13 +314,44 @@ def _ranking_schema() -> pa.Schema:
 # --------------------------------------------------------------------------- build
 
 
+class PairOut(NamedTuple):
+    """One pair row before the table is built: candidates by id, figures as written."""
+
+    better: int
+    worse: int
+    margin: float
+    human_margin: float
+    agreement: float | None
+    n_judgments: int
+    votes_chosen: int
+    votes_rejected: int
+    ties: int
+    source: str
+    judgment_ids: list[int]
+
+
+class RankingOut(NamedTuple):
+    """One ranking row before the table is built: candidates by id in listed order."""
+
+    suffix: str  # the row id's suffix after the prompt's id ("" or ":v<i>")
+    order: list[int]
+    rankings: list[int]
+    source: str
+    n_judgments: int
+    agreement: float | None
+
+
 @dataclass
 class Snapshot:
-    """Rows and the datasheet of one export (written by `write_snapshot`)."""
+    """The tables and the datasheet of one export (written by `write_snapshot`).
 
-    pairs: list[dict[str, Any]]
-    rankings: list[dict[str, Any]]
-    variants: list[dict[str, Any]]
+    The tables are Arrow tables built column-wise (`_export_tables`) with the Parquet
+    schemas; Parquet, the Hugging Face folders and the JSONL files are all written from them.
+    """
+
+    pairs: pa.Table
+    rankings: pa.Table
+    variants: pa.Table
     datasheet: dict[str, Any]
     media: set[str]
     # Human arcs the consensus overrules (`curation.overruled`), rows of overruled_arcs.jsonl.
@@ -507,36 +538,25 @@ def build_snapshot(
     split_of = content_splits(
         {p: _content_keys(source, p) for p in prompt_rows}, options.splits, options.seed
     )
-    pairs_out, rankings_out, variants_out = [], [], []
+    order = sorted(prompt_rows, key=lambda p: source.prompts[p].external_id)
     media: set[str] = set()
     by_split: dict[str, Counter[str]] = {name: Counter() for name in options.splits}
-    for prompt_id in sorted(prompt_rows, key=lambda p: source.prompts[p].external_id):
+    for prompt_id in order:
         pairs, full, variants = prompt_rows[prompt_id]
-        split = split_of[prompt_id]
-        by_split[split]["prompts"] += 1
+        counts = by_split[split_of[prompt_id]]
+        counts["prompts"] += 1
+        counts["pairs"] += len(pairs)
+        counts["rankings"] += full is not None
+        counts["rankings_4"] += len(variants)
         for row in pairs:
-            row["split"] = split
-            pairs_out.append(row)
-            media.update(
-                m[len("media/") :] for m in (row["chosen_media"], row["rejected_media"]) if m
-            )
-        by_split[split]["pairs"] += len(pairs)
+            media.update(m for m in (source.candidates[c].media for c in row[:2]) if m)
         if full is not None:
-            full["split"] = split
-            rankings_out.append(full)
-            by_split[split]["rankings"] += 1
-        for row in variants:
-            row["split"] = split
-            variants_out.append(row)
-        by_split[split]["rankings_4"] += len(variants)
+            media.update(m for m in (source.candidates[c].media for c in full.order) if m)
         prompt = source.prompts[prompt_id]
         media.update(m for m in (prompt.image, prompt.video) if m)
-    for row in rankings_out:
-        for cid in row.pop("_candidates"):
-            if source.candidates[cid].media:
-                media.add(source.candidates[cid].media)
-    for row in variants_out:
-        row.pop("_candidates")
+    pairs_table, rankings_table, variants_table = _export_tables(
+        source, order, split_of, prompt_rows, cells, options, use_rm
+    )
 
     progress(75, "leaderboard")
     exported_votes = [v for v in kept_votes if v.prompt_id in prompt_rows]
@@ -608,12 +628,12 @@ def build_snapshot(
         "counts": {
             "prompts_in_project": len(source.prompts),
             "prompts_exported": len(prompt_rows),
-            "prompts_with_rankings": len(rankings_out),
+            "prompts_with_rankings": rankings_table.num_rows,
             "judgments_in_project": len(source.votes),
             "judgments_used": len(exported_votes),
-            "pairs": len(pairs_out),
-            "rankings": len(rankings_out),
-            "rankings_4": len(variants_out),
+            "pairs": pairs_table.num_rows,
+            "rankings": rankings_table.num_rows,
+            "rankings_4": variants_table.num_rows,
             "reviewer_rankings_used": decisions_used,
             "by_split": {name: dict(c) for name, c in by_split.items()},
         },
@@ -678,18 +698,18 @@ def build_snapshot(
             "their votes still count for the leaderboard and agreement",
         },
     }
-    snapshot = Snapshot(pairs_out, rankings_out, variants_out, datasheet, media, overruled)
+    snapshot = Snapshot(pairs_table, rankings_table, variants_table, datasheet, media, overruled)
     written, skipped = jsonl_tables(snapshot)
     datasheet["files_not_written"] = [{"path": f"{f}/", "why": why} for f, why in skipped]
     datasheet["files_written"] = [
-        {"path": f"{folder}/", "rows": len(rows), "why": why}
-        for folder, rows, _shape, why in written
+        {"path": f"{folder}/", "rows": table.num_rows, "why": why}
+        for folder, table, _shape, why in written
     ] + [
-        {"path": f"{kind}/{name}", "rows": len(rows), "why": why}
-        for name, rows, why in (
-            ("pairs", pairs_out, "every pair, all candidate kinds"),
-            ("rankings", rankings_out, "every full ranking, all candidate kinds"),
-            ("rankings_4", variants_out, "every 4-response variant, all candidate kinds"),
+        {"path": f"{kind}/{name}", "rows": table.num_rows, "why": why}
+        for name, table, why in (
+            ("pairs", pairs_table, "every pair, all candidate kinds"),
+            ("rankings", rankings_table, "every full ranking, all candidate kinds"),
+            ("rankings_4", variants_table, "every 4-response variant, all candidate kinds"),
         )
         for kind in ("parquet", "hf")
     ]
@@ -700,11 +720,8 @@ def build_snapshot(
     return snapshot
 
 
-def _all_text(row: Mapping[str, Any]) -> bool:
-    return all(kind == "text" for kind in row["response_kinds"])
-
-
-JsonlTable = tuple[str, list[dict[str, Any]], Callable[[Mapping[str, Any]], dict], str]
+# A JSONL folder: (folder, its rows, the line shape: a key of `LINE_SHAPES`, why).
+JsonlTable = tuple[str, "pa.Table", str, str]
 
 
 def jsonl_tables(snapshot: Snapshot) -> tuple[list[JsonlTable], list[tuple[str, str]]]:
@@ -715,24 +732,34 @@ def jsonl_tables(snapshot: Snapshot) -> tuple[list[JsonlTable], list[tuple[str, 
     layout (``*_multimodal/``). A folder with no rows is left out, except the seed folders when
     there are no multimodal rows either (an export always has somewhere to look).
     """
+    import pyarrow as pa
+
     written: list[JsonlTable] = [
-        ("pairs", snapshot.pairs, pair_line, "every pair, all candidate kinds (Quorum's layout)")
+        ("pairs", snapshot.pairs, "pairs", "every pair, all candidate kinds (Quorum's layout)")
     ]
     skipped: list[tuple[str, str]] = []
-    for folder, rows in (("rankings", snapshot.rankings), ("rankings_4", snapshot.variants)):
-        text = [r for r in rows if _all_text(r)]
-        media = [r for r in rows if not _all_text(r)]
-        if text or not media:
+    for folder, table in (("rankings", snapshot.rankings), ("rankings_4", snapshot.variants)):
+        all_text = [
+            all(kind == "text" for kind in kinds)
+            for kinds in table.column("response_kinds").to_pylist()
+        ]
+        n_media = all_text.count(False)
+        n_text = len(all_text) - n_media
+        if n_text or not n_media:
             why = "the seed paper's training format: prompts whose responses are all text"
-            if media:
-                why += f" ({len(media)} rows with image/video responses: {folder}_multimodal/)"
+            if n_media:
+                why += f" ({n_media} rows with image/video responses: {folder}_multimodal/)"
             # The seed loader raises on a row without prompt text and trains on the next one
             # in its place: such rows (the question in the picture) stay in parquet/ and hf/.
-            seed = [r for r in text if r["prompt"].strip()]
-            if len(seed) < len(text):
-                why += f" ({len(text) - len(seed)} rows without prompt text left out: the seed "
+            seed = [
+                text and bool(prompt.strip())
+                for text, prompt in zip(all_text, table.column("prompt").to_pylist(), strict=True)
+            ]
+            n_seed = seed.count(True)
+            if n_seed < n_text:
+                why += f" ({n_text - n_seed} rows without prompt text left out: the seed "
                 why += "loader skips them; they are in parquet/ and hf/)"
-            written.append((folder, seed, seed_line, why))
+            written.append((folder, table.filter(pa.array(seed, pa.bool_())), "seed", why))
         else:
             skipped.append(
                 (
@@ -742,12 +769,13 @@ def jsonl_tables(snapshot: Snapshot) -> tuple[list[JsonlTable], list[tuple[str, 
                     f"{folder}_multimodal/",
                 )
             )
-        if media:
+        if n_media:
+            media = pa.array([not text for text in all_text], pa.bool_())
             written.append(
                 (
                     f"{folder}_multimodal",
-                    media,
-                    multimodal_line,
+                    table.filter(media),
+                    "multimodal",
                     "rows with image or video responses: media paths in response_images / "
                     "response_videos (relative to the export root), never in responses",
                 )
@@ -757,13 +785,13 @@ def jsonl_tables(snapshot: Snapshot) -> tuple[list[JsonlTable], list[tuple[str, 
 
 def _empty_warnings(snapshot: Snapshot, splits: list[str]) -> list[str]:
     warnings = []
-    for name, rows in (
+    for name, table in (
         ("pairs", snapshot.pairs),
         ("rankings", snapshot.rankings),
         ("rankings_4", snapshot.variants),
     ):
-        counts = Counter(r["split"] for r in rows)
-        if not rows:
+        counts = Counter(table.column("split").to_pylist())
+        if not table.num_rows:
             warnings.append(f"table {name} is empty: {_EMPTY_WHY[name]}")
             continue
         for split in splits:
@@ -1053,7 +1081,6 @@ def _pair_rows(
     drops: Counter[str],
     cells: dict[int, _Cells],
 ) -> list[dict[str, Any]]:
-    prompt = source.prompts[consensus.prompt_id]
     position = {c: g for g, group in enumerate(ranking) for c in group}
     judgments: dict[tuple[int, int], list[int]] = defaultdict(list)
     rows = []
@@ -1095,55 +1122,30 @@ def _pair_rows(
                     key = (x, y) if x < y else (y, x)
                     if key in wanted:
                         judgments[key].append(vote.judgment_id)
-    prompt_image, prompt_video = _media_path(prompt.image), _media_path(prompt.video)
-    reward_model = source.rm_label if use_rm else None
     no_evidence = C.PairEvidence()
     for better, worse in ordered:
         x, y = (better, worse) if better < worse else (worse, better)
         evidence = consensus.evidence.get((x, y), no_evidence)
-        chosen, rejected = source.candidates[better], source.candidates[worse]
         chosen_cells = _candidate_cells(source, cells, better)
         rejected_cells = _candidate_cells(source, cells, worse)
         if not (chosen_cells.content and rejected_cells.content):
             drops[NO_CONTENT_PAIR] += 1
             continue
-        votes_for = evidence.x_over_y if better == x else evidence.y_over_x
-        votes_against = evidence.y_over_x if better == x else evidence.x_over_y
         rows.append(
-            {
-                "id": f"{prompt.external_id}:{chosen.external_id}>{rejected.external_id}",
-                "split": "",
-                "prompt_id": prompt.external_id,
-                "prompt": prompt.text,
-                "image": prompt_image,
-                "video": prompt_video,
-                "chosen": chosen_cells.text,
-                "rejected": rejected_cells.text,
-                "chosen_image": chosen_cells.image,
-                "rejected_image": rejected_cells.image,
-                "chosen_video": chosen_cells.video,
-                "rejected_video": rejected_cells.video,
-                "chosen_id": chosen.external_id,
-                "rejected_id": rejected.external_id,
-                "chosen_model": chosen.model_name,
-                "rejected_model": rejected.model_name,
-                "chosen_kind": chosen.kind,
-                "rejected_kind": rejected.kind,
-                "chosen_media": chosen_cells.media,
-                "rejected_media": rejected_cells.media,
-                "margin": round(consensus.margin(better, worse), 6),
+            PairOut(
+                better,
+                worse,
+                round(consensus.margin(better, worse), 6),
                 # `consensus.human_net(better, worse)` from the evidence fetched above.
-                "human_margin": round(evidence.net if better == x else -evidence.net, 6),
-                "agreement": evidence.agreement,
-                "n_judgments": evidence.n_judgments,
-                "votes_chosen": votes_for,
-                "votes_rejected": votes_against,
-                "ties": evidence.ties,
-                "source": origin,
-                "denoised": options.denoise,
-                "reward_model": reward_model,
-                "judgment_ids": judgments.get((x, y), []),
-            }
+                round(evidence.net if better == x else -evidence.net, 6),
+                evidence.agreement,
+                evidence.n_judgments,
+                evidence.x_over_y if better == x else evidence.y_over_x,
+                evidence.y_over_x if better == x else evidence.x_over_y,
+                evidence.ties,
+                origin,
+                judgments.get((x, y), []),
+            )
         )
     return rows
 
@@ -1161,10 +1163,6 @@ def _batched_pair_rows(
     the same rows and the same drops in the same order."""
     for reason, count in batched.drops:
         drops[reason] += count
-    prompt = source.prompts[prompt_id]
-    prompt_image, prompt_video = _media_path(prompt.image), _media_path(prompt.video)
-    reward_model = source.rm_label if use_rm else None
-    candidates = source.candidates
     rows = []
     for pair in batched.pairs:
         chosen_cells = cells.get(pair.better) or _candidate_cells(source, cells, pair.better)
@@ -1172,41 +1170,20 @@ def _batched_pair_rows(
         if not (chosen_cells.content and rejected_cells.content):
             drops[NO_CONTENT_PAIR] += 1
             continue
-        chosen, rejected = candidates[pair.better], candidates[pair.worse]
         rows.append(
-            {
-                "id": f"{prompt.external_id}:{chosen.external_id}>{rejected.external_id}",
-                "split": "",
-                "prompt_id": prompt.external_id,
-                "prompt": prompt.text,
-                "image": prompt_image,
-                "video": prompt_video,
-                "chosen": chosen_cells.text,
-                "rejected": rejected_cells.text,
-                "chosen_image": chosen_cells.image,
-                "rejected_image": rejected_cells.image,
-                "chosen_video": chosen_cells.video,
-                "rejected_video": rejected_cells.video,
-                "chosen_id": chosen.external_id,
-                "rejected_id": rejected.external_id,
-                "chosen_model": chosen.model_name,
-                "rejected_model": rejected.model_name,
-                "chosen_kind": chosen.kind,
-                "rejected_kind": rejected.kind,
-                "chosen_media": chosen_cells.media,
-                "rejected_media": rejected_cells.media,
-                "margin": round(pair.margin, 6),
-                "human_margin": round(pair.human_margin, 6),
-                "agreement": pair.agreement,
-                "n_judgments": pair.n_judgments,
-                "votes_chosen": pair.votes_for,
-                "votes_rejected": pair.votes_against,
-                "ties": pair.ties,
-                "source": "consensus",
-                "denoised": options.denoise,
-                "reward_model": reward_model,
-                "judgment_ids": pair.judgment_ids,
-            }
+            PairOut(
+                pair.better,
+                pair.worse,
+                round(pair.margin, 6),
+                round(pair.human_margin, 6),
+                pair.agreement,
+                pair.n_judgments,
+                pair.votes_for,
+                pair.votes_against,
+                pair.ties,
+                "consensus",
+                pair.judgment_ids,
+            )
         )
     return rows
 
@@ -1221,66 +1198,349 @@ def _ranking_row(
     rng: random.Random,
     suffix: str,
     cells: dict[int, _Cells],
-) -> dict[str, Any]:
-    prompt = source.prompts[prompt_id]
+) -> RankingOut:
     order = [c for group in ranking for c in group]
     # The seed model reads responses under a causal mask: never list the best one first by
     # construction.
     rng.shuffle(order)
-    cands = [source.candidates[c] for c in order]
-    cand_cells = [cells.get(c) or _candidate_cells(source, cells, c) for c in order]
-    return {
-        "id": f"{prompt.external_id}{suffix}",
-        "split": "",
-        "prompt_id": prompt.external_id,
-        "prompt": prompt.text,
-        "image": _media_path(prompt.image),
-        "video": _media_path(prompt.video),
-        "responses": [c.text for c in cand_cells],
-        "response_kinds": [c.kind for c in cand_cells],
-        "response_images": [c.image for c in cand_cells],
-        "response_videos": [c.video for c in cand_cells],
-        "rankings": C.competition_ranks(ranking, order),
-        "candidate_ids": [c.external_id for c in cands],
-        "models": [c.model_name for c in cands],
-        "source": origin,
-        "n_judgments": n_votes,
-        "agreement": agreement,
-        "_candidates": order,
+    for c in order:
+        if c not in cells:
+            _candidate_cells(source, cells, c)
+    return RankingOut(
+        suffix, order, C.competition_ranks(ranking, order), origin, n_votes, agreement
+    )
+
+
+# --------------------------------------------------------------------------- tables
+
+# Rows per Arrow chunk of an export table: each chunk's string columns stay far below the
+# 2 GiB a `string` array can hold, whatever the prompts and answers weigh.
+TABLE_CHUNK_ROWS = 1 << 16
+
+
+def _export_tables(
+    source: SnapshotInput,
+    order: Sequence[int],
+    split_of: Mapping[int, str],
+    prompt_rows: Mapping[int, tuple[list[PairOut], RankingOut | None, list[RankingOut]]],
+    cells: Mapping[int, _Cells],
+    options: ExportOptions,
+    use_rm: bool,
+) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """The pairs, rankings and 4-response variants tables, column by column.
+
+    Prompt and candidate cells are Arrow columns once per prompt and per candidate; a row
+    names them by index (``take``), so a prompt's text is copied into its rows by Arrow, not
+    held by a dict per row. Rows go in ``order`` (prompts by external id), each prompt's rows
+    in the order they were built.
+    """
+    import pyarrow as pa
+
+    prompts = [source.prompts[p] for p in order]
+    prompt_cols = {
+        "external_id": pa.array([p.external_id for p in prompts], pa.string()),
+        "split": pa.array([split_of[p] for p in order], pa.string()),
+        "text": pa.array([p.text for p in prompts], pa.string()),
+        "image": pa.array([_media_path(p.image) for p in prompts], pa.string()),
+        "video": pa.array([_media_path(p.video) for p in prompts], pa.string()),
     }
+    index = {c: i for i, c in enumerate(cells)}
+    cands = [source.candidates[c] for c in cells]
+    cell_list = list(cells.values())
+    cand_cols = {
+        "external_id": pa.array([c.external_id for c in cands], pa.string()),
+        "model": pa.array([c.model_name for c in cands], pa.string()),
+        "kind": pa.array([c.kind for c in cands], pa.string()),
+        "content_kind": pa.array([c.kind for c in cell_list], pa.string()),
+        "text": pa.array([c.text for c in cell_list], pa.string()),
+        "image": pa.array([c.image for c in cell_list], pa.string()),
+        "video": pa.array([c.video for c in cell_list], pa.string()),
+        "media": pa.array([c.media for c in cell_list], pa.string()),
+    }
+    pair_rows = [(i, row) for i, p in enumerate(order) for row in prompt_rows[p][0]]
+    full_rows = [(i, full) for i, p in enumerate(order) if (full := prompt_rows[p][1]) is not None]
+    variant_rows = [(i, row) for i, p in enumerate(order) for row in prompt_rows[p][2]]
+    reward_model = source.rm_label if use_rm else None
+
+    def chunked(rows, build, schema):
+        chunks = [
+            build(rows[at : at + TABLE_CHUNK_ROWS]) for at in range(0, len(rows), TABLE_CHUNK_ROWS)
+        ]
+        return pa.Table.from_batches(chunks or [build([])], schema=schema)
+
+    pairs_schema, rankings_schema = _pair_schema(), _ranking_schema()
+
+    def pair_batch(rows: list[tuple[int, PairOut]]) -> pa.RecordBatch:
+        p = pa.array([i for i, _ in rows], pa.int64())
+        better = pa.array([index[r.better] for _, r in rows], pa.int64())
+        worse = pa.array([index[r.worse] for _, r in rows], pa.int64())
+        n = len(rows)
+        ids = [r.judgment_ids for _, r in rows]
+        offsets = [0]
+        for judgment_ids in ids:
+            offsets.append(offsets[-1] + len(judgment_ids))
+        columns = {
+            "id": _joined(
+                prompt_cols["external_id"].take(p),
+                ":",
+                cand_cols["external_id"].take(better),
+                ">",
+                cand_cols["external_id"].take(worse),
+            ),
+            "split": prompt_cols["split"].take(p),
+            "prompt_id": prompt_cols["external_id"].take(p),
+            "prompt": prompt_cols["text"].take(p),
+            "image": prompt_cols["image"].take(p),
+            "video": prompt_cols["video"].take(p),
+            "chosen": cand_cols["text"].take(better),
+            "rejected": cand_cols["text"].take(worse),
+            "chosen_id": cand_cols["external_id"].take(better),
+            "rejected_id": cand_cols["external_id"].take(worse),
+            "chosen_model": cand_cols["model"].take(better),
+            "rejected_model": cand_cols["model"].take(worse),
+            "chosen_kind": cand_cols["kind"].take(better),
+            "rejected_kind": cand_cols["kind"].take(worse),
+            "chosen_media": cand_cols["media"].take(better),
+            "rejected_media": cand_cols["media"].take(worse),
+            "chosen_image": cand_cols["image"].take(better),
+            "rejected_image": cand_cols["image"].take(worse),
+            "chosen_video": cand_cols["video"].take(better),
+            "rejected_video": cand_cols["video"].take(worse),
+            "margin": pa.array([r.margin for _, r in rows], pa.float64()),
+            "human_margin": pa.array([r.human_margin for _, r in rows], pa.float64()),
+            "agreement": pa.array([r.agreement for _, r in rows], pa.float64()),
+            "n_judgments": pa.array([r.n_judgments for _, r in rows], pa.int32()),
+            "votes_chosen": pa.array([r.votes_chosen for _, r in rows], pa.int32()),
+            "votes_rejected": pa.array([r.votes_rejected for _, r in rows], pa.int32()),
+            "ties": pa.array([r.ties for _, r in rows], pa.int32()),
+            "source": pa.array([r.source for _, r in rows], pa.string()),
+            "denoised": pa.repeat(pa.scalar(options.denoise, pa.bool_()), n),
+            "reward_model": pa.repeat(pa.scalar(reward_model, pa.string()), n),
+            "judgment_ids": pa.ListArray.from_arrays(
+                pa.array(offsets, pa.int32()),
+                pa.array([j for judgment_ids in ids for j in judgment_ids], pa.int64()),
+            ),
+        }
+        return pa.RecordBatch.from_arrays(
+            [columns[f.name] for f in pairs_schema], schema=pairs_schema
+        )
+
+    def ranking_batch(rows: list[tuple[int, RankingOut]]) -> pa.RecordBatch:
+        p = pa.array([i for i, _ in rows], pa.int64())
+        flat = pa.array([index[c] for _, r in rows for c in r.order], pa.int64())
+        offsets = [0]
+        for _, r in rows:
+            offsets.append(offsets[-1] + len(r.order))
+        offsets_array = pa.array(offsets, pa.int32())
+
+        def listed(values: pa.Array) -> pa.Array:
+            return pa.ListArray.from_arrays(offsets_array, values)
+
+        columns = {
+            "id": _joined(
+                prompt_cols["external_id"].take(p),
+                pa.array([r.suffix for _, r in rows], pa.string()),
+            ),
+            "split": prompt_cols["split"].take(p),
+            "prompt_id": prompt_cols["external_id"].take(p),
+            "prompt": prompt_cols["text"].take(p),
+            "image": prompt_cols["image"].take(p),
+            "video": prompt_cols["video"].take(p),
+            "responses": listed(cand_cols["text"].take(flat)),
+            "response_kinds": listed(cand_cols["content_kind"].take(flat)),
+            "response_images": listed(cand_cols["image"].take(flat)),
+            "response_videos": listed(cand_cols["video"].take(flat)),
+            "rankings": listed(pa.array([k for _, r in rows for k in r.rankings], pa.int32())),
+            "candidate_ids": listed(cand_cols["external_id"].take(flat)),
+            "models": listed(cand_cols["model"].take(flat)),
+            "source": pa.array([r.source for _, r in rows], pa.string()),
+            "n_judgments": pa.array([r.n_judgments for _, r in rows], pa.int32()),
+            "agreement": pa.array([r.agreement for _, r in rows], pa.float64()),
+        }
+        return pa.RecordBatch.from_arrays(
+            [columns[f.name] for f in rankings_schema], schema=rankings_schema
+        )
+
+    return (
+        chunked(pair_rows, pair_batch, pairs_schema),
+        chunked(full_rows, ranking_batch, rankings_schema),
+        chunked(variant_rows, ranking_batch, rankings_schema),
+    )
+
+
+def _joined(*parts: pa.Array | str) -> pa.Array:
+    """Strings joined element-wise (a ``str`` part is the same in every row)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kinds = {part.type for part in parts if not isinstance(part, str)}
+    kind = pa.large_string() if pa.large_string() in kinds else pa.string()
+    return pc.binary_join_element_wise(
+        *(pa.scalar(part, kind) if isinstance(part, str) else part.cast(kind) for part in parts),
+        pa.scalar("", kind),
+    )
 
 
 # --------------------------------------------------------------------------- write
 
 
-def seed_line(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The seed paper's training record: exactly its keys, media keys only when present."""
-    out = {"prompt": row["prompt"], "responses": row["responses"], "rankings": row["rankings"]}
-    for key in ("image", "video"):
-        if row.get(key):
-            out[key] = row[key]
-    return out
+# The keys of a JSONL line per shape, in order, each a column of the table. "?" after a key:
+# written only when the value is a non-empty string. Pairs (Quorum's layout) are every column
+# of the pairs table (`PAIR_LINE_KEYS`), the provenance columns (`PAIR_PROVENANCE`) nested.
+LINE_SHAPES: dict[str, tuple[str, ...]] = {
+    # The seed paper's training record: exactly its keys, media keys only when present.
+    "seed": ("prompt", "responses", "rankings", "image?", "video?"),
+    # A ranking with image or video responses: the seed keys plus aligned media lists.
+    # ``responses[i]`` is answer text ("" for a media response), ``response_kinds[i]`` is
+    # text/image/video, ``response_images[i]`` / ``response_videos[i]`` the path relative to
+    # the export root (null when that response is not of that kind).
+    "multimodal": (
+        "prompt",
+        "responses",
+        "response_kinds",
+        "response_images",
+        "response_videos",
+        "rankings",
+        "image?",
+        "video?",
+    ),
+}
+# A pair line's keys before its provenance (the order rows have always been written in).
+PAIR_LINE_KEYS = (
+    "id",
+    "split",
+    "prompt_id",
+    "prompt",
+    "image",
+    "video",
+    "chosen",
+    "rejected",
+    "chosen_image",
+    "rejected_image",
+    "chosen_video",
+    "rejected_video",
+    "chosen_id",
+    "rejected_id",
+    "chosen_model",
+    "rejected_model",
+    "chosen_kind",
+    "rejected_kind",
+    "chosen_media",
+    "rejected_media",
+    "margin",
+    "human_margin",
+    "agreement",
+    "n_judgments",
+    "votes_chosen",
+    "votes_rejected",
+    "ties",
+)
+PAIR_PROVENANCE = ("source", "denoised", "reward_model", "judgment_ids")
+# Rows encoded at a time: bounds the memory of the lines being written.
+JSONL_CHUNK_ROWS = 1 << 14
 
 
-def multimodal_line(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A ranking with image or video responses: the seed keys plus aligned media lists.
+def _json_float(value: float | None) -> str | None:
+    """A float as `json.dumps` writes it (None stays None)."""
+    if value is None:
+        return None
+    if value != value:
+        return "NaN"
+    if value in (math.inf, -math.inf):
+        return "Infinity" if value > 0 else "-Infinity"
+    return float.__repr__(value)
 
-    ``responses[i]`` is answer text ("" for a media response), ``response_kinds[i]`` is
-    text/image/video, ``response_images[i]`` / ``response_videos[i]`` the path relative to
-    the export root (null when that response is not of that kind).
+
+def json_values(column: pa.Array) -> pa.Array:
+    """Each value of ``column`` as JSON text, the bytes ``json.dumps(value,
+    ensure_ascii=False)`` writes (a ``large_string`` array, ``null`` for a missing value).
+
+    Each distinct string is encoded once (orjson, whose string escapes are `json`'s); numbers
+    and lists as `json` writes them (``repr`` of a float, ``", "`` between list items).
     """
-    out = {
-        "prompt": row["prompt"],
-        "responses": row["responses"],
-        "response_kinds": row["response_kinds"],
-        "response_images": row["response_images"],
-        "response_videos": row["response_videos"],
-        "rankings": row["rankings"],
-    }
-    for key in ("image", "video"):
-        if row.get(key):
-            out[key] = row[key]
-    return out
+    import orjson
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = column.type
+    text = pa.large_string()
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        encoded = column.dictionary_encode()
+        words = [orjson.dumps(v).decode() for v in encoded.dictionary.to_pylist()]
+        out = pa.array(words, text).take(encoded.indices)
+    elif pa.types.is_floating(kind):
+        out = pa.array([_json_float(v) for v in column.to_pylist()], text)
+    elif pa.types.is_integer(kind):
+        out = column.cast(text)
+    elif pa.types.is_boolean(kind):
+        out = pc.if_else(column, pa.scalar("true", text), pa.scalar("false", text))
+    elif pa.types.is_list(kind):
+        items = json_values(column.flatten()).to_pylist()
+        rows: list[str | None] = []
+        at = 0
+        for n in column.value_lengths().to_pylist():
+            if n is None:
+                rows.append(None)
+                continue
+            rows.append("[" + ", ".join(items[at : at + n]) + "]")
+            at += n
+        out = pa.array(rows, text)
+    elif pa.types.is_null(kind):
+        out = pa.nulls(len(column), text)
+    else:
+        raise TypeError(f"no JSON encoding for column type {kind}")
+    return pc.fill_null(out, pa.scalar("null", text))
+
+
+def _line_pieces(batch: pa.RecordBatch, shape: str) -> list[pa.Array | str]:
+    """One JSONL line per row of ``batch``, as constant text and columns of JSON values."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    pieces: list[pa.Array | str] = []
+    opening = "{"
+
+    def key(name: str) -> None:
+        nonlocal opening
+        pieces.append(f"{opening}{json.dumps(name)}: ")
+        pieces.append(json_values(batch.column(name)))
+        opening = ", "
+
+    if shape == "pairs":
+        for name in PAIR_LINE_KEYS:
+            key(name)
+        pieces.append(', "provenance": ')
+        opening = "{"
+        for name in PAIR_PROVENANCE:
+            key(name)
+        pieces.append("}}\n")
+        return pieces
+    for name in LINE_SHAPES[shape]:
+        if not name.endswith("?"):
+            key(name)
+            continue
+        name = name[:-1]
+        column = batch.column(name)
+        present = pc.fill_null(pc.not_equal(column, ""), False)
+        member = _joined(f", {json.dumps(name)}: ", json_values(column))
+        pieces.append(pc.if_else(present, member, pa.scalar("", pa.large_string())))
+    pieces.append("}\n")
+    return pieces
+
+
+def jsonl_chunks(table: pa.Table, shape: str) -> Iterator[memoryview]:
+    """The JSONL bytes of ``table``'s rows in the line ``shape`` (`LINE_SHAPES`, or
+    ``"pairs"``), a chunk of rows at a time: every line exactly ``json.dumps(line,
+    ensure_ascii=False) + "\\n"`` of the row's dict, with no dict built per row."""
+    import numpy as np
+
+    for batch in table.to_batches(max_chunksize=JSONL_CHUNK_ROWS):
+        if not batch.num_rows:
+            continue
+        lines = _joined(*_line_pieces(batch, shape))
+        offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)
+        start, end = offsets[lines.offset], offsets[lines.offset + len(lines)]
+        yield memoryview(lines.buffers()[2])[start:end]
 
 
 # `json.dumps(row, ensure_ascii=False)` builds a JSONEncoder per call; one shared encoder writes
@@ -1304,24 +1564,21 @@ def write_snapshot(
     progress = progress or (lambda _p, _s: None)
     splits = list(options.splits)
     progress(80, "JSONL")
-    for folder, rows, shape, _why in jsonl_tables(snapshot)[0]:
+    import pyarrow.compute as pc
+
+    for folder, table, shape, _why in jsonl_tables(snapshot)[0]:
         (out_dir / folder).mkdir(parents=True)
-        lines: dict[str, list[str]] = {s: [] for s in splits}
-        for row in rows:
-            lines[row["split"]].append(_json_line(shape(row)))
-        for split, split_lines in lines.items():
-            # One write per file: the rows are in memory already, and a write per row is a
-            # text-layer call (encode, buffer) per line.
-            with open(out_dir / folder / f"{split}.jsonl", "w", encoding="utf-8") as fh:
-                fh.write("".join(split_lines))
+        for split in splits:
+            part = table.filter(pc.equal(table["split"], split))
+            with open(out_dir / folder / f"{split}.jsonl", "wb") as fh:
+                for chunk in jsonl_chunks(part, shape):
+                    fh.write(chunk)
 
     with open(out_dir / OVERRULED_FILE, "w", encoding="utf-8") as fh:
         fh.write("".join(map(_json_line, snapshot.overruled)))
 
     progress(86, "Parquet and Hugging Face datasets")
     import datasets
-    import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
     from datasets.table import InMemoryTable
 
@@ -1336,12 +1593,11 @@ def write_snapshot(
 
     (out_dir / "parquet").mkdir()
     (out_dir / "hf").mkdir()
-    for name, rows, schema in (
-        ("pairs", snapshot.pairs, _pair_schema()),
-        ("rankings", snapshot.rankings, _ranking_schema()),
-        ("rankings_4", snapshot.variants, _ranking_schema()),
+    for name, table in (
+        ("pairs", snapshot.pairs),
+        ("rankings", snapshot.rankings),
+        ("rankings_4", snapshot.variants),
     ):
-        table = pa.Table.from_pylist(rows, schema=schema)
         parquet = out_dir / "parquet" / f"{name}.parquet"
         pq.write_table(table, parquet)
         table, features = hf_image_columns(table, read_media)
@@ -1504,17 +1760,6 @@ def hf_image_columns(
             continue
         table = table.set_column(index, name, column)
     return table, features
-
-
-def pair_line(row: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(row)
-    out["provenance"] = {
-        "source": out.pop("source"),
-        "denoised": out.pop("denoised"),
-        "reward_model": out.pop("reward_model"),
-        "judgment_ids": out.pop("judgment_ids"),
-    }
-    return out
 
 
 def _file_list(out_dir: Path, skip: set[str], only: str | None = None) -> list[dict[str, Any]]:
