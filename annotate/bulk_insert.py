@@ -15,7 +15,8 @@ constraint: a violation raises ``IntegrityError`` and the transaction rolls back
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
 
@@ -82,60 +83,91 @@ def _default(field: models.Field, now) -> Any:
     return field.get_default()
 
 
+@dataclass(frozen=True)
+class Same:
+    """A column of ``columns_insert`` that holds one value in every row."""
+
+    value: Any
+
+
 def rows_insert(
     model: type[models.Model], fields: Sequence[str], rows: Iterable[Sequence[Any]]
 ) -> list[int]:
     """Inserts rows (values of ``fields``, by attribute name, in that order); returns their
-    new primary keys in row order.
-
-    Concrete fields not in ``fields`` get their default (``auto_now(_add)``: the time of this
-    call), the same for every row and converted once.
-    """
+    new primary keys in row order. ``columns_insert`` without the columns at hand."""
     rows = rows if isinstance(rows, list) else list(rows)
     if not rows:
         return []
+    return columns_insert(model, dict(zip(fields, zip(*rows, strict=True), strict=True)))
+
+
+def columns_insert(
+    model: type[models.Model], columns: Mapping[str, Sequence[Any] | Same]
+) -> list[int]:
+    """Inserts rows given column by column (attribute name -> that column's values in row
+    order, or ``Same(value)`` for every row); returns their new primary keys in row order.
+
+    Concrete fields not named get their default (``auto_now(_add)``: the time of this call),
+    the same for every row and converted once. A column is converted with one ``map`` (no
+    per-row Python list) and the rows go to the database as a ``zip`` of the columns: nothing
+    per row is built in Python but the tuple the driver reads.
+    """
+    lengths = {len(v) for v in columns.values() if not isinstance(v, Same)}
+    if len(lengths) > 1:
+        raise ValueError(f"columns of different lengths: {sorted(lengths)}")
+    n = lengths.pop() if lengths else 0
+    if not n:
+        return []
     opts = model._meta
-    concrete = [opts.get_field(name) for name in fields]
-    named = {f.attname for f in concrete}
+    named = [opts.get_field(name) for name in columns]
+    attnames = {f.attname for f in named}
     now = timezone.now()
     rest = [
         f
         for f in opts.concrete_fields
-        if not f.primary_key and not f.generated and f.attname not in named
+        if not f.primary_key and not f.generated and f.attname not in attnames
     ]
     if connection.vendor not in ("postgresql", "sqlite"):
-        names = [*fields, *(f.attname for f in rest)]
-        defaults = [_default(f, now) for f in rest]
-        objs = [model(**dict(zip(names, [*row, *defaults], strict=True))) for row in rows]
+        names = [*(f.attname for f in named), *(f.attname for f in rest)]
+        values = [
+            *(repeat(v.value, n) if isinstance(v, Same) else v for v in columns.values()),
+            *(repeat(_default(f, now), n) for f in rest),
+        ]
+        objs = [model(**dict(zip(names, row, strict=True))) for row in zip(*values, strict=True)]
         model._base_manager.bulk_create(objs, batch_size=2000)
         return [obj.pk for obj in objs]
-    ids = _reserve_ids(model, len(rows))
-    # Column by column: a converter maps one column (C loops, no per-row Python list), and a
-    # default is converted once and repeated.
-    columns: list[Iterable[Any]] = [ids, *zip(*rows, strict=True)]
-    for i, convert in enumerate(map(_converter, concrete), start=1):
-        if convert is not None:
-            columns[i] = map(convert, columns[i])
-    for f in rest:
+    ids = _reserve_ids(model, n)
+    prepared: list[Iterable[Any]] = [ids]
+    for f, values in [
+        *zip(named, columns.values(), strict=True),
+        *((f, Same(_default(f, now))) for f in rest),
+    ]:
         convert = _converter(f)
-        value = _default(f, now)
-        columns.append(repeat(convert(value) if convert is not None else value))
-    # repeat() is endless: ids bound the length. A list: the debug cursor (query capture)
-    # takes len() of the parameters.
-    prepared = list(zip(*columns, strict=False))
-    quote = connection.ops.quote_name
-    names = ", ".join(quote(c) for c in [opts.pk.column, *(f.column for f in [*concrete, *rest])])
-    table = quote(opts.db_table)
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # The raw cursor's errors are psycopg's: wrapped, they are Django's (IntegrityError).
-            sql = f"COPY {table} ({names}) FROM STDIN"
-            with connection.wrap_database_errors, cursor.cursor.copy(sql) as copy:
-                for values in prepared:
-                    copy.write_row(values)
+        if isinstance(values, Same):
+            value = values.value if convert is None else convert(values.value)
+            prepared.append(repeat(value))  # endless: ``ids`` bounds the zip
         else:
-            marks = ", ".join(["%s"] * (1 + len(concrete) + len(rest)))
-            cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", prepared)
+            prepared.append(values if convert is None else map(convert, values))
+    quote = connection.ops.quote_name
+    names = ", ".join(quote(c) for c in [opts.pk.column, *(f.column for f in [*named, *rest])])
+    table = quote(opts.db_table)
+    rows = zip(*prepared, strict=False)
+    connection.ensure_connection()
+    # The raw connection's errors are the driver's: wrapped, they are Django's (IntegrityError).
+    with connection.wrap_database_errors:
+        if connection.vendor == "postgresql":
+            sql = f"COPY {table} ({names}) FROM STDIN"
+            with connection.connection.cursor() as cursor, cursor.copy(sql) as copy:
+                write = copy.write_row
+                for row in rows:
+                    write(row)
+        else:
+            # sqlite3 itself, not Django's cursor: that one rewrites the SQL's placeholders
+            # and copies the parameters through ``tee`` (a Python step per row).
+            marks = ", ".join(["?"] * len(prepared))
+            connection.connection.executemany(
+                f"INSERT INTO {table} ({names}) VALUES ({marks})", rows
+            )
     return ids
 
 

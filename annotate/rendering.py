@@ -82,6 +82,34 @@ def markdown_html(text: str) -> SafeString:
     return _parsed_html(text)
 
 
+# The bytes ``_PLAIN_ASCII_LINE`` allows, less "_" (which ``_plain_paragraph`` refuses apart),
+# plus the newline that joins texts below.
+_PLAIN_ASCII_BYTES = (
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 ,.;:?!'\"()/%$@=+-[]\n"
+)
+
+
+def markdown_html_many(texts: list[str]) -> list[str]:
+    """``markdown_html`` of each text; when all of them are plain lines, as most imports'
+    texts are, found so in two C scans of the joined texts instead of one match per text.
+
+    An import of 10,000 rows holds 50,000 texts; the per-text shortcut's ``fullmatch`` and
+    calls were about a tenth of its CPU. Otherwise (a character the shortcut refuses, a
+    possible link) each text goes through ``markdown_html``.
+    """
+    joined = "\n".join(texts)
+    if (
+        joined.isascii()
+        and not joined.encode("ascii").translate(None, _PLAIN_ASCII_BYTES)
+        and not ("]" in joined and _LINK_TAIL.search(joined))
+    ):
+        # Every text is a line of allowed characters: plain when it starts as one.
+        return [
+            f"<p>{t}</p>" if t[:1].isalpha() or t[:1] == "[" else markdown_html(t) for t in texts
+        ]
+    return [markdown_html(t) for t in texts]
+
+
 def _parsed_html(text: str) -> SafeString:
     import nh3
 

@@ -22,9 +22,10 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from annotate.bulk_insert import objects_insert, rows_insert
+from annotate.bulk_insert import Same, columns_insert, objects_insert
 from annotate.importing import (
     EMPTY_ANSWER,
+    CandidateRecord,
     ImportRejected,
     ParsedImport,
     Problem,
@@ -43,7 +44,7 @@ from annotate.models import (
     Task,
     TaskCandidate,
 )
-from annotate.rendering import markdown_html
+from annotate.rendering import markdown_html_many
 from annotate.table_stats import tables_analyze
 from workers import jobs
 from workers.jobs import job_enqueue
@@ -52,20 +53,6 @@ logger = logging.getLogger("quorum.annotate")
 
 # Imports writing at least this many rows refresh the planner's statistics after commit.
 ANALYZE_AFTER_ROWS = 1000
-# Candidate columns as the import writes them (every column: none has a database default).
-PROMPT_COLUMNS = ("project_id", "external_id", "text", "text_html", "image", "video", "metadata")
-CANDIDATE_COLUMNS = (
-    "project_id",
-    "prompt_id",
-    "external_id",
-    "model_name",
-    "kind",
-    "text",
-    "text_html",
-    "media",
-    "metadata",
-    "created_at",
-)
 
 
 class JudgmentInvalid(ValueError):
@@ -390,28 +377,31 @@ def _write_records(
         )
     )
     new_prompts = [p for p in parsed.prompts if p.external_id not in prompts]
-    new_prompt_pks = rows_insert(
+    # Column by column (annotate.bulk_insert.columns_insert): no row tuples, one markdown
+    # pass over the texts, media columns only when the file names media.
+    texts = [p.text for p in new_prompts]
+    has_media = bool(stored)
+    new_prompt_pks = columns_insert(
         Prompt,
-        PROMPT_COLUMNS,
-        [
-            (
-                project.pk,
-                p.external_id,
-                p.text,
-                markdown_html(p.text),
-                stored[p.image.name] if p.image else "",
-                stored[p.video.name] if p.video else "",
-                p.metadata,
-            )
-            for p in new_prompts
-        ],
+        {
+            "project_id": Same(project.pk),
+            "external_id": [p.external_id for p in new_prompts],
+            "text": texts,
+            "text_html": markdown_html_many(texts),
+            "image": [stored[p.image.name] if p.image else "" for p in new_prompts]
+            if has_media
+            else Same(""),
+            "video": [stored[p.video.name] if p.video else "" for p in new_prompts]
+            if has_media
+            else Same(""),
+            "metadata": [p.metadata for p in new_prompts],
+        },
     )
     counts["prompts"] = len(new_prompts)
     prompts.update(zip((p.external_id for p in new_prompts), new_prompt_pks, strict=True))
     new_prompt_ids = {p.external_id for p in new_prompts}
 
-    # Candidates: written as rows (no model instances: 4+ per prompt); ``cands`` holds pks.
-    now = timezone.now()
+    # Candidates: written as columns (no model instances: 4+ per prompt); ``cands`` holds pks.
     existing_cands: dict[str, tuple[int, int]] = {}
     if not fresh:
         cand_ext_ids = {c.external_id for p in parsed.prompts for c in p.candidates}
@@ -421,10 +411,14 @@ def _write_records(
             cand_ext_ids,
         ):
             existing_cands[ext] = (pk, prompt_pk)
-    new_cands: list[tuple] = []
-    new_cand_ext_ids: list[str] = []
+    new_cands: list[CandidateRecord] = []
+    new_cand_prompts: list[int] = []
     for p in parsed.prompts:
         prompt_pk = prompts[p.external_id]
+        if not existing_cands:
+            new_cands += p.candidates
+            new_cand_prompts += [prompt_pk] * len(p.candidates)
+            continue
         for c in p.candidates:
             old = existing_cands.get(c.external_id)
             if old is not None:
@@ -437,26 +431,32 @@ def _write_records(
                         )
                     )
                 continue
-            new_cand_ext_ids.append(c.external_id)
-            new_cands.append(
-                (
-                    project.pk,
-                    prompt_pk,
-                    c.external_id,
-                    c.model_name,
-                    c.kind,
-                    c.text,
-                    markdown_html(c.text),
-                    stored[c.media.name] if c.media else "",
-                    c.metadata,
-                    now,
-                )
-            )
+            new_cands.append(c)
+            new_cand_prompts.append(prompt_pk)
     if problems:
         raise ImportRejected(problems)
-    new_cand_pks = rows_insert(Candidate, CANDIDATE_COLUMNS, new_cands)
+    texts = [c.text for c in new_cands]
+    new_cand_ext_ids = [c.external_id for c in new_cands]
+    metadata = [c.metadata for c in new_cands]
+    new_cand_pks = columns_insert(
+        Candidate,
+        {
+            "project_id": Same(project.pk),
+            "prompt_id": new_cand_prompts,
+            "external_id": new_cand_ext_ids,
+            "model_name": [c.model_name for c in new_cands],
+            "kind": [c.kind for c in new_cands],
+            "text": texts,
+            "text_html": markdown_html_many(texts),
+            "media": [stored[c.media.name] if c.media else "" for c in new_cands]
+            if has_media
+            else Same(""),
+            "metadata": metadata,
+            "created_at": Same(timezone.now()),
+        },
+    )
     counts["candidates"] = len(new_cands)
-    counts["empty_answers"] = sum(1 for row in new_cands if row[8].get(EMPTY_ANSWER))
+    counts["empty_answers"] = sum(1 for m in metadata if m and m.get(EMPTY_ANSWER))
     cands = {ext: pk for ext, (pk, _) in existing_cands.items()}
     cands.update(zip(new_cand_ext_ids, new_cand_pks, strict=True))
     if on_progress:
@@ -465,14 +465,18 @@ def _write_records(
     # Tasks: one per imported judgment's candidate set; new prompts that bring no judgments
     # get planned annotation tasks (a prompt's judged sets are its tasks otherwise).
     wanted: dict[tuple[int, str], tuple[int, ...]] = {}
+    size = 2 if project.mode == Project.Mode.PAIRWISE else project.candidates_per_task
     for p in parsed.prompts:
         prompt_pk = prompts[p.external_id]
         if p.external_id in new_prompt_ids and not p.judgments:
             ids = [cands[c.external_id] for c in p.candidates]
-            for group in plan_tasks(
-                ids, mode=project.mode, n=project.candidates_per_task, seed=p.external_id
-            ):
-                wanted.setdefault((prompt_pk, candidate_key(group)), group)
+            if 2 <= len(ids) <= size:  # one task of them all (plan_tasks' first case)
+                wanted.setdefault((prompt_pk, candidate_key(ids)), tuple(ids))
+            else:
+                for group in plan_tasks(
+                    ids, mode=project.mode, n=project.candidates_per_task, seed=p.external_id
+                ):
+                    wanted.setdefault((prompt_pk, candidate_key(group)), group)
         for j in p.judgments:
             if j.kind == "pair":
                 group = tuple(cands[c] for c in j.pair)
@@ -482,7 +486,6 @@ def _write_records(
                     cands[c.external_id] for c in p.candidates if c.external_id in members
                 )
             wanted.setdefault((prompt_pk, candidate_key(group)), group)
-    prompt_pks = {prompts[p.external_id] for p in parsed.prompts}
     existing_tasks: dict[tuple[int, str], int] = (
         {}
         if fresh
@@ -493,37 +496,45 @@ def _write_records(
                     "prompt_id", "candidate_key", "pk"
                 ),
                 "prompt_id",
-                prompt_pks,
+                {prompts[p.external_id] for p in parsed.prompts},
             )
         }
     )
     new_task_keys = [k for k in wanted if k not in existing_tasks]
-    new_task_pks = rows_insert(
+    new_task_pks = columns_insert(
         Task,
-        ("project_id", "prompt_id", "candidate_key"),
-        [(project.pk, *k) for k in new_task_keys],
+        {
+            "project_id": Same(project.pk),
+            "prompt_id": [k[0] for k in new_task_keys],
+            "candidate_key": [k[1] for k in new_task_keys],
+        },
     )
-    rows_insert(
+    groups = [wanted[k] for k in new_task_keys]
+    columns_insert(
         TaskCandidate,
-        ("task_id", "candidate_id", "position"),
-        [
-            (task_pk, cand_pk, position)
-            for task_pk, k in zip(new_task_pks, new_task_keys, strict=True)
-            for position, cand_pk in enumerate(wanted[k])
-        ],
+        {
+            "task_id": [pk for pk, g in zip(new_task_pks, groups, strict=True) for _ in g],
+            "candidate_id": [c for g in groups for c in g],
+            "position": [position for g in groups for position in range(len(g))],
+        },
     )
     counts["tasks"] = len(new_task_keys)
+    if on_progress:
+        on_progress("write", 2 * len(parsed.prompts) // 3, len(parsed.prompts))
+    if not any(p.judgments for p in parsed.prompts):
+        if on_progress:
+            on_progress("write", len(parsed.prompts), len(parsed.prompts))
+        counts["_new_prompt_ids"] = new_prompt_pks
+        return counts
     tasks = {**existing_tasks, **dict(zip(new_task_keys, new_task_pks, strict=True))}
     task_order: dict[int, list[int]] = {
-        pk: list(wanted[k]) for pk, k in zip(new_task_pks, new_task_keys, strict=True)
+        pk: list(g) for pk, g in zip(new_task_pks, groups, strict=True)
     }
     old_task_pks = list(existing_tasks.values())
     for slot in _chunked_filter(
         TaskCandidate.objects.order_by("task_id", "position"), "task_id", old_task_pks
     ):
         task_order.setdefault(slot.task_id, []).append(slot.candidate_id)
-    if on_progress:
-        on_progress("write", 2 * len(parsed.prompts) // 3, len(parsed.prompts))
 
     # Judgments
     def final_key(raw: str) -> str:
