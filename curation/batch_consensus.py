@@ -9,9 +9,10 @@ counts by ``bincount`` over one pair key, each evaluator's net preference per pa
 with its weight in the order the per-prompt path sums it (so every float is the same bit
 for bit), arcs the ranking reverses by comparing positions.
 
-A prompt is left to the per-prompt path (`prompt_consensus`, networkx, the exact feedback
-arc set) when this cannot stand for it: a ranking judgment among its votes, or candidates
-of equal strength (a tie group, which that path splits by a feedback arc set). The test
+A ranking judgment counts as the pairs it orders (ties as tied pairs), as `_pair_evidence`
+reads it. A prompt is left to the per-prompt path (`prompt_consensus`, networkx, the exact
+feedback arc set) when this cannot stand for it: candidates of equal strength (a tie group,
+which that path splits by a feedback arc set), or a ranking naming a candidate twice. The test
 `tests/curation/test_batch_consensus.py` holds this module equal to the per-prompt path on
 random prompts.
 """
@@ -121,7 +122,23 @@ class _Columns:
         evaluator_index: dict[str, int] = {}
         for prompt_id, votes in prompts:
             for v in votes:
-                a, b = v.pair  # type: ignore[misc]
+                if v.pair is None:
+                    # A ranking: its pairs in the order `consensus._pair_evidence` takes them,
+                    # +1 where the smaller id ranks higher, 0 where tied.
+                    position = {c: g for g, group in enumerate(v.ranking) for c in group}
+                    ranked = sorted(position)
+                    for i, x in enumerate(ranked):
+                        for y in ranked[i + 1 :]:
+                            cols_p.append(prompt_id)
+                            cols_a.append(x)
+                            cols_b.append(y)
+                            cols_s.append((position[x] < position[y]) - (position[y] < position[x]))
+                            cols_e.append(
+                                evaluator_index.setdefault(v.evaluator, len(evaluator_index))
+                            )
+                            cols_j.append(v.judgment_id)
+                    continue
+                a, b = v.pair
                 if a == b:
                     continue
                 cols_p.append(prompt_id)
@@ -191,9 +208,11 @@ def batch_consensus(
     n_votes: dict[int, int] = {}
     kept: list[tuple[int, Sequence[C.Vote]]] = []
     for prompt_id, votes in votes_by_prompt.items():
-        if not votes or any(v.pair is None for v in votes):
-            continue
-        nodes = sorted({c for v in votes for c in v.pair})  # type: ignore[union-attr]
+        if not votes or any(
+            v.pair is None and len(set(v.candidates)) != len(v.candidates) for v in votes
+        ):
+            continue  # a ranking naming a candidate twice: the per-prompt path's reading
+        nodes = sorted({c for v in votes for c in v.candidates})
         strengths = scores.get(prompt_id, {})
         ranking = C.groups_from_scores({n: float(strengths.get(n, 0.0)) for n in nodes}, tol=1e-6)
         if len(ranking) != len(nodes):
