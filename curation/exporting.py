@@ -37,6 +37,7 @@ import random
 import shutil
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -356,6 +357,8 @@ class Snapshot:
     media: set[str]
     # Human arcs the consensus overrules (`curation.overruled`), rows of overruled_arcs.jsonl.
     overruled: list[dict[str, Any]] = field(default_factory=list)
+    # `jsonl_tables` of this snapshot, worked out once by `build_snapshot` (empty: not yet).
+    jsonl: list[JsonlTable] = field(default_factory=list)
 
 
 def build_snapshot(
@@ -700,6 +703,7 @@ def build_snapshot(
     }
     snapshot = Snapshot(pairs_table, rankings_table, variants_table, datasheet, media, overruled)
     written, skipped = jsonl_tables(snapshot)
+    snapshot.jsonl = written
     datasheet["files_not_written"] = [{"path": f"{f}/", "why": why} for f, why in skipped]
     datasheet["files_written"] = [
         {"path": f"{folder}/", "rows": table.num_rows, "why": why}
@@ -1563,22 +1567,9 @@ def write_snapshot(
     """Writes every file of the snapshot into ``out_dir``; returns the file list."""
     progress = progress or (lambda _p, _s: None)
     splits = list(options.splits)
-    progress(80, "JSONL")
-    import pyarrow.compute as pc
-
-    for folder, table, shape, _why in jsonl_tables(snapshot)[0]:
-        (out_dir / folder).mkdir(parents=True)
-        for split in splits:
-            part = table.filter(pc.equal(table["split"], split))
-            with open(out_dir / folder / f"{split}.jsonl", "wb") as fh:
-                for chunk in jsonl_chunks(part, shape):
-                    fh.write(chunk)
-
-    with open(out_dir / OVERRULED_FILE, "w", encoding="utf-8") as fh:
-        fh.write("".join(map(_json_line, snapshot.overruled)))
-
-    progress(86, "Parquet and Hugging Face datasets")
+    progress(80, "JSONL, Parquet and Hugging Face datasets")
     import datasets
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
     from datasets.table import InMemoryTable
 
@@ -1591,30 +1582,47 @@ def write_snapshot(
             stored[path] = _stored_media(source.media_root, path.removeprefix("media/"))
         return stored[path]
 
-    (out_dir / "parquet").mkdir()
-    (out_dir / "hf").mkdir()
-    for name, table in (
-        ("pairs", snapshot.pairs),
-        ("rankings", snapshot.rankings),
-        ("rankings_4", snapshot.variants),
-    ):
-        parquet = out_dir / "parquet" / f"{name}.parquet"
-        pq.write_table(table, parquet)
-        table, features = hf_image_columns(table, read_media)
-        info = datasets.DatasetInfo(features=features)
-        # The table's content named by its Parquet file's digest: `datasets` would otherwise
-        # fingerprint each split by pickling the whole in-memory table (a tenth of a second
-        # per 10,000 rows) for a cache key nothing here uses.
-        content = hashlib.sha256(parquet.read_bytes()).hexdigest()
-        parts = {}
-        for split in splits:
-            mask = pc.equal(table["split"], split)
-            parts[split] = datasets.Dataset(
-                InMemoryTable(table.filter(mask)),
-                info=info.copy(),
-                fingerprint=hashlib.sha256(f"{content}:{split}".encode()).hexdigest()[:16],
-            )
-        save_dataset_dict(parts, out_dir / "hf" / name)
+    def write_tables() -> None:
+        """Parquet and the Hugging Face folders (no database access: run in a thread)."""
+        (out_dir / "parquet").mkdir()
+        (out_dir / "hf").mkdir()
+        for name, table in (
+            ("pairs", snapshot.pairs),
+            ("rankings", snapshot.rankings),
+            ("rankings_4", snapshot.variants),
+        ):
+            parquet = out_dir / "parquet" / f"{name}.parquet"
+            pq.write_table(table, parquet)
+            table, features = hf_image_columns(table, read_media)
+            info = datasets.DatasetInfo(features=features)
+            # The table's content named by its Parquet file's digest: `datasets` would
+            # otherwise fingerprint each split by pickling the whole in-memory table (a tenth
+            # of a second per 10,000 rows) for a cache key nothing here uses.
+            content = hashlib.sha256(parquet.read_bytes()).hexdigest()
+            parts = {}
+            for split in splits:
+                mask = pc.equal(table["split"], split)
+                parts[split] = datasets.Dataset(
+                    InMemoryTable(table.filter(mask)),
+                    info=info.copy(),
+                    fingerprint=hashlib.sha256(f"{content}:{split}".encode()).hexdigest()[:16],
+                )
+            save_dataset_dict(parts, out_dir / "hf" / name)
+
+    # Arrow writes Parquet and the Arrow shards without the GIL: they go on beside the JSONL
+    # encoding (Python in part), on another core where there is one.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        tables_written = pool.submit(write_tables)
+        for folder, table, shape, _why in snapshot.jsonl or jsonl_tables(snapshot)[0]:
+            (out_dir / folder).mkdir(parents=True)
+            for split in splits:
+                part = table.filter(pc.equal(table["split"], split))
+                with open(out_dir / folder / f"{split}.jsonl", "wb") as fh:
+                    for chunk in jsonl_chunks(part, shape):
+                        fh.write(chunk)
+        with open(out_dir / OVERRULED_FILE, "w", encoding="utf-8") as fh:
+            fh.write("".join(map(_json_line, snapshot.overruled)))
+        tables_written.result()
 
     if options.include_media and snapshot.media:
         progress(93, "media")
@@ -1667,6 +1675,7 @@ def save_dataset_dict(parts: Mapping[str, datasets.Dataset], folder: Path) -> No
     finds nothing to read here. Every split gets its shard, an empty one too (without it
     ``load_from_disk`` raises IndexError). One shard per split, whatever its size.
     """
+    import pyarrow as pa
     from datasets.arrow_writer import ArrowWriter
     from datasets.utils.py_utils import asdict as info_dict  # what save_to_disk writes
 
@@ -1676,8 +1685,12 @@ def save_dataset_dict(parts: Mapping[str, datasets.Dataset], folder: Path) -> No
         path = folder / split
         path.mkdir()
         shard = "data-00000-of-00001.arrow"
+        # A native file: given a path, `datasets` writes through a Python file object, a
+        # call per Arrow buffer (about 70,000 for the 10k peer export's three tables).
         writer = ArrowWriter(
-            features=part.features, path=str(path / shard), embed_local_files=False
+            features=part.features,
+            stream=pa.OSFile(str(path / shard), "wb"),
+            embed_local_files=False,
         )
         try:
             writer.write_table(part.data.table)
@@ -1765,16 +1778,23 @@ def hf_image_columns(
 def _file_list(out_dir: Path, skip: set[str], only: str | None = None) -> list[dict[str, Any]]:
     """Path, size and SHA-256 of every file under ``out_dir`` but ``skip`` (media summed up
     in one entry), sorted; with ``only``, of that one file (no media entry)."""
-    files = []
+    listed = []
     for path in [out_dir / only] if only is not None else sorted(out_dir.rglob("*")):
         rel = path.relative_to(out_dir).as_posix()
-        if not path.is_file() or rel in skip or rel.startswith("media/"):
-            continue
+        if path.is_file() and rel not in skip and not rel.startswith("media/"):
+            listed.append((rel, path))
+
+    def entry(item: tuple[str, Path]) -> dict[str, Any]:
+        rel, path = item
         digest = hashlib.sha256()
         with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
-        files.append({"path": rel, "bytes": path.stat().st_size, "sha256": digest.hexdigest()})
+        return {"path": rel, "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+    # SHA-256 runs without the GIL on large buffers: two files at a time where there are cores.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        files = list(pool.map(entry, listed))
     media = (
         [p for p in (out_dir / "media").rglob("*") if p.is_file()]
         if only is None and (out_dir / "media").is_dir()
