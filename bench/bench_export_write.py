@@ -11,7 +11,12 @@ files). ``--reference DIR`` compares with a folder kept earlier (``--keep DIR`` 
 first run's folder).
 
     python bench/bench_export_write.py [--tasks 10000] [--before HEAD] [--keep var/expE-ref]
-                                       [--reference var/expE-ref] [--repeat 1]
+                                       [--reference var/expE-ref] [--repeat 1] [--denoise]
+                                       [--rounds 1]
+
+``--denoise`` builds the denoised export (the joint model's ranking) instead of denoising off;
+``--rounds N`` runs before and after N times each, alternating (before, after, after, before,
+...), every run a fresh process and database, and pools the builds of each side.
 """
 
 from __future__ import annotations
@@ -58,7 +63,9 @@ def child(args: argparse.Namespace) -> None:
     times = []
     for i in range(args.repeat):
         export = services.export_create(
-            project=project, options={"denoise": False, "include_media": False}, enqueue=False
+            project=project,
+            options={"denoise": args.denoise, "include_media": False},
+            enqueue=False,
         )
         wall, cpu = time.perf_counter(), time.process_time()
         services.export_build(export_id=export.pk)
@@ -114,6 +121,7 @@ def _run(code: Path, args: argparse.Namespace, tmp: Path, label: str) -> tuple[l
         f"--out={out}",
         f"--tasks={args.tasks}",
         f"--repeat={args.repeat}",
+        *(["--denoise"] if args.denoise else []),
     ]
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     subprocess.run(command, check=True, env={**env, "PYTHONHASHSEED": "0"})
@@ -127,6 +135,8 @@ def main() -> None:
     parser.add_argument("--before", help="also measure this commit's code (git worktree)")
     parser.add_argument("--keep", help="copy the first run's export folder here")
     parser.add_argument("--reference", help="compare the working tree's export with this folder")
+    parser.add_argument("--denoise", action="store_true", help="the denoised export")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating runs per side")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--code", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -157,11 +167,18 @@ def main() -> None:
                 )
                 runs.append((f"before ({commit[:7]})", worktree))
             runs.append(("after (working tree)", REPO))
-            results = []
-            for i, (label, code) in enumerate(runs):
-                load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-                times, folder = _run(code, args, tmp, str(i))
-                results.append((label, times, folder, load))
+            pooled: dict[str, list] = {label: [] for label, _ in runs}
+            folders: dict[str, Path] = {}
+            loads: dict[str, list[str]] = {label: [] for label, _ in runs}
+            for r in range(args.rounds):
+                for i, (label, code) in enumerate(runs if r % 2 == 0 else runs[::-1]):
+                    loads[label].append(f"{os.getloadavg()[0]:.1f}")
+                    times, folder = _run(code, args, tmp, f"{r}-{i}")
+                    pooled[label] += times
+                    folders.setdefault(label, folder)
+            results = [
+                (label, pooled[label], folders[label], " ".join(loads[label])) for label, _ in runs
+            ]
             if args.keep:
                 shutil.rmtree(args.keep, ignore_errors=True)
                 shutil.copytree(results[0][2], args.keep)
@@ -173,9 +190,10 @@ def main() -> None:
                     capture_output=True,
                 )
 
-        print(f"export_build, {args.tasks} judged ranking tasks, denoise off, no media")
-        print(f"{args.repeat} builds per run: median (min)")
-        print("| run | wall s | CPU s | load (1/5/15 min) |")
+        what = "denoised" if args.denoise else "denoise off"
+        print(f"export_build, {args.tasks} judged ranking tasks, {what}, no media")
+        print(f"{args.repeat} builds per run, {args.rounds} runs per side: median (min)")
+        print("| run | wall s | CPU s | load (1 min) at each run's start |")
         print("|---|---|---|---|")
         for label, times, _folder, load in results:
             wall = sorted(t[0] for t in times)
