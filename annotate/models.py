@@ -402,6 +402,15 @@ class Judgment(models.Model):
     def __str__(self) -> str:
         return f"judgment {self.pk} on task {self.task_id}"
 
+    def save(self, *args, **kwargs):
+        # A partial save writes ``updated_at`` too: curation reuses a project's loaded
+        # judgments while their count, largest id and latest ``updated_at`` stay the same
+        # (`curation.selectors._judgments_mark`).
+        update_fields = kwargs.get("update_fields")
+        if update_fields and "updated_at" not in update_fields:
+            kwargs["update_fields"] = {*update_fields, "updated_at"}
+        super().save(*args, **kwargs)
+
     @property
     def evaluator(self) -> str:
         """Stable evaluator id for curation: a user, or an external source's annotator."""

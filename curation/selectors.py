@@ -21,6 +21,7 @@ from django.db.models import (
     Exists,
     F,
     IntegerField,
+    Max,
     OuterRef,
     Q,
     QuerySet,
@@ -175,11 +176,16 @@ def project_data(
     with_content: bool = False,
     with_presented: bool = True,
     with_times: bool = True,
+    shared: bool = False,
 ) -> ProjectData:
-    """Loads a project (or some of its prompts) for curation, in eight queries.
+    """Loads a project (or some of its prompts) for curation, in eight queries (nine with
+    ``shared``; seven when it reuses the votes).
 
     ``with_presented`` / ``with_times`` load the display order and timestamps of judgments;
     a full pass over ~100K judgments is markedly faster without columns it does not read.
+    ``shared`` (whole projects only): the votes come from the previous shared load of the
+    project in this process while its judgments are unchanged (`_judgments_mark`), and are
+    kept for the next one: the flags pass and an export after it load the judgments once.
     """
     judgments = Judgment.objects.filter(project=project)
     tasks = Task.objects.filter(project=project)
@@ -211,6 +217,101 @@ def project_data(
         if is_gold and gold_ranking:
             gold[task_id] = [g if isinstance(g, list) else [g] for g in gold_ranking]
 
+    shared_key = None
+    if shared and prompt_ids is None:
+        shared_key = (
+            connection.alias,
+            connection.settings_dict["NAME"],
+            project.pk,
+            with_presented,
+            with_times,
+            _judgments_mark(judgments),
+        )
+    kept = _shared_votes.get(shared_key) if shared_key is not None else None
+    if kept is not None:
+        votes = list(kept)  # a caller may change its list, never the votes (frozen)
+    else:
+        votes = _load_votes(
+            judgments, slots, task_prompt, with_presented=with_presented, with_times=with_times
+        )
+        if shared_key is not None:
+            # One project at a time: what a worker holds between passes is bounded by that.
+            _shared_votes.clear()
+            _shared_votes[shared_key] = list(votes)
+
+    cand_fields = ["id", "prompt_id", "model_name", "kind", "external_id", "media"]
+    if with_content:
+        cand_fields.append("text")
+    cands = {
+        row[0]: CandidateInfo(*row) for row in candidates.order_by("id").values_list(*cand_fields)
+    }
+    prompt_fields = (
+        ["id", "external_id", "text", "image", "video"] if with_content else ["id", "external_id"]
+    )
+    prompt_rows = {}
+    for row in prompts.values_list(*prompt_fields):
+        values = list(row) + [""] * (5 - len(row))
+        prompt_rows[row[0]] = PromptInfo(*values)
+
+    rm_scores: dict[int, float] = {}
+    rm_label = ""
+    rm = project.active_reward_model
+    if rm is not None:
+        rm_label = f"{rm.name}@{rm.version}"
+        scores = ModelScore.objects.filter(
+            reward_model=rm, candidate__project=project, score__isnull=False
+        )
+        if prompt_ids is not None:
+            scores = scores.filter(candidate__prompt_id__in=prompt_ids)
+        rm_scores = dict(scores.values_list("candidate_id", "score"))
+
+    weights: dict[str, float] = {}
+    marked: set[str] = set()
+    for evaluator, weight, is_marked in AnnotatorQuality.objects.filter(
+        project=project
+    ).values_list("evaluator", "weight", "marked_unreliable"):
+        weights[evaluator] = weight
+        if is_marked:
+            marked.add(evaluator)
+
+    return ProjectData(
+        project=project,
+        votes=votes,
+        task_status=task_status,
+        gold=gold,
+        candidates=cands,
+        prompts=prompt_rows,
+        rm_scores=rm_scores,
+        rm_label=rm_label,
+        weights=weights,
+        marked=marked,
+        decisions={d.prompt_id: d for d in decisions},
+    )
+
+
+# The votes of the last shared load (`project_data(shared=True)`), by its key: one project.
+_shared_votes: dict[tuple[Any, ...], list[C.Vote]] = {}
+
+
+def _judgments_mark(judgments: QuerySet[Judgment]) -> tuple[int, int | None, Any]:
+    """What changes whenever a project's judgments do: their count, largest id and latest
+    ``updated_at`` (``auto_now``: every save, create and bulk create sets it). A write that
+    bypasses ``save()`` (``QuerySet.update``, raw SQL) must set ``updated_at`` too; tasks'
+    prompts and slots, which votes also read, never change once written."""
+    mark = judgments.aggregate(n=Count("pk"), last=Max("pk"), changed=Max("updated_at"))
+    return mark["n"], mark["last"], mark["changed"]
+
+
+def _load_votes(
+    judgments: QuerySet[Judgment],
+    slots: QuerySet[TaskCandidate],
+    task_prompt: dict[int, int],
+    *,
+    with_presented: bool,
+    with_times: bool,
+) -> list[C.Vote]:
+    """Every judgment of ``judgments`` as a `consensus.Vote`, in id order."""
+    loads = json.loads
     pair_slots: dict[int, list[int]] = defaultdict(list)
     for task_id, candidate_id in slots.order_by("task_id", "position").values_list(
         "task_id", "candidate_id"
@@ -278,54 +379,7 @@ def project_data(
             )
         )
 
-    cand_fields = ["id", "prompt_id", "model_name", "kind", "external_id", "media"]
-    if with_content:
-        cand_fields.append("text")
-    cands = {
-        row[0]: CandidateInfo(*row) for row in candidates.order_by("id").values_list(*cand_fields)
-    }
-    prompt_fields = (
-        ["id", "external_id", "text", "image", "video"] if with_content else ["id", "external_id"]
-    )
-    prompt_rows = {}
-    for row in prompts.values_list(*prompt_fields):
-        values = list(row) + [""] * (5 - len(row))
-        prompt_rows[row[0]] = PromptInfo(*values)
-
-    rm_scores: dict[int, float] = {}
-    rm_label = ""
-    rm = project.active_reward_model
-    if rm is not None:
-        rm_label = f"{rm.name}@{rm.version}"
-        scores = ModelScore.objects.filter(
-            reward_model=rm, candidate__project=project, score__isnull=False
-        )
-        if prompt_ids is not None:
-            scores = scores.filter(candidate__prompt_id__in=prompt_ids)
-        rm_scores = dict(scores.values_list("candidate_id", "score"))
-
-    weights: dict[str, float] = {}
-    marked: set[str] = set()
-    for evaluator, weight, is_marked in AnnotatorQuality.objects.filter(
-        project=project
-    ).values_list("evaluator", "weight", "marked_unreliable"):
-        weights[evaluator] = weight
-        if is_marked:
-            marked.add(evaluator)
-
-    return ProjectData(
-        project=project,
-        votes=votes,
-        task_status=task_status,
-        gold=gold,
-        candidates=cands,
-        prompts=prompt_rows,
-        rm_scores=rm_scores,
-        rm_label=rm_label,
-        weights=weights,
-        marked=marked,
-        decisions={d.prompt_id: d for d in decisions},
-    )
+    return votes
 
 
 def joint_fit_cache(project_id: int) -> Path:

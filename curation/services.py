@@ -239,7 +239,8 @@ def flags_recompute(*, project_id: int) -> dict[str, Any]:
     timings: dict[str, float] = {}
     started = time.perf_counter()
     project = Project.objects.select_related("active_reward_model").get(pk=project_id)
-    data = selectors.project_data(project=project, with_times=False)
+    # Shared: an export run next in this process reuses the votes (`project_data`).
+    data = selectors.project_data(project=project, with_times=False, shared=True)
     live = [v for v in data.votes if data.task_status.get(v.task_id) != Task.Status.DISCARDED]
     timings["load"] = time.perf_counter() - started
 
@@ -980,7 +981,7 @@ def _snapshot_input(export: DatasetExport) -> E.SnapshotInput:
     project = export.project
     # The display order is loaded: the export ranks by the same joint model as the flags
     # pass, position term included, and reuses that pass's fit when the votes are unchanged.
-    data = selectors.project_data(project=project, with_content=True, with_times=False)
+    data = selectors.project_data(project=project, with_content=True, with_times=False, shared=True)
     return E.SnapshotInput(
         project_name=project.name,
         project_id=project.pk,
