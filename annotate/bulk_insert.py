@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
 
-from django.db import connection, models
+from django.db import DatabaseError, connection, models, transaction
 from django.utils import timezone
 
 _EMPTY = {dict: "{}", list: "[]"}
@@ -196,3 +196,43 @@ def objects_insert(objs: Sequence[models.Model]) -> None:
         obj.pk = pk
         obj._state.adding = False
         obj._state.db = alias
+
+
+def references_trust_new_rows(*, model: type[models.Model], pk: int) -> bool:
+    """PostgreSQL: skips the foreign-key checks of the rest of this transaction, having locked
+    the one existing row the new rows will reference (``model`` ``pk``). Returns whether it
+    did (False elsewhere, or when the role may not set ``session_replication_role``).
+
+    Precondition: every row this transaction writes from here references only rows written in
+    it or that row (an import into a project without prompts: prompts, candidates, tasks,
+    slots and judgments all new). Rows of an uncommitted transaction are invisible to others,
+    and the lock (``FOR KEY SHARE``, the lock a foreign-key check takes) keeps the project from
+    being deleted until the commit, so each check would pass: an import of 10,000 prompts
+    skips about 190,000 of them, run at the commit (Django's constraints are deferred), 0.7 s
+    of the server's CPU measured here. Unique and check constraints are still checked; a
+    deletion of the project waits for the commit and then fails its own checks as before.
+    Call ``references_checked`` once those rows are written (``SET LOCAL``: a rollback ends it
+    too).
+    """
+    if connection.vendor != "postgresql":
+        return False
+    table = connection.ops.quote_name(model._meta.db_table)
+    column = connection.ops.quote_name(model._meta.pk.column)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 1 FROM {table} WHERE {column} = %s FOR KEY SHARE", [pk])
+        if cursor.fetchone() is None:
+            return False
+        try:
+            # A savepoint: a role without the right (not a superuser, no GRANT SET) gets an
+            # error that would otherwise abort the whole transaction.
+            with transaction.atomic():
+                cursor.execute("SET LOCAL session_replication_role = replica")
+        except DatabaseError:
+            return False
+    return True
+
+
+def references_checked() -> None:
+    """Ends ``references_trust_new_rows``: later writes of this transaction are checked."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL session_replication_role TO DEFAULT")
