@@ -724,6 +724,9 @@ def _digest(*parts: str) -> str:
     return h.hexdigest()
 
 
+_QUORUM_ROW_KEYS = frozenset(
+    {"id", "prompt", "image", "video", "metadata", "candidates", "judgments"}
+)
 # A Quorum row's text candidate as most files write it (``_Parser.quorum``'s fast path).
 _PLAIN_CANDIDATE_KEYS = frozenset({"id", "model", "text", "kind", "metadata"})
 _NO_METADATA: dict = {}
@@ -831,15 +834,7 @@ class _Parser:
     def quorum(self, line: int, obj: dict, raw: str) -> PromptRecord | None:
         pid = self.text(line, obj, "id", required=True)
         text = self.text(line, obj, "prompt")
-        unknown = set(obj) - {
-            "id",
-            "prompt",
-            "image",
-            "video",
-            "metadata",
-            "candidates",
-            "judgments",
-        }
+        unknown = obj.keys() - _QUORUM_ROW_KEYS
         if unknown:
             self.problem(
                 line,
@@ -854,8 +849,8 @@ class _Parser:
             line=line,
             external_id=pid,
             text=text,
-            image=self.media_ref(line, obj, "image", "image"),
-            video=self.media_ref(line, obj, "video", "video"),
+            image=self.media_ref(line, obj, "image", "image") if "image" in obj else None,
+            video=self.media_ref(line, obj, "video", "video") if "video" in obj else None,
             metadata=metadata,
         )
         if pid and not self.register_prompt(line, pid):
@@ -945,7 +940,7 @@ class _Parser:
         if not isinstance(judgments, list):
             self.problem(line, "judgments", "must be a list")
             judgments = []
-        cand_ids = {c.external_id for c in record.candidates}
+        cand_ids = {c.external_id for c in record.candidates} if judgments else set()
         for index, j in enumerate(judgments):
             where = f"judgments[{index}]."
             if not isinstance(j, dict):
