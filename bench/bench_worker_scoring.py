@@ -8,11 +8,14 @@ prompts (VQA with image prompts, text-to-image and text-to-video candidates), in
 - scorer, serial: ``RewardScorer.score`` decoding media before each forward pass (before);
 - scorer, prefetch: ``RewardScorer.score`` with media decoded in threads while the model runs
   (what the workers run);
+- scorer, prefetch, stored: the same call with the process's media cache emptied but the media
+  store (decoded frames resized for the model, on disk) filled by the call before: a later
+  scoring run, or another worker process, meeting files scored before;
 - scorer, prefetch, warm: the same call again, the media now in the builder's cache (a worker
   scoring the same files again: a picture shared by prompts, a prompt scored again).
 
-The serial and prefetch columns start each repeat with the media cache emptied: every file is
-decoded once, as in a first scoring run.
+The serial and prefetch columns start each repeat with the media cache and the media store
+emptied: every file is decoded once (and written to the store), as in a first scoring run.
 
 It prints prompts/s and each scorer's ratio to the bare forward measured in the same repeat
 (modes interleaved; the machine is noisy, ratios are what count). Random weights, nothing
@@ -49,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from annotate.demo_world import generate_world, write_world  # noqa: E402
 from workers.demo_model import LIMITS, examples_from_world  # noqa: E402
 from workers.reward_model import RewardScorer  # noqa: E402
+from workers.reward_model.media_cache import MediaStore  # noqa: E402
 from workers.tiny import build_tiny_reward_scorer, build_tiny_tokenizer  # noqa: E402
 
 
@@ -112,10 +116,16 @@ def main() -> None:
         )
         print(
             "| project | prompts | bare forward prompts/s | serial scorer | prefetch scorer "
-            "| prefetch, warm cache |"
+            "| prefetch, stored | prefetch, warm cache |"
         )
-        print("|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|")
         cache = base.builder.media_cache
+        store_root = Path(tmp) / "store"
+
+        def empty_store() -> None:
+            # A new folder each time: nothing stored, as before a project's first scoring.
+            base.builder.media_store = MediaStore(store_root / str(time.perf_counter_ns()))
+
         for name, items in items_by_project.items():
             rows: dict[str, list] = {}
             for index, item in enumerate(items):
@@ -124,18 +134,30 @@ def main() -> None:
                     plan.rows
                 )
             rows_by_mode = list(rows.items())
-            times: dict[str, list[float]] = {"bare": [], "serial": [], "prefetch": [], "warm": []}
+            times: dict[str, list[float]] = {
+                "bare": [],
+                "serial": [],
+                "prefetch": [],
+                "stored": [],
+                "warm": [],
+            }
             serial.score(items[:2])  # warm-up
             for _ in range(args.repeats):
                 times["bare"].append(_bare(base, rows_by_mode))
                 cache.clear()
+                empty_store()
                 start = time.perf_counter()
                 serial.score(items)
                 times["serial"].append(time.perf_counter() - start)
                 cache.clear()
+                empty_store()
                 start = time.perf_counter()
                 prefetch.score(items)
                 times["prefetch"].append(time.perf_counter() - start)
+                cache.clear()
+                start = time.perf_counter()
+                prefetch.score(items)
+                times["stored"].append(time.perf_counter() - start)
                 start = time.perf_counter()
                 prefetch.score(items)
                 times["warm"].append(time.perf_counter() - start)
@@ -143,7 +165,7 @@ def main() -> None:
             cells = [
                 f"{len(items) / statistics.median(times[k]):.1f} "
                 f"({bare / statistics.median(times[k]):.2f}x)"
-                for k in ("serial", "prefetch", "warm")
+                for k in ("serial", "prefetch", "stored", "warm")
             ]
             print(f"| {name} | {len(items)} | {len(items) / bare:.1f} | {' | '.join(cells)} |")
 

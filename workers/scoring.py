@@ -162,9 +162,18 @@ _scorers: dict[tuple[int, str], Any] = {}
 _scorers_lock = threading.Lock()
 
 
+def media_store_dir() -> Path:
+    """Where the workers keep decoded media resized for each model (shared by every worker and
+    scoring run on the data dir; deleting it only costs decoding again)."""
+    return Path(settings.DATA_DIR) / "cache" / "media"
+
+
 def scorer_for(reward_model: RewardModel) -> Any:
     """The loaded scorer for a model version, loaded once per worker process."""
+    from workers.reward_model.media_cache import MEDIA_STORE
+
     key = (reward_model.pk, reward_model.path)
+    MEDIA_STORE.directory = media_store_dir()
     with _scorers_lock:
         scorer = _scorers.get(key)
         if scorer is None:

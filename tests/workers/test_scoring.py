@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import signal
 import time
 
@@ -109,6 +110,56 @@ def test_it_records_an_error_for_a_candidate_it_cannot_score(tiny_checkpoint, se
     bad = ModelScore.objects.get(candidate=broken)
     assert bad.score is None and bad.error
     assert ModelScore.objects.filter(score__isnull=False).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_later_run_reads_decoded_pictures_from_the_data_dir(
+    tiny_checkpoint, settings, tmp_path, monkeypatch
+):
+    import numpy as np
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+    from PIL import Image
+
+    import workers.reward_model.inputs as inputs
+
+    settings.DATA_DIR = tmp_path / "data"
+    project = make_project(n_prompts=1, n_candidates=3)
+    rng = np.random.default_rng(4)
+    for index, candidate in enumerate(project.candidates.order_by("id")):
+        picture = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(picture, "PNG")
+        candidate.kind = "image"
+        candidate.media = default_storage.save(
+            f"p{project.pk}/{index}.png", ContentFile(picture.getvalue())
+        )
+        candidate.save()
+    prompt_ids = list(project.prompts.values_list("id", flat=True))
+    first = _register(project, tiny_checkpoint, name="first")
+    score_prompts(
+        run_id=ScoringRun.objects.create(project=project, reward_model=first, total_prompts=1).pk,
+        prompt_ids=prompt_ids,
+    )
+    stored = [p for p in (settings.DATA_DIR / "cache" / "media").rglob("*") if p.is_file()]
+
+    # Another version of the model: a builder of its own, whose process cache holds nothing.
+    def no_decoding(path, **_):
+        raise AssertionError(f"{path} decoded again")
+
+    monkeypatch.setattr(inputs, "load_image", no_decoding)
+    second = _register(project, tiny_checkpoint, name="second")
+    score_prompts(
+        run_id=ScoringRun.objects.create(project=project, reward_model=second, total_prompts=1).pk,
+        prompt_ids=prompt_ids,
+    )
+
+    assert len(stored) == 3
+    scores = {
+        rm: dict(ModelScore.objects.filter(reward_model=rm).values_list("candidate_id", "score"))
+        for rm in (first, second)
+    }
+    assert None not in scores[first].values() and len(scores[first]) == 3
+    assert scores[second] == scores[first]
 
 
 @pytest.mark.worker

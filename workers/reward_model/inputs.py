@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 import random
@@ -16,7 +17,13 @@ import torch
 from PIL import Image
 
 from workers.media import MediaError, VideoFrames, load_image, sample_video_frames
-from workers.reward_model.media_cache import MEDIA_CACHE, MediaCache, file_digest
+from workers.reward_model.media_cache import (
+    MEDIA_CACHE,
+    MEDIA_STORE,
+    MediaCache,
+    MediaStore,
+    file_digest,
+)
 from workers.reward_model.model import (
     MultiResponseRewardModel,
     RewardBatch,
@@ -135,13 +142,7 @@ def patchify_video_frames(
     )
     if new_h % (patch_size * merge_size) or new_w % (patch_size * merge_size):
         raise ValueError(f"frame size {(new_h, new_w)} is not a multiple of the merged patch")
-    if (new_h, new_w) != (height, width):
-        frames = np.stack(
-            [
-                np.asarray(Image.fromarray(f).resize((new_w, new_h), Image.Resampling.BICUBIC))
-                for f in frames
-            ]
-        )
+    frames = _resize_frames(frames, new_h, new_w)
     mean = np.asarray(image_mean or OPENAI_CLIP_MEAN, dtype=np.float32)
     std = np.asarray(image_std or OPENAI_CLIP_STD, dtype=np.float32)
     pixels = (frames.astype(np.float32) / 255.0 - mean) / std
@@ -169,6 +170,33 @@ def patchify_video_frames(
         grid_t * grid_h * grid_w, channels * temporal_patch_size * patch_size * patch_size
     )
     return torch.from_numpy(np.ascontiguousarray(flat)), (grid_t, grid_h, grid_w)
+
+
+def _resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Frames at (height, width), each resized by Pillow (bicubic); as they are when already."""
+    if frames.shape[1:3] == (height, width):
+        return frames
+    return np.stack(
+        [
+            np.asarray(Image.fromarray(f).resize((width, height), Image.Resampling.BICUBIC))
+            for f in frames
+        ]
+    )
+
+
+def _video_frames_size(
+    frames: np.ndarray, *, factor: int, min_pixels: int, max_pixels: int
+) -> tuple[int, int]:
+    """(height, width) ``patchify_video_frames`` resizes Qwen2-VL frames to."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    return smart_resize(
+        frames.shape[1],
+        frames.shape[2],
+        factor=factor,
+        min_pixels=min_pixels,
+        max_pixels=max_pixels,
+    )
 
 
 def qwen3_vl_frame_count(
@@ -394,6 +422,10 @@ class RewardInputBuilder:
             (a file met again is not decoded again); the worker process's `MEDIA_CACHE` (256
             MiB, shared by every builder, each with keys of its own) when omitted.
             ``MediaCache(0)`` turns it off.
+        media_store ([`MediaStore`], *optional*): Where decoded frames, resized for the
+            model, are kept on disk by file content and this builder's settings (Qwen-VL
+            backbones; Molmo2's media are not stored); the process's `MEDIA_STORE` when
+            omitted (off until a directory is set: the gpu workers set one).
 
     Molmo2 (`model_type="molmo2"`, `image_processor` a ``Molmo2ImageProcessor`` whose settings
     are read, never run) follows transformers' Molmo2 processors (see `molmo2.py`): an image
@@ -436,6 +468,7 @@ class RewardInputBuilder:
         molmo2_tokens: dict[str, Any] | None = None,
         molmo2_video: dict[str, Any] | None = None,
         media_cache: MediaCache | None = None,
+        media_store: MediaStore | None = None,
     ) -> None:
         # Molmo2 images and videos are preprocessed by molmo2.py from its processors' settings.
         self.molmo2_tokens = dict(molmo2_tokens or {})
@@ -541,6 +574,8 @@ class RewardInputBuilder:
         # settings, so builders sharing a cache never share entries.
         self.media_cache = MEDIA_CACHE if media_cache is None else media_cache
         self._cache_scope = object()
+        self.media_store = MEDIA_STORE if media_store is None else media_store
+        self._store_scope_name: str | None = None
         self.token_ids = self._special_token_ids(tokenizer, vision=vision)
         if self.molmo2 is not None:
             self.token_ids.update(self._molmo2_token_ids(tokenizer))
@@ -774,22 +809,74 @@ class RewardInputBuilder:
 
     # -- media ------------------------------------------------------------------------------
 
-    def _cache_key(self, kind: str, source: Any) -> tuple[object, str, str] | None:
-        if isinstance(source, (Image.Image, VideoFrames)) or not self.media_cache.max_bytes:
+    def _digest(self, source: Any) -> str | None:
+        """The file's digest when a cache or the store may hold it; `None` for decoded media."""
+        if isinstance(source, (Image.Image, VideoFrames)):
             return None
-        digest = file_digest(source)
-        return None if digest is None else (self._cache_scope, kind, digest)
+        if not self.media_cache.max_bytes and self._store_scope() is None:
+            return None
+        return file_digest(source)
+
+    def _store_scope(self) -> str | None:
+        """This builder's name in the media store: a digest of every setting that decides the
+        stored frames (and of the libraries that decode and resize them); `None` when the
+        store is off or the backbone's media are not stored (Molmo2)."""
+        if self.media_store.directory is None or self.molmo2 is not None:
+            return None
+        if self._store_scope_name is None:
+            from importlib.metadata import version
+
+            import PIL
+            import transformers
+
+            settings = {
+                "format": 1,
+                "model_type": self.model_type,
+                "geometry": [self.patch_size, self.temporal_patch_size, self.merge_size],
+                "image": [
+                    type(self.image_processor).__name__,
+                    getattr(self.image_processor, "resample", None),
+                    self.min_pixels,
+                    self.image_max_pixels,
+                ],
+                "video": [
+                    self.video_min_pixels,
+                    self.video_max_pixels,
+                    self.max_frames,
+                    self.min_frames,
+                    self.video_fps,
+                    self.cap_pixels_per_frame,
+                    self.max_video_tokens,
+                ],
+                "libraries": [PIL.__version__, transformers.__version__, version("av")],
+            }
+            text = repr(sorted(settings.items()))
+            self._store_scope_name = hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+        return self._store_scope_name
+
+    def _stored(self, kind: str, digest: str | None) -> tuple[np.ndarray, dict] | None:
+        scope = self._store_scope()
+        if scope is None or digest is None:
+            return None
+        return self.media_store.read(scope, kind, digest)
+
+    def _store(self, kind: str, digest: str | None, frames: np.ndarray, meta: dict) -> None:
+        scope = self._store_scope()
+        if scope is not None and digest is not None:
+            self.media_store.write(scope, kind, digest, frames, meta)
 
     def encode_image(self, image: MediaRef | Image.Image) -> _Visual:
         """Load (if a path) and patchify an image; raises `MediaError` for unreadable files.
 
-        A file whose content was encoded before comes from `media_cache`."""
-        key = self._cache_key("image", image)
-        if key is None:
-            return self._encode_image(image)
-        return self.media_cache.get_or_compute(key, lambda: self._encode_image(image))
+        A file whose content was encoded before comes from `media_cache`, one decoded
+        before from `media_store`."""
+        digest = self._digest(image)
+        if digest is None or not self.media_cache.max_bytes:
+            return self._encode_image(image, digest)
+        key = (self._cache_scope, "image", digest)
+        return self.media_cache.get_or_compute(key, lambda: self._encode_image(image, digest))
 
-    def _encode_image(self, image: MediaRef | Image.Image) -> _Visual:
+    def _encode_image(self, image: MediaRef | Image.Image, digest: str | None = None) -> _Visual:
         if self.molmo2 is not None:
             if not isinstance(image, Image.Image):
                 image = load_image(image)
@@ -798,7 +885,13 @@ class RewardInputBuilder:
             grid = (1, inputs.grid[0] * inputs.grid[1], inputs.grid[2] * inputs.grid[3])
             return _Visual("image", inputs.pixel_values, grid, 1, expansion=tokens, molmo2=inputs)
         if not isinstance(image, Image.Image):
-            image = self._image_to_budget(load_image(image))
+            stored = self._stored("image", digest)
+            if stored is not None:
+                image = Image.fromarray(stored[0][0])
+            else:
+                image = self._image_to_budget(load_image(image))
+                if self._resizes_to_budget():
+                    self._store("image", digest, np.asarray(image)[None], {})
             direct = self._patchify_at_budget(image)
             if direct is not None:
                 return direct
@@ -853,9 +946,9 @@ class RewardInputBuilder:
         """
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
-        resample = getattr(self.image_processor, "resample", None)
-        if resample is None or not hasattr(self.image_processor, "merge_size"):
+        if not self._resizes_to_budget():
             return image  # not a Qwen-style processor: let it resize as it does
+        resample = self.image_processor.resample
         height, width = smart_resize(
             image.height,
             image.width,
@@ -867,31 +960,57 @@ class RewardInputBuilder:
             return image
         return image.resize((width, height), Image.Resampling(int(resample)))
 
+    def _resizes_to_budget(self) -> bool:
+        return getattr(self.image_processor, "resample", None) is not None and hasattr(
+            self.image_processor, "merge_size"
+        )
+
     def encode_video(self, video: MediaRef | VideoFrames) -> _Visual:
         """Sample (if a path) and patchify a video; raises `MediaError` for unreadable files.
 
         Frames are sampled at the processor's rate (`video_fps`) up to `max_frames`. A file
-        whose content was encoded before comes from `media_cache`.
+        whose content was encoded before comes from `media_cache`, one decoded before from
+        `media_store`.
         """
-        key = self._cache_key("video", video)
-        if key is None:
-            return self._encode_video(video)
-        return self.media_cache.get_or_compute(key, lambda: self._encode_video(video))
+        digest = self._digest(video)
+        if digest is None or not self.media_cache.max_bytes:
+            return self._encode_video(video, digest)
+        key = (self._cache_scope, "video", digest)
+        return self.media_cache.get_or_compute(key, lambda: self._encode_video(video, digest))
 
-    def _encode_video(self, video: MediaRef | VideoFrames) -> _Visual:
+    def _encode_video(self, video: MediaRef | VideoFrames, digest: str | None = None) -> _Visual:
         if self.molmo2 is not None:
             return self._encode_molmo2_video(video)
         if self.model_type == "qwen3_vl":
-            return self._encode_qwen3_vl_video(video)
+            return self._encode_qwen3_vl_video(video, digest)
+        size = None
         if not isinstance(video, VideoFrames):
-            video = sample_video_frames(
-                video,
-                max_frames=self.max_frames,
-                max_side=int(2 * math.sqrt(self.video_max_pixels)) + 28,
-                fps=self.video_fps,
-            )
+            stored = self._stored("video", digest)
+            if stored is not None:
+                frames, meta = stored
+                video = VideoFrames(frames, [], [], float(meta["fps"]))
+            else:
+                video = sample_video_frames(
+                    video,
+                    max_frames=self.max_frames,
+                    max_side=int(2 * math.sqrt(self.video_max_pixels)) + 28,
+                    fps=self.video_fps,
+                )
+                # Stored as patchify_video_frames resizes them: decoding and resizing are
+                # what a stored clip saves.
+                height, width = _video_frames_size(
+                    video.frames,
+                    factor=self.patch_size * self.merge_size,
+                    min_pixels=self.video_min_pixels,
+                    max_pixels=self.video_max_pixels,
+                )
+                frames = _resize_frames(video.frames, height, width)
+                video = dataclasses.replace(video, frames=frames)
+                self._store("video", digest, frames, {"fps": video.fps})
+            size = video.frames.shape[1:3]
         pixel_values, grid = patchify_video_frames(
             video.frames,
+            size=size,
             patch_size=self.patch_size,
             temporal_patch_size=self.temporal_patch_size,
             merge_size=self.merge_size,
@@ -958,7 +1077,9 @@ class RewardInputBuilder:
             max_pixels=max_pixels,
         )
 
-    def _encode_qwen3_vl_video(self, video: MediaRef | VideoFrames) -> _Visual:
+    def _encode_qwen3_vl_video(
+        self, video: MediaRef | VideoFrames, digest: str | None = None
+    ) -> _Visual:
         """A video as transformers' Qwen3-VL processors lay it out: frames sampled and resized
         by its video processor's rules, then per temporal patch a timestamp and its pads.
 
@@ -966,7 +1087,13 @@ class RewardInputBuilder:
         ``do_sample_frames=False``); their times come from `indices` / `source_fps`, else
         from `timestamps`.
         """
-        if isinstance(video, VideoFrames):
+        stored = None if isinstance(video, VideoFrames) else self._stored("video", digest)
+        if stored is not None:
+            frames, meta = stored
+            # Sampled and resized by the rules below when stored; the frame times are kept.
+            video = VideoFrames(frames, [], list(meta["seconds"]), 1.0)
+            size = frames.shape[1:3]
+        elif isinstance(video, VideoFrames):
             _, height, width, _ = video.frames.shape
             size = self._qwen3_vl_size(len(video.frames), height, width)
         else:
@@ -986,6 +1113,11 @@ class RewardInputBuilder:
 
             video = sample_video_frames(video, frame_count=frame_count, frame_size=frame_size)
             size = video.frames.shape[1:3]
+            if video.source_fps:
+                seconds = [index / video.source_fps for index in video.indices]
+            else:
+                seconds = list(video.timestamps)
+            self._store("video", digest, video.frames, {"seconds": seconds})
         pixel_values, grid = patchify_video_frames(
             video.frames,
             patch_size=self.patch_size,

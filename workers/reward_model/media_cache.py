@@ -1,6 +1,15 @@
-"""A bounded cache of encoded media, by the file's content: a picture or clip met again (the
-same file in several prompts, a prompt scored again) is decoded and preprocessed once per
-worker process and input builder.
+"""Encoded media kept by the file's content, in two tiers.
+
+- :class:`MediaCache`: a bounded LRU in each worker process: a picture or clip met again (the
+  same file in several prompts, a prompt scored again) is decoded and preprocessed once per
+  worker process and input builder.
+- :class:`MediaStore`: a directory of decoded frames, already resized to the model's size
+  (uint8, zlib-compressed), by file content and the builder's preprocessing settings: filled
+  by the first scoring of a file, read by every later scoring run and every worker process
+  sharing the directory (the workers use ``<QUORUM_DATA_DIR>/cache/media``). What it saves is
+  the decoding and resizing (nine tenths of a media file's preprocessing); rescaling,
+  normalising and patchifying are redone from the stored pixels, so the model gets the same
+  values bit for bit. Anything in it can be deleted at any time.
 
 Media files in Quorum are content-addressed, but a key made of the bytes themselves also holds
 for any other path (the playground's, tests', a file rewritten in place): hashing a file costs
@@ -11,17 +20,31 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import logging
 import os
+import tempfile
 import threading
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["DEFAULT_MEDIA_CACHE_BYTES", "MEDIA_CACHE", "MediaCache", "file_digest"]
+__all__ = [
+    "DEFAULT_MEDIA_CACHE_BYTES",
+    "MEDIA_CACHE",
+    "MEDIA_STORE",
+    "MediaCache",
+    "MediaStore",
+    "file_digest",
+]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MEDIA_CACHE_BYTES = 256 * 2**20
 
@@ -147,3 +170,89 @@ class MediaCache:
 # The worker process's cache, shared by the input builders of every model version it loads
 # (each builder keys its entries with a scope of its own): one bound for the process.
 MEDIA_CACHE = MediaCache()
+
+
+class MediaStore:
+    """Decoded frames on disk, by (the builder's settings, kind, the file's digest).
+
+    An entry is the frames a builder resized for the model, ``(T, H, W, 3)`` uint8, and a few
+    numbers it needs besides (a clip's sampling rate, its frame times) as JSON. Files are
+    written whole and renamed into place, so concurrent workers never read half an entry; an
+    unreadable entry is a miss (and is written again). Failures to write are logged, never
+    raised: the store only saves time.
+
+    Args:
+        directory (`str` or `os.PathLike`, *optional*): Where entries live; `None` turns the
+            store off.
+    """
+
+    _MAGIC = b"QMS1\n"
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+        self.directory = None if directory is None else Path(directory)
+        self.hits = 0
+        self.misses = 0
+        self.writes = 0
+        self._warned = False
+
+    def _path(self, scope: str, kind: str, digest: str) -> Path:
+        assert self.directory is not None
+        return self.directory / scope / digest[:2] / f"{digest}.{kind}"
+
+    def read(self, scope: str, kind: str, digest: str) -> tuple[np.ndarray, dict] | None:
+        """The frames and the numbers stored for the file, or `None` (then decode it)."""
+        if self.directory is None:
+            return None
+        path = self._path(scope, kind, digest)
+        try:
+            data = path.read_bytes()
+        except OSError:
+            self.misses += 1
+            return None
+        try:
+            if not data.startswith(self._MAGIC):
+                raise ValueError("not a media store entry")
+            end = data.index(b"\n", len(self._MAGIC))
+            header = json.loads(data[len(self._MAGIC) : end])
+            shape = tuple(int(v) for v in header["shape"])
+            raw = zlib.decompress(data[end + 1 :])
+            frames = np.frombuffer(bytearray(raw), dtype=np.uint8).reshape(shape)
+            meta = dict(header["meta"])
+        except (ValueError, KeyError, TypeError, zlib.error) as exc:
+            logger.warning("media store: %s unreadable (%s), decoding the file again", path, exc)
+            self.misses += 1
+            return None
+        self.hits += 1
+        return frames, meta
+
+    def write(self, scope: str, kind: str, digest: str, frames: np.ndarray, meta: dict) -> None:
+        """Store the frames a builder made from the file (best effort)."""
+        if self.directory is None:
+            return
+        frames = np.ascontiguousarray(frames, dtype=np.uint8)
+        header = json.dumps({"shape": list(frames.shape), "meta": meta}, separators=(",", ":"))
+        path = self._path(scope, kind, digest)
+        temporary = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(
+                dir=path.parent, prefix=f".{digest[:8]}-", delete=False
+            ) as handle:
+                temporary = handle.name
+                handle.write(self._MAGIC + header.encode() + b"\n")
+                # Level 1: the demo's pictures shrink 5x for 0.1 ms; a higher level buys little.
+                handle.write(zlib.compress(frames.tobytes(), 1))
+            os.replace(temporary, path)
+        except OSError as exc:
+            if temporary is not None:
+                Path(temporary).unlink(missing_ok=True)
+            if not self._warned:
+                self._warned = True
+                logger.warning("media store: cannot write under %s (%s)", self.directory, exc)
+            return
+        self.writes += 1
+
+
+# Off until the process says where (the gpu workers: scoring.scorer_for); shared by every
+# builder of the process, each with a scope named after its preprocessing settings.
+MEDIA_STORE = MediaStore()

@@ -61,9 +61,16 @@ class RewardScorer:
         max_batch_tokens (`int`): Padded tokens per forward pass (rows x longest row).
         max_batch_rows (`int`): Rows per forward pass.
         prefetch_workers (`int`): Threads that decode media and build rows for the next
-            chunks of items while the model scores the current one (0: all in this thread).
-        prefetch_items (`int`, *optional*): Items per chunk; a quarter of `max_batch_rows` by
-            default, so a worker batch of 16 prompts overlaps decoding and forward passes.
+            items while the model scores the current ones (0: all in this thread).
+        prefetch_items (`int`, *optional*): Most items per forward pass (`max_batch_rows` by
+            default); the threads prepare up to this many items (and one more per thread)
+            ahead of the model.
+        batch_overhead_tokens (`int`): What one more forward pass costs, in padded tokens.
+            Consecutive items share a forward pass while the padding one more item adds
+            stays under its own tokens plus this (and the pass under `max_batch_rows` and
+            `max_batch_tokens`): rows of like length go together, long rows do not make short
+            ones wait in padding. The cut depends on the rows only, never on timing, so a
+            call's scores are the same however fast its media are decoded.
     """
 
     kind = "multi_response"
@@ -78,6 +85,7 @@ class RewardScorer:
         max_batch_rows: int = 16,
         prefetch_workers: int = 2,
         prefetch_items: int | None = None,
+        batch_overhead_tokens: int = 256,
     ) -> None:
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
@@ -85,7 +93,8 @@ class RewardScorer:
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_rows = max_batch_rows
         self.prefetch_workers = prefetch_workers
-        self.prefetch_items = prefetch_items or max(1, max_batch_rows // 4)
+        self.prefetch_items = prefetch_items or max_batch_rows
+        self.batch_overhead_tokens = batch_overhead_tokens
 
     def score(
         self, items: Sequence[ScoringItem], mode: AttentionMode = "packed"
@@ -108,20 +117,17 @@ class RewardScorer:
         results = _new_results(items)
         # train() or apply_lora() may have left dropout on; scores must be deterministic.
         self.model.eval()
-        step = self.prefetch_items
-        chunks = [
-            range(start, min(start + step, len(items))) for start in range(0, len(items), step)
-        ]
-        if self.prefetch_workers < 1 or len(chunks) < 2:
-            for chunk in chunks:
-                self._score_chunk(self._prepare(items, chunk, mode, results), results)
+        if self.prefetch_workers < 1 or len(items) < 2:
+            self._score_prepared(
+                (self._prepare(items, range(i, i + 1), mode, results) for i in range(len(items))),
+                results,
+            )
             return results
-        # Media decoding and row building for the next chunks overlap the forward pass of the
-        # current one (decoders and torch release the GIL). Items are submitted one by one, in
-        # order, so every thread works on the chunk the model needs next (the first forward
-        # pass waits for its chunk only, decoded by all threads); at most `workers` chunks
-        # beyond the one being scored are in flight.
-        ahead = step * (self.prefetch_workers + 1)
+        # Media decoding and row building for the next items overlap the forward pass of the
+        # current ones (decoders and torch release the GIL). Items are submitted one by one, in
+        # order, so every thread works on the items the model needs next; at most a forward
+        # pass's worth of items (and one per thread) are in flight beyond those taken.
+        ahead = self.prefetch_items + self.prefetch_workers
         with ThreadPoolExecutor(self.prefetch_workers, thread_name_prefix="rm-prefetch") as pool:
             pending: deque[Future] = deque()
             upcoming = iter(range(len(items)))
@@ -132,15 +138,48 @@ class RewardScorer:
                         pool.submit(self._prepare, items, range(index, index + 1), mode, results)
                     )
 
-            submit(ahead)
-            for chunk in chunks:
-                rows: dict[str, list[_Row]] = {}
-                for _ in chunk:
-                    for row_mode, mode_rows in pending.popleft().result().items():
-                        rows.setdefault(row_mode, []).extend(mode_rows)
-                submit(len(chunk))
-                self._score_chunk(rows, results)
+            def prepared() -> Iterator[dict[str, list[_Row]]]:
+                submit(ahead)
+                while pending:
+                    rows = pending.popleft().result()
+                    submit(1)
+                    yield rows
+
+            self._score_prepared(prepared(), results)
         return results
+
+    def _score_prepared(
+        self, prepared: Iterator[dict[str, list[_Row]]], results: list[ScoringResult]
+    ) -> None:
+        """Score items' rows (by attention mode, in item order), consecutive items sharing a
+        forward pass while `_joins` says so."""
+        chunk: dict[str, list[_Row]] = {}
+        count = rows = longest = 0
+        for item_rows in prepared:
+            lengths = [row.length for mode_rows in item_rows.values() for row in mode_rows]
+            if count and not self._joins(count, rows, longest, lengths):
+                self._score_chunk(chunk, results)
+                chunk, count, rows, longest = {}, 0, 0, 0
+            for row_mode, mode_rows in item_rows.items():
+                chunk.setdefault(row_mode, []).extend(mode_rows)
+            count += 1
+            rows += len(lengths)
+            longest = max([longest, *lengths])
+        if chunk:
+            self._score_chunk(chunk, results)
+
+    def _joins(self, count: int, rows: int, longest: int, lengths: list[int]) -> bool:
+        """Whether an item whose rows have `lengths` shares the forward pass of the `count`
+        items before it (`rows` rows, the longest `longest` tokens)."""
+        if not lengths:
+            return True  # nothing to score (an error): it costs no pass
+        if count >= self.prefetch_items:
+            return False
+        total, widest = rows + len(lengths), max(longest, *lengths)
+        if total > self.max_batch_rows or total * widest > self.max_batch_tokens:
+            return False
+        added = total * widest - rows * longest
+        return added <= len(lengths) * max(lengths) + self.batch_overhead_tokens
 
     def _prepare(
         self,
