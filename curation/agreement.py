@@ -30,14 +30,17 @@ Public API
 
 from __future__ import annotations
 
+import copy as copying
+import functools
 import itertools
 import math
+import operator
 import statistics
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 if TYPE_CHECKING:
     import numpy as np
@@ -49,6 +52,44 @@ OUTCOMES = ("a", "b", "tie", "both_bad")
 
 Candidate = Hashable
 Unit = tuple[Hashable, Candidate, Candidate]  # (task, x, y) with x before y canonically
+
+
+_Result = TypeVar("_Result")
+
+
+def _memo_last(copy: Callable[[Any], Any] = lambda value: value) -> Callable:
+    """Keeps a function's last answer for the next call with the very same record objects
+    in the same order and equal keyword arguments (one entry; ``copy`` is applied to what
+    each call returns).
+
+    A project's pass calls some functions several times on the same records: the flags pass
+    and the export (its weights, then its agreement figures, over the same judgments when
+    nothing is dropped) read the votes' cached records (`consensus.Vote.record`). Records
+    are frozen, so the same objects give the same answer. The entry holds the records, so
+    no id is reused while it is kept. Callers must not change what comes back.
+    """
+
+    def decorate(func: Callable[..., _Result]) -> Callable[..., _Result]:
+        last: list[Any] = []  # [records, kwargs, value] of the last call
+
+        @functools.wraps(func)
+        def wrapper(records: Iterable[Record], **kwargs: Any) -> _Result:
+            records = records if isinstance(records, list | tuple) else list(records)
+            if (
+                last
+                and len(last[0]) == len(records)
+                and last[1] == kwargs
+                and all(map(operator.is_, last[0], records))
+            ):
+                return copy(last[2])
+            value = func(records, **kwargs)
+            last[:] = [tuple(records), copying.deepcopy(kwargs), value]
+            return copy(value)
+
+        wrapper.forget = last.clear  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
 
 
 # --------------------------------------------------------------------------- records
@@ -419,6 +460,7 @@ class AnnotatorReliability:
     weight: float
 
 
+@_memo_last(copy=dict)
 def annotator_reliability(
     records: Iterable[Record],
     *,
@@ -795,6 +837,7 @@ class _PairTable:
     n_units: int
 
 
+@_memo_last()
 def _pair_table(records: Sequence[PairRecord]) -> _PairTable:
     import numpy as np
 
@@ -816,15 +859,11 @@ def _pair_table(records: Sequence[PairRecord]) -> _PairTable:
     n_annotators = max(len(annotator_ix), 1)
     _, last_reversed = np.unique((unit * n_annotators + annotator)[::-1], return_index=True)
     kept = np.sort(n - 1 - last_reversed)
-    return _PairTable(
-        unit=unit[kept],
-        annotator=annotator[kept],
-        relation=relation[kept],
-        record=kept,
-        x=x,
-        y=y,
-        n_units=len(keys),
-    )
+    columns = [unit[kept], annotator[kept], relation[kept], kept, x, y]
+    for column in columns:
+        if isinstance(column, np.ndarray):
+            column.setflags(write=False)  # shared by the calls on the same records
+    return _PairTable(*columns, n_units=len(keys))
 
 
 def shared_unit_counts(records: Sequence[PairRecord]) -> Counter[Hashable]:

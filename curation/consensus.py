@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from curation import agreement as A
 from curation import graph as G
@@ -612,6 +613,28 @@ def _strict_preferences(
             yield vote.prompt_id, winner, loser, vote.evaluator, first
 
 
+# The last `_indexed_preferences`: (its votes, their columns).
+_last_indexed: list[Any] = []
+
+
+def _indexed_preferences(votes: Sequence[Vote]) -> Any:
+    """``crowd_bt.index_comparisons`` of the votes' strict preferences, kept for the next call
+    with the very same vote objects in the same order (the flags pass, then an export over
+    the votes of the shared load, `selectors.project_data`): votes are frozen, so the same
+    objects give the same columns. The columns are read-only; the entry holds the votes."""
+    from curation import crowd_bt as CB
+
+    kept = _last_indexed
+    if kept and len(kept[0]) == len(votes) and all(map(operator.is_, kept[0], votes)):
+        return kept[1]
+    indexed = CB.index_comparisons(_strict_preferences(votes))
+    c = indexed.comparisons
+    for column in (c.prompt, c.winner, c.loser, c.annotator, c.winner_first):
+        column.setflags(write=False)
+    kept[:] = [tuple(votes), indexed]
+    return indexed
+
+
 def joint_estimates(
     votes: Sequence[Vote],
     *,
@@ -636,7 +659,7 @@ def joint_estimates(
     """
     from curation import crowd_bt as CB
 
-    indexed = CB.index_comparisons(_strict_preferences(votes))
+    indexed = _indexed_preferences(votes)
     c = indexed.comparisons
     if len(c) == 0 or c.n_prompts * c.n_candidates**2 > JOINT_MAX_CELLS:
         return None

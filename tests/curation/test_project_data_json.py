@@ -3,9 +3,11 @@ gold rankings equal what the ORM's JSON fields hold (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError
+
 import pytest
 
-from annotate.models import Judgment, Task
+from annotate.models import Candidate, Judgment, Prompt, Task
 from curation import selectors
 from tests.curation.builders import (  # noqa: F401  (fast_passwords: autouse fixture)
     fast_passwords,
@@ -96,3 +98,39 @@ def test_loaded_vote_is_the_dataclass_vote():
     assert fast.record() == slow.record()
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.outcome = "b"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("with_content", [False, True])
+def test_candidates_and_prompts_equal_their_dataclasses_built_from_the_orm(users, with_content):
+    project = make_project(name="facts", n_prompts=3, n_candidates=4, k=2)
+    data = selectors.project_data(project=project, with_content=with_content)
+    expected_candidates = {
+        c.pk: selectors.CandidateInfo(
+            c.pk,
+            c.prompt_id,
+            c.model_name,
+            c.kind,
+            c.external_id,
+            c.media.name if hasattr(c.media, "name") else c.media,
+            c.text if with_content else "",
+        )
+        for c in Candidate.objects.filter(project=project)
+    }
+    expected_prompts = {
+        p.pk: selectors.PromptInfo(
+            p.pk,
+            p.external_id,
+            p.text if with_content else "",
+            (p.image.name if hasattr(p.image, "name") else p.image) if with_content else "",
+            (p.video.name if hasattr(p.video, "name") else p.video) if with_content else "",
+        )
+        for p in Prompt.objects.filter(project=project)
+    }
+    assert data.candidates == expected_candidates and len(expected_candidates) == 12
+    assert data.prompts == expected_prompts and len(expected_prompts) == 3
+    assert {hash(c) for c in data.candidates.values()} == set(
+        map(hash, expected_candidates.values())
+    )
+    with pytest.raises(FrozenInstanceError):
+        data.candidates[next(iter(data.candidates))].text = "changed"
+    assert selectors.project_data(project=project, with_candidates=False).candidates == {}
