@@ -19,7 +19,15 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import kendalltau
 
-from annotate.demo_world import generate_world, load_ground_truth, write_world
+from annotate.demo_world import (
+    PROJECT_T2I,
+    PROJECT_T2V,
+    T2I_WEIGHTS,
+    T2V_WEIGHTS,
+    generate_world,
+    load_ground_truth,
+    write_world,
+)
 from workers.media import MediaError
 from workers.reward_model import (
     CandidateInput,
@@ -146,6 +154,92 @@ def media_labels(
     return out
 
 
+# The attributes a text-to-image / text-to-video prompt asks for, with their weights in the
+# renderer's hidden quality (the rest of the weight is how clean the rendering is).
+MEDIA_PROMPT_WEIGHTS = {PROJECT_T2I: T2I_WEIGHTS, PROJECT_T2V: T2V_WEIGHTS}
+
+
+def regrouped_media_examples(
+    world_dir: Path, *, per_prompt: int, seed: int = 0, projects: list[str] | None = None
+) -> list[tuple[str, PreferenceExample]]:
+    """Extra training groups for the media projects, drawn from the renderer's own labels.
+
+    Each text-to-image (text-to-video) prompt is paired `per_prompt` times with 4 (3) pictures
+    (clips) of the world's other prompts, each chosen to agree with the prompt on a random
+    subset of the asked attributes; every candidate's quality is the renderer's formula
+    (weights of the attributes it gets right, plus cleanliness), so the ranking follows the
+    same rule as the world's own. A hundred prompts a kind are too few to learn matching a
+    caption's words against a picture; these groups give many more comparisons of the same
+    kind from the same pictures.
+    """
+    truth = load_ground_truth(world_dir)
+    rng = random.Random(seed)
+    out: list[tuple[str, PreferenceExample]] = []
+    for name, weights in MEDIA_PROMPT_WEIGHTS.items():
+        project_truth = truth.projects.get(name)
+        if project_truth is None or (projects and name not in projects):
+            continue
+        asked = [a for a in weights if a != "clean"]
+        kind = "image" if name == PROJECT_T2I else "video"
+        size = 4 if kind == "image" else 3
+        rows = [
+            row
+            for line in (world_dir / project_truth.file).read_text().splitlines()
+            if "candidates" in (row := json.loads(line))
+        ]
+        paths = {c["id"]: str(world_dir / c[kind]) for row in rows for c in row["candidates"]}
+        pool = [
+            (cid, c["drawn"], c["artefact"])
+            for cid, c in project_truth.candidates.items()
+            if cid in paths and "drawn" in c
+        ]
+        for row in rows:
+            wanted = project_truth.prompts[row["id"]]
+            for _ in range(per_prompt):
+                chosen, quality = [], []
+                for _ in range(size):
+                    agree = {a for a in asked if rng.random() < 0.5}
+                    fits = [
+                        p
+                        for p in pool
+                        if p[0] not in chosen
+                        and all((p[1][a] == wanted[a]) == (a in agree) for a in asked)
+                    ]
+                    cid, drawn, artefact = rng.choice(
+                        fits or [p for p in pool if p[0] not in chosen]
+                    )
+                    chosen.append(cid)
+                    quality.append(
+                        sum(weights[a] for a in asked if drawn[a] == wanted[a])
+                        + weights["clean"] * (1 - artefact)
+                    )
+                ranks = [1 + sum(q2 > q for q2 in quality) for q in quality]
+                item = ScoringItem(
+                    prompt_text=row["prompt"],
+                    candidates=[CandidateInput(kind=kind, path=paths[c]) for c in chosen],
+                )
+                out.append((name, PreferenceExample(item=item, rankings=ranks)))
+    return out
+
+
+def widen_merger(scorer, *, std: float = 0.2, seed: int = 0) -> None:  # noqa: ANN001
+    """Re-initialises the tiny vision tower's merger (its two linear layers) at `std`.
+
+    At the configs' 0.02-std initialisation the merged features of two different pictures
+    differ by about 0.0045 around a shared 0.021 (bench/README.md): the language model sees
+    nearly the same tokens for every picture, and a reward model asked which picture matches
+    a caption stays at chance. From 0.2 the differences survive (a two-colour matching task
+    is learnt in 64 examples; at 0.1 and below it is not).
+    """
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 2)
+        for module in scorer.model.backbone.visual.merger.modules():
+            if isinstance(module, torch.nn.Linear):
+                torch.nn.init.normal_(module.weight, std=std)
+
+
 def pretrain_vision(
     scorer,  # noqa: ANN001 - a RewardScorer
     train_media: list[tuple[str, str, dict[str, str]]],
@@ -234,6 +328,133 @@ def pretrain_vision(
     return {name: round(float(np.mean(v)), 3) for name, v in hits.items()}
 
 
+def media_prompts(
+    world_dir: Path, *, projects: list[str] | None = None
+) -> list[tuple[ScoringItem, dict[str, str], list[dict[str, str]]]]:
+    """(item, what the prompt asks for, what each candidate shows) for every text-to-image and
+    text-to-video prompt of a demo world, from the renderer's labels."""
+    truth = load_ground_truth(world_dir)
+    out = []
+    for name in MEDIA_PROMPT_WEIGHTS:
+        project_truth = truth.projects.get(name)
+        if project_truth is None or (projects and name not in projects):
+            continue
+        for line in (world_dir / project_truth.file).read_text().splitlines():
+            row = json.loads(line)
+            if "candidates" not in row:
+                continue
+            kind = row["candidates"][0]["kind"]
+            asked = project_truth.prompts[row["id"]]
+            item = ScoringItem(
+                prompt_text=row["prompt"],
+                candidates=[
+                    CandidateInput(kind=kind, path=str(world_dir / c[kind]))
+                    for c in row["candidates"]
+                ],
+            )
+            drawn = [project_truth.candidates[c["id"]]["drawn"] for c in row["candidates"]]
+            out.append(
+                (
+                    item,
+                    {k: str(v) for k, v in asked.items() if k in LABELS},
+                    [{k: str(v) for k, v in d.items() if k in LABELS} for d in drawn],
+                )
+            )
+    return out
+
+
+def pretrain_matching(
+    scorer,  # noqa: ANN001 - a RewardScorer
+    prompts: list[tuple[ScoringItem, dict[str, str], list[dict[str, str]]]],
+    *,
+    epochs: int = 4,
+    lr: float = 1e-3,
+    batch_size: int = 4,
+    seed: int = 0,
+    on_step: Callable[[int, int], None] | None = None,
+) -> list[float]:
+    """Aligns what the reward model's media read-out compares: the prompt's state and each
+    answer's visual tokens, through the whole model as it scores.
+
+    One linear probe per label (colour, shape, count, direction) is shared by both sides: on a
+    row laid out as the reward model scores it, the probe reads the label the prompt asks for
+    from the hidden state before the first answer, and the label each picture or clip shows
+    from the mean of its visual tokens' final hidden states. A word and a picture of the same
+    colour then point the same way, which is what the ``visual_prompt`` read-out (their
+    product) needs to tell a matching answer from one that is not. Returns the loss per step.
+    """
+    import torch
+    from torch import nn
+
+    model = scorer.model
+    builder = scorer.builder
+    values: dict[str, list[str]] = {}
+    for _, asked, drawn in prompts:
+        for labels in (asked, *drawn):
+            for name, value in labels.items():
+                values.setdefault(name, [])
+                if value not in values[name]:
+                    values[name].append(value)
+    torch.manual_seed(seed)
+    probes = nn.ModuleDict({n: nn.Linear(model.hidden_size, len(v)) for n, v in values.items()})
+    optimizer = torch.optim.AdamW([*model.backbone.parameters(), *probes.parameters()], lr=lr)
+    rng = random.Random(seed)
+    total = epochs * -(-len(prompts) // batch_size)
+    losses: list[float] = []
+    model.train()
+    for _ in range(epochs):
+        order = list(range(len(prompts)))
+        rng.shuffle(order)
+        for start in range(0, len(order), batch_size):
+            chosen = [prompts[i] for i in order[start : start + batch_size]]
+            rows, targets = [], []
+            for item, asked, drawn in chosen:
+                plan = builder.plan(0, builder.encode_item(item), "packed")
+                if plan.error or len(plan.rows) != 1:
+                    continue
+                rows.append(plan.rows[0])
+                targets.append((asked, drawn))
+            if not rows:
+                continue
+            batch = builder.collate(rows, "packed").to(model.device)
+            hidden = model.backbone(
+                input_ids=batch.input_ids,
+                attention_mask=(batch.segment_ids != -2).long(),
+                position_ids=batch.position_ids,
+                mm_token_type_ids=batch.mm_token_type_ids,
+                pixel_values=batch.pixel_values,
+                image_grid_thw=batch.image_grid_thw,
+                pixel_values_videos=batch.pixel_values_videos,
+                video_grid_thw=batch.video_grid_thw,
+                use_cache=False,
+            ).last_hidden_state.float()
+            visual = batch.mm_token_type_ids != 0
+            terms = []
+            for r, (row, (asked, drawn)) in enumerate(zip(rows, targets, strict=True)):
+                prompt_state = hidden[r, row.slots[0][1] - 1]
+                for name, value in asked.items():
+                    terms.append((probes[name](prompt_state), values[name].index(value)))
+                for candidate, first, last in row.slots:
+                    inside = visual[r, first : last + 1]
+                    if not bool(inside.any()):
+                        continue
+                    mean = hidden[r, first : last + 1][inside].mean(0)
+                    for name, value in drawn[candidate].items():
+                        terms.append((probes[name](mean), values[name].index(value)))
+            loss = sum(
+                nn.functional.cross_entropy(logits[None], torch.tensor([target]))
+                for logits, target in terms
+            ) / len(terms)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            if on_step is not None:
+                on_step(len(losses), total)
+    model.eval()
+    return losses
+
+
 def train_demo_model(
     *,
     out_dir: Path,
@@ -248,10 +469,20 @@ def train_demo_model(
     lr: float = 1e-3,
     seed: int = 0,
     vision_epochs: int = 10,
-    media_repr_mode: str = "visual_mean",
+    media_repr_mode: str = "visual_prompt",
+    regrouped_per_prompt: int = 4,
+    merger_init_std: float | None = 0.2,
+    matching_epochs: int = 15,
     on_progress: Callable[[int, str], None] | None = None,
 ) -> dict:
     """Trains, evaluates on ``eval_world_dir`` (held out) and saves the seed release layout.
+
+    The recipe: the vision tower's merger widened (`merger_init_std`, see [`widen_merger`]);
+    the tower pre-trained on the renderer's labels (`vision_epochs`); prompt and pictures
+    aligned through the whole model on the same labels (`matching_epochs`, see
+    [`pretrain_matching`]); then reward training on the worlds' prompts plus
+    `regrouped_per_prompt` regrouped media groups per media prompt (see
+    [`regrouped_media_examples`]), media answers read out with `media_repr_mode`.
 
     Returns the metrics written beside the checkpoint (``demo_metrics.json``).
     """
@@ -278,6 +509,16 @@ def train_demo_model(
         corpus += [c.text for c in ex.item.candidates if c.text]
     held_out = examples_from_world(eval_world_dir, projects=projects)
     tokenizer = build_tiny_tokenizer(corpus, vocab_size=1024)
+    regrouped = [
+        example
+        for train_seed in train_seeds
+        for example in regrouped_media_examples(
+            work_dir / f"train-seed{train_seed}-{prompts_per_project or 'all'}",
+            per_prompt=regrouped_per_prompt,
+            seed=seed + train_seed,
+            projects=projects,
+        )
+    ]
     scorer = build_tiny_reward_scorer(
         hidden_size=hidden_size,
         num_layers=num_layers,
@@ -287,6 +528,8 @@ def train_demo_model(
         head_config=RewardHeadConfig(media_repr_mode=media_repr_mode),
         **LIMITS,
     )
+    if merger_init_std:
+        widen_merger(scorer, std=merger_init_std, seed=seed)
     report(5, "evaluating the untrained model")
     before = evaluate(scorer, held_out)
     vision_probe: dict[str, float] = {}
@@ -314,10 +557,34 @@ def train_demo_model(
             seed=seed,
             on_step=on_vision_step,
         )
+    matching_losses: list[float] = []
+    if matching_epochs:
+
+        def on_matching_step(step: int, total: int) -> None:
+            if step % 20 == 0 or step == total:
+                report(
+                    15 + int(10 * step / max(total, 1)),
+                    f"aligning prompts and pictures: {step} of {total}",
+                )
+
+        matching_losses = pretrain_matching(
+            scorer,
+            [
+                m
+                for seed_ in train_seeds
+                for m in media_prompts(
+                    work_dir / f"train-seed{seed_}-{prompts_per_project or 'all'}",
+                    projects=projects,
+                )
+            ],
+            epochs=matching_epochs,
+            seed=seed,
+            on_step=on_matching_step,
+        )
     last = {"percent": -1}
 
     def on_step(step: int, total: int) -> None:
-        percent = 15 + int(75 * step / max(total, 1))
+        percent = 25 + int(65 * step / max(total, 1))
         if percent != last["percent"]:
             last["percent"] = percent
             report(percent, f"training: step {step} of {total}")
@@ -325,7 +592,7 @@ def train_demo_model(
     losses = train(
         scorer.model,
         scorer.builder,
-        [ex for _, ex in train_examples],
+        [ex for _, ex in train_examples + regrouped],
         epochs=epochs,
         batch_size=8,
         lr=lr,
@@ -344,6 +611,10 @@ def train_demo_model(
         "media_repr_mode": media_repr_mode,
         "train_subset": asdict(train_fit),
         "train_examples": len(train_examples),
+        "regrouped_examples": len(regrouped),
+        "matching_loss": [
+            round(v, 3) for v in matching_losses[:: max(1, len(matching_losses) // 8)]
+        ],
         "epochs": epochs,
         "steps": len(losses),
         "first_loss": round(losses[0], 4) if losses else None,

@@ -331,6 +331,15 @@ class MultiResponseRewardModel(nn.Module):
             visual=batch.mm_token_type_ids != 0,
         )
 
+    @staticmethod
+    def _prompt_state(
+        hidden: torch.Tensor, starts: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, 1, H): each row's hidden state at the token just before its first response (the
+        end of the prompt and of the assistant header), which has attended to the whole prompt."""
+        first = starts.masked_fill(~valid, hidden.shape[1]).min(-1).values.clamp(min=1) - 1
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), first][:, None]
+
     def score_hidden_states(
         self,
         hidden: torch.Tensor,
@@ -372,7 +381,7 @@ class MultiResponseRewardModel(nn.Module):
             inside = (positions >= starts[..., None]) & (positions <= ends[..., None])
             weights = inside.float() / inside.sum(-1, keepdim=True).clamp(min=1)
             representation = weights @ hidden
-        if self.head_config.media_repr_mode == "visual_mean" and visual is not None:
+        if self.head_config.media_repr_mode != "readout" and visual is not None:
             # Image/video responses (a Quorum extension; the paper's responses are text): the
             # mean over the response's own visual tokens, which carry its content, instead of
             # the token after its <|vision_end|>.
@@ -383,6 +392,10 @@ class MultiResponseRewardModel(nn.Module):
             if bool((counts > 0).any()):
                 means = (inside.float() / counts.clamp(min=1)) @ hidden
                 media = (counts > 0).expand_as(representation[..., :1])
+                if self.head_config.media_repr_mode == "visual_prompt":
+                    # Compared with the prompt: the mean scaled per dimension by the prompt's
+                    # state, so the head sees where picture and request agree.
+                    means = means * (1.0 + self._prompt_state(hidden, starts, valid))
                 width = representation.shape[-1]
                 if width != means.shape[-1]:  # first_last_concat: the mean in both halves
                     means = means.repeat(1, 1, width // means.shape[-1])

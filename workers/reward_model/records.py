@@ -79,9 +79,10 @@ RESP_REPR_MODES = (
     "response_mean",
 )
 
-# How image/video responses are represented: at the paper's read-out token, or as the mean of
-# their own visual tokens (text responses always use resp_repr_mode).
-MEDIA_REPR_MODES = ("readout", "visual_mean")
+# How image/video responses are represented: at the paper's read-out token, as the mean of
+# their own visual tokens, or that mean times (1 + the prompt's state before the first
+# response) (text responses always use resp_repr_mode).
+MEDIA_REPR_MODES = ("readout", "visual_mean", "visual_prompt")
 
 AttentionMode = Literal["packed", "isolated", "separate"]
 ATTENTION_MODES: tuple[str, ...] = ("packed", "isolated", "separate")
