@@ -2,14 +2,18 @@
 
 ``bulk_create`` builds an SQL string and a parameter list per batch through every field's
 ``get_db_prep_save``: for an import of 10,000 prompts (110,000 rows) that is most of the
-import's time. Here the primary keys are reserved first (one statement), each row's values
-are converted once by field type, and the rows go to the database in one stream.
+import's time. Here the primary keys are reserved first (one statement), each column's values
+are converted once by field type (``columns_insert``: no per-row tuples built in Python), and the
+rows go to the database in one stream through the driver itself (``COPY``; sqlite3's own
+``executemany``), so Django's query log and execute wrappers do not see them.
 
 Preconditions: call inside the import's transaction. On SQLite the write lock is held from
 the transaction's start (``transaction_mode = IMMEDIATE`` in the settings), so the ids after
 the table's highest are free until the commit; on PostgreSQL they come from the table's own
 sequence. Other backends fall back to ``bulk_create``. The database still checks every
-constraint: a violation raises ``IntegrityError`` and the transaction rolls back whole.
+constraint (foreign keys too, unless ``references_trust_new_rows`` was called for rows that
+reference only each other): a violation raises ``IntegrityError`` and the transaction rolls
+back whole.
 """
 
 from __future__ import annotations

@@ -40,16 +40,23 @@ def tables_analyze(tables: list[str] | None = None) -> None:
     if not chosen:
         return
     if connection.in_atomic_block:
-        transaction.on_commit(lambda: _analyze(chosen))
+        # Robust: by then the import has committed, and a refresh that fails must not make its
+        # caller take the import for failed (an import job re-ran it on "database is locked").
+        transaction.on_commit(lambda: _analyze(chosen), robust=True)
     else:
         _analyze(chosen)
 
 
 def _analyze(tables: list[str]) -> None:
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            names = ", ".join(connection.ops.quote_name(t) for t in tables)
+    if connection.vendor == "postgresql":
+        names = ", ".join(connection.ops.quote_name(t) for t in tables)
+        with connection.cursor() as cursor:
             cursor.execute(f"ANALYZE {names}")
-        elif connection.vendor == "sqlite":
+    elif connection.vendor == "sqlite":
+        # In a transaction that holds the write lock from its start (the settings' IMMEDIATE),
+        # queued behind other writers as any write is: in autocommit, PRAGMA optimize reads
+        # the tables and then writes sqlite_stat1, and SQLite fails that write at once
+        # ("database is locked", no busy wait) when another write committed in between.
+        with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("PRAGMA optimize")
     logger.debug("analysed the import tables (%s)", connection.vendor)
