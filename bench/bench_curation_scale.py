@@ -365,7 +365,7 @@ def main() -> None:
         type=int,
         default=1,
         help="measure each code this many times, alternating which goes first; the table "
-        "shows the fastest run of each (peak memory: the largest)",
+        "shows the fastest run of each (peak memory: the largest); 0: only write --world",
     )
     parser.add_argument(
         "--world",
@@ -435,6 +435,8 @@ def main() -> None:
             f"judgments, {args.prompts:,} prompts x 19 models; load average {_load_average()}",
             flush=True,
         )
+        if args.repeat < 1:
+            return  # --repeat 0: only write the world (--world) for later runs
         results: dict[str, list[dict]] = {label: [] for label, _ in runs}
         for rep in range(args.repeat):
             for i, (label, code) in enumerate(runs if rep % 2 == 0 else runs[::-1]):
