@@ -70,23 +70,29 @@ def _memo_last(copy: Callable[[Any], Any] = lambda value: value) -> Callable:
     """
 
     def decorate(func: Callable[..., _Result]) -> Callable[..., _Result]:
-        last: list[Any] = []  # [records, kwargs, value] of the last call
+        # (records, kwargs, value) of the last call, replaced and read as one reference: a
+        # thread never pairs one call's records with another's value.
+        last: list[tuple[tuple[Record, ...], dict[str, Any], Any] | None] = [None]
 
         @functools.wraps(func)
         def wrapper(records: Iterable[Record], **kwargs: Any) -> _Result:
             records = records if isinstance(records, list | tuple) else list(records)
+            entry = last[0]
             if (
-                last
-                and len(last[0]) == len(records)
-                and last[1] == kwargs
-                and all(map(operator.is_, last[0], records))
+                entry is not None
+                and len(entry[0]) == len(records)
+                and entry[1] == kwargs
+                and all(map(operator.is_, entry[0], records))
             ):
-                return copy(last[2])
+                return copy(entry[2])
             value = func(records, **kwargs)
-            last[:] = [tuple(records), copying.deepcopy(kwargs), value]
+            last[0] = (tuple(records), copying.deepcopy(kwargs), value)
             return copy(value)
 
-        wrapper.forget = last.clear  # type: ignore[attr-defined]
+        def forget() -> None:
+            last[0] = None
+
+        wrapper.forget = forget  # type: ignore[attr-defined]
         return wrapper
 
     return decorate

@@ -613,8 +613,9 @@ def _strict_preferences(
             yield vote.prompt_id, winner, loser, vote.evaluator, first
 
 
-# The last `_indexed_preferences`: (its votes, their columns).
-_last_indexed: list[Any] = []
+# The last `_indexed_preferences`: (its votes, their columns), replaced and read as one
+# reference (threads never pair one call's votes with another's columns).
+_last_indexed: list[Any] = [None]
 
 
 def _indexed_preferences(votes: Sequence[Vote]) -> Any:
@@ -624,14 +625,14 @@ def _indexed_preferences(votes: Sequence[Vote]) -> Any:
     objects give the same columns. The columns are read-only; the entry holds the votes."""
     from curation import crowd_bt as CB
 
-    kept = _last_indexed
-    if kept and len(kept[0]) == len(votes) and all(map(operator.is_, kept[0], votes)):
+    kept = _last_indexed[0]
+    if kept is not None and len(kept[0]) == len(votes) and all(map(operator.is_, kept[0], votes)):
         return kept[1]
     indexed = CB.index_comparisons(_strict_preferences(votes))
     c = indexed.comparisons
     for column in (c.prompt, c.winner, c.loser, c.annotator, c.winner_first):
         column.setflags(write=False)
-    kept[:] = [tuple(votes), indexed]
+    _last_indexed[0] = (tuple(votes), indexed)
     return indexed
 
 

@@ -19,7 +19,7 @@ from curation import crowd_bt as CB
 def _forget():
     for func in (A.annotator_reliability, A._pair_table):
         func.forget()
-    C._last_indexed.clear()
+    C._last_indexed[0] = None
 
 
 def _records(seed: int, n: int = 300) -> list[A.PairRecord]:
