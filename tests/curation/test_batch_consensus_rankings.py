@@ -1,7 +1,7 @@
 """`curation.batch_consensus` on ranking judgments: a ranking counts as the pairs it orders,
 and the batch equals the per-prompt path (`consensus.prompt_consensus` + `exporting._pair_rows`
 + `overruled.overruled_arcs`) on random prompts of rankings (partial, with ties, repeated by
-one evaluator) mixed with pair judgments, and a whole snapshot built either way."""
+one evaluator) mixed with pair judgments, a whole snapshot built either way, and tables cut into Arrow chunks writing the same files."""
 
 from __future__ import annotations
 
@@ -166,3 +166,37 @@ def test_a_snapshot_of_rankings_is_the_same_batched_or_per_prompt(seed):
     sheet, ref_sheet = dict(batched.datasheet), dict(reference.datasheet)
     sheet.pop("created_at"), ref_sheet.pop("created_at")
     assert json.dumps(sheet, default=str) == json.dumps(ref_sheet, default=str)
+
+
+def test_tables_cut_into_chunks_write_the_same_files(monkeypatch, tmp_path):
+    import datasets
+    import pyarrow.parquet as pq
+
+    votes, _ = _world(1, n_prompts=40)
+    source = _source(votes, 40)
+    options = E.ExportOptions(splits={"train": 0.7, "test": 0.3}, include_media=False)
+    whole = E.build_snapshot(source, options)
+    monkeypatch.setattr(E, "TABLE_CHUNK_ROWS", 7)
+    cut = E.build_snapshot(source, options)
+    assert cut.pairs.column("id").num_chunks > 1 and whole.pairs.column("id").num_chunks == 1
+    for name in ("pairs", "rankings", "variants"):
+        assert getattr(cut, name).to_pylist() == getattr(whole, name).to_pylist(), name
+    for label, snapshot in (("whole", whole), ("cut", cut)):
+        (tmp_path / label).mkdir()
+        E.write_snapshot(snapshot, tmp_path / label, source, options)
+    for path in sorted((tmp_path / "whole").rglob("*.jsonl")):
+        rel = path.relative_to(tmp_path / "whole")
+        assert (tmp_path / "cut" / rel).read_bytes() == path.read_bytes(), rel
+    for name in ("pairs", "rankings", "rankings_4"):
+        read = [
+            pq.read_table(tmp_path / label / "parquet" / f"{name}.parquet")
+            for label in ("whole", "cut")
+        ]
+        assert read[0].to_pylist() == read[1].to_pylist()
+        loaded = [
+            datasets.load_from_disk(str(tmp_path / label / "hf" / name))
+            for label in ("whole", "cut")
+        ]
+        assert {s: d.to_list() for s, d in loaded[0].items()} == {
+            s: d.to_list() for s, d in loaded[1].items()
+        }
