@@ -1,7 +1,8 @@
 """`curation.batch_consensus` on ranking judgments: a ranking counts as the pairs it orders,
 and the batch equals the per-prompt path (`consensus.prompt_consensus` + `exporting._pair_rows`
 + `overruled.overruled_arcs`) on random prompts of rankings (partial, with ties, repeated by
-one evaluator) mixed with pair judgments, a whole snapshot built either way, and tables cut into Arrow chunks writing the same files."""
+one evaluator) mixed with pair judgments, a whole snapshot built either way, and tables cut
+into Arrow chunks writing the same files."""
 
 from __future__ import annotations
 
