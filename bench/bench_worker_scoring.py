@@ -18,7 +18,8 @@ The serial and prefetch columns start each repeat with the media cache and the m
 emptied: every file is decoded once (and written to the store), as in a first scoring run.
 
 It prints prompts/s and each scorer's ratio to the bare forward measured in the same repeat
-(modes interleaved; the machine is noisy, ratios are what count). Random weights, nothing
+(modes interleaved; the machine is noisy, ratios are what count), then the same as CPU time per
+prompt (every thread of the process), which moves less with the machine's load. Random weights, nothing
 downloaded::
 
     python bench/bench_worker_scoring.py                 # hidden 256 / 4 layers, 3 repeats
@@ -56,13 +57,18 @@ from workers.reward_model.media_cache import MediaStore  # noqa: E402
 from workers.tiny import build_tiny_reward_scorer, build_tiny_tokenizer  # noqa: E402
 
 
-def _bare(scorer: RewardScorer, rows_by_mode: list[tuple[str, list]]) -> float:
-    start = time.perf_counter()
+def _bare(scorer: RewardScorer, rows_by_mode: list[tuple[str, list]]) -> None:
     with torch.inference_mode():
         for mode, rows in rows_by_mode:
             for group in scorer._batches(rows, mode):
                 scorer.model(scorer.builder.collate(group, mode))
-    return time.perf_counter() - start
+
+
+def _timed(run) -> tuple[float, float]:  # noqa: ANN001
+    """(wall seconds, CPU seconds of every thread of this process) of `run()`."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    run()
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def main() -> None:
@@ -119,6 +125,7 @@ def main() -> None:
             "| prefetch, stored | prefetch, warm cache |"
         )
         print("|---|---|---|---|---|---|---|")
+        cpu_lines = []
         cache = base.builder.media_cache
         store_root = Path(tmp) / "store"
 
@@ -134,40 +141,54 @@ def main() -> None:
                     plan.rows
                 )
             rows_by_mode = list(rows.items())
-            times: dict[str, list[float]] = {
-                "bare": [],
-                "serial": [],
-                "prefetch": [],
-                "stored": [],
-                "warm": [],
-            }
+            modes = ("bare", "serial", "prefetch", "stored", "warm")
+            times: dict[str, list[float]] = {k: [] for k in modes}
+            cpu: dict[str, list[float]] = {k: [] for k in modes}
+
+            # What each run starts from: "cold" empties the process's cache and the store
+            # (a first scoring run), "memory" the process's cache only (a later run, or
+            # another worker); the warm run follows the stored one.
+            steps = (
+                ("bare", None, ""),
+                ("serial", serial, "cold"),
+                ("prefetch", prefetch, "cold"),
+                ("stored", prefetch, "memory"),
+                ("warm", prefetch, ""),
+            )
             serial.score(items[:2])  # warm-up
             for _ in range(args.repeats):
-                times["bare"].append(_bare(base, rows_by_mode))
-                cache.clear()
-                empty_store()
-                start = time.perf_counter()
-                serial.score(items)
-                times["serial"].append(time.perf_counter() - start)
-                cache.clear()
-                empty_store()
-                start = time.perf_counter()
-                prefetch.score(items)
-                times["prefetch"].append(time.perf_counter() - start)
-                cache.clear()
-                start = time.perf_counter()
-                prefetch.score(items)
-                times["stored"].append(time.perf_counter() - start)
-                start = time.perf_counter()
-                prefetch.score(items)
-                times["warm"].append(time.perf_counter() - start)
+                for mode, scorer, start_from in steps:
+                    if start_from:
+                        cache.clear()
+                    if start_from == "cold":
+                        empty_store()
+                    if scorer is None:
+                        wall, used = _timed(lambda: _bare(base, rows_by_mode))  # noqa: B023
+                    else:
+                        wall, used = _timed(lambda: scorer.score(items))  # noqa: B023
+                    times[mode].append(wall)
+                    cpu[mode].append(used)
             bare = statistics.median(times["bare"])
             cells = [
                 f"{len(items) / statistics.median(times[k]):.1f} "
                 f"({bare / statistics.median(times[k]):.2f}x)"
-                for k in ("serial", "prefetch", "stored", "warm")
+                for k in modes[1:]
             ]
             print(f"| {name} | {len(items)} | {len(items) / bare:.1f} | {' | '.join(cells)} |")
+            per_prompt = [1e3 * statistics.median(cpu[k]) / len(items) for k in modes]
+            cpu_lines.append(
+                f"| {name} | {per_prompt[0]:.1f} | "
+                + " | ".join(f"{v:.1f} ({per_prompt[0] / v:.2f}x)" for v in per_prompt[1:])
+                + " |"
+            )
+        # CPU time moves less with the machine's load than wall time: on a busy machine the
+        # two cores are shared, and a first scoring run cannot overlap what it must compute.
+        print(
+            "\nCPU ms per prompt (all threads of the process), ratio to the bare forward's:\n"
+            "| project | bare forward | serial scorer | prefetch scorer | prefetch, stored "
+            "| prefetch, warm cache |\n|---|---|---|---|---|---|"
+        )
+        print("\n".join(cpu_lines))
 
 
 if __name__ == "__main__":
