@@ -85,7 +85,7 @@ class RewardScorer:
         max_batch_rows: int = 16,
         prefetch_workers: int = 2,
         prefetch_items: int | None = None,
-        batch_overhead_tokens: int = 256,
+        batch_overhead_tokens: int = 128,
     ) -> None:
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
