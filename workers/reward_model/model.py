@@ -38,6 +38,10 @@ class RewardHeadConfig:
         value_head_activation (`str`): One of ``silu``, ``gelu``, ``relu``, ``selu``, ``tanh``.
         resp_repr_mode (`str`): How a response is summarised: ``last`` token (default),
             ``first``, ``first_last_concat``/``add``/``sub``, or ``response_mean``.
+        media_repr_mode (`str`): How image/video responses are summarised (a Quorum extension;
+            the paper's responses are text): ``readout`` (as text), ``visual_mean`` (the mean
+            of their visual tokens) or ``visual_prompt`` (that mean times 1 + the prompt's
+            state before the first response; the demo model's).
     """
 
     value_head_type: str = "mlp"
