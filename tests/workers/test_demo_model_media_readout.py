@@ -131,3 +131,29 @@ def test_it_learns_which_picture_the_prompt_asks_for(tokenizer):
     # Measured 1.0 (0.65 untrained). Read at the answer's last token (<|vision_end|>, the
     # paper's rule) instead of from its visual tokens, the loss stays at ln 2 and this is 0.475.
     assert after >= 0.9, (before, after)
+
+
+@pytest.mark.timeout(300)
+def test_it_aligns_the_prompts_asked_labels_with_the_pictures_drawn_ones(tmp_path):
+    from annotate.demo_world import generate_world, write_world
+    from workers.demo_model import LIMITS as DEMO_LIMITS
+    from workers.demo_model import media_prompts, pretrain_matching
+
+    torch.set_num_threads(1)
+    write_world(generate_world(seed=101, scale="small", prompts=6), tmp_path)
+    prompts = media_prompts(tmp_path)
+    assert len(prompts) == 12  # 6 text-to-image + 6 text-to-video prompts
+    for item, asked, drawn in prompts:
+        assert asked["colour"] in item.prompt_text and asked["shape"] in item.prompt_text
+        assert len(drawn) == len(item.candidates) and all("colour" in d for d in drawn)
+    config = RewardHeadConfig(media_repr_mode="visual_prompt")
+    scorer = build_tiny_reward_scorer(seed=0, head_config=config, **DEMO_LIMITS)
+    language = scorer.model.backbone.language_model.layers[0].self_attn.q_proj.weight
+    tower = scorer.model.backbone.visual.merger.mlp[0].weight
+    before = (language.detach().clone(), tower.detach().clone())
+
+    losses = pretrain_matching(scorer, prompts, epochs=2, batch_size=4)
+
+    assert len(losses) == 6 and all(v == v for v in losses)
+    # Both sides of the comparison train: the language model and the vision tower.
+    assert not torch.equal(language, before[0]) and not torch.equal(tower, before[1])
