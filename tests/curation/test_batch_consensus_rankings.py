@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -17,6 +16,7 @@ from curation import batch_consensus as BC
 from curation import consensus as C
 from curation import exporting as E
 from curation.overruled import overruled_arcs
+from tests.curation.test_batch_consensus import _source as pair_source
 
 EVALUATORS = [f"ext:crowd:{i}" for i in range(6)]
 
@@ -70,29 +70,7 @@ def _by_prompt(votes: list[C.Vote]) -> dict[int, list[C.Vote]]:
 
 
 def _source(votes: list[C.Vote], n_prompts: int) -> E.SnapshotInput:
-    n_cands = max(c for v in votes for c in v.candidates)
-    return E.SnapshotInput(
-        project_name="p",
-        project_id=1,
-        version=1,
-        votes=votes,
-        discarded_tasks=set(),
-        gold={},
-        prompts={
-            p: E.SnapshotPrompt(p, f"prompt-{p}", f"text {p}", "", "")
-            for p in range(1, n_prompts + 1)
-        },
-        candidates={
-            c: E.SnapshotCandidate(c, f"cand-{c}", f"model-{c % 4}", "text", f"answer {c}", "")
-            for c in range(1, n_cands + 1)
-        },
-        rm_scores={},
-        rm_label="",
-        marked=set(),
-        decisions={},
-        media_root=Path("/nonexistent"),
-        leaderboard_bootstrap=0,
-    )
+    return pair_source(votes, n_prompts, max(c for v in votes for c in v.candidates))
 
 
 @pytest.mark.parametrize("seed", range(8))
