@@ -323,6 +323,9 @@ QUORUM_JOB_HEARTBEAT_SECONDS = env_int("QUORUM_JOB_HEARTBEAT_SECONDS", 60, minim
 QUORUM_JOB_REPUBLISH_SECONDS = env_int("QUORUM_JOB_REPUBLISH_SECONDS", 120, minimum=1)
 # Publish in the caller's thread instead of the background publisher (tests).
 QUORUM_JOBS_PUBLISH_INLINE = env_bool("QUORUM_JOBS_PUBLISH_INLINE", False)
+# How long a process holds a judgment's flag-update hint for others before sending them as one
+# message (the worker updates them in one pass); 0 sends each at once.
+QUORUM_FLAGS_UPDATE_DELAY_MS = env_int("QUORUM_FLAGS_UPDATE_DELAY_MS", 200, minimum=0)
 
 # Reward-model checkpoint of the demo (written by make_demo).
 QUORUM_DEMO_DIR = DATA_DIR / "demo"

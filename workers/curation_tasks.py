@@ -26,6 +26,7 @@ logger = logging.getLogger("quorum.jobs")
 # on the import lock, no longer than the import itself).
 WARM_MODULES = (
     "curation.services",
+    "curation.task_flags",
     "curation.exporting",
     "curation.overruled",
     "curation.agreement",
@@ -93,12 +94,23 @@ def flags_recompute_task(*, project_id: int, job_id: int | None = None) -> dict:
     return run_job(job_id, lambda run: flags_recompute(project_id=project_id))
 
 
-@app.task(name="quorum.flags_update_for_task", acks_late=True, max_retries=0)
-def flags_update_for_task_task(*, task_id: int, job_id: int | None = None) -> dict:
-    """Incremental pass for the prompt of one task (after a judgment); clears its dirty mark."""
-    from curation.services import flags_update_for_task
+# The flag updates after judgments: no job row, nobody reads their result (ignore_result: no
+# STARTED and SUCCESS records written to the result backend for each one).
+@app.task(name="quorum.flags_update_dirty", acks_late=True, max_retries=0, ignore_result=True)
+def flags_update_dirty_task(*, task_ids: list[int]) -> dict:
+    """One pass per project over every dirty task of the hinted tasks' projects."""
+    from curation.task_flags import flags_update_dirty
 
-    return run_job(job_id, lambda run: flags_update_for_task(task_id=task_id))
+    return flags_update_dirty(task_ids=task_ids)
+
+
+@app.task(name="quorum.flags_update_for_task", acks_late=True, max_retries=0, ignore_result=True)
+def flags_update_for_task_task(*, task_id: int, job_id: int | None = None) -> dict:
+    """A hint for one task (published by an older version): answered as
+    ``quorum.flags_update_dirty`` answers it."""
+    from curation.task_flags import flags_update_dirty
+
+    return run_job(job_id, lambda run: flags_update_dirty(task_ids=[task_id]))
 
 
 @app.task(name="quorum.export_build", acks_late=True, max_retries=0)

@@ -14,7 +14,10 @@ failed with the reason; the service that owns the job's domain row is told (``GI
 
 The per-submit flag update is the one piece of work without a row: a judgment write marks its
 task ``flags_dirty_at`` in the same UPDATE it already makes, publishing is a hint, and the
-sweep re-publishes updates for tasks left dirty.
+sweep re-publishes updates for tasks left dirty. Hints are coalesced: a process's publisher
+holds them for ``QUORUM_FLAGS_UPDATE_DELAY_MS`` and sends the task ids gathered meanwhile as
+one message, and the worker updates every dirty task of those tasks' projects in one pass
+(``curation.task_flags``).
 
 This module knows the task names and publishes by name; it never imports a task module, and
 task modules only call services. Importing it does not import torch or any task module.
@@ -49,7 +52,8 @@ logger = logging.getLogger("quorum.jobs")
 IMPORT_FILE = "quorum.import_file"
 EXPORT_BUILD = "quorum.export_build"
 FLAGS_RECOMPUTE = "quorum.flags_recompute"
-FLAGS_UPDATE_FOR_TASK = "quorum.flags_update_for_task"
+FLAGS_UPDATE_FOR_TASK = "quorum.flags_update_for_task"  # one task (older publishers)
+FLAGS_UPDATE_DIRTY = "quorum.flags_update_dirty"
 SCORE_PROMPTS = "quorum.score_prompts"
 SCORE_ADHOC = "quorum.score_adhoc"
 TRAIN_DEMO_MODEL = "quorum.train_demo_model"
@@ -195,22 +199,36 @@ def jobs_publish(job_ids: Iterable[int]) -> int:
     return published
 
 
+# Task ids per flag-update message (the worker takes every dirty task of their projects).
+FLAGS_HINT_IDS = 500
+
+
 def flags_updates_publish(task_ids: Iterable[int]) -> int:
+    """Hints the worker at the flag updates owed for ``task_ids`` (one message per 500);
+    returns how many task ids were sent."""
+    ids = list(dict.fromkeys(task_ids))
     sent = 0
-    for task_id in task_ids:
+    for start in range(0, len(ids), FLAGS_HINT_IDS):
+        chunk = ids[start : start + FLAGS_HINT_IDS]
         try:
-            _send(FLAGS_UPDATE_FOR_TASK, {"task_id": task_id}, "default")
+            _send(FLAGS_UPDATE_DIRTY, {"task_ids": chunk}, "default")
         except Exception as exc:
-            logger.warning("flag update of task %s not published (%s)", task_id, exc)
+            logger.warning("flag updates of tasks %s not published (%s)", chunk[:5], exc)
             break
-        sent += 1
+        sent += len(chunk)
     return sent
 
 
 class _Publisher:
-    """A daemon thread per process that publishes after commit, off the request's path."""
+    """A daemon thread per process that publishes after commit, off the request's path.
 
-    def __init__(self) -> None:
+    Flag-update hints wait up to ``delay`` seconds for others and leave as one message (a
+    submit's hint is not urgent, and the worker updates what one message names in one pass);
+    jobs leave at once.
+    """
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
         self.items: queue.Queue = queue.Queue()
         self.pending = 0
         self.lock = threading.Lock()
@@ -226,27 +244,52 @@ class _Publisher:
         self.items.put(item)
 
     def _run(self) -> None:
+        held: list[int] = []  # flag hints waiting for their message
+        held_items = 0
+        due = 0.0
         while True:
-            kind, ids = self.items.get()
             try:
-                close_old_connections()
-                if kind == "jobs":
-                    jobs_publish(ids)
-                else:
-                    flags_updates_publish(ids)
-            except Exception:
-                logger.exception("publishing %s %s failed; the sweep will retry", kind, ids)
-            finally:
-                with self.lock:
-                    self.pending -= 1
-                    idle = self.pending == 0
-                if idle:
-                    # Hold no database connection while idle (max_connections; a test
-                    # database that must be dropped).
-                    connection.close()
-                    with self.lock:
-                        if self.pending == 0:
-                            self.idle.set()
+                timeout = max(0.0, due - time.monotonic()) if held else None
+                ready = [self.items.get(timeout=timeout)]
+            except queue.Empty:
+                ready = []
+            if ready and ready[0][0] == "flags" and self.delay > 0:
+                if not held:
+                    due = time.monotonic() + self.delay
+                held += ready.pop()[1]
+                held_items += 1
+            if held and time.monotonic() >= due:
+                ready.append(("flags", held))
+                done = len(ready) - 1 + held_items
+                held, held_items = [], 0
+            else:
+                done = len(ready)
+            for kind, ids in ready:
+                self._publish(kind, ids)
+            if done:
+                self._done(done)
+
+    def _publish(self, kind: str, ids: list[int]) -> None:
+        try:
+            close_old_connections()
+            if kind == "jobs":
+                jobs_publish(ids)
+            else:
+                flags_updates_publish(ids)
+        except Exception:
+            logger.exception("publishing %s %s failed; the sweep will retry", kind, ids[:20])
+
+    def _done(self, items: int) -> None:
+        with self.lock:
+            self.pending -= items
+            idle = self.pending == 0
+        if idle:
+            # Hold no database connection while idle (max_connections; a test
+            # database that must be dropped).
+            connection.close()
+            with self.lock:
+                if self.pending == 0:
+                    self.idle.set()
 
     def flush(self, timeout: float) -> bool:
         return self.idle.wait(timeout)
@@ -260,7 +303,9 @@ def _publisher() -> _Publisher:
     with _publisher_lock:
         pub = _publisher_state.get("publisher")
         if pub is None or _publisher_state.get("pid") != os.getpid():  # new after a fork
-            pub = _publisher_state["publisher"] = _Publisher()
+            pub = _publisher_state["publisher"] = _Publisher(
+                settings.QUORUM_FLAGS_UPDATE_DELAY_MS / 1000
+            )
             _publisher_state["pid"] = os.getpid()
             # A short-lived process (a management command) publishes before it exits; what
             # does not make it in time stays queued for the sweep.

@@ -266,10 +266,46 @@ def test_it_sweeps_the_flag_updates_of_tasks_left_dirty(db, broker_log, settings
     Task.objects.filter(pk=tasks[0].pk).update(flags_dirty_at=old)
     Task.objects.filter(pk=tasks[1].pk).update(flags_dirty_at=timezone.now())  # just submitted
     assert jobs.jobs_sweep().flag_updates == 1
-    assert broker_log == [("quorum.flags_update_for_task", {"task_id": tasks[0].pk}, "default")]
+    assert broker_log == [("quorum.flags_update_dirty", {"task_ids": [tasks[0].pk]}, "default")]
     assert jobs.jobs_sweep().flag_updates == 0  # backs off while the update may be queued
     later = timezone.now() + timedelta(seconds=2 * settings.QUORUM_JOB_REPUBLISH_SECONDS + 1)
     assert jobs.jobs_sweep(now=later).flag_updates == 2  # still owed, and the new one too
+
+
+def test_it_sends_one_flag_update_message_per_500_tasks(db, broker_log):
+    assert jobs.flags_updates_publish([3, 1, 3, *range(10, 1008)]) == 1000  # 3 once
+    assert [(name, len(kw["task_ids"])) for name, kw, _ in broker_log] == [
+        ("quorum.flags_update_dirty", 500),
+        ("quorum.flags_update_dirty", 500),
+    ]
+    assert broker_log[0][1]["task_ids"][:3] == [3, 1, 10]
+
+
+def test_the_publisher_holds_flag_hints_and_sends_them_as_one_message(monkeypatch):
+    sent = []
+    monkeypatch.setattr(jobs, "flags_updates_publish", lambda ids: sent.append(("flags", ids)))
+    monkeypatch.setattr(jobs, "jobs_publish", lambda ids: sent.append(("jobs", ids)))
+    publisher = jobs._Publisher(delay=0.3)
+    for task_id in (1, 2, 3):
+        publisher.put(("flags", [task_id]))
+    publisher.put(("jobs", [9]))
+    assert not publisher.flush(0.15)  # the hints wait; the job does not
+    assert sent == [("jobs", [9])]
+    assert publisher.flush(5.0)
+    assert sent == [("jobs", [9]), ("flags", [1, 2, 3])]
+    publisher.put(("flags", [4]))  # the next hint starts a new wait
+    assert publisher.flush(5.0)
+    assert sent[-1] == ("flags", [4])
+
+
+def test_without_a_delay_each_flag_hint_leaves_at_once(monkeypatch):
+    sent = []
+    monkeypatch.setattr(jobs, "flags_updates_publish", lambda ids: sent.append(ids))
+    publisher = jobs._Publisher(delay=0)
+    publisher.put(("flags", [1]))
+    publisher.put(("flags", [2]))
+    assert publisher.flush(5.0)
+    assert sent == [[1], [2]]
 
 
 def test_it_clears_the_dirty_mark_only_for_what_the_update_saw(db):
