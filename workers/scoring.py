@@ -168,12 +168,25 @@ def media_store_dir() -> Path:
     return Path(settings.DATA_DIR) / "cache" / "media"
 
 
+def media_store_bytes() -> int:
+    """The media store's bound, ``QUORUM_MEDIA_STORE_MB`` (default 4096; 0 turns it off): past
+    it, the entries used longest ago are deleted."""
+    raw = os.environ.get("QUORUM_MEDIA_STORE_MB", "").strip() or "4096"
+    try:
+        megabytes = int(raw)
+    except ValueError:
+        megabytes = -1
+    if megabytes < 0:
+        raise ValueError(f"QUORUM_MEDIA_STORE_MB: expected a whole number >= 0, got {raw!r}")
+    return megabytes * 2**20
+
+
 def scorer_for(reward_model: RewardModel) -> Any:
     """The loaded scorer for a model version, loaded once per worker process."""
     from workers.reward_model.media_cache import MEDIA_STORE
 
     key = (reward_model.pk, reward_model.path)
-    MEDIA_STORE.directory = media_store_dir()
+    MEDIA_STORE.configure(media_store_dir(), media_store_bytes())
     with _scorers_lock:
         scorer = _scorers.get(key)
         if scorer is None:

@@ -821,7 +821,7 @@ class RewardInputBuilder:
         """This builder's name in the media store: a digest of every setting that decides the
         stored frames (and of the libraries that decode and resize them); `None` when the
         store is off or the backbone's media are not stored (Molmo2)."""
-        if self.media_store.directory is None or self.molmo2 is not None:
+        if not self.media_store.enabled or self.molmo2 is not None:
             return None
         if self._store_scope_name is None:
             from importlib.metadata import version

@@ -9,7 +9,10 @@
   sharing the directory (the workers use ``<QUORUM_DATA_DIR>/cache/media``). What it saves is
   the decoding and resizing (nine tenths of a media file's preprocessing); rescaling,
   normalising and patchifying are redone from the stored pixels, so the model gets the same
-  values bit for bit. Anything in it can be deleted at any time.
+  values bit for bit. Anything in it can be deleted at any time. It is bounded
+  (``max_bytes``, the workers' ``QUORUM_MEDIA_STORE_MB``): past the bound, the entries used
+  longest ago are deleted (an entry's modification time is its last use: reading an entry
+  touches it, so the eviction does not depend on the file system recording access times).
 
 Media files in Quorum are content-addressed, but a key made of the bytes themselves also holds
 for any other path (the playground's, tests', a file rewritten in place): hashing a file costs
@@ -18,13 +21,15 @@ a small fraction of decoding it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
+import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
@@ -37,6 +42,7 @@ import torch
 
 __all__ = [
     "DEFAULT_MEDIA_CACHE_BYTES",
+    "DEFAULT_MEDIA_STORE_BYTES",
     "MEDIA_CACHE",
     "MEDIA_STORE",
     "MediaCache",
@@ -47,6 +53,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_MEDIA_CACHE_BYTES = 256 * 2**20
+DEFAULT_MEDIA_STORE_BYTES = 4 * 2**30
 
 
 def file_digest(path: str | os.PathLike[str]) -> str | None:
@@ -181,19 +188,60 @@ class MediaStore:
     unreadable entry is a miss (and is written again). Failures to write are logged, never
     raised: the store only saves time.
 
+    The store holds at most about `max_bytes`: when the entries this process knows of (the
+    folder's size at its last sweep, plus what it wrote since) pass the bound, it sweeps the
+    folder and deletes the least recently used entries (oldest modification time: a read
+    touches its entry) down to `LOW_WATER` of the bound. Several processes sharing the
+    folder sweep in turn (a lock on the folder); each also sweeps after writing a `SWEEP_SHARE` of
+    the bound, so what the others wrote is counted too.
+
     Args:
         directory (`str` or `os.PathLike`, *optional*): Where entries live; `None` turns the
             store off.
+        max_bytes (`int`): Bound on the entries' bytes on disk; 0 turns the store off.
     """
 
     _MAGIC = b"QMS1\n"
+    LOW_WATER = 0.9
+    SWEEP_SHARE = 1 / 8
+    # Left-over temporary files (a process killed mid-write) older than this are deleted.
+    STALE_TEMPORARY_SECONDS = 3600
 
-    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
-        self.directory = None if directory is None else Path(directory)
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | None = None,
+        *,
+        max_bytes: int = DEFAULT_MEDIA_STORE_BYTES,
+    ) -> None:
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
         self.hits = 0
         self.misses = 0
         self.writes = 0
+        self.evictions = 0
         self._warned = False
+        self._lock = threading.Lock()
+        self._known_bytes: int | None = None  # the folder's size at the last sweep
+        self._written = 0  # bytes written by this process since then
+        self._made: set[Path] = set()
+        self.max_bytes = max_bytes
+        self.directory = None if directory is None else Path(directory)
+
+    def configure(self, directory: str | os.PathLike[str] | None, max_bytes: int) -> None:
+        """Point the store at `directory` with bound `max_bytes` (0: off); a change of folder
+        forgets what this process knew of the old one."""
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        directory = None if directory is None or not max_bytes else Path(directory)
+        with self._lock:
+            if directory != self.directory:
+                self._known_bytes, self._written = None, 0
+                self._made.clear()
+            self.directory, self.max_bytes = directory, max_bytes
+
+    @property
+    def enabled(self) -> bool:
+        return self.directory is not None and self.max_bytes > 0
 
     def _path(self, scope: str, kind: str, digest: str) -> Path:
         assert self.directory is not None
@@ -201,7 +249,7 @@ class MediaStore:
 
     def read(self, scope: str, kind: str, digest: str) -> tuple[np.ndarray, dict] | None:
         """The frames and the numbers stored for the file, or `None` (then decode it)."""
-        if self.directory is None:
+        if not self.enabled:
             return None
         path = self._path(scope, kind, digest)
         try:
@@ -222,35 +270,104 @@ class MediaStore:
             logger.warning("media store: %s unreadable (%s), decoding the file again", path, exc)
             self.misses += 1
             return None
+        # Its last use, for the eviction (access times are often not kept); an entry evicted
+        # meanwhile, or a read-only store, was read all the same.
+        with contextlib.suppress(OSError):
+            os.utime(path)
         self.hits += 1
         return frames, meta
 
     def write(self, scope: str, kind: str, digest: str, frames: np.ndarray, meta: dict) -> None:
         """Store the frames a builder made from the file (best effort)."""
-        if self.directory is None:
+        if not self.enabled:
             return
         frames = np.ascontiguousarray(frames, dtype=np.uint8)
         header = json.dumps({"shape": list(frames.shape), "meta": meta}, separators=(",", ":"))
+        # Level 1: the demo's pictures shrink 5x for 0.1 ms; a higher level buys little.
+        data = self._MAGIC + header.encode() + b"\n" + zlib.compress(frames.tobytes(), 1)
         path = self._path(scope, kind, digest)
-        temporary = None
+        temporary = path.parent / f".{digest[:8]}-{os.getpid()}-{os.urandom(4).hex()}"
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(
-                dir=path.parent, prefix=f".{digest[:8]}-", delete=False
-            ) as handle:
-                temporary = handle.name
-                handle.write(self._MAGIC + header.encode() + b"\n")
-                # Level 1: the demo's pictures shrink 5x for 0.1 ms; a higher level buys little.
-                handle.write(zlib.compress(frames.tobytes(), 1))
+            if path.parent not in self._made:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._made.add(path.parent)
+            try:
+                temporary.write_bytes(data)
+            except FileNotFoundError:  # the folder was deleted meanwhile (the store may be)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                temporary.write_bytes(data)
             os.replace(temporary, path)
         except OSError as exc:
-            if temporary is not None:
-                Path(temporary).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # its folder could not be made
+                temporary.unlink(missing_ok=True)
             if not self._warned:
                 self._warned = True
                 logger.warning("media store: cannot write under %s (%s)", self.directory, exc)
             return
         self.writes += 1
+        self._wrote(len(data))
+
+    def _wrote(self, size: int) -> None:
+        with self._lock:
+            self._written += size
+            due = (
+                self._known_bytes is None
+                or self._known_bytes + self._written > self.max_bytes
+                or self._written > self.max_bytes * self.SWEEP_SHARE
+            )
+        if due:
+            self.sweep()
+
+    def sweep(self) -> int:
+        """Measure the folder and delete the least recently used entries while it holds more
+        than `max_bytes` (down to `LOW_WATER` of it); returns the bytes it holds after. Another
+        process sweeping the same folder at the time makes this one skip (returns -1)."""
+        directory = self.directory
+        if directory is None or not directory.is_dir():
+            return 0
+        try:
+            # The folder itself is the lock between processes (flock on its descriptor).
+            lock = os.open(directory, os.O_RDONLY)
+        except OSError:
+            return -1
+        try:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return -1  # another process is sweeping it
+            entries: list[tuple[float, int, str]] = []
+            stale = time.time() - self.STALE_TEMPORARY_SECONDS
+            for root, _, names in os.walk(directory):
+                for name in names:
+                    path = os.path.join(root, name)
+                    try:
+                        info = os.stat(path)
+                    except OSError:
+                        continue
+                    if name.startswith("."):
+                        if info.st_mtime < stale:
+                            Path(path).unlink(missing_ok=True)
+                        continue
+                    entries.append((info.st_mtime, info.st_size, path))
+            total = sum(size for _, size, _ in entries)
+            evicted = 0
+            if total > self.max_bytes:
+                target = self.max_bytes * self.LOW_WATER
+                for _, size, path in sorted(entries):
+                    if total <= target:
+                        break
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                    total -= size
+                    evicted += 1
+        finally:
+            os.close(lock)  # releases the flock
+        with self._lock:
+            self._known_bytes, self._written = total, 0
+            self.evictions += evicted
+        if evicted:
+            logger.info("media store: %d entries evicted, %d bytes kept", evicted, total)
+        return total
 
 
 # Off until the process says where (the gpu workers: scoring.scorer_for); shared by every
