@@ -17,7 +17,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -862,6 +862,38 @@ def import_job_run(*, job_id: int, takeover: bool = False) -> ImportJob:
         )
     job.refresh_from_db()
     upload_discard(path=job.source_file)
+    return job
+
+
+# ``import_job_wait``: the longest a status request may wait (a sync web worker is held
+# meanwhile), and how often it reads the job's row while it waits.
+IMPORT_WAIT_MAX_SECONDS = 10.0
+IMPORT_WAIT_POLL_SECONDS = 0.02
+
+
+def import_job_wait(*, job: ImportJob, seconds: float | None) -> ImportJob:
+    """The import job once it is done or failed, or after ``seconds`` (at most
+    ``IMPORT_WAIT_MAX_SECONDS``), whichever comes first: the status endpoint's ``?wait=``,
+    so a client learns of the end within ``IMPORT_WAIT_POLL_SECONDS`` without polling.
+
+    ``seconds`` None, 0 or less (or not a number): the job as it is now; inside a transaction
+    too (on SQLite its snapshot would never see the end).
+    """
+    try:
+        seconds = min(float(seconds or 0), IMPORT_WAIT_MAX_SECONDS)
+    except (TypeError, ValueError):
+        seconds = 0.0
+    finished = (ImportJob.Status.DONE, ImportJob.Status.FAILED)
+    if not seconds > 0 or job.status in finished or connection.in_atomic_block:  # NaN: no wait
+        return job
+    deadline = time.monotonic() + seconds
+    while True:
+        status = ImportJob.objects.filter(pk=job.pk).values_list("status", flat=True).first()
+        if status is None or status in finished or time.monotonic() >= deadline:
+            break
+        time.sleep(min(IMPORT_WAIT_POLL_SECONDS, max(deadline - time.monotonic(), 0)))
+    if status is not None:
+        job.refresh_from_db()
     return job
 
 
