@@ -88,6 +88,19 @@ dup = Judgment.objects.filter(project=p).values("assignment").annotate(n=Count("
 print("OVERK", leased, judged, dup, Judgment.objects.filter(project=p, annotator__isnull=False).count())
 """
 
+IMPORT_LEGS = """
+import json
+from annotate.models import ImportJob
+from workers.models import Job
+out = {}
+for ij in ImportJob.objects.filter(pk__in=IDS):
+    job = Job.objects.filter(name="quorum.import_file", kwargs__import_job_id=ij.pk).first()
+    stamp = lambda t: t.timestamp() if t else None
+    out[ij.pk] = {"created": stamp(ij.created_at), "finished": stamp(ij.finished_at),
+        "published": stamp(job and job.published_at), "started": stamp(job and job.started_at)}
+print("LEGS", json.dumps(out))
+"""
+
 JOBS_IDLE = """
 from workers.models import Job
 print("UNFINISHED", Job.objects.filter(status__in=Job.UNFINISHED).count())
@@ -255,24 +268,65 @@ def _ok(response: httpx.Response, *codes: int) -> httpx.Response:
 
 def _wait_import(api: httpx.Client, job: dict) -> dict:
     while job["status"] not in ("done", "failed"):
-        time.sleep(0.1)
-        job = _ok(api.get(f"/api/imports/{job['id']}")).json()
+        # ?wait=: the server answers once the job is done (or after that many seconds); a
+        # server without it answers at once and this polls every 0.1 s.
+        t = pc()
+        job = _ok(api.get(f"/api/imports/{job['id']}", params={"wait": 10})).json()
+        if job["status"] not in ("done", "failed") and pc() - t < 0.1:
+            time.sleep(0.1)
     if job["status"] != "done":
         raise SystemExit(f"import failed: {job['errors'][:3]}")
     return job
 
 
-def api_import(api: httpx.Client, path: Path, name: str) -> tuple[float, dict]:
-    """Seconds from the upload until the import job is done, and the job."""
-    t0 = pc()
+def api_import(
+    api: httpx.Client, path: Path, name: str, stamps: list | None = None
+) -> tuple[float, dict]:
+    """Seconds from the upload until the import job is done, and the job.
+
+    ``stamps`` (when given) gets the client's wall-clock times of the upload, its answer and
+    the moment it saw the job done, with the import job's id (``import_legs`` adds the
+    server's)."""
+    t0, w0 = pc(), time.time()
     with open(path, "rb") as fh:
         response = api.post(
             "/api/imports",
             files={"file": (path.name, fh, "application/jsonl")},
             data={"project_name": name},
         )
-    job = _wait_import(api, _ok(response).json())
-    return pc() - t0, job
+    created = _ok(response).json()
+    w1 = time.time()
+    job = _wait_import(api, created)
+    seconds = pc() - t0
+    if stamps is not None:
+        stamps.append({"id": job["id"], "upload": w0, "answered": w1, "seen": w0 + seconds})
+    return seconds, job
+
+
+def import_legs(dep: Deployment, stamps: list[dict]) -> list[dict]:
+    """Seconds of each leg of the API imports in ``stamps`` (client and server share the
+    clock): ``request`` the upload until its answer, ``queue`` the job's row until a worker
+    started it (publish, broker, pick-up), ``run`` the import on the worker (started ->
+    finished), ``notice`` until the client saw it done."""
+    if not stamps:
+        return []
+    server = json.loads(dep.shell(IMPORT_LEGS, IDS=[s["id"] for s in stamps]).split("LEGS")[-1])
+    out = []
+    for s in stamps:
+        row = server.get(str(s["id"])) or {}
+        started, finished = row.get("started"), row.get("finished")
+        if started is None or finished is None:  # ran inline (a small file)
+            started = finished = s["answered"]
+        out.append(
+            {
+                "request": round(s["answered"] - s["upload"], 3),
+                "queue": round(max(started - s["answered"], 0.0), 3),
+                "run": round(finished - started, 3),
+                "notice": round(s["seen"] - finished, 3),
+                "total": round(s["seen"] - s["upload"], 3),
+            }
+        )
+    return out
 
 
 def _stamp(value: str | None) -> float | None:
@@ -478,13 +532,15 @@ def _measure(
     _log(dep.db, "up at", dep.base)
 
     # a) import: API (timed until the job is done), then the CLI
-    R["import_api"], projects = [], []
+    R["import_api"], projects, stamps = [], [], []
     for rep in range(args.reps if "import" in parts else 1):
-        seconds, job = api_import(api, plain, f"import-{rep}")
+        seconds, job = api_import(api, plain, f"import-{rep}", stamps)
         assert job["counts"]["tasks"] == args.tasks, job["counts"]
         R["import_api"].append(seconds)
         projects.append(job["project_id"])
         _log(f"import API rep {rep}: {seconds:.2f} s")
+    R["import_api_phases"] = import_legs(dep, stamps)
+    _log(f"import API legs: {R['import_api_phases']}")
     R["import_cli"] = []
     for rep in range(args.reps if "import" in parts else 0):
         R["import_cli"].append(

@@ -310,8 +310,18 @@ def main() -> None:
 
 
 def legs(q: dict[str, list[dict]]) -> str:
-    """The curated exports' legs, medians over reps and rounds (quorum_side.api_export)."""
-    out = ["", "Quorum's curated export over the API, median seconds of each leg:", ""]
+    """The API imports' and the curated exports' legs, medians over reps and rounds
+    (quorum_side.import_legs, quorum_side.api_export)."""
+    out = ["", "Quorum's import over the API, median seconds of each leg:", ""]
+    out.append("| database | request | queue | run | notice | total |")
+    out.append("|---|---|---|---|---|---|")
+    keys = ("request", "queue", "run", "notice", "total")
+    for db, runs in q.items():
+        phases = [p for run in runs for p in run.get("import_api_phases", [])]
+        if phases:
+            cells = [f"{pct([p[k] for p in phases], 50):.2f}" for k in keys]
+            out.append(f"| {db} | " + " | ".join(cells) + " |")
+    out += ["", "Quorum's curated export over the API, median seconds of each leg:", ""]
     out.append("| database | export | request | queue | build | notice | download | total |")
     out.append("|---|---|---|---|---|---|---|---|")
     keys = ("request", "queue", "build", "notice", "download", "total")
