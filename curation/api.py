@@ -19,6 +19,7 @@ from ninja.errors import HttpError
 from annotate.models import Project
 from annotate.pagination import Page, paginate
 from curation import selectors, services
+from curation.download import FORMATS as DOWNLOAD_FORMATS
 from curation.download import iter_download_zip
 from curation.exporting import ExportOptionsInvalid, check_base_folder
 from curation.models import DatasetExport, Flag
@@ -257,10 +258,19 @@ def export_status(request, export_id: int):
 
 
 @router.get("/exports/{export_id}/download", summary="The export's files as a zip")
-def export_download(request, export_id: int, base_folder: str | None = None):
+def export_download(request, export_id: int, base_folder: str | None = None, format: str = "all"):
     """``base_folder``: where the zip's top folder will be unpacked; JSONL paths are then
-    absolute under it (for a local training run)."""
+    absolute under it (for a local training run). ``format``: ``all`` (the default), or one
+    of ``jsonl``, ``parquet``, ``hf`` (comma-separated for several): the zip then holds only
+    those formats' folders, with the datasheet, the overruled arcs and media."""
     export = _export(request, export_id)
+    formats = None
+    if format != "all":
+        formats = {f.strip() for f in format.split(",")}
+        if not formats <= set(DOWNLOAD_FORMATS):
+            raise HttpError(
+                400, f"format must be all or among {', '.join(DOWNLOAD_FORMATS)}: {format!r}"
+            )
     if export.status != DatasetExport.Status.DONE or not export.path.is_dir():
         raise HttpError(409, f"export is {export.status}, not done")
     if base_folder:
@@ -270,7 +280,7 @@ def export_download(request, export_id: int, base_folder: str | None = None):
             raise HttpError(400, str(exc)) from None
     name = f"quorum-{export.project_id}-v{export.version}"
     response = StreamingHttpResponse(
-        iter_download_zip(export.path, name, base_folder=base_folder or None),
+        iter_download_zip(export.path, name, base_folder=base_folder or None, formats=formats),
         content_type="application/zip",
     )
     response["Content-Disposition"] = f'attachment; filename="{name}.zip"'
