@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import random
@@ -9,7 +10,8 @@ import secrets
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -246,6 +248,25 @@ def _store_media(project: Project, parsed: ParsedImport, created: list[str]) -> 
     return stored
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for the block (restored after, as it was).
+
+    An import allocates a few objects per field of every row (500,000 for 10,000 prompts of 4
+    candidates), none in a cycle: reference counting frees them, and the collections those
+    allocations trigger find nothing, yet each full one walks every object of the process:
+    0.34 s of an import's 1.7 s of CPU measured (issue 13). Process-wide: another thread's
+    collections wait for the block's end too.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def import_file(
     *,
     path: str | Path,
@@ -268,7 +289,28 @@ def import_file(
         ImportRejected: with every problem found, naming line and field; the database and
             media storage are left unchanged.
     """
-    path = Path(path)
+    with _collector_paused():
+        return _import_file(
+            path=Path(path),
+            project=project,
+            project_name=project_name,
+            format=format,
+            source_name=source_name,
+            on_progress=on_progress,
+            created_by=created_by,
+        )
+
+
+def _import_file(
+    *,
+    path: Path,
+    project: Project | None,
+    project_name: str | None,
+    format: str | None,
+    source_name: str | None,
+    on_progress: Callable[[str, int, int], None] | None,
+    created_by: AbstractBaseUser | None,
+) -> ImportResult:
     parsed = parse_import(
         path,
         format=format,
