@@ -1472,6 +1472,12 @@ def json_values(column: pa.Array) -> pa.Array:
         encoded = column.dictionary_encode()
         words = [orjson.dumps(v).decode() for v in encoded.dictionary.to_pylist()]
         out = pa.array(words, text).take(encoded.indices)
+    elif pa.types.is_float64(kind):
+        # Each distinct value (by its bits: 0.0 and -0.0 apart) formatted once: a margin or
+        # an agreement repeats across rows.
+        encoded = column.view(pa.int64()).dictionary_encode()
+        values = encoded.dictionary.view(pa.float64()).to_pylist()
+        out = pa.array([_json_float(v) for v in values], text).take(encoded.indices)
     elif pa.types.is_floating(kind):
         out = pa.array([_json_float(v) for v in column.to_pylist()], text)
     elif pa.types.is_integer(kind):
@@ -1569,7 +1575,6 @@ def write_snapshot(
     splits = list(options.splits)
     progress(80, "JSONL, Parquet and Hugging Face datasets")
     import datasets
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
     from datasets.table import InMemoryTable
 
@@ -1601,9 +1606,8 @@ def write_snapshot(
             content = hashlib.sha256(parquet.read_bytes()).hexdigest()
             parts = {}
             for split in splits:
-                mask = pc.equal(table["split"], split)
                 parts[split] = datasets.Dataset(
-                    InMemoryTable(table.filter(mask)),
+                    InMemoryTable(_split_rows(table, split)),
                     info=info.copy(),
                     fingerprint=hashlib.sha256(f"{content}:{split}".encode()).hexdigest()[:16],
                 )
@@ -1616,7 +1620,7 @@ def write_snapshot(
         for folder, table, shape, _why in snapshot.jsonl or jsonl_tables(snapshot)[0]:
             (out_dir / folder).mkdir(parents=True)
             for split in splits:
-                part = table.filter(pc.equal(table["split"], split))
+                part = _split_rows(table, split)
                 with open(out_dir / folder / f"{split}.jsonl", "wb") as fh:
                     for chunk in jsonl_chunks(part, shape):
                         fh.write(chunk)
@@ -1663,6 +1667,16 @@ def write_snapshot(
         len(files),
     )
     return [*files[:at], sheet, *files[at:]]
+
+
+def _split_rows(table: pa.Table, split: str) -> pa.Table:
+    """The rows of ``split``: ``table`` itself when every row is in it (one split: no copy)."""
+    import pyarrow.compute as pc
+
+    mask = pc.equal(table["split"], split)
+    if table.num_rows and pc.all(mask).as_py():
+        return table
+    return table.filter(mask)
 
 
 def save_dataset_dict(parts: Mapping[str, datasets.Dataset], folder: Path) -> None:

@@ -21,7 +21,7 @@ NASTY = [
     "é 中文 😀 /slash",
     "",
 ]
-FLOATS = [0.1, 1e-06, 1e16, -0.0, 2.0, 123456789.123, float("inf"), float("nan"), None]
+FLOATS = [0.1, 1e-06, 1e16, -0.0, 2.0, 0.0, 123456789.123, float("inf"), float("nan"), None]
 
 
 def _pairs_table(n: int) -> pa.Table:
