@@ -735,3 +735,64 @@ def test_a_hessian_written_into_a_reused_buffer_equals_a_fresh_one_bit_for_bit()
         assert hess_into is buffer
         assert np.array_equal(grad_into, grad)
         assert np.array_equal(hess_into, hess)
+
+
+def _reference_em(c: CB.Comparisons, alpha: float = CB.DEFAULT_ALPHA) -> CB.EMState:
+    """`crowd_bt_em` as it was before its Hessians shared one buffer: each step through
+    `loo_margins` and `batched_bradley_terry`, every Hessian a fresh array."""
+    k = c.annotator
+    eta = np.full(c.n_annotators, 0.5)
+    pi = np.full(c.n_annotators, 0.5)
+    weight = np.ones(len(c))
+    theta = CB.batched_bradley_terry(CB.win_cells(c, weight), alpha, max_iter=3)
+    for iterations in range(1, CB.EM_MAX_ITER + 1):  # noqa: B007 - returned
+        margin = CB.loo_margins(c, theta, weight, alpha)
+        new_eta, new_pi = CB._annotator_map(c, expit(margin), eta, pi, CB.ETA_PRIOR, CB.PI_PRIOR)
+        moved = max(np.max(np.abs(new_eta - eta)), np.max(np.abs(new_pi - pi)))
+        eta, pi = new_eta, new_pi
+        weight = eta[k]
+        theta = CB.batched_bradley_terry(CB.win_cells(c, weight), alpha, initial=theta, max_iter=1)
+        if moved < CB.EM_TOL:
+            break
+    return CB.EMState(
+        theta=theta, eta=eta, pi=pi, responsibility=np.zeros(0), iterations=iterations
+    )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_em_with_one_hessian_buffer_equals_fresh_hessians_bit_for_bit(seed, monkeypatch):
+    """`crowd_bt_em` writes the margins' and the Newton steps' Hessians into one buffer
+    (`HessianBuffer`); its estimates are the floats of fresh Hessians. With seed 3 one
+    annotator's eta is driven to exactly 0 after the first step, so their cells weigh 0
+    and drop out: the buffer must be cleared for the other cells."""
+    votes, _ = crowd_votes(seed, prompts=30, candidates=7, flips={0: 0.1, 1: 0.3, 2: 0.5})
+    votes += [(99, (99, a), (99, a + 1), 9, (99, a)) for a in range(9)]  # padding elsewhere
+    c = CB.index_comparisons(votes).comparisons
+    if seed == 3:
+        real = CB._annotator_map
+
+        def zero_for_the_last(*args, **kwargs):
+            eta, pi = real(*args, **kwargs)
+            eta = eta.copy()
+            eta[-1] = 0.0
+            return eta, pi
+
+        monkeypatch.setattr(CB, "_annotator_map", zero_for_the_last)
+    expected = _reference_em(c)
+    got = CB.crowd_bt_em(c)
+    assert got.iterations == expected.iterations
+    assert np.array_equal(got.theta, expected.theta)
+    assert np.array_equal(got.eta, expected.eta) and np.array_equal(got.pi, expected.pi)
+
+
+def test_a_hessian_buffer_is_cleared_for_other_cells():
+    votes, _ = crowd_votes(5, prompts=8, candidates=5, flips={0: 0.1, 1: 0.4})
+    c = CB.index_comparisons(votes).comparisons
+    theta = np.random.default_rng(0).normal(size=(c.n_prompts, c.n_candidates))
+    workspace = CB.HessianBuffer((c.n_prompts, c.n_candidates))
+    every = CB._cells(CB.win_cells(c, np.ones(len(c))))
+    some = CB._cells(CB.win_cells(c, np.where(c.annotator == 0, 1.0, 0.0)))
+    for cells in (every, some, every):
+        assert np.array_equal(
+            CB._hessian(theta, cells, 0.3, workspace), CB._hessian(theta, cells, 0.3)
+        )
