@@ -490,8 +490,121 @@ def annotator_reliability(
         An `AnnotatorReliability` per annotator.
     """
     records = list(records)
-    table = _relation_table(records)
     judgments = Counter(r.annotator for r in records)
+    given, agree, compared, loo_agree, loo_total, label_counts, gold_hits, gold_total = (
+        _reliability_counts(records, gold)
+    )
+    n_labels = sum(label_counts.values())
+    e_mlc = 1 - max(label_counts.values()) / n_labels if n_labels else 0.0
+    weights: dict[Hashable, float] = {}
+    for annotator in judgments:
+        if compared[annotator]:
+            a_j = agree[annotator] / compared[annotator]
+            # Everyone gave the same relation: nothing separates annotators, trust all.
+            weights[annotator] = max(1 - (1 - a_j) / e_mlc, eps) if e_mlc > 0 else 1.0
+    fallback = statistics.median(weights.values()) if weights else 1.0
+
+    def share(hits: Counter[Hashable], totals: Counter[Hashable], key: Hashable) -> float | None:
+        return hits[key] / totals[key] if totals[key] else None
+
+    return {
+        annotator: AnnotatorReliability(
+            annotator=annotator,
+            n_judgments=judgments[annotator],
+            n_relations=given[annotator],
+            agreement=share(agree, compared, annotator),
+            loo_agreement=share(loo_agree, loo_total, annotator),
+            gold_accuracy=share(gold_hits, gold_total, annotator),
+            n_gold=gold_total[annotator],
+            weight=weights.get(annotator, fallback),
+        )
+        for annotator in judgments
+    }
+
+
+_Counts = tuple[Counter, Counter, Counter, Counter, Counter, Counter, Counter, Counter]
+
+
+def _reliability_counts(
+    records: Sequence[Record], gold: Mapping[Hashable, Sequence[Sequence[Candidate]]] | None
+) -> _Counts:
+    """`annotator_reliability`'s integer tallies per annotator: relations given, agreeing
+    and compared (others' relations on the same unit), leave-one-out hits and totals, the
+    label counts (both orientations) and gold hits and totals. Pair records only: from the
+    columns of `_pair_table` (the table the flags pass builds anyway for the shared-unit
+    counts and the anomaly test, and the export for its agreement figures); else from
+    `_relation_table`. The same integers either way."""
+    if records and all(type(r) is PairRecord for r in records):
+        return _pair_reliability_counts(records, gold)  # type: ignore[arg-type]
+    return _table_reliability_counts(records, gold)
+
+
+def _pair_reliability_counts(
+    records: Sequence[PairRecord], gold: Mapping[Hashable, Sequence[Sequence[Candidate]]] | None
+) -> _Counts:
+    import numpy as np
+
+    table = _pair_table(records)
+    unit, k, relation = table.unit, table.annotator, table.relation
+    n_annotators = int(k.max()) + 1
+    first = np.full(n_annotators, len(records), dtype=np.int64)
+    np.minimum.at(first, k, table.record)
+    keys = [records[i].annotator for i in first.tolist()]
+
+    def per_annotator(values: np.ndarray, where: np.ndarray | None = None) -> Counter:
+        at = k if where is None else k[where]
+        sums = np.bincount(at, weights=values, minlength=n_annotators) if len(at) else None
+        if sums is None:
+            return Counter()
+        return Counter({keys[i]: int(v) for i, v in enumerate(sums.tolist()) if v})
+
+    given = per_annotator(np.ones(len(k)))
+    size = np.bincount(unit, minlength=table.n_units)
+    column = relation + 1  # -1, 0, +1 -> 0, 1, 2
+    by_relation = np.bincount(unit * 3 + column, minlength=3 * table.n_units).reshape(-1, 3)
+    multi = size[unit] >= 2
+    rows = np.flatnonzero(multi)
+    own = column[rows]
+    # The other annotators' relations on the row's unit, counted per relation.
+    others = by_relation[unit[rows]]
+    others[np.arange(len(rows)), own] -= 1
+    agree = per_annotator(others[np.arange(len(rows)), own].astype(float), rows)
+    compared = per_annotator((size[unit[rows]] - 1).astype(float), rows)
+    # Counter.most_common's test: one relation among the others, or a strict favourite.
+    ranked = np.sort(others, axis=1)
+    decided = ranked[:, 2] > ranked[:, 1]
+    favourite = np.argmax(others, axis=1)
+    loo_total = per_annotator(decided.astype(float), rows)
+    loo_agree = per_annotator((decided & (favourite == own)).astype(float), rows)
+    # Both orientations of each relation on units of two or more annotators.
+    n_by = np.bincount(own, minlength=3).tolist()
+    label_counts: Counter[int] = Counter()
+    if len(rows):
+        label_counts.update({1: n_by[2] + n_by[0], -1: n_by[0] + n_by[2], 0: 2 * n_by[1]})
+        label_counts = +label_counts  # the loop's Counter holds no zero counts
+    gold_hits: Counter[Hashable] = Counter()
+    gold_total: Counter[Hashable] = Counter()
+    if gold:
+        gold_relations = {
+            task: _relations(RankingRecord(task, None, tuple(map(tuple, ranking))))
+            for task, ranking in gold.items()
+        }
+        for i, record_ix in enumerate(table.record.tolist()):
+            expected = gold_relations.get(records[record_ix].task, {}).get(
+                (_item(table.x[record_ix]), _item(table.y[record_ix]))
+            )
+            if expected is None:
+                continue
+            annotator = keys[int(k[i])]
+            gold_total[annotator] += 1
+            gold_hits[annotator] += int(relation[i]) == expected
+    return given, agree, compared, loo_agree, loo_total, label_counts, gold_hits, gold_total
+
+
+def _table_reliability_counts(
+    records: Sequence[Record], gold: Mapping[Hashable, Sequence[Sequence[Candidate]]] | None
+) -> _Counts:
+    table = _relation_table(records)
     given: Counter[Hashable] = Counter()
     agree: Counter[Hashable] = Counter()
     compared: Counter[Hashable] = Counter()
@@ -529,33 +642,7 @@ def annotator_reliability(
         for annotator, relation in by_annotator.items():
             gold_total[annotator] += 1
             gold_hits[annotator] += relation == expected
-
-    n_labels = sum(label_counts.values())
-    e_mlc = 1 - max(label_counts.values()) / n_labels if n_labels else 0.0
-    weights: dict[Hashable, float] = {}
-    for annotator in judgments:
-        if compared[annotator]:
-            a_j = agree[annotator] / compared[annotator]
-            # Everyone gave the same relation: nothing separates annotators, trust all.
-            weights[annotator] = max(1 - (1 - a_j) / e_mlc, eps) if e_mlc > 0 else 1.0
-    fallback = statistics.median(weights.values()) if weights else 1.0
-
-    def share(hits: Counter[Hashable], totals: Counter[Hashable], key: Hashable) -> float | None:
-        return hits[key] / totals[key] if totals[key] else None
-
-    return {
-        annotator: AnnotatorReliability(
-            annotator=annotator,
-            n_judgments=judgments[annotator],
-            n_relations=given[annotator],
-            agreement=share(agree, compared, annotator),
-            loo_agreement=share(loo_agree, loo_total, annotator),
-            gold_accuracy=share(gold_hits, gold_total, annotator),
-            n_gold=gold_total[annotator],
-            weight=weights.get(annotator, fallback),
-        )
-        for annotator in judgments
-    }
+    return given, agree, compared, loo_agree, loo_total, label_counts, gold_hits, gold_total
 
 
 # --------------------------------------------------------------------------- checks
@@ -793,15 +880,29 @@ class AnomalyCheck:
     checkpoints: tuple[tuple[int, float, float], ...]
 
 
+@_memo_last()
 def _pair_relations(
     records: Sequence[PairRecord],
 ) -> tuple[np.ndarray, np.ndarray, Sequence[Candidate], Sequence[Candidate]]:
     """Per record: an index of its canonical candidate pair ``(x, y)``, its relation
-    (`_relations`), and ``x`` and ``y``.
+    (`_relations`), and ``x`` and ``y``. Kept for the same records (`_memo_last`: the pair
+    table and the anomaly test of one pass ask for the same); the arrays are read-only.
 
     Integer candidate ids (every database id) are compared as arrays; anything else goes
     through `_relations` one record at a time.
     """
+    import numpy as np
+
+    answer = _pair_relation_columns(records)
+    for column in answer:
+        if isinstance(column, np.ndarray):
+            column.setflags(write=False)
+    return answer
+
+
+def _pair_relation_columns(
+    records: Sequence[PairRecord],
+) -> tuple[np.ndarray, np.ndarray, Sequence[Candidate], Sequence[Candidate]]:
     import numpy as np
 
     a_ids = [r.a for r in records]

@@ -17,7 +17,7 @@ from curation import crowd_bt as CB
 
 @pytest.fixture(autouse=True)
 def _forget():
-    for func in (A.annotator_reliability, A._pair_table):
+    for func in (A.annotator_reliability, A._pair_table, A._pair_relations):
         func.forget()
     C._last_indexed[0] = None
 
@@ -59,7 +59,7 @@ def _counted(monkeypatch, name: str) -> list[int]:
 
 def test_it_reuses_the_answer_for_the_same_records(monkeypatch):
     records = _records(0)
-    calls = _counted(monkeypatch, "_relation_table")
+    calls = _counted(monkeypatch, "_reliability_counts")
     first = A.annotator_reliability(records, gold={})
     again = A.annotator_reliability(list(records), gold={})
     assert calls == [1] and again == first
@@ -83,7 +83,7 @@ def test_equal_records_that_are_other_objects_are_computed_afresh(monkeypatch):
     records = _records(2)
     A.annotator_reliability(records)
     copies = [A.PairRecord(**r.__dict__) for r in records]
-    calls = _counted(monkeypatch, "_relation_table")
+    calls = _counted(monkeypatch, "_reliability_counts")
     assert A.annotator_reliability(copies) == _fresh_reliability(records)
     assert calls == [1, 1]
 
