@@ -45,26 +45,37 @@ BATCH = 500
 CLEAR_CHUNK = 100
 
 
-def flags_update_dirty(*, task_ids: Iterable[int], batch: int = BATCH) -> dict[str, int]:
-    """Updates the flags of every dirty task in the projects of ``task_ids`` (a hint).
+def flags_update_dirty(
+    *,
+    task_ids: Iterable[int] | None = None,
+    since: datetime | None = None,
+    batch: int = BATCH,
+) -> dict[str, int]:
+    """Updates the flags of every dirty task in the projects of ``task_ids`` (a hint), or,
+    without ``task_ids``, of every task marked after ``since`` in any project.
 
-    Returns counts: ``tasks`` cleared, ``prompts`` updated, ``passes`` run, and the flag
-    changes (``created``, ``reopened``, ``cleared``, ``updated``). Safe to call at any time,
-    any number of times, from many workers at once; call it after the judgments commit.
+    With ``since``, only marks set after it are taken (older ones are the sweep's, which backs
+    off: a prompt whose update keeps failing is not retried on every pass). Returns counts:
+    ``tasks`` cleared, ``prompts`` updated, ``passes`` run, and the flag changes (``created``,
+    ``reopened``, ``cleared``, ``updated``). Safe to call at any time, any number of times,
+    from many workers at once; call it after the judgments commit.
     """
-    hinted = list(task_ids)
     totals = dict.fromkeys(
         ("tasks", "prompts", "passes", "created", "reopened", "cleared", "updated"), 0
     )
-    if not hinted:
-        return totals
-    project_ids = sorted(
-        set(
-            Task.objects.filter(pk__in=hinted, flags_dirty_at__isnull=False).values_list(
-                "project_id", flat=True
-            )
-        )
-    )
+    dirty = Task.objects.filter(flags_dirty_at__isnull=False)
+    if since is not None:
+        dirty = dirty.filter(flags_dirty_at__gt=since)
+    if task_ids is not None:
+        hinted = list(task_ids)
+        if not hinted:
+            return totals
+        projects = dirty.filter(pk__in=hinted)
+    elif since is None:
+        raise ValueError("task_ids or since")
+    else:
+        projects = dirty
+    project_ids = sorted(set(projects.order_by().values_list("project_id", flat=True).distinct()))
     for project_id in project_ids:
         # Passes until what was dirty when this project's turn came is done; marks set later
         # are the next hint's (or the sweep's), so a steady stream of submits cannot hold
@@ -72,7 +83,7 @@ def flags_update_dirty(*, task_ids: Iterable[int], batch: int = BATCH) -> dict[s
         done: set[int] = set()
         while True:
             marks = list(
-                Task.objects.filter(project_id=project_id, flags_dirty_at__isnull=False)
+                dirty.filter(project_id=project_id)
                 .exclude(pk__in=done)
                 .order_by("flags_dirty_at")
                 .values_list("pk", "prompt_id", "flags_dirty_at")[:batch]

@@ -11,10 +11,13 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
+import time
+from datetime import timedelta
 
 from celery import signals
 
 from config.celery import app
+from workers import jobs
 from workers.jobs import run_job
 
 logger = logging.getLogger("quorum.jobs")
@@ -96,18 +99,62 @@ def flags_recompute_task(*, project_id: int, job_id: int | None = None) -> dict:
 
 # The flag updates after judgments: no job row, nobody reads their result (ignore_result: no
 # STARTED and SUCCESS records written to the result backend for each one).
-@app.task(name="quorum.flags_update_dirty", acks_late=True, max_retries=0, ignore_result=True)
-def flags_update_dirty_task(*, task_ids: list[int]) -> dict:
-    """One pass per project over every dirty task of the hinted tasks' projects."""
+#
+# A hint is not run when it arrives: the worker schedules one pass over every recently marked
+# task QUORUM_FLAGS_UPDATE_DELAY_MS later (an ETA message to itself) and drops the hints that
+# arrive before that pass is due, which will take their tasks (their marks committed before
+# they were published). The sweep's hints, and any while the delay is 0, run at once.
+_gathering = {"due": 0.0}
+_gathering_lock = threading.Lock()
+
+
+@app.task(
+    name="quorum.flags_update_dirty", bind=True, acks_late=True, max_retries=0, ignore_result=True
+)
+def flags_update_dirty_task(self, *, task_ids: list[int], at_once: bool = False) -> dict:
+    """Gathers the hint into the next pass over recent marks, or runs one pass per project
+    over every dirty task of the hinted tasks' projects (``at_once``)."""
+    from django.conf import settings
+
     from curation.task_flags import flags_update_dirty
 
-    return flags_update_dirty(task_ids=task_ids)
+    delay = settings.QUORUM_FLAGS_UPDATE_DELAY_MS / 1000
+    if at_once or delay <= 0 or self.request.is_eager:  # eager: no worker to schedule on
+        return flags_update_dirty(task_ids=task_ids)
+    now = time.monotonic()
+    with _gathering_lock:
+        # A quarter of the delay short of the due time: the pass may run on another worker
+        # whose clock is a little ahead.
+        if now < _gathering["due"] - delay / 4:
+            return {"gathered": len(task_ids)}
+        _gathering["due"] = now + delay
+    try:
+        jobs.flags_update_recent_schedule(delay)
+    except Exception as exc:  # the broker refused: do not leave the hint to the sweep
+        logger.warning("flag update pass not scheduled (%s); running it now", exc)
+        with _gathering_lock:
+            _gathering["due"] = 0.0
+        return flags_update_dirty(task_ids=task_ids)
+    return {"scheduled": delay}
+
+
+@app.task(name="quorum.flags_update_recent", acks_late=True, max_retries=0, ignore_result=True)
+def flags_update_recent_task() -> dict:
+    """One pass per project over the tasks marked within QUORUM_JOB_REPUBLISH_SECONDS (older
+    marks are the sweep's)."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    from curation.task_flags import flags_update_dirty
+
+    since = timezone.now() - timedelta(seconds=settings.QUORUM_JOB_REPUBLISH_SECONDS)
+    return flags_update_dirty(since=since)
 
 
 @app.task(name="quorum.flags_update_for_task", acks_late=True, max_retries=0, ignore_result=True)
 def flags_update_for_task_task(*, task_id: int, job_id: int | None = None) -> dict:
-    """A hint for one task (published by an older version): answered as
-    ``quorum.flags_update_dirty`` answers it."""
+    """A hint for one task (published by an older version): updated at once, as
+    ``quorum.flags_update_dirty`` does the sweep's hints."""
     from curation.task_flags import flags_update_dirty
 
     return run_job(job_id, lambda run: flags_update_dirty(task_ids=[task_id]))

@@ -54,6 +54,7 @@ EXPORT_BUILD = "quorum.export_build"
 FLAGS_RECOMPUTE = "quorum.flags_recompute"
 FLAGS_UPDATE_FOR_TASK = "quorum.flags_update_for_task"  # one task (older publishers)
 FLAGS_UPDATE_DIRTY = "quorum.flags_update_dirty"
+FLAGS_UPDATE_RECENT = "quorum.flags_update_recent"
 SCORE_PROMPTS = "quorum.score_prompts"
 SCORE_ADHOC = "quorum.score_adhoc"
 TRAIN_DEMO_MODEL = "quorum.train_demo_model"
@@ -159,6 +160,14 @@ def _send(name: str, kwargs: dict[str, Any], queue_name: str, task_id: str | Non
     app.send_task(name, kwargs=kwargs, queue=queue_name, retry=False, task_id=task_id)
 
 
+def flags_update_recent_schedule(delay: float) -> None:
+    """Asks a worker for one pass over every task marked recently, ``delay`` seconds from now
+    (a worker gathering the hints that arrive meanwhile); raises if the broker refuses."""
+    _celery_app().send_task(
+        FLAGS_UPDATE_RECENT, kwargs={}, queue="default", countdown=delay, retry=False
+    )
+
+
 def call(*, name: str, kwargs: dict[str, Any], timeout: float) -> Any:
     """Runs a task on a worker and waits for its result (the playground's interactive
     scoring; no job row: nothing is owed if the caller stops waiting)."""
@@ -203,15 +212,19 @@ def jobs_publish(job_ids: Iterable[int]) -> int:
 FLAGS_HINT_IDS = 500
 
 
-def flags_updates_publish(task_ids: Iterable[int]) -> int:
+def flags_updates_publish(task_ids: Iterable[int], *, at_once: bool = False) -> int:
     """Hints the worker at the flag updates owed for ``task_ids`` (one message per 500);
-    returns how many task ids were sent."""
+    returns how many task ids were sent. ``at_once`` (the sweep's): the worker updates them
+    when the message arrives instead of gathering them with others for a moment."""
     ids = list(dict.fromkeys(task_ids))
     sent = 0
     for start in range(0, len(ids), FLAGS_HINT_IDS):
         chunk = ids[start : start + FLAGS_HINT_IDS]
+        kwargs: dict[str, Any] = {"task_ids": chunk}
+        if at_once:
+            kwargs["at_once"] = True
         try:
-            _send(FLAGS_UPDATE_DIRTY, {"task_ids": chunk}, "default")
+            _send(FLAGS_UPDATE_DIRTY, kwargs, "default")
         except Exception as exc:
             logger.warning("flag updates of tasks %s not published (%s)", chunk[:5], exc)
             break
@@ -608,7 +621,7 @@ def jobs_sweep(*, now=None) -> SweepReport:
         if pk not in seen or now - seen[pk][1] >= republish_after * min(2 ** seen[pk][0], 32)
     ][:500]
     if due:
-        report.flag_updates = flags_updates_publish(due)
+        report.flag_updates = flags_updates_publish(due, at_once=True)
         for pk in due[: report.flag_updates]:
             seen[pk] = (seen.get(pk, (0, now))[0] + 1, now)
     return report

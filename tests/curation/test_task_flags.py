@@ -160,3 +160,55 @@ def test_the_worker_answers_both_hint_messages_with_the_batched_pass(users):
     app.tasks["quorum.flags_update_dirty"].apply(kwargs={"task_ids": [tasks[1].pk]}).get()
     assert not Task.objects.filter(project=project, flags_dirty_at__isnull=False).exists()
     assert Flag.objects.filter(project=project, kind="low_agreement").count() == 2
+
+
+def test_a_pass_over_recent_marks_leaves_older_ones_to_the_sweep(users, settings):
+    project, tasks, _ = _mixed_project(users)
+    old = timezone.now() - timedelta(seconds=settings.QUORUM_JOB_REPUBLISH_SECONDS + 5)
+    Task.objects.filter(pk=tasks[0].pk).update(flags_dirty_at=old)
+    counts = task_flags.flags_update_dirty(
+        since=timezone.now() - timedelta(seconds=settings.QUORUM_JOB_REPUBLISH_SECONDS)
+    )
+    assert (counts["passes"], counts["tasks"]) == (1, 2)
+    assert Task.objects.get(pk=tasks[0].pk).flags_dirty_at == old
+    assert task_flags.flags_update_dirty(task_ids=[tasks[0].pk])["tasks"] == 1  # the sweep's
+
+
+def test_the_worker_gathers_hints_into_one_scheduled_pass(users, settings, monkeypatch):
+    from workers import curation_tasks, jobs
+
+    project, tasks, _ = _mixed_project(users)
+    settings.QUORUM_FLAGS_UPDATE_DELAY_MS = 200
+    scheduled = []
+    monkeypatch.setattr(jobs, "flags_update_recent_schedule", scheduled.append)
+    monkeypatch.setitem(curation_tasks._gathering, "due", 0.0)
+    hint = curation_tasks.flags_update_dirty_task
+    assert hint(task_ids=[tasks[0].pk]) == {"scheduled": 0.2}
+    assert hint(task_ids=[tasks[1].pk]) == {"gathered": 1}  # the pass due will take it
+    assert scheduled == [0.2]
+    assert Task.objects.filter(project=project, flags_dirty_at__isnull=False).count() == 3
+    curation_tasks._gathering["due"] = 0.0  # the pass's time came
+    assert hint(task_ids=[tasks[2].pk]) == {"scheduled": 0.2}
+    assert scheduled == [0.2, 0.2]
+
+    counts = curation_tasks.flags_update_recent_task()  # what the scheduled message runs
+    assert (counts["passes"], counts["tasks"]) == (1, 3)
+    assert not Task.objects.filter(project=project, flags_dirty_at__isnull=False).exists()
+
+    Task.objects.filter(pk=tasks[0].pk).update(flags_dirty_at=timezone.now())
+    assert hint(task_ids=[tasks[0].pk], at_once=True)["tasks"] == 1  # the sweep's: now
+
+
+def test_a_hint_runs_at_once_when_the_broker_refuses_the_pass(users, settings, monkeypatch):
+    from workers import curation_tasks, jobs
+
+    project, tasks, _ = _mixed_project(users)
+    settings.QUORUM_FLAGS_UPDATE_DELAY_MS = 200
+
+    def refuse(delay):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(jobs, "flags_update_recent_schedule", refuse)
+    monkeypatch.setitem(curation_tasks._gathering, "due", 0.0)
+    assert curation_tasks.flags_update_dirty_task(task_ids=[tasks[0].pk])["tasks"] == 3
+    assert curation_tasks._gathering["due"] == 0.0

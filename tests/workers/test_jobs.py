@@ -266,7 +266,9 @@ def test_it_sweeps_the_flag_updates_of_tasks_left_dirty(db, broker_log, settings
     Task.objects.filter(pk=tasks[0].pk).update(flags_dirty_at=old)
     Task.objects.filter(pk=tasks[1].pk).update(flags_dirty_at=timezone.now())  # just submitted
     assert jobs.jobs_sweep().flag_updates == 1
-    assert broker_log == [("quorum.flags_update_dirty", {"task_ids": [tasks[0].pk]}, "default")]
+    assert broker_log == [
+        ("quorum.flags_update_dirty", {"task_ids": [tasks[0].pk], "at_once": True}, "default")
+    ]
     assert jobs.jobs_sweep().flag_updates == 0  # backs off while the update may be queued
     later = timezone.now() + timedelta(seconds=2 * settings.QUORUM_JOB_REPUBLISH_SECONDS + 1)
     assert jobs.jobs_sweep(now=later).flag_updates == 2  # still owed, and the new one too
