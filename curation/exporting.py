@@ -899,19 +899,27 @@ def _agreement_figures(votes: Sequence[C.Vote]) -> dict[str, Any]:
     Alpha is given per record kind (``rankings``: values are rank positions; ``pairs``: the
     relation +1/0/-1) at both levels of measurement.
     """
-    records = [v.record() for v in votes]
-    per_prompt = [
-        a.agreement for a in A.pairwise_agreement(records).values() if a.agreement is not None
-    ]
+    # Both figures come from prompts with two or more judgments (a pair of annotators on a
+    # candidate pair): the others are left out before the relation tables are built, the
+    # same figures (the prompts kept in their order) without a unit per candidate pair of
+    # every prompt judged once.
+    per_prompt_votes = Counter(v.prompt_id for v in votes)
+    records = [v.record() for v in votes if per_prompt_votes[v.prompt_id] >= 2]
+    kinds = {type(v.record()) for v in votes}
+    if kinds == {A.PairRecord}:
+        by_prompt = A.pairwise_agreement(records)
+    else:  # what `pairwise_agreement` runs on records not all pairs, whatever is left here
+        by_prompt = A._pairwise_agreement_per_unit(records)
+    per_prompt = [a.agreement for a in by_prompt.values() if a.agreement is not None]
     alpha: dict[str, dict[str, float | None]] = {}
     for label, kind in (("pairs", A.PairRecord), ("rankings", A.RankingRecord)):
-        subset = [r for r in records if isinstance(r, kind)]
-        if subset:
+        if kind in kinds:
+            subset = [r for r in records if isinstance(r, kind)]
             alpha[label] = {
                 level: _safe_alpha(subset, level=level) for level in ("nominal", "ordinal")
             }
     return {
-        "judgments": len(records),
+        "judgments": len(votes),
         "prompts": len({v.prompt_id for v in votes}),
         "prompts_with_overlap": len(per_prompt),
         "mean_prompt_agreement": round(sum(per_prompt) / len(per_prompt), 4)
