@@ -156,7 +156,7 @@ class Vote:
         """
         cached = self.__dict__.get("_record")
         if cached is None:
-            cached = self._make_record()
+            cached = _pair_record(self) or self._make_record()
             object.__setattr__(self, "_record", cached)  # not a field: eq and hash ignore it
         return cached
 
@@ -233,6 +233,51 @@ def loaded_vote(
 
 
 _new_object = object.__new__
+
+
+def _pair_record(vote: Vote) -> A.PairRecord | None:
+    """`Vote.record` of a valid pair judgment (a known outcome, two different candidates),
+    without `PairRecord.__post_init__`'s checks (its display order is checked here) and its
+    per-field ``object.__setattr__``: a pass builds one per judgment. None for anything
+    else, which goes to the constructor and raises where it is invalid."""
+    pair = vote.pair
+    if pair is None:
+        return None
+    a, b = pair
+    outcome = vote.outcome
+    if a == b or outcome not in A.OUTCOMES:
+        return None
+    shown = vote.presented_order
+    # ``set(shown) == {a, b}`` for two different candidates, as a tuple.
+    if len(shown) == 2 and ((shown[0] == a and shown[1] == b) or (shown[0] == b and shown[1] == a)):
+        presented = tuple(shown)
+    else:
+        presented = None
+    record = _new_object(A.PairRecord)
+    record.__dict__.update(
+        task=vote.prompt_id,
+        annotator=vote.evaluator,
+        a=a,
+        b=b,
+        outcome=outcome,
+        presented_order=presented,
+        duration_ms=vote.duration_ms,
+    )
+    return record
+
+
+def vote_records(votes: Iterable[Vote]) -> list[A.RankingRecord | A.PairRecord]:
+    """``[vote.record() for vote in votes]`` (each kept on its vote) in one loop."""
+    out = []
+    append = out.append
+    for vote in votes:
+        kept = vote.__dict__
+        record = kept.get("_record")
+        if record is None:
+            record = _pair_record(vote) or vote._make_record()
+            kept["_record"] = record  # not a field: eq and hash ignore it
+        append(record)
+    return out
 
 
 def rm_records(
@@ -1029,7 +1074,7 @@ def evaluator_quality(
     """
     import numpy as np
 
-    records = [vote.record() for vote in votes]
+    records = vote_records(votes)
     gold_by_prompt: dict[int, list[list[int]]] = {}
     task_prompt = {vote.task_id: vote.prompt_id for vote in votes}
     for task_id, ranking in (gold or {}).items():
@@ -1038,34 +1083,43 @@ def evaluator_quality(
     reliability = A.annotator_reliability(records, gold=gold_by_prompt)
     compared = _compared_counts(records)
 
+    # Votes and records of each kind, pairs first (one pass; records are of these two types).
+    pair_kind: tuple[list[Vote], list[A.Record]] = ([], [])
+    ranking_kind: tuple[list[Vote], list[A.Record]] = ([], [])
+    for vote, record in zip(votes, records, strict=True):
+        kind = pair_kind if type(record) is A.PairRecord else ranking_kind
+        kind[0].append(vote)
+        kind[1].append(record)
+    pair_records = pair_kind[1]
+
     bias: dict = {}
-    for kind in (A.PairRecord, A.RankingRecord):
-        subset = [r for r in records if isinstance(r, kind)]
+    for _, subset in (pair_kind, ranking_kind):
         if subset:
             bias.update(A.position_bias(subset))
     testable = {e: b.p_value for e, b in bias.items() if b.n >= thresholds.bias_min_n}
     adjusted = holm(testable)
 
     fast_by: dict[str, list[int]] = defaultdict(list)
-    timed: Counter[str] = Counter()
     durations: dict[str, list[int]] = defaultdict(list)
     threshold_of: dict[str, float] = {}
-    for kind in (A.PairRecord, A.RankingRecord):
-        subset = [(v, r) for v, r in zip(votes, records, strict=True) if isinstance(r, kind)]
+    for kind_votes, subset in (pair_kind, ranking_kind):
         if not subset:
             continue
-        by_record = {id(r): v for v, r in subset}
-        for fast in A.too_fast([r for _, r in subset], ratio=thresholds.fast_ratio):
-            vote = by_record[id(fast.record)]
-            fast_by[vote.evaluator].append(vote.judgment_id)
-            threshold_of[vote.evaluator] = fast.threshold_ms
-        for vote, _ in subset:
+        fast_records = A.too_fast(subset, ratio=thresholds.fast_ratio)
+        if fast_records:
+            wanted = {id(fast.record) for fast in fast_records}
+            by_record = {
+                id(r): v for v, r in zip(kind_votes, subset, strict=True) if id(r) in wanted
+            }
+            for fast in fast_records:
+                vote = by_record[id(fast.record)]
+                fast_by[vote.evaluator].append(vote.judgment_id)
+                threshold_of[vote.evaluator] = fast.threshold_ms
+        for vote in kind_votes:
             if vote.duration_ms is not None:
-                timed[vote.evaluator] += 1
                 durations[vote.evaluator].append(vote.duration_ms)
 
     anomalous: set[str] = set()
-    pair_records = [r for r in records if isinstance(r, A.PairRecord)]
     if anomaly_test and pair_records:
         anomalous = {e for e, c in A.anomalous_voters(pair_records).items() if c.flagged}
 
@@ -1096,11 +1150,11 @@ def evaluator_quality(
             favoured_slot=b.favoured_slot if b else None,
             bias_counts=b.counts if b else (),
             bias_expected=b.expected if b else (),
-            n_timed=timed[evaluator],
-            n_fast=len(fast_by[evaluator]),
-            median_ms=float(np.median(durations[evaluator])) if durations[evaluator] else None,
+            n_timed=len(durations.get(evaluator, ())),
+            n_fast=len(fast_by.get(evaluator, ())),
+            median_ms=float(np.median(durations[evaluator])) if evaluator in durations else None,
             fast_threshold_ms=threshold_of.get(evaluator),
-            fast_examples=tuple(fast_by[evaluator][:20]),
+            fast_examples=tuple(fast_by.get(evaluator, ())[:20]),
             anomalous=evaluator in anomalous,
             eta=fit.eta if fit else None,
             shown_first=fit.shown_first if fit else None,

@@ -107,3 +107,36 @@ def test_pair_position_bias_expected_counts_are_the_per_judgment_sums():
             sum(r.presented_order[0] == r.winner for r in mine),
             sum(r.presented_order[1] == r.winner for r in mine),
         )
+
+
+def test_vote_records_equal_each_votes_record_and_keep_them():
+    """`consensus.vote_records` (the flags pass's loop) gives each vote's `record()`: pair
+    judgments of every kind, rankings, and records already kept on a vote."""
+    rng = random.Random(11)
+
+    def votes():
+        rng.seed(11)
+        out = []
+        for i in range(600):
+            if rng.random() < 0.2:
+                ranking = tuple((c,) for c in rng.sample(range(1, 6), rng.randint(2, 4)))
+                shown = tuple(c for (c,) in ranking)[:: rng.choice([1, -1])]
+                out.append(C.Vote(i, i, 7, f"e{i % 3}", ranking=ranking, presented_order=shown))
+                continue
+            a, b = rng.choice([(1, 2), (2, 1)])
+            shown = rng.choice([(a, b), (b, a), (a,), (), [b, a], (a, 9), (a, a)])
+            outcome = rng.choice(["a", "b", "tie", "both_bad"])
+            out.append(
+                C.Vote(i, i, 7, f"e{i % 3}", pair=(a, b), outcome=outcome, presented_order=shown)
+            )
+        return out
+
+    one, other = votes(), votes()
+    for vote in one[::7]:
+        vote.record()  # some already kept
+    got = C.vote_records(one)
+    expected = [vote._make_record() for vote in other]
+    assert got == expected
+    assert [r.__dict__ for r in got] == [r.__dict__ for r in expected]
+    assert [type(r) for r in got] == [type(r) for r in expected]
+    assert all(vote.record() is record for vote, record in zip(one, got, strict=True))
