@@ -712,6 +712,70 @@ def _fit_bradley_terry(
     return theta
 
 
+def _fit_bradley_terry_many(wins: np.ndarray, alpha: float, initial: np.ndarray) -> np.ndarray:
+    """`_fit_bradley_terry` of each ``wins[b]``, all from ``initial``, stepped together.
+
+    Each fit takes the steps, halvings and stop its own `_fit_bradley_terry` would take (the
+    same arithmetic, a row each); one numpy call per step for all of them instead of one per
+    fit (the bootstrap's 200 refits of a handful of models were a tenth of a second of
+    Python).
+    """
+    import numpy as np
+
+    count, n = wins.shape[0], wins.shape[1]
+    theta = np.repeat(initial.astype(float)[None, :], count, axis=0)
+    if n == 0 or count == 0:
+        return theta
+    games = wins + np.swapaxes(wins, 1, 2)
+
+    def objective(t: np.ndarray, w: np.ndarray) -> np.ndarray:
+        diff = t[:, :, None] - t[:, None, :]
+        loss = w * np.logaddexp(0.0, -diff)
+        return np.array([float(np.sum(loss[b]) + alpha * t[b] @ t[b]) for b in range(len(t))])
+
+    value = objective(theta, wins)
+    active = np.arange(count)
+    for _ in range(200):
+        if not len(active):
+            break
+        t, w, g = theta[active], wins[active], games[active]
+        grad, hess = _bt_gradient_hessian_many(t, w, g, alpha)
+        step = np.linalg.solve(hess, grad[:, :, None])[:, :, 0]
+        scale = np.ones(len(active))
+        candidate = t - step
+        new_value = objective(candidate, w)
+        searching = np.ones(len(active), dtype=bool)
+        while True:
+            done = (new_value <= value[active] + 1e-12 * np.abs(value[active])) | (scale < 1e-8)
+            searching &= ~done
+            if not searching.any():
+                break
+            scale[searching] /= 2
+            candidate[searching] = t[searching] - scale[searching, None] * step[searching]
+            new_value[searching] = objective(candidate[searching], w[searching])
+        theta[active], value[active] = candidate, new_value
+        moved = np.max(np.abs(scale[:, None] * step), axis=1)
+        active = active[moved >= 1e-10]
+    return theta
+
+
+def _bt_gradient_hessian_many(
+    theta: np.ndarray, wins: np.ndarray, games: np.ndarray, alpha: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """`_bt_gradient_hessian` of each row of ``theta`` with its ``wins`` and ``games``."""
+    import numpy as np
+    from scipy.special import expit
+
+    p = expit(theta[:, :, None] - theta[:, None, :])
+    grad = -(wins - games * p).sum(axis=2) + 2 * alpha * theta
+    curvature = games * p * (1 - p)
+    hess = -curvature
+    n = theta.shape[1]
+    diagonal = curvature.sum(axis=2) - curvature[:, np.arange(n), np.arange(n)] + 2 * alpha
+    hess[:, np.arange(n), np.arange(n)] = diagonal
+    return grad, hess
+
+
 def _bt_gradient_hessian(
     theta: np.ndarray, wins: np.ndarray, games: np.ndarray, alpha: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -819,6 +883,19 @@ class _Tally:
         np.add.at(wins, (self.second, self.first), counts * (1 - self.share))
         return wins
 
+    def wins_many(self, counts: np.ndarray) -> np.ndarray:
+        """`wins` of each row of ``counts`` (one draw of cell counts a row), stacked."""
+        import numpy as np
+
+        n = len(self.models)
+        wins = np.zeros((len(counts), n, n))
+        rows = np.arange(len(counts))[:, None]
+        np.add.at(wins, (rows, self.first[None, :], self.second[None, :]), counts * self.share)
+        np.add.at(
+            wins, (rows, self.second[None, :], self.first[None, :]), counts * (1 - self.share)
+        )
+        return wins
+
 
 def _tally(comparisons: Iterable[Comparison], ties: TiePolicy) -> _Tally:
     import numpy as np
@@ -897,9 +974,7 @@ def bradley_terry_leaderboard(
         rng = np.random.default_rng(seed)
         total = int(tally.counts.sum())
         draws = rng.multinomial(total, tally.counts / total, size=bootstrap)
-        samples = np.array(
-            [_to_elo(_fit_bradley_terry(tally.wins(d), alpha, initial=theta)) for d in draws]
-        )
+        samples = _to_elo(_fit_bradley_terry_many(tally.wins_many(draws), alpha, theta))
         tail = (1 - confidence) / 2 * 100
         low, high = np.percentile(samples, [tail, 100 - tail], axis=0)
 
