@@ -211,6 +211,11 @@ class AnnotatorQuality(models.Model):
     shown_first = models.FloatField(
         null=True, blank=True, help_text="Crowd-BT: chance a noise vote picks the first shown."
     )
+    n_separable = models.PositiveIntegerField(
+        default=0,
+        help_text="Crowd-BT: strict votes that can tell a real judgment from a slot habit "
+        "(what eta rests on; below a handful a low eta says little).",
+    )
     bias_p = models.FloatField(null=True, blank=True, help_text="Holm-adjusted p-value.")
     favoured_slot = models.PositiveSmallIntegerField(null=True, blank=True)
     median_ms = models.FloatField(null=True, blank=True)

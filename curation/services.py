@@ -315,6 +315,7 @@ def _store_quality(project: Project, quality: dict[str, C.EvaluatorQuality]) -> 
         "weight",
         "eta",
         "shown_first",
+        "n_separable",
         "bias_p",
         "favoured_slot",
         "median_ms",
@@ -337,6 +338,7 @@ def _store_quality(project: Project, quality: dict[str, C.EvaluatorQuality]) -> 
         row.weight = q.weight
         row.eta = q.eta
         row.shown_first = q.shown_first
+        row.n_separable = q.n_separable
         row.bias_p = q.bias_p_adjusted
         row.favoured_slot = q.favoured_slot if q.bias_p_adjusted is not None else None
         row.median_ms = q.median_ms

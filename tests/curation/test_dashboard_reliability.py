@@ -68,3 +68,23 @@ def test_it_shows_no_reliability_to_reviewers(client, users, disputed):
     project, _ = disputed
     client.force_login(users["reviewer"])
     assert client.get(reverse("curation:dashboard", args=[project.pk])).status_code == 403
+
+
+def test_it_stores_and_shows_each_annotators_separable_votes(client, users, disputed):
+    """What eta rests on (`crowd_bt.separable_votes`): stored per annotator by the flag
+    recompute, as the joint model counts them, and shown in its own column."""
+    from curation import consensus as C
+    from curation import selectors
+
+    project, people = disputed
+    data = selectors.project_data(project=project)
+    expected = {e: q.n_separable for e, q in C.evaluator_quality(data.votes).items()}
+    stored = {q.evaluator: q.n_separable for q in AnnotatorQuality.objects.filter(project=project)}
+    assert stored == expected
+    # The display order changes from judgment to judgment: most votes separate.
+    assert all(n > 0 for n in stored.values()) and len(stored) == 4
+    client.force_login(users["admin"])
+    html = client.get(reverse("curation:dashboard", args=[project.pk])).content.decode()
+    assert "Separable votes" in html
+    cells = re.findall(r'data-separable="([0-9]+)">([^<]*)</td>', html)
+    assert sorted(cells) == sorted((str(n), str(n)) for n in stored.values())
