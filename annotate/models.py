@@ -10,8 +10,9 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.query_utils import DeferredAttribute
 
-from annotate.rendering import markdown_html
+from annotate.rendering import html_or_rendered, markdown_html
 
 
 def _render_on_save(instance: models.Model, source: str, target: str, kwargs: dict) -> None:
@@ -33,6 +34,38 @@ def texts_render(objs) -> None:
     for obj in objs:
         if obj.text and not obj.text_html:
             obj.text_html = markdown_html(obj.text)
+
+
+class _HtmlOrRendered(DeferredAttribute):
+    """``text_html`` of an instance: the stored HTML, or ``text`` rendered where a bulk import
+    stored ``""`` for a plain paragraph (``annotate.rendering.markdown_html_stored_many``).
+
+    A data descriptor (it has ``__set__``), so every read comes here; the value lives in the
+    instance's ``__dict__`` as Django keeps any field's. ``.values()`` and raw SQL read the
+    column as stored: those readers call ``html_or_rendered`` (``annotate.selectors``).
+    """
+
+    def __get__(self, instance, cls=None):
+        if instance is None:
+            return self
+        html = super().__get__(instance, cls)
+        if html:
+            return html
+        return html_or_rendered(html, instance.text)
+
+    def __set__(self, instance, value):
+        instance.__dict__[self.field.attname] = value
+
+
+class RenderedHtmlField(models.TextField):
+    """A ``TextField`` of HTML rendered from the row's ``text`` (see ``_HtmlOrRendered``);
+    the same column as before (reported to migrations as a ``TextField``)."""
+
+    descriptor_class = _HtmlOrRendered
+
+    def deconstruct(self):
+        name, _path, args, kwargs = super().deconstruct()
+        return name, "django.db.models.TextField", args, kwargs
 
 
 class _RenderedTextQuerySet(models.QuerySet):
@@ -154,8 +187,9 @@ class Prompt(models.Model):
     )
     external_id = models.CharField(max_length=255)
     text = models.TextField(blank=True)
-    # ``text`` rendered and sanitised when the row is written (annotate.rendering).
-    text_html = models.TextField(blank=True, default="", editable=False)
+    # ``text`` rendered and sanitised when the row is written (annotate.rendering); ``""`` for
+    # a plain paragraph written by a bulk import, rendered on read (RenderedHtmlField).
+    text_html = RenderedHtmlField(blank=True, default="", editable=False)
     image = models.FileField(upload_to="prompts/", blank=True)
     video = models.FileField(upload_to="prompts/", blank=True)
     metadata = models.JSONField(default=dict, blank=True)
@@ -196,8 +230,9 @@ class Candidate(models.Model):
     model_name = models.CharField(max_length=200)
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.TEXT)
     text = models.TextField(blank=True)
-    # ``text`` rendered and sanitised when the row is written (annotate.rendering).
-    text_html = models.TextField(blank=True, default="", editable=False)
+    # ``text`` rendered and sanitised when the row is written (annotate.rendering); ``""`` for
+    # a plain paragraph written by a bulk import, rendered on read (RenderedHtmlField).
+    text_html = RenderedHtmlField(blank=True, default="", editable=False)
     media = models.FileField(upload_to="candidates/", blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -7,7 +7,10 @@ candidate could otherwise load a remote URL (a tracking pixel, or a hint at its 
 
 Rendering happens when a row is written (``Prompt.text_html``, ``Candidate.text_html``,
 ``Project.instructions_html``), never on a page request; ``markdown`` is imported on first use so
-the web process does not load it to serve stored HTML.
+the web process does not load it to serve stored HTML. A bulk import stores ``""`` for a text
+that is one plain paragraph (``markdown_html_stored_many``): its HTML is ``<p>text</p>``, made
+on read by ``html_or_rendered`` (one C match) instead of written twice (half the bytes of a
+candidate row, issue 13).
 """
 
 from __future__ import annotations
@@ -89,6 +92,17 @@ _PLAIN_ASCII_BYTES = (
 )
 
 
+def _all_plain_characters(texts: list[str]) -> bool:
+    """Whether every text holds only ``_plain_paragraph``'s characters (ASCII, newlines aside)
+    and no possible link: two C scans of the joined texts."""
+    joined = "\n".join(texts)
+    return (
+        joined.isascii()
+        and not joined.encode("ascii").translate(None, _PLAIN_ASCII_BYTES)
+        and not ("]" in joined and _LINK_TAIL.search(joined))
+    )
+
+
 def markdown_html_many(texts: list[str]) -> list[str]:
     """``markdown_html`` of each text; when all of them are plain lines, as most imports'
     texts are, found so in two C scans of the joined texts instead of one match per text.
@@ -97,17 +111,35 @@ def markdown_html_many(texts: list[str]) -> list[str]:
     calls were about a tenth of its CPU. Otherwise (a character the shortcut refuses, a
     possible link) each text goes through ``markdown_html``.
     """
-    joined = "\n".join(texts)
-    if (
-        joined.isascii()
-        and not joined.encode("ascii").translate(None, _PLAIN_ASCII_BYTES)
-        and not ("]" in joined and _LINK_TAIL.search(joined))
-    ):
+    if _all_plain_characters(texts):
         # Every text is a line of allowed characters: plain when it starts as one.
         return [
             f"<p>{t}</p>" if t[:1].isalpha() or t[:1] == "[" else markdown_html(t) for t in texts
         ]
     return [markdown_html(t) for t in texts]
+
+
+def markdown_html_stored_many(texts: list[str]) -> list[str]:
+    """What a bulk write stores as each text's HTML: ``markdown_html_many``, but ``""`` for a
+    one-line text that ``_plain_paragraph`` takes (its HTML is ``<p>text</p>``; readers call
+    ``html_or_rendered``)."""
+    if _all_plain_characters(texts):
+        return [
+            "" if (t[:1].isalpha() or t[:1] == "[") and "\n" not in t else markdown_html(t)
+            for t in texts
+        ]
+    return ["" if t and _plain_paragraph(t) is not None else markdown_html(t) for t in texts]
+
+
+def html_or_rendered(html: str, text: str) -> str:
+    """The HTML of a row's text from its stored ``html``: as stored, or ``<p>text</p>`` where a
+    bulk write left it empty (``markdown_html_stored_many``: only for such texts, so no markdown
+    parser runs here). Equal to ``markdown_html(text)`` for every row: a text rendered to
+    ``""`` (blank, or nothing left after sanitising) stays ``""``."""
+    if html or not text:
+        return html
+    plain = _plain_paragraph(text)
+    return SafeString(plain) if plain is not None else html
 
 
 def _parsed_html(text: str) -> SafeString:

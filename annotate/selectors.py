@@ -22,6 +22,7 @@ from annotate.models import (
     TaskCandidate,
 )
 from annotate.prepared_queries import PreparedQuery
+from annotate.rendering import html_or_rendered
 
 
 def projects_for_user(*, user: AbstractBaseUser) -> QuerySet[Project]:
@@ -110,22 +111,25 @@ def task_display(
         raise Task.DoesNotExist(f"task {task_id} has no candidates")
     by_id = {row[0]: row for row in slots}
     order = [c for c in presented_order if c in by_id] or [row[0] for row in slots]
-    _, _, _, _, _, prompt_html, prompt_image, prompt_video = slots[0]
+    _, _, _, _, _, prompt_html, prompt_image, prompt_video, _, prompt_text = slots[0]
     tokens = candidate_tokens(assignment_id=assignment_id, candidate_ids=order)
     candidates = [
         CandidateDisplay(
             letter=LETTERS[i],
             candidate_id=tokens[pk],
             kind=kind,
-            text_html=mark_safe(text_html),  # sanitised when stored
+            # Sanitised when stored, or rendered here (a plain paragraph left "" by an import).
+            text_html=mark_safe(html_or_rendered(text_html, text)),
             media_url=_media_url(media),
             model_name="" if project.blind else model_name,
         )
-        for i, (pk, kind, text_html, media, model_name, *_) in enumerate(by_id[c] for c in order)
+        for i, (pk, kind, text_html, media, model_name, *_, text, _) in enumerate(
+            by_id[c] for c in order
+        )
     ]
     return TaskDisplay(
         assignment_id=assignment_id,
-        prompt_html=mark_safe(prompt_html),
+        prompt_html=mark_safe(html_or_rendered(prompt_html, prompt_text)),
         prompt_image_url=_media_url(prompt_image),
         prompt_video_url=_media_url(prompt_video),
         candidates=candidates,
@@ -148,6 +152,9 @@ def _slots_query(*, task_id: int) -> QuerySet:
             "task__prompt__text_html",
             "task__prompt__image",
             "task__prompt__video",
+            # Read only to render a plain paragraph stored as "" (html_or_rendered).
+            "candidate__text",
+            "task__prompt__text",
         )
     )
 

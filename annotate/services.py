@@ -52,7 +52,7 @@ from annotate.models import (
     Task,
     TaskCandidate,
 )
-from annotate.rendering import markdown_html_many
+from annotate.rendering import markdown_html_stored_many
 from annotate.table_stats import tables_analyze
 from workers import jobs
 from workers.jobs import job_enqueue
@@ -438,7 +438,7 @@ def _write_records(
             "project_id": Same(project.pk),
             "external_id": [p.external_id for p in new_prompts],
             "text": texts,
-            "text_html": markdown_html_many(texts),
+            "text_html": markdown_html_stored_many(texts),
             "image": [stored[p.image.name] if p.image else "" for p in new_prompts]
             if has_media
             else Same(""),
@@ -498,7 +498,7 @@ def _write_records(
             "model_name": [c.model_name for c in new_cands],
             "kind": [c.kind for c in new_cands],
             "text": texts,
-            "text_html": markdown_html_many(texts),
+            "text_html": markdown_html_stored_many(texts),
             "media": [stored[c.media.name] if c.media else "" for c in new_cands]
             if has_media
             else Same(""),

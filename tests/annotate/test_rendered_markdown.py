@@ -111,3 +111,43 @@ def test_it_fills_existing_rows_in_the_migration():
     for row in [*Prompt.objects.all(), *Candidate.objects.all()]:
         assert row.text_html == rendering.markdown_html(row.text)
         assert row.text_html
+
+
+def test_an_import_stores_plain_paragraphs_once_and_every_reader_shows_them(
+    tmp_path, client, users, monkeypatch
+):
+    path = _jsonl(
+        tmp_path / "plain.jsonl",
+        [
+            {"project": {"mode": "ranking", "candidates_per_task": 2, "annotators_per_task": 1}},
+            {
+                "id": "q1",
+                "prompt": "Which answer is right?",
+                "candidates": [
+                    {"id": "a", "model": "m1", "text": "Plain answer one."},
+                    {"id": "b", "model": "m2", "text": "An *emphatic* answer."},
+                ],
+            },
+        ],
+    )
+    project = import_file(path=path).project
+    add_member(project, users["annotator"], "annotator")
+    client.force_login(users["annotator"])
+
+    # As stored: "" for the plain paragraphs (the text alone), the HTML of the rest.
+    assert dict(Candidate.objects.values_list("external_id", "text_html")) == {
+        "a": "",
+        "b": "<p>An <em>emphatic</em> answer.</p>",
+    }
+    assert Prompt.objects.values_list("text_html", flat=True).get() == ""
+    # As read: the model, and the annotator's page, which renders no markdown on a request.
+    assert Candidate.objects.get(external_id="a").text_html == "<p>Plain answer one.</p>"
+    assert Prompt.objects.get().text_html == "<p>Which answer is right?</p>"
+    monkeypatch.setattr(rendering, "_converter", None)
+    page = client.get(reverse("annotate_work", args=[project.pk])).content.decode()
+    for html in (
+        "<p>Which answer is right?</p>",
+        "<p>Plain answer one.</p>",
+        "<p>An <em>emphatic</em> answer.</p>",
+    ):
+        assert html in page

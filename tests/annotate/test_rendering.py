@@ -7,7 +7,14 @@ import string
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from annotate.rendering import _parsed_html, _plain_paragraph, markdown_html
+from annotate import rendering
+from annotate.rendering import (
+    _parsed_html,
+    _plain_paragraph,
+    html_or_rendered,
+    markdown_html,
+    markdown_html_stored_many,
+)
 
 LETTERS = string.ascii_letters + "éñÜßΩж漢字"
 ALPHABET = LETTERS + string.digits + " ,.;:?!'\"()/%$@=+-"
@@ -66,3 +73,32 @@ def test_the_ascii_pattern_allows_exactly_the_ascii_characters_of_the_general_on
     for code in range(128):
         char = chr(code)
         assert bool(_PLAIN_ASCII_LINE.fullmatch(char)) == bool(_PLAIN_LINE.fullmatch(char)), code
+
+
+PLAIN = st.builds(
+    lambda first, rest: first + rest,
+    st.sampled_from(LETTERS),
+    st.text(alphabet=ALPHABET, max_size=40),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    texts=st.lists(
+        st.one_of(PLAIN, st.text(alphabet=ALPHABET + MARKUP, max_size=30), st.just("")),
+        max_size=6,
+    )
+)
+def test_a_bulk_write_stores_only_what_a_reader_cannot_make_without_the_parser(texts):
+    stored = markdown_html_stored_many(texts)
+
+    converter = rendering._converter
+    rendering._converter = None  # a reader that reached the markdown parser fails
+    try:
+        read = [html_or_rendered(html, text) for html, text in zip(stored, texts, strict=True)]
+    finally:
+        rendering._converter = converter
+    assert read == [markdown_html(t) for t in texts]
+    for html, text in zip(stored, texts, strict=True):
+        # "" for every plain paragraph (half a candidate row's bytes), the HTML otherwise.
+        assert (html == "") == (_plain_paragraph(text) is not None or markdown_html(text) == "")
