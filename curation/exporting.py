@@ -1588,6 +1588,8 @@ def write_snapshot(
 
     datasets.disable_progress_bars()
     stored: dict[str, bytes] = {}
+    # SHA-256 of the big files, worked out as they are written (`_file_list` reads the rest).
+    digests: dict[str, str] = {}
 
     def read_media(path: str) -> bytes:
         # ``path`` is relative to the export root: media/<storage name>.
@@ -1620,6 +1622,9 @@ def write_snapshot(
                     fingerprint=hashlib.sha256(f"{content}:{split}".encode()).hexdigest()[:16],
                 )
             save_dataset_dict(parts, out_dir / "hf" / name)
+            # Digested here, in this thread, while the JSONL is still being encoded.
+            for path in [parquet, *(out_dir / "hf" / name).rglob("*.arrow")]:
+                digests[path.relative_to(out_dir).as_posix()] = _digest(path)
 
     # Arrow writes Parquet and the Arrow shards without the GIL: they go on beside the JSONL
     # encoding (Python in part), on another core where there is one.
@@ -1629,9 +1634,12 @@ def write_snapshot(
             (out_dir / folder).mkdir(parents=True)
             for split in splits:
                 part = _split_rows(table, split)
+                digest = hashlib.sha256()
                 with open(out_dir / folder / f"{split}.jsonl", "wb") as fh:
                     for chunk in jsonl_chunks(part, shape):
                         fh.write(chunk)
+                        digest.update(chunk)
+                digests[f"{folder}/{split}.jsonl"] = digest.hexdigest()
         with open(out_dir / OVERRULED_FILE, "w", encoding="utf-8") as fh:
             fh.write("".join(map(_json_line, snapshot.overruled)))
         tables_written.result()
@@ -1661,7 +1669,7 @@ def write_snapshot(
             "base folder.\n\n" + sheet_md
         )
         (out_dir / "hf" / name / "README.md").write_text(card, encoding="utf-8")
-    files = _file_list(out_dir, skip={"datasheet.json"})
+    files = _file_list(out_dir, skip={"datasheet.json"}, digests=digests)
     snapshot.datasheet["files"] = files
     (out_dir / "datasheet.json").write_text(
         json.dumps(snapshot.datasheet, indent=1, ensure_ascii=False, default=str) + "\n",
@@ -1797,22 +1805,34 @@ def hf_image_columns(
     return table, features
 
 
-def _file_list(out_dir: Path, skip: set[str], only: str | None = None) -> list[dict[str, Any]]:
+def _digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _file_list(
+    out_dir: Path,
+    skip: set[str],
+    only: str | None = None,
+    digests: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
     """Path, size and SHA-256 of every file under ``out_dir`` but ``skip`` (media summed up
-    in one entry), sorted; with ``only``, of that one file (no media entry)."""
+    in one entry), sorted; with ``only``, of that one file (no media entry). ``digests``:
+    SHA-256 already worked out (as the files were written), by relative path."""
     listed = []
     for path in [out_dir / only] if only is not None else sorted(out_dir.rglob("*")):
         rel = path.relative_to(out_dir).as_posix()
         if path.is_file() and rel not in skip and not rel.startswith("media/"):
             listed.append((rel, path))
+    known = digests or {}
 
     def entry(item: tuple[str, Path]) -> dict[str, Any]:
         rel, path = item
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        return {"path": rel, "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+        sha = known.get(rel) or _digest(path)
+        return {"path": rel, "bytes": path.stat().st_size, "sha256": sha}
 
     # SHA-256 runs without the GIL on large buffers: two files at a time where there are cores.
     with ThreadPoolExecutor(max_workers=2) as pool:
