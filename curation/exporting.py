@@ -1463,12 +1463,16 @@ def _json_float(value: float | None) -> str | None:
     return float.__repr__(value)
 
 
+# What `json.dumps(..., ensure_ascii=False)` (and orjson) escape in a string (RE2 syntax).
+_JSON_ESCAPED = r'[\x00-\x1f"\\]'
+
+
 def json_values(column: pa.Array) -> pa.Array:
     """Each value of ``column`` as JSON text, the bytes ``json.dumps(value,
     ensure_ascii=False)`` writes (a ``large_string`` array, ``null`` for a missing value).
 
-    Each distinct string is encoded once (orjson, whose string escapes are `json`'s); numbers
-    and lists as `json` writes them (``repr`` of a float, ``", "`` between list items).
+    Strings in quotes, those with characters to escape encoded by orjson (whose string
+    escapes are `json`'s), each distinct one once; numbers and lists as `json` writes them (``repr`` of a float, ``", "`` between list items).
     """
     import orjson
     import pyarrow as pa
@@ -1477,9 +1481,18 @@ def json_values(column: pa.Array) -> pa.Array:
     kind = column.type
     text = pa.large_string()
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        encoded = column.dictionary_encode()
-        words = [orjson.dumps(v).decode() for v in encoded.dictionary.to_pylist()]
-        out = pa.array(words, text).take(encoded.indices)
+        # A string with none of the characters `json` escapes (with ensure_ascii=False: the
+        # quote, the backslash and the control characters below 0x20) is itself in quotes:
+        # quoted by Arrow, no Python object per value. The others (rare) go through orjson.
+        strings = column.cast(text)
+        out = pc.binary_join_element_wise(
+            pa.scalar('"', text), strings, pa.scalar('"', text), pa.scalar("", text)
+        )
+        escaped = pc.fill_null(pc.match_substring_regex(strings, _JSON_ESCAPED), False)
+        if pc.any(escaped).as_py():
+            encoded = strings.filter(escaped).dictionary_encode()
+            words = [orjson.dumps(v).decode() for v in encoded.dictionary.to_pylist()]
+            out = pc.replace_with_mask(out, escaped, pa.array(words, text).take(encoded.indices))
     elif pa.types.is_float64(kind):
         # Each distinct value (by its bits: 0.0 and -0.0 apart) formatted once: a margin or
         # an agreement repeats across rows.

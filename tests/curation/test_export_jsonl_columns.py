@@ -20,6 +20,12 @@ NASTY = [
     "line separator \u2028 paragraph \u2029",
     "é 中文 😀 /slash",
     "",
+    # One character to escape each (a string is escaped or quoted as it is, whole).
+    "only a backslash \\ here",
+    'only a quote " here',
+    "only a nul \x00 here",
+    "only a unit separator \x1f here",
+    "only DEL \x7f here (not escaped)",
 ]
 FLOATS = [0.1, 1e-06, 1e16, -0.0, 2.0, 0.0, 123456789.123, float("inf"), float("nan"), None]
 
