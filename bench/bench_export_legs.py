@@ -1,0 +1,137 @@
+"""Where a denoised export of 10,000 judged ranking tasks spends its time, in-process.
+
+Imports the peer workload (``bench/peers/workload.py``: ``write_quorum_jsonl(path, N,
+judged=True, k=1)``) once into a SQLite database under ``--data`` (kept: a later run with the
+same ``--data`` reuses it), then builds ``--repeat`` exports (``export_create`` +
+``export_build``, as the worker runs them) and times each in wall and CPU seconds, then the
+download (``curation.download.iter_download_zip``, as the web process streams it): its CPU,
+wall and size. ``--profile FILE`` writes a cProfile of one build (``pstats``). ``--query``
+downloads with that query string's options, as the API reads them (``format=parquet``,
+``base_folder=/data/x``; ``format`` needs a tree whose download takes it).
+
+    PYTHONPATH=. python bench/bench_export_legs.py --data var/he-legs [--repeat 3] [--raw]
+        [--profile var/he-legs/build.prof] [--code <worktree>]
+
+``--code`` runs another tree's code (a git worktree) against the same workload; ``--json``
+prints one JSON line of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="data dir (the database is kept there)")
+    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--raw", action="store_true", help="denoise off")
+    parser.add_argument("--profile", help="cProfile one more build into this file")
+    parser.add_argument("--code", default=str(REPO), help="the tree whose code runs")
+    parser.add_argument("--query", default="", help="download options, e.g. format=jsonl")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    code = Path(args.code).resolve()
+    data = Path(args.data).resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(code))
+    sys.path.insert(0, str(REPO / "bench" / "peers"))
+    os.chdir(code)
+    os.environ["QUORUM_DATA_DIR"] = str(data)
+    os.environ.pop("DATABASE_URL", None)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    from workload import write_quorum_jsonl
+
+    from annotate.models import Project
+    from curation import services
+    from curation.models import DatasetExport
+
+    project = Project.objects.filter(name="bench-export").first()
+    if project is None:
+        from annotate.services import import_file
+
+        path = write_quorum_jsonl(data / "tasks.jsonl", args.tasks, judged=True, k=1)
+        import_file(path=path, project_name="bench-export")
+        project = Project.objects.get(name="bench-export")
+    import datasets  # noqa: F401  (a long-lived worker has it imported already)
+
+    from curation import download
+
+    def build() -> tuple[float, float, DatasetExport]:
+        export = services.export_create(
+            project=project,
+            options={"denoise": not args.raw, "include_media": False},
+            enqueue=False,
+        )
+        wall, cpu = time.perf_counter(), time.process_time()
+        export = services.export_build(export_id=export.pk)
+        return time.perf_counter() - wall, time.process_time() - cpu, export
+
+    def fetch(export: DatasetExport) -> tuple[float, float, int]:
+        kwargs = {}
+        if args.query:
+            from urllib.parse import parse_qsl
+
+            # As the API reads it: ``format=jsonl,parquet`` -> formats {...}, ``all`` -> None.
+            query = dict(parse_qsl(args.query))
+            if query.get("format", "all") != "all":
+                kwargs["formats"] = set(query["format"].split(","))
+            if query.get("base_folder"):
+                kwargs["base_folder"] = query["base_folder"]
+        wall, cpu, size = time.perf_counter(), time.process_time(), 0
+        for chunk in download.iter_download_zip(export.path, "x", **kwargs):
+            size += len(chunk)
+        return time.perf_counter() - wall, time.process_time() - cpu, size
+
+    builds, fetches = [], []
+    for _ in range(args.repeat):
+        wall, cpu, export = build()
+        assert export.status == "done", export.error
+        builds.append((wall, cpu))
+        fetches.append(fetch(export))
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        build()
+        profiler.disable()
+        profiler.dump_stats(args.profile)
+
+    def med(values):
+        return round(statistics.median(values), 3)
+
+    result = {
+        "code": str(code),
+        "build_wall": med([b[0] for b in builds]),
+        "build_cpu": med([b[1] for b in builds]),
+        "download_wall": med([f[0] for f in fetches]),
+        "download_cpu": med([f[1] for f in fetches]),
+        "zip_bytes": fetches[-1][2],
+        "folder": str(export.path),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value}")
+
+
+if __name__ == "__main__":
+    main()
