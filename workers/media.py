@@ -11,9 +11,14 @@ FFmpeg wheel is installed (e.g. a GPU benchmark box scoring pre-decoded frames).
 
 from __future__ import annotations
 
+import logging
+import math
+import multiprocessing
 import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,13 +26,21 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 __all__ = [
+    "DECODE_POOL",
+    "DecodePool",
+    "MediaBudget",
     "MediaError",
     "VideoFrames",
+    "decode_for_model",
     "encode_video",
     "evenly_spaced_indices",
     "load_image",
+    "resize_frames",
     "sample_video_frames",
+    "smart_resize",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 class MediaError(Exception):
@@ -44,6 +57,9 @@ class MediaError(Exception):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):  # noqa: ANN204 - raised in a decoding process, re-raised here
+        return (MediaError, (self.path, self.reason))
 
 
 @dataclass(frozen=True)
@@ -316,6 +332,185 @@ def sample_video_frames(
         fps=float(fps),
         source_fps=rate or None,
     )
+
+
+def smart_resize(
+    height: int, width: int, *, factor: int, min_pixels: int, max_pixels: int
+) -> tuple[int, int]:
+    """(height, width) a Qwen2-VL image processor resizes a picture (or a clip's frames) to:
+    both multiples of `factor`, within [`min_pixels`, `max_pixels`], the aspect ratio kept.
+
+    transformers' ``smart_resize`` of ``image_processing_pil_qwen2_vl``, written out here so
+    that a decoding process need not import transformers (13 s and 380 MB);
+    ``tests/workers/test_media_pool.py`` compares the two over a grid of sizes.
+    """
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(
+            f"absolute aspect ratio must be smaller than 200, got "
+            f"{max(height, width) / min(height, width)}"
+        )
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Frames at (height, width), each resized by Pillow (bicubic); as they are when already."""
+    if frames.shape[1:3] == (height, width):
+        return frames
+    return np.stack(
+        [
+            np.asarray(Image.fromarray(f).resize((width, height), Image.Resampling.BICUBIC))
+            for f in frames
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class MediaBudget:
+    """What a Qwen-style input builder makes of a media file before patchifying it: the frames
+    it keeps in the media store. Small and picklable: a decoding process gets it with the path.
+
+    Attributes:
+        factor (`int`): Sides are multiples of it (patch size x merge size).
+        min_pixels (`int`), max_pixels (`int`): The pixel budget (per frame for clips).
+        resample (`int`): Pillow's resampling filter for pictures (the image processor's).
+        max_frames (`int`), max_side (`int`), fps (`float`): A clip's sampling (see
+            [`sample_video_frames`]).
+        pixel_limit (`int`, *optional*): ``Image.MAX_IMAGE_PIXELS`` of the asking process
+            (``QUORUM_MAX_IMAGE_MEGAPIXELS``), applied in the decoding process too.
+    """
+
+    factor: int
+    min_pixels: int
+    max_pixels: int
+    resample: int = int(Image.Resampling.BICUBIC)
+    max_frames: int = 8
+    max_side: int | None = None
+    fps: float | None = None
+    pixel_limit: int | None = None
+
+
+def decode_for_model(kind: str, path: str, budget: MediaBudget) -> tuple[np.ndarray, dict]:
+    """Decode a file and resize it as a Qwen2-VL-style builder does before patchifying.
+
+    A picture is decoded whole and resized once, straight to the size its image processor
+    picks (`smart_resize`, the processor's resampling); a clip is sampled by
+    [`sample_video_frames`] and its frames resized by Pillow (bicubic) to `smart_resize` of
+    their size. Runs in the process that asks or in a [`DecodePool`] process: the same calls.
+
+    Returns:
+        `tuple`: ``(frames, meta)``: ``(T, H, W, 3)`` uint8 frames (``T`` = 1 for a picture)
+        and the numbers the builder needs besides (a clip's sampling rate, ``{"fps": ...}``).
+
+    Raises:
+        MediaError: The file cannot be read or decoded.
+    """
+    Image.MAX_IMAGE_PIXELS = budget.pixel_limit  # the asking process's limit, here too
+    if kind == "image":
+        image = load_image(path)
+        height, width = smart_resize(
+            image.height,
+            image.width,
+            factor=budget.factor,
+            min_pixels=budget.min_pixels,
+            max_pixels=budget.max_pixels,
+        )
+        if (width, height) != image.size:
+            image = image.resize((width, height), Image.Resampling(budget.resample))
+        return np.asarray(image)[None], {}
+    if kind != "video":
+        raise ValueError(f"unknown media kind {kind!r}")
+    video = sample_video_frames(
+        path, max_frames=budget.max_frames, max_side=budget.max_side, fps=budget.fps
+    )
+    height, width = smart_resize(
+        video.frames.shape[1],
+        video.frames.shape[2],
+        factor=budget.factor,
+        min_pixels=budget.min_pixels,
+        max_pixels=budget.max_pixels,
+    )
+    return resize_frames(video.frames, height, width), {"fps": video.fps}
+
+
+class DecodePool:
+    """Processes that run [`decode_for_model`] beside the asking process's threads.
+
+    Threads decoding in the scoring process share its GIL with the model's forward pass (the
+    Python between torch's kernels); decoding processes do not. They are started with
+    ``spawn`` (never forked from a process running torch's threads) on first use, import this
+    module only (not torch nor transformers: about 0.4 s and 30 MB each), and live as long as
+    the pool. A pool whose process died is dropped and started again on the next call;
+    meanwhile the caller decodes itself.
+
+    Args:
+        processes (`int`): How many; 0 (the default) turns the pool off.
+    """
+
+    def __init__(self, processes: int = 0) -> None:
+        if processes < 0:
+            raise ValueError(f"processes must be >= 0, got {processes}")
+        self.processes = processes
+        self._executor: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def configure(self, processes: int) -> None:
+        """Set the number of processes (0: off); a running pool of another size is stopped."""
+        if processes < 0:
+            raise ValueError(f"processes must be >= 0, got {processes}")
+        with self._lock:
+            if processes != self.processes and self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = None
+            self.processes = processes
+
+    def submit(self, kind: str, path: str, budget: MediaBudget) -> Future | None:
+        """`decode_for_model(kind, path, budget)` in a pool process; `None` when the pool is
+        off or cannot take it (then decode in this process)."""
+        with self._lock:
+            if self.processes < 1:
+                return None
+            if self._executor is None:
+                self._executor = ProcessPoolExecutor(
+                    self.processes, mp_context=multiprocessing.get_context("spawn")
+                )
+            executor = self._executor
+        try:
+            return executor.submit(decode_for_model, kind, path, budget)
+        except (BrokenProcessPool, RuntimeError) as exc:
+            self.broken(executor, exc)
+            return None
+
+    def broken(self, executor: ProcessPoolExecutor | None, exc: BaseException) -> None:
+        """Drop `executor` (the pool's current one when `None`) after `exc`."""
+        with self._lock:
+            if executor is None or executor is self._executor:
+                executor, self._executor = self._executor, None
+            else:
+                return
+        if executor is not None:
+            logger.warning("media decoding pool lost (%s): starting it again", exc)
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+
+# The process's pool, off until the process says how many (the gpu workers:
+# scoring.scorer_for, QUORUM_DECODE_PROCESSES); shared by every input builder of the process.
+DECODE_POOL = DecodePool()
 
 
 def encode_video(

@@ -171,22 +171,34 @@ def media_store_dir() -> Path:
 def media_store_bytes() -> int:
     """The media store's bound, ``QUORUM_MEDIA_STORE_MB`` (default 4096; 0 turns it off): past
     it, the entries used longest ago are deleted."""
-    raw = os.environ.get("QUORUM_MEDIA_STORE_MB", "").strip() or "4096"
+    return _env_count("QUORUM_MEDIA_STORE_MB", 4096) * 2**20
+
+
+def _env_count(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip() or str(default)
     try:
-        megabytes = int(raw)
+        value = int(raw)
     except ValueError:
-        megabytes = -1
-    if megabytes < 0:
-        raise ValueError(f"QUORUM_MEDIA_STORE_MB: expected a whole number >= 0, got {raw!r}")
-    return megabytes * 2**20
+        value = -1
+    if value < 0:
+        raise ValueError(f"{name}: expected a whole number >= 0, got {raw!r}")
+    return value
+
+
+def decode_processes() -> int:
+    """Processes decoding media beside a gpu worker's prefetch threads,
+    ``QUORUM_DECODE_PROCESSES`` (default 0: the threads decode)."""
+    return _env_count("QUORUM_DECODE_PROCESSES", 0)
 
 
 def scorer_for(reward_model: RewardModel) -> Any:
     """The loaded scorer for a model version, loaded once per worker process."""
+    from workers.media import DECODE_POOL
     from workers.reward_model.media_cache import MEDIA_STORE
 
     key = (reward_model.pk, reward_model.path)
     MEDIA_STORE.configure(media_store_dir(), media_store_bytes())
+    DECODE_POOL.configure(decode_processes())
     with _scorers_lock:
         scorer = _scorers.get(key)
         if scorer is None:
@@ -201,6 +213,43 @@ def _media_path(field_file) -> str | None:
     if not field_file:
         return None
     return str(Path(settings.MEDIA_ROOT) / field_file.name)
+
+
+def media_store_prefill(*, reward_model_id: int, prompt_ids: Sequence[int]) -> dict[str, int]:
+    """Decode the media of `prompt_ids` for a model version into the media store, so that
+    their first scoring reads them from it (a background job on the ``gpu`` queue, run after
+    media arrive: it moves the decoding there, it does not remove it). Prompts whose media
+    are stored already cost a read each. Returns ``{"prompts", "files", "failed"}``.
+    """
+    from workers.reward_model import CandidateInput, ScoringItem
+
+    reward_model = RewardModel.objects.get(pk=reward_model_id)
+    prompts = Prompt.objects.filter(pk__in=prompt_ids).prefetch_related("candidates")
+    items = []
+    for prompt in prompts.order_by("id"):
+        media = [c for c in prompt.candidates.all() if c.kind != "text" and c.media]
+        if not media and not prompt.image and not prompt.video:
+            continue
+        items.append(
+            ScoringItem(
+                prompt_text=prompt.text,
+                candidates=[
+                    CandidateInput(kind=c.kind, path=_media_path(c.media))
+                    for c in sorted(media, key=lambda c: c.pk)
+                ]
+                or [CandidateInput(text="-")],
+                prompt_image=_media_path(prompt.image),
+                prompt_video=_media_path(prompt.video),
+            )
+        )
+    builder = scorer_for(reward_model).builder
+    files = failed = 0
+    for item in items:
+        encoded = builder.encode_item(item)
+        files += sum(1 for c in item.candidates if c.kind != "text")
+        files += (item.prompt_image is not None) + (item.prompt_video is not None)
+        failed += sum(1 for e in encoded.candidate_errors if e) + (encoded.error is not None)
+    return {"prompts": len(items), "files": files, "failed": failed}
 
 
 def score_prompts(*, run_id: int, prompt_ids: Sequence[int]) -> dict[str, int]:

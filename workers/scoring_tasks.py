@@ -23,6 +23,16 @@ def score_prompts_task(*, run_id: int, prompt_ids: list[int], job_id: int | None
     return run_job(job_id, lambda run: score_prompts(run_id=run_id, prompt_ids=prompt_ids))
 
 
+@app.task(name="quorum.score_media_prefill", acks_late=True, max_retries=0)
+def score_media_prefill_task(*, reward_model_id: int, prompt_ids: list[int]) -> dict:
+    """Fills the media store for prompts whose media just arrived (an import, an upload), so
+    that their first scoring by this model version reads decoded media (``quorum.score_*``:
+    the gpu queue, whose workers have the model's settings)."""
+    from workers.scoring import media_store_prefill
+
+    return media_store_prefill(reward_model_id=reward_model_id, prompt_ids=prompt_ids)
+
+
 @app.task(name="quorum.score_adhoc")
 def score_adhoc_task(*, reward_model_id: int, item: dict) -> dict:
     """Playground scoring on a gpu worker: one prompt, file paths (never bytes), every mode."""

@@ -163,6 +163,52 @@ def test_a_later_run_reads_decoded_pictures_from_the_data_dir(
 
 
 @pytest.mark.worker
+def test_media_prefilled_by_a_gpu_worker_are_not_decoded_by_the_first_scoring(
+    celery_worker_process, tiny_checkpoint, settings, monkeypatch
+):
+    import numpy as np
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+    from PIL import Image
+
+    import workers.reward_model.inputs as inputs
+    from workers.media import encode_video
+    from workers.scoring_tasks import score_media_prefill_task
+
+    project = make_project(n_prompts=2, n_candidates=3)
+    rng = np.random.default_rng()  # new files: nothing of an earlier run in the store
+    for index, candidate in enumerate(project.candidates.order_by("id")):
+        if index % 3 == 2:
+            clip = settings.DATA_DIR / f"clip-{project.pk}-{index}.mp4"
+            encode_video(clip, rng.integers(0, 255, (6, 48, 64, 3), dtype=np.uint8))
+            candidate.kind, data = "video", clip.read_bytes()
+        else:
+            picture = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(picture, "PNG")
+            candidate.kind, data = "image", picture.getvalue()
+        suffix = "mp4" if candidate.kind == "video" else "png"
+        candidate.media = default_storage.save(f"p{project.pk}/{index}.{suffix}", ContentFile(data))
+        candidate.save()
+    prompt_ids = list(project.prompts.values_list("id", flat=True))
+    rm = _register(project, tiny_checkpoint)
+    # The worker decodes in processes of its own (a solo worker spawning its pool).
+    celery_worker_process(queues="gpu", pool="solo", extra_env={"QUORUM_DECODE_PROCESSES": "2"})
+
+    result = score_media_prefill_task.delay(reward_model_id=rm.pk, prompt_ids=prompt_ids)
+
+    assert result.get(timeout=120) == {"prompts": 2, "files": 6, "failed": 0}
+
+    def no_decoding(*args, **_):
+        raise AssertionError(f"{args[0]} decoded by the scoring run")
+
+    monkeypatch.setattr(inputs, "load_image", no_decoding)
+    monkeypatch.setattr(inputs, "sample_video_frames", no_decoding)
+    run = ScoringRun.objects.create(project=project, reward_model=rm, total_prompts=2)
+    score_prompts(run_id=run.pk, prompt_ids=prompt_ids)
+    assert ModelScore.objects.filter(reward_model=rm, score__isnull=False).count() == 6
+
+
+@pytest.mark.worker
 def test_it_scores_a_project_on_a_real_worker(celery_worker_process, tiny_checkpoint):
     project = make_project(n_prompts=5, n_candidates=4)
     _register(project, tiny_checkpoint)

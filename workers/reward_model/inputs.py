@@ -9,6 +9,8 @@ import math
 import random
 import threading
 from collections.abc import Sequence
+from concurrent.futures import CancelledError, Future
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -16,7 +18,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from workers.media import MediaError, VideoFrames, load_image, sample_video_frames
+from workers.media import (
+    DECODE_POOL,
+    DecodePool,
+    MediaBudget,
+    MediaError,
+    VideoFrames,
+    load_image,
+    sample_video_frames,
+)
 from workers.reward_model.media_cache import (
     MEDIA_CACHE,
     MEDIA_STORE,
@@ -426,6 +436,12 @@ class RewardInputBuilder:
             model, are kept on disk by file content and this builder's settings (Qwen-VL
             backbones; Molmo2's media are not stored); the process's `MEDIA_STORE` when
             omitted (off until a directory is set: the gpu workers set one).
+        decode_pool ([`DecodePool`], *optional*): Processes that decode and resize an item's
+            media files (Qwen-VL pictures, Qwen2-VL and Qwen2.5-VL clips) while this process
+            runs the model: `encode_item` hands them all of an item's files not already in
+            `media_cache` or `media_store` at once, then takes the frames back in order. The
+            process's `DECODE_POOL` when omitted (off until a number of processes is set: the
+            gpu workers set one); the frames are the same either way.
 
     Molmo2 (`model_type="molmo2"`, `image_processor` a ``Molmo2ImageProcessor`` whose settings
     are read, never run) follows transformers' Molmo2 processors (see `molmo2.py`): an image
@@ -469,6 +485,7 @@ class RewardInputBuilder:
         molmo2_video: dict[str, Any] | None = None,
         media_cache: MediaCache | None = None,
         media_store: MediaStore | None = None,
+        decode_pool: DecodePool | None = None,
     ) -> None:
         # Molmo2 images and videos are preprocessed by molmo2.py from its processors' settings.
         self.molmo2_tokens = dict(molmo2_tokens or {})
@@ -576,6 +593,9 @@ class RewardInputBuilder:
         self._cache_scope = object()
         self.media_store = MEDIA_STORE if media_store is None else media_store
         self._store_scope_name: str | None = None
+        self.decode_pool = DECODE_POOL if decode_pool is None else decode_pool
+        # Per thread, while encode_item runs: its files' digests and pool decodes.
+        self._item_decodes: dict[int, tuple[dict[str, str | None], dict[tuple, Future]]] = {}
         self.token_ids = self._special_token_ids(tokenizer, vision=vision)
         if self.molmo2 is not None:
             self.token_ids.update(self._molmo2_token_ids(tokenizer))
@@ -815,6 +835,9 @@ class RewardInputBuilder:
             return None
         if not self.media_cache.max_bytes and self._store_scope() is None:
             return None
+        known = self._item_decodes.get(threading.get_ident())
+        if known is not None and str(source) in known[0]:
+            return known[0][str(source)]
         return file_digest(source)
 
     def _store_scope(self) -> str | None:
@@ -865,6 +888,81 @@ class RewardInputBuilder:
         if scope is not None and digest is not None:
             self.media_store.write(scope, kind, digest, frames, meta)
 
+    def _budget(self, kind: str) -> MediaBudget | None:
+        """What a pool process needs to decode a file of `kind` as this builder does; `None`
+        where this builder decodes its files itself (Molmo2, Qwen3-VL clips, pictures for an
+        image processor that is not Qwen-style)."""
+        if self.molmo2 is not None:
+            return None
+        factor = self.patch_size * self.merge_size
+        if kind == "image":
+            if not self._resizes_to_budget():
+                return None
+            return MediaBudget(
+                factor=factor,
+                min_pixels=self.min_pixels,
+                max_pixels=self.image_max_pixels,
+                resample=int(self.image_processor.resample),
+                pixel_limit=Image.MAX_IMAGE_PIXELS,
+            )
+        if kind != "video" or self.model_type == "qwen3_vl":
+            return None
+        return MediaBudget(
+            factor=factor,
+            min_pixels=self.video_min_pixels,
+            max_pixels=self.video_max_pixels,
+            max_frames=self.max_frames,
+            max_side=int(2 * math.sqrt(self.video_max_pixels)) + 28,
+            fps=self.video_fps,
+            pixel_limit=Image.MAX_IMAGE_PIXELS,
+        )
+
+    def _submit_decodes(self, item: ScoringItem) -> None:
+        """Hand the pool every media file of `item` that is neither in the cache nor in the
+        store, all at once: the pool's processes decode them side by side while this thread
+        (and the model) go on."""
+        sources: list[tuple[str, Any]] = [
+            ("image", item.prompt_image),
+            ("video", item.prompt_video),
+            *((c.kind, c.path) for c in item.candidates if c.media is None),
+        ]
+        digests: dict[str, str | None] = {}
+        futures: dict[tuple, Future] = {}
+        for kind, source in sources:
+            if source is None or isinstance(source, (Image.Image, VideoFrames)):
+                continue
+            budget = self._budget(kind)
+            if budget is None or (kind, str(source)) in futures:
+                continue
+            digest = digests[str(source)] = self._digest(source)
+            if digest is not None and self._holds(kind, digest):
+                continue
+            future = self.decode_pool.submit(kind, str(source), budget)
+            if future is None:
+                break  # the pool is off or lost: this thread decodes them
+            futures[(kind, str(source))] = future
+        self._item_decodes[threading.get_ident()] = (digests, futures)
+
+    def _holds(self, kind: str, digest: str) -> bool:
+        """Whether the cache or the store has (or is making) this file's visual."""
+        if (self._cache_scope, kind, digest) in self.media_cache:
+            return True
+        scope = self._store_scope()
+        return scope is not None and self.media_store.contains(scope, kind, digest)
+
+    def _pool_decoded(self, kind: str, source: Any) -> tuple[np.ndarray, dict] | None:
+        """The frames a pool process decoded for `source` (submitted by `encode_item`), or
+        `None`: then this thread decodes it."""
+        known = self._item_decodes.get(threading.get_ident())
+        future = None if known is None else known[1].pop((kind, str(source)), None)
+        if future is None:
+            return None
+        try:
+            return future.result()
+        except (BrokenProcessPool, CancelledError) as exc:
+            self.decode_pool.broken(None, exc)
+            return None
+
     def encode_image(self, image: MediaRef | Image.Image) -> _Visual:
         """Load (if a path) and patchify an image; raises `MediaError` for unreadable files.
 
@@ -888,6 +986,9 @@ class RewardInputBuilder:
             stored = self._stored("image", digest)
             if stored is not None:
                 image = Image.fromarray(stored[0][0])
+            elif (decoded := self._pool_decoded("image", image)) is not None:
+                self._store("image", digest, decoded[0], {})
+                image = Image.fromarray(decoded[0][0])
             else:
                 image = self._image_to_budget(load_image(image))
                 if self._resizes_to_budget():
@@ -986,6 +1087,9 @@ class RewardInputBuilder:
         size = None
         if not isinstance(video, VideoFrames):
             stored = self._stored("video", digest)
+            if stored is None and (decoded := self._pool_decoded("video", video)) is not None:
+                self._store("video", digest, *decoded)
+                stored = decoded
             if stored is not None:
                 frames, meta = stored
                 video = VideoFrames(frames, [], [], float(meta["fps"]))
@@ -1173,6 +1277,17 @@ class RewardInputBuilder:
 
     def encode_item(self, item: ScoringItem) -> _EncodedItem:
         """Decode an item's media, capturing failures per item and per candidate."""
+        if self.decode_pool.processes < 1 or self.molmo2 is not None:
+            return self._encode_item(item)
+        self._submit_decodes(item)
+        try:
+            return self._encode_item(item)
+        finally:
+            _, futures = self._item_decodes.pop(threading.get_ident(), (None, {}))
+            for future in futures.values():
+                future.cancel()  # not taken: the item failed before needing them
+
+    def _encode_item(self, item: ScoringItem) -> _EncodedItem:
         count = len(item.candidates)
         text = self._plain(item.prompt_text)
         if count == 0:

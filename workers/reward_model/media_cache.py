@@ -110,6 +110,11 @@ class MediaCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, key: Any) -> bool:
+        """Whether `key` is held or being computed (neither counted nor made recent)."""
+        with self._lock:
+            return key in self._entries or key in self._pending
+
     def get(self, key: Any) -> Any | None:
         """The value stored under `key` (now the most recently used), or `None`."""
         with self._lock:
@@ -246,6 +251,10 @@ class MediaStore:
     def _path(self, scope: str, kind: str, digest: str) -> Path:
         assert self.directory is not None
         return self.directory / scope / digest[:2] / f"{digest}.{kind}"
+
+    def contains(self, scope: str, kind: str, digest: str) -> bool:
+        """Whether an entry is there (not whether it reads: `read` says)."""
+        return self.enabled and self._path(scope, kind, digest).is_file()
 
     def read(self, scope: str, kind: str, digest: str) -> tuple[np.ndarray, dict] | None:
         """The frames and the numbers stored for the file, or `None` (then decode it)."""
