@@ -7,20 +7,23 @@ prompts (VQA with image prompts, text-to-image and text-to-video candidates), in
 - bare forward: the same rows built beforehand, only the model's forward passes (the ceiling);
 - scorer, serial: ``RewardScorer.score`` decoding media before each forward pass (before);
 - scorer, prefetch: ``RewardScorer.score`` with media decoded in threads while the model runs
-  (what the workers run);
+  (the workers' path before the decoding processes);
+- scorer, pool: the same, each item's media files handed to ``--decode-processes`` decoding
+  processes (``workers.media.DecodePool``) while the model runs (what the workers run);
 - scorer, prefetch, stored: the same call with the process's media cache emptied but the media
   store (decoded frames resized for the model, on disk) filled by the call before: a later
   scoring run, or another worker process, meeting files scored before;
 - scorer, prefetch, warm: the same call again, the media now in the builder's cache (a worker
   scoring the same files again: a picture shared by prompts, a prompt scored again).
 
-The serial and prefetch columns start each repeat with the media cache and the media store
-emptied: every file is decoded once (and written to the store), as in a first scoring run.
+The serial, prefetch and pool columns start each repeat with the media cache and the media
+store emptied: every file is decoded once (and written to the store), as in a first scoring
+run. The stored and warm runs use the pool too (it has nothing to decode there).
 
 It prints prompts/s and each scorer's ratio to the bare forward measured in the same repeat
 (modes interleaved; the machine is noisy, ratios are what count), then the same as CPU time per
-prompt (every thread of the process), which moves less with the machine's load. Random weights, nothing
-downloaded::
+prompt (every thread of the process, and the decoding processes' own), which moves less with
+the machine's load. Random weights, nothing downloaded::
 
     python bench/bench_worker_scoring.py                 # hidden 256 / 4 layers, 3 repeats
     python bench/bench_worker_scoring.py --hidden 512 --layers 6 --repeats 5
@@ -46,29 +49,43 @@ if "--wait-policy" in sys.argv:  # a child run: the policy applies to torch's th
     # set before torch loads (as config/celery.py does in the workers).
     os.environ["OMP_WAIT_POLICY"] = sys.argv[sys.argv.index("--wait-policy") + 1]
 
-import torch  # noqa: E402
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from annotate.demo_world import generate_world, write_world  # noqa: E402
-from workers.demo_model import LIMITS, examples_from_world  # noqa: E402
-from workers.reward_model import RewardScorer  # noqa: E402
-from workers.reward_model.media_cache import MediaStore  # noqa: E402
-from workers.tiny import build_tiny_reward_scorer, build_tiny_tokenizer  # noqa: E402
+# torch and the project are imported in main(): the decoding processes are spawned, and import
+# this file again (as __mp_main__), which must stay light.
 
 
-def _bare(scorer: RewardScorer, rows_by_mode: list[tuple[str, list]]) -> None:
+def _bare(scorer, rows_by_mode: list[tuple[str, list]]) -> None:  # noqa: ANN001
+    import torch
+
     with torch.inference_mode():
         for mode, rows in rows_by_mode:
             for group in scorer._batches(rows, mode):
                 scorer.model(scorer.builder.collate(group, mode))
 
 
+def _children_cpu() -> float:
+    """CPU seconds used so far by this process's live child processes (the decoding pool's),
+    from /proc (10 ms ticks)."""
+    import multiprocessing
+
+    total = 0
+    for child in multiprocessing.active_children():
+        try:
+            fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _timed(run) -> tuple[float, float]:  # noqa: ANN001
-    """(wall seconds, CPU seconds of every thread of this process) of `run()`."""
-    wall, cpu = time.perf_counter(), time.process_time()
+    """(wall seconds, CPU seconds of every thread of this process and of its decoding
+    processes) of `run()`."""
+    wall, cpu, children = time.perf_counter(), time.process_time(), _children_cpu()
     run()
-    return time.perf_counter() - wall, time.process_time() - cpu
+    used = time.process_time() - cpu + _children_cpu() - children
+    return time.perf_counter() - wall, used
 
 
 def main() -> None:
@@ -78,6 +95,9 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=6, help="per demo project")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--decode-processes", type=int, default=2, help="the pool column's decoding processes"
+    )
     parser.add_argument(
         "--wait-policy",
         choices=("ACTIVE", "PASSIVE"),
@@ -92,6 +112,7 @@ def main() -> None:
             f"--prompts={args.prompts}",
             f"--repeats={args.repeats}",
             f"--threads={args.threads}",
+            f"--decode-processes={args.decode_processes}",
         ]
         for round_ in range(args.rounds):
             # torch's default (spinning threads) first, then the workers' setting.
@@ -102,6 +123,15 @@ def main() -> None:
                     [sys.executable, __file__, *passthrough, "--wait-policy", policy], check=True
                 )
         return
+    import torch
+
+    from annotate.demo_world import generate_world, write_world
+    from workers.demo_model import LIMITS, examples_from_world
+    from workers.media import DecodePool
+    from workers.reward_model import RewardScorer
+    from workers.reward_model.media_cache import MediaStore
+    from workers.tiny import build_tiny_reward_scorer, build_tiny_tokenizer
+
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -117,14 +147,17 @@ def main() -> None:
         )
         serial = RewardScorer(base.model, base.builder, device="cpu", prefetch_workers=0)
         prefetch = RewardScorer(base.model, base.builder, device="cpu", prefetch_workers=2)
+        pool = DecodePool(args.decode_processes)
+        no_pool = DecodePool(0)
         print(
             f"hidden {args.hidden}, {args.layers} layers, torch threads {torch.get_num_threads()}"
+            f", decoding processes {args.decode_processes}"
         )
         print(
             "| project | prompts | bare forward prompts/s | serial scorer | prefetch scorer "
-            "| prefetch, stored | prefetch, warm cache |"
+            "| prefetch + pool | pool, stored | pool, warm cache |"
         )
-        print("|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|")
         cpu_lines = []
         cache = base.builder.media_cache
         store_root = Path(tmp) / "store"
@@ -141,7 +174,7 @@ def main() -> None:
                     plan.rows
                 )
             rows_by_mode = list(rows.items())
-            modes = ("bare", "serial", "prefetch", "stored", "warm")
+            modes = ("bare", "serial", "prefetch", "pool", "stored", "warm")
             times: dict[str, list[float]] = {k: [] for k in modes}
             cpu: dict[str, list[float]] = {k: [] for k in modes}
 
@@ -152,12 +185,19 @@ def main() -> None:
                 ("bare", None, ""),
                 ("serial", serial, "cold"),
                 ("prefetch", prefetch, "cold"),
+                ("pool", prefetch, "cold"),
                 ("stored", prefetch, "memory"),
                 ("warm", prefetch, ""),
             )
             serial.score(items[:2])  # warm-up
+            base.builder.decode_pool = pool
+            empty_store()
+            prefetch.score(items[:2])  # the pool's processes started
             for _ in range(args.repeats):
                 for mode, scorer, start_from in steps:
+                    base.builder.decode_pool = (
+                        pool if mode in ("pool", "stored", "warm") else no_pool
+                    )
                     if start_from:
                         cache.clear()
                     if start_from == "cold":
@@ -184,11 +224,13 @@ def main() -> None:
         # CPU time moves less with the machine's load than wall time: on a busy machine the
         # two cores are shared, and a first scoring run cannot overlap what it must compute.
         print(
-            "\nCPU ms per prompt (all threads of the process), ratio to the bare forward's:\n"
-            "| project | bare forward | serial scorer | prefetch scorer | prefetch, stored "
-            "| prefetch, warm cache |\n|---|---|---|---|---|---|"
+            "\nCPU ms per prompt (all threads of the process and the decoding processes), ratio"
+            " to the bare forward's:\n"
+            "| project | bare forward | serial scorer | prefetch scorer | prefetch + pool "
+            "| pool, stored | pool, warm cache |\n|---|---|---|---|---|---|---|"
         )
         print("\n".join(cpu_lines))
+        pool.shutdown()
 
 
 if __name__ == "__main__":
