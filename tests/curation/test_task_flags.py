@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -212,3 +213,22 @@ def test_a_hint_runs_at_once_when_the_broker_refuses_the_pass(users, settings, m
     monkeypatch.setitem(curation_tasks._gathering, "due", 0.0)
     assert curation_tasks.flags_update_dirty_task(task_ids=[tasks[0].pk])["tasks"] == 3
     assert curation_tasks._gathering["due"] == 0.0
+
+
+@pytest.mark.worker
+def test_a_real_worker_gathers_hints_and_clears_every_mark(celery_worker_process, users):
+    """Through the configured broker (the embedded one, or Redis): hints gathered into one
+    pass scheduled as an ETA message, and every task's flags updated."""
+    from workers import jobs
+
+    project, tasks, _ = _mixed_project(users)
+    celery_worker_process(queues="default", extra_env={"QUORUM_FLAGS_UPDATE_DELAY_MS": "300"})
+    for task in tasks:
+        assert jobs.flags_updates_publish([task.pk]) == 1
+    deadline = time.monotonic() + 60
+    dirty = Task.objects.filter(project=project, flags_dirty_at__isnull=False)
+    while dirty.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not dirty.exists()
+    assert Flag.objects.filter(project=project, kind="low_agreement").count() == 2
+    assert Flag.objects.filter(project=project, kind="failed_gold").count() == 1
