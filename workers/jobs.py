@@ -16,8 +16,8 @@ The per-submit flag update is the one piece of work without a row: a judgment wr
 task ``flags_dirty_at`` in the same UPDATE it already makes, publishing is a hint, and the
 sweep re-publishes updates for tasks left dirty. Hints are coalesced: a process's publisher
 holds them for ``QUORUM_FLAGS_UPDATE_DELAY_MS`` and sends the task ids gathered meanwhile as
-one message, and the worker updates every dirty task of those tasks' projects in one pass
-(``curation.task_flags``).
+one message, and a worker gathers the hints it receives for as long again into one pass over
+every recently marked task (``workers.curation_tasks``, ``curation.task_flags``).
 
 This module knows the task names and publishes by name; it never imports a task module, and
 task modules only call services. Importing it does not import torch or any task module.
