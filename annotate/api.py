@@ -22,7 +22,7 @@ from annotate import selectors
 from annotate.importing import FORMATS
 from annotate.models import ApiToken, ImportJob, Project
 from annotate.pagination import Page, paginate
-from annotate.services import api_token_digest, import_job_create, upload_save
+from annotate.services import api_token_digest, import_job_create, import_job_wait, upload_save
 from config.security import API_TOKEN_CREDENTIALS
 
 
@@ -165,11 +165,14 @@ def _import_status(job: ImportJob) -> Status:
 
 
 @api.get("/imports/{job_id}", response=ImportJobOut, summary="Status of an import job")
-def import_status(request, job_id: int):
+def import_status(request, job_id: int, wait: float = 0):
+    """``wait`` (seconds, at most 10): answer once the job is done or failed, or after that
+    long, so a client learns of the end without polling. Each waiting request holds one web
+    worker."""
     job = get_object_or_404(ImportJob, pk=job_id)
     if not (request.auth.is_staff or job.created_by_id == request.auth.pk):
         raise HttpError(404, "Not Found")
-    return job
+    return import_job_wait(job=job, seconds=wait)
 
 
 from curation.api import router as curation_router  # noqa: E402

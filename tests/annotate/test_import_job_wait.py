@@ -75,3 +75,21 @@ def test_it_waits_no_longer_than_its_cap(job, monkeypatch):
     waited = services.import_job_wait(job=job, seconds=3600)  # nobody runs it
 
     assert waited.status == ImportJob.Status.PENDING
+
+
+def test_the_status_endpoint_waits_for_the_job_when_asked(client, users, job):
+    from annotate.services import api_token_create
+
+    _token, key = api_token_create(user=users["staff"], name="test")
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {key}"}
+
+    at_once = client.get(f"/api/imports/{job.pk}", **auth).json()
+    runner = _run_later(job.pk, 0.3)
+    try:
+        waited = client.get(f"/api/imports/{job.pk}?wait=30", **auth).json()
+    finally:
+        runner.join()
+
+    assert at_once["status"] == ImportJob.Status.PENDING
+    assert waited["status"] == ImportJob.Status.DONE
+    assert waited["counts"]["prompts"] == 3
