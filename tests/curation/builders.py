@@ -103,3 +103,20 @@ def score(project: Project, scores: dict[int, float]) -> RewardModel:
     project.active_reward_model = rm
     project.save(update_fields=["active_reward_model"])
     return rm
+
+
+@pytest.fixture
+def ranked_export(users):
+    """A built curated export of six prompts of three candidates, each ranked by one annotator
+    (set ``settings.DATA_DIR`` first: the test modules' ``_data_dir``)."""
+    from curation import services
+    from curation.models import DatasetExport
+
+    project = make_project(n_prompts=6, n_candidates=3, k=1)
+    members(project, users)
+    for task in Task.objects.filter(project=project):
+        judge_ranking(task, users["annotator"], [[c] for c in slots(task)])
+    export = services.export_create(project=project, options={}, enqueue=False)
+    export = services.export_build(export_id=export.pk)
+    assert export.status == DatasetExport.Status.DONE, export.error
+    return export

@@ -16,16 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from annotate.services import api_token_create
-from curation import services
 from curation.download import iter_download_zip
 from curation.models import DatasetExport
-from tests.curation.builders import (  # noqa: F401  (fast_passwords: autouse fixture)
-    fast_passwords,
-    judge_ranking,
-    members,
-    slots,
-)
-from tests.factories import make_project
+from tests.curation.builders import fast_passwords  # noqa: F401  (autouse fixture)
 
 pytestmark = pytest.mark.django_db
 ALWAYS = {"datasheet.json", "datasheet.md", "overruled_arcs.jsonl"}
@@ -38,17 +31,8 @@ def _data_dir(settings, tmp_path):
 
 
 @pytest.fixture
-def export(users) -> DatasetExport:
-    from annotate.models import Task
-
-    project = make_project(n_prompts=6, n_candidates=3, k=1)
-    members(project, users)
-    for task in Task.objects.filter(project=project):
-        judge_ranking(task, users["annotator"], [[c] for c in slots(task)])
-    export = services.export_create(project=project, options={}, enqueue=False)
-    export = services.export_build(export_id=export.pk)
-    assert export.status == DatasetExport.Status.DONE, export.error
-    return export
+def export(ranked_export) -> DatasetExport:
+    return ranked_export
 
 
 def _download(client, users, export, query: str = ""):

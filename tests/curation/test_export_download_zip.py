@@ -11,16 +11,9 @@ import pytest
 from django.urls import reverse
 
 from annotate.services import api_token_create
-from curation import services
 from curation.download import COMPRESS_LEVEL, iter_download_zip
 from curation.models import DatasetExport
-from tests.curation.builders import (  # noqa: F401  (fast_passwords: autouse fixture)
-    fast_passwords,
-    judge_ranking,
-    members,
-    slots,
-)
-from tests.factories import make_project
+from tests.curation.builders import fast_passwords  # noqa: F401  (autouse fixture)
 
 pytestmark = pytest.mark.django_db
 
@@ -31,23 +24,14 @@ def _data_dir(settings, tmp_path):
     return settings.DATA_DIR
 
 
-@pytest.fixture
-def export(users) -> DatasetExport:
-    from annotate.models import Task
-
-    project = make_project(n_prompts=6, n_candidates=3, k=1)
-    members(project, users)
-    for task in Task.objects.filter(project=project):
-        judge_ranking(task, users["annotator"], [[c] for c in slots(task)])
-    export = services.export_create(project=project, options={}, enqueue=False)
-    export = services.export_build(export_id=export.pk)
-    assert export.status == DatasetExport.Status.DONE, export.error
-    return export
-
-
 def _deflated_size(data: bytes, level: int) -> int:
     compressor = zlib.compressobj(level, zlib.DEFLATED, -15)
     return len(compressor.compress(data) + compressor.flush())
+
+
+@pytest.fixture
+def export(ranked_export) -> DatasetExport:
+    return ranked_export
 
 
 def _check(body: bytes, export: DatasetExport) -> None:
