@@ -327,6 +327,32 @@ QUORUM_JOBS_PUBLISH_INLINE = env_bool("QUORUM_JOBS_PUBLISH_INLINE", False)
 # message (the worker updates them in one pass); 0 sends each at once.
 QUORUM_FLAGS_UPDATE_DELAY_MS = env_int("QUORUM_FLAGS_UPDATE_DELAY_MS", 200, minimum=0)
 
+
+# --- Sessions -----------------------------------------------------------------------------
+# With a Redis (the broker's, or QUORUM_SESSION_REDIS_URL; "off" keeps database sessions) each
+# request reads its session from Redis; the database stays the source of truth, and a frozen or
+# stopped Redis costs at most QUORUM_SESSION_REDIS_TIMEOUT_MS before the database answers
+# (annotate/session_store.py). The embedded default keeps Django's database sessions.
+def _session_redis_url() -> str:
+    raw = (env_str("QUORUM_SESSION_REDIS_URL") or "").strip()
+    if raw.lower() == "off":
+        return ""
+    url = raw or CELERY_BROKER_URL
+    if urlparse(url).scheme in ("redis", "rediss"):
+        return url
+    if raw:
+        raise ImproperlyConfigured(
+            f"QUORUM_SESSION_REDIS_URL: expected a redis:// or rediss:// URL or off, got {raw!r}"
+        )
+    return ""
+
+
+QUORUM_SESSION_REDIS_URL = _session_redis_url()
+QUORUM_SESSION_REDIS_TIMEOUT_MS = env_int("QUORUM_SESSION_REDIS_TIMEOUT_MS", 50, minimum=1)
+SESSION_ENGINE = (
+    "annotate.session_store" if QUORUM_SESSION_REDIS_URL else "django.contrib.sessions.backends.db"
+)
+
 # Reward-model checkpoint of the demo (written by make_demo).
 QUORUM_DEMO_DIR = DATA_DIR / "demo"
 
