@@ -43,7 +43,7 @@ import logging
 import secrets
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -160,7 +160,7 @@ def _write_epoch(*, create: bool = False) -> str:
 
     Session = _model()
     epoch = secrets.token_hex(8)
-    expire = timezone.make_aware(datetime(9999, 1, 1), timezone.UTC)
+    expire = datetime(9999, 1, 1, tzinfo=UTC)
     if create:
         try:
             with transaction.atomic():
@@ -243,6 +243,7 @@ class SessionStore(DBStore):
             return
         key = self.session_key
         client = _usable_client()
+        epoch = current_epoch()
         try:
             if client is None:
                 raise ConnectionError("backing off after an earlier error")
@@ -250,7 +251,7 @@ class SessionStore(DBStore):
             data = self.encode(self._get_session(no_load=must_create))
             ttl = _ttl_ms(expire_date)
             if ttl > 0:
-                client.set(self._cache_key(key), _entry(current_epoch(), expire_date, data), px=ttl)
+                client.set(self._cache_key(key), _entry(epoch, expire_date, data), px=ttl)
             else:
                 client.delete(self._cache_key(key))
         except Exception as exc:
