@@ -67,7 +67,7 @@ class ProjectAdmin(admin.ModelAdmin):
     list_select_related = ["active_reward_model"]
     inlines = [MembershipInline]
     change_list_template = "admin/annotate/project/change_list.html"
-    actions = ["score_with_active_model"]
+    actions = ["score_with_active_model", "prepare_media_for_scoring"]
 
     @admin.action(description="Score all prompts with the project's active reward model")
     def score_with_active_model(self, request, queryset):
@@ -81,6 +81,22 @@ class ProjectAdmin(admin.ModelAdmin):
                 messages.success(
                     request,
                     f"{project}: scoring {run.total_prompts} prompts with {run.reward_model}.",
+                )
+
+    @admin.action(description="Prepare media for scoring with the project's active reward model")
+    def prepare_media_for_scoring(self, request, queryset):
+        # A first scoring run decodes every picture and clip (more CPU than a small model's
+        # forward pass): a gpu worker decodes them into the media store now instead.
+        from workers.scoring import media_prefill_start
+
+        for project in queryset.select_related("active_reward_model"):
+            started = media_prefill_start(project=project)
+            if started is None:
+                messages.warning(request, f"{project}: choose an active reward model first.")
+            else:
+                model, count = started
+                messages.success(
+                    request, f"{project}: decoding the media of {count} prompts for {model}."
                 )
 
     def get_queryset(self, request):

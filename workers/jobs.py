@@ -57,12 +57,14 @@ FLAGS_UPDATE_DIRTY = "quorum.flags_update_dirty"
 FLAGS_UPDATE_RECENT = "quorum.flags_update_recent"
 SCORE_PROMPTS = "quorum.score_prompts"
 SCORE_ADHOC = "quorum.score_adhoc"
+SCORE_MEDIA_PREFILL = "quorum.score_media_prefill"
 TRAIN_DEMO_MODEL = "quorum.train_demo_model"
 TRAIN_REWARD_MODEL = "quorum.train_reward_model"
 
 QUEUES = {
     SCORE_PROMPTS: "gpu",
     SCORE_ADHOC: "gpu",
+    SCORE_MEDIA_PREFILL: "gpu",
     TRAIN_DEMO_MODEL: "gpu",
     TRAIN_REWARD_MODEL: "gpu",
 }

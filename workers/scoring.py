@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from annotate.models import (
@@ -213,6 +213,49 @@ def _media_path(field_file) -> str | None:
     if not field_file:
         return None
     return str(Path(settings.MEDIA_ROOT) / field_file.name)
+
+
+# Prompts per pre-fill job: decoding only, so more per job than a scoring batch.
+PROMPTS_PER_PREFILL = 4 * PROMPTS_PER_BATCH
+
+
+def media_prefill_start(
+    *, project: Project, reward_model: RewardModel | None = None
+) -> tuple[RewardModel, int] | None:
+    """Enqueues ``quorum.score_media_prefill`` jobs (the ``gpu`` queue) for every prompt of
+    `project` with media (a picture or clip prompt, or media candidates), for `reward_model`
+    (the project's active one by default), so that its first scoring run reads them decoded
+    from the media store. Returns the model and the number of prompts, or `None` without a
+    model; the jobs are published after commit.
+
+    A first scoring run decodes each file, which costs more CPU than a small model's forward
+    pass (bench/README.md, "Worker scoring, first run"); this moves that work to a moment the
+    staff choose (after an import, before scoring), it does not remove it.
+    """
+    reward_model = reward_model or project.active_reward_model
+    if reward_model is None:
+        return None
+    media = Candidate.objects.filter(project=project).exclude(kind="text").exclude(media="")
+    prompt_ids = list(
+        Prompt.objects.filter(project=project)
+        .filter(
+            ~Q(image="") | ~Q(video="") | Q(pk__in=media.values("prompt_id")),
+        )
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+    with transaction.atomic():
+        jobs_enqueue_many(
+            name=jobs.SCORE_MEDIA_PREFILL,
+            kwargs_list=[
+                {
+                    "reward_model_id": reward_model.pk,
+                    "prompt_ids": prompt_ids[i : i + PROMPTS_PER_PREFILL],
+                }
+                for i in range(0, len(prompt_ids), PROMPTS_PER_PREFILL)
+            ],
+        )
+    return reward_model, len(prompt_ids)
 
 
 def media_store_prefill(*, reward_model_id: int, prompt_ids: Sequence[int]) -> dict[str, int]:

@@ -24,13 +24,19 @@ def score_prompts_task(*, run_id: int, prompt_ids: list[int], job_id: int | None
 
 
 @app.task(name="quorum.score_media_prefill", acks_late=True, max_retries=0)
-def score_media_prefill_task(*, reward_model_id: int, prompt_ids: list[int]) -> dict:
-    """Fills the media store for prompts whose media just arrived (an import, an upload), so
-    that their first scoring by this model version reads decoded media (``quorum.score_*``:
-    the gpu queue, whose workers have the model's settings)."""
+def score_media_prefill_task(
+    *, reward_model_id: int, prompt_ids: list[int], job_id: int | None = None
+) -> dict:
+    """Fills the media store for prompts whose media just arrived, so that their first scoring
+    by this model version reads decoded media (the gpu queue, whose workers have the model's
+    settings). Enqueued by ``workers.scoring.media_prefill_start`` (the project admin's
+    "Prepare media for scoring")."""
     from workers.scoring import media_store_prefill
 
-    return media_store_prefill(reward_model_id=reward_model_id, prompt_ids=prompt_ids)
+    return run_job(
+        job_id,
+        lambda run: media_store_prefill(reward_model_id=reward_model_id, prompt_ids=prompt_ids),
+    )
 
 
 @app.task(name="quorum.score_adhoc")
