@@ -21,25 +21,41 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from itertools import repeat
 from typing import Any
 
-from django.db import DatabaseError, connection, models, transaction
+from django.db import DatabaseError, IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 _EMPTY = {dict: "{}", list: "[]"}
 
 
-def _converter(field: models.Field) -> Callable[[Any], Any] | None:
-    """How a Python value of ``field`` becomes a parameter (None: as it is)."""
+def _converter(field: models.Field, *, strict_json: bool = False) -> Callable[[Any], Any] | None:
+    """How a Python value of ``field`` becomes a parameter (None: as it is).
+
+    ``strict_json``: JSON is refused where ``JSON_VALID`` would refuse it (NaN, Infinity:
+    ``json.dumps`` writes them, SQLite's check and PostgreSQL's ``jsonb`` reject them), with
+    the ``IntegrityError`` that check raises: for rows inserted without the check.
+    """
     if isinstance(field, models.JSONField):
         encoder = field.encoder
+
+        def strict_dumps(v):
+            try:
+                return json.dumps(v, cls=encoder, allow_nan=False)
+            except ValueError as exc:
+                raise IntegrityError(
+                    f"CHECK constraint failed: {field.column} is not valid JSON ({exc})"
+                ) from None
+
+        dumps = strict_dumps if strict_json else partial(json.dumps, cls=encoder)
 
         # Most rows carry no metadata: "{}" / "[]" without a trip through the encoder.
         def dump(v):
             if v is None:
                 return None
-            return (not v and _EMPTY.get(type(v))) or json.dumps(v, cls=encoder)
+            return (not v and _EMPTY.get(type(v))) or dumps(v)
 
         return dump
     if isinstance(field, models.FileField):
@@ -106,10 +122,20 @@ def rows_insert(
 
 
 def columns_insert(
-    model: type[models.Model], columns: Mapping[str, Sequence[Any] | Same]
+    model: type[models.Model],
+    columns: Mapping[str, Sequence[Any] | Same],
+    *,
+    checks_hold: bool = False,
 ) -> list[int]:
     """Inserts rows given column by column (attribute name -> that column's values in row
     order, or ``Same(value)`` for every row); returns their new primary keys in row order.
+
+    ``checks_hold``: the caller guarantees that every row satisfies the table's ``CHECK``
+    constraints (values its own code produced: JSON from ``json.dumps``, a kind it validated,
+    a position from ``range``); SQLite then skips evaluating them for these rows
+    (``PRAGMA ignore_check_constraints``, restored after the statement): 40,000 candidate rows
+    0.70 -> 0.44 s CPU measured (issue 13; ``JSON_VALID`` per row is most of it). Unique,
+    ``NOT NULL`` and foreign-key constraints are checked as ever; PostgreSQL checks all.
 
     Concrete fields not named get their default (``auto_now(_add)``: the time of this call),
     the same for every row and converted once. A column is converted with one ``map`` (no
@@ -146,7 +172,7 @@ def columns_insert(
         *zip(named, columns.values(), strict=True),
         *((f, Same(_default(f, now))) for f in rest),
     ]:
-        convert = _converter(f)
+        convert = _converter(f, strict_json=checks_hold)
         if isinstance(values, Same):
             value = values.value if convert is None else convert(values.value)
             prepared.append(repeat(value))  # endless: ``ids`` bounds the zip
@@ -169,9 +195,14 @@ def columns_insert(
             # sqlite3 itself, not Django's cursor: that one rewrites the SQL's placeholders
             # and copies the parameters through ``tee`` (a Python step per row).
             marks = ", ".join(["?"] * len(prepared))
-            connection.connection.executemany(
-                f"INSERT INTO {table} ({names}) VALUES ({marks})", rows
-            )
+            raw = connection.connection
+            if checks_hold:
+                raw.execute("PRAGMA ignore_check_constraints = ON")
+            try:
+                raw.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+            finally:
+                if checks_hold:
+                    raw.execute("PRAGMA ignore_check_constraints = OFF")
     return ids
 
 
