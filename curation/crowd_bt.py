@@ -55,6 +55,16 @@ FINAL_ALPHAS = (0.1, 0.3, 1.0, 3.0)
 # MR2Bench scale. The cap is a safety net, not the usual way out.
 EM_TOL = 1e-5
 EM_MAX_ITER = 100
+# The EM's steps shrink geometrically (about -0.22 times the previous one at MR2Bench
+# scale: the estimates oscillate into the fixed point), so `crowd_bt_em` also estimates
+# the fixed point from the last two steps (Aitken's extrapolation, `_aitken`) and stops
+# once two successive estimates agree within `EM_TOL`: at 94K judgments after 8 steps
+# instead of 9, 3.7e-7 from the fixed point in eta instead of 1.6e-6; on small crowds
+# that converge slowly, up to 3 steps fewer, as close as the plain stop (a looser
+# tolerance for the estimates, 3e-5, saved one step more at 94K but landed up to 5x
+# farther off on those crowds).
+# Extrapolate only while the steps contract steadily (ratio of successive steps within this).
+_AITKEN_RATIO = 0.6
 
 
 @dataclass(frozen=True)
@@ -715,9 +725,16 @@ def crowd_bt_em(
     max_iter: int = EM_MAX_ITER,
     tol: float = EM_TOL,
     newton_steps: int = 1,
+    extrapolate: bool = True,
 ) -> EMState:
     """The EM of `fit_crowd_bt`, run to its fixed point: ``eta``, ``pi``, strengths under
     ``alpha``.
+
+    With ``extrapolate``, it also stops once two successive Aitken estimates of the fixed
+    point (`_aitken`, from the last two steps of ``eta`` and ``pi``) agree within ``tol``,
+    and answers the later estimate (``theta`` is then the last step's, one Newton step for
+    the weights before it; `crowd_bt_final` fits the strengths for the answered ``eta`` to
+    1e-10). ``extrapolate=False``: the plain stop only.
 
     Each step: leave-one-out margins of the current strengths (E-step's likelihoods), then
     the annotators' ``eta`` and ``pi`` solved to the fixed point of the E-step and counting
@@ -754,6 +771,9 @@ def crowd_bt_em(
     )
     margin = np.zeros(len(c))
     iterations = 0
+    previous_step: np.ndarray | None = None
+    previous_estimate: np.ndarray | None = None
+    extrapolated: np.ndarray | None = None
     for iterations in range(1, max_iter + 1):  # noqa: B007 - reported in the fit
         margin = _loo_margins(c, theta, vote_weight, cells, alpha, workspace)
         new_eta, new_pi = _annotator_map(c, expit(margin), eta, pi, eta_prior, pi_prior)
@@ -761,7 +781,18 @@ def crowd_bt_em(
             float(np.max(np.abs(new_eta - eta), initial=0.0)),
             float(np.max(np.abs(new_pi - pi), initial=0.0)),
         )
+        step = np.concatenate([new_eta - eta, new_pi - pi])
         eta, pi = new_eta, new_pi
+        if extrapolate:
+            estimate = _aitken(np.concatenate([eta, pi]), step, previous_step)
+            extrapolated = (
+                estimate
+                if estimate is not None
+                and previous_estimate is not None
+                and float(np.max(np.abs(estimate - previous_estimate))) < tol
+                else None
+            )
+            previous_step, previous_estimate = step, estimate
         # The M-step weighs votes by their annotator's eta, not by their own posterior: a
         # vote that agrees with its neighbours would otherwise pull them its way and be
         # confirmed by them (EM feeding on itself: spammers came out "reliable").
@@ -782,11 +813,39 @@ def crowd_bt_em(
         )
         if moved < tol:
             break
+        if extrapolated is not None:
+            eta, pi = _clip_unit(extrapolated[: len(eta)]), _clip_unit(extrapolated[len(eta) :])
+            break
     # The E-step's posteriors at the fitted eta and pi.
     real = eta[k] * expit(margin)
     noise = (1 - eta[k]) * np.where(known, np.where(first, pi[k], 1 - pi[k]), 0.5)
     r = real / np.maximum(real + noise, 1e-300)
     return EMState(theta=theta, eta=eta, pi=pi, responsibility=r, iterations=iterations)
+
+
+def _aitken(
+    current: np.ndarray, step: np.ndarray, previous: np.ndarray | None
+) -> np.ndarray | None:
+    """The fixed point of a geometrically converging iteration estimated from its last two
+    steps: ``current + step * r / (1 - r)``, ``r`` the least-squares ratio of ``step`` to
+    ``previous`` (one ratio for all coordinates: the slowest mode dominates). None when
+    there is no previous step or the steps do not contract steadily (``|r|`` at least
+    `_AITKEN_RATIO`)."""
+    if previous is None:
+        return None
+    norm = float(np.dot(previous, previous))
+    if norm == 0.0:
+        return current.copy()
+    ratio = float(np.dot(step, previous)) / norm
+    if not abs(ratio) < _AITKEN_RATIO:
+        return None
+    return current + step * (ratio / (1 - ratio))
+
+
+def _clip_unit(values: np.ndarray) -> np.ndarray:
+    """``values`` kept inside (0, 1), where ``eta`` and ``pi`` live (an extrapolation from
+    the edge could step over it)."""
+    return np.clip(values, 1e-12, 1 - 1e-12)
 
 
 @dataclass(frozen=True)
@@ -891,7 +950,9 @@ def fit_crowd_bt(
 
 # Part of every cache key: bump it when the fit's arithmetic changes, so that no process
 # reads a fit an older code made.
-FIT_VERSION = 2  # 2: the EM runs to its fixed point (`crowd_bt_em`), not 30 steps
+# 2: the EM runs to its fixed point (`crowd_bt_em`), not 30 steps; 3: it stops on agreeing
+# Aitken estimates of the fixed point too (`_aitken`).
+FIT_VERSION = 3
 
 
 def fit_key(indexed: Indexed, **settings: object) -> str:

@@ -779,7 +779,9 @@ def test_the_em_with_one_hessian_buffer_equals_fresh_hessians_bit_for_bit(seed, 
 
         monkeypatch.setattr(CB, "_annotator_map", zero_for_the_last)
     expected = _reference_em(c)
-    got = CB.crowd_bt_em(c)
+    # The reference stops on EM_TOL only; the extrapolated stop is tested against a tight
+    # fit below (`test_the_extrapolated_stop_lands_where_a_tight_em_does`).
+    got = CB.crowd_bt_em(c, extrapolate=False)
     assert got.iterations == expected.iterations
     assert np.array_equal(got.theta, expected.theta)
     assert np.array_equal(got.eta, expected.eta) and np.array_equal(got.pi, expected.pi)
@@ -796,3 +798,61 @@ def test_a_hessian_buffer_is_cleared_for_other_cells():
         assert np.array_equal(
             CB._hessian(theta, cells, 0.3, workspace), CB._hessian(theta, cells, 0.3)
         )
+
+
+def _orders(theta: np.ndarray) -> np.ndarray:
+    return np.argsort(-np.round(theta, 9), axis=1, kind="stable")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_extrapolated_stop_lands_where_a_tight_em_does(seed):
+    """`crowd_bt_em` stops on agreeing Aitken estimates of its fixed point (within
+    `EM_TOL`) and answers the estimate: within the plain stop's error (twice it, or 2e-6)
+    of the EM run to 1e-10 without extrapolation, in no more steps than the plain stop
+    (fewer on some of these crowds).
+    Crowds with careful, sloppy and spamming annotators and left clickers; the final
+    strengths and their held-out margins stay as close as eta does."""
+    rng = np.random.default_rng(seed)
+    flips = {k: float(rng.choice([0.02, 0.1, 0.25, 0.5])) for k in range(int(rng.integers(4, 14)))}
+    votes, _ = crowd_votes(
+        seed + 40,
+        prompts=40,
+        flips=flips,
+        per_prompt=int(rng.integers(8, 20)),
+        left_clickers=tuple(range(90, 90 + seed % 3)),
+    )
+    c = CB.index_comparisons(votes).comparisons
+    tight = CB.crowd_bt_em(c, tol=1e-10, extrapolate=False)
+    plain = CB.crowd_bt_em(c, extrapolate=False)
+    got = CB.crowd_bt_em(c)
+    assert got.iterations <= plain.iterations < CB.EM_MAX_ITER
+    plain_error = max(np.max(np.abs(plain.eta - tight.eta)), np.max(np.abs(plain.pi - tight.pi)))
+    error = max(np.max(np.abs(got.eta - tight.eta)), np.max(np.abs(got.pi - tight.pi)))
+    assert error < max(2 * plain_error, 2e-6)
+    assert error < CB.EM_TOL
+    if got.iterations < plain.iterations:
+        # The estimate is closer to the fixed point than the plain EM after as many steps.
+        same_steps = CB.crowd_bt_em(c, max_iter=got.iterations, extrapolate=False)
+        same_error = max(
+            np.max(np.abs(same_steps.eta - tight.eta)), np.max(np.abs(same_steps.pi - tight.pi))
+        )
+        assert error < same_error / 2
+    final_tight = CB.crowd_bt_final(c, tight)
+    final = CB.crowd_bt_final(c, got)
+    assert final.alpha == final_tight.alpha
+    assert np.max(np.abs(final.theta - final_tight.theta)) < 1e-4
+    assert np.max(np.abs(final.loo_margin - final_tight.loo_margin)) < 1e-4
+
+
+def test_aitken_finds_the_fixed_point_of_a_steady_contraction():
+    """On an iteration that contracts by one ratio (either sign), the estimate from two
+    steps is its fixed point; steps that do not contract steadily give no estimate."""
+    fixed = np.array([0.3, 0.9, 0.5])
+    for ratio in (-0.4, 0.25):
+        x0 = fixed + np.array([0.1, -0.05, 0.02])
+        x1 = fixed + ratio * (x0 - fixed)
+        x2 = fixed + ratio * (x1 - fixed)
+        assert np.allclose(CB._aitken(x2, x2 - x1, x1 - x0), fixed, atol=1e-14)
+    x0, x1 = fixed + 0.1, fixed + 0.09
+    assert CB._aitken(fixed + 0.081, (fixed + 0.081) - x1, x1 - x0) is None  # ratio 0.9
+    assert CB._aitken(x1, x1 - x0, None) is None
