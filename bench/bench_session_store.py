@@ -70,11 +70,15 @@ def run(args) -> None:
     from tests.factories import add_member, make_project, make_user
 
     assert settings.QUORUM_SESSION_REDIS_URL, "needs a Redis (CELERY_BROKER_URL=redis://...)"
-    tasks = args.loops * args.rounds * len(ENGINES) + 50
+    tasks = (args.loops + 20) * args.rounds * len(ENGINES) + 50
     project = make_project(name="bench-sessions", n_prompts=tasks, n_candidates=4, k=1)
     user = make_user("bench-ann")
     add_member(project, user, "annotator")
     work = f"/projects/{project.pk}/annotate/"
+    from django.db import connection
+
+    with connection.cursor() as cursor:  # planner statistics, as after an import
+        cursor.execute("ANALYZE")
 
     results: dict[str, dict[str, list[float]]] = {
         e: {"next_cpu": [], "next_wall": [], "submit_cpu": [], "submit_wall": [], "load_cpu": []}
@@ -96,7 +100,9 @@ def run(args) -> None:
                     c1, w1 = time.process_time(), time.perf_counter()
                     assert page.status_code == 200, page.status_code
                     text = page.content.decode()
-                    submit = SUBMIT.search(text).group(1)
+                    found = SUBMIT.search(text)
+                    assert found, text[:1500]
+                    submit = found.group(1)
                     ids = [int(x) for x in CARD.findall(text)]
                     csrf = csrf or client.cookies.get("csrftoken")
                     body = {

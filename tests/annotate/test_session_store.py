@@ -293,3 +293,39 @@ def test_a_cookie_naming_the_epoch_row_is_no_session(db, store, redis_url):
     assert session.load() == {}
     assert session.session_key is None
     assert Session.objects.get(session_key=session_store.EPOCH_KEY).session_data == epoch
+
+
+@pytest.mark.parametrize(
+    ("env", "engine"),
+    [
+        ({}, "django.contrib.sessions.backends.db"),  # embedded default: filesystem broker
+        ({"CELERY_BROKER_URL": "redis://127.0.0.1:6379/7"}, "annotate.session_store"),
+        (
+            {"CELERY_BROKER_URL": "redis://127.0.0.1:6379/7", "QUORUM_SESSION_REDIS_URL": "off"},
+            "django.contrib.sessions.backends.db",
+        ),
+        ({"QUORUM_SESSION_REDIS_URL": "redis://127.0.0.1:6379/8"}, "annotate.session_store"),
+        ({"QUORUM_SESSION_REDIS_URL": "memcached://x"}, "QUORUM_SESSION_REDIS_URL"),
+    ],
+)
+def test_the_store_is_selected_where_the_deployment_has_a_redis(env, engine, tmp_path):
+    import os
+    import sys
+    from pathlib import Path
+
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "QUORUM_SESSION_REDIS_URL")
+    }
+    clean.update({"QUORUM_DATA_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "config.settings"})
+    clean.update(env)
+    done = subprocess.run(
+        [sys.executable, "-c", "from django.conf import settings; print(settings.SESSION_ENGINE)"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert engine in done.stdout + done.stderr
