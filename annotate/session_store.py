@@ -214,12 +214,9 @@ class SessionStore(DBStore):
             _failed("read", exc)
             return super().load()
         if raw is not None and raw != TOMBSTONE:
-            got_epoch, _, rest = raw.partition(b"|")
-            expires, _, data = rest.partition(b"|")
-            if got_epoch.decode() == epoch and float(expires) > time.time():
-                session = self.decode(data.decode())
-                if session:
-                    return session
+            session = self._cached(raw, epoch)
+            if session:
+                return session
         row = self._get_session_from_db()
         if row is None:
             return {}
@@ -234,6 +231,16 @@ class SessionStore(DBStore):
             except Exception as exc:
                 _failed("populate", exc)
         return self.decode(row.session_data)
+
+    def _cached(self, raw: bytes, epoch: str) -> dict | None:
+        """The session in a cached entry of this epoch, unexpired and correctly signed."""
+        try:
+            got_epoch, expires, data = raw.decode().split("|", 2)
+            if got_epoch != epoch or float(expires) <= time.time():
+                return None
+        except ValueError:  # not an entry of this store
+            return None
+        return self.decode(data)
 
     def save(self, must_create=False):
         if self.session_key is None:
