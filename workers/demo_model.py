@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.stats import kendalltau
@@ -36,6 +37,9 @@ from workers.reward_model import (
     ScoringItem,
     train,
 )
+
+if TYPE_CHECKING:
+    from workers.reward_model.media_cache import MediaStore
 
 logger = logging.getLogger("quorum.workers")
 
@@ -473,6 +477,7 @@ def train_demo_model(
     merger_init_std: float | None = 0.2,
     matching_epochs: int = 15,
     on_progress: Callable[[int, str], None] | None = None,
+    media_store: MediaStore | None = None,
 ) -> dict:
     """Trains, evaluates on ``eval_world_dir`` (held out) and saves the seed release layout.
 
@@ -482,6 +487,11 @@ def train_demo_model(
     [`pretrain_matching`]); then reward training on the worlds' prompts, media answers read
     out with `media_repr_mode`. `regrouped_per_prompt` adds that many regrouped media groups
     per media prompt (see [`regrouped_media_examples`]; measured, not in the default recipe).
+
+    With `media_store` (a [`MediaStore`], the workers'), the held-out evaluation decodes the
+    eval world's pictures and clips into it: the demo projects hold the same files, so their
+    first scoring run by the saved model (same media settings) reads them decoded instead of
+    decoding each file a second time.
 
     Returns the metrics written beside the checkpoint (``demo_metrics.json``).
     """
@@ -529,8 +539,19 @@ def train_demo_model(
     )
     if merger_init_std:
         widen_merger(scorer, std=merger_init_std, seed=seed)
+
+    def evaluate_held_out():  # noqa: ANN202
+        # Only the held-out files go to the store (the training worlds' are not scored later).
+        kept = scorer.builder.media_store
+        if media_store is not None:
+            scorer.builder.media_store = media_store
+        try:
+            return evaluate(scorer, held_out)
+        finally:
+            scorer.builder.media_store = kept
+
     report(5, "evaluating the untrained model")
-    before = evaluate(scorer, held_out)
+    before = evaluate_held_out()
     vision_probe: dict[str, float] = {}
     if vision_epochs:
         train_media = [
@@ -599,7 +620,7 @@ def train_demo_model(
         on_step=on_step,
     )
     report(92, "evaluating on held-out prompts")
-    after = evaluate(scorer, held_out)
+    after = evaluate_held_out()
     train_fit = evaluate(scorer, train_examples[: len(held_out)])
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     scorer.save(out_dir)

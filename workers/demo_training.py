@@ -44,6 +44,8 @@ def demo_model_train_and_register(
     """Trains the demo model unless registered, then activates it on the demo projects and
     queues their scoring runs. Returns the model's id, its held-out metrics and the runs."""
     from workers.demo_model import train_demo_model
+    from workers.reward_model.media_cache import MediaStore
+    from workers.scoring import media_store_bytes, media_store_dir
 
     demo_dir = Path(settings.QUORUM_DEMO_DIR)
     eval_dir = demo_dir / "small"
@@ -64,6 +66,8 @@ def demo_model_train_and_register(
             epochs=epochs,
             prompts_per_project=prompts_per_project,
             on_progress=run.report if run else None,
+            # The held-out world is the demo projects' media: decoded once, for both.
+            media_store=MediaStore(media_store_dir(), max_bytes=media_store_bytes()),
         )
         model, _ = RewardModel.objects.update_or_create(
             name=NAME,

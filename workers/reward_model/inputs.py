@@ -852,13 +852,16 @@ class RewardInputBuilder:
             import PIL
             import transformers
 
+            resample = getattr(self.image_processor, "resample", None)
             settings = {
                 "format": 1,
                 "model_type": self.model_type,
                 "geometry": [self.patch_size, self.temporal_patch_size, self.merge_size],
                 "image": [
                     type(self.image_processor).__name__,
-                    getattr(self.image_processor, "resample", None),
+                    # A number: a processor built in memory holds PIL's enum, one loaded
+                    # from a checkpoint's JSON the int, for the same resampling.
+                    None if resample is None else int(resample),
                     self.min_pixels,
                     self.image_max_pixels,
                 ],
