@@ -56,6 +56,66 @@ class PairRow(NamedTuple):
 
 
 @dataclass(frozen=True)
+class PairColumns:
+    """The exported pairs of every batched prompt, one row per pair, as columns (what
+    `PairRow` holds, in the same order: prompt by prompt, each prompt's pairs in the order
+    of its evidence). ``agreement`` is NaN where ``n_judgments`` < 2 (None in a `PairRow`);
+    the judgment ids of row ``r`` are ``judgment_ids[jid_offsets[r]:jid_offsets[r + 1]]``."""
+
+    better: np.ndarray
+    worse: np.ndarray
+    votes_for: np.ndarray
+    votes_against: np.ndarray
+    ties: np.ndarray
+    n_judgments: np.ndarray
+    agreement: np.ndarray
+    human_margin: np.ndarray
+    margin: np.ndarray
+    jid_offsets: np.ndarray
+    judgment_ids: np.ndarray
+
+    @classmethod
+    def empty(cls) -> PairColumns:
+        none = np.zeros(0, dtype=np.int64)
+        return cls(*(none,) * 6, *(np.zeros(0),) * 3, np.zeros(1, dtype=np.int64), none)
+
+    def rows(self, lo: int, hi: int) -> list[PairRow]:
+        """Rows ``lo:hi`` as `PairRow`s."""
+        ids = self.judgment_ids.tolist()
+        offsets = self.jid_offsets.tolist()
+        return [
+            PairRow(
+                *row[:6],
+                None if row[6] != row[6] else row[6],
+                row[7],
+                row[8],
+                ids[offsets[r] : offsets[r + 1]],
+            )
+            for r, row in zip(
+                range(lo, hi),
+                zip(
+                    *(
+                        column[lo:hi].tolist()
+                        for column in (
+                            self.better,
+                            self.worse,
+                            self.votes_for,
+                            self.votes_against,
+                            self.ties,
+                            self.n_judgments,
+                            self.agreement,
+                            self.human_margin,
+                            self.margin,
+                        )
+                    ),
+                    strict=True,
+                ),
+                strict=True,
+            )
+        ]
+
+
+@dataclass(frozen=True)
 class BatchPrompt:
     """What the export reads from one prompt's consensus (`consensus.PromptConsensus`).
 
@@ -63,7 +123,9 @@ class BatchPrompt:
         ranking: Tie groups best first; here every group holds one candidate.
         agreement / comparisons / n_votes: As in `PromptConsensus`.
         removed_arcs: Human arcs the ranking reverses, in the human graph's arc order.
-        pairs: Pair rows in the order of the prompt's evidence (first judgment of each pair).
+        columns / span: The prompt's pair rows are ``columns``' rows ``span[0]:span[1]``
+            (`pairs` as `PairRow`s), in the order of the prompt's evidence (first judgment
+            of each pair); shared by every prompt of one `batch_consensus` call.
         drops: (reason, pairs) for judged pairs left out, in order of first occurrence.
         overruled: `overruled.overruled_arcs` of the prompt.
     """
@@ -73,9 +135,15 @@ class BatchPrompt:
     comparisons: int
     n_votes: int
     removed_arcs: tuple[G.Edge, ...]
-    pairs: list[PairRow]
+    columns: PairColumns
+    span: tuple[int, int]
     drops: list[tuple[str, int]]
     overruled: list[OverruledArc]
+
+    @property
+    def pairs(self) -> list[PairRow]:
+        """The prompt's pair rows."""
+        return self.columns.rows(*self.span)
 
 
 def _first_order(keys: np.ndarray) -> tuple[np.ndarray, int]:
@@ -226,8 +294,9 @@ def batch_consensus(
     out: dict[int, BatchPrompt] = {}
     cols = _Columns.of(kept, weights)
     if cols is None:
+        empty = PairColumns.empty()
         for p in prompts:
-            out[p] = BatchPrompt(rankings[p], None, 0, n_votes[p], (), [], [], [])
+            out[p] = BatchPrompt(rankings[p], None, 0, n_votes[p], (), empty, (0, 0), [], [])
         return out
     evaluators, s, e, pair, n_pairs = cols.evaluators, cols.s, cols.e, cols.pair, cols.n_pairs
     px, py, pair_prompt, net = cols.px, cols.py, cols.pair_prompt, cols.net
@@ -252,7 +321,6 @@ def batch_consensus(
     # Judgments per pair, in judgment order (every vote on the pair, ties too).
     by_pair = np.argsort(pair, kind="stable")
     bounds = np.searchsorted(pair[by_pair], np.arange(n_pairs + 1))
-    jids = cols.judgment_ids[by_pair].tolist()
 
     reliable = None
     if eta is not None:
@@ -283,23 +351,40 @@ def batch_consensus(
     total = total.astype(np.int64)
     # What becomes of each pair: 0 nothing (ties only), 1 overruled, 2 no net, 3 a row.
     fate = np.where(~strict, 0, np.where(net_better < 0, 1, np.where(net_better == 0, 2, 3)))
-    visit = np.flatnonzero((fate > 0) | reversed_arc)
+    # The rows (fate 3) of every prompt as columns, prompt by prompt in pair order.
+    row_pairs = np.flatnonzero(fate == 3)
+    xb, nr = x_better[row_pairs], n[row_pairs]
+    lengths = (bounds[1:] - bounds[:-1])[row_pairs]
+    jid_offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+    gather = np.repeat(bounds[row_pairs] - jid_offsets[:-1], lengths) + np.arange(jid_offsets[-1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # k / (n (n - 1)) as Python divides the two ints (both exact as doubles).
+        row_agreement = np.where(nr >= 2, k[row_pairs] / (nr * (nr - 1)), np.nan)
+    nb_rows = net_better[row_pairs]
+    columns = PairColumns(
+        better=np.where(xb, px[row_pairs], py[row_pairs]),
+        worse=np.where(xb, py[row_pairs], px[row_pairs]),
+        votes_for=np.where(xb, x_over_y[row_pairs], y_over_x[row_pairs]),
+        votes_against=np.where(xb, y_over_x[row_pairs], x_over_y[row_pairs]),
+        ties=ties[row_pairs],
+        n_judgments=nr,
+        agreement=row_agreement,
+        human_margin=nb_rows,
+        margin=np.where(arc[row_pairs], nb_rows, 0.0),
+        jid_offsets=jid_offsets,
+        judgment_ids=cols.judgment_ids[by_pair][gather],
+    )
+    row_bounds = np.searchsorted(row_pairs, np.append(starts, n_pairs)).tolist()
+    # The loop below visits only pairs that give a drop or an overruled arc.
+    visit = np.flatnonzero(((fate == 1) | (fate == 2)) | reversed_arc)
     visit_bounds = np.searchsorted(visit, np.append(starts, n_pairs)).tolist()
     L = {
         name: arr.tolist()
         for name, arr in (
             ("px", px),
             ("py", py),
-            ("xo", x_over_y),
-            ("yo", y_over_x),
-            ("ti", ties),
-            ("n", n),
-            ("k", k),
             ("net", net),
-            ("nb", net_better),
-            ("xb", x_better),
             ("fate", fate),
-            ("arc", arc),
             ("rev", reversed_arc),
             ("pro1", pro_count[1]),
             ("pro-1", pro_count[-1]),
@@ -313,13 +398,12 @@ def batch_consensus(
     }  # prompt id -> its index among prompts with pairs
     for prompt_id in prompts:
         g = with_pairs.get(prompt_id)
-        rows: list[PairRow] = []
         drops: dict[str, int] = {}
         reversed_arcs: list[tuple[int, int, int, float]] = []  # (u, pair index, v, weight)
         overruled: list[OverruledArc] = []
         if g is None:
             out[prompt_id] = BatchPrompt(
-                rankings[prompt_id], None, 0, n_votes[prompt_id], (), [], [], []
+                rankings[prompt_id], None, 0, n_votes[prompt_id], (), columns, (0, 0), [], []
             )
             continue
         for i in visit_list[visit_bounds[g] : visit_bounds[g + 1]]:
@@ -353,23 +437,6 @@ def batch_consensus(
                 drops[OVERRULED] = drops.get(OVERRULED, 0) + 1
             elif fate_i == 2:
                 drops[NO_NET] = drops.get(NO_NET, 0) + 1
-            elif fate_i == 3:
-                xo, yo, ni, nb = L["xo"][i], L["yo"][i], L["n"][i], L["nb"][i]
-                x_better = L["xb"][i]
-                rows.append(
-                    PairRow(
-                        cx if x_better else cy,
-                        cy if x_better else cx,
-                        xo if x_better else yo,
-                        yo if x_better else xo,
-                        L["ti"][i],
-                        ni,
-                        L["k"][i] / (ni * (ni - 1)) if ni >= 2 else None,
-                        nb,
-                        nb if L["arc"][i] else 0.0,
-                        jids[bounds[i] : bounds[i + 1]],
-                    )
-                )
         # networkx lists arcs by tail in node order (sorted ids), then in insertion order.
         reversed_arcs.sort()
         out[prompt_id] = BatchPrompt(
@@ -378,7 +445,8 @@ def batch_consensus(
             comparisons=total_list[g],
             n_votes=n_votes[prompt_id],
             removed_arcs=tuple((u, v, w) for u, _, v, w in reversed_arcs),
-            pairs=rows,
+            columns=columns,
+            span=(row_bounds[g], row_bounds[g + 1]),
             drops=list(drops.items()),
             overruled=sorted(
                 overruled, key=lambda r: (not r.strong, -r.net_weight, r.preferred, r.over)

@@ -452,6 +452,9 @@ def build_snapshot(
             scores=joint.scores,
             eta={e: f.eta for e, f in joint.evaluators.items()},
         )
+    # The batched prompts' pair rows stay columns (`batch_consensus.PairColumns`): a prompt's
+    # rows are a range of ``batch_rows.kept``, the rows with content on both sides.
+    batch_rows = _batch_rows(source, batch, cells) if batch else None
     for done, prompt_id in enumerate(all_prompts):
         if done % max(1, len(all_prompts) // 20) == 0:
             progress(15 + int(55 * done / max(1, len(all_prompts))), "consensus per prompt")
@@ -479,9 +482,13 @@ def build_snapshot(
                 cycles["exact"] = False
             ranking, origin = batched_prompt.ranking, "consensus"
             overruled += _overruled_arc_rows(source, batched_prompt.overruled)
-            pairs = _batched_pair_rows(
-                source, prompt_id, batched_prompt, options, use_rm, drops_pairs, cells
-            )
+            for reason, count in batched_prompt.drops:
+                drops_pairs[reason] += count
+            assert batch_rows is not None
+            lo, hi = batched_prompt.span
+            pairs = range(batch_rows.before[lo], batch_rows.before[hi])
+            if len(pairs) < hi - lo:
+                drops_pairs[NO_CONTENT_PAIR] += hi - lo - len(pairs)
             n_votes, agreement = batched_prompt.n_votes, batched_prompt.agreement
         else:
             pairs, ranking, origin, n_votes, agreement = _prompt_rows(
@@ -544,6 +551,7 @@ def build_snapshot(
     order = sorted(prompt_rows, key=lambda p: source.prompts[p].external_id)
     media: set[str] = set()
     by_split: dict[str, Counter[str]] = {name: Counter() for name in options.splits}
+    batched_spans: list[range] = []
     for prompt_id in order:
         pairs, full, variants = prompt_rows[prompt_id]
         counts = by_split[split_of[prompt_id]]
@@ -551,14 +559,25 @@ def build_snapshot(
         counts["pairs"] += len(pairs)
         counts["rankings"] += full is not None
         counts["rankings_4"] += len(variants)
-        for row in pairs:
-            media.update(m for m in (source.candidates[c].media for c in row[:2]) if m)
+        if isinstance(pairs, range):
+            batched_spans.append(pairs)
+        else:
+            for row in pairs:
+                media.update(m for m in (source.candidates[c].media for c in row[:2]) if m)
         if full is not None:
             media.update(m for m in (source.candidates[c].media for c in full.order) if m)
         prompt = source.prompts[prompt_id]
         media.update(m for m in (prompt.image, prompt.video) if m)
+    if batch_rows is not None and batched_spans:
+        import numpy as np
+
+        rows = batch_rows.kept[np.concatenate([np.arange(r.start, r.stop) for r in batched_spans])]
+        sides = np.unique(
+            np.concatenate((batch_rows.columns.better[rows], batch_rows.columns.worse[rows]))
+        )
+        media.update(m for m in (source.candidates[c].media for c in sides.tolist()) if m)
     pairs_table, rankings_table, variants_table = _export_tables(
-        source, order, split_of, prompt_rows, cells, options, use_rm
+        source, order, split_of, prompt_rows, cells, options, use_rm, batch_rows
     )
 
     progress(75, "leaderboard")
@@ -983,13 +1002,18 @@ def _candidate_cells(source: SnapshotInput, cache: dict[int, _Cells], candidate_
     cells = cache.get(candidate_id)
     if cells is None:
         c = source.candidates[candidate_id]
+        # `has_content`, `_content_kind`, `_answer_text`, `_media_of` and `_media_path`,
+        # the kind and the path worked out once.
+        media = c.media
+        kind = c.kind if media and c.kind in ("image", "video") else "text"
+        path = f"media/{media}" if media else None
         cells = cache[candidate_id] = _Cells(
-            has_content(c),
-            _content_kind(c),
-            _answer_text(c),
-            _media_of(c, "image"),
-            _media_of(c, "video"),
-            _media_path(c.media),
+            bool(media) or bool(c.text.strip()),
+            kind,
+            c.text if kind == "text" else "",
+            path if kind == "image" else None,
+            path if kind == "video" else None,
+            path,
         )
     return cells
 
@@ -1200,6 +1224,37 @@ def _batched_pair_rows(
     return rows
 
 
+class _BatchRows(NamedTuple):
+    """The pair rows `batch_consensus` built, with content on both sides."""
+
+    columns: BC.PairColumns
+    kept: Any  # numpy int64: the rows of ``columns`` with content on both sides, in order
+    before: list[int]  # before[r]: how many of rows ``0:r`` are kept (len(columns) + 1 items)
+
+
+def _batch_rows(
+    source: SnapshotInput, batch: Mapping[int, BC.BatchPrompt], cells: dict[int, _Cells]
+) -> _BatchRows:
+    """The rows of ``batch``'s shared columns whose two sides have content (`_pair_rows`
+    drops the others, one `NO_CONTENT_PAIR` each); every side's cells worked out."""
+    import numpy as np
+
+    columns = next(iter(batch.values())).columns
+    sides = np.unique(np.concatenate((columns.better, columns.worse)))
+    content = np.array(
+        [(cells.get(c) or _candidate_cells(source, cells, c)).content for c in sides.tolist()],
+        dtype=bool,
+    )
+    keep = (
+        content[np.searchsorted(sides, columns.better)]
+        & content[np.searchsorted(sides, columns.worse)]
+        if len(sides)
+        else np.zeros(0, dtype=bool)
+    )
+    before = np.concatenate(([0], np.cumsum(keep))).tolist()
+    return _BatchRows(columns, np.flatnonzero(keep), before)
+
+
 def _ranking_row(
     source: SnapshotInput,
     n_votes: int,
@@ -1238,13 +1293,15 @@ def _export_tables(
     cells: Mapping[int, _Cells],
     options: ExportOptions,
     use_rm: bool,
+    batch_rows: _BatchRows | None = None,
 ) -> tuple[pa.Table, pa.Table, pa.Table]:
     """The pairs, rankings and 4-response variants tables, column by column.
 
     Prompt and candidate cells are Arrow columns once per prompt and per candidate; a row
     names them by index (``take``), so a prompt's text is copied into its rows by Arrow, not
     held by a dict per row. Rows go in ``order`` (prompts by external id), each prompt's rows
-    in the order they were built.
+    in the order they were built. A prompt's pairs are `PairOut`s, or a range of
+    ``batch_rows.kept`` (a batched prompt's rows, columns already).
     """
     import pyarrow as pa
 
@@ -1269,7 +1326,7 @@ def _export_tables(
         "video": pa.array([c.video for c in cell_list], pa.string()),
         "media": pa.array([c.media for c in cell_list], pa.string()),
     }
-    pair_rows = [(i, row) for i, p in enumerate(order) for row in prompt_rows[p][0]]
+    pair_columns = _pair_columns(order, prompt_rows, cells, batch_rows)
     full_rows = [(i, full) for i, p in enumerate(order) if (full := prompt_rows[p][1]) is not None]
     variant_rows = [(i, row) for i, p in enumerate(order) for row in prompt_rows[p][2]]
     reward_model = source.rm_label if use_rm else None
@@ -1278,19 +1335,15 @@ def _export_tables(
         chunks = [
             build(rows[at : at + TABLE_CHUNK_ROWS]) for at in range(0, len(rows), TABLE_CHUNK_ROWS)
         ]
-        return pa.Table.from_batches(chunks or [build([])], schema=schema)
+        return pa.Table.from_batches(chunks or [build(rows[:0])], schema=schema)
 
     pairs_schema, rankings_schema = _pair_schema(), _ranking_schema()
 
-    def pair_batch(rows: list[tuple[int, PairOut]]) -> pa.RecordBatch:
-        p = pa.array([i for i, _ in rows], pa.int64())
-        better = pa.array([index[r.better] for _, r in rows], pa.int64())
-        worse = pa.array([index[r.worse] for _, r in rows], pa.int64())
+    def pair_batch(rows: range) -> pa.RecordBatch:
+        at = slice(rows.start, rows.stop)
+        p, better, worse = (pa.array(pair_columns[k][at]) for k in ("p", "better", "worse"))
         n = len(rows)
-        ids = [r.judgment_ids for _, r in rows]
-        offsets = [0]
-        for judgment_ids in ids:
-            offsets.append(offsets[-1] + len(judgment_ids))
+        offsets = pair_columns["jid_offsets"][rows.start : rows.stop + 1]
         columns = {
             "id": _joined(
                 prompt_cols["external_id"].take(p),
@@ -1318,19 +1371,19 @@ def _export_tables(
             "rejected_image": cand_cols["image"].take(worse),
             "chosen_video": cand_cols["video"].take(better),
             "rejected_video": cand_cols["video"].take(worse),
-            "margin": pa.array([r.margin for _, r in rows], pa.float64()),
-            "human_margin": pa.array([r.human_margin for _, r in rows], pa.float64()),
-            "agreement": pa.array([r.agreement for _, r in rows], pa.float64()),
-            "n_judgments": pa.array([r.n_judgments for _, r in rows], pa.int32()),
-            "votes_chosen": pa.array([r.votes_chosen for _, r in rows], pa.int32()),
-            "votes_rejected": pa.array([r.votes_rejected for _, r in rows], pa.int32()),
-            "ties": pa.array([r.ties for _, r in rows], pa.int32()),
-            "source": pa.array([r.source for _, r in rows], pa.string()),
+            "margin": pa.array(pair_columns["margin"][at], pa.float64()),
+            "human_margin": pa.array(pair_columns["human_margin"][at], pa.float64()),
+            "agreement": _float_column(pair_columns["agreement"][at]),
+            "n_judgments": pa.array(pair_columns["n_judgments"][at], pa.int32()),
+            "votes_chosen": pa.array(pair_columns["votes_chosen"][at], pa.int32()),
+            "votes_rejected": pa.array(pair_columns["votes_rejected"][at], pa.int32()),
+            "ties": pa.array(pair_columns["ties"][at], pa.int32()),
+            "source": pa.array(pair_columns["source"][at], pa.string()),
             "denoised": pa.repeat(pa.scalar(options.denoise, pa.bool_()), n),
             "reward_model": pa.repeat(pa.scalar(reward_model, pa.string()), n),
             "judgment_ids": pa.ListArray.from_arrays(
-                pa.array(offsets, pa.int32()),
-                pa.array([j for judgment_ids in ids for j in judgment_ids], pa.int64()),
+                pa.array(offsets - offsets[0], pa.int32()),
+                pa.array(pair_columns["judgment_ids"][offsets[0] : offsets[-1]], pa.int64()),
             ),
         }
         return pa.RecordBatch.from_arrays(
@@ -1374,10 +1427,118 @@ def _export_tables(
         )
 
     return (
-        chunked(pair_rows, pair_batch, pairs_schema),
+        chunked(range(len(pair_columns["p"])), pair_batch, pairs_schema),
         chunked(full_rows, ranking_batch, rankings_schema),
         chunked(variant_rows, ranking_batch, rankings_schema),
     )
+
+
+def _float_column(values: Any) -> pa.Array:
+    """A float64 column of a numpy array, NaN read as a missing value (no validity bitmap
+    without one, as ``pa.array`` of a list without None)."""
+    import numpy as np
+    import pyarrow as pa
+
+    missing = np.isnan(values)
+    if not missing.any():
+        return pa.array(values, pa.float64())
+    # 0.0 under a missing value, as ``pa.array`` of a list with None writes it.
+    return pa.array(np.where(missing, 0.0, values), pa.float64(), mask=missing)
+
+
+def _rounded(values: Any) -> Any:
+    """``round(v, 6)`` of each float of a numpy array (Python's rounding, each distinct
+    value, by its bits, rounded once)."""
+    import numpy as np
+
+    if not len(values):
+        return values.astype(np.float64)
+    bits, inverse = np.unique(values.view(np.int64), return_inverse=True)
+    return np.array([round(v, 6) for v in bits.view(np.float64).tolist()])[inverse.reshape(-1)]
+
+
+def _pair_columns(
+    order: Sequence[int],
+    prompt_rows: Mapping[int, tuple[Sequence[PairOut] | range, Any, Any]],
+    cells: Mapping[int, _Cells],
+    batch_rows: _BatchRows | None,
+) -> dict[str, Any]:
+    """Every pair row of the export, in table order, as numpy columns (``p``: the prompt's
+    index in ``order``; ``better`` / ``worse``: the candidates' indexes in ``cells``;
+    ``agreement`` NaN where missing; ``source`` a list; row ``r``'s judgment ids are
+    ``judgment_ids[jid_offsets[r]:jid_offsets[r + 1]]``). A prompt's rows are `PairOut`s
+    or a range of ``batch_rows.kept``."""
+    import numpy as np
+
+    # Rows are gathered from two blocks: the batched columns (their rows, rounded as
+    # `PairOut` rounds them), then the `PairOut`s, after them.
+    outs: list[PairOut] = []
+    pick: list[Any] = []  # per prompt, its rows' indexes in the two blocks together
+    prompt_of: list[int] = []
+    n_batched = len(batch_rows.columns.better) if batch_rows is not None else 0
+    for i, prompt_id in enumerate(order):
+        pairs = prompt_rows[prompt_id][0]
+        if isinstance(pairs, range):
+            assert batch_rows is not None
+            picked = batch_rows.kept[pairs.start : pairs.stop]
+        elif pairs:
+            picked = np.arange(n_batched + len(outs), n_batched + len(outs) + len(pairs))
+            outs.extend(pairs)
+        else:
+            continue
+        pick.append(picked)
+        prompt_of.append(i)
+    take = np.concatenate(pick) if pick else np.zeros(0, dtype=np.int64)
+    p = np.repeat(np.array(prompt_of, dtype=np.int64), [len(x) for x in pick])
+
+    def block(name: str, batched: Any, dtype: Any) -> Any:
+        listed = np.array([getattr(r, name) for r in outs], dtype=dtype)
+        return np.concatenate((batched, listed)) if batch_rows is not None else listed
+
+    c = batch_rows.columns if batch_rows is not None else None
+    none_i, none_f = np.zeros(0, dtype=np.int64), np.zeros(0)
+    agreement_out = np.array(
+        [np.nan if r.agreement is None else r.agreement for r in outs], dtype=np.float64
+    )
+    columns: dict[str, Any] = {
+        "better": block("better", c.better if c else none_i, np.int64),
+        "worse": block("worse", c.worse if c else none_i, np.int64),
+        "margin": block("margin", _rounded(c.margin) if c else none_f, np.float64),
+        "human_margin": block(
+            "human_margin", _rounded(c.human_margin) if c else none_f, np.float64
+        ),
+        "agreement": np.concatenate((c.agreement if c else none_f, agreement_out)),
+        "n_judgments": block("n_judgments", c.n_judgments if c else none_i, np.int64),
+        "votes_chosen": block("votes_chosen", c.votes_for if c else none_i, np.int64),
+        "votes_rejected": block("votes_rejected", c.votes_against if c else none_i, np.int64),
+        "ties": block("ties", c.ties if c else none_i, np.int64),
+    }
+    out = {name: column[take] for name, column in columns.items()}
+    # Candidates as indexes into ``cells`` (the order of the candidate columns).
+    ids = np.fromiter(cells, dtype=np.int64, count=len(cells))
+    by_id = np.argsort(ids)
+    for side in ("better", "worse"):
+        out[side] = by_id[np.searchsorted(ids, out[side], sorter=by_id)]
+    sources = ["consensus"] * n_batched + [r.source for r in outs]
+    out["source"] = [sources[t] for t in take.tolist()]
+    out["p"] = p
+    # Judgment ids: each row's slice of the batched ids or its `PairOut` list.
+    lengths = np.array([len(r.judgment_ids) for r in outs], dtype=np.int64)
+    if c is not None:
+        lengths = np.concatenate((np.diff(c.jid_offsets), lengths))
+        values = np.concatenate(
+            (c.judgment_ids, np.array([j for r in outs for j in r.judgment_ids], dtype=np.int64))
+        )
+    else:
+        values = np.array([j for r in outs for j in r.judgment_ids], dtype=np.int64)
+    starts = np.concatenate(([0], np.cumsum(lengths)))
+    row_lengths = lengths[take]
+    out["jid_offsets"] = np.concatenate(([0], np.cumsum(row_lengths))).astype(np.int64)
+    gather = np.repeat(starts[take] - out["jid_offsets"][:-1], row_lengths) + np.arange(
+        out["jid_offsets"][-1]
+    )
+    out["judgment_ids"] = values[gather]
+    return out
 
 
 def _joined(*parts: pa.Array | str) -> pa.Array:
