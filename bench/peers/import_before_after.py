@@ -4,6 +4,8 @@ commit against the working tree, alternating run by run; prints both medians and
     .venv/bin/python bench/peers/import_before_after.py --before 664bf2e [--after DIR] [--runs 3]
         [--tasks 10000]
 
+``--before`` may name a folder instead (a ``git worktree`` of the older commit).
+
 The older tree is unpacked with ``git archive`` into ``/tmp/quorum-import-before-<rev>`` (once);
 ``--after`` names a folder holding another tree (default: this working tree, as it is while
 the runs go on; a copy keeps later edits out). Both run with this virtualenv, each in a fresh
@@ -103,12 +105,18 @@ def _once(tree: Path, tasks: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", required=True, help="the older commit")
+    parser.add_argument(
+        "--before", required=True, help="the older commit, or a folder holding its tree"
+    )
     parser.add_argument("--after", type=Path, default=REPO, help="the newer tree (a folder)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tasks", type=int, default=10_000)
     args = parser.parse_args()
-    trees = {"before": _tree(args.before), "after": args.after.resolve()}
+    before = Path(args.before)
+    trees = {
+        "before": before.resolve() if before.is_dir() else _tree(args.before),
+        "after": args.after.resolve(),
+    }
     seconds: dict[str, list[float]] = {name: [] for name in trees}
     cpu: dict[str, list[float]] = {name: [] for name in trees}
     for run in range(args.runs):
