@@ -339,7 +339,12 @@ def _stamp(value: str | None) -> float | None:
 
 
 def api_export(
-    api: httpx.Client, project_id: int, *, denoise: bool, phases: list | None = None
+    api: httpx.Client,
+    project_id: int,
+    *,
+    denoise: bool,
+    phases: list | None = None,
+    jsonl: list | None = None,
 ) -> tuple[float, int]:
     """Seconds from the export request until its zip is downloaded, and the zip's size.
 
@@ -347,7 +352,12 @@ def api_export(
     export row's timestamps (client and server share the clock): ``request`` until the create
     call answered, ``queue`` from the row's creation until its build claimed it (broker,
     worker pick-up, imports), ``build`` the build itself (started -> finished), ``notice``
-    until a poll saw it done, ``download`` the zip."""
+    until a poll saw it done, ``download`` the zip.
+
+    ``jsonl`` (when given) gets ``(seconds, bytes)`` of the like-for-like comparison with
+    Label Studio's one JSON file: the same export from its request until it was done, plus a
+    download of its JSONL files only (``?format=jsonl``: the JSONL folders with the
+    datasheet), made after the all-formats download and timed on its own."""
     t0, w0 = pc(), time.time()
     export = _ok(
         api.post(
@@ -366,7 +376,15 @@ def api_export(
         _ok(response)
         for chunk in response.iter_bytes(1 << 20):
             size += len(chunk)
-    seconds = pc() - t0
+    seconds, w3 = pc() - t0, time.time()
+    done = w2 - w0  # request until a poll saw it done
+    if jsonl is not None:
+        t1, jsonl_size = pc(), 0
+        with api.stream("GET", f"/api/exports/{export['id']}/download?format=jsonl") as response:
+            _ok(response)
+            for chunk in response.iter_bytes(1 << 20):
+                jsonl_size += len(chunk)
+        jsonl.append((round(done + pc() - t1, 3), jsonl_size))
     if phases is not None:
         created, started, finished = (
             _stamp(export[k]) for k in ("created_at", "started_at", "finished_at")
@@ -377,7 +395,7 @@ def api_export(
                 "queue": round(started - created, 3),
                 "build": round(finished - started, 3),
                 "notice": round(w2 - finished, 3),
-                "download": round(time.time() - w2, 3),
+                "download": round(w3 - w2, 3),
                 "total": round(seconds, 3),
             }
         )
@@ -600,11 +618,14 @@ def _measure_export(dep: Deployment, args, R: dict, api: httpx.Client, judged: P
         )
         R["export_raw"].append(seconds)
         R["export_raw_mb"] = round(size / 1e6, 2)
+        jsonl: list = []
         seconds, size = api_export(
-            api, export_project, denoise=True, phases=R["export_denoised_phases"]
+            api, export_project, denoise=True, phases=R["export_denoised_phases"], jsonl=jsonl
         )
         R["export_denoised"].append(seconds)
         R["export_denoised_mb"] = round(size / 1e6, 2)
+        R.setdefault("export_denoised_jsonl", []).append(jsonl[0][0])
+        R["export_denoised_jsonl_mb"] = round(jsonl[0][1] / 1e6, 2)
         seconds, size = api_raw_export(api, export_project)
         R["export_stored_api"].append(seconds)
         R["export_stored_api_mb"] = round(size / 1e6, 2)

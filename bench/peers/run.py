@@ -208,6 +208,15 @@ def table(ls_runs: list[dict], q: dict[str, list[dict]], sizes: dict) -> str:
         f"export {n:,} judged tasks, denoised (API, median)",
         ">= 10x",
     )
+    # Like for like: Label Studio's export is one JSON file; this is the same denoised
+    # export (same build) downloaded as its JSONL files only (?format=jsonl), no Parquet/HF.
+    metric(
+        "d) export JSON",
+        "export_denoised_jsonl",
+        50,
+        "s",
+        f"export {n:,} judged tasks, denoised, JSONL only: like for like (API, median)",
+    )
     metric("d) export JSON", "export_stored_api", 50, "s",
            "export raw judgments as stored (API, median)", ">= 30x")  # fmt: skip
     metric(None, "export_cli_raw", 50, "s", "export raw judgments as stored, CLI (median)")
