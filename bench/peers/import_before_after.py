@@ -61,6 +61,8 @@ t0, c0 = time.perf_counter(), time.process_time()
 import_file(path=path, project_name="before-after")
 print("CPU", time.process_time() - c0 + backend_cpu() - s0)
 print("SECONDS", time.perf_counter() - t0)
+import shutil
+shutil.rmtree(path.parent, ignore_errors=True)
 """
 
 

@@ -80,6 +80,8 @@ with connection.cursor() as cursor:
             out.append("|".join(keep))
         dump[table] = sorted(out)
 print("DUMP" + json.dumps(dump))
+import shutil
+shutil.rmtree(folder, ignore_errors=True)
 """
 
 
