@@ -77,8 +77,11 @@ def _tree(rev: str) -> Path:
     return path
 
 
-def _once(tree: Path, tasks: int) -> tuple[float, float]:
-    data = Path(tempfile.mkdtemp(prefix="quorum-import-ab-"))
+def run_child(tree: Path, tasks: int, child: str, marker: str, *, tag: str) -> str:
+    """Runs ``child`` (Python source) in ``tree`` on a fresh data folder, or on a scratch
+    PostgreSQL database when ``DATABASE_URL`` names one (dropped after), and returns its stdout
+    once it printed ``marker`` (its stderr's tail ends the script otherwise)."""
+    data = Path(tempfile.mkdtemp(prefix=f"quorum-import-{tag}-"))
     env = {
         **os.environ,
         "IMPORT_TREE": str(tree),
@@ -88,21 +91,26 @@ def _once(tree: Path, tasks: int) -> tuple[float, float]:
     }
     db = None
     if env.get("DATABASE_URL", "").startswith("postgres"):
-        db = f"{env.get('QUORUM_PEERS_DB_PREFIX', 'quorum_peers')}_ab_{uuid.uuid4().hex[:8]}"
+        db = f"{env.get('QUORUM_PEERS_DB_PREFIX', 'quorum_peers')}_{tag}_{uuid.uuid4().hex[:8]}"
         subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", db], check=True)
         env["DATABASE_URL"] = env["DATABASE_URL"].rsplit("/", 1)[0] + "/" + db
     try:
         out = subprocess.run(
-            [sys.executable, "-c", CHILD], env=env, cwd=tree, capture_output=True, text=True
+            [sys.executable, "-c", child], env=env, cwd=tree, capture_output=True, text=True
         )
-        if "SECONDS" not in out.stdout:
+        if marker not in out.stdout:
             raise SystemExit(out.stderr[-3000:])
-        cpu = float(out.stdout.split("CPU")[-1].split()[0])
-        return float(out.stdout.split("SECONDS")[-1]), cpu
+        return out.stdout
     finally:
         if db:
             subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", db])
         subprocess.run(["rm", "-rf", str(data)], check=False)
+
+
+def _once(tree: Path, tasks: int) -> tuple[float, float]:
+    out = run_child(tree, tasks, CHILD, "SECONDS", tag="ab")
+    cpu = float(out.split("CPU")[-1].split()[0])
+    return float(out.split("SECONDS")[-1]), cpu
 
 
 def main() -> None:

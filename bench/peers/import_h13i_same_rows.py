@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import subprocess
 import sys
-import tempfile
-import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from import_before_after import run_child  # noqa: E402
 
 CHILD = r"""
 import json, os, sys, tempfile
@@ -86,30 +85,8 @@ shutil.rmtree(folder, ignore_errors=True)
 
 
 def _dump(tree: Path, tasks: int) -> dict:
-    data = Path(tempfile.mkdtemp(prefix="h13i-same-"))
-    env = {
-        **os.environ,
-        "IMPORT_TREE": str(tree),
-        "IMPORT_WORKLOAD": str(Path(__file__).parent),
-        "IMPORT_TASKS": str(tasks),
-        "QUORUM_DATA_DIR": str(data),
-    }
-    db = None
-    if env.get("DATABASE_URL", "").startswith("postgres"):
-        db = f"{env.get('QUORUM_PEERS_DB_PREFIX', 'quorum_h13i')}_same_{uuid.uuid4().hex[:8]}"
-        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", db], check=True)
-        env["DATABASE_URL"] = env["DATABASE_URL"].rsplit("/", 1)[0] + "/" + db
-    try:
-        out = subprocess.run(
-            [sys.executable, "-c", CHILD], env=env, cwd=tree, capture_output=True, text=True
-        )
-        if "DUMP" not in out.stdout:
-            raise SystemExit(out.stderr[-3000:])
-        return json.loads(out.stdout.split("DUMP", 1)[1])
-    finally:
-        if db:
-            subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", db])
-        subprocess.run(["rm", "-rf", str(data)], check=False)
+    out = run_child(tree, tasks, CHILD, "DUMP", tag="same")
+    return json.loads(out.split("DUMP", 1)[1])
 
 
 def main() -> None:
