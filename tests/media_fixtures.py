@@ -39,3 +39,23 @@ def write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+def score_without_decoding(monkeypatch, *, project, reward_model, prompt_ids) -> int:  # noqa: ANN001
+    """Scores ``prompt_ids`` with decoding made to fail (every picture and clip must come from
+    the media store) and answers how many scores the model now has."""
+    import workers.reward_model.inputs as inputs
+    from annotate.models import ModelScore
+    from workers.models import ScoringRun
+    from workers.scoring import score_prompts
+
+    def no_decoding(*args, **_):
+        raise AssertionError(f"{args[0]} decoded by the scoring run")
+
+    monkeypatch.setattr(inputs, "load_image", no_decoding)
+    monkeypatch.setattr(inputs, "sample_video_frames", no_decoding)
+    run = ScoringRun.objects.create(
+        project=project, reward_model=reward_model, total_prompts=len(prompt_ids)
+    )
+    score_prompts(run_id=run.pk, prompt_ids=prompt_ids)
+    return ModelScore.objects.filter(reward_model=reward_model, score__isnull=False).count()

@@ -12,10 +12,10 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from PIL import Image
 
-from annotate.models import ModelScore, RewardModel
+from annotate.models import RewardModel
 from tests.factories import make_project
-from workers.models import Job, ScoringRun
-from workers.scoring import score_prompts
+from tests.media_fixtures import score_without_decoding
+from workers.models import Job
 
 pytestmark = pytest.mark.worker
 
@@ -69,7 +69,6 @@ def _wait_jobs(name: str, timeout: float) -> list[Job]:
 def test_the_admin_action_has_a_worker_decode_what_the_first_scoring_then_reads(
     celery_worker_process, tiny_checkpoint, settings, admin_client, monkeypatch
 ):
-    import workers.reward_model.inputs as inputs
 
     project, prompt_ids = _media_project(settings)
     rm = RewardModel.objects.create(
@@ -90,15 +89,11 @@ def test_the_admin_action_has_a_worker_decode_what_the_first_scoring_then_reads(
     (job,) = _wait_jobs("quorum.score_media_prefill", timeout=120)
     assert (job.status, job.result) == ("done", {"prompts": 2, "files": 4, "failed": 0})
 
-    def no_decoding(*args, **_):
-        raise AssertionError(f"{args[0]} decoded by the scoring run")
-
     # The scoring run (here, a fresh builder in this process) finds every file in the store.
-    monkeypatch.setattr(inputs, "load_image", no_decoding)
-    monkeypatch.setattr(inputs, "sample_video_frames", no_decoding)
-    run = ScoringRun.objects.create(project=project, reward_model=rm, total_prompts=3)
-    score_prompts(run_id=run.pk, prompt_ids=prompt_ids)
-    assert ModelScore.objects.filter(reward_model=rm, score__isnull=False).count() == 9
+    scored = score_without_decoding(
+        monkeypatch, project=project, reward_model=rm, prompt_ids=prompt_ids
+    )
+    assert scored == 9
 
 
 def test_the_admin_action_asks_for_an_active_model_first(db, admin_client, settings):

@@ -10,6 +10,7 @@ import pytest
 
 from annotate.models import ModelScore, Project, RewardModel, Task
 from tests.factories import make_project
+from tests.media_fixtures import score_without_decoding
 from workers.models import Job, ScoringRun
 from workers.scoring import score_prompts, scoring_run_start, uncertainty_priority
 
@@ -171,7 +172,6 @@ def test_media_prefilled_by_a_gpu_worker_are_not_decoded_by_the_first_scoring(
     from django.core.files.storage import default_storage
     from PIL import Image
 
-    import workers.reward_model.inputs as inputs
     from workers.media import encode_video
     from workers.scoring_tasks import score_media_prefill_task
 
@@ -198,14 +198,10 @@ def test_media_prefilled_by_a_gpu_worker_are_not_decoded_by_the_first_scoring(
 
     assert result.get(timeout=120) == {"prompts": 2, "files": 6, "failed": 0}
 
-    def no_decoding(*args, **_):
-        raise AssertionError(f"{args[0]} decoded by the scoring run")
-
-    monkeypatch.setattr(inputs, "load_image", no_decoding)
-    monkeypatch.setattr(inputs, "sample_video_frames", no_decoding)
-    run = ScoringRun.objects.create(project=project, reward_model=rm, total_prompts=2)
-    score_prompts(run_id=run.pk, prompt_ids=prompt_ids)
-    assert ModelScore.objects.filter(reward_model=rm, score__isnull=False).count() == 6
+    scored = score_without_decoding(
+        monkeypatch, project=project, reward_model=rm, prompt_ids=prompt_ids
+    )
+    assert scored == 6
 
 
 @pytest.mark.worker
