@@ -653,6 +653,9 @@ def main() -> None:
     args = parser.parse_args()
     parts = set(args.parts.split(","))
 
+    # A SIGTERM (run.py's timeout, a supervisor) ends through the finally below, so gunicorn and
+    # the worker, each in a session of its own, are stopped and the scratch database dropped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     dep = Deployment(args.threads)
     files = Path(tempfile.mkdtemp(prefix="quorum-peers-files-"))
     plain = write_quorum_jsonl(files / "tasks.jsonl", args.tasks, judged=False)
