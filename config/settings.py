@@ -315,6 +315,12 @@ if CELERY_TASK_SOFT_TIME_LIMIT and CELERY_TASK_SOFT_TIME_LIMIT > CELERY_TASK_TIM
         f"({CELERY_TASK_SOFT_TIME_LIMIT} > {CELERY_TASK_TIME_LIMIT})"
     )
 
+# The gpu workers' decoded-media store (cache/media/ in the data dir): its bound in MB (0 turns
+# it off), and the processes that decode media beside the model (0: the prefetch threads do);
+# workers/scoring.py. Read here so that a bad value stops start-up, not the first scoring.
+QUORUM_MEDIA_STORE_MB = env_int("QUORUM_MEDIA_STORE_MB", 4096, minimum=0)
+QUORUM_DECODE_PROCESSES = env_int("QUORUM_DECODE_PROCESSES", 0, minimum=0)
+
 # Background jobs (workers/jobs.py): how often each worker sweeps (0: never; then run
 # `manage.py jobs_sweep --loop`), when a running job's silent runner counts as dead, and when an
 # unstarted job or an unrun flag update is published again.

@@ -36,6 +36,9 @@ def _start(env_overrides: dict[str, str], tmp_path) -> subprocess.CompletedProce
         ("QUORUM_TASK_TIME_LIMIT", "ten"),
         ("QUORUM_TASK_TIME_LIMIT", "0"),
         ("QUORUM_MAX_MEDIA_MB", "-5"),
+        ("QUORUM_MEDIA_STORE_MB", "-1"),
+        ("QUORUM_MEDIA_STORE_MB", "4 GB"),
+        ("QUORUM_DECODE_PROCESSES", "two"),
         ("QUORUM_LOG_LEVEL", "LOUD"),
     ],
 )

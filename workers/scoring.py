@@ -171,24 +171,13 @@ def media_store_dir() -> Path:
 def media_store_bytes() -> int:
     """The media store's bound, ``QUORUM_MEDIA_STORE_MB`` (default 4096; 0 turns it off): past
     it, the entries used longest ago are deleted."""
-    return _env_count("QUORUM_MEDIA_STORE_MB", 4096) * 2**20
-
-
-def _env_count(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip() or str(default)
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise ValueError(f"{name}: expected a whole number >= 0, got {raw!r}")
-    return value
+    return settings.QUORUM_MEDIA_STORE_MB * 2**20
 
 
 def decode_processes() -> int:
     """Processes decoding media beside a gpu worker's prefetch threads,
     ``QUORUM_DECODE_PROCESSES`` (default 0: the threads decode)."""
-    return _env_count("QUORUM_DECODE_PROCESSES", 0)
+    return settings.QUORUM_DECODE_PROCESSES
 
 
 def scorer_for(reward_model: RewardModel) -> Any:
