@@ -13,7 +13,10 @@ downloads with that query string's options, as the API reads them (``format=parq
         [--profile var/he-legs/build.prof] [--code <worktree>]
 
 ``--code`` runs another tree's code (a git worktree) against the same workload; ``--json``
-prints one JSON line of the figures.
+prints one JSON line of the figures. ``--legs`` times the build's three legs apart instead
+(CPU seconds, median of ``--repeat``): the load (``services._snapshot_input``),
+``exporting.build_snapshot`` and ``exporting.write_snapshot``, with the cycle collector
+paused as the worker pauses it; no download.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ def main() -> None:
     parser.add_argument("--code", default=str(REPO), help="the tree whose code runs")
     parser.add_argument("--query", default="", help="download options, e.g. format=jsonl")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--legs", action="store_true", help="time load, build, write apart")
     args = parser.parse_args()
 
     code = Path(args.code).resolve()
@@ -99,6 +103,10 @@ def main() -> None:
             size += len(chunk)
         return time.perf_counter() - wall, time.process_time() - cpu, size
 
+    if args.legs:
+        print(json.dumps({"code": str(code), **_legs(project, args)}))
+        return
+
     builds, fetches = [], []
     for _ in range(args.repeat):
         wall, cpu, export = build()
@@ -131,6 +139,46 @@ def main() -> None:
     else:
         for key, value in result.items():
             print(f"{key}: {value}")
+
+
+def _legs(project, args) -> dict:
+    """CPU seconds of the load, `build_snapshot` and `write_snapshot`, median of ``--repeat``
+    builds (each written to a fresh folder, removed after)."""
+    import gc
+    import shutil
+    import tempfile
+
+    from curation import exporting as E
+    from curation import services
+
+    legs: dict[str, list[float]] = {"load": [], "build": [], "write": []}
+    for _ in range(args.repeat):
+        export = services.export_create(
+            project=project,
+            options={"denoise": not args.raw, "include_media": False},
+            enqueue=False,
+        )
+        options = E.ExportOptions.from_dict(export.options)
+        work = Path(tempfile.mkdtemp(prefix="legs-", dir=args.data))
+        gc.disable()
+        try:
+            cpu = time.process_time()
+            source = services._snapshot_input(export)
+            legs["load"].append(time.process_time() - cpu)
+            cpu = time.process_time()
+            snapshot = E.build_snapshot(source, options)
+            legs["build"].append(time.process_time() - cpu)
+            cpu = time.process_time()
+            E.write_snapshot(snapshot, work, source, options, lambda _p, _s: None)
+            legs["write"].append(time.process_time() - cpu)
+        finally:
+            gc.enable()
+            shutil.rmtree(work, ignore_errors=True)
+        export.delete()
+    out = {name: round(statistics.median(values), 3) for name, values in legs.items()}
+    out["total"] = round(sum(out.values()), 3)
+    out["builds"] = {name: [round(v, 3) for v in values] for name, values in legs.items()}
+    return out
 
 
 if __name__ == "__main__":

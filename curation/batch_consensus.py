@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
@@ -33,6 +34,9 @@ from curation.overruled import OverruledArc
 
 # Above this many adjacency cells (prompts x N x N) the cycle check stays per prompt.
 MAX_CYCLE_CELLS = 50_000_000
+
+# A pair judgment's outcome as the sign of slot a's win (a tie or both bad: 0).
+_SIGN = {"a": 1, "b": -1}
 
 # Reasons a judged pair yields no pair row, as `exporting._pair_rows` names them.
 OVERRULED = "overruled by denoising (feedback arcs)"
@@ -185,43 +189,81 @@ class _Columns:
     def of(
         cls, prompts: Sequence[tuple[int, Sequence[C.Vote]]], weights: Mapping[str, float]
     ) -> _Columns | None:
-        """The columns of ``(prompt id, its pair votes)``; None without a pair judgment."""
-        cols_p, cols_a, cols_b, cols_s, cols_e, cols_j = [], [], [], [], [], []
-        evaluator_index: dict[str, int] = {}
-        for prompt_id, votes in prompts:
-            for v in votes:
-                if v.pair is None:
-                    # A ranking: its pairs in the order `consensus._pair_evidence` takes them,
-                    # +1 where the smaller id ranks higher, 0 where tied.
-                    position = {c: g for g, group in enumerate(v.ranking) for c in group}
-                    ranked = sorted(position)
-                    for i, x in enumerate(ranked):
-                        for y in ranked[i + 1 :]:
-                            cols_p.append(prompt_id)
-                            cols_a.append(x)
-                            cols_b.append(y)
-                            cols_s.append((position[x] < position[y]) - (position[y] < position[x]))
-                            cols_e.append(
-                                evaluator_index.setdefault(v.evaluator, len(evaluator_index))
-                            )
-                            cols_j.append(v.judgment_id)
-                    continue
-                a, b = v.pair
-                if a == b:
-                    continue
-                cols_p.append(prompt_id)
-                cols_a.append(a)
-                cols_b.append(b)
-                cols_s.append(1 if v.outcome == "a" else -1 if v.outcome == "b" else 0)
-                cols_e.append(evaluator_index.setdefault(v.evaluator, len(evaluator_index)))
-                cols_j.append(v.judgment_id)
-        if not cols_p:
+        """The columns of ``(prompt id, its votes)``; None without a judged pair. Built for
+        all judgments at once (a ranking's pairs by size class, on arrays); a ranking must not
+        name a candidate twice (callers leave such prompts to the per-prompt path)."""
+        votes = [v for _, prompt_votes in prompts for v in prompt_votes]
+        if not votes:
             return None
+        vote_prompt = np.repeat(
+            np.array([p for p, _ in prompts], dtype=np.int64),
+            [len(prompt_votes) for _, prompt_votes in prompts],
+        )
+        evaluator_index: dict[str, int] = {}
+        vote_e = np.array(
+            [evaluator_index.setdefault(v.evaluator, len(evaluator_index)) for v in votes],
+            dtype=np.int64,
+        )
+        vote_j = np.array([v.judgment_id for v in votes], dtype=np.int64)
+        slots = [v.pair for v in votes]
+        is_pair = np.array([pair is not None for pair in slots], dtype=bool)
+        # Pair judgments: one row each (none for a self-pair).
+        pair_votes = np.flatnonzero(is_pair)
+        chosen = pair_votes.tolist()
+        pa = np.array([slots[i][0] for i in chosen], dtype=np.int64)  # type: ignore[index]
+        pb = np.array([slots[i][1] for i in chosen], dtype=np.int64)  # type: ignore[index]
+        pair_sign = np.array([_SIGN.get(votes[i].outcome, 0) for i in chosen], dtype=np.int64)
+        # Ranking judgments, flattened: each member's candidate and tie group's position.
+        rank_votes = np.flatnonzero(~is_pair)
+        rankings = [votes[i].ranking for i in rank_votes.tolist()]
+        group_sizes = np.array([len(g) for r in rankings for g in r], dtype=np.int64)
+        n_groups = np.array([len(r) for r in rankings], dtype=np.int64)
+        members = np.fromiter(
+            chain.from_iterable(chain.from_iterable(rankings)),
+            dtype=np.int64,
+            count=int(group_sizes.sum()),
+        )
+        group_rank = np.repeat(np.arange(len(rankings)), n_groups)
+        group_pos = np.arange(len(group_sizes)) - np.repeat(
+            np.cumsum(n_groups) - n_groups, n_groups
+        )
+        sizes = np.bincount(group_rank, weights=group_sizes, minlength=len(rankings)).astype(
+            np.int64
+        )
+        member_rank = np.repeat(np.arange(len(rankings)), sizes)
+        member_pos = np.repeat(group_pos, group_sizes)
+        by_id = np.lexsort((members, member_rank))  # each ranking's members by id
+        members, member_pos = members[by_id], member_pos[by_id]
+        member_start = np.cumsum(sizes) - sizes
+        # Rows per judgment, in judgment order: a ranking's pairs (smaller id first) in the
+        # order `consensus._pair_evidence` takes them (row-major over its sorted members).
+        count = np.zeros(len(votes), dtype=np.int64)
+        count[pair_votes] = pa != pb
+        count[rank_votes] = sizes * (sizes - 1) // 2
+        offsets = np.cumsum(count) - count
+        n_rows = int(count.sum())
+        if n_rows == 0:
+            return None
+        a = np.empty(n_rows, dtype=np.int64)
+        b = np.empty(n_rows, dtype=np.int64)
+        slot = np.empty(n_rows, dtype=np.int64)  # +1: slot a won, -1: slot b won, 0: a tie
+        valid = pa != pb
+        at = offsets[pair_votes[valid]]
+        a[at], b[at], slot[at] = pa[valid], pb[valid], pair_sign[valid]
+        for m in np.unique(sizes[sizes >= 2]).tolist():
+            chosen_rankings = np.flatnonzero(sizes == m)
+            cells = member_start[chosen_rankings][:, None] + np.arange(m)
+            ids, pos = members[cells], member_pos[cells]
+            i, j = np.triu_indices(m, 1)
+            at = offsets[rank_votes[chosen_rankings]][:, None] + np.arange(len(i))
+            a[at], b[at] = ids[:, i], ids[:, j]
+            # +1 where the smaller id ranks higher, 0 where tied.
+            slot[at] = np.sign(pos[:, j] - pos[:, i])
+        row_vote = np.repeat(np.arange(len(votes)), count)
+        e = vote_e[row_vote]
+        cols_j = vote_j[row_vote]
+        cols_p = vote_prompt[row_vote]
         evaluators = list(evaluator_index)
-        a = np.asarray(cols_a, dtype=np.int64)
-        b = np.asarray(cols_b, dtype=np.int64)
-        slot = np.asarray(cols_s, dtype=np.int64)  # +1: slot a won, -1: slot b won, 0: a tie
-        e = np.asarray(cols_e, dtype=np.int64)
         x, y = np.minimum(a, b), np.maximum(a, b)
         s = np.where(a == x, slot, -slot)
         xi = np.unique(x, return_inverse=True)[1].reshape(-1)
@@ -243,11 +285,11 @@ class _Columns:
             s=s,
             e=e,
             pair=pair,
-            judgment_ids=np.asarray(cols_j, dtype=np.int64),
+            judgment_ids=cols_j,
             n_pairs=n_pairs,
             px=x[first_vote],
             py=y[first_vote],
-            pair_prompt=np.asarray(cols_p, dtype=np.int64)[first_vote],
+            pair_prompt=cols_p[first_vote],
             x_over_y=np.bincount(pair, weights=s == 1, minlength=n_pairs).astype(np.int64),
             y_over_x=np.bincount(pair, weights=s == -1, minlength=n_pairs).astype(np.int64),
             ties=np.bincount(pair, weights=s == 0, minlength=n_pairs).astype(np.int64),
@@ -291,13 +333,107 @@ def batch_consensus(
             position[c] = g
         n_votes[prompt_id] = len(votes)
         kept.append((prompt_id, votes))
-    out: dict[int, BatchPrompt] = {}
     cols = _Columns.of(kept, weights)
     if cols is None:
-        empty = PairColumns.empty()
-        for p in prompts:
-            out[p] = BatchPrompt(rankings[p], None, 0, n_votes[p], (), empty, (0, 0), [], [])
-        return out
+        return _without_pairs(prompts, rankings, n_votes)
+    pos_x = np.array([position[c] for c in cols.px.tolist()], dtype=np.int64)
+    pos_y = np.array([position[c] for c in cols.py.tolist()], dtype=np.int64)
+    return _assemble(cols, prompts, rankings, n_votes, pos_x < pos_y, eta)
+
+
+def batch_majority(
+    votes_by_prompt: Mapping[int, Sequence[C.Vote]],
+    *,
+    weights: Mapping[str, float],
+    rm_scores: Mapping[int, float] | None = None,
+    rm_weight: float = 0.0,
+) -> dict[int, BatchPrompt]:
+    """The majority-vote consensus (denoising off) of every prompt this can stand for.
+
+    Equal to `consensus.prompt_consensus` with ``denoise=False`` (the ensemble ranked by
+    Copeland score: arcs won minus arcs lost, equal scores one tie group, ids ascending
+    inside it), followed by the pair selection of `exporting._pair_rows` (consensus origin:
+    every pair with a net human preference, the net winner first, cycles and all); no arc is
+    removed or overruled. Left to the per-prompt path: a ranking naming a candidate twice,
+    and, with ``rm_weight`` > 0, a prompt with two or more candidates the reward model
+    scored (its ranking joins the ensemble there).
+    """
+    prompts: list[int] = []
+    n_votes: dict[int, int] = {}
+    kept: list[tuple[int, Sequence[C.Vote]]] = []
+    node_prompt: list[int] = []  # per node (a prompt's judged candidate): the prompt's index
+    node_id: list[int] = []
+    for prompt_id, votes in votes_by_prompt.items():
+        if not votes or any(
+            v.pair is None and len(set(v.candidates)) != len(v.candidates) for v in votes
+        ):
+            continue  # a ranking naming a candidate twice: the per-prompt path's reading
+        nodes = sorted({c for v in votes for c in v.candidates})
+        if rm_weight > 0 and rm_scores and sum(rm_scores.get(c) is not None for c in nodes) >= 2:
+            continue  # the reward model's ranking joins the ensemble
+        node_prompt.extend([len(prompts)] * len(nodes))
+        node_id.extend(nodes)
+        prompts.append(prompt_id)
+        n_votes[prompt_id] = len(votes)
+        kept.append((prompt_id, votes))
+    cols = _Columns.of(kept, weights)
+    nodes_p = np.asarray(node_prompt, dtype=np.int64)
+    nodes_c = np.asarray(node_id, dtype=np.int64)
+    copeland = np.zeros(len(nodes_c), dtype=np.int64)
+    if cols is not None:
+        # Copeland score: +1 per arc of the human graph won, -1 per arc lost (the arcs
+        # `graph.net_graph` keeps, pointing from the net winner).
+        arc = np.abs(cols.net) > G._EPS
+        index_of = {p: i for i, p in enumerate(prompts)}
+        pair_p = np.array([index_of[p] for p in cols.pair_prompt.tolist()], dtype=np.int64)
+        winner = np.where(cols.net > 0, cols.px, cols.py)[arc]
+        loser = np.where(cols.net > 0, cols.py, cols.px)[arc]
+        # Nodes are in (prompt index, id) order: each end's node by a search on one key.
+        span = int(nodes_c.max()) + 1
+        node_key = nodes_p * span + nodes_c
+        for end, sign in ((winner, 1), (loser, -1)):
+            at = np.searchsorted(node_key, pair_p[arc] * span + end)
+            copeland += sign * np.bincount(at, minlength=len(nodes_c))
+    # `consensus.groups_from_scores`: best score first, ids ascending among equals, a new
+    # group where the score changes (integers: equal or at least 1 apart).
+    order = np.lexsort((nodes_c, -copeland, nodes_p))
+    sorted_p, sorted_c, sorted_s = nodes_p[order], nodes_c[order], copeland[order]
+    new_group = np.ones(len(order), dtype=bool)
+    new_group[1:] = (sorted_p[1:] != sorted_p[:-1]) | (sorted_s[1:] != sorted_s[:-1])
+    rankings: dict[int, list[list[int]]] = {p: [] for p in prompts}
+    current: list[int] = []
+    for p, c, new in zip(sorted_p.tolist(), sorted_c.tolist(), new_group.tolist(), strict=True):
+        if new:
+            current = []
+            rankings[prompts[p]].append(current)
+        current.append(c)
+    if cols is None:
+        return _without_pairs(prompts, rankings, n_votes)
+    # The rows' orientation is the net winner's: nothing is reversed, overruled or removed.
+    return _assemble(cols, prompts, rankings, n_votes, cols.net > 0, None)
+
+
+def _without_pairs(
+    prompts: Sequence[int], rankings: Mapping[int, list[list[int]]], n_votes: Mapping[int, int]
+) -> dict[int, BatchPrompt]:
+    """`BatchPrompt`s of prompts none of whose judgments names two different candidates."""
+    empty = PairColumns.empty()
+    return {
+        p: BatchPrompt(rankings[p], None, 0, n_votes[p], (), empty, (0, 0), [], []) for p in prompts
+    }
+
+
+def _assemble(
+    cols: _Columns,
+    prompts: Sequence[int],
+    rankings: Mapping[int, list[list[int]]],
+    n_votes: Mapping[int, int],
+    x_better: np.ndarray,
+    eta: Mapping[str, float] | None,
+) -> dict[int, BatchPrompt]:
+    """The `BatchPrompt`s of ``prompts`` from their judged pairs ``cols``, given per pair
+    whether the consensus ranks its smaller id (``px``) above the larger (``x_better``)."""
+    out: dict[int, BatchPrompt] = {}
     evaluators, s, e, pair, n_pairs = cols.evaluators, cols.s, cols.e, cols.pair, cols.n_pairs
     px, py, pair_prompt, net = cols.px, cols.py, cols.pair_prompt, cols.net
     x_over_y, y_over_x, ties = cols.x_over_y, cols.y_over_x, cols.ties
@@ -309,10 +445,7 @@ def batch_consensus(
         keys = np.unique(pair[mask] * len(evaluators) + e[mask])
         said[sign] = (keys // len(evaluators), keys % len(evaluators))
 
-    # Per pair: the ranking's positions, the human arc, the decision.
-    pos_x = np.array([position[c] for c in px.tolist()], dtype=np.int64)
-    pos_y = np.array([position[c] for c in py.tolist()], dtype=np.int64)
-    x_better = pos_x < pos_y
+    # Per pair: the human arc, the decision.
     net_better = np.where(x_better, net, -net)
     strict = (x_over_y + y_over_x) > 0
     arc = np.abs(net) > G._EPS  # the arcs `graph.net_graph` keeps

@@ -370,10 +370,11 @@ def build_snapshot(
 ) -> Snapshot:
     """Consensus per prompt under ``options``, turned into rows and a datasheet.
 
-    With the joint model's strengths, prompts of pair judgments get their consensus and pair
-    rows from `batch_consensus` (all prompts at once, on columns); ``batched=False`` keeps
-    every prompt on the per-prompt path (`consensus.prompt_consensus`), the reference the
-    tests hold the batch equal to.
+    With the joint model's strengths (denoised), and with denoising off (majority vote),
+    prompts get their consensus and pair rows from `batch_consensus` (all prompts at once,
+    on columns: `batch_consensus.batch_consensus`, `batch_consensus.batch_majority`);
+    ``batched=False`` keeps every prompt on the per-prompt path
+    (`consensus.prompt_consensus`), the reference the tests hold the batch equal to.
     """
     progress = progress or (lambda _p, _s: None)
     drops_prompts: Counter[str] = Counter()
@@ -451,6 +452,15 @@ def build_snapshot(
             weights=weights,
             scores=joint.scores,
             eta={e: f.eta for e, f in joint.evaluators.items()},
+        )
+    elif batched and not options.denoise:
+        from curation import batch_consensus as BC
+
+        batch = BC.batch_majority(
+            by_prompt,
+            weights=weights,
+            rm_scores=source.rm_scores,
+            rm_weight=rm_weight if use_rm else 0.0,
         )
     # The batched prompts' pair rows stay columns (`batch_consensus.PairColumns`): a prompt's
     # rows are a range of ``batch_rows.kept``, the rows with content on both sides.
