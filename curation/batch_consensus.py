@@ -364,11 +364,24 @@ def batch_majority(
     node_prompt: list[int] = []  # per node (a prompt's judged candidate): the prompt's index
     node_id: list[int] = []
     for prompt_id, votes in votes_by_prompt.items():
-        if not votes or any(
-            v.pair is None and len(set(v.candidates)) != len(v.candidates) for v in votes
-        ):
-            continue  # a ranking naming a candidate twice: the per-prompt path's reading
-        nodes = sorted({c for v in votes for c in v.candidates})
+        if not votes:
+            continue
+        # Its judged candidates (`Vote.candidates` of every vote), and whether a ranking
+        # names one twice (the per-prompt path's reading then).
+        judged: set[int] = set()
+        twice = False
+        for v in votes:
+            if v.pair is not None:
+                judged.update(v.pair)
+                continue
+            named = list(chain.from_iterable(v.ranking))
+            if len(set(named)) != len(named):
+                twice = True
+                break
+            judged.update(named)
+        if twice:
+            continue
+        nodes = sorted(judged)
         if rm_weight > 0 and rm_scores and sum(rm_scores.get(c) is not None for c in nodes) >= 2:
             continue  # the reward model's ranking joins the ensemble
         node_prompt.extend([len(prompts)] * len(nodes))
