@@ -31,7 +31,8 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import Cast, Coalesce
+from django.db.models.functions import Cast, Coalesce, Concat
+from django.db.models.sql.constants import CURSOR
 from django.utils.safestring import SafeString, mark_safe
 
 from annotate.models import (
@@ -217,18 +218,24 @@ def project_data(
 
     # JSON columns are read as their text and decoded here, only where a value is used:
     # Django's JSON converter runs on every row of every JSON column (on NULL too), about a
-    # fifth of loading 100K judgments. Same values: the converter is ``json.loads``.
+    # fifth of loading 100K judgments. Same values: the converter is ``json.loads``. A
+    # task's gold ranking is read only where it is gold (no boolean column: on SQLite that
+    # has a converter per row).
     loads = json.loads
     task_prompt: dict[int, int] = {}
     task_status: dict[int, str] = {}
     gold: dict[int, list[list[int]]] = {}
-    for task_id, prompt_id, status, is_gold, gold_text in tasks.values_list(
-        "id", "prompt_id", "status", "is_gold", Cast("gold_ranking", TextField())
+    gold_of = Case(
+        When(is_gold=True, then=Cast("gold_ranking", TextField())),
+        default=Value(None),
+        output_field=TextField(),
+    )
+    for task_id, prompt_id, status, gold_text in fetched_rows(
+        tasks.values_list("id", "prompt_id", "status", gold_of)
     ):
         task_prompt[task_id] = prompt_id
         task_status[task_id] = status
-        gold_ranking = loads(gold_text) if is_gold and gold_text is not None else None
-        if is_gold and gold_ranking:
+        if gold_text is not None and (gold_ranking := loads(gold_text)):
             gold[task_id] = [g if isinstance(g, list) else [g] for g in gold_ranking]
 
     shared_key = None
@@ -283,7 +290,7 @@ def project_data(
         )
         if prompt_ids is not None:
             scores = scores.filter(candidate__prompt_id__in=prompt_ids)
-        rm_scores = dict(scores.values_list("candidate_id", "score"))
+        rm_scores = dict(fetched_rows(scores.values_list("candidate_id", "score")))
 
     weights: dict[str, float] = {}
     marked: set[str] = set()
@@ -322,6 +329,36 @@ def _judgments_mark(judgments: QuerySet[Judgment]) -> tuple[int, int | None, Any
     return mark["n"], mark["last"], mark["changed"]
 
 
+def fetched_rows(queryset: QuerySet[Any]) -> Iterable[Sequence[Any]]:
+    """The rows of a ``values_list`` queryset as iterating it gives them (Django's
+    converters applied where a column has one), read with one ``fetchall``: Django reads
+    100 rows per ``fetchmany`` and copies every row into a new tuple. Rows are the
+    driver's tuples (lists where a column has a converter); an empty result set runs no
+    query."""
+    compiler = queryset.query.get_compiler(using=queryset.db)
+    cursor = compiler.execute_sql(CURSOR)
+    if cursor is None:  # EmptyResultSet: e.g. ``pk__in=[]``
+        return []
+    try:
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    if compiler.has_extra_select:
+        rows = [row[: compiler.col_count] for row in rows]
+    return compiler.results_iter(results=[rows])
+
+
+# ``evaluator_id`` in SQL: the same string from the database's text of the same columns.
+EVALUATOR_SQL = Case(
+    When(
+        annotator_id__isnull=False,
+        then=Concat(Value("user:"), Cast("annotator_id", TextField())),
+    ),
+    default=Concat(Value("ext:"), "source_name", Value(":"), "external_annotator"),
+    output_field=TextField(),
+)
+
+
 def _load_votes(
     judgments: QuerySet[Judgment],
     slots: QuerySet[TaskCandidate],
@@ -330,13 +367,22 @@ def _load_votes(
     with_presented: bool,
     with_times: bool,
 ) -> list[C.Vote]:
-    """Every judgment of ``judgments`` as a `consensus.Vote`, in id order."""
+    """Every judgment of ``judgments`` as a `consensus.Vote`, in id order.
+
+    Read as rows of plain columns (`fetched_rows`): the evaluator's id built in SQL, a pair
+    judgment's ranking as NULL and its display order without the JSON decoder; values that
+    repeat across votes (evaluator ids, a task's pair) are one object each.
+    """
     loads = json.loads
-    pair_slots: dict[int, list[int]] = defaultdict(list)
-    for task_id, candidate_id in slots.order_by("task_id", "position").values_list(
-        "task_id", "candidate_id"
+    pair_of: dict[int, tuple[int, ...]] = {}  # a task's first two slots' candidates
+    for task_id, candidate_id in fetched_rows(
+        slots.order_by("task_id", "position").values_list("task_id", "candidate_id")
     ):
-        pair_slots[task_id].append(candidate_id)
+        got = pair_of.get(task_id)
+        if got is None:
+            pair_of[task_id] = (candidate_id,)
+        elif len(got) == 1:
+            pair_of[task_id] = (got[0], candidate_id)
 
     # A pair judgment's ranking is empty: NULL from the database, so no JSON to decode.
     judgments = judgments.annotate(
@@ -346,13 +392,12 @@ def _load_votes(
             output_field=TextField(),
         ),
         presented_text=Cast("presented_order", TextField()),
+        evaluator_text=EVALUATOR_SQL,
     )
     columns = [
         "id",
         "task_id",
-        "annotator_id",
-        "source_name",
-        "external_annotator",
+        "evaluator_text",
         "kind",
         "ranking_of_ranking",
         "outcome",
@@ -361,37 +406,37 @@ def _load_votes(
         "created_at" if with_times else "duration_ms",
     ]
     votes = []
+    append = votes.append
     new_vote, pair_text = C.loaded_vote, PAIR_ORDER_TEXT.fullmatch
+    evaluators: dict[str, str] = {}
+    one_evaluator = evaluators.setdefault
+    pair_kind = Judgment.Kind.PAIR.value
     for (
         jid,
         task_id,
-        annotator_id,
-        source_name,
-        external,
+        evaluator,
         kind,
         ranking,
         outcome,
         presented,
         duration,
         created,
-    ) in judgments.order_by("id").values_list(*columns):
-        is_pair = kind == Judgment.Kind.PAIR
-        if not is_pair:
-            ranking = loads(ranking) if ranking is not None else None
+    ) in fetched_rows(judgments.order_by("id").values_list(*columns)):
+        is_pair = kind == pair_kind
         if not with_presented or presented is None:
             shown = ()
         elif is_pair and (two := pair_text(presented)) is not None:
             shown = (int(two[1]), int(two[2]))  # what json.loads reads there, as a tuple
         else:
             shown = tuple(loads(presented) or ())
-        votes.append(
+        append(
             new_vote(
                 jid,
                 task_id,
                 task_prompt[task_id],
-                evaluator_id(annotator_id, source_name, external),
-                () if is_pair else tuple(tuple(g) for g in ranking),
-                tuple(pair_slots[task_id][:2]) if is_pair else None,  # type: ignore[arg-type]
+                one_evaluator(evaluator, evaluator),
+                () if is_pair else tuple(tuple(g) for g in loads(ranking)),
+                pair_of.get(task_id, ()) if is_pair else None,  # type: ignore[arg-type]
                 outcome,
                 shown,
                 duration,

@@ -27,7 +27,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -192,23 +192,50 @@ def _prompt_specs(
 
 
 def _store_agreements(agreements: dict[int, tuple[float | None, int]]) -> None:
-    """Upserts each prompt's stored agreement (the data browser filters on it)."""
+    """Upserts each prompt's stored agreement (the data browser filters on it).
+
+    One ``executemany`` of ``INSERT ... ON CONFLICT (prompt) DO UPDATE`` on SQLite and
+    PostgreSQL (the statement ``bulk_create(update_conflicts=True)`` writes, without a model
+    instance and ``get_db_prep_save`` per field per prompt); ``bulk_create`` elsewhere.
+    """
+    if not agreements:
+        return
     now = timezone.now()
-    PromptAgreement.objects.bulk_create(
-        [
-            PromptAgreement(
-                prompt_id=prompt_id,
-                agreement=None if agreement is None else round(agreement, 4),
-                comparisons=comparisons,
-                computed_at=now,
-            )
-            for prompt_id, (agreement, comparisons) in agreements.items()
-        ],
-        batch_size=1000,
-        update_conflicts=True,
-        unique_fields=["prompt"],
-        update_fields=["agreement", "comparisons", "computed_at"],
+    if connection.vendor not in ("sqlite", "postgresql"):
+        PromptAgreement.objects.bulk_create(
+            [
+                PromptAgreement(
+                    prompt_id=prompt_id,
+                    agreement=None if agreement is None else round(agreement, 4),
+                    comparisons=comparisons,
+                    computed_at=now,
+                )
+                for prompt_id, (agreement, comparisons) in agreements.items()
+            ],
+            batch_size=1000,
+            update_conflicts=True,
+            unique_fields=["prompt"],
+            update_fields=["agreement", "comparisons", "computed_at"],
+        )
+        return
+    meta, quote = PromptAgreement._meta, connection.ops.quote_name
+    prompt, agreement, comparisons, computed_at = (
+        quote(meta.get_field(name).column)
+        for name in ("prompt", "agreement", "comparisons", "computed_at")
     )
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({prompt}, {agreement}, {comparisons}, "
+        f"{computed_at}) VALUES (%s, %s, %s, %s) ON CONFLICT ({prompt}) DO UPDATE SET "
+        f"{agreement} = EXCLUDED.{agreement}, {comparisons} = EXCLUDED.{comparisons}, "
+        f"{computed_at} = EXCLUDED.{computed_at}"
+    )
+    stamp = meta.get_field("computed_at").get_db_prep_save(now, connection)
+    rows = [
+        (prompt_id, None if value is None else round(value, 4), count, stamp)
+        for prompt_id, (value, count) in agreements.items()
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
 
 
 @contextlib.contextmanager
