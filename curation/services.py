@@ -81,20 +81,7 @@ def _sync_flags(
     for subject, spec in wanted.items():
         flag = existing.get(subject)
         if flag is None:
-            create.append(
-                Flag(
-                    project_id=project_id,
-                    kind=spec.kind,
-                    key=spec.key,
-                    severity=spec.severity,
-                    evidence=spec.evidence,
-                    prompt_id=spec.prompt_id,
-                    task_id=spec.task_id,
-                    judgment_id=spec.judgment_id,
-                    evaluator=spec.evaluator,
-                    details=spec.details,
-                )
-            )
+            create.append(spec)
             continue
         reopen = flag.status == Flag.Status.CLEARED or (
             flag.status == Flag.Status.RESOLVED and spec.evidence > flag.evidence
@@ -126,13 +113,89 @@ def _sync_flags(
             cleared += 1
     # A concurrent update (incremental vs. full pass) may have created the same flag: the
     # unique (project, kind, key) keeps one, and the next pass brings it up to date.
-    Flag.objects.bulk_create(create, batch_size=500, ignore_conflicts=True)
+    _flags_insert(project_id, create)
     Flag.objects.bulk_update(
         update,
         ["status", "closed_at", "resolved_by", "severity", "evidence", "details", "updated_at"],
         batch_size=500,
     )
     return {"created": len(create), "reopened": opened, "cleared": cleared, "updated": len(update)}
+
+
+def _flags_insert(project_id: int, specs: Sequence[C.FlagSpec]) -> None:
+    """Opens a flag per spec; one that exists by then (same project, kind and key) is left
+    alone. One ``executemany`` of ``INSERT ... ON CONFLICT DO NOTHING`` on SQLite and
+    PostgreSQL (no model instance and ``get_db_prep_save`` per field per flag: a full pass
+    opens thousands); ``bulk_create(ignore_conflicts=True)`` elsewhere."""
+    if not specs:
+        return
+    if connection.vendor not in ("sqlite", "postgresql"):
+        Flag.objects.bulk_create(
+            [
+                Flag(
+                    project_id=project_id,
+                    kind=spec.kind,
+                    key=spec.key,
+                    severity=spec.severity,
+                    evidence=spec.evidence,
+                    prompt_id=spec.prompt_id,
+                    task_id=spec.task_id,
+                    judgment_id=spec.judgment_id,
+                    evaluator=spec.evaluator,
+                    details=spec.details,
+                )
+                for spec in specs
+            ],
+            batch_size=500,
+            ignore_conflicts=True,
+        )
+        return
+    meta, quote = Flag._meta, connection.ops.quote_name
+    names = [
+        "project",
+        "kind",
+        "key",
+        "status",
+        "severity",
+        "evidence",
+        "prompt",
+        "task",
+        "judgment",
+        "evaluator",
+        "details",
+        "resolved_by",
+        "created_at",
+        "updated_at",
+        "closed_at",
+    ]
+    columns = ", ".join(quote(meta.get_field(name).column) for name in names)
+    marks = ", ".join(["%s"] * len(names))
+    sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({marks}) ON CONFLICT DO NOTHING"
+    details = meta.get_field("details").get_db_prep_save
+    stamp = meta.get_field("created_at").get_db_prep_save(timezone.now(), connection)
+    status = Flag.Status.OPEN.value
+    rows = [
+        (
+            project_id,
+            spec.kind,
+            spec.key,
+            status,
+            float(spec.severity),
+            int(spec.evidence),
+            spec.prompt_id,
+            spec.task_id,
+            spec.judgment_id,
+            spec.evaluator,
+            details(spec.details, connection),
+            None,
+            stamp,
+            stamp,
+            None,
+        )
+        for spec in specs
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
 
 
 def flags_update_for_task(*, task_id: int) -> dict[str, int]:

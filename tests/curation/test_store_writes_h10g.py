@@ -52,3 +52,60 @@ def test_agreements_are_inserted_then_updated_in_place():
     assert stored[p[3]][:2] == (0.1235, 10)
     services._store_agreements({})
     assert len(_stored(p)) == 4
+
+
+def test_new_flags_hold_their_specs_and_an_existing_one_is_left_alone():
+    from annotate.models import Task
+    from curation import consensus as C
+    from curation.models import Flag
+
+    project = make_project(n_prompts=2)
+    p0, p1 = Prompt.objects.filter(project=project).order_by("pk")
+    task = Task.objects.filter(prompt=p0).first()
+    specs = [
+        C.FlagSpec(
+            kind="low_agreement",
+            key=f"prompt:{p0.pk}",
+            severity=0.4375,
+            evidence=7,
+            prompt_id=p0.pk,
+            task_id=task.pk,
+            details={"agreement": 0.1, "names": ["ä", "b"], "nested": {"n": None, "ok": True}},
+        ),
+        C.FlagSpec(
+            kind="unreliable_annotator",
+            key="evaluator:ext:src:x",
+            severity=1.0,
+            evidence=12,
+            evaluator="ext:src:x",
+        ),
+    ]
+    before = timezone.now()
+    counts = services._sync_flags(project_id=project.pk, specs=specs, kinds=Flag.Kind.values)
+    after = timezone.now()
+    assert counts["created"] == 2
+    stored = {f.key: f for f in Flag.objects.filter(project=project)}
+    assert set(stored) == {s.key for s in specs}
+    for spec in specs:
+        flag = stored[spec.key]
+        assert (flag.kind, flag.severity, flag.evidence, flag.evaluator, flag.details) == (
+            spec.kind,
+            spec.severity,
+            spec.evidence,
+            spec.evaluator,
+            spec.details,
+        )
+        assert (flag.prompt_id, flag.task_id, flag.judgment_id) == (
+            spec.prompt_id,
+            spec.task_id,
+            spec.judgment_id,
+        )
+        assert flag.status == "open" and flag.closed_at is None and flag.resolved_by is None
+        assert before <= flag.created_at <= after and before <= flag.updated_at <= after
+
+    # A flag another pass opened meanwhile: the insert leaves it as it is.
+    taken = C.FlagSpec(kind="cycle", key=f"prompt:{p1.pk}", severity=0.9, evidence=3)
+    Flag.objects.create(project=project, kind="cycle", key=taken.key, severity=0.2, evidence=1)
+    services._flags_insert(project.pk, [taken])
+    (cycle,) = Flag.objects.filter(project=project, kind="cycle")
+    assert (cycle.severity, cycle.evidence) == (0.2, 1)
