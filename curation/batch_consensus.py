@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, compress, repeat
 from typing import NamedTuple
 
 import numpy as np
@@ -199,30 +199,27 @@ class _Columns:
             np.array([p for p, _ in prompts], dtype=np.int64),
             [len(prompt_votes) for _, prompt_votes in prompts],
         )
-        evaluator_index: dict[str, int] = {}
-        vote_e = np.array(
-            [evaluator_index.setdefault(v.evaluator, len(evaluator_index)) for v in votes],
-            dtype=np.int64,
-        )
+        names = [v.evaluator for v in votes]
+        evaluator_index = {name: i for i, name in enumerate(dict.fromkeys(names))}
+        vote_e = np.array(list(map(evaluator_index.__getitem__, names)), dtype=np.int64)
         vote_j = np.array([v.judgment_id for v in votes], dtype=np.int64)
         slots = [v.pair for v in votes]
-        is_pair = np.array([pair is not None for pair in slots], dtype=bool)
+        pair_flags = [pair is not None for pair in slots]
+        is_pair = np.array(pair_flags, dtype=bool)
         # Pair judgments: one row each (none for a self-pair).
         pair_votes = np.flatnonzero(is_pair)
-        chosen = pair_votes.tolist()
-        pa = np.array([slots[i][0] for i in chosen], dtype=np.int64)  # type: ignore[index]
-        pb = np.array([slots[i][1] for i in chosen], dtype=np.int64)  # type: ignore[index]
-        pair_sign = np.array([_SIGN.get(votes[i].outcome, 0) for i in chosen], dtype=np.int64)
+        ends = np.array(
+            list(chain.from_iterable(compress(slots, pair_flags))), dtype=np.int64
+        ).reshape(-1, 2)
+        pa, pb = ends[:, 0], ends[:, 1]
+        outcomes = [v.outcome for v in compress(votes, pair_flags)]
+        pair_sign = np.array(list(map(_SIGN.get, outcomes, repeat(0))), dtype=np.int64)
         # Ranking judgments, flattened: each member's candidate and tie group's position.
         rank_votes = np.flatnonzero(~is_pair)
         rankings = [votes[i].ranking for i in rank_votes.tolist()]
         group_sizes = np.array([len(g) for r in rankings for g in r], dtype=np.int64)
         n_groups = np.array([len(r) for r in rankings], dtype=np.int64)
-        members = np.fromiter(
-            chain.from_iterable(chain.from_iterable(rankings)),
-            dtype=np.int64,
-            count=int(group_sizes.sum()),
-        )
+        members = np.array(list(chain.from_iterable(chain.from_iterable(rankings))), dtype=np.int64)
         group_rank = np.repeat(np.arange(len(rankings)), n_groups)
         group_pos = np.arange(len(group_sizes)) - np.repeat(
             np.cumsum(n_groups) - n_groups, n_groups
