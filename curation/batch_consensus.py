@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain, compress, repeat
+from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
@@ -199,24 +199,40 @@ class _Columns:
             np.array([p for p, _ in prompts], dtype=np.int64),
             [len(prompt_votes) for _, prompt_votes in prompts],
         )
-        names = [v.evaluator for v in votes]
-        evaluator_index = {name: i for i, name in enumerate(dict.fromkeys(names))}
-        vote_e = np.array(list(map(evaluator_index.__getitem__, names)), dtype=np.int64)
-        vote_j = np.array([v.judgment_id for v in votes], dtype=np.int64)
-        slots = [v.pair for v in votes]
-        pair_flags = [pair is not None for pair in slots]
+        # One pass over the judgments: evaluator and id of each, a pair's slots and outcome,
+        # a ranking as it is (expanded below on arrays).
+        evaluator_index: dict[str, int] = {}
+        index_of = evaluator_index.setdefault
+        cols_e: list[int] = []
+        cols_j: list[int] = []
+        pair_flags: list[bool] = []
+        pa_list: list[int] = []
+        pb_list: list[int] = []
+        sign_list: list[int] = []
+        rankings = []
+        sign_of = _SIGN.get
+        for v in votes:
+            cols_e.append(index_of(v.evaluator, len(evaluator_index)))
+            cols_j.append(v.judgment_id)
+            pair = v.pair
+            if pair is None:
+                pair_flags.append(False)
+                rankings.append(v.ranking)
+                continue
+            pair_flags.append(True)
+            pa_list.append(pair[0])
+            pb_list.append(pair[1])
+            sign_list.append(sign_of(v.outcome, 0))
+        vote_e = np.array(cols_e, dtype=np.int64)
+        vote_j = np.array(cols_j, dtype=np.int64)
         is_pair = np.array(pair_flags, dtype=bool)
         # Pair judgments: one row each (none for a self-pair).
         pair_votes = np.flatnonzero(is_pair)
-        ends = np.array(
-            list(chain.from_iterable(compress(slots, pair_flags))), dtype=np.int64
-        ).reshape(-1, 2)
-        pa, pb = ends[:, 0], ends[:, 1]
-        outcomes = [v.outcome for v in compress(votes, pair_flags)]
-        pair_sign = np.array(list(map(_SIGN.get, outcomes, repeat(0))), dtype=np.int64)
+        pa = np.array(pa_list, dtype=np.int64)
+        pb = np.array(pb_list, dtype=np.int64)
+        pair_sign = np.array(sign_list, dtype=np.int64)
         # Ranking judgments, flattened: each member's candidate and tie group's position.
         rank_votes = np.flatnonzero(~is_pair)
-        rankings = [votes[i].ranking for i in rank_votes.tolist()]
         group_sizes = np.array([len(g) for r in rankings for g in r], dtype=np.int64)
         n_groups = np.array([len(r) for r in rankings], dtype=np.int64)
         members = np.array(list(chain.from_iterable(chain.from_iterable(rankings))), dtype=np.int64)
