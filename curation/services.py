@@ -114,11 +114,7 @@ def _sync_flags(
     # A concurrent update (incremental vs. full pass) may have created the same flag: the
     # unique (project, kind, key) keeps one, and the next pass brings it up to date.
     _flags_insert(project_id, create)
-    Flag.objects.bulk_update(
-        update,
-        ["status", "closed_at", "resolved_by", "severity", "evidence", "details", "updated_at"],
-        batch_size=500,
-    )
+    _flags_update(update)
     return {"created": len(create), "reopened": opened, "cleared": cleared, "updated": len(update)}
 
 
@@ -193,6 +189,38 @@ def _flags_insert(project_id: int, specs: Sequence[C.FlagSpec]) -> None:
             None,
         )
         for spec in specs
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
+
+
+FLAG_SYNCED = [
+    "status",
+    "closed_at",
+    "resolved_by",
+    "severity",
+    "evidence",
+    "details",
+    "updated_at",
+]
+
+
+def _flags_update(flags: Sequence[Flag]) -> None:
+    """Writes the synced fields of ``flags``: one ``executemany`` of ``UPDATE ... WHERE id``
+    on SQLite and PostgreSQL (``bulk_update`` writes a ``CASE WHEN`` per field over every
+    id of its batch); ``bulk_update`` elsewhere."""
+    if not flags:
+        return
+    if connection.vendor not in ("sqlite", "postgresql"):
+        Flag.objects.bulk_update(flags, FLAG_SYNCED, batch_size=500)
+        return
+    meta, quote = Flag._meta, connection.ops.quote_name
+    fields = [meta.get_field(name) for name in FLAG_SYNCED]
+    sets = ", ".join(f"{quote(f.column)} = %s" for f in fields)
+    sql = f"UPDATE {quote(meta.db_table)} SET {sets} WHERE {quote(meta.pk.column)} = %s"
+    rows = [
+        (*(f.get_db_prep_save(getattr(flag, f.attname), connection) for f in fields), flag.pk)
+        for flag in flags
     ]
     with connection.cursor() as cursor:
         cursor.executemany(sql, rows)

@@ -109,3 +109,57 @@ def test_new_flags_hold_their_specs_and_an_existing_one_is_left_alone():
     services._flags_insert(project.pk, [taken])
     (cycle,) = Flag.objects.filter(project=project, kind="cycle")
     assert (cycle.severity, cycle.evidence) == (0.2, 1)
+
+
+def test_synced_flags_are_updated_cleared_and_reopened():
+    from curation import consensus as C
+    from curation.models import Flag, ReviewAction
+    from tests.factories import make_user
+
+    project = make_project(n_prompts=1)
+    old = timezone.now() - timedelta(days=1)
+    action = ReviewAction.objects.create(
+        project=project, kind="dismiss_flag", actor=make_user("h10g-rev"), before={}, after={}
+    )
+
+    def flag(key, status, **extra):
+        return Flag.objects.create(
+            project=project, kind="cycle", key=key, status=status, severity=0.1, evidence=2, **extra
+        )
+
+    changed = flag("changed", "open", details={"old": 1})
+    gone = flag("gone", "open")
+    back = flag("back", "cleared", closed_at=old)
+    grown = flag("grown", "resolved", closed_at=old, resolved_by=action)
+    same = flag("same", "resolved", closed_at=old, resolved_by=action)
+
+    def spec(key, evidence, details):
+        return C.FlagSpec(kind="cycle", key=key, severity=0.75, evidence=evidence, details=details)
+
+    specs = [
+        spec("changed", 5, {"new": [1.5, "ä"]}),
+        spec("back", 2, {}),
+        spec("grown", 3, {"more": True}),
+        spec("same", 2, {}),
+    ]
+    before = timezone.now()
+    counts = services._sync_flags(project_id=project.pk, specs=specs, kinds=["cycle"])
+    after = timezone.now()
+    assert counts == {"created": 0, "reopened": 2, "cleared": 1, "updated": 4}
+    rows = {f.key: f for f in Flag.objects.filter(project=project)}
+    for f in (changed, back, grown):
+        row = rows[f.key]
+        want = next(s for s in specs if s.key == f.key)
+        assert (row.status, row.severity, row.evidence, row.details) == (
+            "open",
+            0.75,
+            want.evidence,
+            want.details,
+        )
+        assert row.closed_at is None and row.resolved_by_id is None
+        assert before <= row.updated_at <= after
+    assert rows["gone"].status == "cleared" and before <= rows["gone"].closed_at <= after
+    assert (rows["gone"].severity, rows["gone"].evidence) == (0.1, 2)
+    kept = rows["same"]
+    assert (kept.status, kept.severity, kept.resolved_by_id) == ("resolved", 0.1, action.pk)
+    assert kept.updated_at == same.updated_at and gone.pk == rows["gone"].pk
