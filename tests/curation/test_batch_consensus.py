@@ -54,7 +54,10 @@ def _world(seed: int, n_prompts: int = 60) -> tuple[list[C.Vote], dict[int, dict
     return votes, scores
 
 
-def _source(votes: list[C.Vote], n_prompts: int, n_cands: int) -> E.SnapshotInput:
+def _source(
+    votes: list[C.Vote], n_prompts: int, n_cands: int, *, empty_every: int = 0
+) -> E.SnapshotInput:
+    """Every ``empty_every``-th candidate has an empty answer (no content)."""
     return E.SnapshotInput(
         project_name="p",
         project_id=1,
@@ -67,7 +70,14 @@ def _source(votes: list[C.Vote], n_prompts: int, n_cands: int) -> E.SnapshotInpu
             for p in range(1, n_prompts + 1)
         },
         candidates={
-            c: E.SnapshotCandidate(c, f"cand-{c}", f"model-{c % 5}", "text", f"answer {c}", "")
+            c: E.SnapshotCandidate(
+                c,
+                f"cand-{c}",
+                f"model-{c % 5}",
+                "text",
+                "  " if empty_every and c % empty_every == 0 else f"answer {c}",
+                "",
+            )
             for c in range(1, n_cands + 1)
         },
         rm_scores={},

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -19,20 +18,10 @@ from curation import batch_consensus as BC
 from curation import consensus as C
 from curation import exporting as E
 from curation import graph as G
+from tests.curation.test_batch_consensus import _source as pair_source
+from tests.curation.test_batch_consensus_rankings import _ranking
 
 EVALUATORS = [f"ext:crowd:{i}" for i in range(6)]
-
-
-def _ranking(rng: random.Random, cands: list[int]) -> tuple[tuple[int, ...], ...]:
-    """A random ranking of 1 to all of ``cands``, now and then with tie groups."""
-    chosen = rng.sample(cands, rng.randint(1, len(cands)))
-    groups: list[list[int]] = []
-    for c in chosen:
-        if groups and rng.random() < 0.25:
-            groups[-1].append(c)
-        else:
-            groups.append([c])
-    return tuple(tuple(g) for g in groups)
 
 
 def _world(seed: int, n_prompts: int = 60, *, stored: bool = False) -> list[C.Vote]:
@@ -56,7 +45,7 @@ def _world(seed: int, n_prompts: int = 60, *, stored: bool = False) -> list[C.Vo
                 votes.append(C.Vote(jid, jid, prompt_id, evaluator, ranking=()))
                 continue
             if kind == "ranking":
-                ranking = _ranking(rng, cands)
+                ranking = _ranking(rng, cands, tie_rate=0.25)
                 votes.append(C.Vote(jid, jid, prompt_id, evaluator, ranking=ranking))
                 continue
             if not stored and rng.random() < 0.03:
@@ -80,35 +69,7 @@ def _by_prompt(votes: list[C.Vote]) -> dict[int, list[C.Vote]]:
 def _source(votes: list[C.Vote], n_prompts: int, *, empty_every: int = 0) -> E.SnapshotInput:
     """Every ``empty_every``-th candidate has an empty answer (no content)."""
     n_cands = max(c for v in votes for c in v.candidates)
-    return E.SnapshotInput(
-        project_name="p",
-        project_id=1,
-        version=1,
-        votes=votes,
-        discarded_tasks=set(),
-        gold={},
-        prompts={
-            p: E.SnapshotPrompt(p, f"prompt-{p}", f"text {p}", "", "")
-            for p in range(1, n_prompts + 1)
-        },
-        candidates={
-            c: E.SnapshotCandidate(
-                c,
-                f"cand-{c}",
-                f"model-{c % 5}",
-                "text",
-                "  " if empty_every and c % empty_every == 0 else f"answer {c}",
-                "",
-            )
-            for c in range(1, n_cands + 1)
-        },
-        rm_scores={},
-        rm_label="",
-        marked=set(),
-        decisions={},
-        media_root=Path("/nonexistent"),
-        leaderboard_bootstrap=0,
-    )
+    return pair_source(votes, n_prompts, n_cands, empty_every=empty_every)
 
 
 def _weights(rng: random.Random) -> dict[str, float]:

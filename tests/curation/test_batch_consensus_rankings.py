@@ -21,12 +21,14 @@ from tests.curation.test_batch_consensus import _source as pair_source
 EVALUATORS = [f"ext:crowd:{i}" for i in range(6)]
 
 
-def _ranking(rng: random.Random, cands: list[int]) -> tuple[tuple[int, ...], ...]:
+def _ranking(
+    rng: random.Random, cands: list[int], *, tie_rate: float = 0.2
+) -> tuple[tuple[int, ...], ...]:
     """A random ranking of 1 to all of ``cands``, now and then with tie groups."""
     chosen = rng.sample(cands, rng.randint(1, len(cands)))
     groups: list[list[int]] = []
     for c in chosen:
-        if groups and rng.random() < 0.2:
+        if groups and rng.random() < tie_rate:
             groups[-1].append(c)
         else:
             groups.append([c])
