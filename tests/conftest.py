@@ -22,6 +22,12 @@ def _media_root(request, tmp_path):
     settings = request.getfixturevalue("settings")
     # PBKDF2 costs ~0.3 s per user here; tests do not need slow hashes.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Database sessions in this process even where the broker is Redis: the Redis session store
+    # (annotate/session_store.py) re-reads its cache epoch once a second per process, so the
+    # statement-count tests would count one query more or less by the clock. Its own tests
+    # select it (tests/annotate/test_session_store.py); the deployed processes of tests/e2e run
+    # with it whenever their broker is Redis.
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.db"
     settings.MEDIA_ROOT = str(tmp_path / "media")
     Path(settings.MEDIA_ROOT).mkdir()
     return settings.MEDIA_ROOT
