@@ -80,11 +80,18 @@ def _reserve_ids(model: type[models.Model], n: int) -> list[int]:
     pk = model._meta.pk.column
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
+            # The sequence named once: ``nextval(pg_get_serial_sequence(...))`` in the select
+            # list looked the name up in the catalog for every row, 0.25 s of server CPU for
+            # 40,000 ids against 0.04 s (issue 13). One array back instead of n rows.
             cursor.execute(
-                "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
-                [connection.ops.quote_name(table), pk, n],
+                "SELECT pg_get_serial_sequence(%s, %s)", [connection.ops.quote_name(table), pk]
             )
-            return [row[0] for row in cursor.fetchall()]
+            sequence = cursor.fetchone()[0]
+            cursor.execute(
+                "SELECT array_agg(nextval(%s::regclass)) FROM generate_series(1, %s)",
+                [sequence, n],
+            )
+            return cursor.fetchone()[0]
         # AUTOINCREMENT tables never reuse an id, even one whose row was deleted.
         cursor.execute(f"SELECT COALESCE(MAX({pk}), 0) FROM {connection.ops.quote_name(table)}")
         top = cursor.fetchone()[0]
