@@ -420,7 +420,8 @@ def main() -> None:
         if postgres:
             _pg_admin(url, f'CREATE DATABASE "{template}"')
             scratch.append(template)
-        world = Path(args.world) if args.world and not postgres else tmp / "world"
+        # Absolute: the children run in the measured code's folder (a worktree), not here.
+        world = Path(args.world).resolve() if args.world and not postgres else tmp / "world"
         if (world / "setup.json").exists():
             setup = json.loads((world / "setup.json").read_text())
         else:
