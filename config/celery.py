@@ -38,6 +38,46 @@ app.conf.update(
 app.autodiscover_tasks(["workers"])
 
 
+# --- a Redis broker lost with a message in hand ------------------------------------------------
+# When Redis goes away while the consumer holds an unacknowledged message and a BRPOP is in
+# flight, the worker's reconnect path (celery 5.7 / kombu 5.7) first "collects" the connection:
+# the default channel's close fails on the BRPOP read, a second channel's close fails on the
+# broker, and the transport is detached (``transport.client = None``) with the default channel
+# still open. Closing the connection then closes that channel, whose requeue of the unacked
+# message builds a new Redis pool from ``transport.client`` and raises AttributeError. That is
+# not a connection error, so the consumer logs "Unrecoverable error" and the worker stops for
+# good instead of reconnecting once Redis is back. Seen in tests/e2e/test_broker_outage.py;
+# reproduced step by step in tests/test_broker_reconnect.py. The guard turns the detached
+# transport into the connection error it is: the close is abandoned like the others, the
+# consumer reconnects, and the message (lost with the broker, or still in Redis's unacked
+# index) comes back through the job sweep or the visibility timeout. Only consumers hold
+# unacknowledged messages, so the guard is installed when a worker starts (the web process
+# does not import the Redis transport for it: start-up time).
+def guard_detached_redis_transport() -> None:
+    try:
+        from kombu.transport import redis as kombu_redis
+    except ImportError:  # redis-py not installed: no Redis transport to guard
+        return
+    original = kombu_redis.Channel._connparams
+    if getattr(original, "quorum_guard", False):
+        return
+
+    def _connparams(self, asynchronous=False):
+        if self.connection.client is None:
+            raise kombu_redis.redis.exceptions.ConnectionError(
+                "the broker connection was closed (transport detached)"
+            )
+        return original(self, asynchronous=asynchronous)
+
+    _connparams.quorum_guard = True
+    kombu_redis.Channel._connparams = _connparams
+
+
+@signals.worker_init.connect
+def _guard_on_worker_start(**kwargs) -> None:
+    guard_detached_redis_transport()
+
+
 # --- time limits under --pool=solo ----------------------------------------------------------
 # The prefork pool enforces task_time_limit / task_soft_time_limit itself; the solo pool (one
 # GPU worker process that keeps its model loaded) ignores both. So for solo workers: the soft
