@@ -123,6 +123,14 @@ def _column_name(expression: Any, alias: str | None) -> str:
     return alias or str(expression)
 
 
+def loaded(model: type, row: dict[str, Any]) -> Any:
+    """The instance of ``model`` whose columns a ``named_rows`` row holds, built with
+    ``from_db`` as the ORM builds what it loads (the columns it lacks are deferred)."""
+    prefix = model._meta.model_name + "."
+    names = [f.attname for f in model._meta.concrete_fields if prefix + f.attname in row]
+    return model.from_db("default", names, [row[prefix + n] for n in names])
+
+
 def json_value(raw: Any) -> Any:
     """A JSON column as a raw cursor gives it (text on both backends as Django sets them up)."""
     return json.loads(raw) if isinstance(raw, str | bytes) else raw

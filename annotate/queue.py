@@ -55,7 +55,7 @@ from annotate.models import (
     Task,
     TaskCandidate,
 )
-from annotate.prepared_queries import PreparedQuery, instant_value, json_value
+from annotate.prepared_queries import PreparedQuery, instant_value, json_value, loaded
 from annotate.services import JudgmentInvalid, judgment_validate
 from workers.jobs import flags_update_publish_soon
 
@@ -802,19 +802,12 @@ def _locked_for_annotator(
     if not rows:
         return None
     row = rows[0]
-    project = _loaded(Project, row)
-    task = _loaded(Task, row)
-    assignment = _loaded(Assignment, row)
+    project = loaded(Project, row)
+    task = loaded(Task, row)
+    assignment = loaded(Assignment, row)
     task.project = project
     assignment.task = task
     return task, assignment, project, _positions_value(row["positions"])
-
-
-def _loaded(model: type, row: dict[str, object]):
-    """The instance of ``model`` whose columns a ``named_rows`` row holds."""
-    prefix = model._meta.model_name + "."
-    names = [f.attname for f in model._meta.concrete_fields if prefix + f.attname in row]
-    return model.from_db("default", names, [row[prefix + n] for n in names])
 
 
 def _instance(model: type, **values: object):
@@ -831,41 +824,113 @@ def _store(*, judgment: Judgment, task: Task, assignment_id: int, now: datetime)
     On PostgreSQL one statement: the two updates as data-modifying ``WITH`` parts of the
     insert, each the SQL the ORM writes for it (one round trip instead of three; any
     constraint the insert breaks undoes the updates with it). SQLite runs them one by one.
+    The SQL is compiled once per database (``_store_statements``); each call binds its values
+    as the ORM's compilers do.
     """
-    updates = [
-        _update_sql(
-            Assignment, assignment_id, {"status": Assignment.Status.SUBMITTED, "updated_at": now}
-        ),
-        _update_sql(
-            Task,
-            task.pk,
-            {
-                "judgment_count": task.judgment_count,
-                "status": task.status,
-                "flags_dirty_at": now,
-            },
-        ),
-    ]
-    meta = Judgment._meta
-    insert = sql.InsertQuery(Judgment)
-    insert.insert_values(
-        [f for f in meta.local_concrete_fields if f is not meta.auto_field], [judgment]
-    )
-    compiler = insert.get_compiler(connection=connection)
-    compiler.returning_fields = [meta.pk]
-    ((insert_sql, insert_params),) = compiler.as_sql()
+    statements = _STORE_SQL.get(connection.alias) or _store_statements()
+    params = _store_params(judgment=judgment, task=task, assignment_id=assignment_id, now=now)
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            parts = ", ".join(f"u{i} AS ({text})" for i, (text, _) in enumerate(updates))
-            params = [p for _, values in updates for p in values]
-            cursor.execute(f"WITH {parts} {insert_sql}", [*params, *insert_params])
+        if len(statements) == 1:
+            cursor.execute(statements[0], [p for part in params for p in part])
         else:
-            for text, values in updates:
+            for text, values in zip(statements, params, strict=True):
                 cursor.execute(text, values)
-            cursor.execute(insert_sql, insert_params)
         (judgment.pk,) = cursor.fetchone()
     judgment._state.adding = False
     judgment._state.db = connection.alias
+
+
+# What ``_store`` writes, in its order: the assignment's and the task's columns.
+_STORE_ASSIGNMENT = ("status", "updated_at")
+_STORE_TASK = ("judgment_count", "status", "flags_dirty_at")
+_STORE_SQL: dict[str, list[str]] = {}
+
+
+def _judgment_fields() -> list:
+    meta = Judgment._meta
+    return [f for f in meta.local_concrete_fields if f is not meta.auto_field]
+
+
+def _store_statements() -> list[str]:
+    """``_store``'s SQL for this connection, as the ORM writes it: the assignment's update,
+    the task's and the judgment's insert (PostgreSQL: one statement, the updates as ``WITH``
+    parts). Compiled with the values ``_store_params`` binds for a sample judgment, and
+    checked against them: a compiler that orders or adapts its parameters otherwise fails
+    here, on the first submit, instead of writing wrong values."""
+    now = timezone.now()
+    sample = Judgment(
+        project_id=1, task_id=1, assignment_id=1, annotator_id=1, kind=Judgment.Kind.RANKING,
+        ranking=[[1]], presented_order=[1], ratings={}, duration_ms=1, idempotency_key="k" * 8,
+    )  # fmt: skip
+    task = Task(pk=2, judgment_count=1, status=Task.Status.OPEN)
+    compiled = [
+        _update_sql(
+            Assignment,
+            3,
+            dict(zip(_STORE_ASSIGNMENT, (Assignment.Status.SUBMITTED, now), strict=True)),
+        ),
+        _update_sql(Task, 2, dict(zip(_STORE_TASK, (1, Task.Status.OPEN, now), strict=True))),
+    ]
+    insert = sql.InsertQuery(Judgment)
+    insert.insert_values(_judgment_fields(), [sample])
+    compiler = insert.get_compiler(connection=connection)
+    compiler.returning_fields = [Judgment._meta.pk]
+    ((insert_sql, insert_params),) = compiler.as_sql()
+    compiled.append((insert_sql, insert_params))
+    params = _store_params(judgment=sample, task=task, assignment_id=3, now=now)
+    # The insert's timestamps are the clock's at each pre_save: compared by type only.
+    stamped = [bool(getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False))
+               for f in _judgment_fields()]  # fmt: skip
+    for i, ((text, values), mine) in enumerate(zip(compiled, params, strict=True)):
+        masks = stamped if i == 2 else [False] * len(values)
+        if len(values) != len(mine) or any(
+            type(a) is not type(b) if mask else _comparable(a) != _comparable(b)
+            for a, b, mask in zip(values, mine, masks, strict=False)
+        ):
+            raise RuntimeError(f"_store: parameters of {text[:60]!r} differ from the ORM's")
+    if connection.vendor == "postgresql":
+        parts = ", ".join(f"u{i} AS ({text})" for i, (text, _) in enumerate(compiled[:2]))
+        statements = [f"WITH {parts} {insert_sql}"]
+    else:
+        statements = [text for text, _ in compiled]
+    _STORE_SQL[connection.alias] = statements
+    return statements
+
+
+def _comparable(value: object) -> object:
+    # psycopg's Jsonb wrapper has no equality of its own.
+    return ("json", value.obj) if hasattr(value, "obj") and hasattr(value, "dumps") else value
+
+
+def _store_params(
+    *, judgment: Judgment, task: Task, assignment_id: int, now: datetime
+) -> list[list]:
+    """The parameters of ``_store``'s three statements, bound as ``_update_sql`` and the
+    insert's compiler bind them (``get_db_prep_save``; the insert's ``pre_save`` fills the
+    judgment's timestamps)."""
+
+    def prep(model: type, names: Sequence[str], values: Sequence[object]) -> list:
+        meta = model._meta
+        return [
+            meta.get_field(name).get_db_prep_save(value, connection=connection)
+            for name, value in zip(names, values, strict=True)
+        ]
+
+    pk = Assignment._meta.pk
+    return [
+        [
+            *prep(Assignment, _STORE_ASSIGNMENT, (Assignment.Status.SUBMITTED, now)),
+            pk.get_db_prep_value(assignment_id, connection, prepared=False),
+        ],
+        [
+            *prep(Task, _STORE_TASK, (task.judgment_count, task.status, now)),
+            Task._meta.pk.get_db_prep_value(task.pk, connection, prepared=False),
+        ],
+        [
+            f.get_db_prep_save(f.pre_save(judgment, True), connection=connection)
+            for f in _judgment_fields()
+        ],
+    ]
 
 
 def _update_sql(model: type, pk: int, values: dict) -> tuple[str, tuple]:

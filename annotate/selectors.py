@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection
 from django.db.models import QuerySet
 from django.urls import reverse
 from django.utils.crypto import salted_hmac
@@ -21,7 +22,7 @@ from annotate.models import (
     Task,
     TaskCandidate,
 )
-from annotate.prepared_queries import PreparedQuery
+from annotate.prepared_queries import PreparedQuery, loaded
 from annotate.rendering import html_or_rendered
 
 
@@ -181,14 +182,32 @@ def _model_ranking(project: Project, letters: list[tuple[str, int]]) -> tuple[st
 
 
 def membership_for_annotation(*, user: AbstractBaseUser, project_id: int) -> Membership | None:
-    """The user's membership (with its project) when they may annotate there: any role."""
+    """The user's membership (with its project) when they may annotate there: any role.
+
+    Every next task asks: the query is compiled once (``PreparedQuery``), the instances are
+    built as the ORM builds them (``loaded``)."""
     if not user.is_authenticated:
         return None
+    low, high = connection.ops.integer_field_range(Membership._meta.pk.get_internal_type())
+    if not low <= project_id <= high:  # no such row; the ORM answers so without asking
+        return None
+    rows = _MEMBERSHIP.named_rows(project_id=project_id, user_id=user.pk)
+    if not rows:
+        return None
+    membership = loaded(Membership, rows[0])
+    membership.project = loaded(Project, rows[0])
+    return membership
+
+
+def _membership_query(*, project_id: int, user_id: int) -> QuerySet:
     return (
         Membership.objects.select_related("project")
-        .filter(project_id=project_id, user=user)
-        .first()
+        .filter(project_id=project_id, user_id=user_id)
+        .order_by("pk")[:1]
     )
+
+
+_MEMBERSHIP = PreparedQuery(_membership_query, project_id="id", user_id="id")
 
 
 def assignment_for_annotator(
