@@ -16,6 +16,7 @@ reward model enters as `RM_EVALUATOR` when asked to.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import operator
 import random
@@ -32,6 +33,8 @@ if TYPE_CHECKING:  # networkx and numpy load on first use: the web process rarel
     from pathlib import Path
 
     import networkx as nx
+
+logger = logging.getLogger(__name__)
 
 RM_EVALUATOR = "reward-model"
 # Cells of the joint model's [prompts, N, N] arrays (float64) beyond which it is not fitted:
@@ -162,6 +165,8 @@ class Vote:
 
     def _make_record(self) -> A.RankingRecord | A.PairRecord:
         if self.pair is not None:
+            if len(self.pair) != 2:
+                raise ValueError(unpaired_message(self))
             shown = self.presented_order
             presented = shown if len(shown) == 2 and set(shown) == set(self.pair) else None
             a, b = self.pair
@@ -235,14 +240,41 @@ def loaded_vote(
 _new_object = object.__new__
 
 
+def unpaired(vote: Vote) -> bool:
+    """A pair judgment whose task does not hold two candidate slots (one was removed, or
+    the task never had two): it names no pair to prefer one of, so curation skips it
+    (`usable_votes`, `evaluator_quality`, `gold_flags`) and its `Vote.record` raises."""
+    pair = vote.pair
+    return pair is not None and len(pair) != 2
+
+
+def unpaired_message(vote: Vote) -> str:
+    return (
+        f"judgment {vote.judgment_id}: a pair judgment needs a task with two candidate "
+        f"slots; its task {vote.task_id} has {len(vote.pair or ())}"
+    )
+
+
+def without_unpaired(votes: Sequence[Vote]) -> Sequence[Vote]:
+    """``votes`` without `unpaired` ones (the same list when there is none), each skipped
+    one logged."""
+    skipped = [vote for vote in votes if vote.pair is not None and len(vote.pair) != 2]
+    if not skipped:
+        return votes
+    for vote in skipped:
+        logger.warning("skipped: %s", unpaired_message(vote))
+    drop = {id(vote) for vote in skipped}
+    return [vote for vote in votes if id(vote) not in drop]
+
+
 def _pair_record(vote: Vote) -> A.PairRecord | None:
     """`Vote.record` of a valid pair judgment (a known outcome, two different candidates),
     without `PairRecord.__post_init__`'s checks (its display order is checked here) and its
     per-field ``object.__setattr__``: a pass builds one per judgment. None for anything
     else, which goes to the constructor and raises where it is invalid."""
     pair = vote.pair
-    if pair is None:
-        return None
+    if pair is None or len(pair) != 2:
+        return None  # `Vote._make_record` says what is wrong with a pair of another size
     a, b = pair
     outcome = vote.outcome
     if a == b or outcome not in A.OUTCOMES:
@@ -971,7 +1003,7 @@ def gold_flags(
     """
     flags = []
     for vote in votes:
-        if vote.task_id not in gold:
+        if vote.task_id not in gold or unpaired(vote):
             continue
         wrong = gold_wrong_share(vote.as_ranking(), gold[vote.task_id])
         if wrong is None or wrong < thresholds.gold_fail:
@@ -1074,6 +1106,7 @@ def evaluator_quality(
     """
     import numpy as np
 
+    votes = without_unpaired(votes)
     records = vote_records(votes)
     gold_by_prompt: dict[int, list[list[int]]] = {}
     task_prompt = {vote.task_id: vote.prompt_id for vote in votes}

@@ -455,12 +455,14 @@ def joint_fit_cache(project_id: int) -> Path:
 
 
 def usable_votes(data: ProjectData, votes: Iterable[C.Vote]) -> list[C.Vote]:
-    """Votes that count for consensus: not on discarded tasks, not by marked evaluators."""
+    """Votes that count for consensus: not on discarded tasks, not by marked evaluators,
+    not pair judgments whose task lacks two candidate slots (`consensus.unpaired`)."""
     return [
         v
         for v in votes
         if data.task_status.get(v.task_id) != Task.Status.DISCARDED
         and v.evaluator not in data.marked
+        and not (v.pair is not None and len(v.pair) != 2)
     ]
 
 
