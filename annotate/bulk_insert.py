@@ -29,15 +29,44 @@ from django.db import DatabaseError, IntegrityError, connection, models, transac
 from django.utils import timezone
 
 _EMPTY = {dict: "{}", list: "[]"}
+# PostgreSQL's binary ``COPY``: the column types (oid) whose binary form psycopg writes from
+# the Python values the import's fields hold, and the type each is sent as. ``jsonb`` goes as
+# ``bytea`` holding its binary form (version 1, then the JSON text), which ``_converter``
+# builds: psycopg's own ``jsonb`` dumper would encode the already dumped text as a JSON string.
+# A table with a column of another type is copied as text.
+JSONB, BYTEA = 3802, 17
+_BINARY_COPY_TYPES = {
+    16: 16,  # boolean
+    20: 20,  # bigint
+    21: 21,  # smallint
+    23: 23,  # integer
+    25: 25,  # text
+    700: 700,  # real
+    701: 701,  # double precision
+    1043: 1043,  # varchar
+    1184: 1184,  # timestamp with time zone
+    JSONB: BYTEA,
+}
+_JSONB_VERSION = b"\x01"
 
 
-def _converter(field: models.Field, *, strict_json: bool = False) -> Callable[[Any], Any] | None:
+def _converter(
+    field: models.Field, *, strict_json: bool = False, jsonb_binary: bool = False
+) -> Callable[[Any], Any] | None:
     """How a Python value of ``field`` becomes a parameter (None: as it is).
 
     ``strict_json``: JSON is refused where ``JSON_VALID`` would refuse it (NaN, Infinity:
     ``json.dumps`` writes them, SQLite's check and PostgreSQL's ``jsonb`` reject them), with
     the ``IntegrityError`` that check raises: for rows inserted without the check.
+    ``jsonb_binary``: JSON as ``jsonb``'s binary form (bytes), for a binary ``COPY``.
     """
+    if isinstance(field, models.JSONField) and jsonb_binary:
+        text = _converter(field, strict_json=strict_json)
+
+        def binary(v):
+            return None if v is None else _JSONB_VERSION + text(v).encode()
+
+        return binary
     if isinstance(field, models.JSONField):
         encoder = field.encoder
 
@@ -144,6 +173,10 @@ def columns_insert(
     0.70 -> 0.44 s CPU measured (issue 13; ``JSON_VALID`` per row is most of it). Unique,
     ``NOT NULL`` and foreign-key constraints are checked as ever; PostgreSQL checks all.
 
+    Values must be of their field's Python type (int, str, float, bool, datetime, JSON-able):
+    on PostgreSQL the import tables are copied in binary (``_binary_copy_types``), which
+    converts no text ("12" for an integer column is an error there).
+
     Concrete fields not named get their default (``auto_now(_add)``: the time of this call),
     the same for every row and converted once. A column is converted with one ``map`` (no
     per-row Python list) and the rows go to the database as a ``zip`` of the columns: nothing
@@ -173,28 +206,33 @@ def columns_insert(
         objs = [model(**dict(zip(names, row, strict=True))) for row in zip(*values, strict=True)]
         model._base_manager.bulk_create(objs, batch_size=2000)
         return [obj.pk for obj in objs]
+    quote = connection.ops.quote_name
+    names = ", ".join(quote(c) for c in [opts.pk.column, *(f.column for f in [*named, *rest])])
+    table = quote(opts.db_table)
+    connection.ensure_connection()
+    copy_types = _binary_copy_types(table, names) if connection.vendor == "postgresql" else None
     ids = _reserve_ids(model, n)
     prepared: list[Iterable[Any]] = [ids]
     for f, values in [
         *zip(named, columns.values(), strict=True),
         *((f, Same(_default(f, now))) for f in rest),
     ]:
-        convert = _converter(f, strict_json=checks_hold)
+        convert = _converter(f, strict_json=checks_hold, jsonb_binary=copy_types is not None)
         if isinstance(values, Same):
             value = values.value if convert is None else convert(values.value)
             prepared.append(repeat(value))  # endless: ``ids`` bounds the zip
         else:
             prepared.append(values if convert is None else map(convert, values))
-    quote = connection.ops.quote_name
-    names = ", ".join(quote(c) for c in [opts.pk.column, *(f.column for f in [*named, *rest])])
-    table = quote(opts.db_table)
     rows = zip(*prepared, strict=False)
-    connection.ensure_connection()
     # The raw connection's errors are the driver's: wrapped, they are Django's (IntegrityError).
     with connection.wrap_database_errors:
         if connection.vendor == "postgresql":
             sql = f"COPY {table} ({names}) FROM STDIN"
+            if copy_types is not None:
+                sql += " (FORMAT BINARY)"
             with connection.connection.cursor() as cursor, cursor.copy(sql) as copy:
+                if copy_types is not None:
+                    copy.set_types(copy_types)
                 write = copy.write_row
                 for row in rows:
                     write(row)
@@ -211,6 +249,20 @@ def columns_insert(
                 if checks_hold:
                     raw.execute("PRAGMA ignore_check_constraints = OFF")
     return ids
+
+
+def _binary_copy_types(table: str, names: str) -> list[int] | None:
+    """PostgreSQL: the types to send the columns ``names`` of ``table`` as in a binary ``COPY``
+    (``_BINARY_COPY_TYPES``), or None where a column's type has no entry there (copied as text).
+
+    Binary: the server reads each value as it is stored (no text to scan for escapes, no
+    number or time to parse) and psycopg writes it without formatting: 40,000 candidate rows
+    0.52 -> 0.44 s server CPU and 0.23 -> 0.16 s client CPU measured (medians of 5, issue 13).
+    """
+    with connection.wrap_database_errors, connection.connection.cursor() as cursor:
+        cursor.execute(f"SELECT {names} FROM {table} LIMIT 0")
+        types = [_BINARY_COPY_TYPES.get(d.type_code) for d in cursor.description]
+    return None if None in types else types
 
 
 def objects_insert(objs: Sequence[models.Model]) -> None:
