@@ -31,6 +31,14 @@ the machine's load. Random weights, nothing downloaded::
     python bench/bench_worker_scoring.py                 # hidden 256 / 4 layers, 3 repeats
     python bench/bench_worker_scoring.py --hidden 512 --layers 6 --repeats 5
 
+On a GPU machine, a 2-4B-shaped random model (``--shape 2b``: Qwen2-VL-2B's widths, as in
+``bench/gpu_train_steps.py``) in bf16 with the checkpoint-sized budgets (``--limits large``:
+images up to 448^2, 8 video frames up to 224^2) scores the same demo prompts; one policy,
+in-process::
+
+    python bench/bench_worker_scoring.py --device cuda --dtype bfloat16 --shape 2b \
+        --limits large --decode-processes 8 --wait-policy PASSIVE
+
 Workers run with ``OMP_WAIT_POLICY=PASSIVE`` (set by ``config/celery.py`` before torch loads).
 The policy must be set before torch is imported, so by default this script runs itself twice in
 child processes, once with torch's default (threads spin after each parallel region) and once
@@ -58,13 +66,45 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # this file again (as __mp_main__), which must stay light.
 
 
+# Qwen2-VL-2B's widths (about 2.2 B parameters with the vision tower), as bench/gpu_train_steps.py.
+TWO_B = {
+    "hidden_size": 1536,
+    "num_layers": 28,
+    "config_overrides": {
+        "num_heads": 12,
+        "num_kv_heads": 2,
+        "intermediate_size": 8960,
+        "vision_depth": 32,
+        "vision_embed_dim": 1280,
+        "vision_heads": 16,
+        "vision_mlp_ratio": 4,
+    },
+}
+# A checkpoint's budgets rather than the demo model's: 448^2 images (256 visual tokens after
+# merging), 8 frames of at most 224^2.
+LARGE_LIMITS = {
+    "image_max_pixels": 448 * 448,
+    "video_max_pixels": 224 * 224,
+    "max_frames": 8,
+    "max_length": 8192,
+}
+
+
+def _synchronize() -> None:
+    """Waits for queued GPU work, so that a timing covers it (a no-op on CPU)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def _bare(scorer, rows_by_mode: list[tuple[str, list]]) -> None:  # noqa: ANN001
     import torch
 
     with torch.inference_mode():
         for mode, rows in rows_by_mode:
             for group in scorer._batches(rows, mode):
-                scorer.model(scorer.builder.collate(group, mode))
+                scorer.model(scorer.builder.collate(group, mode).to(scorer.device))
 
 
 def _decode_alone(items) -> None:  # noqa: ANN001
@@ -107,8 +147,10 @@ def _children_cpu() -> float:
 def _timed(run) -> tuple[float, float]:  # noqa: ANN001
     """(wall seconds, CPU seconds of every thread of this process and of its decoding
     processes) of `run()`."""
+    _synchronize()
     wall, cpu, children = time.perf_counter(), time.process_time(), _children_cpu()
     run()
+    _synchronize()
     used = time.process_time() - cpu + _children_cpu() - children
     return time.perf_counter() - wall, used
 
@@ -129,6 +171,20 @@ def main() -> None:
         help="run one OpenMP wait policy in this process (default: both, in child processes)",
     )
     parser.add_argument("--rounds", type=int, default=2, help="child runs per policy")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument(
+        "--shape",
+        choices=("tiny", "2b"),
+        default="tiny",
+        help="tiny: --hidden/--layers; 2b: Qwen2-VL-2B's widths (GPU)",
+    )
+    parser.add_argument(
+        "--limits",
+        choices=("demo", "large"),
+        default="demo",
+        help="demo: the demo model's media budgets; large: 448^2 images, 8 x 224^2 frames",
+    )
     args = parser.parse_args()
     if args.wait_policy is None:
         passthrough = [
@@ -138,6 +194,10 @@ def main() -> None:
             f"--repeats={args.repeats}",
             f"--threads={args.threads}",
             f"--decode-processes={args.decode_processes}",
+            f"--device={args.device}",
+            f"--dtype={args.dtype}",
+            f"--shape={args.shape}",
+            f"--limits={args.limits}",
         ]
         for round_ in range(args.rounds):
             # torch's default (spinning threads) first, then the workers' setting.
@@ -167,16 +227,26 @@ def main() -> None:
         for name, example in examples_from_world(world):
             items_by_project.setdefault(name, []).append(example.item)
         tokenizer = build_tiny_tokenizer()
-        base = build_tiny_reward_scorer(
-            tokenizer=tokenizer, hidden_size=args.hidden, num_layers=args.layers, **LIMITS
+        shape = (
+            TWO_B if args.shape == "2b" else {"hidden_size": args.hidden, "num_layers": args.layers}
         )
-        serial = RewardScorer(base.model, base.builder, device="cpu", prefetch_workers=0)
-        prefetch = RewardScorer(base.model, base.builder, device="cpu", prefetch_workers=2)
+        limits = LARGE_LIMITS if args.limits == "large" else LIMITS
+        dtype = getattr(torch, args.dtype)
+        started = time.perf_counter()
+        base = build_tiny_reward_scorer(
+            tokenizer=tokenizer, device=args.device, dtype=dtype, **shape, **limits
+        )
+        params = sum(p.numel() for p in base.model.parameters())
+        built = time.perf_counter() - started
+        serial = RewardScorer(base.model, base.builder, device=args.device, prefetch_workers=0)
+        prefetch = RewardScorer(base.model, base.builder, device=args.device, prefetch_workers=2)
         pool = DecodePool(args.decode_processes)
         no_pool = DecodePool(0)
         print(
-            f"hidden {args.hidden}, {args.layers} layers, torch threads {torch.get_num_threads()}"
-            f", decoding processes {args.decode_processes}"
+            f"device {args.device} ({args.dtype}), {params / 1e9:.3f} B parameters (built in "
+            f"{built:.0f} s), hidden {shape['hidden_size']}, {shape['num_layers']} layers, "
+            f"media budgets {args.limits}, torch threads {torch.get_num_threads()}, decoding "
+            f"processes {args.decode_processes}"
         )
         print(
             "| project | prompts | bare forward prompts/s | serial scorer | prefetch scorer "
