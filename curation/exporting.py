@@ -36,7 +36,7 @@ import os
 import random
 import shutil
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -526,7 +526,9 @@ def build_snapshot(
         # drops empty responses. The votes still count for agreement and the leaderboard.
         ranked = [c for group in ranking for c in group]
         with_content = [
-            c for c in ranked if (cells.get(c) or _candidate_cells(source, cells, c)).content
+            c
+            for c, cell in zip(ranked, _cells_of(source, cells, ranked), strict=True)
+            if cell.content
         ]
         without["candidates"].update(c for c in ranked if c not in with_content)
         if len(with_content) < 2 and len(ranked) >= 2:
@@ -543,9 +545,9 @@ def build_snapshot(
             if pairs:
                 prompt_rows[prompt_id] = (pairs, None, [])
             continue
-        full = _ranking_row(source, n_votes, agreement, prompt_id, ranking, origin, rng, "", cells)
+        full = _ranking_row(n_votes, agreement, ranking, origin, rng, "")
         variants = [
-            _ranking_row(source, n_votes, agreement, prompt_id, sub, origin, rng, f":v{i}", cells)
+            _ranking_row(n_votes, agreement, sub, origin, rng, f":v{i}")
             for i, sub in enumerate(
                 C.sample_variants(
                     ranking, size=VARIANT_SIZE, count=options.variants_per_prompt, rng=rng
@@ -772,10 +774,7 @@ def jsonl_tables(snapshot: Snapshot) -> tuple[list[JsonlTable], list[tuple[str, 
     ]
     skipped: list[tuple[str, str]] = []
     for folder, table in (("rankings", snapshot.rankings), ("rankings_4", snapshot.variants)):
-        all_text = [
-            all(kind == "text" for kind in kinds)
-            for kinds in table.column("response_kinds").to_pylist()
-        ]
+        all_text = _all_text(table.column("response_kinds"))
         n_media = all_text.count(False)
         n_text = len(all_text) - n_media
         if n_text or not n_media:
@@ -814,6 +813,24 @@ def jsonl_tables(snapshot: Snapshot) -> tuple[list[JsonlTable], list[tuple[str, 
                 )
             )
     return written, skipped
+
+
+def _all_text(kinds: pa.ChunkedArray) -> list[bool]:
+    """Per row of a ``response_kinds`` column (lists, never missing), whether every kind is
+    ``"text"`` (an empty list: True), counted by numpy over the flattened kinds."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    flags: list[bool] = []
+    for chunk in kinds.chunks:
+        offsets = chunk.offsets.to_numpy()
+        if not len(chunk):
+            continue
+        values = chunk.values.slice(offsets[0], offsets[-1] - offsets[0])
+        other = ~pc.fill_null(pc.equal(values, "text"), False).to_numpy(zero_copy_only=False)
+        rows = np.repeat(np.arange(len(chunk)), np.diff(offsets))
+        flags += (np.bincount(rows[other], minlength=len(chunk)) == 0).tolist()
+    return flags
 
 
 def _empty_warnings(snapshot: Snapshot, splits: list[str]) -> list[str]:
@@ -1011,21 +1028,40 @@ def _candidate_cells(source: SnapshotInput, cache: dict[int, _Cells], candidate_
     """``candidate_id``'s `_Cells`, from ``cache`` when an earlier row worked them out."""
     cells = cache.get(candidate_id)
     if cells is None:
-        c = source.candidates[candidate_id]
-        # `has_content`, `_content_kind`, `_answer_text`, `_media_of` and `_media_path`,
-        # the kind and the path worked out once.
-        media = c.media
-        kind = c.kind if media and c.kind in ("image", "video") else "text"
-        path = f"media/{media}" if media else None
-        cells = cache[candidate_id] = _Cells(
-            bool(media) or bool(c.text.strip()),
-            kind,
-            c.text if kind == "text" else "",
-            path if kind == "image" else None,
-            path if kind == "video" else None,
-            path,
-        )
+        cells = _cells_of(source, cache, (candidate_id,))[0]
     return cells
+
+
+def _cells_of(source: SnapshotInput, cache: dict[int, _Cells], ids: Iterable[int]) -> list[_Cells]:
+    """`_candidate_cells` of each of ``ids``, in one loop (the batched prompts' 40,000 sides
+    at 10,000 prompts)."""
+    candidates = source.candidates
+    new = tuple.__new__
+    out = []
+    for candidate_id in ids:
+        cells = cache.get(candidate_id)
+        if cells is None:
+            c = candidates[candidate_id]
+            # `has_content`, `_content_kind`, `_answer_text`, `_media_of` and `_media_path`,
+            # the kind and the path worked out once. ``text.strip()`` is non-empty exactly
+            # when the text is not empty and not all whitespace (`str.isspace`), without the
+            # copy.
+            media, text = c.media, c.text
+            kind = c.kind if media and c.kind in ("image", "video") else "text"
+            path = f"media/{media}" if media else None
+            cells = cache[candidate_id] = new(
+                _Cells,
+                (
+                    bool(media) or (text != "" and not text.isspace()),
+                    kind,
+                    text if kind == "text" else "",
+                    path if kind == "image" else None,
+                    path if kind == "video" else None,
+                    path,
+                ),
+            )
+        out.append(cells)
+    return out
 
 
 def _prompt_rows(
@@ -1251,10 +1287,7 @@ def _batch_rows(
 
     columns = next(iter(batch.values())).columns
     sides = np.unique(np.concatenate((columns.better, columns.worse)))
-    content = np.array(
-        [(cells.get(c) or _candidate_cells(source, cells, c)).content for c in sides.tolist()],
-        dtype=bool,
-    )
+    content = np.array([c.content for c in _cells_of(source, cells, sides.tolist())], dtype=bool)
     keep = (
         content[np.searchsorted(sides, columns.better)]
         & content[np.searchsorted(sides, columns.worse)]
@@ -1266,23 +1299,19 @@ def _batch_rows(
 
 
 def _ranking_row(
-    source: SnapshotInput,
     n_votes: int,
     agreement: float | None,
-    prompt_id: int,
     ranking: list[list[int]],
     origin: str,
     rng: random.Random,
     suffix: str,
-    cells: dict[int, _Cells],
 ) -> RankingOut:
+    """A ranking row of ``ranking``'s candidates (the caller worked out their cells and kept
+    those with content)."""
     order = [c for group in ranking for c in group]
     # The seed model reads responses under a causal mask: never list the best one first by
     # construction.
     rng.shuffle(order)
-    for c in order:
-        if c not in cells:
-            _candidate_cells(source, cells, c)
     return RankingOut(
         suffix, order, C.competition_ranks(ranking, order), origin, n_votes, agreement
     )
@@ -1634,36 +1663,94 @@ def _json_float(value: float | None) -> str | None:
     return float.__repr__(value)
 
 
-# What `json.dumps(..., ensure_ascii=False)` (and orjson) escape in a string (RE2 syntax).
-_JSON_ESCAPED = r'[\x00-\x1f"\\]'
+# What `json.dumps(..., ensure_ascii=False)` (and orjson) escape in a string, and the line
+# breaks escaped besides (`_LINE_BREAKS`), RE2 syntax.
+_JSON_ESCAPED = r'[\x00-\x1f"\\\x{2028}\x{2029}\x{85}]'
+# The characters ``str.splitlines`` (and other line-based readers) end a line at that JSON
+# leaves as they are (it escapes only those below U+0020): written escaped in every JSONL
+# file, as the raw export writes them (`annotate.exporting`), so no reader splits a row. A
+# JSON reader reads the escape back as the character.
+_LINE_BREAKS = (("\u2028", "\\u2028"), ("\u2029", "\\u2029"), ("\x85", "\\u0085"))
+
+
+def _escape_line_breaks(text: str) -> str:
+    for raw, escaped in _LINE_BREAKS:
+        if raw in text:
+            text = text.replace(raw, escaped)
+    return text
+
+
+def _escaped_rows(strings: pa.Array) -> Any:
+    """The rows (numpy, ascending) of a string array whose value holds a character to escape
+    (`_JSON_ESCAPED`). Its bytes are scanned once with numpy for the bytes of those characters
+    (below 0x20, the quote, the backslash; 0xC2 and 0xE2, which begin U+0085, U+2028 and
+    U+2029 as they begin other characters), the few rows with such a byte matched exactly."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(strings)
+    buffers = strings.buffers()
+    if not n or buffers[2] is None:
+        return np.zeros(0, dtype=np.int64)
+    width = np.int64 if pa.types.is_large_string(strings.type) else np.int32
+    offsets = np.frombuffer(buffers[1], dtype=width)[strings.offset : strings.offset + n + 1]
+    start, end = int(offsets[0]), int(offsets[-1])
+    data = np.frombuffer(buffers[2], dtype=np.uint8)[start:end]
+    hits = np.flatnonzero((data < 0x20) | (data == 0x22) | (data == 0x5C) | ((data & 0xDF) == 0xC2))
+    if not len(hits):
+        return np.zeros(0, dtype=np.int64)
+    rows = np.unique(np.searchsorted(offsets, hits + start, side="right") - 1)
+    exact = pc.fill_null(pc.match_substring_regex(strings.take(rows), _JSON_ESCAPED), False)
+    return rows[exact.to_numpy(zero_copy_only=False)]
+
+
+def _string_bodies(strings: pa.Array) -> pa.Array:
+    """Each string as it is written between a JSON string's quotes: as it is, or (those with a
+    character to escape, each distinct one once) escaped as orjson escapes it, whose string
+    escapes are `json`'s, and line breaks escaped (`_LINE_BREAKS`). Nulls stay null."""
+    import numpy as np
+    import orjson
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rows = _escaped_rows(strings)
+    if not len(rows):
+        return strings
+    words: dict[str, str] = {}
+    bodies = []
+    for value in strings.take(rows).to_pylist():
+        word = words.get(value)
+        if word is None:
+            word = words[value] = _escape_line_breaks(orjson.dumps(value).decode()[1:-1])
+        bodies.append(word)
+    mask = np.zeros(len(strings), dtype=bool)
+    mask[rows] = True
+    return pc.replace_with_mask(strings, pa.array(mask), pa.array(bodies, strings.type))
 
 
 def json_values(column: pa.Array) -> pa.Array:
     """Each value of ``column`` as JSON text, the bytes ``json.dumps(value,
-    ensure_ascii=False)`` writes (a ``large_string`` array, ``null`` for a missing value).
+    ensure_ascii=False)`` writes (a ``large_string`` array, ``null`` for a missing value),
+    with U+2028, U+2029 and U+0085 escaped (`_LINE_BREAKS`).
 
-    Strings in quotes, those with characters to escape encoded by orjson (whose string
-    escapes are `json`'s), each distinct one once; numbers and lists as `json` writes them (``repr`` of a float, ``", "`` between list items).
+    Strings in quotes (`_string_bodies`); numbers and lists as `json` writes them (``repr``
+    of a float, ``", "`` between list items).
     """
-    import orjson
     import pyarrow as pa
     import pyarrow.compute as pc
 
     kind = column.type
     text = pa.large_string()
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        # A string with none of the characters `json` escapes (with ensure_ascii=False: the
-        # quote, the backslash and the control characters below 0x20) is itself in quotes:
-        # quoted by Arrow, no Python object per value. The others (rare) go through orjson.
-        strings = column.cast(text)
+        # A string with none of the characters to escape is itself in quotes: quoted by
+        # Arrow, no Python object per value.
         out = pc.binary_join_element_wise(
-            pa.scalar('"', text), strings, pa.scalar('"', text), pa.scalar("", text)
+            pa.scalar('"', text),
+            _string_bodies(column).cast(text),
+            pa.scalar('"', text),
+            pa.scalar("", text),
         )
-        escaped = pc.fill_null(pc.match_substring_regex(strings, _JSON_ESCAPED), False)
-        if pc.any(escaped).as_py():
-            encoded = strings.filter(escaped).dictionary_encode()
-            words = [orjson.dumps(v).decode() for v in encoded.dictionary.to_pylist()]
-            out = pc.replace_with_mask(out, escaped, pa.array(words, text).take(encoded.indices))
     elif pa.types.is_float64(kind):
         # Each distinct value (by its bits: 0.0 and -0.0 apart) formatted once: a margin or
         # an agreement repeats across rows.
@@ -1676,17 +1763,23 @@ def json_values(column: pa.Array) -> pa.Array:
         out = column.cast(text)
     elif pa.types.is_boolean(kind):
         out = pc.if_else(column, pa.scalar("true", text), pa.scalar("false", text))
+    elif pa.types.is_list(kind) and not len(column):
+        out = pa.array([], text)
     elif pa.types.is_list(kind):
-        items = json_values(column.flatten()).to_pylist()
-        rows: list[str | None] = []
-        at = 0
-        for n in column.value_lengths().to_pylist():
-            if n is None:
-                rows.append(None)
-                continue
-            rows.append("[" + ", ".join(items[at : at + n]) + "]")
-            at += n
-        out = pa.array(rows, text)
+        # The items' JSON joined by Arrow, list by list (a missing list stays missing).
+        offsets = column.offsets.to_numpy()
+        items = json_values(column.values.slice(offsets[0], offsets[-1] - offsets[0]))
+        lists = pa.LargeListArray.from_arrays(
+            pa.array(offsets - offsets[0], pa.int64()),
+            items,
+            mask=column.is_null() if column.null_count else None,
+        )
+        out = pc.binary_join_element_wise(
+            pa.scalar("[", text),
+            pc.binary_join(lists, pa.scalar(", ", text)),
+            pa.scalar("]", text),
+            pa.scalar("", text),
+        )
     elif pa.types.is_null(kind):
         out = pa.nulls(len(column), text)
     else:
@@ -1704,8 +1797,15 @@ def _line_pieces(batch: pa.RecordBatch, shape: str) -> list[pa.Array | str]:
 
     def key(name: str) -> None:
         nonlocal opening
-        pieces.append(f"{opening}{json.dumps(name)}: ")
-        pieces.append(json_values(batch.column(name)))
+        column = batch.column(name)
+        head = f"{opening}{json.dumps(name)}: "
+        if column.null_count == 0 and (
+            pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+        ):
+            # No null to write as ``null``: the quotes go with the constant text around.
+            pieces.extend((head + '"', _string_bodies(column), '"'))
+        else:
+            pieces.extend((head, json_values(column)))
         opening = ", "
 
     if shape == "pairs":
@@ -1730,16 +1830,28 @@ def _line_pieces(batch: pa.RecordBatch, shape: str) -> list[pa.Array | str]:
     return pieces
 
 
+def _merged(pieces: list[pa.Array | str]) -> list[pa.Array | str]:
+    """``pieces`` with each run of constant text joined into one."""
+    out: list[pa.Array | str] = []
+    for piece in pieces:
+        if isinstance(piece, str) and out and isinstance(out[-1], str):
+            out[-1] += piece
+        else:
+            out.append(piece)
+    return out
+
+
 def jsonl_chunks(table: pa.Table, shape: str) -> Iterator[memoryview]:
     """The JSONL bytes of ``table``'s rows in the line ``shape`` (`LINE_SHAPES`, or
-    ``"pairs"``), a chunk of rows at a time: every line exactly ``json.dumps(line,
-    ensure_ascii=False) + "\\n"`` of the row's dict, with no dict built per row."""
+    ``"pairs"``), a chunk of rows at a time: every line exactly `_json_line` of the row's
+    dict (``json.dumps(line, ensure_ascii=False)``, line breaks escaped, ``"\\n"``), with no
+    dict built per row."""
     import numpy as np
 
     for batch in table.to_batches(max_chunksize=JSONL_CHUNK_ROWS):
         if not batch.num_rows:
             continue
-        lines = _joined(*_line_pieces(batch, shape))
+        lines = _joined(*_merged(_line_pieces(batch, shape)))
         offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)
         start, end = offsets[lines.offset], offsets[lines.offset + len(lines)]
         yield memoryview(lines.buffers()[2])[start:end]
@@ -1751,8 +1863,9 @@ _ENCODE_LINE = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def _json_line(row: Mapping[str, Any]) -> str:
-    """One JSONL line: exactly ``json.dumps(row, ensure_ascii=False) + "\\n"``."""
-    return _ENCODE_LINE(row) + "\n"
+    """One JSONL line: exactly ``json.dumps(row, ensure_ascii=False) + "\\n"`` with U+2028,
+    U+2029 and U+0085 escaped (`_LINE_BREAKS`)."""
+    return _escape_line_breaks(_ENCODE_LINE(row)) + "\n"
 
 
 def write_snapshot(
@@ -1798,6 +1911,7 @@ def write_snapshot(
             # otherwise fingerprint each split by pickling the whole in-memory table (a tenth
             # of a second per 10,000 rows) for a cache key nothing here uses.
             content = hashlib.sha256(parquet.read_bytes()).hexdigest()
+            digests[parquet.relative_to(out_dir).as_posix()] = content
             parts = {}
             for split in splits:
                 parts[split] = datasets.Dataset(
@@ -1807,7 +1921,7 @@ def write_snapshot(
                 )
             save_dataset_dict(parts, out_dir / "hf" / name)
             # Digested here, in this thread, while the JSONL is still being encoded.
-            for path in [parquet, *(out_dir / "hf" / name).rglob("*.arrow")]:
+            for path in (out_dir / "hf" / name).rglob("*.arrow"):
                 digests[path.relative_to(out_dir).as_posix()] = _digest(path)
 
     # Arrow writes Parquet and the Arrow shards without the GIL: they go on beside the JSONL
@@ -2275,7 +2389,7 @@ def export_file_chunks(
         for line in src:
             if line.strip():
                 row = with_base_folder(json.loads(line), base_folder)
-                batch.append(json.dumps(row, ensure_ascii=False) + "\n")
+                batch.append(_json_line(row))
             if len(batch) >= 1000:
                 yield "".join(batch).encode()
                 batch = []

@@ -7,7 +7,9 @@ contrarian) in a real process and builds each world's export denoised and with d
 ``tests/curation/data/export_reference.json`` holds the SHA-256 of every file those exports
 had when built by commit f1d7ca5's code (a git worktree, the same script, PYTHONHASHSEED=0),
 before the pair rows became columns; the build time is masked where a file holds it. No code
-under test made it. A change meant to change the files regenerates it (the script's docstring)
+under test made it. Regenerated once since, for a meant change: with 9024cb9's code plus only
+the escaping of U+2028, U+2029 and U+0085 in the JSONL (h14a), which changed the crowd
+world's JSONL files (its prompts hold U+2028) and their digests in the datasheet. A change meant to change the files regenerates it (the script's docstring)
 and says why in its commit.
 """
 
