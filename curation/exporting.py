@@ -537,7 +537,13 @@ def build_snapshot(
             drops_prompts[NO_CONTENT_RANKING] += 1
             no_content_prompts.add(prompt_id)
             continue
-        ranking = C.restrict_ranking(ranking, with_content)
+        # `C.restrict_ranking` to those with content; when that is every candidate, the
+        # same: the non-empty groups.
+        ranking = (
+            [list(group) for group in ranking if group]
+            if len(with_content) == len(ranked)
+            else C.restrict_ranking(ranking, with_content)
+        )
         if len(ranking) < 2:
             # Everything tied (e.g. a majority cycle without denoising): no ranking to train
             # on, though majority pairs may remain.
