@@ -55,7 +55,14 @@ from annotate.models import (
     Task,
     TaskCandidate,
 )
-from annotate.prepared_queries import PreparedQuery, instant_value, json_value, loaded
+from annotate.prepared_queries import (
+    PreparedInsert,
+    PreparedQuery,
+    comparable,
+    instant_value,
+    json_value,
+    loaded,
+)
 from annotate.services import JudgmentInvalid, judgment_validate
 from workers.jobs import flags_update_publish_soon
 
@@ -372,14 +379,21 @@ def _write_lease(
             updated_at=now,
         )
     else:
-        assignment = Assignment.objects.create(
-            task=task,
-            annotator=annotator,
-            status=Assignment.Status.LEASED,
-            leased_until=until,
-            presented_order=order,
+        assignment = _ASSIGNMENT_INSERT.insert(
+            Assignment(
+                task=task,
+                annotator=annotator,
+                status=Assignment.Status.LEASED,
+                leased_until=until,
+                presented_order=order,
+            )
         )
     return assignment
+
+
+# Every new lease: Assignment.objects.create's insert, compiled once (nothing listens to its
+# signals).
+_ASSIGNMENT_INSERT = PreparedInsert(Assignment)
 
 
 # --- skip -----------------------------------------------------------------------------------
@@ -884,7 +898,7 @@ def _store_statements() -> list[str]:
     for i, ((text, values), mine) in enumerate(zip(compiled, params, strict=True)):
         masks = stamped if i == 2 else [False] * len(values)
         if len(values) != len(mine) or any(
-            type(a) is not type(b) if mask else _comparable(a) != _comparable(b)
+            type(a) is not type(b) if mask else comparable(a) != comparable(b)
             for a, b, mask in zip(values, mine, masks, strict=False)
         ):
             raise RuntimeError(f"_store: parameters of {text[:60]!r} differ from the ORM's")
@@ -895,11 +909,6 @@ def _store_statements() -> list[str]:
         statements = [text for text, _ in compiled]
     _STORE_SQL[connection.alias] = statements
     return statements
-
-
-def _comparable(value: object) -> object:
-    # psycopg's Jsonb wrapper has no equality of its own.
-    return ("json", value.obj) if hasattr(value, "obj") and hasattr(value, "dumps") else value
 
 
 def _store_params(

@@ -128,3 +128,53 @@ def test_no_membership_for_outsiders_anonymous_users_and_impossible_ids(ranking_
         selectors.membership_for_annotation(user=user, project_id=ranking_project.pk + 999) is None
     )
     assert selectors.membership_for_annotation(user=user, project_id=2**70) is None
+
+
+def test_a_lease_is_the_row_create_would_write(ranking_project, users, monkeypatch):
+    monkeypatch.setattr(queue._ASSIGNMENT_INSERT, "_sql", {})
+    now = timezone.now()
+    for user in (users["annotator"], users["annotator2"]):
+        before = timezone.now()
+        assignment = queue.assignment_next(project=ranking_project, annotator=user, now=now)
+        stored = Assignment.objects.get(pk=assignment.pk)
+        assert _fields(stored) == _fields(assignment)
+        assert (stored.annotator_id, stored.status, stored.skip_reason) == (
+            user.pk,
+            Assignment.Status.LEASED,
+            "",
+        )
+        assert stored.leased_until == now + timedelta(minutes=queue.lease_minutes(ranking_project))
+        assert sorted(stored.presented_order) == queue.task_positions(stored.task_id)
+        assert stored.created_at >= before and stored.updated_at >= before
+    assert len(queue._ASSIGNMENT_INSERT._sql) == 1
+
+
+def test_a_refused_lease_insert_marks_the_transaction_for_rollback(ranking_project, users):
+    from django.db import IntegrityError, transaction
+
+    user = users["annotator"]
+    leased = queue.assignment_next(project=ranking_project, annotator=user)
+    copy = Assignment(
+        task_id=leased.task_id,
+        annotator=user,
+        leased_until=leased.leased_until,
+        presented_order=leased.presented_order,
+    )
+    with pytest.raises(IntegrityError), transaction.atomic():
+        with pytest.raises(IntegrityError):
+            queue._ASSIGNMENT_INSERT.insert(copy)  # assignment_unique
+        assert transaction.get_rollback()
+        raise IntegrityError("rolled back")
+    assert Assignment.objects.filter(task_id=leased.task_id, annotator=user).count() == 1
+
+
+def test_insert_parameters_bound_otherwise_than_the_orms_are_refused(monkeypatch):
+    from annotate.prepared_queries import PreparedInsert
+
+    insert = PreparedInsert(Assignment)
+    bind = insert.params
+    monkeypatch.setattr(insert, "params", lambda instance, using="default": bind(instance)[::-1])
+    with pytest.raises(RuntimeError, match="differ from the ORM's"):
+        insert._compile(
+            Assignment(task_id=1, annotator_id=1, leased_until=timezone.now()), "default"
+        )
