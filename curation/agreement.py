@@ -846,17 +846,18 @@ def too_fast(
     own: dict[Hashable, list[int]] = defaultdict(list)
     for record in timed:
         own[record.annotator].append(record.duration_ms)  # type: ignore[arg-type]
-    # One median per annotator, not per record: recomputing it per record was O(n^2 log n).
-    personal_median = {
-        a: statistics.median(d) if len(d) >= min_history else 0.0 for a, d in own.items()
-    }
-    flagged = []
-    for record in timed:
-        personal = personal_median[record.annotator]
+    # One median, threshold and reference per annotator, not per record: recomputing the
+    # median per record was O(n^2 log n), the rest a tenth of the check at 94K records.
+    rule: dict[Hashable, tuple[float, Literal["annotator", "project"]]] = {}
+    for annotator, durations in own.items():
+        personal = statistics.median(durations) if len(durations) >= min_history else 0.0
         reference: Literal["annotator", "project"] = (
             "annotator" if personal > project else "project"
         )
-        threshold = ratio * max(personal, project)
+        rule[annotator] = (ratio * max(personal, project), reference)
+    flagged = []
+    for record in timed:
+        threshold, reference = rule[record.annotator]
         if record.duration_ms < threshold:  # type: ignore[operator]
             flagged.append(FastJudgment(record, threshold, reference))
     return flagged

@@ -353,7 +353,12 @@ def competition_ranks(ranking: Sequence[Sequence[int]], order: Sequence[int]) ->
 def restrict_ranking(ranking: Sequence[Sequence[int]], keep: Iterable[int]) -> Ranking:
     """The ranking induced on ``keep`` (empty groups dropped)."""
     wanted = set(keep)
-    return [[c for c in group if c in wanted] for group in ranking if wanted & set(group)]
+    induced = []
+    for group in ranking:
+        kept = [c for c in group if c in wanted]
+        if kept:  # no set per group: the export restricts every prompt's ranking 3 times
+            induced.append(kept)
+    return induced
 
 
 # --------------------------------------------------------------------------- consensus
