@@ -316,10 +316,12 @@ if CELERY_TASK_SOFT_TIME_LIMIT and CELERY_TASK_SOFT_TIME_LIMIT > CELERY_TASK_TIM
     )
 
 # The gpu workers' decoded-media store (cache/media/ in the data dir): its bound in MB (0 turns
-# it off), and the processes that decode media beside the model (0: the prefetch threads do);
+# it off), the processes that decode media beside the model (0: the prefetch threads do) and
+# those that build whole scoring rows instead of the threads (0: off);
 # workers/scoring.py. Read here so that a bad value stops start-up, not the first scoring.
 QUORUM_MEDIA_STORE_MB = env_int("QUORUM_MEDIA_STORE_MB", 4096, minimum=0)
 QUORUM_DECODE_PROCESSES = env_int("QUORUM_DECODE_PROCESSES", 0, minimum=0)
+QUORUM_ROW_BUILD_PROCESSES = env_int("QUORUM_ROW_BUILD_PROCESSES", 0, minimum=0)
 
 # Background jobs (workers/jobs.py): how often each worker sweeps (0: never; then run
 # `manage.py jobs_sweep --loop`), when a running job's silent runner counts as dead, and when an
