@@ -15,6 +15,10 @@ prompts (VQA with image prompts, text-to-image and text-to-video candidates), in
   scoring run, or another worker process, meeting files scored before;
 - scorer, prefetch, warm: the same call again, the media now in the builder's cache (a worker
   scoring the same files again: a picture shared by prompts, a prompt scored again);
+- scorer, build processes: rows built (media decoded, template rendered, tokens, pixel patches,
+  positions) by ``--build-processes`` processes (``RewardScorer(build_processes=N)``,
+  ``workers.reward_model.row_building``), the main thread only collating and running the
+  model; first with their media caches and the store emptied, then again (caches warm);
 - decoding alone (CPU table only): every picture and every clip frame decoded, nothing resized,
   converted or stored: what no first scoring run can skip. bare / (bare + decoding) bounds
   the CPU ratio any first run can reach on this machine, however it overlaps its work.
@@ -26,7 +30,11 @@ run. The stored and warm runs use the pool too (it has nothing to decode there).
 It prints prompts/s and each scorer's ratio to the bare forward measured in the same repeat
 (modes interleaved; the machine is noisy, ratios are what count), then the same as CPU time per
 prompt (every thread of the process, and the decoding processes' own), which moves less with
-the machine's load. Random weights, nothing downloaded::
+the machine's load, and last the CPU of the scoring process alone (its threads, no child
+process) and of its main thread: on a GPU the forward pass is launch-bound, the Python of the
+main thread and of the prefetch threads share one interpreter lock, so the scoring process's own
+CPU per prompt against the bare forward's is the proxy for the GPU ratio. Random weights,
+nothing downloaded::
 
     python bench/bench_worker_scoring.py                 # hidden 256 / 4 layers, 3 repeats
     python bench/bench_worker_scoring.py --hidden 512 --layers 6 --repeats 5
@@ -37,7 +45,7 @@ images up to 448^2, 8 video frames up to 224^2) scores the same demo prompts; on
 in-process::
 
     python bench/bench_worker_scoring.py --device cuda --dtype bfloat16 --shape 2b \
-        --limits large --decode-processes 8 --wait-policy PASSIVE
+        --limits large --decode-processes 8 --build-processes 8 --wait-policy PASSIVE
 
 Workers run with ``OMP_WAIT_POLICY=PASSIVE`` (set by ``config/celery.py`` before torch loads).
 The policy must be set before torch is imported, so by default this script runs itself twice in
@@ -144,15 +152,18 @@ def _children_cpu() -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def _timed(run) -> tuple[float, float]:  # noqa: ANN001
-    """(wall seconds, CPU seconds of every thread of this process and of its decoding
-    processes) of `run()`."""
+def _timed(run) -> tuple[float, float, float, float]:  # noqa: ANN001
+    """(wall seconds, CPU seconds of every thread of this process and of its child processes,
+    of this process alone, of this (the main) thread) of `run()`."""
     _synchronize()
     wall, cpu, children = time.perf_counter(), time.process_time(), _children_cpu()
+    main = time.thread_time()
     run()
     _synchronize()
-    used = time.process_time() - cpu + _children_cpu() - children
-    return time.perf_counter() - wall, used
+    main = time.thread_time() - main
+    own = time.process_time() - cpu
+    used = own + _children_cpu() - children
+    return time.perf_counter() - wall, used, own, main
 
 
 def main() -> None:
@@ -164,6 +175,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument(
         "--decode-processes", type=int, default=2, help="the pool column's decoding processes"
+    )
+    parser.add_argument(
+        "--build-processes",
+        type=int,
+        default=2,
+        help="the build columns' row-building processes (RewardScorer(build_processes=N))",
     )
     parser.add_argument(
         "--wait-policy",
@@ -194,6 +211,7 @@ def main() -> None:
             f"--repeats={args.repeats}",
             f"--threads={args.threads}",
             f"--decode-processes={args.decode_processes}",
+            f"--build-processes={args.build_processes}",
             f"--device={args.device}",
             f"--dtype={args.dtype}",
             f"--shape={args.shape}",
@@ -240,20 +258,25 @@ def main() -> None:
         built = time.perf_counter() - started
         serial = RewardScorer(base.model, base.builder, device=args.device, prefetch_workers=0)
         prefetch = RewardScorer(base.model, base.builder, device=args.device, prefetch_workers=2)
+        building = RewardScorer(
+            base.model, base.builder, device=args.device, build_processes=args.build_processes
+        )
         pool = DecodePool(args.decode_processes)
         no_pool = DecodePool(0)
         print(
             f"device {args.device} ({args.dtype}), {params / 1e9:.3f} B parameters (built in "
             f"{built:.0f} s), hidden {shape['hidden_size']}, {shape['num_layers']} layers, "
             f"media budgets {args.limits}, torch threads {torch.get_num_threads()}, decoding "
-            f"processes {args.decode_processes}"
+            f"processes {args.decode_processes}, row-building processes {args.build_processes}"
         )
         print(
             "| project | prompts | bare forward prompts/s | serial scorer | prefetch scorer "
-            "| prefetch + pool | pool, stored | pool, warm cache |"
+            "| prefetch + pool | pool, stored | pool, warm cache | build processes "
+            "| build processes, again |"
         )
-        print("|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         cpu_lines = []
+        own_lines = []
         cache = base.builder.media_cache
         store_root = Path(tmp) / "store"
 
@@ -269,9 +292,21 @@ def main() -> None:
                     plan.rows
                 )
             rows_by_mode = list(rows.items())
-            modes = ("bare", "serial", "prefetch", "pool", "stored", "warm", "decode")
+            modes = (
+                "bare",
+                "serial",
+                "prefetch",
+                "pool",
+                "stored",
+                "warm",
+                "build",
+                "again",
+                "decode",
+            )
             times: dict[str, list[float]] = {k: [] for k in modes}
             cpu: dict[str, list[float]] = {k: [] for k in modes}
+            own: dict[str, list[float]] = {k: [] for k in modes}
+            main: dict[str, list[float]] = {k: [] for k in modes}
 
             # What each run starts from: "cold" empties the process's cache and the store
             # (a first scoring run), "memory" the process's cache only (a later run, or
@@ -283,12 +318,15 @@ def main() -> None:
                 ("pool", prefetch, "cold"),
                 ("stored", prefetch, "memory"),
                 ("warm", prefetch, ""),
+                ("build", building, "cold"),
+                ("again", building, ""),
                 ("decode", None, ""),
             )
             serial.score(items[:2])  # warm-up
             base.builder.decode_pool = pool
             empty_store()
             prefetch.score(items[:2])  # the pool's processes started
+            building.score(items[:2])  # the row-building processes started
             for _ in range(args.repeats):
                 for mode, scorer, start_from in steps:
                     base.builder.decode_pool = (
@@ -296,16 +334,17 @@ def main() -> None:
                     )
                     if start_from:
                         cache.clear()
+                        building.row_pool.clear_media_cache()
                     if start_from == "cold":
                         empty_store()
                     if mode == "decode":
-                        wall, used = _timed(lambda: _decode_alone(items))  # noqa: B023
+                        timed = _timed(lambda: _decode_alone(items))  # noqa: B023
                     elif scorer is None:
-                        wall, used = _timed(lambda: _bare(base, rows_by_mode))  # noqa: B023
+                        timed = _timed(lambda: _bare(base, rows_by_mode))  # noqa: B023
                     else:
-                        wall, used = _timed(lambda: scorer.score(items))  # noqa: B023
-                    times[mode].append(wall)
-                    cpu[mode].append(used)
+                        timed = _timed(lambda: scorer.score(items))  # noqa: B023
+                    for table, value in zip((times, cpu, own, main), timed, strict=True):
+                        table[mode].append(value)
             bare = statistics.median(times["bare"])
             cells = [
                 f"{len(items) / statistics.median(times[k]):.1f} "
@@ -320,6 +359,13 @@ def main() -> None:
                 + " | ".join(f"{v:.1f} ({per_prompt[0] / v:.2f}x)" for v in per_prompt[1:-1])
                 + f" | {decode:.1f} ({per_prompt[0] / (per_prompt[0] + decode):.2f}x) |"
             )
+            cells = []
+            for k in ("bare", "prefetch", "pool", "warm", "build", "again"):
+                for table in (own, main):
+                    value = 1e3 * statistics.median(table[k]) / len(items)
+                    ratio = statistics.median(table["bare"]) / statistics.median(table[k])
+                    cells.append(f"{value:.1f}" if k == "bare" else f"{value:.1f} ({ratio:.2f}x)")
+            own_lines.append(f"| {name} | {' | '.join(cells)} |")
         # CPU time moves less with the machine's load than wall time: on a busy machine the
         # two cores are shared, and a first scoring run cannot overlap what it must compute.
         # "Decoding alone" is the part of a first run nothing can skip (files decoded, nothing
@@ -329,10 +375,24 @@ def main() -> None:
             "\nCPU ms per prompt (all threads of the process and the decoding processes), ratio"
             " to the bare forward's:\n"
             "| project | bare forward | serial scorer | prefetch scorer | prefetch + pool "
-            "| pool, stored | pool, warm cache | decoding alone (ceiling) |\n"
-            "|---|---|---|---|---|---|---|---|"
+            "| pool, stored | pool, warm cache | build processes | build processes, again "
+            "| decoding alone (ceiling) |\n"
+            "|---|---|---|---|---|---|---|---|---|---|"
         )
         print("\n".join(cpu_lines))
+        # The proxy for a GPU, where the forward is launch-bound: what runs on the scoring
+        # process's interpreter (its threads share the GIL), without its child processes.
+        print(
+            "\nCPU ms per prompt of the scoring process alone (all its threads, no child process)"
+            " / of its main thread, ratio to the bare forward's:\n"
+            "| project | bare, process | bare, main thread | prefetch, process "
+            "| prefetch, main thread | pool, process | pool, main thread | warm, process "
+            "| warm, main thread | build processes, process | build processes, main thread "
+            "| build again, process | build again, main thread |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        )
+        print("\n".join(own_lines))
+        building.close()
         pool.shutdown()
 
 

@@ -180,6 +180,13 @@ def decode_processes() -> int:
     return settings.QUORUM_DECODE_PROCESSES
 
 
+def row_build_processes() -> int:
+    """Processes building scoring rows (media, template, tokens, pixel patches) beside a gpu
+    worker's model instead of its prefetch threads, ``QUORUM_ROW_BUILD_PROCESSES`` (default 0:
+    the threads build them); per loaded model version."""
+    return settings.QUORUM_ROW_BUILD_PROCESSES
+
+
 def scorer_for(reward_model: RewardModel) -> Any:
     """The loaded scorer for a model version, loaded once per worker process."""
     from workers.media import DECODE_POOL
@@ -195,6 +202,9 @@ def scorer_for(reward_model: RewardModel) -> Any:
 
             logger.info("loading reward model %s from %s", reward_model, reward_model.path)
             scorer = _scorers[key] = load_reward_model(reward_model.path)
+        row_pool = getattr(scorer, "row_pool", None)  # the classifier baseline has none
+        if row_pool is not None:
+            row_pool.configure(row_build_processes())
         return scorer
 
 

@@ -324,9 +324,11 @@ class _Row:
 
     Attributes:
         item_index: The item the row scores.
-        ids: Token ids, visual placeholders expanded.
-        segments: Per token, -1 for the prompt (system + user turn + assistant header) and the
-            slot number for the tokens of candidate slot k (its separator or closing included).
+        ids: Token ids, visual placeholders expanded (an int64 array for rows built in a
+            row-building process: `collate` copies it without a Python loop).
+        segments: Per token (a list or, as `ids`, an array), -1 for the prompt (system + user
+            turn + assistant header) and the slot number for the tokens of candidate slot k
+            (its separator or closing included).
         visuals: Visuals in order of appearance.
         slots: Per slot, (candidate index in the item, first token, read-out token).
     """
@@ -336,6 +338,9 @@ class _Row:
     segments: list[int]
     visuals: list[_Visual]
     slots: list[tuple[int, int, int]]
+    # M-RoPE positions of `ids` (`RewardInputBuilder._row_positions`) when computed where the
+    # row was built (a row-building process); `collate` computes them otherwise.
+    positions: torch.Tensor | None = None
 
     @property
     def length(self) -> int:
@@ -362,6 +367,12 @@ def _media_error_text(exc: Exception) -> str:
     if isinstance(exc, (MediaError, ValueError)):
         return str(exc)
     return f"{exc.__class__.__name__}: {exc}"
+
+
+def _long_tensor(values: Sequence[int] | np.ndarray) -> torch.Tensor:
+    """int64 tensor of token ids or segments: through numpy, several times faster than
+    ``torch.tensor`` on a list of ints; no copy for an int64 array."""
+    return torch.from_numpy(np.asarray(values, dtype=np.int64))
 
 
 def _processor_size(processor: Any, key: str) -> int | None:
@@ -635,6 +646,31 @@ class RewardInputBuilder:
             key=len,
             reverse=True,
         )
+
+    # What belongs to the process holding the builder, not to its settings: left out when it is
+    # pickled (a row-building process gets the builder so, `workers.reward_model.row_building`).
+    PROCESS_STATE = (
+        "_lock",
+        "_item_decodes",
+        "_cache_scope",
+        "media_cache",
+        "media_store",
+        "decode_pool",
+    )
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The settings, tokenizer and processors; not this process's lock, pending decodes,
+        media cache, media store or decode pool (see `__setstate__`)."""
+        return {k: v for k, v in self.__dict__.items() if k not in self.PROCESS_STATE}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A builder unpickled in another process uses that process's media cache, store and
+        decode pool, as one built there without them."""
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._item_decodes = {}
+        self._cache_scope = object()
+        self.media_cache, self.media_store, self.decode_pool = MEDIA_CACHE, MEDIA_STORE, DECODE_POOL
 
     @classmethod
     def for_model(
@@ -1574,19 +1610,23 @@ class RewardInputBuilder:
         images: list[_Visual] = []
         videos: list[_Visual] = []
         for r, row in enumerate(rows):
-            positions = self._row_positions(row.ids, row.visuals)
+            positions = row.positions
+            if positions is None:
+                positions = self._row_positions(row.ids, row.visuals)
+            elif mode == "isolated":
+                positions = positions.clone()  # shifted below; the row's stay as built
             for slot, (_, first, last) in enumerate(row.slots):
                 starts[r, slot] = first
                 ends[r, slot] = last
             if mode == "isolated":
-                seg_t = torch.tensor(row.segments)
+                seg_t = _long_tensor(row.segments)
                 first_start = row.slots[0][1]
                 for slot in range(1, len(row.slots)):
                     shift = positions[0, row.slots[slot][1]] - positions[0, first_start]
                     positions[:, seg_t == slot] -= shift
             n = row.length
-            input_ids[r, :n] = torch.tensor(row.ids)
-            segment_ids[r, :n] = torch.tensor(row.segments)
+            input_ids[r, :n] = _long_tensor(row.ids)
+            segment_ids[r, :n] = _long_tensor(row.segments)
             position_ids[:, r, :n] = positions
             for visual in row.visuals:
                 (images if visual.kind == "image" else videos).append(visual)

@@ -31,6 +31,7 @@ from workers.reward_model.records import (
     ScoringResult,
     pick_device,
 )
+from workers.reward_model.row_building import RowBuildPool, prepare_item
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,10 @@ class RewardScorer:
             `max_batch_tokens`): rows of like length go together, long rows do not make short
             ones wait in padding. The cut depends on the rows only, never on timing, so a
             call's scores are the same however fast its media are decoded.
+        build_processes (`int`): Processes that build rows instead of the threads (0: off, the
+            default); see [`RowBuildPool`]: on a GPU the threads' Python contends with the
+            forward pass for the GIL. The processes stay up until `close()`;
+            `row_pool.configure(n)` changes their number.
     """
 
     kind = "multi_response"
@@ -86,6 +91,7 @@ class RewardScorer:
         prefetch_workers: int = 2,
         prefetch_items: int | None = None,
         batch_overhead_tokens: int = 128,
+        build_processes: int = 0,
     ) -> None:
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
@@ -95,6 +101,11 @@ class RewardScorer:
         self.prefetch_workers = prefetch_workers
         self.prefetch_items = prefetch_items or max_batch_rows
         self.batch_overhead_tokens = batch_overhead_tokens
+        self.row_pool = RowBuildPool(build_processes)
+
+    def close(self) -> None:
+        """Stop the row-building processes, if any."""
+        self.row_pool.shutdown()
 
     def score(
         self, items: Sequence[ScoringItem], mode: AttentionMode = "packed"
@@ -117,6 +128,9 @@ class RewardScorer:
         results = _new_results(items)
         # train() or apply_lora() may have left dropout on; scores must be deterministic.
         self.model.eval()
+        if self.row_pool.processes:
+            self._score_prepared(self._built_in_processes(items, mode, results), results)
+            return results
         if self.prefetch_workers < 1 or len(items) < 2:
             self._score_prepared(
                 (self._prepare(items, range(i, i + 1), mode, results) for i in range(len(items))),
@@ -147,6 +161,31 @@ class RewardScorer:
 
             self._score_prepared(prepared(), results)
         return results
+
+    def _built_in_processes(
+        self, items: Sequence[ScoringItem], mode: AttentionMode, results: list[ScoringResult]
+    ) -> Iterator[dict[str, list[_Row]]]:
+        """Items' rows built by the row pool's processes, in item order, their results put in
+        `results`; submitted as the threads' are (a forward pass's worth and one per process
+        ahead of the model)."""
+        session = self.row_pool.session(self.builder)
+        pending: deque[tuple[int, Future]] = deque()
+        upcoming = iter(range(len(items)))
+
+        def submit(count: int) -> None:
+            for index in itertools.islice(upcoming, count):
+                pending.append((index, session.submit(items, index, mode)))
+
+        try:
+            submit(self.prefetch_items + self.row_pool.processes)
+            while pending:
+                index, future = pending.popleft()
+                rows, results[index] = session.result(future, index)
+                submit(1)
+                yield rows
+        finally:
+            for _, future in pending:
+                future.cancel()
 
     def _score_prepared(
         self, prepared: Iterator[dict[str, list[_Row]]], results: list[ScoringResult]
@@ -191,20 +230,9 @@ class RewardScorer:
         """Decode the media of `items[indices]` and lay out their rows, by attention mode."""
         rows: dict[str, list[_Row]] = {}
         for index in indices:
-            encoded = self.builder.encode_item(items[index])
-            result = results[index]
-            result.errors = list(encoded.candidate_errors) or result.errors
-            try:
-                plan = self.builder.plan(index, encoded, mode)
-            except ValueError as exc:
-                result.error = str(exc)
-                continue
-            result.error = plan.error
-            result.layout, result.note = plan.layout, plan.note
-            for candidate, message in plan.candidate_errors.items():
-                result.errors[candidate] = message
-            # Items that overflowed packed scoring have isolated rows (another attention mask).
-            rows.setdefault("isolated" if plan.layout == "isolated" else mode, []).extend(plan.rows)
+            built = prepare_item(self.builder, items[index], index, mode, results[index])
+            for row_mode, mode_rows in built.items():
+                rows.setdefault(row_mode, []).extend(mode_rows)
         return rows
 
     def _score_chunk(self, rows: dict[str, list[_Row]], results: list[ScoringResult]) -> None:

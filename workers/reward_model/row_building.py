@@ -1,0 +1,264 @@
+"""Building a scoring item's rows: in the scorer's threads, or in processes beside the model.
+
+`prepare_item` is what `RewardScorer` does for each item before its forward pass: decode its
+media, render the chat template, tokenise, patchify pictures and frames, lay out its rows and
+say what its result must report (errors, layout, note). On a GPU that Python work costs about as
+much CPU as the forward pass itself, which is launch-bound on the same interpreter; threads
+doing it contend with the forward for the GIL, so nothing overlaps (bench/README.md, "GPU
+training speed"). A [`RowBuildPool`] runs `prepare_item` in processes instead, each holding its
+own copy of the input builder, and hands back rows the main thread only collates: token ids and
+segments as int64 arrays, M-RoPE positions computed, pixel values as arrays (pickled without
+torch's storage format). The rows, hence the scores, are the same as the threads build.
+
+The processes are started with ``spawn`` (never forked from a process running torch's threads) on
+the pool's first use, import torch and transformers once (seconds, and a few hundred MB each),
+run torch with one thread, decode their items' media themselves (the process's decode pool is
+off there) and keep a media cache of their own; they read and write the same media store as the
+scoring process. A process that dies (killed, out of memory, a crashing decoder) fails the call
+with [`RowBuildError`]; the pool starts again at the next call.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import multiprocessing
+import pickle
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from workers.reward_model.inputs import RewardInputBuilder, _Row
+from workers.reward_model.media_cache import MediaCache
+from workers.reward_model.records import AttentionMode, ScoringItem, ScoringResult
+
+__all__ = ["RowBuildError", "RowBuildPool", "prepare_item"]
+
+logger = logging.getLogger(__name__)
+
+
+def prepare_item(
+    builder: RewardInputBuilder,
+    item: ScoringItem,
+    index: int,
+    mode: AttentionMode,
+    result: ScoringResult,
+) -> dict[str, list[_Row]]:
+    """Decode the media of `item` (number `index` of the call) and lay out its rows, by
+    attention mode; what its result must say (errors, layout, note) is written to `result`."""
+    rows: dict[str, list[_Row]] = {}
+    encoded = builder.encode_item(item)
+    result.errors = list(encoded.candidate_errors) or result.errors
+    try:
+        plan = builder.plan(index, encoded, mode)
+    except ValueError as exc:
+        result.error = str(exc)
+        return rows
+    result.error = plan.error
+    result.layout, result.note = plan.layout, plan.note
+    for candidate, message in plan.candidate_errors.items():
+        result.errors[candidate] = message
+    # Items that overflowed packed scoring have isolated rows (another attention mask).
+    rows.setdefault("isolated" if plan.layout == "isolated" else mode, []).extend(plan.rows)
+    return rows
+
+
+class RowBuildError(RuntimeError):
+    """A row-building process died while building a call's rows; the call cannot finish."""
+
+
+@dataclass(frozen=True)
+class _MediaSettings:
+    """What the scoring process's media settings are at a call; a building process follows
+    them (they may change between calls: a worker configures its store at each batch)."""
+
+    store_directory: str | None
+    store_bytes: int
+    cache_bytes: int
+    cache_epoch: int
+    pixel_limit: int | None
+
+
+# --- in a building process ------------------------------------------------------------------
+
+_builder: RewardInputBuilder | None = None
+_cache_key: tuple[int, int] | None = None
+
+
+def _start_process(spec: bytes) -> None:
+    global _builder
+    # The scoring process's model wants the cores; a process builds one item at a time.
+    torch.set_num_threads(1)
+    _builder = pickle.loads(spec)
+
+
+def _follow(builder: RewardInputBuilder, media: _MediaSettings) -> None:
+    global _cache_key
+    Image.MAX_IMAGE_PIXELS = media.pixel_limit  # QUORUM_MAX_IMAGE_MEGAPIXELS, as the caller's
+    key = (media.cache_bytes, media.cache_epoch)
+    if key != _cache_key:
+        builder.media_cache, _cache_key = MediaCache(media.cache_bytes), key
+    builder.media_store.configure(media.store_directory, media.store_bytes)
+
+
+class _RowPickler(pickle.Pickler):
+    """Pickles CPU tensors as numpy arrays: a plain copy of their bytes, where torch's own
+    pickling goes through its serialisation format (about 3x slower for pixel values)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if (
+            type(obj) is torch.Tensor
+            and obj.device.type == "cpu"
+            and not obj.requires_grad
+            and obj.dtype in _NUMPY_DTYPES
+        ):
+            return torch.from_numpy, (obj.numpy(),)
+        return NotImplemented
+
+
+_NUMPY_DTYPES = {torch.float32, torch.float64, torch.float16, torch.int64, torch.int32, torch.bool}
+
+
+def _build_rows(item: ScoringItem, index: int, mode: AttentionMode, media: _MediaSettings) -> bytes:
+    """`prepare_item` in a building process: the item's rows, ready for `collate`, and its
+    result, pickled (protocol 4: arrays come back writable)."""
+    builder = _builder
+    assert builder is not None, "the process was not started by RowBuildPool"
+    _follow(builder, media)
+    count = len(item.candidates)
+    result = ScoringResult(scores=[None] * count, errors=[None] * count)
+    rows = prepare_item(builder, item, index, mode, result)
+    for mode_rows in rows.values():
+        for row in mode_rows:
+            row.positions = builder._row_positions(row.ids, row.visuals)
+            row.ids = np.asarray(row.ids, dtype=np.int64)  # type: ignore[assignment]
+            row.segments = np.asarray(row.segments, dtype=np.int64)  # type: ignore[assignment]
+    buffer = io.BytesIO()
+    _RowPickler(buffer, protocol=4).dump((rows, result))
+    return buffer.getvalue()
+
+
+# --- in the scoring process -----------------------------------------------------------------
+
+
+def _fingerprint(builder: RewardInputBuilder) -> tuple:
+    """What a building process's copy of `builder` was made from: its settings by value, its
+    tokenizer and processors by identity. A change starts the processes again."""
+    skip = {*RewardInputBuilder.PROCESS_STATE, "_store_scope_name"}
+    plain = (str, int, float, bool, type(None))
+    return (id(builder),) + tuple(
+        (key, value if isinstance(value, plain) else id(value))
+        for key, value in sorted(vars(builder).items())
+        if key not in skip
+    )
+
+
+class RowBuildPool:
+    """Processes that run [`prepare_item`] for a [`RewardScorer`] while it runs the model.
+
+    Args:
+        processes (`int`): How many; 0 (the default) turns the pool off (the scorer's threads
+            build rows).
+    """
+
+    def __init__(self, processes: int = 0) -> None:
+        if processes < 0:
+            raise ValueError(f"processes must be >= 0, got {processes}")
+        self.processes = processes
+        self._executor: ProcessPoolExecutor | None = None
+        self._fingerprint: tuple | None = None
+        self._cache_epoch = 0
+        self._lock = threading.Lock()
+
+    def configure(self, processes: int) -> None:
+        """Set the number of processes (0: off); running processes of another number stop."""
+        if processes < 0:
+            raise ValueError(f"processes must be >= 0, got {processes}")
+        with self._lock:
+            if processes != self.processes:
+                self._stop(wait=False)
+            self.processes = processes
+
+    def clear_media_cache(self) -> None:
+        """Empty the processes' media caches before their next item (their store stays)."""
+        with self._lock:
+            self._cache_epoch += 1
+
+    def session(self, builder: RewardInputBuilder) -> _Session:
+        """Submits a call's items, built by copies of `builder` (processes started, or started
+        again for a builder that changed, here)."""
+        if self.processes < 1:
+            raise ValueError("the row-building pool is off")
+        fingerprint = _fingerprint(builder)
+        with self._lock:
+            if self._executor is not None and fingerprint != self._fingerprint:
+                self._stop(wait=False)
+            if self._executor is None:
+                self._executor = ProcessPoolExecutor(
+                    self.processes,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_start_process,
+                    initargs=(pickle.dumps(builder),),
+                )
+                self._fingerprint = fingerprint
+            executor = self._executor
+            store = builder.media_store
+            media = _MediaSettings(
+                store_directory=str(store.directory) if store.enabled else None,
+                store_bytes=store.max_bytes,
+                cache_bytes=builder.media_cache.max_bytes,
+                cache_epoch=self._cache_epoch,
+                pixel_limit=Image.MAX_IMAGE_PIXELS,
+            )
+        return _Session(self, executor, media)
+
+    def _broken(self, executor: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if executor is self._executor:
+                self._stop(wait=False)
+
+    def _stop(self, *, wait: bool) -> None:
+        # Call holding self._lock.
+        executor, self._executor, self._fingerprint = self._executor, None, None
+        if executor is not None:
+            executor.shutdown(wait=wait, cancel_futures=True)
+
+    def shutdown(self) -> None:
+        """Stop the processes (they start again at the next call)."""
+        with self._lock:
+            self._stop(wait=True)
+
+
+class _Session:
+    """One call's items submitted to a [`RowBuildPool`]'s processes."""
+
+    def __init__(
+        self, pool: RowBuildPool, executor: ProcessPoolExecutor, media: _MediaSettings
+    ) -> None:
+        self.pool, self.executor, self.media = pool, executor, media
+
+    def submit(self, items: Sequence[ScoringItem], index: int, mode: AttentionMode) -> Future:
+        try:
+            return self.executor.submit(_build_rows, items[index], index, mode, self.media)
+        except (BrokenProcessPool, RuntimeError) as exc:
+            self.pool._broken(self.executor)
+            raise RowBuildError(f"the row-building processes are gone ({exc})") from exc
+
+    def result(self, future: Future, index: int) -> tuple[dict[str, list[_Row]], ScoringResult]:
+        """Item `index`'s rows and result, as `prepare_item` left them."""
+        try:
+            payload = future.result()
+        except BrokenProcessPool as exc:
+            self.pool._broken(self.executor)
+            raise RowBuildError(
+                f"a row-building process died while item {index}'s rows were built ({exc}); "
+                "the processes start again at the next call"
+            ) from exc
+        return pickle.loads(payload)
