@@ -72,3 +72,49 @@ def test_restrict_ranking_equals_the_set_intersection():
         expected = [[c for c in g if c in wanted] for g in ranking if wanted & set(g)]
         assert C.restrict_ranking(ranking, iter(keep)) == expected
         assert C.restrict_ranking(tuple(tuple(g) for g in ranking), keep) == expected
+
+
+def _position_bias_reference(records, *, by_annotator=True):
+    """`agreement.position_bias`'s tallies as they were read per record (the reference)."""
+    wins, slot_counts = defaultdict(list), defaultdict(list)
+    for record in records:
+        key = record.annotator if by_annotator else None
+        if isinstance(record, A.PairRecord):
+            if record.presented_order is None or record.winner is None:
+                continue
+            wins[key].append(record.presented_order.index(record.winner))
+            slot_counts[key].append(2)
+        else:
+            if not record.presented_order or len(record.ranking[0]) != 1:
+                continue
+            wins[key].append(record.presented_order.index(record.ranking[0][0]))
+            slot_counts[key].append(len(record.presented_order))
+    return wins, slot_counts
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_position_bias_of_pairs_counts_what_the_per_record_loop_counted(seed):
+    rng = random.Random(seed)
+    records = []
+    for i in range(rng.randint(1, 500)):
+        a, b = rng.sample(range(1, 9), 2)
+        shown = rng.choice([(a, b), (b, a), None])
+        records.append(
+            A.PairRecord(
+                task=i % 30,
+                annotator=rng.choice(["x", "y", 3]),
+                a=a,
+                b=b,
+                outcome=rng.choice(["a", "a", "b", "tie", "both_bad"]),
+                presented_order=shown,
+            )
+        )
+    for by_annotator in (True, False):
+        wins, slots = _position_bias_reference(records, by_annotator=by_annotator)
+        got = A.position_bias(records, by_annotator=by_annotator)
+        assert list(got) == list(wins)
+        for key, result in got.items():
+            assert result.n == len(wins[key])
+            assert list(result.counts) == [wins[key].count(s) for s in range(max(slots[key]))]
+    with pytest.raises(ValueError):
+        A.position_bias(records + [A.RankingRecord(task=1, annotator="x", ranking=((1,), (2,)))])
