@@ -4,6 +4,7 @@ process that dies fails the call with a clear error (no Django)."""
 
 from __future__ import annotations
 
+import glob
 import os
 import pickle
 
@@ -14,7 +15,7 @@ from PIL import Image
 from workers.media import encode_video
 from workers.reward_model import CandidateInput, RewardScorer, ScoringItem
 from workers.reward_model.media_cache import MediaCache, MediaStore
-from workers.reward_model.row_building import RowBuildError
+from workers.reward_model.row_building import _SHARED_DIR, RowBuildError
 from workers.tiny import build_tiny_reward_scorer, build_tiny_tokenizer
 
 
@@ -101,6 +102,7 @@ def test_it_scores_as_the_threads_do(built, pooled, files, mode):
     if mode == "packed":
         assert got[2].layout == "isolated" and "over max_length" in got[2].note
     assert "over max_length" in got[3].errors[1]
+    assert _handed_over() == []
 
 
 def test_a_single_item_is_built_in_a_process_too(built, pooled, files):
@@ -151,6 +153,11 @@ def test_the_pixel_limit_holds_in_the_processes(pooled, files, monkeypatch):
     assert got[0].error is not None and "over the limit of 29999" in got[0].error
 
 
+def _handed_over() -> list[str]:
+    """This process's row files not taken yet."""
+    return glob.glob(os.path.join(_SHARED_DIR, f"quorum-rows-{os.getpid()}-*"))
+
+
 class _ExitsWhenUnpickled:
     """An item field whose unpickling ends the process that reads it: a crash mid-build."""
 
@@ -170,6 +177,7 @@ def test_a_process_that_dies_fails_the_call_and_the_next_call_starts_again(built
             scorer.score(crashing)
 
         assert scorer.score(items) == expected
+        assert _handed_over() == []
     finally:
         scorer.close()
 

@@ -14,16 +14,23 @@ The processes are started with ``spawn`` (never forked from a process running to
 the pool's first use, import torch and transformers once (seconds, and a few hundred MB each),
 run torch with one thread, decode their items' media themselves (the process's decode pool is
 off there) and keep a media cache of their own; they read and write the same media store as the
-scoring process. A process that dies (killed, out of memory, a crashing decoder) fails the call
+scoring process. An item's arrays (pixel values above all: 5 MB a 448^2 picture) come back
+through a file in ``/dev/shm`` the scoring process maps and deletes at once, so they are not
+copied through a pipe and again out of a pickle on its interpreter. A process that dies (killed, out of memory, a crashing decoder) fails the call
 with [`RowBuildError`]; the pool starts again at the next call.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import io
 import logging
+import mmap
 import multiprocessing
+import os
 import pickle
+import tempfile
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -109,8 +116,8 @@ def _follow(builder: RewardInputBuilder, media: _MediaSettings) -> None:
 
 
 class _RowPickler(pickle.Pickler):
-    """Pickles CPU tensors as numpy arrays: a plain copy of their bytes, where torch's own
-    pickling goes through its serialisation format (about 3x slower for pixel values)."""
+    """Pickles CPU tensors as numpy arrays, whose bytes go out of band (`_hand_over`); torch's
+    own pickling goes through its serialisation format (about 3x slower for pixel values)."""
 
     def reducer_override(self, obj: Any) -> Any:
         if (
@@ -126,9 +133,66 @@ class _RowPickler(pickle.Pickler):
 _NUMPY_DTYPES = {torch.float32, torch.float64, torch.float16, torch.int64, torch.int32, torch.bool}
 
 
-def _build_rows(item: ScoringItem, index: int, mode: AttentionMode, media: _MediaSettings) -> bytes:
+# Where an item's arrays are handed over: memory (tmpfs) where the system has it.
+_SHARED_DIR = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+_ALIGN = 64
+
+
+def _shared_prefix(pid: int) -> str:
+    return f"quorum-rows-{pid}-"
+
+
+def _hand_over(obj: Any) -> tuple[bytes, str | None, list[tuple[int, int]]]:
+    """`obj` pickled, its arrays' bytes out of band in a shared file: (pickle, the file,
+    each array's (offset, size) in it)."""
+    buffers: list[pickle.PickleBuffer] = []
+    stream = io.BytesIO()
+    _RowPickler(stream, protocol=5, buffer_callback=buffers.append).dump(obj)
+    spans, end = [], 0
+    for buffer in buffers:
+        size = buffer.raw().nbytes
+        spans.append((end, size))
+        end += -(-size // _ALIGN) * _ALIGN
+    if not end:
+        return stream.getvalue(), None, spans
+    fd, path = tempfile.mkstemp(prefix=_shared_prefix(os.getppid()), dir=_SHARED_DIR)
+    with os.fdopen(fd, "wb") as file:
+        for (start, _), buffer in zip(spans, buffers, strict=True):
+            file.seek(start)
+            file.write(buffer.raw())
+    return stream.getvalue(), path, spans
+
+
+def _take_over(payload: tuple[bytes, str | None, list[tuple[int, int]]]) -> Any:
+    """What `_hand_over` pickled; its arrays are views of the file, mapped copy-on-write (so
+    writable) and deleted at once (the mapping lives as long as they do)."""
+    data, path, spans = payload
+    if path is None:
+        return pickle.loads(data, buffers=[b""] * len(spans))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        mapped = memoryview(mmap.mmap(fd, 0, access=mmap.ACCESS_COPY))
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return pickle.loads(data, buffers=[mapped[start : start + size] for start, size in spans])
+
+
+def _discard(future: Future) -> None:
+    """Delete the shared file of a result nobody takes (a call that failed or stopped)."""
+    if future.cancelled() or future.exception() is not None:
+        return
+    path = future.result()[1]
+    if path is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _build_rows(
+    item: ScoringItem, index: int, mode: AttentionMode, media: _MediaSettings
+) -> tuple[bytes, str | None, list[tuple[int, int]]]:
     """`prepare_item` in a building process: the item's rows, ready for `collate`, and its
-    result, pickled (protocol 4: arrays come back writable)."""
+    result, handed over by `_hand_over`."""
     builder = _builder
     assert builder is not None, "the process was not started by RowBuildPool"
     _follow(builder, media)
@@ -140,9 +204,7 @@ def _build_rows(item: ScoringItem, index: int, mode: AttentionMode, media: _Medi
             row.positions = builder._row_positions(row.ids, row.visuals)
             row.ids = np.asarray(row.ids, dtype=np.int64)  # type: ignore[assignment]
             row.segments = np.asarray(row.segments, dtype=np.int64)  # type: ignore[assignment]
-    buffer = io.BytesIO()
-    _RowPickler(buffer, protocol=4).dump((rows, result))
-    return buffer.getvalue()
+    return _hand_over((rows, result))
 
 
 # --- in the scoring process -----------------------------------------------------------------
@@ -234,6 +296,10 @@ class RowBuildPool:
         """Stop the processes (they start again at the next call)."""
         with self._lock:
             self._stop(wait=True)
+        # Results handed over and never taken (a process killed between writing and returning).
+        for path in glob.glob(os.path.join(_SHARED_DIR, _shared_prefix(os.getpid()) + "*")):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 class _Session:
@@ -261,4 +327,9 @@ class _Session:
                 f"a row-building process died while item {index}'s rows were built ({exc}); "
                 "the processes start again at the next call"
             ) from exc
-        return pickle.loads(payload)
+        return _take_over(payload)
+
+    def discard(self, future: Future) -> None:
+        """Drop a submitted item whose rows will not be taken."""
+        if not future.cancel():
+            future.add_done_callback(_discard)

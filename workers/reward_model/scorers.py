@@ -185,7 +185,7 @@ class RewardScorer:
                 yield rows
         finally:
             for _, future in pending:
-                future.cancel()
+                session.discard(future)
 
     def _score_prepared(
         self, prepared: Iterator[dict[str, list[_Row]]], results: list[ScoringResult]
