@@ -568,6 +568,8 @@ def build_snapshot(
     )
     order = sorted(prompt_rows, key=lambda p: source.prompts[p].external_id)
     media: set[str] = set()
+    # The media file of each candidate that has one (none in a text-only project).
+    media_of = {c.id: c.media for c in source.candidates.values() if c.media}
     by_split: dict[str, Counter[str]] = {name: Counter() for name in options.splits}
     batched_spans: list[range] = []
     for prompt_id in order:
@@ -579,21 +581,22 @@ def build_snapshot(
         counts["rankings_4"] += len(variants)
         if isinstance(pairs, range):
             batched_spans.append(pairs)
-        else:
+        elif media_of:
             for row in pairs:
-                media.update(m for m in (source.candidates[c].media for c in row[:2]) if m)
-        if full is not None:
-            media.update(m for m in (source.candidates[c].media for c in full.order) if m)
+                media.update(media_of[c] for c in row[:2] if c in media_of)
+        if full is not None and media_of:
+            media.update(media_of[c] for c in full.order if c in media_of)
         prompt = source.prompts[prompt_id]
-        media.update(m for m in (prompt.image, prompt.video) if m)
-    if batch_rows is not None and batched_spans:
+        if prompt.image or prompt.video:
+            media.update(m for m in (prompt.image, prompt.video) if m)
+    if batch_rows is not None and batched_spans and media_of:
         import numpy as np
 
         rows = batch_rows.kept[np.concatenate([np.arange(r.start, r.stop) for r in batched_spans])]
         sides = np.unique(
             np.concatenate((batch_rows.columns.better[rows], batch_rows.columns.worse[rows]))
         )
-        media.update(m for m in (source.candidates[c].media for c in sides.tolist()) if m)
+        media.update(media_of[c] for c in sides.tolist() if c in media_of)
     pairs_table, rankings_table, variants_table = _export_tables(
         source, order, split_of, prompt_rows, cells, options, use_rm, batch_rows
     )
