@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 FORMAT = "quorum-dataset-export/2"
 NO_CONTENT_PAIR = "a side without content (model name only, or an empty answer)"
 NO_CONTENT_RANKING = "fewer than two candidates with content (model names only, or empty answers)"
+UNPAIRED = "pair judgments on a task without two candidate slots (a slot removed after judging)"
 RM_WEIGHT = 0.5
 VARIANT_SIZE = 4
 OVERRULED_FILE = "overruled_arcs.jsonl"
@@ -393,6 +394,10 @@ def build_snapshot(
             drops_judgments["on discarded tasks"] += 1
         elif vote.evaluator in marked:
             drops_judgments["by annotators marked unreliable"] += 1
+        elif vote.pair is not None and len(vote.pair) != 2:
+            # `C.unpaired`: its task lost a candidate slot; it names no pair (the flags pass
+            # skips it too).
+            drops_judgments[UNPAIRED] += 1
         else:
             kept_votes.append(vote)
 
@@ -603,12 +608,12 @@ def build_snapshot(
 
     progress(75, "leaderboard")
     exported_votes = [v for v in kept_votes if v.prompt_id in prompt_rows]
-    all_figures = _agreement_figures(source.votes)
-    # exported_votes is a sublist of source.votes in order: as long, it is the same list.
+    # Every judgment but those naming no pair (`C.unpaired`: no record to compare).
+    all_votes = C.without_unpaired(source.votes)
+    all_figures = _agreement_figures(all_votes)
+    # exported_votes is a sublist of all_votes in order: as long, it is the same list.
     exported_figures = (
-        all_figures
-        if len(exported_votes) == len(source.votes)
-        else _agreement_figures(exported_votes)
+        all_figures if len(exported_votes) == len(all_votes) else _agreement_figures(exported_votes)
     )
     model_of = {c.id: c.model_name for c in source.candidates.values()}
     # Votes on candidates without content rank models all the same (arena-style data).
