@@ -201,3 +201,32 @@ def test_a_pickled_builder_leaves_this_process_state_behind(built):
     assert copy._lock is not built.builder._lock and copy._item_decodes == {}
     assert copy.limits() == built.builder.limits()
     assert copy.token_ids == built.builder.token_ids
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "molmo2"])
+def test_other_backbones_score_as_the_threads_do(files, family):
+    scorer = build_tiny_reward_scorer(tokenizer=build_tiny_tokenizer(), family=family, seed=6)
+    scorer.builder.media_cache = MediaCache(0)
+    items = [
+        ScoringItem(
+            "Which fits?",
+            [
+                CandidateInput(kind="image", path=str(files["small"]), text="this"),
+                CandidateInput(kind="text", text="A short answer."),
+            ],
+            prompt_image=str(files["wide"]),
+        ),
+        ScoringItem(
+            "Which clip?",
+            [CandidateInput(kind="video", path=str(files["clip"])), CandidateInput(kind="text")],
+        ),
+    ]
+    expected = RewardScorer(scorer.model, scorer.builder, device="cpu").score(items)
+    pooled = RewardScorer(scorer.model, scorer.builder, device="cpu", build_processes=1)
+    try:
+        got = pooled.score(items)
+    finally:
+        pooled.close()
+
+    assert got == expected
+    assert got[0].scores[0] is not None and got[1].scores[0] is not None

@@ -31,7 +31,7 @@ from workers.reward_model.records import (
     ScoringResult,
     pick_device,
 )
-from workers.reward_model.row_building import RowBuildPool, prepare_item
+from workers.reward_model.row_building import RowBuildPool, _Handover, prepare_item
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class RewardScorer:
         `results`; submitted as the threads' are (a forward pass's worth and one per process
         ahead of the model)."""
         session = self.row_pool.session(self.builder)
-        pending: deque[tuple[int, Future]] = deque()
+        pending: deque[tuple[int, _Handover]] = deque()
         upcoming = iter(range(len(items)))
 
         def submit(count: int) -> None:
@@ -179,13 +179,13 @@ class RewardScorer:
         try:
             submit(self.prefetch_items + self.row_pool.processes)
             while pending:
-                index, future = pending.popleft()
-                rows, results[index] = session.result(future, index)
+                index, handover = pending.popleft()
+                rows, results[index] = session.result(handover, index)
                 submit(1)
                 yield rows
         finally:
-            for _, future in pending:
-                session.discard(future)
+            for _, handover in pending:
+                session.discard(handover)
 
     def _score_prepared(
         self, prepared: Iterator[dict[str, list[_Row]]], results: list[ScoringResult]
