@@ -10,6 +10,7 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from workers.media import encode_video
@@ -230,3 +231,20 @@ def test_other_backbones_score_as_the_threads_do(files, family):
 
     assert got == expected
     assert got[0].scores[0] is not None and got[1].scores[0] is not None
+
+
+def test_positions_built_ahead_collate_as_computed_there_and_stay_as_built(built, files):
+    builder = built.builder
+    items = _items(files)
+    plan = builder.plan(0, builder.encode_item(items[0]), "isolated")
+    row = plan.rows[0]
+    expected = builder.collate([row], "isolated").position_ids
+    row.positions = builder._row_positions(row.ids, row.visuals)
+    kept = row.positions.clone()
+
+    first = builder.collate([row], "isolated").position_ids
+    second = builder.collate([row], "isolated").position_ids  # a batch retried row by row
+
+    assert len(row.slots) > 1 and not torch.equal(expected[:, 0], kept)
+    assert torch.equal(first, expected) and torch.equal(second, expected)
+    assert torch.equal(row.positions, kept)
