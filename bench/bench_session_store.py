@@ -39,21 +39,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
 
-    url = os.environ["DATABASE_URL"]
-    server, _, name = url.rpartition("/")
-    import psycopg
+    if not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
+        parser.error("set DATABASE_URL to a PostgreSQL database (created and dropped here)")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from scratch_postgres import in_fresh_database
 
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        run(args)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    in_fresh_database(lambda: run(args))
 
 
 def run(args) -> None:

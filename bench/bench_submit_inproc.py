@@ -46,24 +46,11 @@ def main() -> None:
     parser.add_argument("--profile-next", action="store_true", help="profile the nexts instead")
     parser.add_argument("--label", default=REPO.name)
     args = parser.parse_args()
-    url = os.environ.get("DATABASE_URL", "")
-    if not url:
-        run(args)
-        return
-    server, _, name = url.rpartition("/")
-    import psycopg
+    # This folder's helper, whichever tree (the working directory) is measured.
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from scratch_postgres import in_fresh_database
 
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        run(args)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    in_fresh_database(lambda: run(args))
 
 
 def run(args) -> None:

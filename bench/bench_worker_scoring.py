@@ -74,20 +74,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # this file again (as __mp_main__), which must stay light.
 
 
-# Qwen2-VL-2B's widths (about 2.2 B parameters with the vision tower), as bench/gpu_train_steps.py.
-TWO_B = {
-    "hidden_size": 1536,
-    "num_layers": 28,
-    "config_overrides": {
-        "num_heads": 12,
-        "num_kv_heads": 2,
-        "intermediate_size": 8960,
-        "vision_depth": 32,
-        "vision_embed_dim": 1280,
-        "vision_heads": 16,
-        "vision_mlp_ratio": 4,
-    },
-}
 # A checkpoint's budgets rather than the demo model's: 448^2 images (256 visual tokens after
 # merging), 8 frames of at most 224^2.
 LARGE_LIMITS = {
@@ -241,7 +227,7 @@ def main() -> None:
     from workers.media import DecodePool
     from workers.reward_model import RewardScorer
     from workers.reward_model.media_cache import MediaStore
-    from workers.tiny import build_tiny_reward_scorer, build_tiny_tokenizer
+    from workers.tiny import QWEN2_VL_2B_SHAPE, build_tiny_reward_scorer, build_tiny_tokenizer
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -254,7 +240,9 @@ def main() -> None:
             items_by_project.setdefault(name, []).append(example.item)
         tokenizer = build_tiny_tokenizer()
         shape = (
-            TWO_B if args.shape == "2b" else {"hidden_size": args.hidden, "num_layers": args.layers}
+            QWEN2_VL_2B_SHAPE
+            if args.shape == "2b"
+            else {"hidden_size": args.hidden, "num_layers": args.layers}
         )
         limits = LARGE_LIMITS if args.limits == "large" else LIMITS
         dtype = getattr(torch, args.dtype)

@@ -36,21 +36,11 @@ from workers.reward_model import (  # noqa: E402
     ScoringItem,
     fit,
 )
-from workers.tiny import build_tiny_reward_scorer, build_tiny_tokenizer  # noqa: E402
-
-TWO_B = {
-    "hidden_size": 1536,
-    "num_layers": 28,
-    "config_overrides": {
-        "num_heads": 12,
-        "num_kv_heads": 2,
-        "intermediate_size": 8960,
-        "vision_depth": 32,
-        "vision_embed_dim": 1280,
-        "vision_heads": 16,
-        "vision_mlp_ratio": 4,
-    },
-}
+from workers.tiny import (  # noqa: E402
+    QWEN2_VL_2B_SHAPE,
+    build_tiny_reward_scorer,
+    build_tiny_tokenizer,
+)
 
 
 def _examples(count: int, side: int) -> list[PreferenceExample]:
@@ -81,7 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    shape = {"hidden_size": 64, "num_layers": 2} if args.tiny else TWO_B
+    shape = {"hidden_size": 64, "num_layers": 2} if args.tiny else QWEN2_VL_2B_SHAPE
     tokenizer = build_tiny_tokenizer()
     started = time.perf_counter()
     scorer = build_tiny_reward_scorer(

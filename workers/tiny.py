@@ -363,6 +363,23 @@ def build_tiny_backbone(
     return model.eval()
 
 
+# Qwen2-VL-2B's widths (about 2.2 B parameters with the vision tower): keyword arguments of
+# `build_tiny_reward_scorer` for a realistically sized random model (GPU benchmarks).
+QWEN2_VL_2B_SHAPE: dict[str, Any] = {
+    "hidden_size": 1536,
+    "num_layers": 28,
+    "config_overrides": {
+        "num_heads": 12,
+        "num_kv_heads": 2,
+        "intermediate_size": 8960,
+        "vision_depth": 32,
+        "vision_embed_dim": 1280,
+        "vision_heads": 16,
+        "vision_mlp_ratio": 4,
+    },
+}
+
+
 def build_tiny_reward_scorer(
     *,
     family: str = "qwen2_vl",
