@@ -39,6 +39,7 @@ def _start(env_overrides: dict[str, str], tmp_path) -> subprocess.CompletedProce
         ("QUORUM_MEDIA_STORE_MB", "-1"),
         ("QUORUM_MEDIA_STORE_MB", "4 GB"),
         ("QUORUM_DECODE_PROCESSES", "two"),
+        ("QUORUM_ROW_BUILD_PROCESSES", "-2"),
         ("QUORUM_LOG_LEVEL", "LOUD"),
     ],
 )
