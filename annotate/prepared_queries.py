@@ -189,10 +189,15 @@ class PreparedInsert:
         self._sql[using] = text
         return text
 
+    def sql(self, instance: Any, using: str = "default") -> str:
+        """The ``INSERT ... RETURNING`` text for ``using``, compiled and checked against the
+        ORM's parameters (for ``instance``) at the first call."""
+        return self._sql.get(using) or self._compile(instance, using)
+
     def insert(self, instance: Any, using: str = "default") -> Any:
         from django.db import transaction
 
-        text = self._sql.get(using) or self._compile(instance, using)
+        text = self.sql(instance, using)
         # As Model.save: an error leaves the enclosing atomic block marked for rollback.
         with transaction.mark_for_rollback_on_error(using), connections[using].cursor() as cursor:
             cursor.execute(text, self.params(instance, using))

@@ -860,9 +860,8 @@ _STORE_TASK = ("judgment_count", "status", "flags_dirty_at")
 _STORE_SQL: dict[str, list[str]] = {}
 
 
-def _judgment_fields() -> list:
-    meta = Judgment._meta
-    return [f for f in meta.local_concrete_fields if f is not meta.auto_field]
+# The judgment's insert, compiled once and checked against the ORM's parameters.
+_JUDGMENT_INSERT = PreparedInsert(Judgment)
 
 
 def _store_statements() -> list[str]:
@@ -877,7 +876,7 @@ def _store_statements() -> list[str]:
         ranking=[[1]], presented_order=[1], ratings={}, duration_ms=1, idempotency_key="k" * 8,
     )  # fmt: skip
     task = Task(pk=2, judgment_count=1, status=Task.Status.OPEN)
-    compiled = [
+    updates = [
         _update_sql(
             Assignment,
             3,
@@ -885,28 +884,18 @@ def _store_statements() -> list[str]:
         ),
         _update_sql(Task, 2, dict(zip(_STORE_TASK, (1, Task.Status.OPEN, now), strict=True))),
     ]
-    insert = sql.InsertQuery(Judgment)
-    insert.insert_values(_judgment_fields(), [sample])
-    compiler = insert.get_compiler(connection=connection)
-    compiler.returning_fields = [Judgment._meta.pk]
-    ((insert_sql, insert_params),) = compiler.as_sql()
-    compiled.append((insert_sql, insert_params))
     params = _store_params(judgment=sample, task=task, assignment_id=3, now=now)
-    # The insert's timestamps are the clock's at each pre_save: compared by type only.
-    stamped = [bool(getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False))
-               for f in _judgment_fields()]  # fmt: skip
-    for i, ((text, values), mine) in enumerate(zip(compiled, params, strict=True)):
-        masks = stamped if i == 2 else [False] * len(values)
+    for (text, values), mine in zip(updates, params, strict=False):
         if len(values) != len(mine) or any(
-            type(a) is not type(b) if mask else comparable(a) != comparable(b)
-            for a, b, mask in zip(values, mine, masks, strict=False)
+            comparable(a) != comparable(b) for a, b in zip(values, mine, strict=True)
         ):
             raise RuntimeError(f"_store: parameters of {text[:60]!r} differ from the ORM's")
+    insert_sql = _JUDGMENT_INSERT.sql(sample, connection.alias)
     if connection.vendor == "postgresql":
-        parts = ", ".join(f"u{i} AS ({text})" for i, (text, _) in enumerate(compiled[:2]))
+        parts = ", ".join(f"u{i} AS ({text})" for i, (text, _) in enumerate(updates))
         statements = [f"WITH {parts} {insert_sql}"]
     else:
-        statements = [text for text, _ in compiled]
+        statements = [text for text, _ in updates] + [insert_sql]
     _STORE_SQL[connection.alias] = statements
     return statements
 
@@ -935,10 +924,7 @@ def _store_params(
             *prep(Task, _STORE_TASK, (task.judgment_count, task.status, now)),
             Task._meta.pk.get_db_prep_value(task.pk, connection, prepared=False),
         ],
-        [
-            f.get_db_prep_save(f.pre_save(judgment, True), connection=connection)
-            for f in _judgment_fields()
-        ],
+        _JUDGMENT_INSERT.params(judgment, connection.alias),
     ]
 
 
