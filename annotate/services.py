@@ -53,7 +53,7 @@ from annotate.models import (
     TaskCandidate,
 )
 from annotate.rendering import markdown_html_stored_many
-from annotate.table_stats import tables_analyze
+from annotate.table_stats import checkpoints_deferred, statistics_refresh, tables_analyze
 from workers import jobs
 from workers.jobs import job_enqueue
 
@@ -178,6 +178,9 @@ class ImportResult:
     project: Project
     format: str
     counts: dict[str, int] = field(default_factory=dict)
+    # ``import_file(statistics_later=True)``: the tables whose planner statistics the caller
+    # refreshes (``table_stats.statistics_refresh``); empty when the import wrote too little.
+    stale_tables: list[str] = field(default_factory=list)
 
 
 def _project_defaults(parsed: ParsedImport) -> dict:
@@ -276,6 +279,7 @@ def import_file(
     source_name: str | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
     created_by: AbstractBaseUser | None = None,
+    statistics_later: bool = False,
 ) -> ImportResult:
     """Imports a file into a project (created when missing), all or nothing.
 
@@ -284,6 +288,10 @@ def import_file(
 
     Re-importing the same file creates nothing new: prompts and candidates are matched by
     external id, tasks by their candidate set, judgments by idempotency key.
+
+    A large import refreshes the planner statistics of the tables it wrote once it commits;
+    ``statistics_later``: not here, the caller does (the tables are the result's
+    ``stale_tables``), as an import job does once the job is marked done.
 
     Raises:
         ImportRejected: with every problem found, naming line and field; the database and
@@ -298,6 +306,7 @@ def import_file(
             source_name=source_name,
             on_progress=on_progress,
             created_by=created_by,
+            statistics_later=statistics_later,
         )
 
 
@@ -310,6 +319,7 @@ def _import_file(
     source_name: str | None,
     on_progress: Callable[[str, int, int], None] | None,
     created_by: AbstractBaseUser | None,
+    statistics_later: bool,
 ) -> ImportResult:
     parsed = parse_import(
         path,
@@ -324,6 +334,7 @@ def _import_file(
     )
     created_media: list[str] = []
     state = {"committed": False}
+    stale_tables: list[str] = []
     try:
         with transaction.atomic():
             # Runs first among the commit callbacks: from then on the rows exist and their
@@ -344,7 +355,10 @@ def _import_file(
             if sum(counts.get(k, 0) for k in written) >= ANALYZE_AFTER_ROWS:
                 # Fresh planner statistics once this commits (stale ones made next-task slow),
                 # of the tables this import wrote (judgments also change their tasks' rows).
-                tables_analyze(_written_tables(counts))
+                if statistics_later:
+                    stale_tables = _written_tables(counts)
+                else:
+                    tables_analyze(_written_tables(counts))
             if counts["judgments"]:
                 # New evidence: the project's flags and annotator figures are recomputed.
                 flags_recompute_job(project_id=project.pk)
@@ -361,7 +375,9 @@ def _import_file(
         raise
     finally:
         parsed.source.close()
-    return ImportResult(project=project, format=parsed.format, counts=counts)
+    return ImportResult(
+        project=project, format=parsed.format, counts=counts, stale_tables=stale_tables
+    )
 
 
 def _written_tables(counts: dict[str, int]) -> list[str]:
@@ -851,6 +867,21 @@ def import_job_run(*, job_id: int, takeover: bool = False) -> ImportJob:
                 processed_rows=done, total_rows=max(total, 1)
             )
 
+    # The statistics refresh and SQLite's log checkpoint wait until the job is marked done,
+    # then run here at once: a client waiting for the job learns of the end without waiting
+    # for them (0.1-0.4 s of sampling on PostgreSQL), before it can send annotators.
+    with checkpoints_deferred():
+        stale_tables = _import_job_attempts(job, progress)
+    statistics_refresh(stale_tables)
+    job.refresh_from_db()
+    upload_discard(path=job.source_file)
+    return job
+
+
+def _import_job_attempts(job: ImportJob, progress: Callable[[str, int, int], None]) -> list[str]:
+    """Runs the import of a claimed job and records its outcome on the job's row; returns the
+    tables whose planner statistics are to be refreshed (none when it failed)."""
+    job_id = job.pk
     try:
         for attempt in range(1, IMPORT_LOCKED_ATTEMPTS + 1):
             try:
@@ -862,6 +893,7 @@ def import_job_run(*, job_id: int, takeover: bool = False) -> ImportJob:
                     source_name=Path(job.original_name).stem or None,
                     on_progress=progress,
                     created_by=job.created_by,
+                    statistics_later=True,
                 )
                 break
             except OperationalError as exc:
@@ -910,9 +942,8 @@ def import_job_run(*, job_id: int, takeover: bool = False) -> ImportJob:
             total_rows=total,
             finished_at=timezone.now(),
         )
-    job.refresh_from_db()
-    upload_discard(path=job.source_file)
-    return job
+        return result.stale_tables
+    return []
 
 
 # ``import_job_wait``: the longest a status request may wait (a sync web worker is held
