@@ -17,17 +17,31 @@ writes to a stream (a data descriptor after each entry, zip64 sizes).
 ``formats`` (`FORMATS`) keeps only the named formats' folders: ``parquet/``, ``hf/``, or the
 JSONL folders (every other folder but ``media/``); the datasheet, the overruled arcs and media
 always go.
+
+An export folder never changes once built, so its big files are deflated once, by the build
+(`DeflatedMembers`, on the cores the build leaves free while it writes them), into a folder
+beside the export's, ``.zip-<SHA-256 of datasheet.json>/``: each file's deflate stream, made
+block by block exactly as here, with its CRC-32. A download streams those (`deflated_members`)
+instead of deflating again: the same zip, byte for byte, for about a twentieth of the CPU.
+A file whose size or modification time differs from what the build recorded, a missing
+folder, or JSONL rewritten for ``base_folder`` are deflated here as before.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
 import struct
+import threading
 import zipfile
 import zlib
 from collections import deque
 from collections.abc import Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from annotate.zip_sink import ZipSink
 from curation.exporting import export_file_chunks
@@ -48,6 +62,12 @@ _FORMAT_FOLDERS = {"parquet": "parquet", "hf": "hf"}
 _DATA_DESCRIPTOR_FLAG = 0x08
 _DATA_DESCRIPTOR = struct.Struct("<LLQQ")  # signature, CRC-32, sizes (zip64)
 _DATA_DESCRIPTOR_SIGNATURE = 0x08074B50
+# The download's block size (`iter_download_zip`'s ``chunk_size``): `DeflatedMembers` cuts
+# blocks the same, so a file deflated by the build is the stream a download would make.
+BLOCK_SIZE = 1 << 20
+# Beside an export folder: its files deflated by the build, named by its datasheet's digest.
+MEMBERS_PREFIX = ".zip-"
+MEMBERS_INDEX = "index.json"
 
 
 def compress_type(path: Path) -> int:
@@ -72,6 +92,181 @@ def _deflate(block: bytes, primer: bytes, last: bool) -> bytes:
     )
     data = compressor.compress(block)
     return data + compressor.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+
+
+def members_folder(folder: Path) -> Path | None:
+    """Where the build left ``folder``'s deflated files (`DeflatedMembers`): beside it, named by
+    the SHA-256 of its ``datasheet.json``; None when the folder has no datasheet."""
+    try:
+        sheet = (folder / "datasheet.json").read_bytes()
+    except OSError:
+        return None
+    return folder.parent / f"{MEMBERS_PREFIX}{hashlib.sha256(sheet).hexdigest()}"
+
+
+class DeflatedMember:
+    """One file deflated as `iter_download_zip` deflates it: cut into ``BLOCK_SIZE`` blocks
+    (the last one finished), each primed with the 32 KB before it, compressed in ``pool``'s
+    threads and written in order to ``target``."""
+
+    def __init__(self, pool: ThreadPoolExecutor, target: Path):
+        self._pool = pool
+        self._fh = open(target, "wb")  # noqa: SIM115 - closed by close()
+        self._buffer = bytearray()
+        self._pending: deque[Future] = deque()
+        self._primer = b""
+        self.crc = self.size = self.compressed = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._buffer += data
+        if len(self._buffer) > BLOCK_SIZE:
+            # Every full block but the last (which may be the file's last: held back).
+            whole = (len(self._buffer) - 1) // BLOCK_SIZE * BLOCK_SIZE
+            view = memoryview(self._buffer)
+            for start in range(0, whole, BLOCK_SIZE):
+                self._block(bytes(view[start : start + BLOCK_SIZE]), last=False)
+            view.release()
+            del self._buffer[:whole]
+
+    def end(self) -> None:
+        """The file is written: its last block goes to the threads (`finish` waits for it)."""
+        self._block(bytes(self._buffer), last=True)
+        self._buffer = bytearray()
+
+    def finish(self) -> None:
+        while self._pending:
+            self._send()
+        self._fh.close()
+
+    def close_quietly(self) -> None:
+        """Closes the file without finishing the stream (the build failed)."""
+        for future in self._pending:
+            future.cancel()
+        self._fh.close()
+
+    def _block(self, block: bytes, last: bool) -> None:
+        self.crc = zlib.crc32(block, self.crc)
+        self.size += len(block)
+        self._pending.append(self._pool.submit(_deflate, block, self._primer, last))
+        tail = block if len(block) >= WINDOW else self._primer + block
+        self._primer = tail[-WINDOW:]
+        while len(self._pending) > BLOCKS_AHEAD:
+            self._send()
+
+    def _send(self) -> None:
+        data = self._pending.popleft().result()
+        self.compressed += len(data)
+        self._fh.write(data)
+
+
+class DeflatedMembers:
+    """The build's side of the download: an export's big files deflated while they are written,
+    kept beside the folder for every download (see the module's docstring).
+
+    Open with the export folder being written; `member` a file's bytes as they are written
+    (any thread: each member's writes in order), and `finish` once ``datasheet.json`` is
+    written (its digest names the folder). `discard` (or an exception before `finish`) leaves
+    nothing behind. Writes nothing in ``out_dir`` itself: the folder is the dataset."""
+
+    def __init__(self, out_dir: Path):
+        self._out_dir = out_dir
+        self._work = out_dir.parent / f"{MEMBERS_PREFIX}tmp-{out_dir.name}"
+        self._work.mkdir()
+        self._pool = ThreadPoolExecutor(max_workers=COMPRESSORS, thread_name_prefix="deflate")
+        self._lock = threading.Lock()
+        self._members: dict[str, DeflatedMember] = {}
+
+    def member(self, rel: str) -> DeflatedMember:
+        """A writer for ``rel`` (a path relative to the export folder); `end` it when the file
+        is written."""
+        with self._lock:
+            number = len(self._members)
+            member = DeflatedMember(self._pool, self._work / f"{number}.deflate")
+            self._members[rel] = member
+        return member
+
+    def finish(self) -> Path:
+        """Records every member (each `end`ed) with its file's size and modification time (a
+        file changed afterwards is deflated by the download again); returns the members'
+        folder."""
+        index: dict[str, Any] = {}
+        for member in self._members.values():
+            member.finish()
+        self._pool.shutdown(wait=True)
+        for number, (rel, member) in enumerate(self._members.items()):
+            stat = (self._out_dir / rel).stat()
+            if stat.st_size != member.size:
+                raise RuntimeError(f"{rel}: {stat.st_size} bytes written, {member.size} deflated")
+            index[rel] = {
+                "member": f"{number}.deflate",
+                "crc32": member.crc,
+                "bytes": member.size,
+                "compressed": member.compressed,
+                "mtime_ns": stat.st_mtime_ns,
+            }
+        (self._work / MEMBERS_INDEX).write_text(json.dumps(index, indent=1))
+        target = members_folder(self._out_dir)
+        if target is None:
+            raise FileNotFoundError(f"{self._out_dir / 'datasheet.json'} is not written")
+        if target.exists():  # the same datasheet: the same files, deflated already
+            self.discard()
+        else:
+            os.replace(self._work, target)
+        _prune_members(self._out_dir.parent)
+        return target
+
+    def discard(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for member in self._members.values():
+            member.close_quietly()
+        shutil.rmtree(self._work, ignore_errors=True)
+
+
+def _prune_members(parent: Path) -> None:
+    """Removes members' folders beside no export folder of ``parent`` (a build that died or
+    lost its row after writing, a folder replaced): a folder's members are named by its
+    datasheet, so any folder there (published or still being moved) keeps its own."""
+    kept = set()
+    for folder in parent.iterdir():
+        if folder.is_dir() and not folder.name.startswith(MEMBERS_PREFIX):
+            members = members_folder(folder)
+            if members is not None:
+                kept.add(members.name)
+    for members in parent.glob(f"{MEMBERS_PREFIX}*"):
+        name = members.name.removeprefix(MEMBERS_PREFIX)
+        if len(name) == 64 and members.name not in kept:  # not a build's tmp- folder
+            shutil.rmtree(members, ignore_errors=True)
+
+
+def deflated_members(folder: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The members' folder of ``folder`` and its index (`DeflatedMembers.finish`), or None."""
+    members = members_folder(folder)
+    if members is None:
+        return None
+    try:
+        return members, json.loads((members / MEMBERS_INDEX).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _stored_member(
+    members: tuple[Path, dict[str, Any]] | None, rel: str, path: Path
+) -> dict[str, Any] | None:
+    """``rel``'s entry of the build's deflated members when it still describes the file."""
+    if members is None:
+        return None
+    entry = members[1].get(rel)
+    if entry is None:
+        return None
+    stat = path.stat()
+    if stat.st_size != entry["bytes"] or stat.st_mtime_ns != entry["mtime_ns"]:
+        return None
+    return entry
+
+
+def _read_chunks(path: Path, chunk_size: int) -> Iterator[bytes]:
+    with open(path, "rb") as src:
+        yield from iter(lambda: src.read(chunk_size), b"")
 
 
 def _blocks(path: Path, base_folder: str | None, chunk_size: int) -> Iterator[tuple[bytes, bool]]:
@@ -103,6 +298,7 @@ def iter_download_zip(
         kind = file_format(path.relative_to(folder).as_posix())
         if path.is_file() and (formats is None or kind is None or kind in formats):
             paths.append(path)
+    members = deflated_members(folder)
     sink = ZipSink()
     pool = ThreadPoolExecutor(max_workers=COMPRESSORS, thread_name_prefix="zip")
     # What goes out, in order: an entry's start, its blocks (futures, some still being
@@ -145,13 +341,24 @@ def iter_download_zip(
                     archive._didModify = True
 
             for path in paths:
-                info = zipfile.ZipInfo.from_file(
-                    path, f"{prefix}/{path.relative_to(folder).as_posix()}"
-                )
+                rel = path.relative_to(folder).as_posix()
+                info = zipfile.ZipInfo.from_file(path, f"{prefix}/{rel}")
                 info.compress_type = compress_type(path)
                 info.flag_bits = _DATA_DESCRIPTOR_FLAG
                 ahead.append(("start", info))
                 deflated = info.compress_type == zipfile.ZIP_DEFLATED
+                rewritten = base_folder is not None and path.suffix == ".jsonl"
+                stored = None if rewritten or not deflated else _stored_member(members, rel, path)
+                if stored is not None:
+                    # Deflated by the build: its stream as it is, read ahead of the sending.
+                    for data in _read_chunks(members[0] / stored["member"], chunk_size):  # type: ignore[index]
+                        ahead.append(("block", _done(data)))
+                        blocks_ahead += 1
+                        while blocks_ahead > BLOCKS_AHEAD:
+                            send()
+                        yield from sink.drain()
+                    ahead.append(("end", (stored["crc32"], stored["bytes"])))
+                    continue
                 crc = size = 0
                 primer = b""
                 for block, last in _blocks(path, base_folder, chunk_size):

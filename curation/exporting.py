@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 
     # numpy and scipy too: `batch_consensus` is imported where a snapshot is built.
     from curation import batch_consensus as BC
+    from curation.download import DeflatedMember, DeflatedMembers
 
 FORMAT = "quorum-dataset-export/2"
 NO_CONTENT_PAIR = "a side without content (model name only, or an empty answer)"
@@ -1889,15 +1890,40 @@ def write_snapshot(
     options: ExportOptions,
     progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
-    """Writes every file of the snapshot into ``out_dir``; returns the file list."""
+    """Writes every file of the snapshot into ``out_dir``; returns the file list.
+
+    Beside ``out_dir``, the big files' deflate streams for the download
+    (`curation.download.DeflatedMembers`), made on the cores the writing leaves free."""
     progress = progress or (lambda _p, _s: None)
-    splits = list(options.splits)
     progress(80, "JSONL, Parquet and Hugging Face datasets")
+    import datasets
+
+    from curation.download import DeflatedMembers
+
+    datasets.disable_progress_bars()
+    members = DeflatedMembers(out_dir)
+    try:
+        files = _write_files(snapshot, out_dir, source, options, progress, members)
+        members.finish()
+    except BaseException:
+        members.discard()
+        raise
+    return files
+
+
+def _write_files(
+    snapshot: Snapshot,
+    out_dir: Path,
+    source: SnapshotInput,
+    options: ExportOptions,
+    progress: Progress,
+    members: DeflatedMembers,
+) -> list[dict[str, Any]]:
     import datasets
     import pyarrow.parquet as pq
     from datasets.table import InMemoryTable
 
-    datasets.disable_progress_bars()
+    splits = list(options.splits)
     stored: dict[str, bytes] = {}
     # SHA-256 of the big files, worked out as they are written (`_file_list` reads the rest).
     digests: dict[str, str] = {}
@@ -1934,9 +1960,10 @@ def write_snapshot(
                     fingerprint=hashlib.sha256(f"{content}:{split}".encode()).hexdigest()[:16],
                 )
             save_dataset_dict(parts, out_dir / "hf" / name)
-            # Digested here, in this thread, while the JSONL is still being encoded.
+            # Digested and deflated here, in this thread, while the JSONL is still being encoded.
             for path in (out_dir / "hf" / name).rglob("*.arrow"):
-                digests[path.relative_to(out_dir).as_posix()] = _digest(path)
+                rel = path.relative_to(out_dir).as_posix()
+                digests[rel] = _digest(path, members.member(rel))
 
     # Arrow writes Parquet and the Arrow shards without the GIL: they go on beside the JSONL
     # encoding (Python in part), on another core where there is one.
@@ -1947,10 +1974,13 @@ def write_snapshot(
             for split in splits:
                 part = _split_rows(table, split)
                 digest = hashlib.sha256()
+                member = members.member(f"{folder}/{split}.jsonl")
                 with open(out_dir / folder / f"{split}.jsonl", "wb") as fh:
                     for chunk in jsonl_chunks(part, shape):
                         fh.write(chunk)
                         digest.update(chunk)
+                        member.write(chunk)
+                member.end()
                 digests[f"{folder}/{split}.jsonl"] = digest.hexdigest()
         with open(out_dir / OVERRULED_FILE, "w", encoding="utf-8") as fh:
             fh.write("".join(map(_json_line, snapshot.overruled)))
@@ -2117,11 +2147,16 @@ def hf_image_columns(
     return table, features
 
 
-def _digest(path: Path) -> str:
+def _digest(path: Path, member: DeflatedMember | None = None) -> str:
+    """SHA-256 of the file; its bytes also written to ``member`` (`download.DeflatedMembers`)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
+            if member is not None:
+                member.write(chunk)
+    if member is not None:
+        member.end()
     return digest.hexdigest()
 
 
