@@ -22,13 +22,17 @@ from django.db import connections
 from django.db.models import QuerySet
 
 _INT_BASE = -(10**12)
+# For a 32-bit integer column (an ``AutoField`` such as ``auth_user.id``): the ORM refuses a
+# value out of its range on PostgreSQL before any SQL is written.
+_INT32_BASE = -(2**31) + 1000
 _INSTANT_BASE = datetime(1901, 1, 1, tzinfo=UTC)
 
 
 class PreparedQuery:
     """``build(**values)`` -> a ``values_list`` queryset of plain columns (ints, strings).
 
-    ``kinds`` names each value: ``"id"`` (an integer) or ``"instant"`` (an aware datetime
+    ``kinds`` names each value: ``"id"`` (an integer), ``"id32"`` (an integer compared with a
+    32-bit column) or ``"instant"`` (an aware datetime
     compared with a DateTimeField). Rows come back as the cursor gives them: no converters run,
     so select only columns that need none (integers, text, booleans on PostgreSQL).
     """
@@ -45,6 +49,8 @@ class PreparedQuery:
         for i, (name, kind) in enumerate(self.kinds.items()):
             if kind == "id":
                 values[name] = _INT_BASE - i
+            elif kind == "id32":
+                values[name] = _INT32_BASE - i
             elif kind == "instant":
                 values[name] = _INSTANT_BASE + timedelta(seconds=i + 1, microseconds=i + 1)
             else:

@@ -47,6 +47,7 @@ from datetime import UTC, datetime
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.contrib.auth.backends import ModelBackend
 from django.contrib.sessions.backends.db import SessionStore as DBStore
 from django.utils import timezone
 
@@ -309,6 +310,51 @@ class SessionStore(DBStore):
         return await sync_to_async(cls.clear_expired)()
 
 
+class UserBackend(ModelBackend):
+    """Django's ``ModelBackend``, its read of the session's user compiled once per process.
+
+    Every authenticated request reads its user (``django.contrib.auth.get_user`` ->
+    ``get_user(user_id)``); the ORM compiled that ``SELECT`` each time (0.44-0.58 ms of CPU a
+    request, issue 13). This runs the same statement from ``annotate.prepared_queries``: still
+    one database read per request, nothing cached, so a password change (the session's hash no
+    longer matches), a deactivation or a deleted user counts at the next request exactly as
+    with ``ModelBackend``. Logins, permissions and ``aget_user`` are ``ModelBackend``'s.
+    """
+
+    def get_user(self, user_id):
+        from annotate.prepared_queries import loaded
+
+        try:
+            user_id = int(user_id)
+        except (TypeError, ValueError):
+            return None
+        if not -(2**31) <= user_id < 2**31:  # auth_user.id's range: no such user
+            return None
+        rows = _user_by_id().named_rows(user_id=user_id)
+        if not rows:
+            return None
+        from django.contrib.auth import get_user_model
+
+        user = loaded(get_user_model(), rows[0])
+        return user if self.user_can_authenticate(user) else None
+
+
+_user_query: list = []
+
+
+def _user_by_id():
+    if not _user_query:
+        from django.contrib.auth import get_user_model
+
+        from annotate.prepared_queries import PreparedQuery
+
+        User = get_user_model()
+        _user_query.append(
+            PreparedQuery(lambda user_id: User._default_manager.filter(pk=user_id), user_id="id32")
+        )
+    return _user_query[0]
+
+
 def reset_for_tests() -> None:
     """Forgets the process's client, back-off and epoch."""
     _state.client = _state.client_url = _state.populate = None
@@ -316,4 +362,4 @@ def reset_for_tests() -> None:
     _state.epoch, _state.epoch_read_at = None, float("-inf")
 
 
-__all__ = ["SessionStore", "bump_epoch", "current_epoch"]
+__all__ = ["SessionStore", "UserBackend", "bump_epoch", "current_epoch"]
