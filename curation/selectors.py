@@ -6,8 +6,9 @@ import json
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -464,6 +465,45 @@ def usable_votes(data: ProjectData, votes: Iterable[C.Vote]) -> list[C.Vote]:
         and v.evaluator not in data.marked
         and not (v.pair is not None and len(v.pair) != 2)
     ]
+
+
+def discarded_tasks(data: ProjectData) -> set[int]:
+    """Ids of the project's discarded tasks."""
+    discarded = Task.Status.DISCARDED
+    return {task_id for task_id, status in data.task_status.items() if status == discarded}
+
+
+def live_votes(data: ProjectData) -> list[C.Vote]:
+    """``data.votes`` not on a discarded task, in load order."""
+    discarded = discarded_tasks(data)
+    if not discarded:
+        return list(data.votes)
+    return [v for v in data.votes if v.task_id not in discarded]
+
+
+def usable_votes_by_prompt(
+    data: ProjectData, by_prompt: Mapping[int, Sequence[C.Vote]], prompt_ids: Iterable[int]
+) -> dict[int, list[C.Vote]]:
+    """`usable_votes` of each of ``prompt_ids``' votes in ``by_prompt`` (the same lists),
+    with the discarded tasks, marked evaluators and unpaired judgments found once for the
+    project instead of once per vote: the flags pass asks for every prompt."""
+    prompt_ids = list(prompt_ids)
+    discarded = discarded_tasks(data)
+    marked = data.marked
+    if not discarded and not marked:
+        every = chain.from_iterable(by_prompt[p] for p in prompt_ids)
+        if not any(map(C.unpaired, every)):
+            return {p: list(by_prompt[p]) for p in prompt_ids}
+    return {
+        p: [
+            v
+            for v in by_prompt[p]
+            if v.task_id not in discarded
+            and v.evaluator not in marked
+            and not (v.pair is not None and len(v.pair) != 2)
+        ]
+        for p in prompt_ids
+    }
 
 
 def evaluator_labels(evaluators: Iterable[str]) -> dict[str, str]:

@@ -361,7 +361,7 @@ def flags_recompute(*, project_id: int) -> dict[str, Any]:
     data = selectors.project_data(
         project=project, with_times=False, with_candidates=False, shared=True
     )
-    live = [v for v in data.votes if data.task_status.get(v.task_id) != Task.Status.DISCARDED]
+    live = selectors.live_votes(data)
     timings["load"] = time.perf_counter() - started
 
     t0 = time.perf_counter()
@@ -382,11 +382,12 @@ def flags_recompute(*, project_id: int) -> dict[str, Any]:
     agreements: dict[int, tuple[float | None, int]] = {}
     # Prompts of pair judgments without a cycle: all at once on columns (the same flags);
     # the others one by one through their consensus graph.
-    usable = {}
-    for prompt_id, votes in by_prompt.items():
-        decision = data.decisions.get(prompt_id)
-        if decision is None or not decision.discarded:
-            usable[prompt_id] = selectors.usable_votes(data, votes)
+    decisions = data.decisions
+    usable = selectors.usable_votes_by_prompt(
+        data,
+        by_prompt,
+        [p for p in by_prompt if (d := decisions.get(p)) is None or not d.discarded],
+    )
     from curation import batch_consensus as BC  # numpy: not at import (web start-up)
 
     batched = BC.batch_prompt_flags(
