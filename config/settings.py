@@ -188,9 +188,12 @@ DATABASES = {"default": _database_from_env()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Login throttling (config/security.py): the first backend refuses locked-out accounts/clients.
+# The second is Django's ModelBackend with the per-request user read compiled once per process
+# (annotate/session_store.py). Sessions name the backend that logged them in: one from before
+# it replaced ModelBackend here is asked to log in again, once.
 AUTHENTICATION_BACKENDS = [
     "config.security.LoginThrottleBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "annotate.session_store.UserBackend",
 ]
 AXES_FAILURE_LIMIT = env_int("QUORUM_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 # 0: a lockout lasts until an admin lifts it.
