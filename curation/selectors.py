@@ -7,7 +7,7 @@ import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from itertools import chain
 from pathlib import Path
 from typing import Any, TypeVar
@@ -315,6 +315,33 @@ def project_data(
         marked=marked,
         decisions={d.prompt_id: d for d in decisions},
     )
+
+
+C_ = TypeVar("C_")
+P_ = TypeVar("P_")
+
+
+def content_rows(
+    *, project: Project, candidate_type: type[C_], prompt_type: type[P_]
+) -> tuple[dict[int, C_], dict[int, P_]]:
+    """A project's candidates (by id) and prompts with their content, each built once as
+    ``candidate_type`` / ``prompt_type``: frozen dataclasses whose fields are columns of
+    `Candidate` / `Prompt` (`frozen_instance`). The rows and order of `project_data`'s
+    ``candidates`` and ``prompts`` with ``with_content``, without its `CandidateInfo` and
+    `PromptInfo` in between (an export would build each candidate twice)."""
+    cand_fields = [f.name for f in fields(candidate_type)]  # type: ignore[arg-type]
+    prompt_fields = [f.name for f in fields(prompt_type)]  # type: ignore[arg-type]
+    candidates = {
+        row[0]: frozen_instance(candidate_type, zip(cand_fields, row, strict=True))
+        for row in Candidate.objects.filter(project=project)
+        .order_by("id")
+        .values_list(*cand_fields)
+    }
+    prompts = {
+        row[0]: frozen_instance(prompt_type, zip(prompt_fields, row, strict=True))
+        for row in Prompt.objects.filter(project=project).values_list(*prompt_fields)
+    }
+    return candidates, prompts
 
 
 # The votes of the last shared load (`project_data(shared=True)`), by its key: one project.

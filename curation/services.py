@@ -1104,7 +1104,13 @@ def _snapshot_input(export: DatasetExport) -> E.SnapshotInput:
     project = export.project
     # The display order is loaded: the export ranks by the same joint model as the flags
     # pass, position term included, and reuses that pass's fit when the votes are unchanged.
-    data = selectors.project_data(project=project, with_content=True, with_times=False, shared=True)
+    data = selectors.project_data(
+        project=project, with_times=False, with_candidates=False, shared=True
+    )
+    # Each candidate and prompt built once, as the snapshot's own type (89K candidates).
+    candidates, prompts = selectors.content_rows(
+        project=project, candidate_type=E.SnapshotCandidate, prompt_type=E.SnapshotPrompt
+    )
     return E.SnapshotInput(
         project_name=project.name,
         project_id=project.pk,
@@ -1112,25 +1118,8 @@ def _snapshot_input(export: DatasetExport) -> E.SnapshotInput:
         votes=data.votes,
         discarded_tasks={t for t, s in data.task_status.items() if s == Task.Status.DISCARDED},
         gold=data.gold,
-        # Field by field, without the frozen dataclasses' setattr per field (89K candidates).
-        prompts={
-            p.id: selectors.frozen_instance(E.SnapshotPrompt, p.__dict__)
-            for p in data.prompts.values()
-        },
-        candidates={
-            c.id: selectors.frozen_instance(
-                E.SnapshotCandidate,
-                {
-                    "id": c.id,
-                    "external_id": c.external_id,
-                    "model_name": c.model_name,
-                    "kind": c.kind,
-                    "text": c.text,
-                    "media": c.media,
-                },
-            )
-            for c in data.candidates.values()
-        },
+        prompts=prompts,
+        candidates=candidates,
         rm_scores=data.rm_scores,
         rm_label=data.rm_label,
         marked=data.marked,

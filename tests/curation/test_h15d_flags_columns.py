@@ -154,3 +154,62 @@ def test_it_keeps_the_same_live_votes(seed):
     got = selectors.live_votes(data)
     assert [id(v) for v in got] == [id(v) for v in want]
     assert got is not data.votes
+
+
+def _content_reference(project):
+    """`services._snapshot_input`'s candidates and prompts before h15d: `project_data`'s
+    `CandidateInfo` / `PromptInfo`, then each built again as the snapshot's type."""
+    from curation import exporting as E
+
+    data = selectors.project_data(project=project, with_content=True, with_times=False)
+    prompts = {
+        p.id: selectors.frozen_instance(E.SnapshotPrompt, p.__dict__) for p in data.prompts.values()
+    }
+    candidates = {
+        c.id: selectors.frozen_instance(
+            E.SnapshotCandidate,
+            {
+                "id": c.id,
+                "external_id": c.external_id,
+                "model_name": c.model_name,
+                "kind": c.kind,
+                "text": c.text,
+                "media": c.media,
+            },
+        )
+        for c in data.candidates.values()
+    }
+    return candidates, prompts
+
+
+@pytest.mark.django_db
+def test_it_builds_the_snapshots_candidates_and_prompts_as_before():
+    from annotate.models import Candidate, Prompt
+    from curation import exporting as E
+    from tests.factories import make_project
+
+    rng = random.Random(3)
+    project = make_project(name="content", n_prompts=4, n_candidates=3, k=2)
+    make_project(name="other", n_prompts=2, n_candidates=2, k=2)  # not read
+    texts = ["", "plain", "ünïcode ✓", "line\nbreak", "x" * 300]
+    for candidate in Candidate.objects.filter(project=project).order_by("?"):
+        candidate.text = rng.choice(texts)
+        candidate.media = rng.choice(["", "media/v.mp4"])
+        candidate.model_name = rng.choice(["m1", "m2", ""])
+        candidate.save()
+    for prompt in Prompt.objects.filter(project=project):
+        prompt.text = rng.choice(texts)
+        prompt.image = rng.choice(["", "img/p.png"])
+        prompt.video = rng.choice(["", "vid/p.mp4"])
+        prompt.save()
+    got = selectors.content_rows(
+        project=project, candidate_type=E.SnapshotCandidate, prompt_type=E.SnapshotPrompt
+    )
+    want = _content_reference(project)
+    for got_rows, want_rows in zip(got, want, strict=True):
+        assert list(got_rows) == list(want_rows)  # same ids, same order
+        for key, row in want_rows.items():
+            assert got_rows[key] == row
+            assert type(got_rows[key]) is type(row)
+            assert got_rows[key].__dict__ == row.__dict__
+    assert len(got[0]) == 12 and len(got[1]) == 4
