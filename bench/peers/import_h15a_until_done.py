@@ -1,0 +1,97 @@
+"""The peer workload's import run as an import job in-process (``import_job_create``, inline:
+the code the worker runs), an older tree against a newer one, alternating run by run: seconds
+until the job's row says done (what a client waiting on the job sees) and until the call returns
+(the statistics refresh after "done" included), and the CPU seconds of the whole call (the
+process plus, on PostgreSQL, its server backend).
+
+    .venv/bin/python bench/peers/import_h15a_until_done.py --before var/h15a-base [--after DIR]
+        [--runs 5] [--tasks 10000]
+
+SQLite on a fresh data folder, or a scratch PostgreSQL database per run when ``DATABASE_URL``
+is set (``QUORUM_PEERS_DB_PREFIX`` names it). Nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from import_before_after import REPO, run_child  # noqa: E402
+
+CHILD = r"""
+import os, sys, tempfile, time
+from pathlib import Path
+tree = os.environ["IMPORT_TREE"]
+sys.path[:0] = [tree, os.environ["IMPORT_WORKLOAD"]]
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+import django
+django.setup()
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from workload import write_quorum_jsonl
+from annotate.models import ImportJob
+from annotate.services import import_job_create
+path = write_quorum_jsonl(Path(tempfile.mkdtemp()) / "tasks.jsonl", int(os.environ["IMPORT_TASKS"]), judged=False)
+from django.db import connection
+connection.ensure_connection()
+pid = None
+if connection.vendor == "postgresql":
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+def backend_cpu():
+    if pid is None:
+        return 0.0
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+s0 = backend_cpu()
+w0, c0 = time.time(), time.process_time()
+job = import_job_create(path=path, project_name="until-done", run_async=False)
+cpu = time.process_time() - c0 + backend_cpu() - s0
+returned = time.time() - w0
+assert job.status == ImportJob.Status.DONE, job.errors
+print("DONE", job.finished_at.timestamp() - w0, "RETURNED", returned, "CPU", cpu)
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", type=Path, required=True, help="the older tree (a folder)")
+    parser.add_argument("--after", type=Path, default=REPO, help="the newer tree (a folder)")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--tasks", type=int, default=10_000)
+    args = parser.parse_args()
+    trees = {"before": args.before.resolve(), "after": args.after.resolve()}
+    got: dict[str, dict[str, list[float]]] = {
+        n: {"done": [], "returned": [], "cpu": []} for n in trees
+    }
+    for run in range(args.runs):
+        for name in list(trees) if run % 2 == 0 else list(trees)[::-1]:
+            out = run_child(trees[name], args.tasks, CHILD, "DONE", tag="done").split()
+            i = out.index("DONE")
+            done, returned, cpu = float(out[i + 1]), float(out[i + 3]), float(out[i + 5])
+            for key, value in (("done", done), ("returned", returned), ("cpu", cpu)):
+                got[name][key].append(value)
+            print(
+                f"{name}: done after {done:.2f} s, returned {returned:.2f} s, CPU {cpu:.2f} s "
+                f"(load {os.getloadavg()[0]:.1f})",
+                file=sys.stderr,
+            )
+    med = {n: {k: statistics.median(v) for k, v in got[n].items()} for n in trees}
+    b, a = med["before"], med["after"]
+    print(
+        f"{args.tasks:,} tasks, medians of {args.runs}: until done {b['done']:.2f} -> "
+        f"{a['done']:.2f} s ({b['done'] / a['done']:.2f}x); until returned {b['returned']:.2f} -> "
+        f"{a['returned']:.2f} s; CPU {b['cpu']:.2f} -> {a['cpu']:.2f} s"
+    )
+    print(json.dumps(got))
+
+
+if __name__ == "__main__":
+    main()
