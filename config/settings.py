@@ -335,8 +335,11 @@ QUORUM_JOB_REPUBLISH_SECONDS = env_int("QUORUM_JOB_REPUBLISH_SECONDS", 120, mini
 # Publish in the caller's thread instead of the background publisher (tests).
 QUORUM_JOBS_PUBLISH_INLINE = env_bool("QUORUM_JOBS_PUBLISH_INLINE", False)
 # How long a process holds a judgment's flag-update hint for others before sending them as one
-# message (the worker updates them in one pass); 0 sends each at once.
-QUORUM_FLAGS_UPDATE_DELAY_MS = env_int("QUORUM_FLAGS_UPDATE_DELAY_MS", 200, minimum=0)
+# message (the worker updates them in one pass); 0 sends each at once. 1 s, not 0.2: the
+# worker's CPU grows with hint messages and passes per second, not with judgments (bench/peers
+# cpu_per_loop.py, 8 annotators, PostgreSQL: worker 6.7-10.7 -> 1.8 ms a loop); a flag shows up
+# about 2 s after its judgment.
+QUORUM_FLAGS_UPDATE_DELAY_MS = env_int("QUORUM_FLAGS_UPDATE_DELAY_MS", 1000, minimum=0)
 
 
 # --- Sessions -----------------------------------------------------------------------------
