@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import queue
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -21,6 +22,7 @@ from workers.reward_model.inputs import (
 )
 from workers.reward_model.model import (
     MultiResponseRewardModel,
+    RewardBatch,
 )
 from workers.reward_model.records import (
     ATTENTION_MODES,
@@ -145,7 +147,7 @@ class RewardScorer:
         # train() or apply_lora() may have left dropout on; scores must be deterministic.
         self.model.eval()
         if self.row_pool.processes:
-            self._score_prepared(self._built_in_processes(items, mode, results), results)
+            self._score_collated(self._built_in_processes(items, mode, results), results)
             return results
         if self.prefetch_workers < 1 or len(items) < 2:
             self._score_prepared(
@@ -208,23 +210,94 @@ class RewardScorer:
     ) -> None:
         """Score items' rows (by attention mode, in item order), consecutive items sharing a
         forward pass while `_joins` says so."""
-        chunk: dict[str, list[_Row]] = {}
-        count = rows = longest = 0
         self._queued.batch = None
         try:
-            for item_rows in prepared:
-                lengths = [row.length for mode_rows in item_rows.values() for row in mode_rows]
-                if count and not self._joins(count, rows, longest, lengths):
-                    self._score_chunk(chunk, results)
-                    chunk, count, rows, longest = {}, 0, 0, 0
-                for row_mode, mode_rows in item_rows.items():
-                    chunk.setdefault(row_mode, []).extend(mode_rows)
-                count += 1
-                rows += len(lengths)
-                longest = max([longest, *lengths])
-            if chunk:
-                self._score_chunk(chunk, results)
+            for rows, row_mode in self._batches_of(prepared):
+                self._score_rows(rows, row_mode, results)
         finally:
+            self._read_queued()
+
+    def _batches_of(
+        self, prepared: Iterator[dict[str, list[_Row]]]
+    ) -> Iterator[tuple[list[_Row], str]]:
+        """The forward passes of items' rows (by attention mode, in item order): consecutive
+        items share a chunk while `_joins` says so, a chunk's rows are cut by `_batches`."""
+        chunk: dict[str, list[_Row]] = {}
+        count = rows = longest = 0
+        for item_rows in prepared:
+            lengths = [row.length for mode_rows in item_rows.values() for row in mode_rows]
+            if count and not self._joins(count, rows, longest, lengths):
+                yield from self._chunk_batches(chunk)
+                chunk, count, rows, longest = {}, 0, 0, 0
+            for row_mode, mode_rows in item_rows.items():
+                chunk.setdefault(row_mode, []).extend(mode_rows)
+            count += 1
+            rows += len(lengths)
+            longest = max([longest, *lengths])
+        if chunk:
+            yield from self._chunk_batches(chunk)
+
+    def _chunk_batches(self, chunk: dict[str, list[_Row]]) -> Iterator[tuple[list[_Row], str]]:
+        for row_mode, mode_rows in chunk.items():
+            for group in self._batches(mode_rows, row_mode):
+                yield group, row_mode
+
+    def _score_collated(
+        self, prepared: Iterator[dict[str, list[_Row]]], results: list[ScoringResult]
+    ) -> None:
+        """`_score_prepared`, with the items' rows taken, cut into forward passes and collated
+        (pixel values concatenated, the batch moved to the device) by a thread of its own,
+        one forward pass ahead: this thread only launches the model and reads the scores.
+
+        On a GPU the forward pass of a 2B model is launch-bound: every millisecond this
+        thread spends outside it is lost throughput. The collating thread's heavy parts (the
+        concatenation of a batch's pixel values, about 5 MB a 448^2 picture, and the copy to
+        the device) release the interpreter lock; its Python (unpickling an item's rows
+        handed over by the row-building processes, padding a batch's token ids) is short.
+        The passes are cut and collated as `_score_prepared` does: the scores are the same.
+        A batch whose collation failed is retried row by row here, as in `_score_rows`.
+        """
+        ready: queue.Queue = queue.Queue(maxsize=COLLATED_AHEAD)
+        stop = threading.Event()
+
+        def hand(entry: Any) -> bool:
+            # Blocks while the queue is full; False once this thread has stopped taking.
+            while not stop.is_set():
+                try:
+                    ready.put(entry, timeout=0.05)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def collate() -> None:
+            try:
+                for rows, row_mode in self._batches_of(prepared):
+                    try:
+                        batch: Any = self.builder.collate(rows, row_mode).to(self.device)  # type: ignore[arg-type]
+                    except Exception as exc:  # noqa: BLE001 - reported by _score_rows
+                        batch = _Failed(exc)
+                    if not hand((rows, row_mode, batch)):
+                        return
+                hand(None)
+            except BaseException as exc:  # noqa: BLE001 - raised by score() (RowBuildError)
+                hand(_Failed(exc))
+            finally:
+                # Items submitted and not taken: their handed-over files are deleted.
+                prepared.close()
+
+        thread = threading.Thread(target=collate, name="rm-collate", daemon=True)
+        self._queued.batch = None
+        thread.start()
+        try:
+            while (entry := ready.get()) is not None:
+                if isinstance(entry, _Failed):
+                    raise entry.exc
+                rows, row_mode, batch = entry
+                self._score_rows(rows, row_mode, results, batch)
+        finally:
+            stop.set()
+            thread.join()
             self._read_queued()
 
     def _joins(self, count: int, rows: int, longest: int, lengths: list[int]) -> bool:
@@ -255,11 +328,6 @@ class RewardScorer:
                 rows.setdefault(row_mode, []).extend(mode_rows)
         return rows
 
-    def _score_chunk(self, rows: dict[str, list[_Row]], results: list[ScoringResult]) -> None:
-        for row_mode, mode_rows in rows.items():
-            for group in self._batches(mode_rows, row_mode):
-                self._score_rows(group, row_mode, results)
-
     def _batches(self, rows: list[_Row], mode: str) -> Iterator[list[_Row]]:
         # Longest first so each batch pads to a similar length.
         ordered = sorted(rows, key=lambda row: row.length, reverse=True)
@@ -278,9 +346,21 @@ class RewardScorer:
         if group:
             yield group
 
-    def _score_rows(self, rows: list[_Row], mode: str, results: list[ScoringResult]) -> None:
+    def _score_rows(
+        self,
+        rows: list[_Row],
+        mode: str,
+        results: list[ScoringResult],
+        collated: RewardBatch | _Failed | None = None,
+    ) -> None:
+        """Score one forward pass's rows (`collated`: their batch, collated on the device
+        already, or why that failed); a pass that fails is retried row by row."""
         try:
-            batch = self.builder.collate(rows, mode).to(self.device)  # type: ignore[arg-type]
+            if isinstance(collated, _Failed):
+                raise collated.exc
+            if collated is None:
+                collated = self.builder.collate(rows, mode).to(self.device)  # type: ignore[arg-type]
+            batch = collated
             with torch.inference_mode():
                 scores = self.model(batch)
             if not self.defer_readout:
@@ -345,6 +425,17 @@ class RewardScorer:
 
 # What one more forward pass costs, in padded tokens: (CPU, GPU).
 BATCH_OVERHEAD_TOKENS = (128, 4096)
+
+# Batches the collating thread holds ready beyond the one it collates (`_score_collated`): with
+# the pass the model runs, at most three passes' inputs are in memory.
+COLLATED_AHEAD = 1
+
+
+class _Failed:
+    """An exception handed from the collating thread to the scoring thread."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
 
 
 def _store_scores(scores: torch.Tensor, rows: list[_Row], results: list[ScoringResult]) -> None:
