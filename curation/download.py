@@ -83,7 +83,7 @@ def file_format(rel: str) -> str | None:
     return _FORMAT_FOLDERS.get(top, "jsonl")
 
 
-def _deflate(block: bytes, primer: bytes, last: bool) -> bytes:
+def _deflate(block: bytes | memoryview, primer: bytes, last: bool) -> bytes:
     """``block`` as deflate data that continues the stream ``primer`` ended (its last 32 KB)."""
     compressor = (
         zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, -15, zdict=primer)
@@ -118,15 +118,23 @@ class DeflatedMember:
         self.crc = self.size = self.compressed = 0
 
     def write(self, data: bytes | memoryview) -> None:
-        self._buffer += data
-        if len(self._buffer) > BLOCK_SIZE:
-            # Every full block but the last (which may be the file's last: held back).
-            whole = (len(self._buffer) - 1) // BLOCK_SIZE * BLOCK_SIZE
-            view = memoryview(self._buffer)
-            for start in range(0, whole, BLOCK_SIZE):
-                self._block(bytes(view[start : start + BLOCK_SIZE]), last=False)
-            view.release()
-            del self._buffer[:whole]
+        """The file's next bytes (not to be changed afterwards: blocks of them are compressed
+        in place, without a copy). A full block goes out once a byte after it is known: the
+        file's last block is held back for `end`."""
+        view = memoryview(data).cast("B")
+        if self._buffer:
+            need = BLOCK_SIZE - len(self._buffer)
+            if len(view) <= need:
+                self._buffer += view
+                return
+            self._buffer += view[:need]
+            view = view[need:]
+            self._block(bytes(self._buffer), last=False)
+            self._buffer = bytearray()
+        whole = (len(view) - 1) // BLOCK_SIZE * BLOCK_SIZE if len(view) else 0
+        for start in range(0, whole, BLOCK_SIZE):
+            self._block(view[start : start + BLOCK_SIZE], last=False)
+        self._buffer += view[whole:]
 
     def end(self) -> None:
         """The file is written: its last block goes to the threads (`finish` waits for it)."""
@@ -144,12 +152,12 @@ class DeflatedMember:
             future.cancel()
         self._fh.close()
 
-    def _block(self, block: bytes, last: bool) -> None:
+    def _block(self, block: bytes | memoryview, last: bool) -> None:
         self.crc = zlib.crc32(block, self.crc)
         self.size += len(block)
         self._pending.append(self._pool.submit(_deflate, block, self._primer, last))
         tail = block if len(block) >= WINDOW else self._primer + block
-        self._primer = tail[-WINDOW:]
+        self._primer = bytes(tail[-WINDOW:])
         while len(self._pending) > BLOCKS_AHEAD:
             self._send()
 

@@ -37,7 +37,7 @@ import random
 import shutil
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -355,12 +355,22 @@ class Snapshot:
     pairs: pa.Table
     rankings: pa.Table
     variants: pa.Table
-    datasheet: dict[str, Any]
+    sheet: dict[str, Any]
     media: set[str]
     # Human arcs the consensus overrules (`curation.overruled`), rows of overruled_arcs.jsonl.
     overruled: list[dict[str, Any]] = field(default_factory=list)
     # `jsonl_tables` of this snapshot, worked out once by `build_snapshot` (empty: not yet).
     jsonl: list[JsonlTable] = field(default_factory=list)
+    # The datasheet's leaderboard and stability, still being worked out (`_leaderboard`).
+    leaderboard: Future | None = None
+
+    @property
+    def datasheet(self) -> dict[str, Any]:
+        """The datasheet, its leaderboard waited for (an error of its fit raises here)."""
+        if self.leaderboard is not None:
+            self.sheet["leaderboard"], self.sheet["stability"] = self.leaderboard.result()
+            self.leaderboard = None
+        return self.sheet
 
 
 def build_snapshot(
@@ -622,15 +632,13 @@ def build_snapshot(
         [v for v in kept_votes if v.prompt_id in prompt_rows or v.prompt_id in no_content_prompts],
         model_of,
     )
-    board = G.bradley_terry_leaderboard(
-        comparisons, bootstrap=source.leaderboard_bootstrap, seed=options.seed
+    # The leaderboard (a seeded bootstrap and up to 200 refits) is worked out in a thread
+    # while the files are written (`Snapshot.datasheet` waits for it).
+    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-leaderboard")
+    leaderboard = background.submit(
+        _leaderboard, comparisons, source.leaderboard_bootstrap, options.seed
     )
-    stability = None
-    if board:
-        main = {r.model for r in board if r.component == 0}
-        stability = G.leaderboard_stability(
-            [c for c in comparisons if c[0] in main and c[1] in main], max_removals=200
-        )
+    background.shutdown(wait=False)  # the thread ends with its one task
 
     datasheet = {
         "format": FORMAT,
@@ -717,26 +725,9 @@ def build_snapshot(
             for e, r in sorted(reliability.items())
             if e != C.RM_EVALUATOR
         },
-        "leaderboard": [
-            {
-                "rank": i + 1,
-                "model": row.model,
-                "score": round(row.score, 1),
-                "ci_low": None if math.isnan(row.ci_low) else round(row.ci_low, 1),
-                "ci_high": None if math.isnan(row.ci_high) else round(row.ci_high, 1),
-                "comparisons": row.n_comparisons,
-                "component": row.component,
-            }
-            for i, row in enumerate(board)
-        ],
-        "stability": None
-        if stability is None
-        else {
-            "leader": stability.leader,
-            "votes_to_change": stability.votes_to_change,
-            "new_leader": stability.new_leader,
-            "votes": stability.n_votes,
-        },
+        # Filled in by `Snapshot.datasheet` from ``leaderboard``: the keys hold their place.
+        "leaderboard": None,
+        "stability": None,
         "media_included": options.include_media,
         "without_content": {
             "candidates": len(without["candidates"]),
@@ -747,7 +738,15 @@ def build_snapshot(
             "their votes still count for the leaderboard and agreement",
         },
     }
-    snapshot = Snapshot(pairs_table, rankings_table, variants_table, datasheet, media, overruled)
+    snapshot = Snapshot(
+        pairs_table,
+        rankings_table,
+        variants_table,
+        datasheet,
+        media,
+        overruled,
+        leaderboard=leaderboard,
+    )
     written, skipped = jsonl_tables(snapshot)
     snapshot.jsonl = written
     datasheet["files_not_written"] = [{"path": f"{f}/", "why": why} for f, why in skipped]
@@ -768,6 +767,38 @@ def build_snapshot(
     )
     datasheet["warnings"] = _empty_warnings(snapshot, list(options.splits))
     return snapshot
+
+
+def _leaderboard(
+    comparisons: list[Any], bootstrap: int, seed: int
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The datasheet's ``leaderboard`` and ``stability``: the Bradley-Terry board of the
+    model comparisons and the fewest votes that change its leader."""
+    board = G.bradley_terry_leaderboard(comparisons, bootstrap=bootstrap, seed=seed)
+    stability = None
+    if board:
+        main = {r.model for r in board if r.component == 0}
+        stability = G.leaderboard_stability(
+            [c for c in comparisons if c[0] in main and c[1] in main], max_removals=200
+        )
+    rows = [
+        {
+            "rank": i + 1,
+            "model": row.model,
+            "score": round(row.score, 1),
+            "ci_low": None if math.isnan(row.ci_low) else round(row.ci_low, 1),
+            "ci_high": None if math.isnan(row.ci_high) else round(row.ci_high, 1),
+            "comparisons": row.n_comparisons,
+            "component": row.component,
+        }
+        for i, row in enumerate(board)
+    ]
+    return rows, None if stability is None else {
+        "leader": stability.leader,
+        "votes_to_change": stability.votes_to_change,
+        "new_leader": stability.new_leader,
+        "votes": stability.n_votes,
+    }
 
 
 # A JSONL folder: (folder, its rows, the line shape: a key of `LINE_SHAPES`, why).
@@ -2130,19 +2161,25 @@ def hf_image_columns(
 
     features = datasets.Features.from_arrow_schema(table.schema)
     for index, name in enumerate(table.column_names):
+        if name not in HF_IMAGE_COLUMNS + HF_IMAGE_LIST_COLUMNS:
+            continue
+        values = table.column(name)
+        if values.null_count == len(values):
+            # No picture in the column (a text-only project): the same None cells, without
+            # a Python call per row.
+            cells: list[Any] = [None] * len(values)
+        elif name in HF_IMAGE_COLUMNS:
+            cells = [cell(p) for p in values.to_pylist()]
+        else:
+            cells = [
+                None if paths is None else [cell(p) for p in paths] for paths in values.to_pylist()
+            ]
         if name in HF_IMAGE_COLUMNS:
-            cells = [cell(p) for p in table.column(name).to_pylist()]
             column = pa.array(cells, type=image.pa_type)
             features[name] = image
-        elif name in HF_IMAGE_LIST_COLUMNS:
-            cells = [
-                None if paths is None else [cell(p) for p in paths]
-                for paths in table.column(name).to_pylist()
-            ]
+        else:
             column = pa.array(cells, type=pa.list_(image.pa_type))
             features[name] = datasets.List(image)
-        else:
-            continue
         table = table.set_column(index, name, column)
     return table, features
 

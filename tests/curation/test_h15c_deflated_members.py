@@ -200,3 +200,21 @@ def test_a_build_removes_members_no_folder_has(_data_dir, ranked_export):
     assert first.is_dir() and building.is_dir()
     assert deflated_members(ranked_export.path) is not None
     assert deflated_members(export.path) is not None
+
+
+@pytest.mark.django_db
+def test_a_leaderboard_that_fails_fails_the_build(_data_dir, ranked_export, monkeypatch):
+    # The leaderboard is worked out in a thread beside the writing: its error is the build's.
+    from curation import graph as G
+    from curation import services
+
+    def fail(*args, **kwargs):
+        raise ValueError("no fit")
+
+    monkeypatch.setattr(G, "leaderboard_stability", fail)
+    export = services.export_create(project=ranked_export.project, options={}, enqueue=False)
+    export = services.export_build(export_id=export.pk)
+    assert export.status == DatasetExport.Status.FAILED
+    assert export.error == "ValueError: no fit"
+    assert not export.path.exists()
+    assert [p.name for p in export.path.parent.iterdir() if p.name.startswith(".zip-tmp")] == []
