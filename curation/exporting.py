@@ -628,15 +628,14 @@ def build_snapshot(
     )
     model_of = {c.id: c.model_name for c in source.candidates.values()}
     # Votes on candidates without content rank models all the same (arena-style data).
-    comparisons = C.model_comparisons(
-        [v for v in kept_votes if v.prompt_id in prompt_rows or v.prompt_id in no_content_prompts],
-        model_of,
-    )
-    # The leaderboard (a seeded bootstrap and up to 200 refits) is worked out in a thread
-    # while the files are written (`Snapshot.datasheet` waits for it).
+    board_votes = [
+        v for v in kept_votes if v.prompt_id in prompt_rows or v.prompt_id in no_content_prompts
+    ]
+    # The leaderboard (the model comparisons, a seeded bootstrap and up to 200 refits) is
+    # worked out in a thread while the files are written (`Snapshot.datasheet` waits for it).
     background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-leaderboard")
     leaderboard = background.submit(
-        _leaderboard, comparisons, source.leaderboard_bootstrap, options.seed
+        _leaderboard, board_votes, model_of, source.leaderboard_bootstrap, options.seed
     )
     background.shutdown(wait=False)  # the thread ends with its one task
 
@@ -770,10 +769,11 @@ def build_snapshot(
 
 
 def _leaderboard(
-    comparisons: list[Any], bootstrap: int, seed: int
+    votes: list[C.Vote], model_of: dict[int, str], bootstrap: int, seed: int
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """The datasheet's ``leaderboard`` and ``stability``: the Bradley-Terry board of the
-    model comparisons and the fewest votes that change its leader."""
+    votes' model comparisons and the fewest votes that change its leader."""
+    comparisons = C.model_comparisons(votes, model_of)
     board = G.bradley_terry_leaderboard(comparisons, bootstrap=bootstrap, seed=seed)
     stability = None
     if board:
