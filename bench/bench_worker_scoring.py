@@ -17,8 +17,11 @@ prompts (VQA with image prompts, text-to-image and text-to-video candidates), in
   scoring the same files again: a picture shared by prompts, a prompt scored again);
 - scorer, build processes: rows built (media decoded, template rendered, tokens, pixel patches,
   positions) by ``--build-processes`` processes (``RewardScorer(build_processes=N)``,
-  ``workers.reward_model.row_building``), the main thread only collating and running the
-  model; first with their media caches and the store emptied, then again (caches warm);
+  ``workers.reward_model.row_building``), a thread of the scoring process cutting and collating
+  the forward passes, the main thread only running the model; first with their media caches and
+  the store emptied, then again (caches warm);
+- scorer, build processes, main thread collates: the same, the main thread taking the rows
+  and collating each pass itself (the path before the collating thread), first and again;
 - decoding alone (CPU table only): every picture and every clip frame decoded, nothing resized,
   converted or stored: what no first scoring run can skip. bare / (bare + decoding) bounds
   the CPU ratio any first run can reach on this machine, however it overlaps its work.
@@ -92,6 +95,24 @@ def _synchronize() -> None:
         torch.cuda.synchronize()
 
 
+def _main_thread_collates(scorer):  # noqa: ANN001, ANN202
+    """`scorer` with the row-building processes' rows collated by the main thread, as before
+    the collating thread (`RewardScorer._score_collated`)."""
+    from workers.reward_model import RewardScorer
+
+    class MainThreadCollates(RewardScorer):
+        def _score_collated(self, prepared, results) -> None:  # noqa: ANN001
+            self._score_prepared(prepared, results)
+
+    return MainThreadCollates(
+        scorer.model,
+        scorer.builder,
+        device=scorer.device,
+        build_processes=scorer.row_pool.processes,
+        batch_overhead_tokens=scorer.batch_overhead_tokens,
+    )
+
+
 def _bare(scorer, rows_by_mode: list[tuple[str, list]]) -> None:  # noqa: ANN001
     import torch
 
@@ -99,6 +120,14 @@ def _bare(scorer, rows_by_mode: list[tuple[str, list]]) -> None:  # noqa: ANN001
         for mode, rows in rows_by_mode:
             for group in scorer._batches(rows, mode):
                 scorer.model(scorer.builder.collate(group, mode).to(scorer.device))
+
+
+def _forward_alone(scorer, batches: list) -> None:  # noqa: ANN001
+    import torch
+
+    with torch.inference_mode():
+        for batch in batches:
+            scorer.model(batch)
 
 
 def _decode_alone(items) -> None:  # noqa: ANN001
@@ -268,6 +297,7 @@ def main() -> None:
             build_processes=args.build_processes,
             **overhead,
         )
+        main_collating = _main_thread_collates(building)
         pool = DecodePool(args.decode_processes)
         no_pool = DecodePool(0)
         print(
@@ -279,11 +309,13 @@ def main() -> None:
         print(
             "| project | prompts | bare forward prompts/s | serial scorer | prefetch scorer "
             "| prefetch + pool | pool, stored | pool, warm cache | build processes "
-            "| build processes, again |"
+            "| build processes, again | build, main thread collates "
+            "| build, main thread collates, again |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         cpu_lines = []
         own_lines = []
+        beyond_lines = []
         cache = base.builder.media_cache
         store_root = Path(tmp) / "store"
 
@@ -299,6 +331,13 @@ def main() -> None:
                     plan.rows
                 )
             rows_by_mode = list(rows.items())
+            # The bare forward's batches collated and on the device beforehand: what the
+            # model's thread costs when it does nothing else.
+            batches = [
+                base.builder.collate(group, mode).to(base.device)
+                for mode, mode_rows in rows_by_mode
+                for group in base._batches(mode_rows, mode)
+            ]
             modes = (
                 "bare",
                 "serial",
@@ -308,12 +347,14 @@ def main() -> None:
                 "warm",
                 "build",
                 "again",
+                "build_main",
+                "again_main",
                 "decode",
             )
-            times: dict[str, list[float]] = {k: [] for k in modes}
-            cpu: dict[str, list[float]] = {k: [] for k in modes}
-            own: dict[str, list[float]] = {k: [] for k in modes}
-            main: dict[str, list[float]] = {k: [] for k in modes}
+            times: dict[str, list[float]] = {k: [] for k in (*modes, "forward")}
+            cpu: dict[str, list[float]] = {k: [] for k in (*modes, "forward")}
+            own: dict[str, list[float]] = {k: [] for k in (*modes, "forward")}
+            main: dict[str, list[float]] = {k: [] for k in (*modes, "forward")}
 
             # What each run starts from: "cold" empties the process's cache and the store
             # (a first scoring run), "memory" the process's cache only (a later run, or
@@ -327,13 +368,17 @@ def main() -> None:
                 ("warm", prefetch, ""),
                 ("build", building, "cold"),
                 ("again", building, ""),
+                ("build_main", main_collating, "cold"),
+                ("again_main", main_collating, ""),
                 ("decode", None, ""),
+                ("forward", None, ""),
             )
             serial.score(items[:2])  # warm-up
             base.builder.decode_pool = pool
             empty_store()
             prefetch.score(items[:2])  # the pool's processes started
             building.score(items[:2])  # the row-building processes started
+            main_collating.score(items[:2])
             for _ in range(args.repeats):
                 for mode, scorer, start_from in steps:
                     base.builder.decode_pool = (
@@ -342,9 +387,12 @@ def main() -> None:
                     if start_from:
                         cache.clear()
                         building.row_pool.clear_media_cache()
+                        main_collating.row_pool.clear_media_cache()
                     if start_from == "cold":
                         empty_store()
-                    if mode == "decode":
+                    if mode == "forward":
+                        timed = _timed(lambda: _forward_alone(base, batches))  # noqa: B023
+                    elif mode == "decode":
                         timed = _timed(lambda: _decode_alone(items))  # noqa: B023
                     elif scorer is None:
                         timed = _timed(lambda: _bare(base, rows_by_mode))  # noqa: B023
@@ -367,12 +415,29 @@ def main() -> None:
                 + f" | {decode:.1f} ({per_prompt[0] / (per_prompt[0] + decode):.2f}x) |"
             )
             cells = []
-            for k in ("bare", "prefetch", "pool", "warm", "build", "again"):
+            for k in (
+                "bare",
+                "prefetch",
+                "pool",
+                "warm",
+                "build",
+                "again",
+                "build_main",
+                "again_main",
+            ):
                 for table in (own, main):
                     value = 1e3 * statistics.median(table[k]) / len(items)
                     ratio = statistics.median(table["bare"]) / statistics.median(table[k])
                     cells.append(f"{value:.1f}" if k == "bare" else f"{value:.1f} ({ratio:.2f}x)")
             own_lines.append(f"| {name} | {' | '.join(cells)} |")
+            alone = 1e3 * statistics.median(main["forward"]) / len(items)
+            beyond = [
+                1e3 * statistics.median(main[k]) / len(items) - alone
+                for k in ("bare", "build", "again", "build_main", "again_main")
+            ]
+            beyond_lines.append(
+                f"| {name} | {alone:.1f} | " + " | ".join(f"{v:.1f}" for v in beyond) + " |"
+            )
         # CPU time moves less with the machine's load than wall time: on a busy machine the
         # two cores are shared, and a first scoring run cannot overlap what it must compute.
         # "Decoding alone" is the part of a first run nothing can skip (files decoded, nothing
@@ -383,8 +448,9 @@ def main() -> None:
             " to the bare forward's:\n"
             "| project | bare forward | serial scorer | prefetch scorer | prefetch + pool "
             "| pool, stored | pool, warm cache | build processes | build processes, again "
+            "| build, main thread collates | build, main thread collates, again "
             "| decoding alone (ceiling) |\n"
-            "|---|---|---|---|---|---|---|---|---|---|"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"
         )
         print("\n".join(cpu_lines))
         # The proxy for a GPU, where the forward is launch-bound: what runs on the scoring
@@ -395,11 +461,25 @@ def main() -> None:
             "| project | bare, process | bare, main thread | prefetch, process "
             "| prefetch, main thread | pool, process | pool, main thread | warm, process "
             "| warm, main thread | build processes, process | build processes, main thread "
-            "| build again, process | build again, main thread |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+            "| build again, process | build again, main thread "
+            "| build, main collates, process | build, main collates, main thread "
+            "| build again, main collates, process | build again, main collates, main thread |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         )
         print("\n".join(own_lines))
+        # What the main thread does besides the forward passes (collating, taking rows,
+        # waiting for them): on a GPU, where the forward is launch-bound, every millisecond
+        # of it is one the GPU may wait.
+        print(
+            "\nCPU ms per prompt of the main thread beyond the forward passes alone (their batches"
+            " collated beforehand):\n"
+            "| project | forward alone | bare forward | build processes | build processes, again "
+            "| build, main thread collates | build, main thread collates, again |\n"
+            "|---|---|---|---|---|---|---|"
+        )
+        print("\n".join(beyond_lines))
         building.close()
+        main_collating.close()
         pool.shutdown()
 
 

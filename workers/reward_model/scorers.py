@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -270,11 +271,21 @@ class RewardScorer:
                     continue
             return False
 
+        # A batch is copied to the device on this thread's CUDA stream and device (both are
+        # per thread): the forward pass that reads it is queued after the copy.
+        on_stream: Any = contextlib.nullcontext
+        device = self.device
+        if device.type == "cuda":
+            stream = torch.cuda.current_stream(device)
+            device = stream.device
+            on_stream = lambda: torch.cuda.stream(stream)  # noqa: E731
+
         def collate() -> None:
             try:
                 for rows, row_mode in self._batches_of(prepared):
                     try:
-                        batch: Any = self.builder.collate(rows, row_mode).to(self.device)  # type: ignore[arg-type]
+                        with on_stream():
+                            batch: Any = self.builder.collate(rows, row_mode).to(device)  # type: ignore[arg-type]
                     except Exception as exc:  # noqa: BLE001 - reported by _score_rows
                         batch = _Failed(exc)
                     if not hand((rows, row_mode, batch)):
