@@ -6,9 +6,11 @@ say what its result must report (errors, layout, note). On a GPU that Python wor
 much CPU as the forward pass itself, which is launch-bound on the same interpreter; threads
 doing it contend with the forward for the GIL, so nothing overlaps (bench/README.md, "GPU
 training speed"). A [`RowBuildPool`] runs `prepare_item` in processes instead, each holding its
-own copy of the input builder, and hands back rows the main thread only collates: token ids and
-segments as int64 arrays, M-RoPE positions computed, pixel values as arrays (pickled without
-torch's storage format). The rows, hence the scores, are the same as the threads build.
+own copy of the input builder, and hands back rows that only need collating (by a thread of
+the scoring process, `RewardScorer._score_collated`, so that the model's thread only launches
+it): token ids and segments as int64 arrays, M-RoPE positions computed, pixel values as arrays
+(pickled without torch's storage format). The rows, hence the scores, are the same as the
+threads build.
 
 The processes are started with ``spawn`` (never forked from a process running torch's threads) on
 the pool's first use, import torch and transformers once (seconds, and a few hundred MB each),
@@ -196,7 +198,7 @@ def _take_over(
 
 class _Handover:
     """A submitted item: its future and, once done, its shared file mapped by the executor's
-    thread (the scoring thread then only unpickles)."""
+    thread (the collating thread then only unpickles)."""
 
     def __init__(self, future: Future) -> None:
         self.future = future
@@ -211,7 +213,7 @@ class _Handover:
                 if path is not None:
                     self.mapped = _map(path)
         except OSError:
-            logger.exception("mapping rows handed over failed: the scoring thread maps them")
+            logger.exception("mapping rows handed over failed: the collating thread maps them")
         finally:
             self.ready.set()
 
