@@ -189,11 +189,15 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Login throttling (config/security.py): the first backend refuses locked-out accounts/clients.
 # The second is Django's ModelBackend with the per-request user read compiled once per process
-# (annotate/session_store.py). Sessions name the backend that logged them in: one from before
-# it replaced ModelBackend here is asked to log in again, once.
+# (annotate/session_store.py): every login goes through it. Sessions name the backend that
+# logged them in, and Django reads a session's user only through a backend listed here: Django's
+# own ModelBackend stays last so sessions opened before UserBackend keep working (an annotator
+# mid-task is not logged out by an upgrade). A refused password is checked by both (one more
+# hash), after the throttle's count.
 AUTHENTICATION_BACKENDS = [
     "config.security.LoginThrottleBackend",
     "annotate.session_store.UserBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 AXES_FAILURE_LIMIT = env_int("QUORUM_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 # 0: a lockout lasts until an admin lifts it.
