@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 
 from django.contrib.auth import get_user_model
 
@@ -66,3 +68,21 @@ def make_project(
 
 def add_member(project: Project, user, role: str = "annotator") -> Membership:
     return Membership.objects.create(project=project, user=user, role=role)
+
+
+def write_pair_rows(path: Path, count: int) -> Path:
+    """An import file of ``count`` rows ``p0..``: one prompt and candidates "a" and "b" each."""
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": f"p{i}",
+                    "prompt": "Which is better?",
+                    "candidates": [{"id": f"p{i}-{c}", "model": c, "text": c} for c in "ab"],
+                }
+            )
+            + "\n"
+            for i in range(count)
+        )
+    )
+    return path

@@ -4,14 +4,13 @@ waiting for the job does not wait for them, and they are fresh when ``import_job
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from django.db import connection
 
 from annotate import services
 from annotate.models import ImportJob
 from tests.conftest import is_postgres
+from tests.factories import write_pair_rows
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,19 +19,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def rows(tmp_path, monkeypatch):
     monkeypatch.setattr(services, "ANALYZE_AFTER_ROWS", 1)
     path = tmp_path / "rows.jsonl"
-    path.write_text(
-        "".join(
-            json.dumps(
-                {
-                    "id": f"p{i}",
-                    "prompt": "Which is better?",
-                    "candidates": [{"id": f"p{i}-{c}", "model": c, "text": c} for c in "ab"],
-                }
-            )
-            + "\n"
-            for i in range(3)
-        )
-    )
+    write_pair_rows(path, 3)
     return path
 
 

@@ -3,13 +3,12 @@ import job whose refresh fails (SQLite's "database is locked") is done once, wit
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from django.db import OperationalError
 
 from annotate import services, table_stats
 from annotate.models import ImportJob, Prompt, TaskCandidate
+from tests.factories import write_pair_rows
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -17,19 +16,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def rows(tmp_path):
     path = tmp_path / "rows.jsonl"
-    path.write_text(
-        "".join(
-            json.dumps(
-                {
-                    "id": f"p{i}",
-                    "prompt": "Which is better?",
-                    "candidates": [{"id": f"p{i}-{c}", "model": c, "text": c} for c in "ab"],
-                }
-            )
-            + "\n"
-            for i in range(4)
-        )
-    )
+    write_pair_rows(path, 4)
     return path
 
 

@@ -3,7 +3,6 @@ or thread finished it, the job as it is when told not to wait, and never past it
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
@@ -12,6 +11,7 @@ from django.db import connection
 
 from annotate import services
 from annotate.models import ImportJob
+from tests.factories import write_pair_rows
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -19,19 +19,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def job(tmp_path):
     path = tmp_path / "rows.jsonl"
-    path.write_text(
-        "".join(
-            json.dumps(
-                {
-                    "id": f"p{i}",
-                    "prompt": "Which is better?",
-                    "candidates": [{"id": f"p{i}-{c}", "model": c, "text": c} for c in "ab"],
-                }
-            )
-            + "\n"
-            for i in range(3)
-        )
-    )
+    write_pair_rows(path, 3)
     return ImportJob.objects.create(project_name="waited", source_file=str(path), total_rows=3)
 
 

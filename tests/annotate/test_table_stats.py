@@ -7,7 +7,7 @@ from django.db import connection, transaction
 
 from annotate.table_stats import tables_analyze
 from tests.conftest import is_postgres
-from tests.factories import make_project
+from tests.factories import make_project, write_pair_rows
 
 
 def _last_analyze() -> dict[str, object]:
@@ -75,24 +75,11 @@ def test_it_analyses_only_the_tables_it_is_given():
 def test_an_import_analyses_the_tables_it_wrote(tmp_path, monkeypatch):
     if not is_postgres():
         pytest.skip("PostgreSQL only")
-    import json
-
     import annotate.services as services
 
     monkeypatch.setattr(services, "ANALYZE_AFTER_ROWS", 1)
     path = tmp_path / "rows.jsonl"
-    path.write_text(
-        "\n".join(
-            json.dumps(
-                {
-                    "id": f"p{i}",
-                    "prompt": "Which is better?",
-                    "candidates": [{"id": f"p{i}-{c}", "model": c, "text": c} for c in "ab"],
-                }
-            )
-            for i in range(3)
-        )
-    )
+    write_pair_rows(path, 3)
     before = _last_analyze()
 
     services.import_file(path=path, project_name="analysed")
