@@ -59,3 +59,20 @@ def score_without_decoding(monkeypatch, *, project, reward_model, prompt_ids) ->
     )
     score_prompts(run_id=run.pk, prompt_ids=prompt_ids)
     return ModelScore.objects.filter(reward_model=reward_model, score__isnull=False).count()
+
+
+def random_pictures_and_clip(root: Path, seed: int) -> tuple[dict[str, Path], np.random.Generator]:
+    """Noise pictures "wide" (150 x 200), "small" (40 x 30) and "tall" (120 x 60) as PNGs and a
+    10-frame 64 x 96 "clip" (H.264) under ``root``, drawn from ``seed``; with the generator, for
+    more files drawn after them."""
+    from workers.media import encode_video
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, (height, width) in {"wide": (150, 200), "small": (40, 30), "tall": (120, 60)}.items():
+        out[name] = root / f"{name}.png"
+        Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(out[name])
+    out["clip"] = encode_video(
+        root / "clip.mp4", rng.integers(0, 255, (10, 64, 96, 3), dtype=np.uint8)
+    )
+    return out, rng

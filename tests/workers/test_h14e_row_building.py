@@ -8,12 +8,11 @@ import glob
 import os
 import pickle
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from workers.media import encode_video
+from tests.media_fixtures import random_pictures_and_clip
 from workers.reward_model import CandidateInput, RewardScorer, ScoringItem
 from workers.reward_model.media_cache import MediaCache, MediaStore
 from workers.reward_model.row_building import _SHARED_DIR, RowBuildError
@@ -28,14 +27,7 @@ def _media_root():
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("media")
-    rng = np.random.default_rng(11)
-    out = {}
-    for name, (height, width) in {"wide": (150, 200), "small": (40, 30), "tall": (120, 60)}.items():
-        out[name] = root / f"{name}.png"
-        Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(out[name])
-    out["clip"] = encode_video(
-        root / "clip.mp4", rng.integers(0, 255, (10, 64, 96, 3), dtype=np.uint8)
-    )
+    out, _ = random_pictures_and_clip(root, seed=11)
     out["corrupt"] = root / "corrupt.png"
     out["corrupt"].write_bytes(b"\x89PNG\r\n\x1a\n not really")
     out["missing"] = root / "missing.png"

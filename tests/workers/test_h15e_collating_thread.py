@@ -14,8 +14,8 @@ import time
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from tests.media_fixtures import random_pictures_and_clip
 from workers.media import encode_video
 from workers.reward_model import CandidateInput, RewardScorer, ScoringItem
 from workers.reward_model.inputs import RewardInputBuilder
@@ -33,14 +33,7 @@ def _media_root():
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("media")
-    rng = np.random.default_rng(15)
-    out = {}
-    for name, (height, width) in {"wide": (150, 200), "small": (40, 30), "tall": (120, 60)}.items():
-        out[name] = root / f"{name}.png"
-        Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(out[name])
-    out["clip"] = encode_video(
-        root / "clip.mp4", rng.integers(0, 255, (10, 64, 96, 3), dtype=np.uint8)
-    )
+    out, rng = random_pictures_and_clip(root, seed=15)
     out["other_clip"] = encode_video(
         root / "other.mp4", rng.integers(0, 255, (6, 48, 64, 3), dtype=np.uint8)
     )
