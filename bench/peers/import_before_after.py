@@ -30,8 +30,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-CHILD = r"""
-import os, sys, tempfile, time
+# What every child runs first: the tree under test and the workload on the path, Django
+# set up, the scratch database migrated.
+CHILD_SETUP = r"""
+import json, os, sys, tempfile, time
 from pathlib import Path
 tree = os.environ["IMPORT_TREE"]
 sys.path[:0] = [tree, os.environ["IMPORT_WORKLOAD"]]
@@ -40,6 +42,11 @@ import django
 django.setup()
 from django.core.management import call_command
 call_command("migrate", verbosity=0)
+"""
+
+CHILD = (
+    CHILD_SETUP
+    + r"""
 from workload import write_quorum_jsonl
 from annotate.services import import_file
 path = write_quorum_jsonl(Path(tempfile.mkdtemp()) / "tasks.jsonl", int(os.environ["IMPORT_TASKS"]), judged=False)
@@ -64,6 +71,7 @@ print("SECONDS", time.perf_counter() - t0)
 import shutil
 shutil.rmtree(path.parent, ignore_errors=True)
 """
+)
 
 
 def _tree(rev: str) -> Path:

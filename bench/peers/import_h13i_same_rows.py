@@ -23,18 +23,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from import_before_after import run_child  # noqa: E402
+from import_before_after import CHILD_SETUP, run_child  # noqa: E402
 
-CHILD = r"""
-import json, os, sys, tempfile
-from pathlib import Path
-tree = os.environ["IMPORT_TREE"]
-sys.path[:0] = [tree, os.environ["IMPORT_WORKLOAD"]]
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-import django
-django.setup()
-from django.core.management import call_command
-call_command("migrate", verbosity=0)
+CHILD = (
+    CHILD_SETUP
+    + r"""
 from django.db import connection
 from workload import quorum_rows, write_quorum_jsonl
 from annotate.services import import_job_create
@@ -82,6 +75,7 @@ print("DUMP" + json.dumps(dump))
 import shutil
 shutil.rmtree(folder, ignore_errors=True)
 """
+)
 
 
 def _dump(tree: Path, tasks: int) -> dict:

@@ -22,18 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from import_before_after import REPO, run_child  # noqa: E402
+from import_before_after import CHILD_SETUP, REPO, run_child  # noqa: E402
 
-CHILD = r"""
-import os, sys, tempfile, time
-from pathlib import Path
-tree = os.environ["IMPORT_TREE"]
-sys.path[:0] = [tree, os.environ["IMPORT_WORKLOAD"]]
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-import django
-django.setup()
-from django.core.management import call_command
-call_command("migrate", verbosity=0)
+CHILD = (
+    CHILD_SETUP
+    + r"""
 from workload import write_quorum_jsonl
 from annotate.models import ImportJob
 from annotate.services import import_job_create
@@ -58,6 +51,7 @@ returned = time.time() - w0
 assert job.status == ImportJob.Status.DONE, job.errors
 print("DONE", job.finished_at.timestamp() - w0, "RETURNED", returned, "CPU", cpu)
 """
+)
 
 
 def main() -> None:
