@@ -695,6 +695,142 @@ def _strict_preferences(
             yield vote.prompt_id, winner, loser, vote.evaluator, first
 
 
+def preference_columns(votes: Sequence[Vote]) -> Any:
+    """``crowd_bt.index_comparisons(_strict_preferences(votes))``: the same columns, keys
+    and key order. Pair judgments only (a project's usual load) are indexed with numpy
+    (`_pair_preference_columns`); anything else goes through the per-vote generator."""
+    from curation import crowd_bt as CB
+
+    columns = _pair_preference_columns(votes)
+    if columns is None:
+        columns = CB.index_comparisons(_strict_preferences(votes))
+    return columns
+
+
+_pair_of, _outcome_of = operator.attrgetter("pair"), operator.attrgetter("outcome")
+_shown_of, _prompt_of = operator.attrgetter("presented_order"), operator.attrgetter("prompt_id")
+_evaluator_of = operator.attrgetter("evaluator")
+
+
+def _int_columns(rows: list[Any], width: int) -> Any:
+    """``rows`` (tuples of ``width`` items, or items when ``width`` is 0) as an int64 array
+    of that shape, or None where any item is not an int (floats, bools, strings, None) or
+    does not fit int64: those keep the generator's path."""
+    import numpy as np
+
+    items = itertools.chain.from_iterable(rows) if width else rows
+    if width:
+        if rows and set(map(len, rows)) != {width}:
+            return None
+        items = list(items)
+    if set(map(type, items)) != {int}:
+        return None
+    try:
+        array = np.fromiter(items, np.int64, len(items))
+    except OverflowError:
+        return None
+    return array.reshape(-1, width) if width else array
+
+
+def _first_appearance(keys: Any) -> tuple[Any, Any]:
+    """``(index per key, distinct keys)`` numbered by first appearance, as a dict's
+    ``setdefault(key, len(dict))`` numbers them."""
+    import numpy as np
+
+    distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(distinct), dtype=np.int64)
+    rank[order] = np.arange(len(distinct))
+    return rank[inverse.reshape(-1)], distinct[order]
+
+
+def _pair_preference_columns(votes: Sequence[Vote]) -> Any:
+    """`crowd_bt.index_comparisons` of the strict preferences of pair judgments, column-wise:
+    attributes read with ``attrgetter`` maps, prompts, candidates (per prompt, winner before
+    loser) and annotators numbered by first appearance as the per-row dicts number them.
+    None when a vote is a ranking, a pair is not two ints, a display order holds anything
+    but ints, or no vote is strict: the caller takes the generator's path."""
+    import numpy as np
+
+    from curation import crowd_bt as CB
+
+    n = len(votes)
+    pairs = list(map(_pair_of, votes))
+    if n == 0 or None in pairs:
+        return None
+    ab = _int_columns(pairs, 2)
+    prompt = _int_columns(list(map(_prompt_of, votes)), 0)
+    if ab is None or prompt is None:
+        return None
+    outcomes = list(map(_outcome_of, votes))
+    is_a = np.fromiter(map(operator.eq, outcomes, itertools.repeat("a")), bool, n)
+    is_b = np.fromiter(map(operator.eq, outcomes, itertools.repeat("b")), bool, n)
+    strict = is_a | is_b
+    m = int(strict.sum())
+    if m == 0:
+        return None
+    shown = list(map(_shown_of, votes))
+    two = np.fromiter(map(len, shown), np.int64, n) == 2
+    if not two.all():
+        shown = [s if len(s) == 2 else (0, 0) for s in shown]
+    s = _int_columns(shown, 2)
+    if s is None:
+        return None
+    a, b, s0, s1 = ab[:, 0], ab[:, 1], s[:, 0], s[:, 1]
+    # ``len(shown) == 2 and set(shown) == {a, b}``: the display order is known.
+    known = two & (((s0 == a) & (s1 == b)) | ((s0 == b) & (s1 == a)))
+    winner = np.where(is_a, a, b)[strict]
+    loser = np.where(is_a, b, a)[strict]
+    winner_first = np.where(known, (s0 == np.where(is_a, a, b)).astype(np.int64), -1)[strict]
+
+    p, prompt_keys = _first_appearance(prompt[strict])
+    n_prompts = len(prompt_keys)
+    # Candidates per prompt in the order a row meets them: its winner, then its loser.
+    sequence = np.stack([winner, loser], axis=1).reshape(-1)
+    low = int(sequence.min())
+    span = int(sequence.max()) - low + 1
+    if span * n_prompts >= 2**62:
+        return None
+    key = np.repeat(p, 2) * span + (sequence - low)
+    cells, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    cell_prompt = cells // span
+    by_prompt = np.lexsort((first, cell_prompt))  # each prompt's candidates as first met
+    counts = np.bincount(cell_prompt, minlength=n_prompts)
+    starts = np.cumsum(counts) - counts
+    local = np.empty(len(cells), dtype=np.int64)
+    local[by_prompt] = np.arange(len(cells)) - np.repeat(starts, counts)
+    local_of = local[inverse.reshape(-1)]
+    candidate_keys = sequence[first[by_prompt]].tolist()
+
+    evaluators = list(itertools.compress(map(_evaluator_of, votes), strict.tolist()))
+    annotator_ix = {e: i for i, e in enumerate(dict.fromkeys(evaluators))}
+
+    data = np.empty((m, 5), dtype=np.int64)
+    data[:, 0] = p
+    data[:, 1] = local_of[0::2]
+    data[:, 2] = local_of[1::2]
+    data[:, 3] = np.fromiter(map(annotator_ix.__getitem__, evaluators), np.int64, m)
+    data[:, 4] = winner_first
+    bounds = np.cumsum(counts).tolist()
+    return CB.Indexed(
+        comparisons=CB.Comparisons(
+            prompt=data[:, 0],
+            winner=data[:, 1],
+            loser=data[:, 2],
+            annotator=data[:, 3],
+            winner_first=data[:, 4],
+            n_prompts=n_prompts,
+            n_candidates=int(counts.max()),
+            n_annotators=len(annotator_ix),
+        ),
+        prompts=prompt_keys.tolist(),
+        candidates=[
+            candidate_keys[start:end] for start, end in zip([0, *bounds[:-1]], bounds, strict=True)
+        ],
+        annotators=list(annotator_ix),
+    )
+
+
 # The last `_indexed_preferences`: (its votes, their columns), replaced and read as one
 # reference (threads never pair one call's votes with another's columns).
 _last_indexed: list[Any] = [None]
@@ -705,12 +841,10 @@ def _indexed_preferences(votes: Sequence[Vote]) -> Any:
     with the very same vote objects in the same order (the flags pass, then an export over
     the votes of the shared load, `selectors.project_data`): votes are frozen, so the same
     objects give the same columns. The columns are read-only; the entry holds the votes."""
-    from curation import crowd_bt as CB
-
     kept = _last_indexed[0]
     if kept is not None and len(kept[0]) == len(votes) and all(map(operator.is_, kept[0], votes)):
         return kept[1]
-    indexed = CB.index_comparisons(_strict_preferences(votes))
+    indexed = preference_columns(votes)
     c = indexed.comparisons
     for column in (c.prompt, c.winner, c.loser, c.annotator, c.winner_first):
         column.setflags(write=False)
@@ -813,7 +947,7 @@ def cached_prompt_scores(
     reliability = CB.cached_reliability(fit_cache)
     if reliability is None:
         return None
-    indexed = CB.index_comparisons(_strict_preferences(votes))
+    indexed = preference_columns(votes)
     theta = CB.fit_prompt_strengths(indexed, reliability)
     scores = {
         cand: float(theta[p, i])
