@@ -11,8 +11,9 @@ for bit), arcs the ranking reverses by comparing positions.
 
 A ranking judgment counts as the pairs it orders (ties as tied pairs), as `_pair_evidence`
 reads it. A prompt is left to the per-prompt path (`prompt_consensus`, networkx, the exact
-feedback arc set) when this cannot stand for it: candidates of equal strength (a tie group,
-which that path splits by a feedback arc set), or a ranking naming a candidate twice. The test
+feedback arc set) when this cannot stand for it: candidates of equal strength joined by an
+arc (a tie group that path splits by a feedback arc set; a tie group without one stays a
+group here as there), or a ranking naming a candidate twice. The test
 `tests/curation/test_batch_consensus.py` holds this module equal to the per-prompt path on
 random prompts.
 """
@@ -41,6 +42,7 @@ _SIGN = {"a": 1, "b": -1}
 # Reasons a judged pair yields no pair row, as `exporting._pair_rows` names them.
 OVERRULED = "overruled by denoising (feedback arcs)"
 NO_NET = "no net human preference"
+TIED = "tied in the final ranking"
 
 
 class PairRow(NamedTuple):
@@ -124,7 +126,7 @@ class BatchPrompt:
     """What the export reads from one prompt's consensus (`consensus.PromptConsensus`).
 
     Attributes:
-        ranking: Tie groups best first; here every group holds one candidate.
+        ranking: Tie groups best first (a group of equal strengths no arc joins).
         agreement / comparisons / n_votes: As in `PromptConsensus`.
         removed_arcs: Human arcs the ranking reverses, in the human graph's arc order.
         columns / span: The prompt's pair rows are ``columns``' rows ``span[0]:span[1]``
@@ -338,12 +340,11 @@ def batch_consensus(
         nodes = sorted({c for v in votes for c in v.candidates})
         strengths = scores.get(prompt_id, {})
         ranking = C.groups_from_scores({n: float(strengths.get(n, 0.0)) for n in nodes}, tol=1e-6)
-        if len(ranking) != len(nodes):
-            continue  # a tie group: the per-prompt path splits it by a feedback arc set
         prompts.append(prompt_id)
         rankings[prompt_id] = ranking
-        for g, (c,) in enumerate(ranking):
-            position[c] = g
+        for g, group in enumerate(ranking):
+            for c in group:
+                position[c] = g
         n_votes[prompt_id] = len(votes)
         kept.append((prompt_id, votes))
     cols = _Columns.of(kept, weights)
@@ -351,7 +352,21 @@ def batch_consensus(
         return _without_pairs(prompts, rankings, n_votes)
     pos_x = np.array([position[c] for c in cols.px.tolist()], dtype=np.int64)
     pos_y = np.array([position[c] for c in cols.py.tolist()], dtype=np.int64)
-    return _assemble(cols, prompts, rankings, n_votes, pos_x < pos_y, eta)
+    # A tie group of equal strengths stays one group where no arc joins two of its members;
+    # one with an arc inside (a balanced cycle) is split by a feedback arc set
+    # (`consensus._break_ties`): such prompts go to the per-prompt path.
+    split = np.abs(cols.net) > G._EPS
+    split &= pos_x == pos_y
+    if split.any():
+        cyclic = set(cols.pair_prompt[split].tolist())
+        prompts = [p for p in prompts if p not in cyclic]
+        kept = [(p, votes) for p, votes in kept if p not in cyclic]
+        cols = _Columns.of(kept, weights)
+        if cols is None:
+            return _without_pairs(prompts, rankings, n_votes)
+        pos_x = np.array([position[c] for c in cols.px.tolist()], dtype=np.int64)
+        pos_y = np.array([position[c] for c in cols.py.tolist()], dtype=np.int64)
+    return _assemble(cols, prompts, rankings, n_votes, pos_x < pos_y, eta, tied=pos_x == pos_y)
 
 
 def batch_majority(
@@ -456,9 +471,13 @@ def _assemble(
     n_votes: Mapping[int, int],
     x_better: np.ndarray,
     eta: Mapping[str, float] | None,
+    *,
+    tied: np.ndarray | None = None,
 ) -> dict[int, BatchPrompt]:
     """The `BatchPrompt`s of ``prompts`` from their judged pairs ``cols``, given per pair
-    whether the consensus ranks its smaller id (``px``) above the larger (``x_better``)."""
+    whether the consensus ranks its smaller id (``px``) above the larger (``x_better``)
+    and whether it ranks the two in one tie group (``tied``: no row, the pair is dropped
+    as `TIED`; no arc may join them)."""
     out: dict[int, BatchPrompt] = {}
     evaluators, s, e, pair, n_pairs = cols.evaluators, cols.s, cols.e, cols.pair, cols.n_pairs
     px, py, pair_prompt, net = cols.px, cols.py, cols.pair_prompt, cols.net
@@ -510,6 +529,9 @@ def _assemble(
     total = total.astype(np.int64)
     # What becomes of each pair: 0 nothing (ties only), 1 overruled, 2 no net, 3 a row.
     fate = np.where(~strict, 0, np.where(net_better < 0, 1, np.where(net_better == 0, 2, 3)))
+    if tied is not None:
+        # `exporting._pair_rows` asks first whether the two share a group.
+        fate = np.where(strict & tied, 4, fate)
     # The rows (fate 3) of every prompt as columns, prompt by prompt in pair order.
     row_pairs = np.flatnonzero(fate == 3)
     xb, nr = x_better[row_pairs], n[row_pairs]
@@ -535,7 +557,7 @@ def _assemble(
     )
     row_bounds = np.searchsorted(row_pairs, np.append(starts, n_pairs)).tolist()
     # The loop below visits only pairs that give a drop or an overruled arc.
-    visit = np.flatnonzero(((fate == 1) | (fate == 2)) | reversed_arc)
+    visit = np.flatnonzero(((fate == 1) | (fate == 2) | (fate == 4)) | reversed_arc)
     visit_bounds = np.searchsorted(visit, np.append(starts, n_pairs)).tolist()
     L = {
         name: arr.tolist()
@@ -596,6 +618,8 @@ def _assemble(
                 drops[OVERRULED] = drops.get(OVERRULED, 0) + 1
             elif fate_i == 2:
                 drops[NO_NET] = drops.get(NO_NET, 0) + 1
+            elif fate_i == 4:
+                drops[TIED] = drops.get(TIED, 0) + 1
         # networkx lists arcs by tail in node order (sorted ids), then in insertion order.
         reversed_arcs.sort()
         out[prompt_id] = BatchPrompt(
