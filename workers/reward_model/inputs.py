@@ -153,9 +153,12 @@ def patchify_video_frames(
     if new_h % (patch_size * merge_size) or new_w % (patch_size * merge_size):
         raise ValueError(f"frame size {(new_h, new_w)} is not a multiple of the merged patch")
     frames = _resize_frames(frames, new_h, new_w)
-    mean = np.asarray(image_mean or OPENAI_CLIP_MEAN, dtype=np.float32)
-    std = np.asarray(image_std or OPENAI_CLIP_STD, dtype=np.float32)
-    pixels = (frames.astype(np.float32) / 255.0 - mean) / std
+    mean = tuple(float(v) for v in image_mean or OPENAI_CLIP_MEAN)
+    std = tuple(float(v) for v in image_std or OPENAI_CLIP_STD)
+    grid_h, grid_w = new_h // patch_size, new_w // patch_size
+    if frames.dtype == np.uint8 and len(mean) == len(std) == frames.shape[-1]:
+        return _patchify_uint8(frames, mean, std, patch_size, temporal_patch_size, merge_size)
+    pixels = _normalise(frames, mean, std)
     pixels = pixels.transpose(0, 3, 1, 2)  # (T, C, H, W)
     remainder = pixels.shape[0] % temporal_patch_size
     if remainder:
@@ -163,7 +166,6 @@ def patchify_video_frames(
         pixels = np.concatenate([pixels, repeat], axis=0)
     channels = pixels.shape[1]
     grid_t = pixels.shape[0] // temporal_patch_size
-    grid_h, grid_w = new_h // patch_size, new_w // patch_size
     patches = pixels.reshape(
         grid_t,
         temporal_patch_size,
@@ -180,6 +182,57 @@ def patchify_video_frames(
         grid_t * grid_h * grid_w, channels * temporal_patch_size * patch_size * patch_size
     )
     return torch.from_numpy(np.ascontiguousarray(flat)), (grid_t, grid_h, grid_w)
+
+
+def _normalise(values: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """The image processors' rescale and normalise, in float32: ``(x / 255 - mean) / std``."""
+    mean_array = np.asarray(mean, dtype=np.float32)
+    std_array = np.asarray(std, dtype=np.float32)
+    return (values.astype(np.float32) / 255.0 - mean_array) / std_array
+
+
+def _patchify_uint8(
+    frames: np.ndarray,
+    mean: Sequence[float],
+    std: Sequence[float],
+    patch_size: int,
+    temporal_patch_size: int,
+    merge_size: int,
+) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """[`patchify_video_frames`] for uint8 frames at their size: the bytes laid out patch by
+    patch first (a quarter of the float32 values' size), then converted, rescaled and
+    normalised in place in the output, each the same float32 operation on the same values
+    as [`_normalise`] (so the same results bit for bit): one array of float32 values
+    allocated and written instead of five, and no transposing copy of them."""
+    num_frames, height, width, channels = frames.shape
+    remainder = num_frames % temporal_patch_size
+    if remainder:
+        repeat = np.repeat(frames[-1:], temporal_patch_size - remainder, axis=0)
+        frames = np.concatenate([frames, repeat], axis=0)
+    grid_t = frames.shape[0] // temporal_patch_size
+    grid_h, grid_w = height // patch_size, width // patch_size
+    patches = frames.reshape(
+        grid_t,
+        temporal_patch_size,
+        grid_h // merge_size,
+        merge_size,
+        patch_size,
+        grid_w // merge_size,
+        merge_size,
+        patch_size,
+        channels,
+    )
+    # (t, h / merge, w / merge, merge, merge, channel, temporal, patch, patch): the order
+    # of the float path in patchify_video_frames.
+    patches = np.ascontiguousarray(patches.transpose(0, 2, 5, 3, 6, 8, 1, 4, 7))
+    patches = patches.reshape(grid_t * grid_h * grid_w, channels, -1)
+    pixels = np.empty(patches.shape, dtype=np.float32)
+    np.copyto(pixels, patches, casting="unsafe")  # astype(np.float32), in place
+    np.divide(pixels, np.float32(255.0), out=pixels)
+    np.subtract(pixels, np.asarray(mean, dtype=np.float32)[:, None], out=pixels)
+    np.divide(pixels, np.asarray(std, dtype=np.float32)[:, None], out=pixels)
+    flat = pixels.reshape(grid_t * grid_h * grid_w, -1)
+    return torch.from_numpy(flat), (grid_t, grid_h, grid_w)
 
 
 def _resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
