@@ -31,6 +31,7 @@ from pathlib import Path
 
 import orjson
 from django.conf import settings
+from django.db import connections
 from django.db.models import TextField
 from django.db.models.functions import Cast
 
@@ -45,21 +46,18 @@ _encode = json.JSONEncoder(check_circular=False).encode
 BATCH = 500
 # Prompts a query in the Quorum format (their candidates and judgments in one query each, by a
 # range of prompt ids): every query reads the judgments' index or table once, whatever it keeps.
+# The next batch is read (by a thread of its own) while this one's rows are built.
 PROMPT_BATCH = 2000
 
 # Called with (name in the export, stored name under MEDIA_ROOT) for each media file a row names.
 MediaSink = Callable[[str, str], None]
+# A JSON column's text that a row leaves out (empty), read without decoding.
 _EMPTY_JSON = (None, "{}", "[]", "null", '""')
 
 
 def _raw(field: str) -> Cast:
     """A JSON column as its text: most are empty, and reading those needs no decoding."""
     return Cast(field, TextField())
-
-
-def _loads(text: str | None):
-    """The decoded value, or None for an empty one (a row leaves those out)."""
-    return None if text in _EMPTY_JSON else json.loads(text)
 
 
 # UTF-8 of the characters ``str.splitlines`` (the importer's) ends a line at and orjson leaves
@@ -168,9 +166,6 @@ def _quorum_lines(project: Project, media: MediaSink | None) -> Iterator[bytes]:
         "rubric_dimensions": project.rubric_dimensions,
     }
     yield _escape_line_breaks(_dumps({"project": settings_row}) + b"\n")
-    prompts = Prompt.objects.filter(project=project).values_list(
-        "id", "external_id", "text", "image", "video", _raw("metadata")
-    )
     external: dict[int, str] = {}  # candidate id -> external id, this batch's (and strays)
 
     def ext(candidate_id: int) -> str:
@@ -178,9 +173,29 @@ def _quorum_lines(project: Project, media: MediaSink | None) -> Iterator[bytes]:
             external[candidate_id] = Candidate.objects.get(pk=candidate_id).external_id
         return external[candidate_id]
 
+    for batch, candidates, judgments, orders in _prefetched(_quorum_batches(project)):
+        external.clear()
+        for rows in candidates.values():
+            for row in rows:
+                external[row[0]] = row[2]
+        lines = [
+            _dumps(
+                _quorum_row(prompt, candidates[prompt[0]], judgments[prompt[0]], orders, ext, media)
+            )
+            for prompt in batch
+        ]
+        lines.append(b"")
+        yield _escape_line_breaks(b"\n".join(lines))
+
+
+def _quorum_batches(project: Project) -> Iterator[tuple]:
+    """The Quorum format's rows a batch of prompts at a time: (prompts, their candidates by
+    prompt id, their judgments by prompt id, the pair judgments' tasks' candidate orders)."""
+    prompts = Prompt.objects.filter(project=project).values_list(
+        "id", "external_id", "text", "image", "video", _raw("metadata")
+    )
     for batch in _keyset(prompts, PROMPT_BATCH):
         lo, hi = batch[0][0], batch[-1][0]
-        external.clear()
         candidates: dict[int, list[tuple]] = defaultdict(list)
         for row in (
             Candidate.objects.filter(project=project, prompt_id__gte=lo, prompt_id__lte=hi)
@@ -197,7 +212,6 @@ def _quorum_lines(project: Project, media: MediaSink | None) -> Iterator[bytes]:
             )
         ):
             candidates[row[1]].append(row)
-            external[row[0]] = row[2]
         judgments: dict[int, list[tuple]] = defaultdict(list)
         pair_tasks = set()
         for row in (
@@ -226,14 +240,70 @@ def _quorum_lines(project: Project, media: MediaSink | None) -> Iterator[bytes]:
             if row[7] != "ranking":
                 pair_tasks.add(row[1])
         orders = _slots(pair_tasks) if pair_tasks else {}
-        lines = [
-            _dumps(
-                _quorum_row(prompt, candidates[prompt[0]], judgments[prompt[0]], orders, ext, media)
-            )
-            for prompt in batch
-        ]
-        lines.append(b"")
-        yield _escape_line_breaks(b"\n".join(lines))
+        yield batch, candidates, judgments, orders
+
+
+def _prefetched(items: Iterator, depth: int = 1) -> Iterator:
+    """``items``, read ahead by a thread of its own (with its own database connection): the
+    next batch's queries run, and the database works, while the caller builds this batch's rows.
+
+    Inside a transaction (a test's, an atomic block) another connection would not see what it
+    wrote: ``items`` is read in the caller's thread then."""
+    if any(connections[alias].in_atomic_block for alias in connections):
+        yield from items
+        return
+    reader = _ReadAhead(items, depth)
+    try:
+        while (item := reader.get()) is not _END:
+            yield item
+    finally:
+        reader.close()
+
+
+class _ReadAhead:
+    """Iterates ``items`` in a thread of its own, at most ``depth`` items ahead of `get`. An
+    error in the thread is raised by `get`; `close` stops the thread if the caller leaves
+    early. The thread closes its own database connections when it ends."""
+
+    def __init__(self, items: Iterator, depth: int) -> None:
+        self.items = items
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="raw-export-read", daemon=True)
+        self.thread.start()
+
+    def get(self):
+        item, error = self.queue.get()
+        if error is not None:
+            raise error
+        return item
+
+    def close(self) -> None:
+        self.stop.set()
+        while self.thread.is_alive():
+            with contextlib.suppress(queue.Empty):  # frees a thread waiting to put
+                self.queue.get_nowait()
+            self.thread.join(timeout=0.1)
+
+    def _put(self, entry: tuple) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(entry, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for item in self.items:
+                if not self._put((item, None)):
+                    return
+            self._put((_END, None))
+        except BaseException as exc:  # handed to the caller's thread
+            self._put((None, exc))
+        finally:
+            connections.close_all()
 
 
 def _quorum_row(
@@ -246,15 +316,15 @@ def _quorum_row(
 ) -> dict:
     """One prompt's row of the Quorum format."""
     _, external_id, text, image, video, metadata = prompt
+    # Most values are empty: tested here, not decoded nor passed to a function.
     row = {"id": external_id, "prompt": text}
-    for key, stored in (("image", image), ("video", video)):
-        name = _media_name(stored, media)
-        if name:
-            row[key] = name
-    metadata = _loads(metadata)
-    if metadata:
+    if image:
+        row["image"] = _media_name(image, media)
+    if video:
+        row["video"] = _media_name(video, media)
+    if metadata not in _EMPTY_JSON and (metadata := json.loads(metadata)):
         row["metadata"] = metadata
-    row["candidates"] = []
+    row["candidates"] = cands = []
     for _, _, c_ext, model, kind, c_text, c_media, c_meta in candidates:
         cand = {"id": c_ext, "model": model, "kind": kind}
         if c_text:
@@ -263,11 +333,10 @@ def _quorum_row(
             cand[kind] = _media_name(c_media, media)
         elif kind != "text" and not c_text:
             cand["placeholder"] = True
-        c_meta = _loads(c_meta)
-        if c_meta:
+        if c_meta not in _EMPTY_JSON and (c_meta := json.loads(c_meta)):
             cand["metadata"] = c_meta
-        row["candidates"].append(cand)
-    row["judgments"] = []
+        cands.append(cand)
+    row["judgments"] = outs = []
     for (
         _,
         task_id,
@@ -295,19 +364,18 @@ def _quorum_row(
         else:
             out["pair"] = [ext(c) for (c,) in orders[task_id]]
             out["outcome"] = outcome
-        presented_order = _loads(presented_order)
-        if presented_order:
+        if presented_order not in _EMPTY_JSON and (presented_order := json.loads(presented_order)):
             out["presented_order"] = [ext(c) for c in presented_order]
         if rationale:
             out["rationale"] = rationale
         if duration_ms is not None:
             out["duration_ms"] = duration_ms
-        ratings = _loads(ratings)
-        if ratings:  # left out when empty: rows without ratings read as before
+        # Left out when empty: rows without ratings read as before.
+        if ratings not in _EMPTY_JSON and (ratings := json.loads(ratings)):
             out["ratings"] = {
                 dim: {ext(int(c)): v for c, v in per.items()} for dim, per in ratings.items()
             }
-        row["judgments"].append(out)
+        outs.append(out)
     return row
 
 
