@@ -1377,6 +1377,8 @@ def parse_import(
     max_text_chars: int | None = None,
     max_image_pixels: int | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
+    on_records: Callable[[list[PromptRecord], dict], None] | None = None,
+    records_every: int = 1000,
 ) -> ParsedImport:
     """Reads and checks an import file completely. Raises ImportRejected listing problems.
 
@@ -1388,6 +1390,12 @@ def parse_import(
             ``max_file_bytes``), each text field's length, each image's or frame's pixel count
             (default: no limit).
         on_progress: called as ``(phase, done, total)`` while rows and media are checked.
+        on_records: Quorum JSONL only: called as ``(records, project settings)`` with each
+            ``records_every`` prompt records read so far without a problem, in file order and
+            each record once (the returned ``prompts`` start with them), so that a caller can
+            write them while the rest is read. The file may still turn out to have problems
+            (a later row, its media): the ImportRejected comes at the end as ever, and what
+            the caller wrote is the caller's to undo (a transaction's rollback).
     """
     path = Path(path)
     if format is not None and format not in FORMATS:
@@ -1466,6 +1474,11 @@ def parse_import(
         raise ImportRejected(parser.problems)
     handler = getattr(parser, fmt)
     total = len(rows)
+    # A quorum row's record is complete once its handler returns (a seed row may add to an
+    # earlier row's record): only those are handed out early.
+    if fmt != "quorum":
+        on_records = None
+    handed = 0
     for index, (number, obj, raw) in enumerate(rows, start=1):
         if isinstance(obj, json.JSONDecodeError):
             continue
@@ -1483,6 +1496,13 @@ def parse_import(
         record = handler(number, obj, raw)
         if record is not None:
             prompts.append(record)
+            if (
+                on_records is not None
+                and len(prompts) - handed >= records_every
+                and not parser.problems
+            ):
+                on_records(prompts[handed:], project_settings)
+                handed = len(prompts)
         if len(parser.problems) >= MAX_PROBLEMS:
             break
         if on_progress is not None and (index % 1000 == 0 or index == total):
