@@ -355,6 +355,10 @@ def restrict_ranking(ranking: Sequence[Sequence[int]], keep: Iterable[int]) -> R
     wanted = set(keep)
     induced = []
     for group in ranking:
+        if len(group) == 1:  # most groups: no list comprehension for one candidate
+            if group[0] in wanted:
+                induced.append([group[0]])
+            continue
         kept = [c for c in group if c in wanted]
         if kept:  # no set per group: the export restricts every prompt's ranking 3 times
             induced.append(kept)
@@ -1621,6 +1625,14 @@ def sample_variants(
         return []
     if len(members) == size:
         return [[list(g) for g in ranking]]
+    # Each candidate's (group, place in the ranking): a subset's induced ranking is its
+    # members in that order, grouped by group (`restrict_ranking` without a pass over every
+    # group of the full ranking). A candidate named twice keeps `restrict_ranking`.
+    place: dict[int, tuple[int, int]] = {}
+    for g, group in enumerate(ranking):
+        for c in group:
+            place[c] = (g, len(place))
+    placed = len(place) == len(members)
     seen: set[tuple[int, ...]] = set()
     variants: list[Ranking] = []
     possible = math.comb(len(members), size)
@@ -1631,7 +1643,18 @@ def sample_variants(
         if subset in seen:
             continue
         seen.add(subset)
-        induced = restrict_ranking(ranking, subset)
+        if placed:
+            induced = []
+            last = -1
+            for c in sorted(subset, key=place.__getitem__):
+                g = place[c][0]
+                if g != last:
+                    induced.append([c])
+                    last = g
+                else:
+                    induced[-1].append(c)
+        else:
+            induced = restrict_ranking(ranking, subset)
         if len(induced) >= 2:
             variants.append(induced)
     return variants
