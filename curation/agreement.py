@@ -382,17 +382,27 @@ def _pairwise_agreement_of_pairs(records: Sequence[PairRecord]) -> dict[Hashable
     first = np.full(table.n_units, len(records), dtype=np.int64)
     np.minimum.at(first, table.unit, table.record)
     annotators: dict[Hashable, set[Hashable]] = defaultdict(set)
-    for record in records:
-        annotators[record.task].add(record.annotator)
+    for task, annotator in zip(map(_task_of, records), map(_annotator_of, records), strict=True):
+        annotators[task].add(annotator)
     agree: Counter[Hashable] = Counter()
     total: Counter[Hashable] = Counter()
     by_pair: dict[Hashable, dict[tuple[Candidate, Candidate], float]] = defaultdict(dict)
-    for u in np.flatnonzero(pairs > 0).tolist():
-        i = int(first[u])
+    # Units judged by two or more, as Python values read once (`tolist`: what `int` and
+    # `_item` give one at a time).
+    units = np.flatnonzero(pairs > 0)
+    at = first[units]
+    if isinstance(table.x, np.ndarray) and isinstance(table.y, np.ndarray):
+        xs, ys = table.x[at].tolist(), table.y[at].tolist()
+    else:
+        xs = [_item(table.x[i]) for i in at.tolist()]
+        ys = [_item(table.y[i]) for i in at.tolist()]
+    for i, x, y, m, n in zip(
+        at.tolist(), xs, ys, matches[units].tolist(), pairs[units].tolist(), strict=True
+    ):
         task = records[i].task
-        agree[task] += int(matches[u])
-        total[task] += int(pairs[u])
-        by_pair[task][(_item(table.x[i]), _item(table.y[i]))] = int(matches[u]) / int(pairs[u])
+        agree[task] += m
+        total[task] += n
+        by_pair[task][(x, y)] = m / n
     return {
         task: TaskAgreement(
             task=task,
@@ -402,6 +412,9 @@ def _pairwise_agreement_of_pairs(records: Sequence[PairRecord]) -> dict[Hashable
         )
         for task, members in annotators.items()
     }
+
+
+_task_of, _annotator_of = operator.attrgetter("task"), operator.attrgetter("annotator")
 
 
 def _item(value: Candidate) -> Candidate:
