@@ -54,6 +54,7 @@ import contextlib
 import heapq
 import itertools
 import math
+import operator
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -897,19 +898,36 @@ class _Tally:
         return wins
 
 
+# The last `_tally`: (its rows, tie policy, answer), replaced and read as one reference.
+_last_tally: list[tuple[tuple[Comparison, ...], str, _Tally] | None] = [None]
+
+
 def _tally(comparisons: Iterable[Comparison], ties: TiePolicy) -> _Tally:
+    """The comparisons counted per ``(model_a, model_b, outcome)`` cell. The answer is kept
+    for the next call on the very same row objects in the same order and the same ``ties``
+    (an export's leaderboard, then its stability on the main component's rows: the same
+    rows when every model is linked); its arrays are read-only and callers copy before
+    changing counts."""
     import numpy as np
 
     if ties not in ("half", "drop"):
         raise ValueError(f"ties must be 'half' or 'drop', got {ties!r}")
     rows = comparisons if isinstance(comparisons, list | tuple) else list(comparisons)
+    kept = _last_tally[0]
+    if (
+        kept is not None
+        and kept[1] == ties
+        and len(kept[0]) == len(rows)
+        and all(map(operator.is_, kept[0], rows))
+    ):
+        return kept[2]
     counter = _counted(rows, ties)
     if counter is None:
         counter = _counted_row_by_row(rows, ties)
     models = list(_stable_order({m for a, b, _ in counter for m in (a, b)}))
     index = {m: i for i, m in enumerate(models)}
     cells = list(counter)
-    return _Tally(
+    tally = _Tally(
         models=models,
         cells=cells,
         first=np.array([index[a] for a, _, _ in cells], dtype=np.int64),
@@ -917,6 +935,10 @@ def _tally(comparisons: Iterable[Comparison], ties: TiePolicy) -> _Tally:
         share=np.array([{"a": 1.0, "b": 0.0}.get(o, 0.5) for _, _, o in cells]),
         counts=np.array(list(counter.values()), dtype=float),
     )
+    for column in (tally.first, tally.second, tally.share, tally.counts):
+        column.setflags(write=False)
+    _last_tally[0] = (tuple(rows), ties, tally)
+    return tally
 
 
 def _counted(
@@ -1100,10 +1122,10 @@ def leaderboard_stability(
     leader = top(theta)
     removed: list[Comparison] = []
     limit = total if max_removals is None else min(max_removals, total)
+    wins = tally.wins(counts)  # of the current counts: each refit's, reused by the next round
     while len(removed) < limit:
         rivals = np.delete(np.arange(len(theta)), leader)
         rival = int(rivals[np.argmax(theta[rivals])])
-        wins = tally.wins(counts)
         _, hess = _bt_gradient_hessian(theta, wins, wins + wins.T, alpha)
         direction = np.zeros(len(theta))
         direction[leader], direction[rival] = 1.0, -1.0
@@ -1122,7 +1144,8 @@ def leaderboard_stability(
             break
         counts[best_cell] -= 1
         removed.append(tally.cells[best_cell])
-        theta = _fit_bradley_terry(tally.wins(counts), alpha, initial=theta)
+        wins = tally.wins(counts)
+        theta = _fit_bradley_terry(wins, alpha, initial=theta)
         if np.max(np.delete(theta, leader)) > theta[leader] + 1e-9:
             return StabilityReport(
                 leader=tally.models[leader],
