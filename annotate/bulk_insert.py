@@ -19,7 +19,8 @@ back whole.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from itertools import repeat
@@ -330,3 +331,34 @@ def references_checked() -> None:
     """Ends ``references_trust_new_rows``: later writes of this transaction are checked."""
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL session_replication_role TO DEFAULT")
+
+
+# SQLite: the page cache (KiB) of the connection while an import writes (``page_cache_grown``).
+IMPORT_PAGE_CACHE_KIB = 64 * 1024
+
+
+@contextmanager
+def page_cache_grown(kib: int = IMPORT_PAGE_CACHE_KIB) -> Iterator[None]:
+    """SQLite: this connection's page cache holds at least ``kib`` KiB in the block (its
+    ``cache_size`` restored after; memory only, nothing of the file changes). With the default
+    2 MiB, an import's transaction spills its dirty pages to the log as it goes (a write per
+    page, and the pages read back for the indexes): 10,000 prompts of 4 candidates 0.92 ->
+    0.86 s CPU writing measured (issue 13). Elsewhere a no-op."""
+    if connection.vendor != "sqlite":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA cache_size")
+        (before,) = cursor.fetchone()
+        cursor.execute("PRAGMA page_size")
+        (page_size,) = cursor.fetchone()
+        # Negative: KiB; positive: pages.
+        grow = (-before if before < 0 else before * page_size // 1024) < kib
+        if grow:
+            cursor.execute(f"PRAGMA cache_size = {-int(kib)}")
+    try:
+        yield
+    finally:
+        if grow:
+            with connection.cursor() as cursor:
+                cursor.execute(f"PRAGMA cache_size = {int(before)}")

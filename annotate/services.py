@@ -28,6 +28,7 @@ from annotate.bulk_insert import (
     Same,
     columns_insert,
     objects_insert,
+    page_cache_grown,
     references_checked,
     references_trust_new_rows,
 )
@@ -298,7 +299,7 @@ def import_file(
         ImportRejected: with every problem found, naming line and field; the database and
             media storage are left unchanged.
     """
-    with _collector_paused():
+    with _collector_paused(), page_cache_grown():
         return _import_file(
             path=Path(path),
             project=project,

@@ -1,7 +1,8 @@
 """An import on PostgreSQL writes its first records' prompts and candidates while the rest of the
 file is parsed (``services._import_file_streamed``): the rows are those of an import that
 writes after the whole file is read, a problem anywhere still rejects the file whole, and the
-parser hands the records out in file order, each once (``parse_import(on_records=...)``)."""
+parser hands the records out in file order, each once (``parse_import(on_records=...)``). On
+SQLite an import writes with a grown page cache, restored after (``page_cache_grown``)."""
 
 from __future__ import annotations
 
@@ -204,3 +205,30 @@ def test_a_row_the_database_refuses_is_reported_after_the_files_problems(tmp_pat
     assert [p.line for p in caught.value.problems] == [6]
     assert stream_writes[0] == 2  # tried while the file was read
     assert not Prompt.objects.exists()
+
+
+@pytest.mark.skipif(is_postgres(), reason="SQLite's page cache")
+@pytest.mark.django_db
+def test_an_import_writes_with_a_grown_page_cache_and_restores_it(tmp_path, monkeypatch):
+    from django.db import connection
+
+    from annotate import bulk_insert
+
+    def cache_size() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA cache_size")
+            return cursor.fetchone()[0]
+
+    seen = []
+    insert = services.columns_insert
+
+    def spied(*args, **kwargs):
+        seen.append(cache_size())
+        return insert(*args, **kwargs)
+
+    monkeypatch.setattr(services, "columns_insert", spied)
+    before = cache_size()
+    assert before > -bulk_insert.IMPORT_PAGE_CACHE_KIB  # the default is smaller
+    import_file(path=_write(tmp_path / "a.jsonl", [_row(i) for i in range(3)]), project_name="c")
+    assert seen and set(seen) == {-bulk_insert.IMPORT_PAGE_CACHE_KIB}
+    assert cache_size() == before
