@@ -21,6 +21,7 @@ random prompts.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -313,6 +314,28 @@ class _Columns:
         )
 
 
+_pair_of = operator.attrgetter("pair")
+
+
+def _strength_groups(nodes: Sequence[int], strengths: Mapping[int, float]) -> list[list[int]]:
+    """``consensus.groups_from_scores({n: float(strengths.get(n, 0.0)) for n in nodes},
+    tol=1e-6)``: nodes by strength, best first (ids ascending among equals), a new group
+    where the strength moves by more than the tolerance from the previous node's. The same
+    sort keys compared in the same order, without a key function per node."""
+    get = strengths.get
+    groups: list[list[int]] = []
+    last: float | None = None
+    isclose = math.isclose
+    for negative, node in sorted([(-float(get(n, 0.0)), n) for n in nodes]):
+        score = -negative
+        if last is not None and isclose(score, last, abs_tol=1e-6):
+            groups[-1].append(node)
+        else:
+            groups.append([node])
+        last = score
+    return groups
+
+
 def batch_consensus(
     votes_by_prompt: Mapping[int, Sequence[C.Vote]],
     *,
@@ -333,13 +356,17 @@ def batch_consensus(
     n_votes: dict[int, int] = {}
     kept: list[tuple[int, Sequence[C.Vote]]] = []
     for prompt_id, votes in votes_by_prompt.items():
-        if not votes or any(
-            v.pair is None and len(set(v.candidates)) != len(v.candidates) for v in votes
-        ):
-            continue  # a ranking naming a candidate twice: the per-prompt path's reading
-        nodes = sorted({c for v in votes for c in v.candidates})
+        if not votes:
+            continue
+        pairs = list(map(_pair_of, votes))
+        if None in pairs:
+            if any(v.pair is None and len(set(v.candidates)) != len(v.candidates) for v in votes):
+                continue  # a ranking naming a candidate twice: the per-prompt path's reading
+            nodes = sorted({c for v in votes for c in v.candidates})
+        else:  # pair judgments only: their candidates are their pairs
+            nodes = sorted(set(chain.from_iterable(pairs)))
         strengths = scores.get(prompt_id, {})
-        ranking = C.groups_from_scores({n: float(strengths.get(n, 0.0)) for n in nodes}, tol=1e-6)
+        ranking = _strength_groups(nodes, strengths)
         prompts.append(prompt_id)
         rankings[prompt_id] = ranking
         for g, group in enumerate(ranking):
