@@ -583,9 +583,14 @@ def build_snapshot(
         ranked_later.append((prompt_id, n_votes, agreement, ranking, origin))
 
     progress(72, "splits")
-    split_of = content_splits(
-        {p: _content_keys(source, p) for p in prompt_rows}, options.splits, options.seed
-    )
+    if len(options.splits) == 1:
+        # One split holds every prompt (`content_splits` would give each group to it): no
+        # content keys (normalised prompt texts, media digests) to group prompts by.
+        split_of = dict.fromkeys(prompt_rows, next(iter(options.splits)))
+    else:
+        split_of = content_splits(
+            {p: _content_keys(source, p) for p in prompt_rows}, options.splits, options.seed
+        )
     order = sorted(prompt_rows, key=lambda p: source.prompts[p].external_id)
     columns = _table_columns(source, order, split_of, cells)
     pairs_table = _pairs_table(

@@ -115,3 +115,20 @@ def test_a_build_failing_after_the_pairs_leaves_nothing(_data_dir, users, monkey
     assert export.error == "OSError: disk full"
     assert list(export.path.parent.iterdir()) == []
     assert not [t for t in threading.enumerate() if t.name.startswith("export-pairs")]
+
+
+@pytest.mark.django_db
+def test_one_split_needs_no_content_keys(_data_dir, users, tmp_path, monkeypatch):
+    project, _ = disputed_ranking_project(users, n_prompts=4)
+    options = {"include_media": False}
+    grouped = _written(project, options, tmp_path / "grouped" / "v1", early=True)
+
+    def no_keys(*args, **kwargs):
+        raise AssertionError("content keys worked out for a single split")
+
+    monkeypatch.setattr(E, "_content_keys", no_keys)
+    assert _written(project, options, tmp_path / "one" / "v1", early=True) == grouped
+    with pytest.raises(AssertionError, match="content keys"):
+        _written(
+            project, {"splits": {"train": 0.5, "test": 0.5}}, tmp_path / "two" / "v1", early=True
+        )
