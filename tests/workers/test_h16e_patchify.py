@@ -8,8 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from workers.reward_model import patchify_video_frames
+from workers.media import load_image
+from workers.reward_model import RewardInputBuilder, patchify_video_frames
+from workers.reward_model.media_cache import MediaCache, MediaStore
+from workers.tiny import build_tiny_tokenizer, tiny_image_processor
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -105,3 +109,49 @@ def test_every_byte_value_of_every_channel_is_the_float_paths():
 
     assert grid == float_grid == (1, 2, 20)
     assert torch.equal(from_bytes, from_floats)
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl"])
+def test_a_stored_picture_is_patchified_from_its_pixels_as_the_processor_does(
+    tmp_path, monkeypatch, family
+):
+    """Read back from the media store (or handed over by a decoding process), a picture's
+    pixels are patchified as they are, without the image processor and without a Pillow
+    image in between, to the processor's own values."""
+    processor = tiny_image_processor(family=family, patch_size=16 if family == "qwen3_vl" else 14)
+    path = tmp_path / "picture.png"
+    rng = np.random.default_rng(5)
+    Image.fromarray(rng.integers(0, 256, (150, 200, 3), dtype=np.uint8)).save(path)
+
+    def builder(store: MediaStore) -> RewardInputBuilder:
+        return RewardInputBuilder(
+            build_tiny_tokenizer(),
+            processor,
+            patch_size=processor.patch_size,
+            image_max_pixels=112 * 112,
+            media_cache=MediaCache(0),
+            media_store=store,
+        )
+
+    first = builder(MediaStore(tmp_path / "store"))
+    first.encode_image(path)  # decoded, resized and stored
+    picture = first._image_to_budget(load_image(path))
+    expected = processor(
+        images=[picture],
+        size={"shortest_edge": first.min_pixels, "longest_edge": first.image_max_pixels},
+        return_tensors="pt",
+    )["pixel_values"]
+    calls = []
+    preprocess = type(processor).preprocess
+    monkeypatch.setattr(
+        type(processor), "preprocess", lambda *a, **k: calls.append(1) or preprocess(*a, **k)
+    )
+    monkeypatch.setattr(
+        Image, "fromarray", lambda *a, **k: pytest.fail("a Pillow image made of stored pixels")
+    )
+    store = MediaStore(tmp_path / "store")
+
+    visual = builder(store).encode_image(path)
+
+    assert (store.hits, calls) == (1, [])
+    assert torch.equal(visual.pixel_values, expected)

@@ -1075,19 +1075,22 @@ class RewardInputBuilder:
             grid = (1, inputs.grid[0] * inputs.grid[1], inputs.grid[2] * inputs.grid[3])
             return _Visual("image", inputs.pixel_values, grid, 1, expansion=tokens, molmo2=inputs)
         if not isinstance(image, Image.Image):
+            # The pixels as an array from here (a picture's bytes are copied once, not for
+            # every step); a Pillow image again only for a processor that needs one.
             stored = self._stored("image", digest)
             if stored is not None:
-                image = Image.fromarray(stored[0][0])
+                pixels = stored[0][0]
             elif (decoded := self._pool_decoded("image", image)) is not None:
                 self._store("image", digest, decoded[0], {})
-                image = Image.fromarray(decoded[0][0])
+                pixels = decoded[0][0]
             else:
-                image = self._image_to_budget(load_image(image))
+                pixels = np.asarray(self._image_to_budget(load_image(image)))
                 if self._resizes_to_budget():
-                    self._store("image", digest, np.asarray(image)[None], {})
-            direct = self._patchify_at_budget(image)
+                    self._store("image", digest, pixels[None], {})
+            direct = self._patchify_at_budget(pixels)
             if direct is not None:
                 return direct
+            image = Image.fromarray(pixels)
         out = self.image_processor(
             images=[image.convert("RGB")],
             size={"shortest_edge": self.min_pixels, "longest_edge": self.image_max_pixels},
@@ -1096,12 +1099,13 @@ class RewardInputBuilder:
         grid = tuple(int(v) for v in out["image_grid_thw"][0])
         return _Visual("image", out["pixel_values"], grid, self.merge_size)  # type: ignore[arg-type]
 
-    def _patchify_at_budget(self, image: Image.Image) -> _Visual | None:
+    def _patchify_at_budget(self, image: Image.Image | np.ndarray) -> _Visual | None:
         """An image already at its budget size, rescaled, normalised and patchified as
         ``Qwen2VLImageProcessorPil`` does (the same float32 values, bit for bit), without the
         processor's argument checks and copies: a third of a small picture's encoding time.
 
-        `None` for any other processor or setting: the processor then runs as it does.
+        `image` is a Pillow image or its RGB pixels, ``(height, width, 3)`` uint8. `None` for
+        any other processor, setting or image: the processor then runs as it does.
         """
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
             Qwen2VLImageProcessorPil,
@@ -1112,20 +1116,26 @@ class RewardInputBuilder:
             type(processor) is not Qwen2VLImageProcessorPil
             or not (processor.do_rescale and processor.do_normalize)
             or processor.rescale_factor != 1 / 255
-            or image.mode != "RGB"
         ):
             return None
+        if isinstance(image, Image.Image):
+            if image.mode != "RGB":
+                return None
+            image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            return None
+        height, width = image.shape[:2]
         factor = self.patch_size * self.merge_size
-        if image.width % factor or image.height % factor:
+        if width % factor or height % factor:
             return None  # not at a size _image_to_budget gives: the processor resizes it
         pixels, grid = patchify_video_frames(
-            np.asarray(image)[None],
+            image[None],
             patch_size=self.patch_size,
             temporal_patch_size=self.temporal_patch_size,
             merge_size=self.merge_size,
             image_mean=processor.image_mean,
             image_std=processor.image_std,
-            size=(image.height, image.width),
+            size=(height, width),
         )
         return _Visual("image", pixels, grid, self.merge_size)
 
