@@ -6,13 +6,16 @@ leaves nothing behind."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import threading
+import zipfile
 
 import pytest
 
 from annotate.models import Task
 from curation import exporting as E
 from curation import services
+from curation.download import iter_download_zip
 from curation.models import DatasetExport
 from tests.curation.builders import (
     disputed_ranking_project,
@@ -61,6 +64,22 @@ def test_the_early_pairs_are_the_same_files(_data_dir, users, tmp_path, denoise)
     early = _written(project, options, tmp_path / "early" / "v1", early=True)
     assert {"pairs/train.jsonl", "parquet/pairs.parquet", "hf/pairs/test/state.json"} <= set(early)
     assert early == after
+    # The download streams each build's deflated members: the same entries, sizes compressed
+    # included (the entries' times are the files', which differ between the two builds).
+    entries = []
+    for side in ("after", "early"):
+        body = b"".join(iter_download_zip(tmp_path / side / "v1", "x"))
+        with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            entries.append(
+                (
+                    len(body),
+                    [
+                        (i.filename, i.CRC, i.compress_type, i.compress_size, i.file_size)
+                        for i in archive.infolist()
+                    ],
+                )
+            )
+    assert entries[0] == entries[1]
     # Each build left its deflated members beside its folder, and nothing half written.
     for side in ("after", "early"):
         names = sorted(p.name for p in (tmp_path / side).iterdir())
