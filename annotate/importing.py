@@ -702,6 +702,45 @@ def _iter_rows(data: bytes, name: str) -> Iterator[tuple[int, Any, str]]:
             yield number, exc, line
 
 
+class _Malformed(Exception):
+    """A row of ``_LazyRows`` is not JSON: the file is read again the usual way."""
+
+
+class _LazyRows:
+    """A JSONL file's rows as ``_iter_rows`` yields them, each read only when reached, for a
+    parse that hands its records out as it goes (``parse_import(on_records=...)``): the first
+    are handed out before the rest is read. The usual parse reads every row first and reports
+    the malformed ones ahead of any other problem; so a malformed row here raises
+    ``_Malformed``, and the file is parsed again that way. Nothing but JSONL (a JSON array
+    is one document)."""
+
+    def __init__(self, lines: list[tuple[int, str]], long_ints: bool) -> None:
+        self.lines = lines
+        self.long_ints = long_ints
+
+    @classmethod
+    def of(cls, data: bytes) -> _LazyRows | None:
+        """The rows of ``data``, or None when it is one JSON document (``_iter_rows``'s test)."""
+        text = data.decode("utf-8-sig", errors="strict")
+        if text.lstrip().startswith("["):
+            return None
+        lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+        return cls(lines, _has_long_digits(data))
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def row(self, index: int) -> tuple[int, Any, str]:
+        number, line = self.lines[index]
+        try:
+            return number, _loads(line, long_ints_possible=self.long_ints), line
+        except json.JSONDecodeError:
+            raise _Malformed from None
+
+    def __iter__(self) -> Iterator[tuple[int, Any, str]]:
+        return (self.row(i) for i in range(len(self.lines)))
+
+
 def detect_format(first: Any) -> str | None:
     if not isinstance(first, dict):
         return None
@@ -1418,7 +1457,10 @@ def parse_import(
         raise ImportRejected(problems)
     try:
         data = source.read_data()
-        rows = list(_iter_rows(data, source.data_name))
+        lazy = on_records is not None and format in (None, "quorum") and source.export is None
+        rows: list | _LazyRows | None = _LazyRows.of(data) if lazy else None
+        if rows is None:
+            rows = list(_iter_rows(data, source.data_name))
     except ImportRejected:
         source.close()
         raise
@@ -1449,6 +1491,49 @@ def parse_import(
                 [Problem(None, "format", f"a Quorum export is read as seed rows, not {format!r}")]
             )
         format, source_name = "seed", source_name or export_source_name(source.export)
+    if isinstance(rows, _LazyRows):
+        try:
+            return _parse_rows(
+                source,
+                rows,
+                format,
+                source_name,
+                path,
+                max_text_chars,
+                on_progress,
+                on_records,
+                records_every,
+            )
+        except _Malformed:
+            # Read again the usual way, which reports every malformed row first (the records
+            # handed out are the caller's to drop: the file is rejected).
+            rows = list(_iter_rows(data, source.data_name))
+            on_records = None
+    return _parse_rows(
+        source,
+        rows,
+        format,
+        source_name,
+        path,
+        max_text_chars,
+        on_progress,
+        on_records,
+        records_every,
+    )
+
+
+def _parse_rows(
+    source: MediaSource,
+    rows: list | _LazyRows,
+    format: str | None,
+    source_name: str | None,
+    path: Path,
+    max_text_chars: int | None,
+    on_progress: Callable[[str, int, int], None] | None,
+    on_records: Callable[[list[PromptRecord], dict], None] | None,
+    records_every: int,
+) -> ParsedImport:
+    """``parse_import`` once the rows are read (or, ``_LazyRows``, about to be)."""
     parser = _Parser(
         source,
         source_name or Path(source.data_name).stem or path.stem,
@@ -1459,14 +1544,19 @@ def parse_import(
     if not rows:
         source.close()
         raise ImportRejected([Problem(None, "", f"{source.data_name}: no rows")])
-    for number, obj, _raw in rows:
-        if isinstance(obj, json.JSONDecodeError):
-            parser.problem(number, "", f"malformed JSON: {obj.msg} at column {obj.colno}")
-    first = next((obj for _, obj, _ in rows if not isinstance(obj, json.JSONDecodeError)), None)
+    if isinstance(rows, _LazyRows):
+        first = rows.row(0)[1]  # malformed: read again (``_Malformed``)
+        first_number = rows.lines[0][0]
+    else:
+        for number, obj, _raw in rows:
+            if isinstance(obj, json.JSONDecodeError):
+                parser.problem(number, "", f"malformed JSON: {obj.msg} at column {obj.colno}")
+        first = next((obj for _, obj, _ in rows if not isinstance(obj, json.JSONDecodeError)), None)
+        first_number = rows[0][0]
     fmt = format or detect_format(first)
     if fmt is None:
         parser.problem(
-            rows[0][0],
+            first_number,
             "",
             "cannot detect the format: expected Quorum JSONL ('candidates'), seed JSONL ('responses' + 'rankings') or arena votes ('model_a', 'model_b', 'winner'); pass --format",
         )

@@ -81,6 +81,59 @@ def test_the_parser_hands_out_no_seed_records(tmp_path):
     assert handed == []
 
 
+def _outcome(path, **kwargs):
+    """The parse's records (external ids) or its problems, and the records it handed out."""
+    handed = []
+    try:
+        parsed = _parse(path, on_records=lambda r, s: handed.extend(r), **kwargs)
+    except ImportRejected as exc:
+        return [str(p) for p in exc.problems], handed
+    return [p.external_id for p in parsed.prompts], handed
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        # A malformed row after handed-out records and after a row with a problem: the
+        # malformed one is still reported first, as the parse that reads every row first does.
+        [json.dumps(_row(i)) for i in range(4)] + ['{"id": "x", "candidates": 3}', "{oops", "[1"],
+        ["{oops"] + [json.dumps(_row(i)) for i in range(3)],  # the first row
+        ["", "  ", "\t"],  # no rows
+        ["\ufeff" + json.dumps(_row(0)), "", json.dumps(_row(1)), json.dumps(_row(2))],
+        ["[" + json.dumps(_row(0)) + ",", json.dumps(_row(1)) + "]"],  # one JSON document
+        ["\x0c[" + json.dumps(_row(0)) + "]"],
+        [json.dumps({"prompt": "p", "responses": ["a", "b"], "rankings": [1, 2]})] * 3,
+        [json.dumps(_row(i)) for i in range(5)] + ['{"id": "big", "n": 12345678901234567890}'],
+    ],
+)
+def test_records_handed_out_early_change_nothing_the_parse_returns(tmp_path, lines):
+    path = tmp_path / "a.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    try:
+        expected, ok = [p.external_id for p in _parse(path).prompts], True
+    except ImportRejected as exc:
+        expected, ok = [str(p) for p in exc.problems], False
+    got, handed = _outcome(path, records_every=2)
+    assert got == expected
+    if ok:  # a prefix of the records, each once
+        assert [r.external_id for r in handed] == got[: len(handed)]
+
+
+def test_the_first_records_go_before_the_rest_of_the_file_is_read(tmp_path, monkeypatch):
+    from annotate import importing
+
+    decoded = []
+    loads = importing._loads
+    monkeypatch.setattr(
+        importing, "_loads", lambda text, **kw: decoded.append(1) or loads(text, **kw)
+    )
+    path = _write(tmp_path / "a.jsonl", [_row(i) for i in range(10)])
+    at_first = []
+    _parse(path, on_records=lambda r, s: at_first.append(len(decoded)), records_every=2)
+    assert at_first[0] <= 3  # the first two rows (and the first once more, for the format)
+    assert len(decoded) <= 11
+
+
 def _stored(project: Project) -> dict:
     """The project's rows by external id, in id order (ids as ranks, not values)."""
     prompts = list(
@@ -145,12 +198,13 @@ def _both_ways(tmp_path, monkeypatch, rows) -> tuple[dict, dict, object]:
 
 @postgres_only
 @pytest.mark.django_db
-def test_a_streamed_import_stores_what_a_whole_one_does(tmp_path, monkeypatch, stream_writes):
-    rows = [{"project": {"blind": True}}] + [_row(i) for i in range(9)]
+@pytest.mark.parametrize("n", [8, 9])  # every record streamed; one left for the end
+def test_a_streamed_import_stores_what_a_whole_one_does(n, tmp_path, monkeypatch, stream_writes):
+    rows = [{"project": {"blind": True}}] + [_row(i) for i in range(n)]
     streamed, whole, result = _both_ways(tmp_path, monkeypatch, rows)
     assert stream_writes[:4] == [2, 2, 2, 2]  # written while the file was read
     assert streamed == whole
-    assert result.counts["prompts"] == 9 and result.counts["empty_answers"] == 9
+    assert result.counts["prompts"] == n and result.counts["empty_answers"] == n
 
 
 @postgres_only
