@@ -702,45 +702,6 @@ def _iter_rows(data: bytes, name: str) -> Iterator[tuple[int, Any, str]]:
             yield number, exc, line
 
 
-class _Malformed(Exception):
-    """A row of ``_LazyRows`` is not JSON: the file is read again the usual way."""
-
-
-class _LazyRows:
-    """A JSONL file's rows as ``_iter_rows`` yields them, each read only when reached, for a
-    parse that hands its records out as it goes (``parse_import(on_records=...)``): the first
-    are handed out before the rest is read. The usual parse reads every row first and reports
-    the malformed ones ahead of any other problem; so a malformed row here raises
-    ``_Malformed``, and the file is parsed again that way. Nothing but JSONL (a JSON array
-    is one document)."""
-
-    def __init__(self, lines: list[tuple[int, str]], long_ints: bool) -> None:
-        self.lines = lines
-        self.long_ints = long_ints
-
-    @classmethod
-    def of(cls, data: bytes) -> _LazyRows | None:
-        """The rows of ``data``, or None when it is one JSON document (``_iter_rows``'s test)."""
-        text = data.decode("utf-8-sig", errors="strict")
-        if text.lstrip().startswith("["):
-            return None
-        lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
-        return cls(lines, _has_long_digits(data))
-
-    def __len__(self) -> int:
-        return len(self.lines)
-
-    def row(self, index: int) -> tuple[int, Any, str]:
-        number, line = self.lines[index]
-        try:
-            return number, _loads(line, long_ints_possible=self.long_ints), line
-        except json.JSONDecodeError:
-            raise _Malformed from None
-
-    def __iter__(self) -> Iterator[tuple[int, Any, str]]:
-        return (self.row(i) for i in range(len(self.lines)))
-
-
 def detect_format(first: Any) -> str | None:
     if not isinstance(first, dict):
         return None
@@ -1416,8 +1377,6 @@ def parse_import(
     max_text_chars: int | None = None,
     max_image_pixels: int | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
-    on_records: Callable[[list[PromptRecord], dict], None] | None = None,
-    records_every: int = 1000,
 ) -> ParsedImport:
     """Reads and checks an import file completely. Raises ImportRejected listing problems.
 
@@ -1429,12 +1388,6 @@ def parse_import(
             ``max_file_bytes``), each text field's length, each image's or frame's pixel count
             (default: no limit).
         on_progress: called as ``(phase, done, total)`` while rows and media are checked.
-        on_records: Quorum JSONL only: called as ``(records, project settings)`` with each
-            ``records_every`` prompt records read so far without a problem, in file order and
-            each record once (the returned ``prompts`` start with them), so that a caller can
-            write them while the rest is read. The file may still turn out to have problems
-            (a later row, its media): the ImportRejected comes at the end as ever, and what
-            the caller wrote is the caller's to undo (a transaction's rollback).
     """
     path = Path(path)
     if format is not None and format not in FORMATS:
@@ -1457,10 +1410,7 @@ def parse_import(
         raise ImportRejected(problems)
     try:
         data = source.read_data()
-        lazy = on_records is not None and format in (None, "quorum") and source.export is None
-        rows: list | _LazyRows | None = _LazyRows.of(data) if lazy else None
-        if rows is None:
-            rows = list(_iter_rows(data, source.data_name))
+        rows = list(_iter_rows(data, source.data_name))
     except ImportRejected:
         source.close()
         raise
@@ -1491,49 +1441,6 @@ def parse_import(
                 [Problem(None, "format", f"a Quorum export is read as seed rows, not {format!r}")]
             )
         format, source_name = "seed", source_name or export_source_name(source.export)
-    if isinstance(rows, _LazyRows):
-        try:
-            return _parse_rows(
-                source,
-                rows,
-                format,
-                source_name,
-                path,
-                max_text_chars,
-                on_progress,
-                on_records,
-                records_every,
-            )
-        except _Malformed:
-            # Read again the usual way, which reports every malformed row first (the records
-            # handed out are the caller's to drop: the file is rejected).
-            rows = list(_iter_rows(data, source.data_name))
-            on_records = None
-    return _parse_rows(
-        source,
-        rows,
-        format,
-        source_name,
-        path,
-        max_text_chars,
-        on_progress,
-        on_records,
-        records_every,
-    )
-
-
-def _parse_rows(
-    source: MediaSource,
-    rows: list | _LazyRows,
-    format: str | None,
-    source_name: str | None,
-    path: Path,
-    max_text_chars: int | None,
-    on_progress: Callable[[str, int, int], None] | None,
-    on_records: Callable[[list[PromptRecord], dict], None] | None,
-    records_every: int,
-) -> ParsedImport:
-    """``parse_import`` once the rows are read (or, ``_LazyRows``, about to be)."""
     parser = _Parser(
         source,
         source_name or Path(source.data_name).stem or path.stem,
@@ -1544,19 +1451,14 @@ def _parse_rows(
     if not rows:
         source.close()
         raise ImportRejected([Problem(None, "", f"{source.data_name}: no rows")])
-    if isinstance(rows, _LazyRows):
-        first = rows.row(0)[1]  # malformed: read again (``_Malformed``)
-        first_number = rows.lines[0][0]
-    else:
-        for number, obj, _raw in rows:
-            if isinstance(obj, json.JSONDecodeError):
-                parser.problem(number, "", f"malformed JSON: {obj.msg} at column {obj.colno}")
-        first = next((obj for _, obj, _ in rows if not isinstance(obj, json.JSONDecodeError)), None)
-        first_number = rows[0][0]
+    for number, obj, _raw in rows:
+        if isinstance(obj, json.JSONDecodeError):
+            parser.problem(number, "", f"malformed JSON: {obj.msg} at column {obj.colno}")
+    first = next((obj for _, obj, _ in rows if not isinstance(obj, json.JSONDecodeError)), None)
     fmt = format or detect_format(first)
     if fmt is None:
         parser.problem(
-            first_number,
+            rows[0][0],
             "",
             "cannot detect the format: expected Quorum JSONL ('candidates'), seed JSONL ('responses' + 'rankings') or arena votes ('model_a', 'model_b', 'winner'); pass --format",
         )
@@ -1564,11 +1466,6 @@ def _parse_rows(
         raise ImportRejected(parser.problems)
     handler = getattr(parser, fmt)
     total = len(rows)
-    # A quorum row's record is complete once its handler returns (a seed row may add to an
-    # earlier row's record): only those are handed out early.
-    if fmt != "quorum":
-        on_records = None
-    handed = 0
     for index, (number, obj, raw) in enumerate(rows, start=1):
         if isinstance(obj, json.JSONDecodeError):
             continue
@@ -1586,13 +1483,6 @@ def _parse_rows(
         record = handler(number, obj, raw)
         if record is not None:
             prompts.append(record)
-            if (
-                on_records is not None
-                and len(prompts) - handed >= records_every
-                and not parser.problems
-            ):
-                on_records(prompts[handed:], project_settings)
-                handed = len(prompts)
         if len(parser.problems) >= MAX_PROBLEMS:
             break
         if on_progress is not None and (index % 1000 == 0 or index == total):

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -38,7 +38,6 @@ from annotate.importing import (
     ImportRejected,
     ParsedImport,
     Problem,
-    PromptRecord,
     export_root_in_zip,
     parse_import,
 )
@@ -323,17 +322,6 @@ def _import_file(
     created_by: AbstractBaseUser | None,
     statistics_later: bool,
 ) -> ImportResult:
-    if connection.vendor == "postgresql":
-        return _import_file_streamed(
-            path=path,
-            project=project,
-            project_name=project_name,
-            format=format,
-            source_name=source_name,
-            on_progress=on_progress,
-            created_by=created_by,
-            statistics_later=statistics_later,
-        )
     parsed = parse_import(
         path,
         format=format,
@@ -363,7 +351,24 @@ def _import_file(
                             project=project, user=created_by, role=Membership.Role.ADMIN
                         )
             counts = _write_records(project, parsed, created_media, on_progress)
-            stale_tables = _import_written(project, counts, statistics_later=statistics_later)
+            new_prompt_ids = counts.pop("_new_prompt_ids")
+            written = ("prompts", "candidates", "tasks", "judgments")
+            if sum(counts.get(k, 0) for k in written) >= ANALYZE_AFTER_ROWS:
+                # Fresh planner statistics once this commits (stale ones made next-task slow),
+                # of the tables this import wrote (judgments also change their tasks' rows).
+                if statistics_later:
+                    stale_tables = _written_tables(counts)
+                else:
+                    tables_analyze(_written_tables(counts))
+            if counts["judgments"]:
+                # New evidence: the project's flags and annotator figures are recomputed.
+                flags_recompute_job(project_id=project.pk)
+            if new_prompt_ids and project.active_reward_model_id:
+                from workers.scoring import scoring_run_start
+
+                # Recorded with the rows, published on commit: the gpu workers pre-rank the
+                # new candidates.
+                scoring_run_start(project=project, prompt_ids=new_prompt_ids, reason="import")
     except BaseException:
         if not state["committed"]:
             for name in created_media:
@@ -374,267 +379,6 @@ def _import_file(
     return ImportResult(
         project=project, format=parsed.format, counts=counts, stale_tables=stale_tables
     )
-
-
-def _import_written(project: Project, counts: dict, *, statistics_later: bool) -> list[str]:
-    """What follows an import's writes in its transaction: planner statistics (refreshed now,
-    or the tables returned for the caller), the flags recompute, the scoring of new
-    candidates. Takes ``_new_prompt_ids`` out of ``counts``."""
-    new_prompt_ids = counts.pop("_new_prompt_ids")
-    stale_tables: list[str] = []
-    written = ("prompts", "candidates", "tasks", "judgments")
-    if sum(counts.get(k, 0) for k in written) >= ANALYZE_AFTER_ROWS:
-        # Fresh planner statistics once this commits (stale ones made next-task slow),
-        # of the tables this import wrote (judgments also change their tasks' rows).
-        if statistics_later:
-            stale_tables = _written_tables(counts)
-        else:
-            tables_analyze(_written_tables(counts))
-    if counts["judgments"]:
-        # New evidence: the project's flags and annotator figures are recomputed.
-        flags_recompute_job(project_id=project.pk)
-    if new_prompt_ids and project.active_reward_model_id:
-        from workers.scoring import scoring_run_start
-
-        # Recorded with the rows, published on commit: the gpu workers pre-rank the
-        # new candidates.
-        scoring_run_start(project=project, prompt_ids=new_prompt_ids, reason="import")
-    return stale_tables
-
-
-# PostgreSQL: prompt records per streamed chunk (``_import_file_streamed``).
-STREAM_RECORDS = 1000
-
-
-@dataclass
-class _Streamed:
-    """What ``_import_file_streamed`` wrote while the file was still being read: the first
-    ``records`` prompt records of the file, all new (prompts and candidates; their tasks are
-    written with the rest, once the project's settings are final)."""
-
-    project: Project
-    trusted: bool
-    created: bool  # the project is new: its settings are those of the whole file
-    records: int = 0
-    prompts: dict[str, int] = field(default_factory=dict)
-    cands: dict[str, int] = field(default_factory=dict)
-    new_prompt_pks: list[int] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
-
-
-def _streamable(records: list[PromptRecord]) -> bool:
-    """Records written before the file is read to its end: no judgments, no media (both are
-    written once the whole file is checked)."""
-    return not any(
-        p.judgments or p.image or p.video or any(c.media for c in p.candidates) for p in records
-    )
-
-
-def _import_file_streamed(
-    *,
-    path: Path,
-    project: Project | None,
-    project_name: str | None,
-    format: str | None,
-    source_name: str | None,
-    on_progress: Callable[[str, int, int], None] | None,
-    created_by: AbstractBaseUser | None,
-    statistics_later: bool,
-) -> ImportResult:
-    """``_import_file`` on PostgreSQL: the file is parsed in a thread while this one writes
-    its first records' prompts and candidates (``COPY``), so the server's work on them
-    overlaps the parsing of the rest (one transaction, as ever).
-
-    Only into a project without prompts (or a new one), only records without judgments or
-    media, and only from the start of the file on: the first record that does not qualify
-    (or a project with prompts, or project settings that do not hold) ends the streaming,
-    and the rest goes as ``_import_file`` writes it, once the whole file is checked. A
-    problem anywhere in the file still rejects it whole: the transaction rolls back what was
-    streamed. The rows are those ``_import_file`` writes, ids included (each table's ids
-    are taken in file order either way).
-    """
-    import queue
-    import threading
-
-    from django.db import connections
-
-    items: queue.SimpleQueue = queue.SimpleQueue()
-    progress = on_progress
-    if on_progress is not None and connection.in_atomic_block:
-        # Inside the caller's transaction a progress write is that transaction's, as it is
-        # in ``_import_file``: this thread makes it (another connection could wait on a row
-        # the caller locked while this thread waits on the parse).
-        def progress(phase: str, done: int, total: int) -> None:
-            items.put(("progress", (phase, done, total)))
-
-    def parse() -> None:
-        try:
-            items.put(
-                (
-                    "parsed",
-                    parse_import(
-                        path,
-                        format=format,
-                        source_name=source_name,
-                        max_media_bytes=settings.QUORUM_MAX_MEDIA_BYTES,
-                        max_file_bytes=settings.QUORUM_MAX_IMPORT_BYTES,
-                        max_data_bytes=settings.QUORUM_MAX_DATA_BYTES,
-                        max_text_chars=settings.QUORUM_MAX_TEXT_CHARS,
-                        max_image_pixels=settings.QUORUM_MAX_IMAGE_PIXELS,
-                        on_progress=progress,
-                        on_records=lambda records, project_settings: items.put(
-                            ("records", records, project_settings)
-                        ),
-                        records_every=STREAM_RECORDS,
-                    ),
-                )
-            )
-        except BaseException as exc:
-            items.put(("failed", exc))
-        finally:
-            connections.close_all()  # this thread's own (a progress write opens one)
-
-    thread = threading.Thread(target=parse, name="quorum-import-parse", daemon=True)
-    thread.start()
-    parsed: ParsedImport | None = None
-    created_media: list[str] = []
-    state = {"committed": False}
-    stale_tables: list[str] = []
-    try:
-        with transaction.atomic():
-            transaction.on_commit(lambda: state.update(committed=True))
-            streamed: _Streamed | None = None
-            streaming = True
-            while parsed is None:
-                item = items.get()
-                if item[0] == "failed":
-                    raise item[1]
-                if item[0] == "parsed":
-                    parsed = item[1]
-                    break
-                if item[0] == "progress":
-                    on_progress(*item[1])
-                    continue
-                records, project_settings = item[1], item[2]
-                if not streaming or not _streamable(records):
-                    streaming = False
-                    continue
-                if streamed is None:
-                    streamed = _stream_start(
-                        project, project_name or path.stem, project_settings, records, created_by
-                    )
-                    if streamed is None:
-                        streaming = False
-                        continue
-                try:
-                    with transaction.atomic():
-                        _stream_write(streamed, records)
-                except DatabaseError:
-                    # Written again with the rest, where ``_import_file`` meets it: after
-                    # the file's own problems, if it has any.
-                    streaming = False
-            if streamed is None:
-                if project is None:
-                    name = project_name or path.stem
-                    project = Project.objects.filter(name=name).first()
-                    if project is None:
-                        project = _project_from_settings(name, parsed)
-                        if created_by is not None:
-                            Membership.objects.create(
-                                project=project, user=created_by, role=Membership.Role.ADMIN
-                            )
-                counts = _write_records(project, parsed, created_media, on_progress)
-            else:
-                project = streamed.project
-                _stream_settings_final(streamed, parsed)
-                counts = _write_records(
-                    project, parsed, created_media, on_progress, streamed=streamed
-                )
-            stale_tables = _import_written(project, counts, statistics_later=statistics_later)
-    except BaseException:
-        if not state["committed"]:
-            for name in created_media:
-                default_storage.delete(name)
-        raise
-    finally:
-        thread.join()
-        if parsed is None:  # this thread stopped first: the parse's outcome is still queued
-            while not items.empty():
-                item = items.get()
-                if item[0] == "parsed":
-                    parsed = item[1]
-        if parsed is not None:
-            parsed.source.close()
-    return ImportResult(
-        project=project, format=parsed.format, counts=counts, stale_tables=stale_tables
-    )
-
-
-def _stream_start(
-    project: Project | None,
-    name: str,
-    project_settings: dict,
-    records: list[PromptRecord],
-    created_by: AbstractBaseUser | None,
-) -> _Streamed | None:
-    """The project the streamed records go to, or None when they cannot be streamed: the
-    project has prompts, or a new one's settings are refused (``_import_file`` then reports
-    that once the file is checked, after the file's own problems)."""
-    if project is None:
-        project = Project.objects.filter(name=name).first()
-    created = project is None
-    if created:
-        # The first records settle what the whole file's would (``_stream_settings_final``
-        # sets the rest's).
-        first = ParsedImport("quorum", records, project_settings, {}, None)
-        try:
-            project = _project_from_settings(name, first)
-        except ImportRejected:
-            return None
-        if created_by is not None:
-            Membership.objects.create(project=project, user=created_by, role=Membership.Role.ADMIN)
-    elif Prompt.objects.filter(project=project).exists():
-        return None
-    trusted = references_trust_new_rows(model=Project, pk=project.pk)
-    return _Streamed(project=project, trusted=trusted, created=created)
-
-
-def _stream_settings_final(streamed: _Streamed, parsed: ParsedImport) -> None:
-    """A project the stream created takes the settings the whole file gives it (its
-    candidates per task: the most candidates a prompt has)."""
-    project = streamed.project
-    if not streamed.created:
-        return
-    values = _project_defaults(parsed)
-    values.update(
-        {k: v for k, v in parsed.project_settings.items() if k in ("mode", "candidates_per_task")}
-    )
-    changed = [k for k, v in values.items() if getattr(project, k) != v]
-    if changed:
-        for k in changed:
-            setattr(project, k, values[k])
-        try:
-            with transaction.atomic():
-                project.save(update_fields=changed)
-        except IntegrityError as exc:
-            raise ImportRejected(
-                [Problem(1, "project", f"invalid project settings ({exc})")]
-            ) from None
-
-
-def _stream_write(
-    streamed: _Streamed, records: list[PromptRecord], stored: dict[str, str] | None = None
-) -> None:
-    """Writes new records' prompts and candidates into the streamed import's project."""
-    prompts, cands, _, new_prompt_pks, counts = _write_prompts_and_candidates(
-        streamed.project, records, stored or {}, fresh=True
-    )
-    streamed.prompts.update(prompts)
-    streamed.cands.update(cands)
-    streamed.new_prompt_pks += new_prompt_pks
-    for key, n in counts.items():
-        streamed.counts[key] = streamed.counts.get(key, 0) + n
-    streamed.records += len(records)
 
 
 def _written_tables(counts: dict[str, int]) -> list[str]:
@@ -649,14 +393,46 @@ def _written_tables(counts: dict[str, int]) -> list[str]:
     return [model._meta.db_table for model, n in written.items() if n]
 
 
-def _write_prompts_and_candidates(
-    project: Project, records: list[PromptRecord], stored: dict[str, str], *, fresh: bool
-) -> tuple[dict[str, int], dict[str, int], set[str], list[int], dict[str, int]]:
-    """Writes the records' new prompts and candidates; returns the pks of the records'
-    prompts and candidates by external id, the new prompts' external ids and pks, and the
-    counts (prompts, candidates, empty_answers). ``fresh``: none of them exists yet."""
+def _write_records(
+    project: Project,
+    parsed: ParsedImport,
+    created_media: list[str],
+    on_progress: Callable[[str, int, int], None] | None,
+) -> dict[str, int]:
     problems: list[Problem] = []
-    ext_ids = [p.external_id for p in records]
+    if project.mode == Project.Mode.PAIRWISE:
+        for p in parsed.prompts:
+            for j in p.judgments:
+                if j.kind == "ranking":
+                    problems.append(
+                        Problem(
+                            j.line,
+                            "judgments",
+                            f"project {project.name!r} is pairwise: ranking judgments cannot be imported into it",
+                        )
+                    )
+    if not project.ties_allowed:
+        for p in parsed.prompts:
+            for j in p.judgments:
+                if (j.ranking and any(len(g) > 1 for g in j.ranking)) or j.outcome == "tie":
+                    problems.append(
+                        Problem(
+                            j.line, "judgments", f"project {project.name!r} does not allow ties"
+                        )
+                    )
+    if problems:
+        raise ImportRejected(problems)
+
+    stored = _store_media(project, parsed, created_media)
+    counts = dict.fromkeys(("prompts", "candidates", "tasks", "judgments", "skipped_existing"), 0)
+
+    # Prompts. A project without prompts holds no candidates or tasks either (they hang off
+    # prompts): its first import needs no look-ups of what exists.
+    fresh = not Prompt.objects.filter(project=project).exists()
+    # Every row written from here to references_checked references rows written here, or
+    # the project (PostgreSQL: their foreign-key checks are skipped).
+    trusted = fresh and references_trust_new_rows(model=Project, pk=project.pk)
+    ext_ids = [p.external_id for p in parsed.prompts]
     prompts: dict[str, int] = (
         {}
         if fresh
@@ -668,7 +444,7 @@ def _write_prompts_and_candidates(
             )
         )
     )
-    new_prompts = [p for p in records if p.external_id not in prompts]
+    new_prompts = [p for p in parsed.prompts if p.external_id not in prompts]
     # Column by column (annotate.bulk_insert.columns_insert): no row tuples, one markdown
     # pass over the texts, media columns only when the file names media. ``checks_hold``:
     # the four tables' CHECK constraints hold by construction (metadata: dicts the parser
@@ -694,14 +470,14 @@ def _write_prompts_and_candidates(
         },
         checks_hold=True,
     )
-    counts = {"prompts": len(new_prompts)}
+    counts["prompts"] = len(new_prompts)
     prompts.update(zip((p.external_id for p in new_prompts), new_prompt_pks, strict=True))
     new_prompt_ids = {p.external_id for p in new_prompts}
 
     # Candidates: written as columns (no model instances: 4+ per prompt); ``cands`` holds pks.
     existing_cands: dict[str, tuple[int, int]] = {}
     if not fresh:
-        cand_ext_ids = {c.external_id for p in records for c in p.candidates}
+        cand_ext_ids = {c.external_id for p in parsed.prompts for c in p.candidates}
         for ext, pk, prompt_pk in _chunked_filter(
             Candidate.objects.filter(project=project).values_list("external_id", "pk", "prompt_id"),
             "external_id",
@@ -710,7 +486,7 @@ def _write_prompts_and_candidates(
             existing_cands[ext] = (pk, prompt_pk)
     new_cands: list[CandidateRecord] = []
     new_cand_prompts: list[int] = []
-    for p in records:
+    for p in parsed.prompts:
         prompt_pk = prompts[p.external_id]
         if not existing_cands:
             new_cands += p.candidates
@@ -757,64 +533,6 @@ def _write_prompts_and_candidates(
     counts["empty_answers"] = sum(1 for m in metadata if m and m.get(EMPTY_ANSWER))
     cands = {ext: pk for ext, (pk, _) in existing_cands.items()}
     cands.update(zip(new_cand_ext_ids, new_cand_pks, strict=True))
-    return prompts, cands, new_prompt_ids, new_prompt_pks, counts
-
-
-def _write_records(
-    project: Project,
-    parsed: ParsedImport,
-    created_media: list[str],
-    on_progress: Callable[[str, int, int], None] | None,
-    *,
-    streamed: _Streamed | None = None,
-) -> dict[str, int]:
-    """Writes the parsed records into ``project``. ``streamed``: the first ``streamed.records``
-    of them are written already (prompts and candidates, ``_import_file_streamed``), into a
-    project that had no prompts."""
-    problems: list[Problem] = []
-    if project.mode == Project.Mode.PAIRWISE:
-        for p in parsed.prompts:
-            for j in p.judgments:
-                if j.kind == "ranking":
-                    problems.append(
-                        Problem(
-                            j.line,
-                            "judgments",
-                            f"project {project.name!r} is pairwise: ranking judgments cannot be imported into it",
-                        )
-                    )
-    if not project.ties_allowed:
-        for p in parsed.prompts:
-            for j in p.judgments:
-                if (j.ranking and any(len(g) > 1 for g in j.ranking)) or j.outcome == "tie":
-                    problems.append(
-                        Problem(
-                            j.line, "judgments", f"project {project.name!r} does not allow ties"
-                        )
-                    )
-    if problems:
-        raise ImportRejected(problems)
-
-    stored = _store_media(project, parsed, created_media)
-    counts = dict.fromkeys(("prompts", "candidates", "tasks", "judgments", "skipped_existing"), 0)
-
-    if streamed is None:
-        # A project without prompts holds no candidates or tasks either (they hang off
-        # prompts): its first import needs no look-ups of what exists.
-        fresh = not Prompt.objects.filter(project=project).exists()
-        # Every row written from here to references_checked references rows written here,
-        # or the project (PostgreSQL: their foreign-key checks are skipped).
-        trusted = fresh and references_trust_new_rows(model=Project, pk=project.pk)
-        prompts, cands, new_prompt_ids, new_prompt_pks, written = _write_prompts_and_candidates(
-            project, parsed.prompts, stored, fresh=fresh
-        )
-    else:
-        fresh, trusted = True, streamed.trusted
-        _stream_write(streamed, parsed.prompts[streamed.records :], stored)
-        prompts, cands = streamed.prompts, streamed.cands
-        new_prompt_ids, new_prompt_pks = set(prompts), streamed.new_prompt_pks
-        written = streamed.counts
-    counts.update(written)
     if on_progress:
         on_progress("write", len(parsed.prompts) // 3, len(parsed.prompts))
 
