@@ -16,9 +16,7 @@ downloads with that query string's options, as the API reads them (``format=parq
 prints one JSON line of the figures. ``--legs`` times the build's three legs apart instead
 (CPU seconds, median of ``--repeat``): the load (``services._snapshot_input``),
 ``exporting.build_snapshot`` and ``exporting.write_snapshot``, with the cycle collector
-paused as the worker pauses it; no download. As in the worker, ``build_snapshot`` is given the
-folder, so the pair files are written in a thread during it (their CPU is the build leg's);
-``--legs-apart`` builds without it, every file in ``write_snapshot``.
+paused as the worker pauses it; no download.
 """
 
 from __future__ import annotations
@@ -45,9 +43,6 @@ def main() -> None:
     parser.add_argument("--query", default="", help="download options, e.g. format=jsonl")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--legs", action="store_true", help="time load, build, write apart")
-    parser.add_argument(
-        "--legs-apart", action="store_true", help="with --legs: no file written during the build"
-    )
     args = parser.parse_args()
 
     code = Path(args.code).resolve()
@@ -157,7 +152,6 @@ def _legs(project, args) -> dict:
     """CPU seconds of the load, `build_snapshot` and `write_snapshot`, median of ``--repeat``
     builds (each written to a fresh folder, removed after)."""
     import gc
-    import inspect
     import shutil
     import tempfile
 
@@ -179,10 +173,7 @@ def _legs(project, args) -> dict:
             source = services._snapshot_input(export)
             legs["load"].append(time.process_time() - cpu)
             cpu = time.process_time()
-            # (A tree from before the pairs were written during the build has no out_dir.)
-            takes = "out_dir" in inspect.signature(E.build_snapshot).parameters
-            early = {"out_dir": work} if takes and not args.legs_apart else {}
-            snapshot = E.build_snapshot(source, options, **early)
+            snapshot = E.build_snapshot(source, options)
             legs["build"].append(time.process_time() - cpu)
             cpu = time.process_time()
             E.write_snapshot(snapshot, work, source, options, lambda _p, _s: None)

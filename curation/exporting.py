@@ -29,7 +29,6 @@ without content (model names only, empty answers) never reach a row.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -364,8 +363,6 @@ class Snapshot:
     jsonl: list[JsonlTable] = field(default_factory=list)
     # The datasheet's leaderboard and stability, still being worked out (`_leaderboard`).
     leaderboard: Future | None = None
-    # The pair files, being written already (`build_snapshot`'s ``out_dir``).
-    early: _EarlyPairs | None = None
 
     @property
     def datasheet(self) -> dict[str, Any]:
@@ -382,15 +379,8 @@ def build_snapshot(
     progress: Progress | None = None,
     *,
     batched: bool = True,
-    out_dir: Path | None = None,
 ) -> Snapshot:
     """Consensus per prompt under ``options``, turned into rows and a datasheet.
-
-    With ``out_dir`` (the empty folder `write_snapshot` is then given), the pair files
-    (``pairs/``, ``parquet/pairs.parquet``, ``hf/pairs/``) are written there in a thread as
-    soon as the pairs are known, while this thread works out the ranking rows (seeded shuffles,
-    Python): `Snapshot.early` holds that writing, `write_snapshot` finishes it. A build that
-    raises first waits for it and discards its deflated members.
 
     With the joint model's strengths (denoised), and with denoising off (majority vote),
     prompts get their consensus and pair rows from `batch_consensus` (all prompts at once,
@@ -469,8 +459,6 @@ def build_snapshot(
     all_prompts = sorted(source.prompts)
     cells: dict[int, _Cells] = {}
     rng = random.Random(f"export:{options.seed}")
-    # Prompts with a ranking to write: its rows are made after the pairs' table, in this order.
-    ranked_later: list[tuple[int, int, float | None, list[list[int]], str]] = []
     batch: dict[int, BC.BatchPrompt] = {}
     if batched and joint is not None and options.denoise:
         from curation import batch_consensus as BC
@@ -579,8 +567,16 @@ def build_snapshot(
             if pairs:
                 prompt_rows[prompt_id] = (pairs, None, [])
             continue
-        prompt_rows[prompt_id] = (pairs, None, [])
-        ranked_later.append((prompt_id, n_votes, agreement, ranking, origin))
+        full = _ranking_row(n_votes, agreement, ranking, origin, rng, "")
+        variants = [
+            _ranking_row(n_votes, agreement, sub, origin, rng, f":v{i}")
+            for i, sub in enumerate(
+                C.sample_variants(
+                    ranking, size=VARIANT_SIZE, count=options.variants_per_prompt, rng=rng
+                )
+            )
+        ]
+        prompt_rows[prompt_id] = (pairs, full, variants)
 
     progress(72, "splits")
     if len(options.splits) == 1:
@@ -592,220 +588,189 @@ def build_snapshot(
             {p: _content_keys(source, p) for p in prompt_rows}, options.splits, options.seed
         )
     order = sorted(prompt_rows, key=lambda p: source.prompts[p].external_id)
-    columns = _table_columns(source, order, split_of, cells)
-    pairs_table = _pairs_table(
-        columns, order, prompt_rows, cells, options, use_rm, batch_rows, source.rm_label
+    media: set[str] = set()
+    # The media file of each candidate that has one (none in a text-only project).
+    media_of = {c.id: c.media for c in source.candidates.values() if c.media}
+    by_split: dict[str, Counter[str]] = {name: Counter() for name in options.splits}
+    batched_spans: list[range] = []
+    for prompt_id in order:
+        pairs, full, variants = prompt_rows[prompt_id]
+        counts = by_split[split_of[prompt_id]]
+        counts["prompts"] += 1
+        counts["pairs"] += len(pairs)
+        counts["rankings"] += full is not None
+        counts["rankings_4"] += len(variants)
+        if isinstance(pairs, range):
+            batched_spans.append(pairs)
+        elif media_of:
+            for row in pairs:
+                media.update(media_of[c] for c in row[:2] if c in media_of)
+        if full is not None and media_of:
+            media.update(media_of[c] for c in full.order if c in media_of)
+        prompt = source.prompts[prompt_id]
+        if prompt.image or prompt.video:
+            media.update(m for m in (prompt.image, prompt.video) if m)
+    if batch_rows is not None and batched_spans and media_of:
+        import numpy as np
+
+        rows = batch_rows.kept[np.concatenate([np.arange(r.start, r.stop) for r in batched_spans])]
+        sides = np.unique(
+            np.concatenate((batch_rows.columns.better[rows], batch_rows.columns.worse[rows]))
+        )
+        media.update(media_of[c] for c in sides.tolist() if c in media_of)
+    pairs_table, rankings_table, variants_table = _export_tables(
+        source, order, split_of, prompt_rows, cells, options, use_rm, batch_rows
     )
-    early = _EarlyPairs(out_dir, source, options, pairs_table) if out_dir is not None else None
-    try:
-        # The ranking rows, in the order the prompts were met (one seeded generator for all).
-        for prompt_id, n_votes, agreement, ranking, origin in ranked_later:
-            full = _ranking_row(n_votes, agreement, ranking, origin, rng, "")
-            variants = [
-                _ranking_row(n_votes, agreement, sub, origin, rng, f":v{i}")
-                for i, sub in enumerate(
-                    C.sample_variants(
-                        ranking, size=VARIANT_SIZE, count=options.variants_per_prompt, rng=rng
-                    )
-                )
-            ]
-            prompt_rows[prompt_id] = (prompt_rows[prompt_id][0], full, variants)
-        media: set[str] = set()
-        # The media file of each candidate that has one (none in a text-only project).
-        media_of = {c.id: c.media for c in source.candidates.values() if c.media}
-        by_split: dict[str, Counter[str]] = {name: Counter() for name in options.splits}
-        batched_spans: list[range] = []
-        for prompt_id in order:
-            pairs, full, variants = prompt_rows[prompt_id]
-            counts = by_split[split_of[prompt_id]]
-            counts["prompts"] += 1
-            counts["pairs"] += len(pairs)
-            counts["rankings"] += full is not None
-            counts["rankings_4"] += len(variants)
-            if isinstance(pairs, range):
-                batched_spans.append(pairs)
-            elif media_of:
-                for row in pairs:
-                    media.update(media_of[c] for c in row[:2] if c in media_of)
-            if full is not None and media_of:
-                media.update(media_of[c] for c in full.order if c in media_of)
-            prompt = source.prompts[prompt_id]
-            if prompt.image or prompt.video:
-                media.update(m for m in (prompt.image, prompt.video) if m)
-        if batch_rows is not None and batched_spans and media_of:
-            import numpy as np
 
-            rows = batch_rows.kept[
-                np.concatenate([np.arange(r.start, r.stop) for r in batched_spans])
-            ]
-            sides = np.unique(
-                np.concatenate((batch_rows.columns.better[rows], batch_rows.columns.worse[rows]))
+    progress(75, "leaderboard")
+    exported_votes = [v for v in kept_votes if v.prompt_id in prompt_rows]
+    # Every judgment but those naming no pair (`C.unpaired`: no record to compare).
+    all_votes = C.without_unpaired(source.votes)
+    all_figures = _agreement_figures(all_votes)
+    # exported_votes is a sublist of all_votes in order: as long, it is the same list.
+    exported_figures = (
+        all_figures if len(exported_votes) == len(all_votes) else _agreement_figures(exported_votes)
+    )
+    model_of = {c.id: c.model_name for c in source.candidates.values()}
+    # Votes on candidates without content rank models all the same (arena-style data).
+    board_votes = [
+        v for v in kept_votes if v.prompt_id in prompt_rows or v.prompt_id in no_content_prompts
+    ]
+    # The leaderboard (the model comparisons, a seeded bootstrap and up to 200 refits) is
+    # worked out in a thread while the files are written (`Snapshot.datasheet` waits for it).
+    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-leaderboard")
+    leaderboard = background.submit(
+        _leaderboard, board_votes, model_of, source.leaderboard_bootstrap, options.seed
+    )
+    background.shutdown(wait=False)  # the thread ends with its one task
+
+    datasheet = {
+        "format": FORMAT,
+        "project": {"id": source.project_id, "name": source.project_name},
+        "version": source.version,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "options": options.to_dict(),
+        "method": {
+            "unit": "prompt",
+            "evaluator_weights": "joint annotator model: Crowd-BT reliability eta "
+            "(curation.crowd_bt)"
+            if joint is not None
+            else "CROWDLAB reliability (curation.agreement.annotator_reliability)",
+            "denoise": "ranking by the joint annotator model's strengths (Crowd-BT with a "
+            "position term, one fit over the project); human arcs it contradicts are "
+            "overruled (listed under cycles)"
+            if joint is not None
+            else "minimum-weight feedback arc set per prompt (exact up to 12 nodes per "
+            "strongly connected component, else Eades-Lin-Smyth + local search)"
+            if options.denoise
+            else "off: weighted majority vote, ranked by Copeland score",
+            "ranking": "crowd_bt"
+            if joint is not None
+            else C.RANKING_METHOD
+            if options.denoise
+            else "copeland",
+            "joint_model": None
+            if joint is None
+            else {"alpha": joint.alpha, "reward_model": joint.reward_model},
+            "model_prior": joint.model_prior if joint is not None else None,
+            "reward_model": source.rm_label if use_rm else None,
+            "reward_model_weight": (
+                joint.reward_model["beta"] if joint and joint.reward_model else round(rm_weight, 4)
             )
-            media.update(media_of[c] for c in sides.tolist() if c in media_of)
-        rankings_table, variants_table = _ranking_tables(columns, order, prompt_rows)
-
-        progress(75, "leaderboard")
-        exported_votes = [v for v in kept_votes if v.prompt_id in prompt_rows]
-        # Every judgment but those naming no pair (`C.unpaired`: no record to compare).
-        all_votes = C.without_unpaired(source.votes)
-        all_figures = _agreement_figures(all_votes)
-        # exported_votes is a sublist of all_votes in order: as long, it is the same list.
-        exported_figures = (
-            all_figures
-            if len(exported_votes) == len(all_votes)
-            else _agreement_figures(exported_votes)
+            if use_rm
+            else None,
+            "reward_model_reliability": None
+            if rm_reliability is None
+            else round(rm_reliability, 4),
+            "pairs": "human-judged pairs ordered as the final ranking orders them, with a "
+            "positive human net preference that way (reviewer rankings: every ordered pair)",
+            "ranks": "1 = best, tied candidates share a rank (competition ranking)",
+        },
+        "counts": {
+            "prompts_in_project": len(source.prompts),
+            "prompts_exported": len(prompt_rows),
+            "prompts_with_rankings": rankings_table.num_rows,
+            "judgments_in_project": len(source.votes),
+            "judgments_used": len(exported_votes),
+            "pairs": pairs_table.num_rows,
+            "rankings": rankings_table.num_rows,
+            "rankings_4": variants_table.num_rows,
+            "reviewer_rankings_used": decisions_used,
+            "by_split": {name: dict(c) for name, c in by_split.items()},
+        },
+        # Two scopes, each figure computed the same way in both: reviewers' discards, marked
+        # annotators and the export's filters change which judgments are in, so the figures
+        # of the export and of the project differ, and a reader must know which is which.
+        "agreement": {
+            "all_judgments": {
+                "scope": AGREEMENT_SCOPES["all_judgments"],
+                **all_figures,
+            },
+            "exported": {
+                "scope": AGREEMENT_SCOPES["exported"],
+                **exported_figures,
+            },
+        },
+        "dropped": {
+            "prompts": dict(drops_prompts),
+            "judgments": dict(drops_judgments),
+            "pairs": dict(drops_pairs),
+        },
+        "cycles": {**cycles, "weight_removed": round(cycles["weight_removed"], 4)},
+        "overruled_arcs": {
+            "listed": len(overruled),
+            "strong": sum(row["strong"] for row in overruled),
+            "file": OVERRULED_FILE,
+            "why": "human net preferences the exported ranking reverses (or ties), for review; "
+            "strong: at least two reliable annotators agreeing, none against",
+        },
+        "evaluators": {
+            e: {"weight": round(r.weight, 4), "judgments": r.n_judgments}
+            for e, r in sorted(reliability.items())
+            if e != C.RM_EVALUATOR
+        },
+        # Filled in by `Snapshot.datasheet` from ``leaderboard``: the keys hold their place.
+        "leaderboard": None,
+        "stability": None,
+        "media_included": options.include_media,
+        "without_content": {
+            "candidates": len(without["candidates"]),
+            "pairs_dropped": drops_pairs.get(NO_CONTENT_PAIR, 0),
+            "prompts_dropped": drops_prompts.get(NO_CONTENT_RANKING, 0),
+            "why": "candidates with neither answer text nor a media file (votes that name "
+            "models only, e.g. arena imports, and empty answers) never reach training rows; "
+            "their votes still count for the leaderboard and agreement",
+        },
+    }
+    snapshot = Snapshot(
+        pairs_table,
+        rankings_table,
+        variants_table,
+        datasheet,
+        media,
+        overruled,
+        leaderboard=leaderboard,
+    )
+    written, skipped = jsonl_tables(snapshot)
+    snapshot.jsonl = written
+    datasheet["files_not_written"] = [{"path": f"{f}/", "why": why} for f, why in skipped]
+    datasheet["files_written"] = [
+        {"path": f"{folder}/", "rows": table.num_rows, "why": why}
+        for folder, table, _shape, why in written
+    ] + [
+        {"path": f"{kind}/{name}", "rows": table.num_rows, "why": why}
+        for name, table, why in (
+            ("pairs", pairs_table, "every pair, all candidate kinds"),
+            ("rankings", rankings_table, "every full ranking, all candidate kinds"),
+            ("rankings_4", variants_table, "every 4-response variant, all candidate kinds"),
         )
-        model_of = {c.id: c.model_name for c in source.candidates.values()}
-        # Votes on candidates without content rank models all the same (arena-style data).
-        board_votes = [
-            v for v in kept_votes if v.prompt_id in prompt_rows or v.prompt_id in no_content_prompts
-        ]
-        # The leaderboard (the model comparisons, a seeded bootstrap and up to 200 refits) is
-        # worked out in a thread while the files are written (`Snapshot.datasheet` waits for it).
-        background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-leaderboard")
-        leaderboard = background.submit(
-            _leaderboard, board_votes, model_of, source.leaderboard_bootstrap, options.seed
-        )
-        background.shutdown(wait=False)  # the thread ends with its one task
-
-        datasheet = {
-            "format": FORMAT,
-            "project": {"id": source.project_id, "name": source.project_name},
-            "version": source.version,
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "options": options.to_dict(),
-            "method": {
-                "unit": "prompt",
-                "evaluator_weights": "joint annotator model: Crowd-BT reliability eta "
-                "(curation.crowd_bt)"
-                if joint is not None
-                else "CROWDLAB reliability (curation.agreement.annotator_reliability)",
-                "denoise": "ranking by the joint annotator model's strengths (Crowd-BT with a "
-                "position term, one fit over the project); human arcs it contradicts are "
-                "overruled (listed under cycles)"
-                if joint is not None
-                else "minimum-weight feedback arc set per prompt (exact up to 12 nodes per "
-                "strongly connected component, else Eades-Lin-Smyth + local search)"
-                if options.denoise
-                else "off: weighted majority vote, ranked by Copeland score",
-                "ranking": "crowd_bt"
-                if joint is not None
-                else C.RANKING_METHOD
-                if options.denoise
-                else "copeland",
-                "joint_model": None
-                if joint is None
-                else {"alpha": joint.alpha, "reward_model": joint.reward_model},
-                "model_prior": joint.model_prior if joint is not None else None,
-                "reward_model": source.rm_label if use_rm else None,
-                "reward_model_weight": (
-                    joint.reward_model["beta"]
-                    if joint and joint.reward_model
-                    else round(rm_weight, 4)
-                )
-                if use_rm
-                else None,
-                "reward_model_reliability": None
-                if rm_reliability is None
-                else round(rm_reliability, 4),
-                "pairs": "human-judged pairs ordered as the final ranking orders them, with a "
-                "positive human net preference that way (reviewer rankings: every ordered pair)",
-                "ranks": "1 = best, tied candidates share a rank (competition ranking)",
-            },
-            "counts": {
-                "prompts_in_project": len(source.prompts),
-                "prompts_exported": len(prompt_rows),
-                "prompts_with_rankings": rankings_table.num_rows,
-                "judgments_in_project": len(source.votes),
-                "judgments_used": len(exported_votes),
-                "pairs": pairs_table.num_rows,
-                "rankings": rankings_table.num_rows,
-                "rankings_4": variants_table.num_rows,
-                "reviewer_rankings_used": decisions_used,
-                "by_split": {name: dict(c) for name, c in by_split.items()},
-            },
-            # Two scopes, each figure computed the same way in both: reviewers' discards, marked
-            # annotators and the export's filters change which judgments are in, so the figures
-            # of the export and of the project differ, and a reader must know which is which.
-            "agreement": {
-                "all_judgments": {
-                    "scope": AGREEMENT_SCOPES["all_judgments"],
-                    **all_figures,
-                },
-                "exported": {
-                    "scope": AGREEMENT_SCOPES["exported"],
-                    **exported_figures,
-                },
-            },
-            "dropped": {
-                "prompts": dict(drops_prompts),
-                "judgments": dict(drops_judgments),
-                "pairs": dict(drops_pairs),
-            },
-            "cycles": {**cycles, "weight_removed": round(cycles["weight_removed"], 4)},
-            "overruled_arcs": {
-                "listed": len(overruled),
-                "strong": sum(row["strong"] for row in overruled),
-                "file": OVERRULED_FILE,
-                "why": "human net preferences the exported ranking reverses (or ties), for review; "
-                "strong: at least two reliable annotators agreeing, none against",
-            },
-            "evaluators": {
-                e: {"weight": round(r.weight, 4), "judgments": r.n_judgments}
-                for e, r in sorted(reliability.items())
-                if e != C.RM_EVALUATOR
-            },
-            # Filled in by `Snapshot.datasheet` from ``leaderboard``: the keys hold their place.
-            "leaderboard": None,
-            "stability": None,
-            "media_included": options.include_media,
-            "without_content": {
-                "candidates": len(without["candidates"]),
-                "pairs_dropped": drops_pairs.get(NO_CONTENT_PAIR, 0),
-                "prompts_dropped": drops_prompts.get(NO_CONTENT_RANKING, 0),
-                "why": "candidates with neither answer text nor a media file (votes that name "
-                "models only, e.g. arena imports, and empty answers) never reach training rows; "
-                "their votes still count for the leaderboard and agreement",
-            },
-        }
-        snapshot = Snapshot(
-            pairs_table,
-            rankings_table,
-            variants_table,
-            datasheet,
-            media,
-            overruled,
-            leaderboard=leaderboard,
-            early=early,
-        )
-        written, skipped = jsonl_tables(snapshot)
-        snapshot.jsonl = written
-        datasheet["files_not_written"] = [{"path": f"{f}/", "why": why} for f, why in skipped]
-        datasheet["files_written"] = [
-            {"path": f"{folder}/", "rows": table.num_rows, "why": why}
-            for folder, table, _shape, why in written
-        ] + [
-            {"path": f"{kind}/{name}", "rows": table.num_rows, "why": why}
-            for name, table, why in (
-                ("pairs", pairs_table, "every pair, all candidate kinds"),
-                ("rankings", rankings_table, "every full ranking, all candidate kinds"),
-                ("rankings_4", variants_table, "every 4-response variant, all candidate kinds"),
-            )
-            for kind in ("parquet", "hf")
-        ]
-        datasheet["files_written"].append(
-            {
-                "path": OVERRULED_FILE,
-                "rows": len(overruled),
-                "why": "human arcs overruled, for review",
-            }
-        )
-        datasheet["warnings"] = _empty_warnings(snapshot, list(options.splits))
-        return snapshot
-    except BaseException:
-        if early is not None:
-            early.discard()
-        raise
+        for kind in ("parquet", "hf")
+    ]
+    datasheet["files_written"].append(
+        {"path": OVERRULED_FILE, "rows": len(overruled), "why": "human arcs overruled, for review"}
+    )
+    datasheet["warnings"] = _empty_warnings(snapshot, list(options.splits))
+    return snapshot
 
 
 def _leaderboard(
@@ -1410,24 +1375,24 @@ def _ranking_row(
 TABLE_CHUNK_ROWS = 1 << 16
 
 
-class _TableColumns(NamedTuple):
-    """The prompts' and candidates' cells as Arrow columns (`_table_columns`)."""
-
-    prompt: dict[str, pa.Array]  # by the prompt's index in the tables' order
-    candidate: dict[str, pa.Array]  # by the candidate's index in the cells
-    index: dict[int, int]  # a candidate id's index in the cells
-
-
-def _table_columns(
+def _export_tables(
     source: SnapshotInput,
     order: Sequence[int],
     split_of: Mapping[int, str],
+    prompt_rows: Mapping[int, tuple[list[PairOut], RankingOut | None, list[RankingOut]]],
     cells: Mapping[int, _Cells],
-) -> _TableColumns:
-    """Prompt and candidate cells as Arrow columns, once per prompt and per candidate: a row
-    of `_pairs_table` or `_ranking_tables` names them by index (``take``), so a prompt's text
-    is copied into its rows by Arrow, not held by a dict per row. Prompts go in ``order``
-    (by external id), candidates in the order of ``cells``."""
+    options: ExportOptions,
+    use_rm: bool,
+    batch_rows: _BatchRows | None = None,
+) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """The pairs, rankings and 4-response variants tables, column by column.
+
+    Prompt and candidate cells are Arrow columns once per prompt and per candidate; a row
+    names them by index (``take``), so a prompt's text is copied into its rows by Arrow, not
+    held by a dict per row. Rows go in ``order`` (prompts by external id), each prompt's rows
+    in the order they were built. A prompt's pairs are `PairOut`s, or a range of
+    ``batch_rows.kept`` (a batched prompt's rows, columns already).
+    """
     import pyarrow as pa
 
     prompts = [source.prompts[p] for p in order]
@@ -1451,38 +1416,18 @@ def _table_columns(
         "video": pa.array([c.video for c in cell_list], pa.string()),
         "media": pa.array([c.media for c in cell_list], pa.string()),
     }
-    return _TableColumns(prompt_cols, cand_cols, index)
-
-
-def _chunked(rows: Any, build: Callable[[Any], pa.RecordBatch], schema: pa.Schema) -> pa.Table:
-    """A table of ``build`` of each `TABLE_CHUNK_ROWS` of ``rows`` (one empty batch if none)."""
-    import pyarrow as pa
-
-    chunks = [
-        build(rows[at : at + TABLE_CHUNK_ROWS]) for at in range(0, len(rows), TABLE_CHUNK_ROWS)
-    ]
-    return pa.Table.from_batches(chunks or [build(rows[:0])], schema=schema)
-
-
-def _pairs_table(
-    columns: _TableColumns,
-    order: Sequence[int],
-    prompt_rows: Mapping[int, tuple[Sequence[PairOut] | range, Any, Any]],
-    cells: Mapping[int, _Cells],
-    options: ExportOptions,
-    use_rm: bool,
-    batch_rows: _BatchRows | None,
-    reward_label: str | None,
-) -> pa.Table:
-    """The pairs table, column by column: rows in ``order``, each prompt's in the order they
-    were built. A prompt's pairs are `PairOut`s, or a range of ``batch_rows.kept`` (a batched
-    prompt's rows, columns already)."""
-    import pyarrow as pa
-
-    prompt_cols, cand_cols = columns.prompt, columns.candidate
     pair_columns = _pair_columns(order, prompt_rows, cells, batch_rows)
-    reward_model = reward_label if use_rm else None
-    pairs_schema = _pair_schema()
+    full_rows = [(i, full) for i, p in enumerate(order) if (full := prompt_rows[p][1]) is not None]
+    variant_rows = [(i, row) for i, p in enumerate(order) for row in prompt_rows[p][2]]
+    reward_model = source.rm_label if use_rm else None
+
+    def chunked(rows, build, schema):
+        chunks = [
+            build(rows[at : at + TABLE_CHUNK_ROWS]) for at in range(0, len(rows), TABLE_CHUNK_ROWS)
+        ]
+        return pa.Table.from_batches(chunks or [build(rows[:0])], schema=schema)
+
+    pairs_schema, rankings_schema = _pair_schema(), _ranking_schema()
 
     def pair_batch(rows: range) -> pa.RecordBatch:
         at = slice(rows.start, rows.stop)
@@ -1535,22 +1480,6 @@ def _pairs_table(
             [columns[f.name] for f in pairs_schema], schema=pairs_schema
         )
 
-    return _chunked(range(len(pair_columns["p"])), pair_batch, pairs_schema)
-
-
-def _ranking_tables(
-    columns: _TableColumns,
-    order: Sequence[int],
-    prompt_rows: Mapping[int, tuple[Any, RankingOut | None, list[RankingOut]]],
-) -> tuple[pa.Table, pa.Table]:
-    """The rankings and 4-response variants tables, column by column, rows in ``order``."""
-    import pyarrow as pa
-
-    prompt_cols, cand_cols, index = columns
-    full_rows = [(i, full) for i, p in enumerate(order) if (full := prompt_rows[p][1]) is not None]
-    variant_rows = [(i, row) for i, p in enumerate(order) for row in prompt_rows[p][2]]
-    rankings_schema = _ranking_schema()
-
     def ranking_batch(rows: list[tuple[int, RankingOut]]) -> pa.RecordBatch:
         p = pa.array([i for i, _ in rows], pa.int64())
         flat = pa.array([index[c] for _, r in rows for c in r.order], pa.int64())
@@ -1588,8 +1517,9 @@ def _ranking_tables(
         )
 
     return (
-        _chunked(full_rows, ranking_batch, rankings_schema),
-        _chunked(variant_rows, ranking_batch, rankings_schema),
+        chunked(range(len(pair_columns["p"])), pair_batch, pairs_schema),
+        chunked(full_rows, ranking_batch, rankings_schema),
+        chunked(variant_rows, ranking_batch, rankings_schema),
     )
 
 
@@ -2018,58 +1948,14 @@ def write_snapshot(
     from curation.download import DeflatedMembers
 
     datasets.disable_progress_bars()
-    early = snapshot.early
-    if early is not None and early.out_dir != out_dir:
-        early.discard()
-        raise ValueError(f"the pairs were written into {early.out_dir}, not {out_dir}")
-    members = early.members if early is not None else DeflatedMembers(out_dir)
+    members = DeflatedMembers(out_dir)
     try:
         files = _write_files(snapshot, out_dir, source, options, progress, members)
         members.finish()
     except BaseException:
-        if early is not None:
-            early.discard()
-        else:
-            members.discard()
+        members.discard()
         raise
     return files
-
-
-class _EarlyPairs:
-    """The pair files of an export (``pairs/``, ``parquet/pairs.parquet``, ``hf/pairs/``)
-    written into ``out_dir`` by a thread of their own, with the deflated members of the whole
-    export (`download.DeflatedMembers`), while `build_snapshot` goes on with the rankings."""
-
-    def __init__(self, out_dir: Path, source: SnapshotInput, options: ExportOptions, pairs):
-        from curation.download import DeflatedMembers
-
-        self.out_dir = out_dir
-        self.members = DeflatedMembers(out_dir)
-        # SHA-256 of the big files written (by relative path), as `_write_files` keeps them.
-        self.digests: dict[str, str] = {}
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-pairs")
-        self.done = pool.submit(self._write, source, options, pairs)
-        pool.shutdown(wait=False)  # the thread ends with its one task
-
-    def _write(self, source: SnapshotInput, options: ExportOptions, pairs: pa.Table) -> None:
-        splits = list(options.splits)
-        _write_jsonl(self.out_dir, "pairs", pairs, "pairs", splits, self.members, self.digests)
-        _write_table(
-            self.out_dir, "pairs", pairs, splits, _media_reader(source), self.members, self.digests
-        )
-
-    def result(self) -> dict[str, str]:
-        """Waits for the pair files (their error raises here); their digests."""
-        self.done.result()
-        return self.digests
-
-    def discard(self) -> None:
-        """The build failed: waits for the thread (it writes nothing more), drops the members."""
-        self.done.cancel()
-        # The build's own error is what is raised, not the thread's.
-        with contextlib.suppress(BaseException):
-            self.done.result()
-        self.members.discard()
 
 
 def _write_files(
@@ -2080,33 +1966,72 @@ def _write_files(
     progress: Progress,
     members: DeflatedMembers,
 ) -> list[dict[str, Any]]:
+    import datasets
+    import pyarrow.parquet as pq
+    from datasets.table import InMemoryTable
+
     splits = list(options.splits)
-    read_media = _media_reader(source)
+    stored: dict[str, bytes] = {}
     # SHA-256 of the big files, worked out as they are written (`_file_list` reads the rest).
     digests: dict[str, str] = {}
-    early = snapshot.early
-    tables = [("rankings", snapshot.rankings), ("rankings_4", snapshot.variants)]
-    if early is None:
-        tables.insert(0, ("pairs", snapshot.pairs))
+
+    def read_media(path: str) -> bytes:
+        # ``path`` is relative to the export root: media/<storage name>.
+        if path not in stored:
+            stored[path] = _stored_media(source.media_root, path.removeprefix("media/"))
+        return stored[path]
 
     def write_tables() -> None:
         """Parquet and the Hugging Face folders (no database access: run in a thread)."""
-        for name, table in tables:
-            _write_table(out_dir, name, table, splits, read_media, members, digests)
+        (out_dir / "parquet").mkdir()
+        (out_dir / "hf").mkdir()
+        for name, table in (
+            ("pairs", snapshot.pairs),
+            ("rankings", snapshot.rankings),
+            ("rankings_4", snapshot.variants),
+        ):
+            parquet = out_dir / "parquet" / f"{name}.parquet"
+            pq.write_table(table, parquet)
+            table, features = hf_image_columns(table, read_media)
+            info = datasets.DatasetInfo(features=features)
+            # The table's content named by its Parquet file's digest: `datasets` would
+            # otherwise fingerprint each split by pickling the whole in-memory table (a tenth
+            # of a second per 10,000 rows) for a cache key nothing here uses.
+            content = hashlib.sha256(parquet.read_bytes()).hexdigest()
+            digests[parquet.relative_to(out_dir).as_posix()] = content
+            parts = {}
+            for split in splits:
+                parts[split] = datasets.Dataset(
+                    InMemoryTable(_split_rows(table, split)),
+                    info=info.copy(),
+                    fingerprint=hashlib.sha256(f"{content}:{split}".encode()).hexdigest()[:16],
+                )
+            save_dataset_dict(parts, out_dir / "hf" / name)
+            # Digested and deflated here, in this thread, while the JSONL is still being encoded.
+            for path in (out_dir / "hf" / name).rglob("*.arrow"):
+                rel = path.relative_to(out_dir).as_posix()
+                digests[rel] = _digest(path, members.member(rel))
 
     # Arrow writes Parquet and the Arrow shards without the GIL: they go on beside the JSONL
     # encoding (Python in part), on another core where there is one.
     with ThreadPoolExecutor(max_workers=1) as pool:
         tables_written = pool.submit(write_tables)
         for folder, table, shape, _why in snapshot.jsonl or jsonl_tables(snapshot)[0]:
-            if early is not None and folder == "pairs":
-                continue  # written already
-            _write_jsonl(out_dir, folder, table, shape, splits, members, digests)
+            (out_dir / folder).mkdir(parents=True)
+            for split in splits:
+                part = _split_rows(table, split)
+                digest = hashlib.sha256()
+                member = members.member(f"{folder}/{split}.jsonl")
+                with open(out_dir / folder / f"{split}.jsonl", "wb") as fh:
+                    for chunk in jsonl_chunks(part, shape):
+                        fh.write(chunk)
+                        digest.update(chunk)
+                        member.write(chunk)
+                member.end()
+                digests[f"{folder}/{split}.jsonl"] = digest.hexdigest()
         with open(out_dir / OVERRULED_FILE, "w", encoding="utf-8") as fh:
             fh.write("".join(map(_json_line, snapshot.overruled)))
         tables_written.result()
-    if early is not None:
-        digests.update(early.result())
 
     if options.include_media and snapshot.media:
         progress(93, "media")
@@ -2147,84 +2072,6 @@ def _write_files(
         len(files),
     )
     return [*files[:at], sheet, *files[at:]]
-
-
-def _media_reader(source: SnapshotInput) -> Callable[[str], bytes]:
-    """Reads a stored media file by its path relative to the export root (media/<name>), each
-    file once."""
-    stored: dict[str, bytes] = {}
-
-    def read_media(path: str) -> bytes:
-        if path not in stored:
-            stored[path] = _stored_media(source.media_root, path.removeprefix("media/"))
-        return stored[path]
-
-    return read_media
-
-
-def _write_jsonl(
-    out_dir: Path,
-    folder: str,
-    table: pa.Table,
-    shape: str,
-    splits: list[str],
-    members: DeflatedMembers,
-    digests: dict[str, str],
-) -> None:
-    """``folder/<split>.jsonl`` of ``table``'s rows in the line ``shape``, digested and
-    deflated as written."""
-    (out_dir / folder).mkdir(parents=True)
-    for split in splits:
-        part = _split_rows(table, split)
-        digest = hashlib.sha256()
-        member = members.member(f"{folder}/{split}.jsonl")
-        with open(out_dir / folder / f"{split}.jsonl", "wb") as fh:
-            for chunk in jsonl_chunks(part, shape):
-                fh.write(chunk)
-                digest.update(chunk)
-                member.write(chunk)
-        member.end()
-        digests[f"{folder}/{split}.jsonl"] = digest.hexdigest()
-
-
-def _write_table(
-    out_dir: Path,
-    name: str,
-    table: pa.Table,
-    splits: list[str],
-    read_media: Callable[[str], bytes],
-    members: DeflatedMembers,
-    digests: dict[str, str],
-) -> None:
-    """``parquet/<name>.parquet`` and the Hugging Face folder ``hf/<name>/`` of ``table`` (no
-    database access: run in a thread); the Arrow shards digested and deflated."""
-    import datasets
-    import pyarrow.parquet as pq
-    from datasets.table import InMemoryTable
-
-    (out_dir / "parquet").mkdir(exist_ok=True)
-    (out_dir / "hf").mkdir(exist_ok=True)
-    parquet = out_dir / "parquet" / f"{name}.parquet"
-    pq.write_table(table, parquet)
-    table, features = hf_image_columns(table, read_media)
-    info = datasets.DatasetInfo(features=features)
-    # The table's content named by its Parquet file's digest: `datasets` would otherwise
-    # fingerprint each split by pickling the whole in-memory table (a tenth of a second per
-    # 10,000 rows) for a cache key nothing here uses.
-    content = hashlib.sha256(parquet.read_bytes()).hexdigest()
-    digests[parquet.relative_to(out_dir).as_posix()] = content
-    parts = {}
-    for split in splits:
-        parts[split] = datasets.Dataset(
-            InMemoryTable(_split_rows(table, split)),
-            info=info.copy(),
-            fingerprint=hashlib.sha256(f"{content}:{split}".encode()).hexdigest()[:16],
-        )
-    save_dataset_dict(parts, out_dir / "hf" / name)
-    # Digested and deflated in the writing thread, while the JSONL is still being encoded.
-    for path in (out_dir / "hf" / name).rglob("*.arrow"):
-        rel = path.relative_to(out_dir).as_posix()
-        digests[rel] = _digest(path, members.member(rel))
 
 
 def _split_rows(table: pa.Table, split: str) -> pa.Table:

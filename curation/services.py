@@ -1050,10 +1050,9 @@ def export_build(*, export_id: int, builder: str = "") -> DatasetExport:
         report = _progress(export.pk, builder)
         source = _snapshot_input(export)
         report(5, "loaded")
+        snapshot = E.build_snapshot(source, options, report)
         target.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".v{export.version}-", dir=target.parent))
-        # The pair files are written into ``work`` while the build goes on with the rankings.
-        snapshot = E.build_snapshot(source, options, report, out_dir=work)
         files = E.write_snapshot(snapshot, work, source, options, report)
         with transaction.atomic():
             # Hold the row while the files move: nobody else can finish, cancel or take it
