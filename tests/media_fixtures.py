@@ -41,6 +41,15 @@ def write(path: Path, data: bytes) -> Path:
     return path
 
 
+def write_quorum_media(folder: Path) -> None:
+    """The media that `tests.annotate.test_import._quorum_rows` names, under ``folder/media``:
+    a red prompt picture, a green generated picture and two clips."""
+    write(folder / "media" / "q1.png", png_bytes((255, 0, 0)))
+    write(folder / "media" / "gen.png", png_bytes((0, 255, 0)))
+    write(folder / "media" / "clip.mp4", mp4_bytes())
+    write(folder / "media" / "clip2.mp4", mp4_bytes(color=(200, 200, 0)))
+
+
 def score_without_decoding(monkeypatch, *, project, reward_model, prompt_ids) -> int:  # noqa: ANN001
     """Scores ``prompt_ids`` with decoding made to fail (every picture and clip must come from
     the media store) and answers how many scores the model now has."""

@@ -17,7 +17,7 @@ from annotate import exporting
 from annotate.models import Project
 from annotate.services import import_file
 from tests.annotate.test_import import _quorum_rows
-from tests.media_fixtures import mp4_bytes, png_bytes, write
+from tests.media_fixtures import write_quorum_media
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,10 +26,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def project(tmp_path) -> Project:
     """Seven prompts (two with media, a tie and a pair; five text ones), each judged."""
     folder = tmp_path / "in"
-    write(folder / "media" / "q1.png", png_bytes((255, 0, 0)))
-    write(folder / "media" / "gen.png", png_bytes((0, 255, 0)))
-    write(folder / "media" / "clip.mp4", mp4_bytes())
-    write(folder / "media" / "clip2.mp4", mp4_bytes(color=(200, 200, 0)))
+    write_quorum_media(folder)
     rows = _quorum_rows()
     for i in range(5):
         rows.append(

@@ -14,7 +14,7 @@ from annotate.exporting import export_project
 from annotate.importing import ImportRejected
 from annotate.models import Candidate, Judgment, Project, Prompt, Task, TaskCandidate
 from annotate.services import import_file
-from tests.media_fixtures import mp4_bytes, png_bytes, write
+from tests.media_fixtures import mp4_bytes, png_bytes, write, write_quorum_media
 
 ARENA = (
     Path(__file__).resolve().parents[3]
@@ -79,10 +79,7 @@ def _quorum_rows() -> list[dict]:
 @pytest.fixture
 def quorum_file(tmp_path) -> Path:
     folder = tmp_path / "in"
-    write(folder / "media" / "q1.png", png_bytes((255, 0, 0)))
-    write(folder / "media" / "gen.png", png_bytes((0, 255, 0)))
-    write(folder / "media" / "clip.mp4", mp4_bytes())
-    write(folder / "media" / "clip2.mp4", mp4_bytes(color=(200, 200, 0)))
+    write_quorum_media(folder)
     path = folder / "demo.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in _quorum_rows()) + "\n")
     return path

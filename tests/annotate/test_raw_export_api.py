@@ -19,7 +19,7 @@ from annotate.models import Candidate, Judgment, Project, Prompt
 from annotate.services import api_token_create, import_file
 from tests.annotate.test_import import ARENA, _judgments_as_records, _quorum_rows
 from tests.factories import add_member
-from tests.media_fixtures import mp4_bytes, png_bytes, write
+from tests.media_fixtures import write_quorum_media
 
 pytestmark = pytest.mark.django_db
 
@@ -28,10 +28,7 @@ pytestmark = pytest.mark.django_db
 def project(tmp_path, users) -> Project:
     """Two prompts with image and video media, image and video candidates, a tie, a pair."""
     folder = tmp_path / "in"
-    write(folder / "media" / "q1.png", png_bytes((255, 0, 0)))
-    write(folder / "media" / "gen.png", png_bytes((0, 255, 0)))
-    write(folder / "media" / "clip.mp4", mp4_bytes())
-    write(folder / "media" / "clip2.mp4", mp4_bytes(color=(200, 200, 0)))
+    write_quorum_media(folder)
     rows = _quorum_rows()
     rows[1]["metadata"] = {"topic": "clips"}
     rows[1]["judgments"][0].update(duration_ms=1234, rationale="moves")

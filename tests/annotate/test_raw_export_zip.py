@@ -16,7 +16,7 @@ from annotate import exporting
 from annotate.models import Project, Prompt
 from annotate.services import import_file
 from tests.annotate.test_import import _quorum_rows
-from tests.media_fixtures import mp4_bytes, png_bytes, write
+from tests.media_fixtures import write_quorum_media
 
 pytestmark = pytest.mark.django_db
 
@@ -25,10 +25,7 @@ pytestmark = pytest.mark.django_db
 def project(tmp_path) -> Project:
     """Two prompts with image and video media, image and video candidates, a tie, a pair."""
     folder = tmp_path / "in"
-    write(folder / "media" / "q1.png", png_bytes((255, 0, 0)))
-    write(folder / "media" / "gen.png", png_bytes((0, 255, 0)))
-    write(folder / "media" / "clip.mp4", mp4_bytes())
-    write(folder / "media" / "clip2.mp4", mp4_bytes(color=(200, 200, 0)))
+    write_quorum_media(folder)
     path = folder / "demo.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in _quorum_rows()) + "\n")
     return import_file(path=path, project_name="demo").project
