@@ -79,6 +79,9 @@ class VideoFrames:
         source_fps (`float`, *optional*):
             The file's own frame rate (its stream's average rate), from which Qwen3-VL
             computes frame timestamps (index / rate); `None` for frames not read from a file.
+        source_size (`tuple[int, int]`, *optional*):
+            The file's (width, height), checked against the pixel limit; `None` for frames
+            not read from a file.
     """
 
     frames: np.ndarray
@@ -86,6 +89,7 @@ class VideoFrames:
     timestamps: list[float]
     fps: float
     source_fps: float | None = None
+    source_size: tuple[int, int] | None = None
 
 
 def evenly_spaced_indices(total: int, count: int) -> list[int]:
@@ -122,10 +126,12 @@ def _capped_size(width: int, height: int, max_side: int | None) -> tuple[int, in
     return min(new_w, max_side), min(new_h, max_side)
 
 
-def _check_pixels(path: str | os.PathLike[str], width: int, height: int) -> None:
+def check_pixels(path: str | os.PathLike[str], width: int, height: int) -> None:
     """Refuses, from the header's size and before decoding, more than `Image.MAX_IMAGE_PIXELS`.
 
-    Pillow itself only warns up to twice that many.
+    Pillow itself only warns up to twice that many. The input builders run it on a media
+    store hit too, with the file's size stored beside its frames: a file stored under a
+    higher limit is refused as a fresh decode would refuse it.
     """
     limit = Image.MAX_IMAGE_PIXELS
     if limit and width * height > limit:
@@ -155,7 +161,7 @@ def load_image(path: str | os.PathLike[str], *, max_side: int | None = None) -> 
         raise MediaError(path, "file not found")
     try:
         with Image.open(path) as img:
-            _check_pixels(path, img.width, img.height)
+            check_pixels(path, img.width, img.height)
             # load() forces a full decode now, so truncated files fail here and not later
             # inside the image processor with an unrelated message.
             img.load()
@@ -261,7 +267,7 @@ def sample_video_frames(
         if not container.streams.video:
             raise MediaError(path, "no video stream")
         stream = container.streams.video[0]
-        _check_pixels(path, stream.codec_context.width, stream.codec_context.height)
+        check_pixels(path, stream.codec_context.width, stream.codec_context.height)
         try:
             total = _count_frames(container, stream)
             count = max_frames
@@ -331,6 +337,7 @@ def sample_video_frames(
         timestamps=timestamps,
         fps=float(fps),
         source_fps=rate or None,
+        source_size=(clip_width, clip_height),
     )
 
 
@@ -409,7 +416,9 @@ def decode_for_model(kind: str, path: str, budget: MediaBudget) -> tuple[np.ndar
 
     Returns:
         `tuple`: ``(frames, meta)``: ``(T, H, W, 3)`` uint8 frames (``T`` = 1 for a picture)
-        and the numbers the builder needs besides (a clip's sampling rate, ``{"fps": ...}``).
+        and the numbers the builder needs besides: the file's ``"source"`` [width, height]
+        (checked against the pixel limit on a store hit) and a clip's sampling rate
+        (``"fps"``).
 
     Raises:
         MediaError: The file cannot be read or decoded.
@@ -417,6 +426,7 @@ def decode_for_model(kind: str, path: str, budget: MediaBudget) -> tuple[np.ndar
     Image.MAX_IMAGE_PIXELS = budget.pixel_limit  # the asking process's limit, here too
     if kind == "image":
         image = load_image(path)
+        source = [image.width, image.height]
         height, width = smart_resize(
             image.height,
             image.width,
@@ -426,7 +436,7 @@ def decode_for_model(kind: str, path: str, budget: MediaBudget) -> tuple[np.ndar
         )
         if (width, height) != image.size:
             image = image.resize((width, height), Image.Resampling(budget.resample))
-        return np.asarray(image)[None], {}
+        return np.asarray(image)[None], {"source": source}
     if kind != "video":
         raise ValueError(f"unknown media kind {kind!r}")
     video = sample_video_frames(
@@ -439,7 +449,8 @@ def decode_for_model(kind: str, path: str, budget: MediaBudget) -> tuple[np.ndar
         min_pixels=budget.min_pixels,
         max_pixels=budget.max_pixels,
     )
-    return resize_frames(video.frames, height, width), {"fps": video.fps}
+    meta = {"fps": video.fps, "source": list(video.source_size or ())}
+    return resize_frames(video.frames, height, width), meta
 
 
 class DecodePool:

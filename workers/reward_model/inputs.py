@@ -24,6 +24,7 @@ from workers.media import (
     MediaBudget,
     MediaError,
     VideoFrames,
+    check_pixels,
     load_image,
     sample_video_frames,
 )
@@ -949,7 +950,8 @@ class RewardInputBuilder:
 
             resample = getattr(self.image_processor, "resample", None)
             settings = {
-                "format": 1,
+                # 2: entries hold the file's size ("source"), checked on every hit.
+                "format": 2,
                 "model_type": self.model_type,
                 "geometry": [self.patch_size, self.temporal_patch_size, self.merge_size],
                 "image": [
@@ -975,11 +977,23 @@ class RewardInputBuilder:
             self._store_scope_name = hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
         return self._store_scope_name
 
-    def _stored(self, kind: str, digest: str | None) -> tuple[np.ndarray, dict] | None:
+    def _stored(
+        self, kind: str, digest: str | None, source: MediaRef
+    ) -> tuple[np.ndarray, dict] | None:
+        """The frames stored for `source`'s content, or `None` (then decode it). A hit is held
+        to the pixel limit as a fresh decode is (the same `MediaError`), from the file's size
+        stored with the frames: the store may have been filled under a higher limit."""
         scope = self._store_scope()
         if scope is None or digest is None:
             return None
-        return self.media_store.read(scope, kind, digest)
+        stored = self.media_store.read(scope, kind, digest)
+        if stored is None:
+            return None
+        size = stored[1].get("source")
+        if not isinstance(size, list) or len(size) != 2:
+            return None  # an entry without the file's size: decode it again (and check it)
+        check_pixels(source, int(size[0]), int(size[1]))
+        return stored
 
     def _store(self, kind: str, digest: str | None, frames: np.ndarray, meta: dict) -> None:
         scope = self._store_scope()
@@ -1083,16 +1097,18 @@ class RewardInputBuilder:
         if not isinstance(image, Image.Image):
             # The pixels as an array from here (a picture's bytes are copied once, not for
             # every step); a Pillow image again only for a processor that needs one.
-            stored = self._stored("image", digest)
+            stored = self._stored("image", digest, image)
             if stored is not None:
                 pixels = stored[0][0]
             elif (decoded := self._pool_decoded("image", image)) is not None:
-                self._store("image", digest, decoded[0], {})
+                self._store("image", digest, *decoded)
                 pixels = decoded[0][0]
             else:
-                pixels = np.asarray(self._image_to_budget(load_image(image)))
+                loaded = load_image(image)
+                source = [loaded.width, loaded.height]
+                pixels = np.asarray(self._image_to_budget(loaded))
                 if self._resizes_to_budget():
-                    self._store("image", digest, pixels[None], {})
+                    self._store("image", digest, pixels[None], {"source": source})
             direct = self._patchify_at_budget(pixels)
             if direct is not None:
                 return direct
@@ -1194,7 +1210,7 @@ class RewardInputBuilder:
             return self._encode_qwen3_vl_video(video, digest)
         size = None
         if not isinstance(video, VideoFrames):
-            stored = self._stored("video", digest)
+            stored = self._stored("video", digest, video)
             if stored is None and (decoded := self._pool_decoded("video", video)) is not None:
                 self._store("video", digest, *decoded)
                 stored = decoded
@@ -1218,7 +1234,8 @@ class RewardInputBuilder:
                 )
                 frames = _resize_frames(video.frames, height, width)
                 video = dataclasses.replace(video, frames=frames)
-                self._store("video", digest, frames, {"fps": video.fps})
+                meta = {"fps": video.fps, "source": list(video.source_size or ())}
+                self._store("video", digest, frames, meta)
             size = video.frames.shape[1:3]
         pixel_values, grid = patchify_video_frames(
             video.frames,
@@ -1299,7 +1316,7 @@ class RewardInputBuilder:
         ``do_sample_frames=False``); their times come from `indices` / `source_fps`, else
         from `timestamps`.
         """
-        stored = None if isinstance(video, VideoFrames) else self._stored("video", digest)
+        stored = None if isinstance(video, VideoFrames) else self._stored("video", digest, video)
         if stored is not None:
             frames, meta = stored
             # Sampled and resized by the rules below when stored; the frame times are kept.
@@ -1329,7 +1346,8 @@ class RewardInputBuilder:
                 seconds = [index / video.source_fps for index in video.indices]
             else:
                 seconds = list(video.timestamps)
-            self._store("video", digest, video.frames, {"seconds": seconds})
+            meta = {"seconds": seconds, "source": list(video.source_size or ())}
+            self._store("video", digest, video.frames, meta)
         pixel_values, grid = patchify_video_frames(
             video.frames,
             patch_size=self.patch_size,
