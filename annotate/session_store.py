@@ -49,6 +49,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.sessions.backends.db import SessionStore as DBStore
+from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
 log = logging.getLogger("quorum.sessions")
@@ -318,8 +319,31 @@ class UserBackend(ModelBackend):
     request, issue 13). This runs the same statement from ``annotate.prepared_queries``: still
     one database read per request, nothing cached, so a password change (the session's hash no
     longer matches), a deactivation or a deleted user counts at the next request exactly as
-    with ``ModelBackend``. Logins, permissions and ``aget_user`` are ``ModelBackend``'s.
+    with ``ModelBackend``. Permissions and ``aget_user`` are ``ModelBackend``'s.
+
+    A login is ``ModelBackend``'s check, made final: credentials it refuses (a wrong password,
+    an unknown user, an inactive account) end ``authenticate()`` here (``PermissionDenied``,
+    which Django turns into the one ``user_login_failed`` signal the throttle counts). The
+    backends listed after this one (``ModelBackend``, kept for sessions that name it) would
+    check the same user table with the same hasher, so a refused password was hashed twice:
+    twice the CPU, and for nothing. Every attempt now runs the hasher once, for an unknown user
+    too (``ModelBackend`` hashes the password anyway: the same time as a wrong password).
     """
+
+    def authenticate(self, request, username=None, password=None, **kwargs):
+        user = super().authenticate(request, username, password, **kwargs)
+        if user is None and password is not None:
+            if username is None:
+                username = kwargs.get(self._username_field())
+            if username is not None:  # ModelBackend ran the hasher: the verdict is final
+                raise PermissionDenied
+        return user
+
+    @staticmethod
+    def _username_field() -> str:
+        from django.contrib.auth import get_user_model
+
+        return get_user_model().USERNAME_FIELD
 
     def get_user(self, user_id):
         from annotate.prepared_queries import loaded
