@@ -142,9 +142,11 @@ def test_it_computes_leave_one_out_margins_close_to_refitting_without_the_vote()
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_it_computes_leave_one_out_margins_as_the_dense_formula_bit_for_bit(seed):
+def test_it_computes_leave_one_out_margins_as_the_dense_formula(seed):
     """The flat gathers (indices kept per `Comparisons`) equal Sherman-Morrison read off
-    the whole ``[P, N, N]`` inverse, twice in a row (the second call reuses the indices)."""
+    the whole ``[P, N, N]`` inverse, twice in a row (the second call reuses the indices).
+    Within 1e-12, no longer bit for bit: the margins read the inverse Cholesky factor
+    (`CB.InverseHessian`, h17c), not the explicit inverse (measured: about 1e-15)."""
     votes, _ = crowd_votes(seed, prompts=30, candidates=int(5 + seed), flips={0: 0.1, 1: 0.4})
     c = CB.index_comparisons(votes).comparisons
     for weight in (np.where(c.annotator == 0, 0.9, 0.6), np.where(c.annotator == 0, 0.2, 1.0)):
@@ -159,7 +161,8 @@ def test_it_computes_leave_one_out_margins_as_the_dense_formula_bit_for_bit(seed
         prob = expit(d)
         curvature = weight * prob * (1 - prob)
         expected = d - weight * (1 - prob) * h / np.maximum(1 - curvature * h, 1e-9)
-        assert np.array_equal(CB.loo_margins(c, theta, weight, 0.3), expected)
+        got = CB.loo_margins(c, theta, weight, 0.3)
+        assert np.max(np.abs(got - expected)) < 1e-12
 
 
 def test_it_tells_careful_annotators_from_spammers():
@@ -714,7 +717,8 @@ def test_the_kept_inverse_is_the_hessians_at_the_fitted_strengths(tol, near, mon
     theta, inverse = CB._newton(start, cells, 0.3, 0.0, max_iter=100, tol=tol, keep_inverse=True)
     assert inverse is not None
     assert np.max(np.abs(theta - optimum)) < 1e-9
-    assert np.max(np.abs(inverse - np.linalg.inv(CB._hessian(theta, cells, 0.3)))) < 1e-9
+    # The kept inverse is an `InverseHessian` (its Cholesky factor's inverse, h17c).
+    assert np.max(np.abs(inverse.dense() - np.linalg.inv(CB._hessian(theta, cells, 0.3)))) < 1e-9
 
 
 def test_a_hessian_written_into_a_reused_buffer_equals_a_fresh_one_bit_for_bit():
