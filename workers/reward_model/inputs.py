@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from PIL import Image
+from tokenizers import Tokenizer as _RustTokenizer
 
 from workers.media import (
     DECODE_POOL,
@@ -872,6 +873,17 @@ class RewardInputBuilder:
         # Fast tokenizers reset their truncation state on every call; scorers build rows in
         # prefetch threads, so calls are serialised (they are cheap beside media decoding).
         with self._lock:
+            backend = getattr(self.tokenizer, "_tokenizer", None)
+            if (
+                isinstance(backend, _RustTokenizer)
+                and backend.truncation is None
+                and backend.padding is None
+                and backend.encode_special_tokens
+                == bool(getattr(self.tokenizer, "split_special_tokens", False))
+            ):
+                # What the call below runs once its checks and settings are done (nothing to
+                # truncate, pad or split): the same ids, without a third of its time.
+                return backend.encode(text, add_special_tokens=False).ids
             return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _messages(self, item: _EncodedItem, bodies: Sequence[str] | None) -> list[dict]:
