@@ -746,13 +746,33 @@ def _annotator_map(
     takes its own Newton step (still an ascent direction).
     """
     c = comparisons
-    k = c.annotator
     size = c.n_annotators
-    known = c.winner_first >= 0
-    # d q_i / d pi: +1 where the vote picked the candidate shown first, -1 the other, 0 unknown.
-    slope = np.where(known, np.where(c.winner_first == 1, 1.0, -1.0), 0.0)
-    # q_i as one gather from [pi, 1 - pi, 1/2]: picked first, picked second, order unknown.
-    pick = np.where(slope > 0, k, np.where(slope < 0, size + k, 2 * size))
+    # The votes by annotator (a stable sort, kept per `Comparisons`): each per-annotator sum
+    # below is then a `np.add.reduceat` over contiguous runs, about a tenth of a weighted
+    # bincount's time (five or six sums per Newton step, about 290 at MR2Bench scale).
+    layout = c.__dict__.get("_by_annotator")
+    if layout is None:
+        order = np.argsort(c.annotator, kind="stable")
+        k = c.annotator[order]
+        starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]]) if len(k) else k
+        shown = c.winner_first[order]
+        # d q_i / d pi: +1 where the vote picked the candidate shown first, -1 the other,
+        # 0 unknown.
+        slope = np.where(shown >= 0, np.where(shown == 1, 1.0, -1.0), 0.0)
+        # q_i as one gather from [pi, 1 - pi, 1/2]: picked first, picked second, unknown.
+        pick = np.where(slope > 0, k, np.where(slope < 0, size + k, 2 * size))
+        layout = (order, k, starts, slope, pick)
+        object.__setattr__(c, "_by_annotator", layout)
+    order, k, starts, slope, pick = layout
+    real = real[order]
+    present = k[starts] if len(k) else k
+
+    def _sums_by_annotator(values: np.ndarray) -> np.ndarray:
+        out = np.zeros(size)
+        if len(values):
+            out[present] = np.add.reduceat(values, starts)
+        return out
+
     a, b = eta_prior
 
     def noise_pick(pi_: np.ndarray) -> np.ndarray:
@@ -762,7 +782,7 @@ def _annotator_map(
         e = eta_[k]
         mix = e * real + (1 - e) * noise_pick(pi_)
         prior = a * np.log(eta_) + b * np.log1p(-eta_)
-        return _sums(k, np.log(mix), size) + prior + pi_prior * (np.log(pi_) + np.log1p(-pi_))
+        return _sums_by_annotator(np.log(mix)) + prior + pi_prior * (np.log(pi_) + np.log1p(-pi_))
 
     value = objective(eta, pi)
     for _ in range(max_iter):
@@ -771,11 +791,11 @@ def _annotator_map(
         mix = e * real + (1 - e) * q
         d_eta = (real - q) / mix
         d_pi = (1 - e) * slope / mix
-        g_eta = _sums(k, d_eta, size) + a / eta - b / (1 - eta)
-        g_pi = _sums(k, d_pi, size) + pi_prior * (1 / pi - 1 / (1 - pi))
-        h_ee = -_sums(k, d_eta * d_eta, size) - a / eta**2 - b / (1 - eta) ** 2
-        h_pp = -_sums(k, d_pi * d_pi, size) - pi_prior * (1 / pi**2 + 1 / (1 - pi) ** 2)
-        h_ep = -_sums(k, slope / mix + d_eta * d_pi, size)
+        g_eta = _sums_by_annotator(d_eta) + a / eta - b / (1 - eta)
+        g_pi = _sums_by_annotator(d_pi) + pi_prior * (1 / pi - 1 / (1 - pi))
+        h_ee = -_sums_by_annotator(d_eta * d_eta) - a / eta**2 - b / (1 - eta) ** 2
+        h_pp = -_sums_by_annotator(d_pi * d_pi) - pi_prior * (1 / pi**2 + 1 / (1 - pi) ** 2)
+        h_ep = -_sums_by_annotator(slope / mix + d_eta * d_pi)
         det = h_ee * h_pp - h_ep * h_ep
         joint = (h_ee < 0) & (det > 0)
         det = np.where(joint, det, 1.0)

@@ -115,3 +115,115 @@ def test_the_fit_equals_the_explicit_inverse_fit(seed, monkeypatch):
         got, want = getattr(fast, name), getattr(reference, name)
         assert np.max(np.abs(got - want)) < 1e-9, name
     assert fast.loo_log_likelihood == pytest.approx(reference.loo_log_likelihood, abs=1e-8)
+
+
+def _bincount_sums(index: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
+    return np.bincount(index, weights=weights, minlength=size).astype(float, copy=False)
+
+
+def _reference_annotator_map(
+    comparisons: CB.Comparisons,
+    real: np.ndarray,
+    eta: np.ndarray,
+    pi: np.ndarray,
+    eta_prior: tuple[float, float],
+    pi_prior: float,
+    *,
+    max_iter: int = 50,
+    tol: float = 1e-10,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`CB._annotator_map` as it was before h17c: every per-annotator sum a weighted
+    bincount over the votes in their own order."""
+    c = comparisons
+    k = c.annotator
+    size = c.n_annotators
+    known = c.winner_first >= 0
+    # d q_i / d pi: +1 where the vote picked the candidate shown first, -1 the other, 0 unknown.
+    slope = np.where(known, np.where(c.winner_first == 1, 1.0, -1.0), 0.0)
+    # q_i as one gather from [pi, 1 - pi, 1/2]: picked first, picked second, order unknown.
+    pick = np.where(slope > 0, k, np.where(slope < 0, size + k, 2 * size))
+    a, b = eta_prior
+
+    def noise_pick(pi_: np.ndarray) -> np.ndarray:
+        return np.concatenate([pi_, 1 - pi_, [0.5]])[pick]
+
+    def objective(eta_: np.ndarray, pi_: np.ndarray) -> np.ndarray:
+        e = eta_[k]
+        mix = e * real + (1 - e) * noise_pick(pi_)
+        prior = a * np.log(eta_) + b * np.log1p(-eta_)
+        return (
+            _bincount_sums(k, np.log(mix), size) + prior + pi_prior * (np.log(pi_) + np.log1p(-pi_))
+        )
+
+    value = objective(eta, pi)
+    for _ in range(max_iter):
+        e = eta[k]
+        q = noise_pick(pi)
+        mix = e * real + (1 - e) * q
+        d_eta = (real - q) / mix
+        d_pi = (1 - e) * slope / mix
+        g_eta = _bincount_sums(k, d_eta, size) + a / eta - b / (1 - eta)
+        g_pi = _bincount_sums(k, d_pi, size) + pi_prior * (1 / pi - 1 / (1 - pi))
+        h_ee = -_bincount_sums(k, d_eta * d_eta, size) - a / eta**2 - b / (1 - eta) ** 2
+        h_pp = -_bincount_sums(k, d_pi * d_pi, size) - pi_prior * (1 / pi**2 + 1 / (1 - pi) ** 2)
+        h_ep = -_bincount_sums(k, slope / mix + d_eta * d_pi, size)
+        det = h_ee * h_pp - h_ep * h_ep
+        joint = (h_ee < 0) & (det > 0)
+        det = np.where(joint, det, 1.0)
+        step_eta = np.where(joint, (h_ep * g_pi - h_pp * g_eta) / det, -g_eta / h_ee)
+        step_pi = np.where(joint, (h_ep * g_eta - h_ee * g_pi) / det, -g_pi / h_pp)
+        scale = np.ones(size)
+        new_eta, new_pi, new = eta, pi, value
+        for _halving in range(60):
+            try_eta = eta + scale * step_eta
+            try_pi = pi + scale * step_pi
+            inside = (try_eta > 0) & (try_eta < 1) & (try_pi > 0) & (try_pi < 1)
+            try_eta = np.where(inside, try_eta, eta)
+            try_pi = np.where(inside, try_pi, pi)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                tried = objective(try_eta, try_pi)
+            better = inside & (tried >= value - 1e-12 * np.abs(value))
+            new_eta = np.where(better, try_eta, new_eta)
+            new_pi = np.where(better, try_pi, new_pi)
+            new = np.where(better, tried, new)
+            if better.all():
+                break
+            scale[~better] /= 2
+        moved = max(
+            float(np.max(np.abs(new_eta - eta), initial=0.0)),
+            float(np.max(np.abs(new_pi - pi), initial=0.0)),
+        )
+        eta, pi, value = new_eta, new_pi, new
+        if moved < tol:
+            break
+    return eta, pi
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_annotator_map_by_sorted_runs_equals_the_bincount_map(seed):
+    """`_annotator_map` sums each annotator's votes with `np.add.reduceat` over the votes
+    sorted by annotator: the same fixed point as the weighted bincounts, on votes in random
+    order, unknown display orders, and annotators without votes (indices with gaps)."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    size = int(rng.integers(1, 12))
+    used = rng.choice(size + 3, size=min(size, size + 3), replace=False)[: max(1, size // 2 + 1)]
+    c = CB.Comparisons(
+        prompt=np.zeros(n, dtype=np.int64),
+        winner=np.zeros(n, dtype=np.int64),
+        loser=np.ones(n, dtype=np.int64),
+        annotator=rng.choice(used, size=n).astype(np.int64),
+        winner_first=rng.choice([-1, 0, 1], size=n).astype(np.int64),
+        n_prompts=1,
+        n_candidates=2,
+        n_annotators=size + 3,
+    )
+    real = rng.uniform(0.02, 0.98, size=n)
+    eta = rng.uniform(0.05, 0.95, size=c.n_annotators)
+    pi = rng.uniform(0.05, 0.95, size=c.n_annotators)
+    got = CB._annotator_map(c, real, eta, pi, (1.0, 1.0), 2.0)
+    want = _reference_annotator_map(c, real, eta, pi, (1.0, 1.0), 2.0)
+    for g, w in zip(got, want, strict=True):
+        assert np.max(np.abs(g - w)) < 1e-9
+    # Annotators without votes move by their priors alone, as in the reference.
+    assert not np.array_equal(got[0], eta)
