@@ -159,14 +159,25 @@ def _send(name: str, kwargs: dict[str, Any], queue_name: str, task_id: str | Non
         app.tasks[name].apply(kwargs=kwargs, task_id=task_id)
         return
     # retry=False: a failed publish is the sweep's to repeat; the caller never waits for it.
-    app.send_task(name, kwargs=kwargs, queue=queue_name, retry=False, task_id=task_id)
+    # ignore_result: nobody reads a job's Celery result (its row holds the outcome). Without
+    # it, send_task first registers the task with the result backend (on Redis: a SUBSCRIBE),
+    # which with the broker's Redis down retried 20 times a second apart before the publish
+    # failed: the publisher thread stuck ~19 s per attempt instead of failing at once.
+    app.send_task(
+        name, kwargs=kwargs, queue=queue_name, retry=False, task_id=task_id, ignore_result=True
+    )
 
 
 def flags_update_recent_schedule(delay: float) -> None:
     """Asks a worker for one pass over every task marked recently, ``delay`` seconds from now
     (a worker gathering the hints that arrive meanwhile); raises if the broker refuses."""
     _celery_app().send_task(
-        FLAGS_UPDATE_RECENT, kwargs={}, queue="default", countdown=delay, retry=False
+        FLAGS_UPDATE_RECENT,
+        kwargs={},
+        queue="default",
+        countdown=delay,
+        retry=False,
+        ignore_result=True,
     )
 
 
@@ -326,6 +337,30 @@ def _publisher() -> _Publisher:
             # does not make it in time stays queued for the sweep.
             atexit.register(pub.flush, 10.0)
         return pub
+
+
+def publisher_prepare() -> None:
+    """Builds now, without reaching the broker, what a process's first publish would build.
+
+    The first ``send_task`` of a process imports kombu's transport for the broker (with Redis:
+    ``kombu.transport.redis``), builds Celery's producer pool and result backend and reads
+    entry points: 65-310 ms of CPU, measured, nearly all of it holding the GIL. The publisher
+    thread paid that about a second after the process's first judgment (its flag hint), while
+    the process served other requests: a request running then took the ~100 ms longer (seen in
+    tests/e2e/test_broker_outage.py at a Redis freeze, where it met the session cache's read
+    timeout). The web server calls this as each worker starts (``config/gunicorn.conf.py``);
+    the first publish then only connects (6-11 ms). Nothing here opens a connection: a broker
+    that is down does not delay or stop the start."""
+    app = _celery_app()
+    if app.conf.task_always_eager:
+        return
+    # The pool and a producer on its connection (which imports the transport's module).
+    with app.producer_pool.acquire(block=True):
+        pass
+    app.thread_oid  # noqa: B018 (the node id every task message carries)
+    app.backend  # noqa: B018 (send_task makes each task's AsyncResult with it)
+    app.amqp._event_dispatcher  # noqa: B018 (imports celery.events: each send's sent-event)
+    "localhost".encode("idna")  # the codec the first connect to a host name loads
 
 
 def publish_soon(job_ids: list[int]) -> None:

@@ -30,15 +30,14 @@ from tests.e2e.quorum_files import project_line, prompt_row, write_jsonl
 PROMPTS = 12
 PER_PHASE = 3  # submits per annotator in each phase
 EXTRA_MS = 100  # the bound: no submit slower than 100 ms extra during the outage
-# The deployment's web processes (conftest's start_web: QUORUM_WEB_WORKERS=2). Each pays one
-# session-cache read timeout (QUORUM_SESSION_REDIS_TIMEOUT_MS, 50 ms) when Redis freezes, then
-# reads sessions from the database for 5 s (annotate/session_store.py). The request that pays
-# it measured the timeout + 8 ms, and in about one run of three the timeout + 80-100 ms (seen
-# in web.log on bbeb7ab too; cause not found): at most one submit per web process may pass
-# the bound, by less than SESSION_TIMEOUT_SLACK_S. A publish waiting on the broker would add
-# seconds (its socket timeouts: 5 s connect, 10 s read) to every submit.
-WEB_PROCESSES = 2
-SESSION_TIMEOUT_SLACK_S = 0.5
+# Every submit holds it, the one that meets its web process's session-cache read timeout
+# (QUORUM_SESSION_REDIS_TIMEOUT_MS, 50 ms, once per process when Redis freezes: then database
+# sessions for 5 s, annotate/session_store.py) included. That one used to take the timeout +
+# 80-100 ms in about a run of three: the process's first publish (its first judgment's flag
+# hint, a second later, so at the freeze) imported and built Celery's publishing machinery in
+# the publisher thread, ~100 ms holding the GIL; the web workers now build it as they start
+# (workers.jobs.publisher_prepare). A publish waiting on the broker would add seconds (its
+# socket timeouts: 5 s connect, 10 s read) to every submit.
 
 pytestmark = pytest.mark.skipif(
     shutil.which("redis-server") is None,
@@ -175,10 +174,9 @@ def test_it_keeps_submits_fast_and_loses_nothing_while_redis_is_down(outage, tmp
     down = _round(annotators)
 
     slow = [round(t - baseline, 3) for t in frozen + down if t > baseline + EXTRA_MS / 1000]
-    assert len(slow) <= WEB_PROCESSES and all(extra < SESSION_TIMEOUT_SLACK_S for extra in slow), (
+    assert not slow, (
         f"submits more than {EXTRA_MS} ms over the slowest before the outage "
-        f"({baseline * 1000:.0f} ms): extra seconds {slow} (at most {WEB_PROCESSES} may, by "
-        f"less than {SESSION_TIMEOUT_SLACK_S} s: one session-cache timeout per web process)"
+        f"({baseline * 1000:.0f} ms): extra seconds {slow}"
     )
 
     redis.start()
