@@ -41,6 +41,11 @@ nothing downloaded::
 
     python bench/bench_worker_scoring.py                 # hidden 256 / 4 layers, 3 repeats
     python bench/bench_worker_scoring.py --hidden 512 --layers 6 --repeats 5
+    python bench/bench_worker_scoring.py --shape demo    # the demo model's own shape
+
+``--shape demo`` is the model ``manage.py train_demo_model`` trains (``workers/demo_model.py``:
+hidden 64, 2 layers, picture and clip answers read out from their visual tokens), with its
+media budgets unless ``--limits large`` is given.
 
 On a GPU machine, a 2-4B-shaped random model (``--shape 2b``: Qwen2-VL-2B's widths, as in
 ``bench/gpu_train_steps.py``) in bf16 with the checkpoint-sized budgets (``--limits large``:
@@ -59,6 +64,7 @@ as the workers run, rounds alternating; ``--wait-policy PASSIVE`` runs one polic
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import statistics
 import subprocess
@@ -213,9 +219,10 @@ def main() -> None:
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument(
         "--shape",
-        choices=("tiny", "2b"),
+        choices=("tiny", "demo", "2b"),
         default="tiny",
-        help="tiny: --hidden/--layers; 2b: Qwen2-VL-2B's widths (GPU)",
+        help="tiny: --hidden/--layers; demo: the demo model's (hidden 64, 2 layers, media"
+        " answers read out from their visual tokens); 2b: Qwen2-VL-2B's widths (GPU)",
     )
     parser.add_argument(
         "--limits",
@@ -252,9 +259,9 @@ def main() -> None:
     import torch
 
     from annotate.demo_world import generate_world, write_world
-    from workers.demo_model import LIMITS, examples_from_world
+    from workers.demo_model import LIMITS, examples_from_world, train_demo_model
     from workers.media import DecodePool
-    from workers.reward_model import RewardScorer
+    from workers.reward_model import RewardHeadConfig, RewardScorer
     from workers.reward_model.media_cache import MediaStore
     from workers.tiny import QWEN2_VL_2B_SHAPE, build_tiny_reward_scorer, build_tiny_tokenizer
 
@@ -268,16 +275,25 @@ def main() -> None:
         for name, example in examples_from_world(world):
             items_by_project.setdefault(name, []).append(example.item)
         tokenizer = build_tiny_tokenizer()
-        shape = (
-            QWEN2_VL_2B_SHAPE
-            if args.shape == "2b"
-            else {"hidden_size": args.hidden, "num_layers": args.layers}
-        )
+        head: dict = {}
+        if args.shape == "2b":
+            shape = QWEN2_VL_2B_SHAPE
+        elif args.shape == "demo":
+            defaults = inspect.signature(train_demo_model).parameters
+            shape = {
+                "hidden_size": defaults["hidden_size"].default,
+                "num_layers": defaults["num_layers"].default,
+            }
+            head["head_config"] = RewardHeadConfig(
+                media_repr_mode=defaults["media_repr_mode"].default
+            )
+        else:
+            shape = {"hidden_size": args.hidden, "num_layers": args.layers}
         limits = LARGE_LIMITS if args.limits == "large" else LIMITS
         dtype = getattr(torch, args.dtype)
         started = time.perf_counter()
         base = build_tiny_reward_scorer(
-            tokenizer=tokenizer, device=args.device, dtype=dtype, **shape, **limits
+            tokenizer=tokenizer, device=args.device, dtype=dtype, **shape, **head, **limits
         )
         params = sum(p.numel() for p in base.model.parameters())
         built = time.perf_counter() - started
