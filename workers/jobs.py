@@ -251,10 +251,20 @@ class _Publisher:
     Flag-update hints wait up to ``delay`` seconds for others and leave as one message (a
     submit's hint is not urgent, and the worker updates what one message names in one pass);
     jobs leave at once.
+
+    A job's publish reads and updates its row, on the thread's own database connection. With
+    ``keep_connection`` (seconds; web servers: ``publisher_prepare``) the thread keeps that
+    connection until it has had nothing to publish for that long, instead of closing it each
+    time it runs out of work: publishes a moment apart (a burst of imports or exports) then
+    each skip a reconnect (PostgreSQL, same run, 50 ms apart on a loaded host: 30 -> 14 ms
+    each from put to done, 5.1 -> 3.8 ms of CPU). Without it (management commands, shells, test
+    processes) the connection closes as soon as the work is done, so a test database is never
+    held open from here.
     """
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, keep_connection: float = 0.0) -> None:
         self.delay = delay
+        self.keep_connection = keep_connection
         self.items: queue.Queue = queue.Queue()
         self.pending = 0
         self.lock = threading.Lock()
@@ -273,12 +283,23 @@ class _Publisher:
         held: list[int] = []  # flag hints waiting for their message
         held_items = 0
         due = 0.0
+        close_at: float | None = None  # when the connection kept after the last work closes
         while True:
+            if held:
+                timeout = max(0.0, due - time.monotonic())
+            elif close_at is not None:
+                timeout = max(0.0, close_at - time.monotonic())
+            else:
+                timeout = None
             try:
-                timeout = max(0.0, due - time.monotonic()) if held else None
                 ready = [self.items.get(timeout=timeout)]
             except queue.Empty:
                 ready = []
+            if not ready and not held and close_at is not None:
+                if time.monotonic() >= close_at:  # nothing to do for keep_connection seconds
+                    connection.close()
+                    close_at = None
+                continue
             if ready and ready[0][0] == "flags" and self.delay > 0:
                 if not held:
                     due = time.monotonic() + self.delay
@@ -292,8 +313,8 @@ class _Publisher:
                 done = len(ready)
             for kind, ids in ready:
                 self._publish(kind, ids)
-            if done:
-                self._done(done)
+            if done and self._done(done) and self.keep_connection > 0:
+                close_at = time.monotonic() + self.keep_connection
 
     def _publish(self, kind: str, ids: list[int]) -> None:
         try:
@@ -305,23 +326,28 @@ class _Publisher:
         except Exception:
             logger.exception("publishing %s %s failed; the sweep will retry", kind, ids[:20])
 
-    def _done(self, items: int) -> None:
+    def _done(self, items: int) -> bool:
+        """Counts ``items`` published; returns whether nothing is left to publish."""
         with self.lock:
             self.pending -= items
             idle = self.pending == 0
         if idle:
-            # Hold no database connection while idle (max_connections; a test
-            # database that must be dropped).
-            connection.close()
+            if self.keep_connection <= 0:
+                # Hold no database connection while idle (max_connections; a test
+                # database that must be dropped).
+                connection.close()
             with self.lock:
                 if self.pending == 0:
                     self.idle.set()
+        return idle
 
     def flush(self, timeout: float) -> bool:
         return self.idle.wait(timeout)
 
 
 _publisher_lock = threading.Lock()
+# How long a web server's publisher keeps its database connection after its last publish.
+SERVER_KEEP_CONNECTION_SECONDS = 2.0
 _publisher_state: dict[str, Any] = {}
 
 
@@ -330,7 +356,8 @@ def _publisher() -> _Publisher:
         pub = _publisher_state.get("publisher")
         if pub is None or _publisher_state.get("pid") != os.getpid():  # new after a fork
             pub = _publisher_state["publisher"] = _Publisher(
-                settings.QUORUM_FLAGS_UPDATE_DELAY_MS / 1000
+                settings.QUORUM_FLAGS_UPDATE_DELAY_MS / 1000,
+                keep_connection=_publisher_state.get("keep_connection", 0.0),
             )
             _publisher_state["pid"] = os.getpid()
             # A short-lived process (a management command) publishes before it exits; what
@@ -350,7 +377,11 @@ def publisher_prepare() -> None:
     tests/e2e/test_broker_outage.py at a Redis freeze, where it met the session cache's read
     timeout). The web server calls this as each worker starts (``config/gunicorn.conf.py``);
     the first publish then only connects (6-11 ms). Nothing here opens a connection: a broker
-    that is down does not delay or stop the start."""
+    that is down does not delay or stop the start.
+
+    A server process's publisher also keeps its database connection between publishes a
+    moment apart (``_Publisher``, ``SERVER_KEEP_CONNECTION_SECONDS``)."""
+    _publisher_state["keep_connection"] = SERVER_KEEP_CONNECTION_SECONDS
     app = _celery_app()
     if app.conf.task_always_eager:
         return
