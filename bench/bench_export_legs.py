@@ -139,6 +139,8 @@ def main() -> None:
         "download_wall": med([f[0] for f in fetches]),
         "download_cpu": med([f[1] for f in fetches]),
         "zip_bytes": fetches[-1][2],
+        # Which library deflated the zip's members (`curation.download`; zlib before it said).
+        "deflate": getattr(download, "DEFLATE_LIBRARY", "zlib"),
         "folder": str(export.path),
     }
     if args.json:
