@@ -1061,7 +1061,15 @@ class RewardInputBuilder:
             digest = digests[str(source)] = self._digest(source)
             if digest is not None and self._holds(kind, digest):
                 continue
-            future = self.decode_pool.submit(kind, str(source), budget)
+            # The pool process writes the store's entry itself (compressing a clip's frames
+            # costs more than patchifying them): this process only counts it.
+            scope = self._store_scope()
+            store_path = (
+                None
+                if scope is None or digest is None
+                else self.media_store.path_for(scope, kind, digest)
+            )
+            future = self.decode_pool.submit(kind, str(source), budget, store_path)
             if future is None:
                 break  # the pool is off or lost: this thread decodes them
             futures[(kind, str(source))] = future
@@ -1074,18 +1082,26 @@ class RewardInputBuilder:
         scope = self._store_scope()
         return scope is not None and self.media_store.contains(scope, kind, digest)
 
-    def _pool_decoded(self, kind: str, source: Any) -> tuple[np.ndarray, dict] | None:
+    def _pool_decoded(
+        self, kind: str, source: Any, digest: str | None
+    ) -> tuple[np.ndarray, dict] | None:
         """The frames a pool process decoded for `source` (submitted by `encode_item`), or
-        `None`: then this thread decodes it."""
+        `None`: then this thread decodes it. The entry the pool process wrote to the store
+        is counted there; one it could not write is written from here."""
         known = self._item_decodes.get(threading.get_ident())
         future = None if known is None else known[1].pop((kind, str(source)), None)
         if future is None:
             return None
         try:
-            return future.result()
+            frames, meta, written = future.result()
         except (BrokenProcessPool, CancelledError) as exc:
             self.decode_pool.broken(None, exc)
             return None
+        if written:
+            self.media_store.account(written)
+        else:
+            self._store(kind, digest, frames, meta)
+        return frames, meta
 
     def encode_image(self, image: MediaRef | Image.Image) -> _Visual:
         """Load (if a path) and patchify an image; raises `MediaError` for unreadable files.
@@ -1112,8 +1128,7 @@ class RewardInputBuilder:
             stored = self._stored("image", digest, image)
             if stored is not None:
                 pixels = stored[0][0]
-            elif (decoded := self._pool_decoded("image", image)) is not None:
-                self._store("image", digest, *decoded)
+            elif (decoded := self._pool_decoded("image", image, digest)) is not None:
                 pixels = decoded[0][0]
             else:
                 loaded = load_image(image)
@@ -1223,9 +1238,8 @@ class RewardInputBuilder:
         size = None
         if not isinstance(video, VideoFrames):
             stored = self._stored("video", digest, video)
-            if stored is None and (decoded := self._pool_decoded("video", video)) is not None:
-                self._store("video", digest, *decoded)
-                stored = decoded
+            if stored is None:
+                stored = self._pool_decoded("video", video, digest)
             if stored is not None:
                 frames, meta = stored
                 video = VideoFrames(frames, [], [], float(meta["fps"]))

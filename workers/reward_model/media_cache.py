@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from workers.media import STORE_MAGIC, store_entry, write_store_file
+
 __all__ = [
     "DEFAULT_MEDIA_CACHE_BYTES",
     "DEFAULT_MEDIA_STORE_BYTES",
@@ -206,7 +208,7 @@ class MediaStore:
         max_bytes (`int`): Bound on the entries' bytes on disk; 0 turns the store off.
     """
 
-    _MAGIC = b"QMS1\n"
+    _MAGIC = STORE_MAGIC
     LOW_WATER = 0.9
     SWEEP_SHARE = 1 / 8
     # Left-over temporary files (a process killed mid-write) older than this are deleted.
@@ -290,31 +292,26 @@ class MediaStore:
         """Store the frames a builder made from the file (best effort)."""
         if not self.enabled:
             return
-        frames = np.ascontiguousarray(frames, dtype=np.uint8)
-        header = json.dumps({"shape": list(frames.shape), "meta": meta}, separators=(",", ":"))
-        # Level 1: the demo's pictures shrink 5x for 0.1 ms; a higher level buys little.
-        data = self._MAGIC + header.encode() + b"\n" + zlib.compress(frames.tobytes(), 1)
-        path = self._path(scope, kind, digest)
-        temporary = path.parent / f".{digest[:8]}-{os.getpid()}-{os.urandom(4).hex()}"
+        data = store_entry(frames, meta)
         try:
-            if path.parent not in self._made:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._made.add(path.parent)
-            try:
-                temporary.write_bytes(data)
-            except FileNotFoundError:  # the folder was deleted meanwhile (the store may be)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                temporary.write_bytes(data)
-            os.replace(temporary, path)
+            write_store_file(self._path(scope, kind, digest), data, made=self._made)
         except OSError as exc:
-            with contextlib.suppress(OSError):  # its folder could not be made
-                temporary.unlink(missing_ok=True)
             if not self._warned:
                 self._warned = True
                 logger.warning("media store: cannot write under %s (%s)", self.directory, exc)
             return
+        self.account(len(data))
+
+    def path_for(self, scope: str, kind: str, digest: str) -> str | None:
+        """Where the entry goes, for a decoding process that writes it itself (then
+        `account`); `None` when the store is off."""
+        return str(self._path(scope, kind, digest)) if self.enabled else None
+
+    def account(self, size: int) -> None:
+        """Count an entry of `size` bytes written (here, or by a decoding process for this
+        store): the bound is kept with it."""
         self.writes += 1
-        self._wrote(len(data))
+        self._wrote(size)
 
     def _wrote(self, size: int) -> None:
         with self._lock:
