@@ -105,6 +105,13 @@ def _converter(
     return None
 
 
+def ids_reserve(model: type[models.Model], n: int) -> list[int]:
+    """``n`` new primary keys of ``model``'s table, for rows this transaction inserts later
+    (``columns_insert(ids=...)``). On SQLite only until the next insert: the ids after the
+    table's highest."""
+    return _reserve_ids(model, n)
+
+
 def _reserve_ids(model: type[models.Model], n: int) -> list[int]:
     table = model._meta.db_table
     pk = model._meta.pk.column
@@ -163,6 +170,7 @@ def columns_insert(
     columns: Mapping[str, Sequence[Any] | Same],
     *,
     checks_hold: bool = False,
+    ids: Sequence[int] | None = None,
 ) -> list[int]:
     """Inserts rows given column by column (attribute name -> that column's values in row
     order, or ``Same(value)`` for every row); returns their new primary keys in row order.
@@ -182,6 +190,8 @@ def columns_insert(
     the same for every row and converted once. A column is converted with one ``map`` (no
     per-row Python list) and the rows go to the database as a ``zip`` of the columns: nothing
     per row is built in Python but the tuple the driver reads.
+
+    ``ids``: the rows' primary keys, reserved before (``ids_reserve``), one per row.
     """
     lengths = {len(v) for v in columns.values() if not isinstance(v, Same)}
     if len(lengths) > 1:
@@ -212,7 +222,11 @@ def columns_insert(
     table = quote(opts.db_table)
     connection.ensure_connection()
     copy_types = _binary_copy_types(table, names) if connection.vendor == "postgresql" else None
-    ids = _reserve_ids(model, n)
+    if ids is None:
+        ids = _reserve_ids(model, n)
+    elif len(ids) != n:
+        raise ValueError(f"{len(ids)} ids for {n} rows")
+    ids = list(ids)
     prepared: list[Iterable[Any]] = [ids]
     for f, values in [
         *zip(named, columns.values(), strict=True),
@@ -250,6 +264,79 @@ def columns_insert(
                 if checks_hold:
                     raw.execute("PRAGMA ignore_check_constraints = OFF")
     return ids
+
+
+@contextmanager
+def columns_copy(
+    model: type[models.Model], fields: Sequence[str], *, checks_hold: bool = False
+) -> Iterator[Callable[[Mapping[str, Sequence[Any] | Same]], None]]:
+    """PostgreSQL: one ``COPY`` into ``model``'s table left open for the block, which writes
+    rows through the function it gets: ``write(columns)``, the columns of ``fields`` (attribute
+    names) as ``columns_insert`` takes them, any number of calls. The primary keys are the
+    table's default (its sequence, in row order): read them back after the block where they
+    are needed. Other fields get their default, one value for every row (``auto_now(_add)``:
+    the time the block opened). ``checks_hold`` as for ``columns_insert``.
+
+    What it is for: the server stores each call's rows while the caller prepares the next
+    (the socket's buffers between them), where ``columns_insert`` waits for all of them first.
+    An exception in the block cancels the ``COPY`` (nothing of it is stored) and propagates;
+    the transaction is then to be rolled back. No other statement may run on the connection
+    inside the block.
+    """
+    if connection.vendor != "postgresql":
+        raise NotImplementedError("columns_copy: PostgreSQL only")
+    opts = model._meta
+    named = [opts.get_field(name) for name in fields]
+    attnames = {f.attname for f in named}
+    now = timezone.now()
+    rest = [
+        f
+        for f in opts.concrete_fields
+        if not f.primary_key and not f.generated and f.attname not in attnames
+    ]
+    quote = connection.ops.quote_name
+    names = ", ".join(quote(f.column) for f in [*named, *rest])
+    table = quote(opts.db_table)
+    connection.ensure_connection()
+    copy_types = _binary_copy_types(table, names)
+    binary = copy_types is not None
+    converters = [
+        _converter(f, strict_json=checks_hold, jsonb_binary=binary) for f in [*named, *rest]
+    ]
+    defaults = []
+    for f, convert in zip(rest, converters[len(named) :], strict=True):
+        value = _default(f, now)
+        defaults.append(value if convert is None else convert(value))
+    sql = f"COPY {table} ({names}) FROM STDIN"
+    if binary:
+        sql += " (FORMAT BINARY)"
+    with (
+        connection.wrap_database_errors,
+        connection.connection.cursor() as cursor,
+        cursor.copy(sql) as copy,
+    ):
+        if binary:
+            copy.set_types(copy_types)
+        write_row = copy.write_row
+
+        def write(columns: Mapping[str, Sequence[Any] | Same]) -> None:
+            lengths = {len(columns[n]) for n in fields if not isinstance(columns[n], Same)}
+            if len(lengths) != 1:
+                raise ValueError(f"columns of different or no lengths: {sorted(lengths)}")
+            n = lengths.pop()
+            prepared: list[Iterable[Any]] = []
+            for name, convert in zip(fields, converters, strict=False):
+                values = columns[name]
+                if isinstance(values, Same):
+                    value = values.value if convert is None else convert(values.value)
+                    prepared.append(repeat(value, n))
+                else:
+                    prepared.append(values if convert is None else map(convert, values))
+            prepared += [repeat(value, n) for value in defaults]
+            for row in zip(*prepared, strict=True):
+                write_row(row)
+
+        yield write
 
 
 def _binary_copy_types(table: str, names: str) -> list[int] | None:

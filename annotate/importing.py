@@ -1495,3 +1495,109 @@ def parse_import(
         source.close()
         raise ImportRejected(parser.problems)
     return ParsedImport(fmt, prompts, project_settings, parser.media, source)
+
+
+class QuorumStream:
+    """A Quorum JSONL file opened to be parsed a chunk of rows at a time (``quorum_stream``):
+    the PostgreSQL import writes each chunk's candidates while the next is parsed.
+
+    Only the files that parse exactly as ``parse_import`` would (its rows, records and
+    problems) one chunk at a time: ``records`` answers None at the first problem, or at a row
+    naming media, so that the caller falls back to ``parse_import``, which finds and orders
+    every problem as ever.
+    """
+
+    def __init__(
+        self,
+        source: MediaSource,
+        parser: _Parser,
+        settings: dict,
+        rows: list[tuple[int, str]],
+        total: int,
+        long_ints: bool,
+    ):
+        self.source = source
+        self.project_settings = settings
+        # (line number, text) of each row after the project's settings.
+        self.rows = rows
+        self.total = total  # rows of the file, the settings' included (``parse_import``'s)
+        self._parser = parser
+        self._long_ints = long_ints
+
+    def records(self, start: int, stop: int) -> list[PromptRecord] | None:
+        """The prompts of ``rows[start:stop]``; None where ``parse_import`` is needed."""
+        parser, quorum, long_ints = self._parser, self._parser.quorum, self._long_ints
+        out = []
+        for number, line in self.rows[start:stop]:
+            try:
+                obj = _loads(line, long_ints_possible=long_ints)
+            except json.JSONDecodeError:
+                return None
+            if type(obj) is not dict or ("project" in obj and len(obj) == 1):
+                return None
+            record = quorum(number, obj, line)
+            if record is None or parser.problems or parser.media:
+                return None
+            out.append(record)
+        return out
+
+
+def quorum_stream(
+    path: str | os.PathLike,
+    *,
+    format: str | None = None,
+    source_name: str | None = None,
+    max_media_bytes: int,
+    max_file_bytes: int,
+    max_data_bytes: int | None = None,
+    max_text_chars: int | None = None,
+    max_image_pixels: int | None = None,
+) -> QuorumStream | None:
+    """``path`` opened as a ``QuorumStream`` (arguments as ``parse_import``'s), or None where
+    it is not one: another format, a JSON array, an export, a zip, or a problem with the file
+    (``parse_import`` then reads it, and reports the problem). The caller closes the stream's
+    ``source``."""
+    path = Path(path)
+    if format not in (None, "quorum") or path.suffix.lower() == ".zip":
+        return None
+    source = MediaSource(
+        path,
+        max_media_bytes=max_media_bytes,
+        max_file_bytes=max_file_bytes,
+        max_data_bytes=max_data_bytes,
+        max_image_pixels=max_image_pixels,
+    )
+    try:
+        if source.open() or source.export is not None or source._zip is not None:
+            source.close()
+            return None
+        data = source.read_data()
+        text = data.decode("utf-8-sig", errors="strict")
+    except (ImportRejected, UnicodeDecodeError, *_ZIP_ERRORS):
+        source.close()
+        return None
+    if text.lstrip().startswith("["):
+        source.close()
+        return None
+    rows = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    long_ints = _has_long_digits(data)
+    try:
+        first = _loads(rows[0][1], long_ints_possible=long_ints) if rows else None
+    except json.JSONDecodeError:
+        first = None
+    if type(first) is not dict or (format is None and detect_format(first) != "quorum"):
+        source.close()
+        return None
+    total = len(rows)
+    settings: dict = {}
+    if "project" in first and len(first) == 1:
+        settings, rows = first["project"], rows[1:]
+    if not isinstance(settings, dict) or not rows:
+        source.close()
+        return None
+    parser = _Parser(
+        source,
+        source_name or Path(source.data_name).stem or path.stem,
+        max_text_chars=max_text_chars,
+    )
+    return QuorumStream(source, parser, settings, rows, total, long_ints)
