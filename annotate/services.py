@@ -544,7 +544,8 @@ def _write_streamed(
         ids=prompt_pks,
     )
     # The candidates' ids: the table's sequence gave them in the COPY's row order, and the
-    # project had none before.
+    # project had none before (more rows: another import into it committed meanwhile, which
+    # today's path handles).
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT array_agg(id ORDER BY id) FROM annotate_candidate WHERE project_id = %s",
@@ -552,7 +553,7 @@ def _write_streamed(
         )
         cand_pks = cursor.fetchone()[0] or []
     if len(cand_pks) != n_cands:
-        raise RuntimeError(f"streamed import: {len(cand_pks)} candidate ids of {n_cands}")
+        raise _NotStreamed
     counts = dict.fromkeys(("prompts", "candidates", "tasks", "judgments", "skipped_existing"), 0)
     counts["prompts"] = n
     counts["candidates"] = n_cands

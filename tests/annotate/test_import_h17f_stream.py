@@ -221,6 +221,28 @@ def test_todays_path_takes_what_the_stream_cannot(tmp_path, monkeypatch, spy, ca
         assert _stored(result.project) == _stored(expected.project)
 
 
+@pytest.mark.skipif(not is_postgres(), reason="the streamed import is PostgreSQL's")
+def test_rows_another_import_stored_meanwhile_send_it_to_todays_path(tmp_path, monkeypatch, spy):
+    path = _write(tmp_path / "rows.jsonl", _rows(11))
+    project = Project.objects.create(name="shared", mode="ranking", candidates_per_task=3)
+    real, calls = services._mode_problems, []
+
+    def meanwhile(project, records):  # first called once the candidates' COPY is closed
+        if not calls:
+            other = Prompt.objects.create(project=project, external_id="other", text="x")
+            Candidate.objects.create(project=project, prompt=other, external_id="o", model_name="m")
+        calls.append(1)
+        return real(project, records)
+
+    monkeypatch.setattr(services, "_mode_problems", meanwhile)
+    result = import_file(path=path, project=project)
+
+    assert spy == {"started": 1, "written": 0}
+    assert result.counts["prompts"] == 11 and result.counts["candidates"] == 38
+    # The streamed attempt rolled back whole (the other rows with it): today's path wrote.
+    assert Candidate.objects.filter(project=project).count() == 38 and len(calls) == 2
+
+
 def _png() -> bytes:
     import io
 
