@@ -289,6 +289,9 @@ def main() -> None:
         "reps": args.reps or (1 if args.quick else 3),
     }
     dbs = [d.strip() for d in args.dbs.split(",") if d.strip()]
+    unknown = sorted(set(dbs) - {"sqlite", "postgres"})
+    if unknown or not dbs:
+        raise SystemExit(f"--dbs {args.dbs!r}: name sqlite and/or postgres (unknown: {unknown})")
     systems = ([] if args.no_ls else ["label-studio"]) + dbs
     if not args.no_ls and not args.ls_script.is_file():
         raise SystemExit(f"{args.ls_script}: no such file (--no-ls measures Quorum alone)")
