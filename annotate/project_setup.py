@@ -27,7 +27,7 @@ from django.db.models import Q
 
 from annotate.importing import ImportRejected, ParsedImport, Problem, parse_import
 from annotate.models import ImportJob, Membership, Project, Task
-from annotate.services import _SETTING_FIELDS, _project_defaults, import_job_create
+from annotate.services import _SETTING_FIELDS, _project_defaults, import_job_create, import_limits
 
 # An upload whose set-up was left unfinished this long is deleted (its session may be long gone).
 STALE_UPLOAD_SECONDS = 3 * 24 * 3600
@@ -72,11 +72,7 @@ def upload_preview(*, path: str | Path, original_name: str) -> dict[str, Any]:
     parsed = parse_import(
         path,
         source_name=Path(original_name).stem or None,
-        max_media_bytes=settings.QUORUM_MAX_MEDIA_BYTES,
-        max_file_bytes=settings.QUORUM_MAX_IMPORT_BYTES,
-        max_data_bytes=settings.QUORUM_MAX_DATA_BYTES,
-        max_text_chars=settings.QUORUM_MAX_TEXT_CHARS,
-        max_image_pixels=settings.QUORUM_MAX_IMAGE_PIXELS,
+        **import_limits(),
     )
     try:
         suggested = suggested_settings(parsed, name=Path(original_name).stem)

@@ -189,6 +189,18 @@ class ImportResult:
     stale_tables: list[str] = field(default_factory=list)
 
 
+def import_limits() -> dict[str, int | None]:
+    """The size limits every read of an import file applies (``parse_import``'s and
+    ``quorum_stream``'s keyword arguments), from the settings."""
+    return {
+        "max_media_bytes": settings.QUORUM_MAX_MEDIA_BYTES,
+        "max_file_bytes": settings.QUORUM_MAX_IMPORT_BYTES,
+        "max_data_bytes": settings.QUORUM_MAX_DATA_BYTES,
+        "max_text_chars": settings.QUORUM_MAX_TEXT_CHARS,
+        "max_image_pixels": settings.QUORUM_MAX_IMAGE_PIXELS,
+    }
+
+
 def _project_defaults(parsed: ParsedImport) -> dict:
     if parsed.format == "arena":
         return {"mode": Project.Mode.PAIRWISE, "candidates_per_task": 2}
@@ -344,11 +356,7 @@ def _import_file(
         path,
         format=format,
         source_name=source_name,
-        max_media_bytes=settings.QUORUM_MAX_MEDIA_BYTES,
-        max_file_bytes=settings.QUORUM_MAX_IMPORT_BYTES,
-        max_data_bytes=settings.QUORUM_MAX_DATA_BYTES,
-        max_text_chars=settings.QUORUM_MAX_TEXT_CHARS,
-        max_image_pixels=settings.QUORUM_MAX_IMAGE_PIXELS,
+        **import_limits(),
         on_progress=on_progress,
     )
     created_media: list[str] = []
@@ -444,11 +452,7 @@ def _import_streamed(
         path,
         format=format,
         source_name=source_name,
-        max_media_bytes=settings.QUORUM_MAX_MEDIA_BYTES,
-        max_file_bytes=settings.QUORUM_MAX_IMPORT_BYTES,
-        max_data_bytes=settings.QUORUM_MAX_DATA_BYTES,
-        max_text_chars=settings.QUORUM_MAX_TEXT_CHARS,
-        max_image_pixels=settings.QUORUM_MAX_IMAGE_PIXELS,
+        **import_limits(),
     )
     if stream is None:
         return None
