@@ -165,6 +165,23 @@ def rows_insert(
     return columns_insert(model, dict(zip(fields, zip(*rows, strict=True), strict=True)))
 
 
+def _named_and_rest(
+    model: type[models.Model], names: Iterable[str]
+) -> tuple[list[models.Field], list[models.Field]]:
+    """``model``'s fields named in ``names`` (in that order) and its other stored fields (no
+    primary key, nothing generated): the columns a bulk write fills from its values and from
+    the fields' defaults."""
+    opts = model._meta
+    named = [opts.get_field(name) for name in names]
+    attnames = {f.attname for f in named}
+    rest = [
+        f
+        for f in opts.concrete_fields
+        if not f.primary_key and not f.generated and f.attname not in attnames
+    ]
+    return named, rest
+
+
 def columns_insert(
     model: type[models.Model],
     columns: Mapping[str, Sequence[Any] | Same],
@@ -200,14 +217,8 @@ def columns_insert(
     if not n:
         return []
     opts = model._meta
-    named = [opts.get_field(name) for name in columns]
-    attnames = {f.attname for f in named}
+    named, rest = _named_and_rest(model, columns)
     now = timezone.now()
-    rest = [
-        f
-        for f in opts.concrete_fields
-        if not f.primary_key and not f.generated and f.attname not in attnames
-    ]
     if connection.vendor not in ("postgresql", "sqlite"):
         names = [*(f.attname for f in named), *(f.attname for f in rest)]
         values = [
@@ -286,14 +297,8 @@ def columns_copy(
     if connection.vendor != "postgresql":
         raise NotImplementedError("columns_copy: PostgreSQL only")
     opts = model._meta
-    named = [opts.get_field(name) for name in fields]
-    attnames = {f.attname for f in named}
+    named, rest = _named_and_rest(model, fields)
     now = timezone.now()
-    rest = [
-        f
-        for f in opts.concrete_fields
-        if not f.primary_key and not f.generated and f.attname not in attnames
-    ]
     quote = connection.ops.quote_name
     names = ", ".join(quote(f.column) for f in [*named, *rest])
     table = quote(opts.db_table)
