@@ -319,9 +319,10 @@ _pair_of = operator.attrgetter("pair")
 
 def _strength_groups(nodes: Sequence[int], strengths: Mapping[int, float]) -> list[list[int]]:
     """``consensus.groups_from_scores({n: float(strengths.get(n, 0.0)) for n in nodes},
-    tol=1e-6)``: nodes by strength, best first (ids ascending among equals), a new group
-    where the strength moves by more than the tolerance from the previous node's. The same
-    sort keys compared in the same order, without a key function per node."""
+    tol=1e-6)``: nodes by strength, best first, a new group where the strength moves by more
+    than the tolerance from the previous node's, ids ascending inside a group (strengths
+    equal within roundoff do not order a group). The same sort keys compared in the same
+    order, without a key function per node."""
     get = strengths.get
     groups: list[list[int]] = []
     last: float | None = None
@@ -333,6 +334,9 @@ def _strength_groups(nodes: Sequence[int], strengths: Mapping[int, float]) -> li
         else:
             groups.append([node])
         last = score
+    for group in groups:
+        if len(group) > 1:
+            group.sort()
     return groups
 
 

@@ -327,7 +327,12 @@ def rm_records(
 
 
 def groups_from_scores(scores: Mapping[int, float], *, tol: float = 1e-9) -> Ranking:
-    """Tie groups of (numerically) equal score, best first; ids break nothing, only order."""
+    """Tie groups of (numerically) equal score, best first, ids ascending inside a group.
+
+    A group's members are ordered by id, not by score: their scores are equal only within
+    roundoff, and an order that follows roundoff moves exported rows whenever the fit's
+    numerics change (`batch_consensus._strength_groups` orders them the same way).
+    """
     groups: Ranking = []
     last: float | None = None
     for node in sorted(scores, key=lambda n: (-scores[n], n)):
@@ -336,6 +341,9 @@ def groups_from_scores(scores: Mapping[int, float], *, tol: float = 1e-9) -> Ran
         else:
             groups.append([node])
         last = scores[node]
+    for group in groups:
+        if len(group) > 1:
+            group.sort()
     return groups
 
 
