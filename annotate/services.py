@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
+import os
 import random
 import secrets
 import shutil
@@ -1243,11 +1244,28 @@ def flags_recompute_job(*, project_id: int):
 
 
 def upload_save(*, uploaded_file, subdir: str = "uploads") -> Path:
-    """Saves an uploaded import file outside MEDIA_ROOT (it is not public media)."""
+    """Saves an uploaded import file outside MEDIA_ROOT (it is not public media).
+
+    An upload Django already wrote to a temporary file (one over
+    ``FILE_UPLOAD_MAX_MEMORY_SIZE``: the peer workload's 17 MB) is renamed into place where the
+    two folders share a file system, as Django's own ``FileSystemStorage`` moves it, with its
+    ``FILE_UPLOAD_PERMISSIONS``; it is not written a second time. Otherwise it is copied.
+    """
     folder = Path(settings.DATA_DIR) / subdir / secrets.token_hex(8)
     folder.mkdir(parents=True, exist_ok=True)
     name = Path(uploaded_file.name).name or "upload.jsonl"
     target = folder / name
+    if hasattr(uploaded_file, "temporary_file_path"):
+        uploaded_file.file.flush()
+        try:
+            # The temporary file's own close later finds it gone, which Django allows for.
+            os.replace(uploaded_file.temporary_file_path(), target)
+        except OSError:  # another file system (EXDEV), or already moved: copied below
+            pass
+        else:
+            if settings.FILE_UPLOAD_PERMISSIONS is not None:
+                os.chmod(target, settings.FILE_UPLOAD_PERMISSIONS)
+            return target
     with open(target, "wb") as fh:
         for chunk in uploaded_file.chunks():
             fh.write(chunk)
