@@ -1,6 +1,6 @@
 """Rows built in processes (`RowBuildPool`): the same results as the scorer's threads, for every
-layout and failure; the processes follow the builder and the media settings, stop cleanly, and a
-process that dies fails the call with a clear error (no Django)."""
+layout and failure; the processes follow the builder and the media settings, stop cleanly, and an
+item whose process dies fails alone with a clear error (no Django)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from PIL import Image
 from tests.media_fixtures import random_pictures_and_clip
 from workers.reward_model import CandidateInput, RewardScorer, ScoringItem
 from workers.reward_model.media_cache import MediaCache, MediaStore
-from workers.reward_model.row_building import _SHARED_DIR, RowBuildError
+from workers.reward_model.row_building import _SHARED_DIR
 from workers.tiny import build_tiny_reward_scorer, build_tiny_tokenizer
 
 
@@ -161,17 +161,21 @@ class _ExitsWhenUnpickled:
         return (os._exit, (3,))
 
 
-def test_a_process_that_dies_fails_the_call_and_the_next_call_starts_again(built, files):
+def test_a_process_that_dies_fails_its_item_alone_and_the_others_are_scored(built, files):
     scorer = RewardScorer(built.model, built.builder, device="cpu", build_processes=2)
     items = _items(files)[1:3]
     try:
         expected = scorer.score(items)
         boom = ScoringItem("Boom.", items[0].candidates, prompt_image=_ExitsWhenUnpickled())  # type: ignore[arg-type]
-        crashing = [*items, boom]
+        # The dying item between the others: in flight with both when its process dies.
+        crashing = [items[0], boom, items[1]]
 
-        with pytest.raises(RowBuildError, match="a row-building process died while item"):
-            scorer.score(crashing)
+        got = scorer.score(crashing)
 
+        assert [got[0], got[2]] == expected
+        assert got[1].scores == [None, None]
+        assert "the row-building process died building this prompt alone" in got[1].error
+        assert "a row-building process died while item 1" in got[1].error
         assert scorer.score(items) == expected
         assert _handed_over() == []
     finally:

@@ -18,8 +18,10 @@ run torch with one thread, decode their items' media themselves (the process's d
 off there) and keep a media cache of their own; they read and write the same media store as the
 scoring process. An item's arrays (pixel values above all: 5 MB a 448^2 picture) come back
 through a file in ``/dev/shm`` the scoring process maps and deletes at once, so they are not
-copied through a pipe and again out of a pickle on its interpreter. A process that dies (killed, out of memory, a crashing decoder) fails the call
-with [`RowBuildError`]; the pool starts again at the next call.
+copied through a pipe and again out of a pickle on its interpreter. A process that dies (killed,
+out of memory, a crashing decoder) fails the items in flight with [`RowBuildError`]; the pool
+starts again, and the scorer builds those items again one at a time
+(`RewardScorer._built_in_processes`): an item that kills its process fails alone.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def prepare_item(
 
 
 class RowBuildError(RuntimeError):
-    """A row-building process died while building a call's rows; the call cannot finish."""
+    """A row-building process died while an item's rows were built (or the pool was gone)."""
 
 
 @dataclass(frozen=True)

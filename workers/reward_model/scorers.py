@@ -35,7 +35,7 @@ from workers.reward_model.records import (
     ScoringResult,
     pick_device,
 )
-from workers.reward_model.row_building import RowBuildPool, _Handover, prepare_item
+from workers.reward_model.row_building import RowBuildError, RowBuildPool, prepare_item
 
 logger = logging.getLogger(__name__)
 
@@ -186,25 +186,64 @@ class RewardScorer:
     ) -> Iterator[dict[str, list[_Row]]]:
         """Items' rows built by the row pool's processes, in item order, their results put in
         `results`; submitted as the threads' are (a forward pass's worth and one per process
-        ahead of the model)."""
-        session = self.row_pool.session(self.builder)
-        pending: deque[tuple[int, _Handover]] = deque()
+        ahead of the model).
+
+        A process that dies (a crashing decoder, out of memory) fails every item in flight
+        with it, and which one killed it is not known: those items are built again one at a
+        time by processes started again, so an item that kills its process fails alone (its
+        result says so, naming its media) and the others are scored.
+        """
+        pool = self.row_pool
+        ahead = self.prefetch_items + pool.processes
+        session = pool.session(self.builder)
+        # [index, handover], in item order; handover None: to be built alone.
+        pending: deque[list[Any]] = deque()
         upcoming = iter(range(len(items)))
 
+        def build_alone() -> None:
+            # Every item in flight is built again, one at a time, by processes started again.
+            nonlocal session
+            for entry in pending:
+                if entry[1] is not None:
+                    session.discard(entry[1])
+                    entry[1] = None
+            session = pool.session(self.builder)
+
         def submit(count: int) -> None:
+            if any(entry[1] is None for entry in pending):
+                return  # items wait to be built alone: nothing else is in flight meanwhile
             for index in itertools.islice(upcoming, count):
-                pending.append((index, session.submit(items, index, mode)))
+                pending.append([index, None])
+                try:
+                    pending[-1][1] = session.submit(items, index, mode)
+                except RowBuildError:
+                    build_alone()
+                    return
 
         try:
-            submit(self.prefetch_items + self.row_pool.processes)
+            submit(ahead)
             while pending:
-                index, handover = pending.popleft()
-                rows, results[index] = session.result(handover, index)
-                submit(1)
+                index, handover = pending[0]
+                alone = handover is None
+                try:
+                    if alone:
+                        handover = pending[0][1] = session.submit(items, index, mode)
+                    rows, results[index] = session.result(handover, index)
+                except RowBuildError as exc:
+                    if not alone:
+                        build_alone()
+                        continue
+                    pending[0][1] = None
+                    session = pool.session(self.builder)
+                    results[index].error = _died_building(items[index], exc)
+                    rows = {}
+                pending.popleft()
+                submit(ahead if alone else 1)
                 yield rows
         finally:
             for _, handover in pending:
-                session.discard(handover)
+                if handover is not None:
+                    session.discard(handover)
 
     def _score_prepared(
         self, prepared: Iterator[dict[str, list[_Row]]], results: list[ScoringResult]
@@ -447,6 +486,21 @@ class _Failed:
 
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
+
+
+def _died_building(item: ScoringItem, exc: RowBuildError) -> str:
+    """What the result of an item whose row-building process died, built alone, says."""
+    media = [item.prompt_image, item.prompt_video, *(c.path for c in item.candidates)]
+    names = [
+        os.path.basename(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else "in memory"
+        for path in media
+        if path is not None
+    ]
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    return (
+        "rows not built: the row-building process died building this prompt alone (killed, "
+        f"out of memory, or a decoder crashing on one of its files: {shown or 'none'}); {exc}"
+    )
 
 
 def _store_scores(scores: torch.Tensor, rows: list[_Row], results: list[ScoringResult]) -> None:
