@@ -1,12 +1,14 @@
-"""CPU of the joint annotator model's fit alone (`curation.crowd_bt.fit_crowd_bt`), before vs
-after, on the demo world's ``mr2bench`` project (94K judgments at 4,700 prompts).
+"""CPU and wall time of the joint annotator model's fit alone (`curation.crowd_bt.fit_crowd_bt`),
+before vs after, on the demo world's ``mr2bench`` project (94K judgments at 4,700 prompts).
 
 No database: the strict votes come straight from ``annotate.demo_world`` (shown first: the
 pair's first candidate, as `bench_curation_scale` stores ``presented_order``), so the fit sees
 what the flags pass would, up to the order of the indices. ``--before`` loads
 ``curation/crowd_bt.py`` of that commit (``git show``) as a second module; the two fits
-alternate, ``--repeat`` times each, and the fastest CPU time of each is reported with how far
-their estimates are apart.
+alternate, ``--repeat`` times each, and the fastest CPU and wall time of each is reported with
+how far their estimates are apart (and whether they are the same bytes). CPU counts every
+thread of the process: where the fit works on two cores (h18e) its wall is the figure that
+drops, and on a loaded machine it means little (the load average is printed per run).
 
     python bench/bench_crowd_bt_fit.py --before f1a5d25 [--prompts 4700] [--repeat 2]
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import subprocess
 import sys
 import tempfile
@@ -79,14 +82,16 @@ def module_at(commit: str, name: str):
 
 
 def timed_fit(module, votes):
-    """CPU seconds of the EM and of the whole fit (EM + final strengths), and the fit."""
+    """CPU seconds of the EM and of the whole fit (EM + final strengths), the wall seconds
+    of both, and the fit."""
     indexed = module.index_comparisons(votes)
     c = indexed.comparisons
-    started = time.process_time()
+    started, wall = time.process_time(), time.perf_counter()
     em = module.crowd_bt_em(c)
-    em_seconds = time.process_time() - started
+    em_seconds, em_wall = time.process_time() - started, time.perf_counter() - wall
     fit = module.assemble_fit(c, em, module.crowd_bt_final(c, em))
-    return em_seconds, time.process_time() - started, fit, indexed
+    walls = (em_wall, time.perf_counter() - wall)
+    return em_seconds, time.process_time() - started, fit, indexed, walls
 
 
 def main() -> None:
@@ -103,27 +108,39 @@ def main() -> None:
     votes, quality = world_votes(args.prompts, args.seed)
     print(f"{len(votes)} strict votes, {args.prompts} prompts", flush=True)
     times: dict[str, list[tuple[float, float]]] = {"before": [], "after": []}
+    walls: dict[str, list[tuple[float, float]]] = {"before": [], "after": []}
     fits = {}
-    for _ in range(args.repeat):
-        for label, module in (("before", before), ("after", after)):
-            em_seconds, seconds, fits[label], indexed = timed_fit(module, votes)
+    for rep in range(args.repeat):
+        order = (("before", before), ("after", after))
+        for label, module in order if rep % 2 == 0 else order[::-1]:
+            em_seconds, seconds, fits[label], indexed, wall = timed_fit(module, votes)
             times[label].append((em_seconds, seconds))
+            walls[label].append(wall)
             print(
                 f"  {label}: EM {em_seconds:.2f} s, final strengths {seconds - em_seconds:.2f} s,"
-                f" fit {seconds:.2f} s CPU",
+                f" fit {seconds:.2f} s CPU, {wall[1]:.2f} s wall; load average"
+                f" {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
     b, a = fits["before"], fits["after"]
-    for part, column in (("EM", 0), ("final strengths", 2), ("fit (EM + final strengths)", 1)):
-        best = {
-            label: min(t[1] - t[0] if column == 2 else t[column] for t in values)
-            for label, values in times.items()
-        }
-        print(
-            f"{part} CPU, fastest of {args.repeat}: before {best['before']:.2f} s,"
-            f" after {best['after']:.2f} s, after / before {best['after'] / best['before']:.2f}x"
-        )
+    for kind, measured in (("CPU", times), ("wall", walls)):
+        for part, column in (("EM", 0), ("final strengths", 2), ("fit (EM + final strengths)", 1)):
+            best = {
+                label: min(t[1] - t[0] if column == 2 else t[column] for t in values)
+                for label, values in measured.items()
+            }
+            print(
+                f"{part} {kind}, fastest of {args.repeat}: before {best['before']:.2f} s,"
+                f" after {best['after']:.2f} s, after / before"
+                f" {best['after'] / best['before']:.2f}x"
+            )
     print(f"EM steps: before {b.iterations}, after {a.iterations}")
+    same = all(
+        np.ascontiguousarray(getattr(a, name)).tobytes()
+        == np.ascontiguousarray(getattr(b, name)).tobytes()
+        for name in ("theta", "eta", "pi", "responsibility", "loo_margin", "n_separable")
+    )
+    print(f"theta, eta, pi, responsibilities, loo margins, separable votes the same bytes: {same}")
     print(
         "pairwise accuracy against the hidden quality:"
         f" before {pairwise_accuracy(indexed, b.theta, quality):.4f},"

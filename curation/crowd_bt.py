@@ -33,10 +33,14 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import zipfile
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from scipy.special import expit
@@ -440,6 +444,84 @@ def _inverse_hessian(theta: np.ndarray, wins: np.ndarray | WinCells, alpha: floa
     return np.linalg.inv(_hessian(theta, _cells(wins), alpha))
 
 
+# --------------------------------------------------------------------------- two cores
+# numpy's batched LAPACK (`np.linalg.cholesky` on a ``[P, N, N]`` stack), `np.einsum` and
+# integer gathers release the GIL while they work, and each prompt's matrix is factorised
+# and substituted on its own. So the SPD algebra below splits a large batch into two halves
+# of prompts (of votes, for the pairs' quadratic forms), the second worked by a helper
+# thread while the caller works the first: the same LAPACK call and the same row
+# operations on each prompt's rows, whichever batch it sits in, so the same floats
+# (`tests/curation/test_h18e_halves.py`). On one core, or below the sizes here, the batch
+# is worked whole, as before.
+#
+# The helper is one thread per process, started by the first batch large enough to split,
+# never at import: the processes that fork workers (Celery's prefork parent, a gunicorn
+# master) import this module but do not fit, so they fork without threads. A child forked
+# from a process that has the helper forgets it (its thread does not exist in the child)
+# and starts its own when it needs one. Nothing but `_by_halves`' work runs on the helper,
+# and that work never waits on the helper, so callers in several threads queue, never
+# deadlock.
+
+# Prompts per batch, and votes per gather, from which the work is split: below, the hand-off
+# to the helper (about 0.1 ms) and the substitutions' per-row Python outweigh the second core.
+SPLIT_MIN_PROMPTS = 1000
+SPLIT_MIN_VOTES = 20000
+
+_T = TypeVar("_T")
+_helper: ThreadPoolExecutor | None = None
+_helper_lock = threading.Lock()
+
+
+def _forget_helper() -> None:
+    """In a forked child: no helper thread, and no lock held by a thread it does not have."""
+    global _helper, _helper_lock
+    _helper = None
+    _helper_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_helper)
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity, as a container or taskset sets it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _helper_thread() -> ThreadPoolExecutor:
+    global _helper
+    with _helper_lock:
+        if _helper is None:
+            _helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crowd-bt")
+        return _helper
+
+
+def _halves(size: int, minimum: int) -> tuple[slice, slice] | None:
+    """The two halves ``range(size)`` is worked in, or None to work it whole."""
+    if size < minimum or available_cores() < 2:
+        return None
+    middle = size // 2
+    return slice(0, middle), slice(middle, size)
+
+
+def _by_halves(work: Callable[[slice], _T], size: int, minimum: int) -> list[_T]:
+    """``work`` of each half of ``range(size)`` (`_halves`), the second on the helper thread,
+    or of the whole range; the results in order. ``work`` must touch only its own part of
+    any array it writes."""
+    halves = _halves(size, minimum)
+    if halves is None:
+        return [work(slice(0, size))]
+    second = _helper_thread().submit(work, halves[1])
+    try:
+        first = work(halves[0])
+    finally:
+        # Also when the caller's half failed: nothing may write into its arrays afterwards.
+        wait_for([second])
+    return [first, second.result()]
+
+
 # --------------------------------------------------------------------------- SPD algebra
 # Every Hessian here is ``2 alpha I`` plus a weighted graph Laplacian (non-negative vote
 # weights): symmetric positive definite, its smallest eigenvalue at least ``2 alpha``. numpy
@@ -449,35 +531,50 @@ def _inverse_hessian(theta: np.ndarray, wins: np.ndarray | WinCells, alpha: floa
 # factor plus 38 row operations, and the leave-one-out margins read ``M = L^-1`` (one
 # forward substitution with N right-hand sides) instead of the inverse: ``H^-1 = M^T M``.
 # Where a factorisation fails (a matrix that is not positive definite, which these never
-# are), the LU solve and the explicit inverse answer instead.
+# are), the LU solve and the explicit inverse answer instead, for the whole batch. Large
+# batches are worked in two halves on two cores (above).
 
 
 def _spd_solve(hess: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     """``H^-1 rhs`` per prompt (``hess`` ``[P, N, N]`` positive definite, ``rhs`` ``[P, N]``):
     the Cholesky factor and two vectorised triangular substitutions."""
-    try:
-        lower = np.linalg.cholesky(hess)
-    except np.linalg.LinAlgError:
+    x = np.empty(rhs.shape)
+
+    def solve(part: slice) -> bool:
+        try:
+            lower = np.linalg.cholesky(hess[part])
+        except np.linalg.LinAlgError:
+            return False
+        _substitute(lower, rhs[part], x[part])
+        return True
+
+    if not all(_by_halves(solve, hess.shape[0], SPLIT_MIN_PROMPTS)):
         return np.linalg.solve(hess, rhs[:, :, None])[:, :, 0]
-    n = rhs.shape[1]
-    diag = np.diagonal(lower, axis1=1, axis2=2)
-    y = np.empty_like(rhs, dtype=float)
-    for i in range(n):
-        y[:, i] = (rhs[:, i] - np.einsum("pk,pk->p", lower[:, i, :i], y[:, :i])) / diag[:, i]
-    x = np.empty_like(y)
-    for i in range(n - 1, -1, -1):
-        dot = np.einsum("pk,pk->p", lower[:, i + 1 :, i], x[:, i + 1 :])
-        x[:, i] = (y[:, i] - dot) / diag[:, i]
     return x
 
 
-def _lower_inverse_columns(lower: np.ndarray) -> np.ndarray:
+def _substitute(lower: np.ndarray, rhs: np.ndarray, x: np.ndarray) -> None:
+    """``x = (L L^T)^-1 rhs`` per prompt, written into ``x``: forward then backward
+    substitution, vectorised over the prompts."""
+    n = rhs.shape[1]
+    diag = np.diagonal(lower, axis1=1, axis2=2)
+    y = np.empty(rhs.shape)
+    for i in range(n):
+        y[:, i] = (rhs[:, i] - np.einsum("pk,pk->p", lower[:, i, :i], y[:, :i])) / diag[:, i]
+    for i in range(n - 1, -1, -1):
+        dot = np.einsum("pk,pk->p", lower[:, i + 1 :, i], x[:, i + 1 :])
+        x[:, i] = (y[:, i] - dot) / diag[:, i]
+
+
+def _lower_inverse_columns(lower: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """The columns of ``M = L^-1`` for lower-triangular ``[P, N, N]`` factors ``L``:
     ``out[p, a] = M[p, :, a]`` (zero above the diagonal of M: ``out[p, a, k] = 0`` for
     ``k < a``). Forward substitution row by row (row i of M depends on rows ``< i`` only),
-    vectorised over the prompts, written straight in this layout (no transposed copy)."""
+    vectorised over the prompts, written straight in this layout (no transposed copy);
+    into ``out`` (zeros of ``lower``'s shape) when given."""
     n_prompts, n, _ = lower.shape
-    out = np.zeros(lower.shape)
+    if out is None:
+        out = np.zeros(lower.shape)
     diag = np.diagonal(lower, axis1=1, axis2=2)
     for i in range(n):
         if i:
@@ -499,20 +596,35 @@ class InverseHessian:
         self.n = hess.shape[-1]
         self.inverse: np.ndarray | None = None
         self.columns: np.ndarray | None = None
-        try:
-            lower = np.linalg.cholesky(hess)
-        except np.linalg.LinAlgError:
-            self.inverse = np.linalg.inv(hess)
-            return
         # columns[p, a] = M[p, :, a], contiguous: a pair's form gathers two rows of it.
-        self.columns = _lower_inverse_columns(lower)
+        columns = np.zeros(hess.shape)
+
+        def factor(part: slice) -> bool:
+            try:
+                lower = np.linalg.cholesky(hess[part])
+            except np.linalg.LinAlgError:
+                return False
+            _lower_inverse_columns(lower, columns[part])
+            return True
+
+        if all(_by_halves(factor, hess.shape[0], SPLIT_MIN_PROMPTS)):
+            self.columns = columns
+        else:
+            self.inverse = np.linalg.inv(hess)
 
     def apply(self, v: np.ndarray) -> np.ndarray:
         """``H^-1 v`` per prompt, ``v`` ``[P, N]``."""
         if self.columns is None:
             return np.einsum("pij,pj->pi", self.inverse, v)
-        mv = np.einsum("pak,pa->pk", self.columns, v)
-        return np.einsum("pak,pk->pa", self.columns, mv)
+        columns = self.columns
+        out = np.empty(v.shape)
+
+        def product(part: slice) -> None:
+            mv = np.einsum("pak,pa->pk", columns[part], v[part])
+            out[part] = np.einsum("pak,pk->pa", columns[part], mv)
+
+        _by_halves(product, v.shape[0], SPLIT_MIN_PROMPTS)
+        return out
 
     def pair_quadratic(self, flat_a: np.ndarray, flat_b: np.ndarray) -> np.ndarray:
         """``(e_a - e_b)^T H_p^-1 (e_a - e_b)`` for flat indices ``p * N + a`` and
@@ -524,8 +636,14 @@ class InverseHessian:
             col_a, col_b = flat_a % n, flat_b % n
             return inverse[row_a + col_a] + inverse[row_b + col_b] - 2 * inverse[row_a + col_b]
         rows = self.columns.reshape(-1, n)
-        diff = rows[flat_a] - rows[flat_b]
-        return np.einsum("vk,vk->v", diff, diff)
+        out = np.empty(len(flat_a))
+
+        def forms(part: slice) -> None:
+            diff = rows[flat_a[part]] - rows[flat_b[part]]
+            out[part] = np.einsum("vk,vk->v", diff, diff)
+
+        _by_halves(forms, len(flat_a), SPLIT_MIN_VOTES)
+        return out
 
     def dense(self) -> np.ndarray:
         """The whole ``[P, N, N]`` inverse."""
