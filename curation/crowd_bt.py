@@ -463,9 +463,12 @@ def _inverse_hessian(theta: np.ndarray, wins: np.ndarray | WinCells, alpha: floa
 # deadlock.
 
 # Prompts per batch, and votes per gather, from which the work is split: below, the hand-off
-# to the helper (about 0.1 ms) and the substitutions' per-row Python outweigh the second core.
-SPLIT_MIN_PROMPTS = 1000
-SPLIT_MIN_VOTES = 20000
+# to the helper and the substitutions' per-row Python (both threads need the GIL between
+# row operations) outweigh the second core. A solve and an inverse factor of [P, 19, 19],
+# halves against whole, alternated 15x at load 12 (fastest): 1.5-1.95x at P = 1000,
+# 0.77-0.88x at 2000, 0.83x at 4700.
+SPLIT_MIN_PROMPTS = 2000
+SPLIT_MIN_VOTES = 40000
 
 _T = TypeVar("_T")
 _helper: ThreadPoolExecutor | None = None

@@ -48,11 +48,11 @@ def _bytes(*arrays: np.ndarray) -> list[bytes]:
     return [np.ascontiguousarray(a).tobytes() for a in arrays]
 
 
-@pytest.mark.parametrize("size", [0, 1, 2, 3, 999, 1000, 1001, 4700, 94031])
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 1999, 2000, 2001, 4700, 94031])
 def test_it_splits_a_range_into_two_halves_that_cover_it_once(cores, size):
     cores(2)
-    halves = CB._halves(size, 1000)
-    if size < 1000:
+    halves = CB._halves(size, 2000)
+    if size < 2000:
         assert halves is None
         return
     first, second = (range(size)[half] for half in halves)
@@ -62,8 +62,8 @@ def test_it_splits_a_range_into_two_halves_that_cover_it_once(cores, size):
 
 def test_it_works_whole_on_one_core(cores):
     helper = cores(1)
-    assert CB._halves(5000, 1000) is None
-    CB._spd_solve(*_batch(1200))
+    assert CB._halves(5000, 2000) is None
+    CB._spd_solve(*_batch(CB.SPLIT_MIN_PROMPTS + 1))
     assert helper.submitted == 0
 
 
@@ -103,9 +103,9 @@ def test_the_halves_equal_the_whole_batch_byte_for_byte(cores, seed):
 
 
 def test_the_fit_on_two_cores_equals_the_fit_on_one_byte_for_byte(cores):
-    # Above both thresholds: 1,100 prompts, 22,000 votes; a spammer and a left clicker.
+    # Above both thresholds: 2,100 prompts, 42,000 votes; a spammer and a left clicker.
     votes, _ = crowd_votes(
-        5, prompts=1100, per_prompt=20, flips={0: 0.05, 1: 0.15, 2: 0.5}, left_clickers=(3,)
+        5, prompts=2100, per_prompt=20, flips={0: 0.05, 1: 0.15, 2: 0.5}, left_clickers=(3,)
     )
     comparisons = CB.index_comparisons(votes).comparisons
     assert len(comparisons) > CB.SPLIT_MIN_VOTES
@@ -134,8 +134,9 @@ def test_the_fit_on_two_cores_equals_the_fit_on_one_byte_for_byte(cores):
 
 @pytest.mark.parametrize("where", ["first", "second"])
 def test_a_failed_factorisation_in_either_half_sends_the_whole_batch_to_the_fallback(cores, where):
-    hess, rhs = _batch(1201, 6)
-    bad = 10 if where == "first" else 1100
+    prompts = CB.SPLIT_MIN_PROMPTS + 1
+    hess, rhs = _batch(prompts, 6)
+    bad = 10 if where == "first" else prompts - 10
     hess[bad] = np.diag([1.0, -2.0, 3.0, 1.0, 1.0, 1.0])  # indefinite: Cholesky fails
     cores(2)
     inverse = CB.InverseHessian(hess)
@@ -153,7 +154,7 @@ def test_a_forked_child_starts_its_own_helper(monkeypatch):
     """A process forked after the helper ran (a Celery prefork child of a parent that
     fitted) would wait for ever on the parent's helper, whose thread it does not have."""
     monkeypatch.setattr(CB, "available_cores", lambda: 2)  # the child inherits it
-    hess, rhs = _batch(1200)
+    hess, rhs = _batch(CB.SPLIT_MIN_PROMPTS + 1)
     expected = CB._spd_solve(hess, rhs)
     assert CB._helper is not None  # the helper thread runs in this process now
     receive, send = multiprocessing.get_context("fork").Pipe(duplex=False)
