@@ -9,8 +9,11 @@ Locking: every write that changes what a task can still take (a lease, a submit,
 edit) runs while holding that task's row lock (``SELECT ... FOR UPDATE``) and takes no other
 task lock first, so writers of one task queue and writers of different tasks never wait on
 each other. Next-task takes task rows with ``SKIP LOCKED`` so annotators asking at the same
-moment get different tasks instead of queueing. On SQLite ``select_for_update`` does nothing;
-the settings open transactions in IMMEDIATE mode there, which serialises writers.
+moment get different tasks instead of queueing; when that finds nothing with room, it reads the
+pool without locks and waits (``LOCK_WAIT_MS`` at most) for the lock of a task another request
+holds, so it does not answer "nothing left" while that request's lease leaves a place. On
+SQLite ``select_for_update`` does nothing; the settings open transactions in IMMEDIATE mode
+there, which serialises writers.
 
 Gold tasks (``is_gold``) are served at ``project.gold_rate`` to every annotator once (they
 measure the annotator, so k does not cap them) and render like any other task.
@@ -21,13 +24,14 @@ from __future__ import annotations
 import json
 import random
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import (
     Case,
     Count,
@@ -71,6 +75,9 @@ MAX_DURATION_MS = 24 * 3600 * 1000
 RATING_MIN, RATING_MAX = 1, 5
 MAX_SKIP_REASON_CHARS = 500
 REMAINING_CAP = 1000
+# The longest a next-task request waits, in all, for task locks other requests hold (their
+# leases or submits take milliseconds); a transaction stuck holding one costs this, not a hang.
+LOCK_WAIT_MS = 2000
 _KEY = re.compile(r"^[A-Za-z0-9_-]{8,100}$")
 
 
@@ -244,8 +251,8 @@ def _pool(
     return tasks, mine
 
 
-def _pick(tasks: QuerySet[Task], mine: QuerySet[Assignment], tried: list[int]) -> QuerySet[Task]:
-    """The pool's first task in serving order, locked unless another request holds it."""
+def _serving(tasks: QuerySet[Task], mine: QuerySet[Assignment], tried: list[int]) -> QuerySet[Task]:
+    """The pool in serving order, less ``tried``, with the annotator's own assignment."""
     return (
         tasks.exclude(pk__in=tried)
         .annotate(
@@ -253,8 +260,12 @@ def _pick(tasks: QuerySet[Task], mine: QuerySet[Assignment], tried: list[int]) -
             my_order=Subquery(mine.values("presented_order")[:1], output_field=JSONField()),
         )
         .order_by("-priority", "id")
-        .select_for_update(skip_locked=True, of=("self",))
     )
+
+
+def _pick(tasks: QuerySet[Task], mine: QuerySet[Assignment], tried: list[int]) -> QuerySet[Task]:
+    """The pool's first task in serving order, locked unless another request holds it."""
+    return _serving(tasks, mine, tried).select_for_update(skip_locked=True, of=("self",))
 
 
 def _open_pick_query(*, project_id: int, annotator_id: int, k: int, now: datetime) -> QuerySet:
@@ -306,7 +317,7 @@ def _lease_from_pool(
             )
             task = _pick(*pool, tried).first()
         if task is None:
-            return None
+            break
         if (
             not gold
             and connection.features.has_select_for_update
@@ -323,7 +334,93 @@ def _lease_from_pool(
             now=now,
             rng=rng,
         )
+    if gold or not connection.features.has_select_for_update:
+        return None
+    pool = pool or _pool(
+        project_id=project.pk,
+        annotator_id=annotator.pk,
+        k=project.annotators_per_task,
+        now=now,
+        gold=False,
+    )
+    task = _wait_for_locked(pool=pool, tried=tried, attempts=attempts)
+    if task is None:
+        return None
+    return _write_lease(
+        task=task,
+        project=project,
+        annotator=annotator,
+        existing=(task.my_assignment, task.my_order) if task.my_assignment else None,
+        now=now,
+        rng=rng,
+    )
+
+
+def _wait_for_locked(
+    *,
+    pool: tuple[QuerySet[Task], QuerySet[Assignment]],
+    tried: list[int],
+    attempts: int,
+) -> Task | None:
+    """A task of the open pool with room for the annotator, locked, after the locked picks
+    found none; None when there is none. Call inside a transaction, on PostgreSQL.
+
+    ``SKIP LOCKED`` passes over the tasks other requests hold locked this instant; near the end
+    of a queue those can be all that is left, and one may still have room for this annotator
+    once that request's lease commits. Reads the pool without locks (committed leases only: a
+    lease in progress can only fill a place) and waits for the first task's lock, ``LOCK_WAIT_MS``
+    in all."""
+    tasks, mine = pool
+    deadline = time.monotonic() + LOCK_WAIT_MS / 1000
+    for _ in range(attempts):
+        pk = tasks.exclude(pk__in=tried).order_by("-priority", "id").values_list("pk", flat=True)
+        pk = pk.first()
+        if pk is None:
+            return None
+        tried.append(pk)
+        left_ms = int((deadline - time.monotonic()) * 1000)
+        if left_ms < 1:
+            return None
+        task = _locked_with_room(pool=pool, task_id=pk, wait_ms=left_ms)
+        if task is not None:
+            return task
     return None
+
+
+# Lock not available (lock_timeout ran out), deadlock detected: the wait ends, nothing else.
+_WAIT_ENDED = {"55P03", "40P01"}
+
+
+def _locked_with_room(
+    *, pool: tuple[QuerySet[Task], QuerySet[Assignment]], task_id: int, wait_ms: int
+) -> Task | None:
+    """The pool's task ``task_id``, locked, waiting for its holder at most ``wait_ms``; None when
+    the wait ended without the lock or, read again under it, the task has no room left for the
+    annotator. Call inside a transaction, on PostgreSQL.
+
+    The wait runs in a savepoint: a task that came without room is let go at once (rolled back;
+    held while waiting for another task, two such requests would deadlock), and a wait that ends
+    leaves the transaction usable; ``lock_timeout`` is as it was afterwards."""
+    tasks, mine = pool
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "WITH was AS MATERIALIZED (SELECT current_setting('lock_timeout') AS v) "
+                "SELECT v, set_config('lock_timeout', %s, true) FROM was",
+                [f"{wait_ms}ms"],
+            )
+            ((was, _),) = cursor.fetchall()
+            locked = list(Task.objects.filter(pk=task_id).select_for_update().values_list("pk"))
+            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [was])
+            # A new statement: it sees what the holder committed.
+            task = _serving(tasks.filter(pk=task_id), mine, []).first() if locked else None
+            if task is None:
+                transaction.set_rollback(True)
+            return task
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) in _WAIT_ENDED:
+            return None
+        raise
 
 
 def _has_room(*, task: Task, project: Project, now: datetime) -> bool:

@@ -4,13 +4,11 @@ exactly k judgments, none duplicated, none lost."""
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections import Counter
 
 import pytest
 from django.db import connection
-from django.utils import timezone
 
 from annotate import queue
 from annotate.models import Judgment, Task
@@ -34,32 +32,6 @@ def _postgres_only():
         )
 
 
-def _next_or_none_left(project, user):
-    """``assignment_next``, asked again while the pool still holds a task for ``user``.
-
-    Next-task passes over task rows another request holds locked this instant (``SKIP
-    LOCKED``), so with 20 threads on a loaded machine the last tasks can all be locked when an
-    annotator asks: None then means "nothing free right now", not "nothing left" (seen in CI on
-    2026-12-05: a task ended with 2 of 3 judgments because every annotator who could still judge
-    it had stopped at such a None). An annotator here stops only when the pool, read without
-    locks, has nothing for them either."""
-    for _ in range(200):
-        assignment = queue.assignment_next(project=project, annotator=user)
-        if assignment is not None:
-            return assignment
-        tasks, _mine = queue._pool(
-            project_id=project.pk,
-            annotator_id=user.pk,
-            k=project.annotators_per_task,
-            now=timezone.now(),
-            gold=False,
-        )
-        if not tasks.exists():
-            return None
-        time.sleep(0.01)
-    return None
-
-
 def test_it_gives_every_task_exactly_k_judgments_under_concurrency():
     # 600 places for up to 1,000 cycles: the pool runs dry, so the cap is what stops work.
     project = make_project(name="concurrency", n_prompts=TASKS, n_candidates=4, k=K)
@@ -74,7 +46,9 @@ def test_it_gives_every_task_exactly_k_judgments_under_concurrency():
         try:
             start.wait()
             for cycle in range(CYCLES):
-                assignment = _next_or_none_left(project, user)
+                # None is final: next-task waits for tasks other requests hold locked
+                # (their leases in progress) before it answers that nothing is left.
+                assignment = queue.assignment_next(project=project, annotator=user)
                 if assignment is None:
                     break
                 key = str(uuid.uuid4())
