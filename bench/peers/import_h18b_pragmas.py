@@ -55,6 +55,8 @@ job = import_job_create(path=path, project_name="pragmas", run_async=False)
 cpu_s, returned = cpu() - c0, time.time() - w0
 assert job.status == ImportJob.Status.DONE, job.errors
 print("DONE", job.finished_at.timestamp() - w0, "RETURNED", returned, "CPU", cpu_s, "COMMITS", commits[0])
+import shutil
+shutil.rmtree(path.parent, ignore_errors=True)
 """
 )
 

@@ -36,6 +36,8 @@ from annotate.models import ImportJob
 from annotate.services import api_token_create
 import workers.jobs
 workers.jobs._publish_soon = lambda kind, ids: None  # no broker here; the job row is written
+from django.conf import settings
+settings.QUORUM_ASYNC_IMPORT_ROWS = 0  # every size queued, as the peer file is: nothing runs inline
 user = get_user_model().objects.create_user("bench", password="x", is_staff=True)
 _, key = api_token_create(user=user)
 path = write_quorum_jsonl(Path(tempfile.mkdtemp()) / "tasks.jsonl", int(os.environ["IMPORT_TASKS"]), judged=False)
@@ -64,6 +66,8 @@ for i in range(int(os.environ["REQUESTS"])):
     job = ImportJob.objects.latest("pk")
     assert Path(job.source_file).read_bytes() == sent, "the saved upload differs from the file sent"
 print("FIRST", walls[0], cpus[0], "WALL", statistics.median(walls[1:]), "CPU", statistics.median(cpus[1:]))
+import shutil
+shutil.rmtree(path.parent, ignore_errors=True)
 """
 )
 
