@@ -119,15 +119,32 @@ def members_folder(folder: Path) -> Path | None:
 class DeflatedMember:
     """One file deflated as `iter_download_zip` deflates it: cut into ``BLOCK_SIZE`` blocks
     (the last one finished), each primed with the 32 KB before it, compressed in ``pool``'s
-    threads and written in order to ``target``."""
+    threads and written in order to ``target``.
 
-    def __init__(self, pool: ThreadPoolExecutor, target: Path):
+    With ``digester`` (a one-thread executor), the blocks' CRC-32 and the file's SHA-256
+    (`sha256`) are worked out there, in order, instead of in the writing thread, and with
+    ``copy_to`` the blocks are also written there, to that file (created here): all of it runs
+    without the GIL on a block, so the thread that encodes the file does not wait on it."""
+
+    def __init__(
+        self,
+        pool: ThreadPoolExecutor,
+        target: Path,
+        digester: ThreadPoolExecutor | None = None,
+        copy_to: Path | None = None,
+    ):
+        if copy_to is not None and digester is None:
+            raise ValueError("copy_to needs a digester")
         self._pool = pool
         self._fh = open(target, "wb")  # noqa: SIM115 - closed by close()
         self._buffer = bytearray()
         self._pending: deque[Future] = deque()
         self._primer = b""
         self.crc = self.size = self.compressed = 0
+        self._digester = digester
+        self._sha = hashlib.sha256() if digester is not None else None
+        self._checked: list[Future] = []
+        self._copy = open(copy_to, "wb") if copy_to is not None else None  # noqa: SIM115
 
     def write(self, data: bytes | memoryview) -> None:
         """The file's next bytes (not to be changed afterwards: blocks of them are compressed
@@ -149,23 +166,58 @@ class DeflatedMember:
         self._buffer += view[whole:]
 
     def end(self) -> None:
-        """The file is written: its last block goes to the threads (`finish` waits for it)."""
+        """The file is written: its last block goes to the threads (`finish` waits for it; with
+        ``copy_to``, `sha256` or `finish` before reading the copy)."""
         self._block(bytes(self._buffer), last=True)
         self._buffer = bytearray()
+        if self._copy is not None:
+            self._checked.append(self._digester.submit(self._copy.close))
 
     def finish(self) -> None:
         while self._pending:
             self._send()
         self._fh.close()
+        self._digested()
+
+    def sha256(self) -> str:
+        """The SHA-256 of the file's bytes (`end`ed; made with a ``digester``)."""
+        if self._sha is None:
+            raise ValueError("this member was made without a digester")
+        self._digested()
+        return self._sha.hexdigest()
 
     def close_quietly(self) -> None:
         """Closes the file without finishing the stream (the build failed)."""
         for future in self._pending:
             future.cancel()
+        for future in self._checked:
+            future.cancel()
         self._fh.close()
+        if self._copy is not None:
+            for future in self._checked:
+                if not future.cancelled():
+                    future.exception()  # a block being copied: wait before closing
+            self._copy.close()
+
+    def _digested(self) -> None:
+        """Waits for the digester's work on this member's blocks (its errors raised here)."""
+        while self._checked:
+            self._checked.pop(0).result()
+
+    def _check(self, block: bytes | memoryview) -> None:
+        # In the digester's one thread: blocks in the order they were cut.
+        self.crc = _zlib.crc32(block, self.crc)
+        self._sha.update(block)
+        if self._copy is not None:
+            self._copy.write(block)
 
     def _block(self, block: bytes | memoryview, last: bool) -> None:
-        self.crc = _zlib.crc32(block, self.crc)
+        if self._digester is None:
+            self.crc = _zlib.crc32(block, self.crc)
+        else:
+            self._checked.append(self._digester.submit(self._check, block))
+            while len(self._checked) > BLOCKS_AHEAD:  # blocks held for it: a few MB at most
+                self._checked.pop(0).result()
         self.size += len(block)
         self._pending.append(self._pool.submit(_deflate, block, self._primer, last))
         tail = block if len(block) >= WINDOW else self._primer + block
@@ -193,15 +245,24 @@ class DeflatedMembers:
         self._work = out_dir.parent / f"{MEMBERS_PREFIX}tmp-{out_dir.name}"
         self._work.mkdir()
         self._pool = ThreadPoolExecutor(max_workers=COMPRESSORS, thread_name_prefix="deflate")
+        # One thread: a member's CRC-32 and SHA-256 are sums over its blocks in order.
+        self._digester = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest")
         self._lock = threading.Lock()
         self._members: dict[str, DeflatedMember] = {}
 
-    def member(self, rel: str) -> DeflatedMember:
+    def member(self, rel: str, *, digest: bool = False, write: bool = False) -> DeflatedMember:
         """A writer for ``rel`` (a path relative to the export folder); `end` it when the file
-        is written."""
+        is written. With ``digest``, its CRC-32 and SHA-256 (`DeflatedMember.sha256`) are
+        worked out in a thread of their own, not in the writing thread; with ``write`` (and
+        ``digest``) that thread also writes the file itself, ``out_dir / rel``."""
         with self._lock:
             number = len(self._members)
-            member = DeflatedMember(self._pool, self._work / f"{number}.deflate")
+            member = DeflatedMember(
+                self._pool,
+                self._work / f"{number}.deflate",
+                self._digester if digest else None,
+                self._out_dir / rel if write else None,
+            )
             self._members[rel] = member
         return member
 
@@ -213,6 +274,7 @@ class DeflatedMembers:
         for member in self._members.values():
             member.finish()
         self._pool.shutdown(wait=True)
+        self._digester.shutdown(wait=True)
         for number, (rel, member) in enumerate(self._members.items()):
             stat = (self._out_dir / rel).stat()
             if stat.st_size != member.size:
@@ -237,6 +299,7 @@ class DeflatedMembers:
 
     def discard(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._digester.shutdown(wait=True, cancel_futures=True)
         for member in self._members.values():
             member.close_quietly()
         shutil.rmtree(self._work, ignore_errors=True)

@@ -2013,24 +2013,26 @@ def _write_files(
                 digests[rel] = _digest(path, members.member(rel))
 
     # Arrow writes Parquet and the Arrow shards without the GIL: they go on beside the JSONL
-    # encoding (Python in part), on another core where there is one.
+    # encoding (Python in part), on another core where there is one. The JSONL files are
+    # written, and their SHA-256 worked out, by the members' digester thread
+    # (`DeflatedMember.sha256`), block by block as they are deflated, not by the encoding
+    # thread, the build's critical path.
     with ThreadPoolExecutor(max_workers=1) as pool:
         tables_written = pool.submit(write_tables)
+        jsonl_members = {}
         for folder, table, shape, _why in snapshot.jsonl or jsonl_tables(snapshot)[0]:
             (out_dir / folder).mkdir(parents=True)
             for split in splits:
                 part = _split_rows(table, split)
-                digest = hashlib.sha256()
-                member = members.member(f"{folder}/{split}.jsonl")
-                with open(out_dir / folder / f"{split}.jsonl", "wb") as fh:
-                    for chunk in jsonl_chunks(part, shape):
-                        fh.write(chunk)
-                        digest.update(chunk)
-                        member.write(chunk)
+                rel = f"{folder}/{split}.jsonl"
+                member = jsonl_members[rel] = members.member(rel, digest=True, write=True)
+                for chunk in jsonl_chunks(part, shape):
+                    member.write(chunk)
                 member.end()
-                digests[f"{folder}/{split}.jsonl"] = digest.hexdigest()
         with open(out_dir / OVERRULED_FILE, "w", encoding="utf-8") as fh:
             fh.write("".join(map(_json_line, snapshot.overruled)))
+        for rel, member in jsonl_members.items():
+            digests[rel] = member.sha256()
         tables_written.result()
 
     if options.include_media and snapshot.media:
