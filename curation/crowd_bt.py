@@ -543,17 +543,28 @@ def _spd_solve(hess: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     the Cholesky factor and two vectorised triangular substitutions."""
     x = np.empty(rhs.shape)
 
-    def solve(part: slice) -> bool:
+    def solve(lower: np.ndarray, part: slice) -> None:
+        _substitute(lower, rhs[part], x[part])
+
+    if not _by_cholesky_halves(hess, solve):
+        return np.linalg.solve(hess, rhs[:, :, None])[:, :, 0]
+    return x
+
+
+def _by_cholesky_halves(hess: np.ndarray, work: Callable[[np.ndarray, slice], None]) -> bool:
+    """``work(L, part)`` with the Cholesky factor ``L`` of ``hess[part]``, for each half of the
+    prompts (`_by_halves`) or the whole batch; False where a factorisation failed (the caller
+    then answers for the whole batch by LU)."""
+
+    def factor(part: slice) -> bool:
         try:
             lower = np.linalg.cholesky(hess[part])
         except np.linalg.LinAlgError:
             return False
-        _substitute(lower, rhs[part], x[part])
+        work(lower, part)
         return True
 
-    if not all(_by_halves(solve, hess.shape[0], SPLIT_MIN_PROMPTS)):
-        return np.linalg.solve(hess, rhs[:, :, None])[:, :, 0]
-    return x
+    return all(_by_halves(factor, hess.shape[0], SPLIT_MIN_PROMPTS))
 
 
 def _substitute(lower: np.ndarray, rhs: np.ndarray, x: np.ndarray) -> None:
@@ -602,15 +613,10 @@ class InverseHessian:
         # columns[p, a] = M[p, :, a], contiguous: a pair's form gathers two rows of it.
         columns = np.zeros(hess.shape)
 
-        def factor(part: slice) -> bool:
-            try:
-                lower = np.linalg.cholesky(hess[part])
-            except np.linalg.LinAlgError:
-                return False
+        def factor(lower: np.ndarray, part: slice) -> None:
             _lower_inverse_columns(lower, columns[part])
-            return True
 
-        if all(_by_halves(factor, hess.shape[0], SPLIT_MIN_PROMPTS)):
+        if _by_cholesky_halves(hess, factor):
             self.columns = columns
         else:
             self.inverse = np.linalg.inv(hess)
