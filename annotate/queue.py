@@ -33,9 +33,11 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import (
+    BigIntegerField,
     Case,
     Count,
     Exists,
+    ExpressionWrapper,
     F,
     Field,
     IntegerField,
@@ -1193,7 +1195,19 @@ def _progress_query(
     *, project_id: int, annotator_id: int, today: datetime, window: datetime, now: datetime
 ) -> QuerySet:
     mine = Judgment.objects.filter(project=OuterRef("pk"), annotator_id=annotator_id)
-    done_today = mine.filter(created_at__gte=today).order_by().values("project")
+    # Today's judgments are found through (project_id, created_at) and filtered by annotator:
+    # ``annotator_id + 0`` keeps the planner off the annotator_id index, whose list holds all
+    # their judgments: ANDed with the day's bitmap it read 167k entries per request for an
+    # annotator with 167k judgments (37 ms at 1M tasks, 6 ms at 100k).
+    done_today = (
+        Judgment.objects.filter(project=OuterRef("pk"), created_at__gte=today)
+        .alias(
+            by_annotator=ExpressionWrapper(F("annotator_id") + 0, output_field=BigIntegerField())
+        )
+        .filter(by_annotator=annotator_id)
+        .order_by()
+        .values("project")
+    )
     done_today = done_today.annotate(n=Count("pk")).values("n")
     closed = Assignment.objects.filter(
         task=OuterRef("pk"),
