@@ -21,7 +21,10 @@ through a file in ``/dev/shm`` the scoring process maps and deletes at once, so 
 copied through a pipe and again out of a pickle on its interpreter. A process that dies (killed,
 out of memory, a crashing decoder) fails the items in flight with [`RowBuildError`]; the pool
 starts again, and the scorer builds those items again one at a time
-(`RewardScorer._built_in_processes`): an item that kills its process fails alone.
+(`RewardScorer._built_in_processes`): an item that kills its process fails alone. Processes that
+cannot start (spawning fails, or every process ends before its start-up finished: an import
+error, out of memory) raise [`RowBuildStartError`], with what the start-up said: nothing will
+build, so the scorer fails the call's items at once instead of starting the pool per item.
 """
 
 from __future__ import annotations
@@ -34,10 +37,11 @@ import mmap
 import multiprocessing
 import os
 import pickle
+import signal
 import tempfile
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +54,7 @@ from workers.reward_model.inputs import RewardInputBuilder, _Row
 from workers.reward_model.media_cache import MediaCache
 from workers.reward_model.records import AttentionMode, ScoringItem, ScoringResult
 
-__all__ = ["RowBuildError", "RowBuildPool", "prepare_item"]
+__all__ = ["RowBuildError", "RowBuildPool", "RowBuildStartError", "prepare_item"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +89,11 @@ class RowBuildError(RuntimeError):
     """A row-building process died while an item's rows were built (or the pool was gone)."""
 
 
+class RowBuildStartError(RowBuildError):
+    """The row-building processes could not start: spawning failed, or the processes ended
+    before any of them had finished its start-up (an import error, out of memory)."""
+
+
 @dataclass(frozen=True)
 class _MediaSettings:
     """What the scoring process's media settings are at a call; a building process follows
@@ -103,11 +112,20 @@ _builder: RewardInputBuilder | None = None
 _cache_key: tuple[int, int] | None = None
 
 
-def _start_process(spec: bytes) -> None:
+def _start_process(spec: bytes, reports: Any) -> None:
+    """A building process's start-up; it says on `reports` (a SimpleQueue) that it started, or
+    why it could not (and then ends, as any failed initializer ends its process)."""
     global _builder
-    # The scoring process's model wants the cores; a process builds one item at a time.
-    torch.set_num_threads(1)
-    _builder = pickle.loads(spec)
+    try:
+        # The scoring process's model wants the cores; a process builds one item at a time.
+        torch.set_num_threads(1)
+        _builder = pickle.loads(spec)
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            reports.put(("failed", f"{type(exc).__name__}: {exc}"[:1000]))
+        raise
+    with contextlib.suppress(Exception):
+        reports.put(("started", os.getpid()))
 
 
 def _follow(builder: RewardInputBuilder, media: _MediaSettings) -> None:
@@ -264,6 +282,39 @@ def _fingerprint(builder: RewardInputBuilder) -> tuple:
     )
 
 
+class _Starts:
+    """What the processes of one executor said at start-up (`_start_process`): how many
+    started, and the first reason one could not."""
+
+    def __init__(self, context: Any) -> None:
+        self.reports = context.SimpleQueue()
+        self.started = 0
+        self.failure: str | None = None
+        self._lock = threading.Lock()
+
+    def failed(self, executor: ProcessPoolExecutor) -> str | None:
+        """Why the processes of `executor` (broken) could not start; None if one started."""
+        with self._lock:
+            while not self.reports.empty():
+                kind, detail = self.reports.get()
+                if kind == "started":
+                    self.started += 1
+                elif self.failure is None:
+                    self.failure = detail
+            if self.started:
+                return None
+            if self.failure is not None:
+                return self.failure
+        # Ended without a word (killed, out of memory, os._exit): their exit codes, where known;
+        # the executor's processes are terminated (SIGTERM) once one has died.
+        processes = list((getattr(executor, "_processes", None) or {}).values())
+        codes = sorted({p.exitcode for p in processes if p.exitcode not in (None, -signal.SIGTERM)})
+        shown = ", ".join(
+            f"killed by signal {-code}" if code < 0 else f"exit code {code}" for code in codes
+        )
+        return f"a process ended during its start-up ({shown or 'no exit code'})"
+
+
 class RowBuildPool:
     """Processes that run [`prepare_item`] for a [`RewardScorer`] while it runs the model.
 
@@ -277,6 +328,7 @@ class RowBuildPool:
             raise ValueError(f"processes must be >= 0, got {processes}")
         self.processes = processes
         self._executor: ProcessPoolExecutor | None = None
+        self._starts: _Starts | None = None
         self._fingerprint: tuple | None = None
         self._cache_epoch = 0
         self._lock = threading.Lock()
@@ -305,14 +357,23 @@ class RowBuildPool:
             if self._executor is not None and fingerprint != self._fingerprint:
                 self._stop(wait=False)
             if self._executor is None:
+                context = multiprocessing.get_context("spawn")
+                spec = pickle.dumps(builder)
+                try:
+                    starts = _Starts(context)
+                except OSError as exc:  # out of file descriptors
+                    raise RowBuildStartError(
+                        f"the row-building processes could not start: {exc}"
+                    ) from exc
                 self._executor = ProcessPoolExecutor(
                     self.processes,
-                    mp_context=multiprocessing.get_context("spawn"),
+                    mp_context=context,
                     initializer=_start_process,
-                    initargs=(pickle.dumps(builder),),
+                    initargs=(spec, starts.reports),
                 )
-                self._fingerprint = fingerprint
-            executor = self._executor
+                self._starts, self._fingerprint = starts, fingerprint
+            executor, starts = self._executor, self._starts
+            assert starts is not None
             store = builder.media_store
             media = _MediaSettings(
                 store_directory=str(store.directory) if store.enabled else None,
@@ -321,7 +382,7 @@ class RowBuildPool:
                 cache_epoch=self._cache_epoch,
                 pixel_limit=Image.MAX_IMAGE_PIXELS,
             )
-        return _Session(self, executor, media)
+        return _Session(self, executor, starts, media)
 
     def _broken(self, executor: ProcessPoolExecutor) -> None:
         with self._lock:
@@ -331,6 +392,7 @@ class RowBuildPool:
     def _stop(self, *, wait: bool) -> None:
         # Call holding self._lock.
         executor, self._executor, self._fingerprint = self._executor, None, None
+        self._starts = None
         if executor is not None:
             executor.shutdown(wait=wait, cancel_futures=True)
 
@@ -348,31 +410,57 @@ class _Session:
     """One call's items submitted to a [`RowBuildPool`]'s processes."""
 
     def __init__(
-        self, pool: RowBuildPool, executor: ProcessPoolExecutor, media: _MediaSettings
+        self,
+        pool: RowBuildPool,
+        executor: ProcessPoolExecutor,
+        starts: _Starts,
+        media: _MediaSettings,
     ) -> None:
-        self.pool, self.executor, self.media = pool, executor, media
+        self.pool, self.executor, self.starts, self.media = pool, executor, starts, media
+
+    def _gone(self, exc: BaseException) -> RowBuildStartError | None:
+        """The executor is broken (`exc`): stopped, and the error to raise if its processes
+        never started (None if one did: it died on an item)."""
+        failure = self.starts.failed(self.executor)
+        self.pool._broken(self.executor)
+        if failure is None:
+            return None
+        return RowBuildStartError(f"the row-building processes could not start: {failure}")
 
     def submit(self, items: Sequence[ScoringItem], index: int, mode: AttentionMode) -> _Handover:
+        """Item `index` submitted. Raises [`RowBuildStartError`] where the processes could not
+        start, [`RowBuildError`] where they are gone otherwise."""
         try:
             return _Handover(
                 self.executor.submit(_build_rows, items[index], index, mode, self.media)
             )
-        except (BrokenProcessPool, RuntimeError) as exc:
+        except (BrokenProcessPool, OSError) as exc:  # OSError: spawning a process failed
+            raise (
+                self._gone(exc) or RowBuildError(f"the row-building processes are gone ({exc})")
+            ) from exc
+        except RuntimeError as exc:  # stopped (configure(), shutdown())
             self.pool._broken(self.executor)
             raise RowBuildError(f"the row-building processes are gone ({exc})") from exc
 
     def result(
         self, handover: _Handover, index: int
     ) -> tuple[dict[str, list[_Row]], ScoringResult]:
-        """Item `index`'s rows and result, as `prepare_item` left them."""
+        """Item `index`'s rows and result, as `prepare_item` left them. Raises
+        [`RowBuildStartError`] or [`RowBuildError`] as `submit`, and what building the item
+        raised in its process (its traceback there as the exception's cause)."""
         try:
             payload = handover.future.result()
         except BrokenProcessPool as exc:
-            self.pool._broken(self.executor)
-            raise RowBuildError(
-                f"a row-building process died while item {index}'s rows were built ({exc}); "
-                "the processes start again at the next call"
+            raise (
+                self._gone(exc)
+                or RowBuildError(
+                    f"a row-building process died while item {index}'s rows were built "
+                    f"({exc}); the processes start again at the next call"
+                )
             ) from exc
+        except CancelledError as exc:  # the pool was stopped (configure(), shutdown())
+            self.pool._broken(self.executor)
+            raise RowBuildError(f"the row-building processes were stopped ({exc!r})") from exc
         handover.ready.wait()
         return _take_over(payload, handover.mapped)
 

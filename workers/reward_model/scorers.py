@@ -35,7 +35,12 @@ from workers.reward_model.records import (
     ScoringResult,
     pick_device,
 )
-from workers.reward_model.row_building import RowBuildError, RowBuildPool, prepare_item
+from workers.reward_model.row_building import (
+    RowBuildError,
+    RowBuildPool,
+    RowBuildStartError,
+    prepare_item,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -191,14 +196,21 @@ class RewardScorer:
         A process that dies (a crashing decoder, out of memory) fails every item in flight
         with it, and which one killed it is not known: those items are built again one at a
         time by processes started again, so an item that kills its process fails alone (its
-        result says so, naming its media) and the others are scored.
+        result says so, naming its media) and the others are scored. Processes that cannot
+        start ([`RowBuildStartError`]) would fail every item the same way, a start (seconds)
+        each: the items not built yet fail at once, with what the start-up said. An item whose
+        build raises (a bug in a template, a KeyError) fails alone, as in `_prepare`.
         """
         pool = self.row_pool
         ahead = self.prefetch_items + pool.processes
-        session = pool.session(self.builder)
         # [index, handover], in item order; handover None: to be built alone.
         pending: deque[list[Any]] = deque()
         upcoming = iter(range(len(items)))
+        try:
+            session = pool.session(self.builder)
+        except RowBuildStartError as exc:
+            _could_not_start(results, range(len(items)), exc)
+            return
 
         def build_alone() -> None:
             # Every item in flight is built again, one at a time, by processes started again.
@@ -216,30 +228,46 @@ class RewardScorer:
                 pending.append([index, None])
                 try:
                     pending[-1][1] = session.submit(items, index, mode)
+                except RowBuildStartError:
+                    raise
                 except RowBuildError:
                     build_alone()
                     return
 
         try:
-            submit(ahead)
-            while pending:
-                index, handover = pending[0]
-                alone = handover is None
-                try:
-                    if alone:
-                        handover = pending[0][1] = session.submit(items, index, mode)
-                    rows, results[index] = session.result(handover, index)
-                except RowBuildError as exc:
-                    if not alone:
-                        build_alone()
-                        continue
-                    pending[0][1] = None
-                    session = pool.session(self.builder)
-                    results[index].error = _died_building(items[index], exc)
-                    rows = {}
-                pending.popleft()
-                submit(ahead if alone else 1)
-                yield rows
+            try:
+                submit(ahead)
+                while pending:
+                    index, handover = pending[0]
+                    alone = handover is None
+                    try:
+                        if alone:
+                            handover = pending[0][1] = session.submit(items, index, mode)
+                        rows, results[index] = session.result(handover, index)
+                    except RowBuildStartError:
+                        raise
+                    except RowBuildError as exc:
+                        if not alone:
+                            build_alone()
+                            continue
+                        pending[0][1] = None
+                        results[index].error = _died_building(items[index], exc)
+                        rows = {}
+                        session = pool.session(self.builder)
+                    except Exception as exc:  # noqa: BLE001 - the item's build raised: it alone fails
+                        pending[0][1] = None  # done: nothing to discard
+                        results[index] = _unbuilt(items[index], index, exc)
+                        rows = {}
+                    pending.popleft()
+                    submit(ahead if alone else 1)
+                    yield rows
+            except RowBuildStartError as exc:
+                for entry in pending:
+                    if entry[1] is not None:
+                        session.discard(entry[1])
+                        entry[1] = None
+                _could_not_start(results, [*(entry[0] for entry in pending), *upcoming], exc)
+                pending.clear()
         finally:
             for _, handover in pending:
                 if handover is not None:
@@ -373,7 +401,11 @@ class RewardScorer:
         """Decode the media of `items[indices]` and lay out their rows, by attention mode."""
         rows: dict[str, list[_Row]] = {}
         for index in indices:
-            built = prepare_item(self.builder, items[index], index, mode, results[index])
+            try:
+                built = prepare_item(self.builder, items[index], index, mode, results[index])
+            except Exception as exc:  # noqa: BLE001 - one item's bug must not sink the others
+                results[index] = _unbuilt(items[index], index, exc)
+                continue
             for row_mode, mode_rows in built.items():
                 rows.setdefault(row_mode, []).extend(mode_rows)
         return rows
@@ -500,6 +532,28 @@ def _died_building(item: ScoringItem, exc: RowBuildError) -> str:
     return (
         "rows not built: the row-building process died building this prompt alone (killed, "
         f"out of memory, or a decoder crashing on one of its files: {shown or 'none'}); {exc}"
+    )
+
+
+def _could_not_start(
+    results: list[ScoringResult], indices: Sequence[int], exc: RowBuildStartError
+) -> None:
+    """Items left unbuilt because the row-building processes could not start: one reason."""
+    logger.error("rows of %d items not built: %s", len(indices), exc)
+    for index in indices:
+        results[index].error = f"rows not built: {exc}"
+
+
+def _unbuilt(item: ScoringItem, index: int, exc: Exception) -> ScoringResult:
+    """The result of an item whose rows could not be built because building them raised
+    `exc` (not a media or value error, which `prepare_item` reports: a bug, most likely). It
+    is logged with its traceback (a process's, as the cause, for rows built there)."""
+    logger.error("building the rows of item %d raised", index, exc_info=exc)
+    count = len(item.candidates)
+    return ScoringResult(
+        scores=[None] * count,
+        errors=[None] * count,
+        error=f"rows not built: {type(exc).__name__}: {exc}",
     )
 
 
