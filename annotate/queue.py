@@ -306,46 +306,35 @@ def _lease_from_pool(
     """Call inside a transaction. Locks one task row, re-checks its room, leases it."""
     pool = None
     tried: list[int] = []
+    locks = connection.features.has_select_for_update
+
+    def whole_pool() -> tuple[QuerySet[Task], QuerySet[Assignment]]:
+        nonlocal pool
+        pool = pool or _pool(
+            project_id=project.pk,
+            annotator_id=annotator.pk,
+            k=project.annotators_per_task,
+            now=now,
+            gold=gold,
+        )
+        return pool
+
+    task = None
     for _ in range(attempts):
         if not gold and not tried:
             task = _open_pick(project=project, annotator=annotator, now=now)
         else:
-            pool = pool or _pool(
-                project_id=project.pk,
-                annotator_id=annotator.pk,
-                k=project.annotators_per_task,
-                now=now,
-                gold=gold,
-            )
-            task = _pick(*pool, tried).first()
+            task = _pick(*whole_pool(), tried).first()
         if task is None:
             break
-        if (
-            not gold
-            and connection.features.has_select_for_update
-            and not _has_room(task=task, project=project, now=now)
-        ):
+        if not gold and locks and not _has_room(task=task, project=project, now=now):
             # Read before the lock: a lease committed in between may have filled it.
             tried.append(task.pk)
+            task = None
             continue
-        return _write_lease(
-            task=task,
-            project=project,
-            annotator=annotator,
-            existing=(task.my_assignment, task.my_order) if task.my_assignment else None,
-            now=now,
-            rng=rng,
-        )
-    if gold or not connection.features.has_select_for_update:
-        return None
-    pool = pool or _pool(
-        project_id=project.pk,
-        annotator_id=annotator.pk,
-        k=project.annotators_per_task,
-        now=now,
-        gold=False,
-    )
-    task = _wait_for_locked(pool=pool, tried=tried, attempts=attempts)
+        break
+    if task is None and not gold and locks:
+        task = _wait_for_locked(pool=whole_pool(), tried=tried, attempts=attempts)
     if task is None:
         return None
     return _write_lease(
