@@ -11,7 +11,8 @@ task lock first, so writers of one task queue and writers of different tasks nev
 each other. Next-task takes task rows with ``SKIP LOCKED`` so annotators asking at the same
 moment get different tasks instead of queueing; when that finds nothing with room, it reads the
 pool without locks and waits (``LOCK_WAIT_MS`` at most) for the lock of a task another request
-holds, so it does not answer "nothing left" while that request's lease leaves a place. On
+holds, so it does not answer "nothing left" while that request's lease leaves a place; it holds
+no other task's lock while it waits (tasks its picks locked and found full are let go first). On
 SQLite ``select_for_update`` does nothing; the settings open transactions in IMMEDIATE mode
 there, which serialises writers.
 
@@ -218,14 +219,33 @@ def assignment_next(
         return current
     rng = rng or random.Random()
     pools = [True, False] if project.gold_rate > 0 and rng.random() < project.gold_rate else [False]
-    with transaction.atomic():
-        for gold in pools:
-            assignment = _lease_from_pool(
-                project=project, annotator=annotator, now=now, gold=gold, rng=rng
+    try:
+        with transaction.atomic():
+            for gold in pools:
+                assignment = _lease_from_pool(
+                    project=project, annotator=annotator, now=now, gold=gold, rng=rng
+                )
+                if assignment is not None:
+                    return assignment
+        return None
+    except _FoundFull as found:
+        # Rolled back (the transaction, or its savepoint in a caller's): the row locks of the
+        # tasks found full are let go, and the wait for a locked task runs in a new one.
+        with transaction.atomic():
+            return _lease_from_pool(
+                project=project, annotator=annotator, now=now, gold=False, rng=rng, found=found
             )
-            if assignment is not None:
-                return assignment
-    return None
+
+
+class _FoundFull(Exception):
+    """Raised out of the picks' transaction when the tasks they locked all came without room
+    and the wait for a locked task is next: rolling it back lets their row locks go. Held
+    through the wait (``LOCK_WAIT_MS``), they made the submits on those tasks -- the
+    annotators whose leases filled them -- queue behind a request with no use for them."""
+
+    def __init__(self, tried: list[int]):
+        super().__init__(tried)
+        self.tried = tried
 
 
 def _pool(
@@ -301,11 +321,15 @@ def _lease_from_pool(
     now: datetime,
     gold: bool,
     rng: random.Random,
+    found: _FoundFull | None = None,
     attempts: int = 5,
 ) -> Assignment | None:
-    """Call inside a transaction. Locks one task row, re-checks its room, leases it."""
+    """Call inside a transaction. Locks one task row, re-checks its room, leases it.
+
+    ``found``: the picks of a rolled back transaction found these tasks full (on PostgreSQL,
+    the open pool); the wait for a locked task runs at once, passing over them."""
     pool = None
-    tried: list[int] = []
+    tried: list[int] = list(found.tried) if found else []
     locks = connection.features.has_select_for_update
 
     def whole_pool() -> tuple[QuerySet[Task], QuerySet[Assignment]]:
@@ -320,7 +344,7 @@ def _lease_from_pool(
         return pool
 
     task = None
-    for _ in range(attempts):
+    for _ in range(0 if found else attempts):
         if not gold and not tried:
             task = _open_pick(project=project, annotator=annotator, now=now)
         else:
@@ -333,6 +357,8 @@ def _lease_from_pool(
             task = None
             continue
         break
+    if task is None and tried and not found:
+        raise _FoundFull(tried)  # their locks are held: let them go before the wait
     if task is None and not gold and locks:
         task = _wait_for_locked(pool=whole_pool(), tried=tried, attempts=attempts)
     if task is None:
