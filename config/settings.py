@@ -257,6 +257,11 @@ QUORUM_LEASE_MINUTES = env_int("QUORUM_LEASE_MINUTES", 10, minimum=1)
 QUORUM_LEADERBOARD_BOOTSTRAP = env_int("QUORUM_LEADERBOARD_BOOTSTRAP", 200, minimum=1)
 DATA_UPLOAD_MAX_MEMORY_SIZE = QUORUM_MAX_REQUEST_BYTES
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+# Uploads over that are spooled here, on DATA_DIR's file system, not the system's temporary
+# folder: an import upload is then renamed into DATA_DIR/uploads (annotate.services.upload_save),
+# not copied, where DATA_DIR is on another file system than /tmp.
+FILE_UPLOAD_TEMP_DIR = str(DATA_DIR / "tmp" / "uploads")
+Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 
 # --- Celery -------------------------------------------------------------------------------
 _BROKER_SCHEMES = ("filesystem", "redis", "rediss", "amqp", "pyamqp", "memory")
