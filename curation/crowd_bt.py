@@ -247,6 +247,8 @@ def _sums(index: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
 def _objective(
     theta: np.ndarray, cells: _Cells, alpha: float, mean: np.ndarray | float = 0.0
 ) -> np.ndarray:
+    if _halves(theta.shape[0], SPLIT_MIN_PROMPTS) is not None:
+        return _objective_by_halves(theta, cells, alpha, mean)
     p, _, _, w, scatter = cells
     flat = theta.reshape(-1)
     loss = w * np.logaddexp(0.0, flat[scatter.loser] - flat[scatter.winner])
@@ -264,6 +266,8 @@ def _gradient_hessian(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Gradient and dense Hessian; with ``out`` (a ``[P, N, N]`` array of zeros, or one this
     function wrote before for the same ``cells``) the Hessian is written into it."""
+    if out is not None and _halves(theta.shape[0], SPLIT_MIN_PROMPTS) is not None:
+        return _gradient_hessian_by_halves(theta, cells, alpha, mean, out)
     _, _, _, w, scatter = cells
     n_prompts, n = theta.shape
     flat = theta.reshape(-1)
@@ -290,17 +294,23 @@ def _hessian_into(
     ``scatter.hessian``, so the same floats. A fresh ``[P, N, N]`` array per Newton step was
     the largest cost of the final strengths at 940K (a bincount into 17M cells)."""
     n = out.shape[1]
+    positions, compact, on_diagonal = _compact_layout(scatter, n)
+    diag = np.arange(n)
+    out[:, diag, diag] = 2 * alpha
+    out.reshape(-1)[positions] = _sums(compact, values, len(positions)) + on_diagonal * (2 * alpha)
+    return out
+
+
+def _compact_layout(scatter: Scatter, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The Hessian's distinct positions (sorted), each entry's index among them, and which
+    positions are on a diagonal: kept on ``scatter`` (they depend on its cells only)."""
     layout = scatter.__dict__.get("_compact")
     if layout is None:
         positions, compact = np.unique(scatter.hessian, return_inverse=True)
         rest = positions % (n * n)
         layout = (positions, compact.reshape(-1), np.where(rest // n == rest % n, 1.0, 0.0))
         object.__setattr__(scatter, "_compact", layout)
-    positions, compact, on_diagonal = layout
-    diag = np.arange(n)
-    out[:, diag, diag] = 2 * alpha
-    out.reshape(-1)[positions] = _sums(compact, values, len(positions)) + on_diagonal * (2 * alpha)
-    return out
+    return layout
 
 
 def batched_bradley_terry(
@@ -426,6 +436,19 @@ def _hessian(
 ) -> np.ndarray:
     """The Hessian of `_gradient_hessian` without the gradient (same arithmetic); written
     into ``workspace``'s array when given."""
+    if workspace is not None and _halves(theta.shape[0], SPLIT_MIN_PROMPTS) is not None:
+        out = workspace.for_cells(cells)
+        flat = theta.reshape(-1)
+        _, _, _, w, scatter = cells
+        _compact_layout(scatter, theta.shape[1])  # once, before the halves read it
+
+        def hessian_part(rows: slice) -> None:
+            lo, hi = _cell_range(cells[0], rows)
+            win = expit(flat[scatter.winner[lo:hi]] - flat[scatter.loser[lo:hi]])
+            _hessian_part(out, scatter, w[lo:hi] * win * (1 - win), alpha, rows, lo, hi)
+
+        _by_halves(hessian_part, theta.shape[0], SPLIT_MIN_PROMPTS)
+        return out
     _, _, _, w, scatter = cells
     n_prompts, n = theta.shape
     flat = theta.reshape(-1)
@@ -523,6 +546,98 @@ def _by_halves(work: Callable[[slice], _T], size: int, minimum: int) -> list[_T]
         # Also when the caller's half failed: nothing may write into its arrays afterwards.
         wait_for([second])
     return [first, second.result()]
+
+
+# The objective, gradient and Hessian of large batches in the same two halves of prompts:
+# their cells are in flat-index order, so each half's cells are one contiguous run (found by
+# a search on the cells' prompts), and each prompt's sums (`_sums`, a bincount adding in
+# index order) see the same terms in the same order in its half as in the whole batch: the
+# same floats. A Hessian's entries of one half are one run of its sorted positions too.
+
+
+def _cell_range(prompt: np.ndarray, rows: slice) -> tuple[int, int]:
+    """The run of cells (``prompt``: each cell's prompt, non-decreasing) of prompts ``rows``."""
+    lo, hi = np.searchsorted(prompt, (rows.start, rows.stop)).tolist()
+    return lo, hi
+
+
+def _objective_by_halves(
+    theta: np.ndarray, cells: _Cells, alpha: float, mean: np.ndarray | float
+) -> np.ndarray:
+    """`_objective` worked in two halves of prompts (`_by_halves`)."""
+    p, _, _, w, scatter = cells
+    flat = theta.reshape(-1)
+    out = np.empty(theta.shape[0])
+
+    def part(rows: slice) -> None:
+        lo, hi = _cell_range(p, rows)
+        loss = w[lo:hi] * np.logaddexp(
+            0.0, flat[scatter.loser[lo:hi]] - flat[scatter.winner[lo:hi]]
+        )
+        centre = mean[rows] if isinstance(mean, np.ndarray) and mean.ndim == 2 else mean
+        penalty = alpha * np.sum((theta[rows] - centre) ** 2, axis=1)
+        out[rows] = _sums(p[lo:hi] - rows.start, loss, rows.stop - rows.start) + penalty
+
+    _by_halves(part, theta.shape[0], SPLIT_MIN_PROMPTS)
+    return out
+
+
+def _gradient_hessian_by_halves(
+    theta: np.ndarray, cells: _Cells, alpha: float, mean: np.ndarray | float, out: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """`_gradient_hessian` into ``out`` worked in two halves of prompts (`_by_halves`)."""
+    p, _, _, w, scatter = cells
+    n = theta.shape[1]
+    flat = theta.reshape(-1)
+    grad = np.empty(theta.shape)
+    _compact_layout(scatter, n)  # once, before the halves read it
+
+    def part(rows: slice) -> None:
+        lo, hi = _cell_range(p, rows)
+        win = expit(flat[scatter.winner[lo:hi]] - flat[scatter.loser[lo:hi]])
+        push = w[lo:hi] * (1 - win)
+        centre = mean[rows] if isinstance(mean, np.ndarray) and mean.ndim == 2 else mean
+        g = 2 * alpha * (theta[rows] - centre)
+        size, shift = (rows.stop - rows.start) * n, rows.start * n
+        g -= _sums(scatter.winner[lo:hi] - shift, push, size).reshape(-1, n)
+        g += _sums(scatter.loser[lo:hi] - shift, push, size).reshape(-1, n)
+        grad[rows] = g
+        _hessian_part(out, scatter, w[lo:hi] * win * (1 - win), alpha, rows, lo, hi)
+
+    _by_halves(part, theta.shape[0], SPLIT_MIN_PROMPTS)
+    return grad, out
+
+
+def _hessian_part(
+    out: np.ndarray,
+    scatter: Scatter,
+    curvature: np.ndarray,
+    alpha: float,
+    rows: slice,
+    lo: int,
+    hi: int,
+) -> None:
+    """`_hessian_into` for the prompts ``rows`` only, given the curvature of their cells
+    ``lo:hi``: their entries of ``scatter.hessian`` (the same four runs, in the same order)
+    summed into their run of positions."""
+    n = out.shape[1]
+    positions, compact, on_diagonal = _compact_layout(scatter, n)
+    parts = scatter.__dict__.setdefault("_compact_parts", {})
+    key = (rows.start, rows.stop, lo, hi)
+    part = parts.get(key)
+    if part is None:
+        cells = len(scatter.winner)
+        p_lo, p_hi = np.searchsorted(positions, (rows.start * n * n, rows.stop * n * n)).tolist()
+        entries = np.concatenate([compact[k * cells + lo : k * cells + hi] for k in range(4)])
+        part = (p_lo, p_hi, entries - p_lo)
+        parts[key] = part
+    p_lo, p_hi, entries = part
+    values = np.concatenate([curvature, curvature, -curvature, -curvature])
+    diag = np.arange(n)
+    out[rows, diag, diag] = 2 * alpha
+    out.reshape(-1)[positions[p_lo:p_hi]] = _sums(entries, values, p_hi - p_lo) + on_diagonal[
+        p_lo:p_hi
+    ] * (2 * alpha)
 
 
 # --------------------------------------------------------------------------- SPD algebra
