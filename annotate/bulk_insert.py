@@ -105,6 +105,20 @@ def _converter(
     return None
 
 
+def _one_value(field: models.Field, values: Sequence[Any]) -> bool:
+    """Whether a JSON column's values are all empty dicts (most rows' metadata), so that it is
+    converted once and repeated (``Same``) instead of one converter call a row: two C passes
+    over the list (truthiness, type) against 40,000 Python calls for the peer import's
+    candidates."""
+    return (
+        isinstance(field, models.JSONField)
+        and isinstance(values, list)
+        and bool(values)
+        and not any(values)
+        and set(map(type, values)) == {dict}
+    )
+
+
 def ids_reserve(model: type[models.Model], n: int) -> list[int]:
     """``n`` new primary keys of ``model``'s table, for rows this transaction inserts later
     (``columns_insert(ids=...)``). On SQLite only until the next insert: the ids after the
@@ -244,6 +258,8 @@ def columns_insert(
         *((f, Same(_default(f, now))) for f in rest),
     ]:
         convert = _converter(f, strict_json=checks_hold, jsonb_binary=copy_types is not None)
+        if _one_value(f, values):
+            values = Same(values[0])
         if isinstance(values, Same):
             value = values.value if convert is None else convert(values.value)
             prepared.append(repeat(value))  # endless: ``ids`` bounds the zip
@@ -330,8 +346,10 @@ def columns_copy(
                 raise ValueError(f"columns of different or no lengths: {sorted(lengths)}")
             n = lengths.pop()
             prepared: list[Iterable[Any]] = []
-            for name, convert in zip(fields, converters, strict=False):
+            for f, name, convert in zip(named, fields, converters, strict=False):
                 values = columns[name]
+                if _one_value(f, values):
+                    values = Same(values[0])
                 if isinstance(values, Same):
                     value = values.value if convert is None else convert(values.value)
                     prepared.append(repeat(value, n))
