@@ -27,6 +27,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -63,13 +64,26 @@ def file_digest(path: str | os.PathLike[str]) -> str | None:
     reports why)."""
     try:
         with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size <= _READ_WHOLE_BYTES:
+                # One read: `hashlib.file_digest` allocates a 256 KiB buffer per call, which
+                # costs more than hashing a demo picture (the same digest either way).
+                return hashlib.blake2b(handle.read()).hexdigest()
             return hashlib.file_digest(handle, "blake2b").hexdigest()
     except OSError:
         return None
 
 
+# Files up to this size are hashed from one read (`file_digest`).
+_READ_WHOLE_BYTES = 2**20
+
+# Values `_nbytes` counts as holding no tensor, without recursing.
+_SCALARS = (str, int, float, bool, bytes, type(None))
+
+
 def _nbytes(value: Any, seen: set[int] | None = None) -> int:
     """Bytes held by the tensors and arrays of `value` (a dataclass, list or dict of them)."""
+    if isinstance(value, _SCALARS):
+        return 0  # nothing to count, and nothing to keep in `seen` (a visual's numbers)
     seen = set() if seen is None else seen
     if id(value) in seen:
         return 0
@@ -79,12 +93,20 @@ def _nbytes(value: Any, seen: set[int] | None = None) -> int:
     if isinstance(value, np.ndarray):
         return int(value.nbytes)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return sum(_nbytes(getattr(value, f.name), seen) for f in dataclasses.fields(value))
+        fields = getattr(value, "__dict__", None)
+        if fields is None:  # a dataclass with slots
+            fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return _nbytes_of(fields.values(), seen)
     if isinstance(value, (list, tuple)):
-        return sum(_nbytes(v, seen) for v in value)
+        return _nbytes_of(value, seen)
     if isinstance(value, dict):
-        return sum(_nbytes(v, seen) for v in value.values())
+        return _nbytes_of(value.values(), seen)
     return 0
+
+
+def _nbytes_of(values: Any, seen: set[int]) -> int:
+    # Scalars skipped here, not in a call each (a visual's grid, kind and numbers).
+    return sum(_nbytes(v, seen) for v in values if not isinstance(v, _SCALARS))
 
 
 class MediaCache:
@@ -251,20 +273,26 @@ class MediaStore:
         return self.directory is not None and self.max_bytes > 0
 
     def _path(self, scope: str, kind: str, digest: str) -> Path:
+        return Path(self._where(scope, kind, digest))
+
+    def _where(self, scope: str, kind: str, digest: str) -> str:
+        """`_path` as a string (a read or a lookup needs no `Path`: three joins cost about a
+        tenth of reading a small entry)."""
         assert self.directory is not None
-        return self.directory / scope / digest[:2] / f"{digest}.{kind}"
+        return f"{self.directory}{os.sep}{scope}{os.sep}{digest[:2]}{os.sep}{digest}.{kind}"
 
     def contains(self, scope: str, kind: str, digest: str) -> bool:
         """Whether an entry is there (not whether it reads: `read` says)."""
-        return self.enabled and self._path(scope, kind, digest).is_file()
+        return self.enabled and os.path.isfile(self._where(scope, kind, digest))
 
     def read(self, scope: str, kind: str, digest: str) -> tuple[np.ndarray, dict] | None:
         """The frames and the numbers stored for the file, or `None` (then decode it)."""
         if not self.enabled:
             return None
-        path = self._path(scope, kind, digest)
+        path = self._where(scope, kind, digest)
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as handle:
+                data = handle.read()
         except OSError:
             self.misses += 1
             return None
@@ -272,9 +300,11 @@ class MediaStore:
             if not data.startswith(self._MAGIC):
                 raise ValueError("not a media store entry")
             end = data.index(b"\n", len(self._MAGIC))
-            header = json.loads(data[len(self._MAGIC) : end])
+            header = json.loads(data[len(self._MAGIC) : end].decode())
             shape = tuple(int(v) for v in header["shape"])
-            raw = zlib.decompress(data[end + 1 :])
+            # Inflated straight into a buffer of the frames' size (zlib's default, 16 KiB,
+            # grows several times for a clip); no copy of the compressed bytes.
+            raw = zlib.decompress(memoryview(data)[end + 1 :], bufsize=max(1, math.prod(shape)))
             frames = np.frombuffer(bytearray(raw), dtype=np.uint8).reshape(shape)
             meta = dict(header["meta"])
         except (ValueError, KeyError, TypeError, zlib.error) as exc:

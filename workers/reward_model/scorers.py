@@ -559,9 +559,11 @@ def _unbuilt(item: ScoringItem, index: int, exc: Exception) -> ScoringResult:
 
 def _store_scores(scores: torch.Tensor, rows: list[_Row], results: list[ScoringResult]) -> None:
     """Each row's scores (a CPU tensor, rows x slots) into its item's result."""
+    # One conversion for the batch (the same doubles as float() of each element).
+    values = scores.tolist()
     for r, row in enumerate(rows):
         for slot, candidate in enumerate(row.candidates):
-            results[row.item_index].scores[candidate] = float(scores[r, slot])
+            results[row.item_index].scores[candidate] = float(values[r][slot])
 
 
 class SequenceClassificationScorer:
