@@ -98,6 +98,24 @@ def _memo_last(copy: Callable[[Any], Any] = lambda value: value) -> Callable:
     return decorate
 
 
+@_memo_last()
+def _annotator_codes(records: Sequence[Record]) -> tuple[np.ndarray, dict[Hashable, int]]:
+    """Each record's annotator as a number, annotators numbered by first appearance (as a
+    dict's ``setdefault(key, len(dict))`` numbers them), and that numbering. Kept for the
+    same records (`_memo_last`): the flags pass numbers the same 94K pair records for the
+    pair table, the speed check and the anomaly test. Read-only: callers change neither."""
+    import numpy as np
+
+    index: dict[Hashable, int] = {}
+    number = index.setdefault
+    codes = np.array(
+        [number(annotator, len(index)) for annotator in map(_annotator_of, records)],
+        dtype=np.int64,
+    )
+    codes.setflags(write=False)
+    return codes, index
+
+
 # --------------------------------------------------------------------------- records
 
 
@@ -913,9 +931,7 @@ def _too_fast_columns(
     durations = np.array([r.duration_ms for r in timed])
     if durations.dtype != np.int64 or np.abs(durations).max() >= 2**53:
         return None
-    index: dict[Hashable, int] = {}
-    number = index.setdefault
-    codes = np.array([number(r.annotator, len(index)) for r in timed], dtype=np.int64)
+    codes, index = _annotator_codes(timed)
     project = _middle(np.sort(durations).tolist())
     order = np.lexsort((durations, codes))
     grouped = durations[order].tolist()
@@ -1022,11 +1038,8 @@ def _pair_table(records: Sequence[PairRecord]) -> _PairTable:
 
     n = len(records)
     task_ix: dict[Hashable, int] = {}
-    annotator_ix: dict[Hashable, int] = {}
     task = np.array([task_ix.setdefault(r.task, len(task_ix)) for r in records], dtype=np.int64)
-    annotator = np.array(
-        [annotator_ix.setdefault(r.annotator, len(annotator_ix)) for r in records], dtype=np.int64
-    )
+    annotator, annotator_ix = _annotator_codes(records)
     pair, relation, x, y = _pair_relations(records)
     n_pairs = int(pair.max()) + 1 if n else 1
     keys, first, unit = np.unique(task * n_pairs + pair, return_index=True, return_inverse=True)
@@ -1129,10 +1142,7 @@ def anomalous_voters(
         raise ValueError("anomalous_voters takes pair records only")
     if not records:
         return {}
-    annotator_ix: dict[Hashable, int] = {}
-    annotator_a = np.array(
-        [annotator_ix.setdefault(r.annotator, len(annotator_ix)) for r in records], dtype=np.int64
-    )
+    annotator_a, annotator_ix = _annotator_codes(records)
     pair_a, relation, _, _ = _pair_relations(records)
     column = 1 - relation  # +1 -> 0 (x won), 0 -> 1 (tie), -1 -> 2 (y won)
     n_pairs, n_annotators = int(pair_a.max()) + 1, len(annotator_ix)
