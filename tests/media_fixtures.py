@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 
@@ -19,11 +20,29 @@ def png_bytes(color: tuple[int, int, int] = (200, 30, 30), size: int = 32) -> by
 def mp4_bytes(
     frames: int = 12, size: int = 32, color: tuple[int, int, int] = (30, 30, 200)
 ) -> bytes:
+    """The same bytes for the same clip, in a process: encoded once, then kept.
+
+    Encoding again is not reproducible under load: one encode in some thousands comes out
+    different (seen with x264 and the RGB -> YUV conversion on one thread as on several), so a
+    test comparing a stored clip with a second encode could fail with the right bytes."""
+    return _mp4_kept(frames, size, tuple(color))
+
+
+@functools.cache
+def _mp4_kept(frames: int, size: int, color: tuple[int, int, int]) -> bytes:
+    return _encode_mp4(frames, size, color)
+
+
+def _encode_mp4(frames: int, size: int, color: tuple[int, int, int]) -> bytes:
+    """An H.264 clip of a ``color`` square with a growing white square, on one thread: the
+    codec context's ``thread_count`` (0, one per core, by default) is what x264 and PyAV's
+    swscale conversion to YUV are given."""
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=12)
         stream.width = stream.height = size
         stream.pix_fmt = "yuv420p"
+        stream.codec_context.thread_count = 1
         for i in range(frames):
             img = np.zeros((size, size, 3), dtype=np.uint8)
             img[:, :] = color

@@ -173,7 +173,7 @@ def test_it_round_trips_seed_format(tmp_path):
             "image": "img/one.png",
         },
     ]
-    write(tmp_path / "img" / "one.png", png_bytes())
+    picture = write(tmp_path / "img" / "one.png", png_bytes()).read_bytes()
     path = _write_jsonl(tmp_path / "seed.jsonl", rows)
     result = import_file(path=path, source_name="seed-release")
     assert result.format == "seed"
@@ -184,7 +184,7 @@ def test_it_round_trips_seed_format(tmp_path):
     assert [(r["prompt"], r["responses"], r["rankings"]) for r in back] == [
         (r["prompt"], r["responses"], r["rankings"]) for r in rows
     ]
-    assert (tmp_path / "out" / back[1]["image"]).read_bytes() == png_bytes()
+    assert (tmp_path / "out" / back[1]["image"]).read_bytes() == picture  # the stored bytes
 
 
 def test_it_round_trips_arena_votes(tmp_path):
@@ -241,7 +241,8 @@ def test_it_imports_a_zip_with_media(quorum_file, tmp_path):
                 zf.write(f, f"bundle/{f.relative_to(quorum_file.parent).as_posix()}")
     result = import_file(path=archive)
     assert result.project.name == "bundle"
-    assert Prompt.objects.get(external_id="q1").image.read() == png_bytes((255, 0, 0))
+    stored = (quorum_file.parent / "media" / "q1.png").read_bytes()
+    assert Prompt.objects.get(external_id="q1").image.read() == stored
 
 
 def test_it_imports_through_the_command(quorum_file, capsys):
