@@ -249,33 +249,6 @@ class DeflatedMembers:
         self._digester = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest")
         self._lock = threading.Lock()
         self._members: dict[str, DeflatedMember] = {}
-        # Members deflated elsewhere (another process) into this folder: rel -> index entry.
-        self._adopted: dict[str, dict[str, Any]] = {}
-
-    @property
-    def folder(self) -> Path:
-        """Where the members' streams are written until `finish` (another process writing
-        members of its own puts them here and hands them over with `adopt`)."""
-        return self._work
-
-    def adopt(self, rel: str, stream: str, *, crc32: int, size: int, compressed: int) -> None:
-        """Records ``rel``'s member deflated elsewhere (as `DeflatedMember` does): its stream
-        the file ``stream`` in `folder`, ``compressed`` bytes, of ``size`` bytes whose CRC-32
-        is ``crc32``."""
-        path = self._work / stream
-        if path.parent != self._work or not path.is_file():
-            raise FileNotFoundError(f"{rel}: no deflated stream {stream!r}")
-        if path.stat().st_size != compressed:
-            raise RuntimeError(f"{rel}: {path.stat().st_size} bytes deflated, {compressed} told")
-        with self._lock:
-            if rel in self._members or rel in self._adopted:
-                raise ValueError(f"{rel} has a member already")
-            self._adopted[rel] = {
-                "member": stream,
-                "crc32": crc32,
-                "bytes": size,
-                "compressed": compressed,
-            }
 
     def member(self, rel: str, *, digest: bool = False, write: bool = False) -> DeflatedMember:
         """A writer for ``rel`` (a path relative to the export folder); `end` it when the file
@@ -302,23 +275,17 @@ class DeflatedMembers:
             member.finish()
         self._pool.shutdown(wait=True)
         self._digester.shutdown(wait=True)
-        entries = {
-            rel: {
+        for number, (rel, member) in enumerate(self._members.items()):
+            stat = (self._out_dir / rel).stat()
+            if stat.st_size != member.size:
+                raise RuntimeError(f"{rel}: {stat.st_size} bytes written, {member.size} deflated")
+            index[rel] = {
                 "member": f"{number}.deflate",
                 "crc32": member.crc,
                 "bytes": member.size,
                 "compressed": member.compressed,
+                "mtime_ns": stat.st_mtime_ns,
             }
-            for number, (rel, member) in enumerate(self._members.items())
-        }
-        entries.update(self._adopted)
-        for rel, entry in entries.items():
-            stat = (self._out_dir / rel).stat()
-            if stat.st_size != entry["bytes"]:
-                raise RuntimeError(
-                    f"{rel}: {stat.st_size} bytes written, {entry['bytes']} deflated"
-                )
-            index[rel] = {**entry, "mtime_ns": stat.st_mtime_ns}
         (self._work / MEMBERS_INDEX).write_text(json.dumps(index, indent=1))
         target = members_folder(self._out_dir)
         if target is None:

@@ -29,23 +29,19 @@ without content (model names only, empty answers) never reach a row.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
-import pickle
 import random
 import shutil
-import signal
-import traceback
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from curation import agreement as A
 from curation import consensus as C
@@ -1970,6 +1966,10 @@ def _write_files(
     progress: Progress,
     members: DeflatedMembers,
 ) -> list[dict[str, Any]]:
+    import datasets
+    import pyarrow.parquet as pq
+    from datasets.table import InMemoryTable
+
     splits = list(options.splits)
     stored: dict[str, bytes] = {}
     # SHA-256 of the big files, worked out as they are written (`_file_list` reads the rest).
@@ -1981,15 +1981,44 @@ def _write_files(
             stored[path] = _stored_media(source.media_root, path.removeprefix("media/"))
         return stored[path]
 
-    # Arrow writes Parquet and the Arrow shards without the GIL, but the Python between its
-    # calls (the shards' digest and deflate blocks, `datasets`) waits for the GIL behind the
-    # JSONL encoding here, a switch interval (5 ms) at a time: in a forked process of their
-    # own they run beside it on another core (`_TablesWriter`), as a thread where fork is missing.
-    # The JSONL files are written, and their SHA-256 worked out, by the members' digester
-    # thread (`DeflatedMember.sha256`), block by block as they are deflated, not by the
-    # encoding thread, the build's critical path.
-    tables = _TablesWriter(snapshot, out_dir, splits, read_media, members)
-    with tables.started():
+    def write_tables() -> None:
+        """Parquet and the Hugging Face folders (no database access: run in a thread)."""
+        (out_dir / "parquet").mkdir()
+        (out_dir / "hf").mkdir()
+        for name, table in (
+            ("pairs", snapshot.pairs),
+            ("rankings", snapshot.rankings),
+            ("rankings_4", snapshot.variants),
+        ):
+            parquet = out_dir / "parquet" / f"{name}.parquet"
+            pq.write_table(table, parquet)
+            table, features = hf_image_columns(table, read_media)
+            info = datasets.DatasetInfo(features=features)
+            # The table's content named by its Parquet file's digest: `datasets` would
+            # otherwise fingerprint each split by pickling the whole in-memory table (a tenth
+            # of a second per 10,000 rows) for a cache key nothing here uses.
+            content = hashlib.sha256(parquet.read_bytes()).hexdigest()
+            digests[parquet.relative_to(out_dir).as_posix()] = content
+            parts = {}
+            for split in splits:
+                parts[split] = datasets.Dataset(
+                    InMemoryTable(_split_rows(table, split)),
+                    info=info.copy(),
+                    fingerprint=hashlib.sha256(f"{content}:{split}".encode()).hexdigest()[:16],
+                )
+            save_dataset_dict(parts, out_dir / "hf" / name)
+            # Digested and deflated here, in this thread, while the JSONL is still being encoded.
+            for path in (out_dir / "hf" / name).rglob("*.arrow"):
+                rel = path.relative_to(out_dir).as_posix()
+                digests[rel] = _digest(path, members.member(rel))
+
+    # Arrow writes Parquet and the Arrow shards without the GIL: they go on beside the JSONL
+    # encoding (Python in part), on another core where there is one. The JSONL files are
+    # written, and their SHA-256 worked out, by the members' digester thread
+    # (`DeflatedMember.sha256`), block by block as they are deflated, not by the encoding
+    # thread, the build's critical path.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        tables_written = pool.submit(write_tables)
         jsonl_members = {}
         for folder, table, shape, _why in snapshot.jsonl or jsonl_tables(snapshot)[0]:
             (out_dir / folder).mkdir(parents=True)
@@ -2004,7 +2033,7 @@ def _write_files(
             fh.write("".join(map(_json_line, snapshot.overruled)))
         for rel, member in jsonl_members.items():
             digests[rel] = member.sha256()
-        digests.update(tables.result())
+        tables_written.result()
 
     if options.include_media and snapshot.media:
         progress(93, "media")
@@ -2045,212 +2074,6 @@ def _write_files(
         len(files),
     )
     return [*files[:at], sheet, *files[at:]]
-
-
-# Whether `write_snapshot` writes Parquet and the Hugging Face folders in a forked process
-# (`_TablesWriter`); without fork (not POSIX), in a thread.
-FORK_TABLES = hasattr(os, "fork")
-
-
-def _write_tables(
-    snapshot: Snapshot,
-    out_dir: Path,
-    splits: list[str],
-    read_media: Callable[[str], bytes],
-    member: Callable[[str], DeflatedMember],
-) -> dict[str, str]:
-    """Parquet and the Hugging Face folders of the snapshot's three tables, each Arrow shard
-    digested and deflated (``member(rel)``) as it is read back; returns the SHA-256 of those
-    files by relative path. No database access."""
-    import datasets
-    import pyarrow.parquet as pq
-    from datasets.table import InMemoryTable
-
-    digests: dict[str, str] = {}
-    (out_dir / "parquet").mkdir()
-    (out_dir / "hf").mkdir()
-    for name, table in (
-        ("pairs", snapshot.pairs),
-        ("rankings", snapshot.rankings),
-        ("rankings_4", snapshot.variants),
-    ):
-        parquet = out_dir / "parquet" / f"{name}.parquet"
-        pq.write_table(table, parquet)
-        table, features = hf_image_columns(table, read_media)
-        info = datasets.DatasetInfo(features=features)
-        # The table's content named by its Parquet file's digest: `datasets` would otherwise
-        # fingerprint each split by pickling the whole in-memory table (a tenth of a second
-        # per 10,000 rows) for a cache key nothing here uses.
-        content = hashlib.sha256(parquet.read_bytes()).hexdigest()
-        digests[parquet.relative_to(out_dir).as_posix()] = content
-        parts = {}
-        for split in splits:
-            parts[split] = datasets.Dataset(
-                InMemoryTable(_split_rows(table, split)),
-                info=info.copy(),
-                fingerprint=hashlib.sha256(f"{content}:{split}".encode()).hexdigest()[:16],
-            )
-        save_dataset_dict(parts, out_dir / "hf" / name)
-        for path in sorted((out_dir / "hf" / name).rglob("*.arrow")):
-            rel = path.relative_to(out_dir).as_posix()
-            digests[rel] = _digest(path, member(rel))
-    return digests
-
-
-class TablesProcessFailed(RuntimeError):
-    """The forked process writing Parquet and the Hugging Face folders ended without its
-    result (killed, or an error it could not send)."""
-
-
-class _TablesWriter:
-    """`_write_tables` beside the caller: in a forked process (`FORK_TABLES`), else a thread.
-
-    The child is forked before the members' threads start (`DeflatedMembers` starts them on
-    its first block) and runs no database code: it writes the files, deflates the Arrow
-    shards into the members' folder with threads of its own, sends the digests and the
-    members' figures (or its exception) through a pipe and leaves by ``os._exit``, which runs
-    no exit handler, finaliser or buffered write the parent owns (its inherited database
-    connections are never used or closed). `result` waits for it, checks its exit status and
-    adopts its members; leaving `started` without `result` (the caller failed) kills it."""
-
-    def __init__(
-        self,
-        snapshot: Snapshot,
-        out_dir: Path,
-        splits: list[str],
-        read_media: Callable[[str], bytes],
-        members: DeflatedMembers,
-    ):
-        self._args = (snapshot, out_dir, splits, read_media)
-        self._members = members
-        self._pid: int | None = None
-        self._pipe: int | None = None
-        self._thread: Future | None = None
-        self._pool: ThreadPoolExecutor | None = None
-
-    @contextlib.contextmanager
-    def started(self) -> Iterator[None]:
-        if FORK_TABLES:
-            self._fork()
-        else:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-tables")
-            self._thread = self._pool.submit(_write_tables, *self._args, self._members.member)
-        try:
-            yield
-        finally:
-            self._stop()
-
-    def result(self) -> dict[str, str]:
-        if self._thread is not None:
-            return self._thread.result()
-        assert self._pid is not None and self._pipe is not None
-        with os.fdopen(self._pipe, "rb") as fh:
-            self._pipe = None
-            payload = fh.read()
-        code: int | None
-        try:
-            _, status = os.waitpid(self._pid, 0)
-            code = os.waitstatus_to_exitcode(status)
-        except ChildProcessError:  # reaped by a SIGCHLD handler of the host: its message says
-            code = None
-        self._pid = None
-        try:
-            outcome = pickle.loads(payload) if payload else None
-        except Exception:  # a truncated message: the process died while sending it
-            outcome = None
-        if code in (0, None) and outcome is not None and outcome[0] == "done":
-            digests, streams = outcome[1], outcome[2]
-            for rel, figures in streams.items():
-                self._members.adopt(rel, **figures)
-            return digests
-        if outcome is not None and outcome[0] == "error":
-            error, text = outcome[1], outcome[2]
-            if isinstance(error, BaseException):
-                error.add_note(f"in the process writing Parquet and Hugging Face files:\n{text}")
-                raise error
-            raise TablesProcessFailed(
-                f"writing Parquet and Hugging Face files failed in its process: {text}"
-            )
-        ended = (
-            "exit code unknown"
-            if code is None
-            else f"exit code {code}"
-            if code >= 0
-            else f"signal {-code}"
-        )
-        raise TablesProcessFailed(
-            f"the process writing Parquet and Hugging Face files ended ({ended}) without its files"
-        )
-
-    def _fork(self) -> None:
-        import datasets  # noqa: F401 - imported before the fork, not in the child
-        import pyarrow.parquet  # noqa: F401
-        from datasets.table import InMemoryTable  # noqa: F401
-
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: never returns
-            os.close(read)
-            _tables_child(self._args, self._members.folder, write)
-        os.close(write)
-        self._pid, self._pipe = pid, read
-
-    def _stop(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-        if self._pipe is not None:
-            os.close(self._pipe)
-            self._pipe = None
-        if self._pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self._pid, 0)
-            self._pid = None
-
-
-def _tables_child(args: tuple, folder: Path, pipe: int) -> NoReturn:
-    """The forked process of `_TablesWriter`: writes, reports through ``pipe``, exits."""
-    code = 1
-    try:
-        from curation.download import COMPRESSORS, DeflatedMember
-
-        pool = ThreadPoolExecutor(max_workers=COMPRESSORS, thread_name_prefix="deflate")
-        made: dict[str, tuple[str, DeflatedMember]] = {}
-
-        def member(rel: str) -> DeflatedMember:
-            stream = f"tables-{len(made)}.deflate"
-            made[rel] = (stream, DeflatedMember(pool, folder / stream))
-            return made[rel][1]
-
-        try:
-            digests = _write_tables(*args, member)
-            for _stream, written in made.values():
-                written.finish()
-            streams = {
-                rel: {
-                    "stream": stream,
-                    "crc32": written.crc,
-                    "size": written.size,
-                    "compressed": written.compressed,
-                }
-                for rel, (stream, written) in made.items()
-            }
-            message = pickle.dumps(("done", digests, streams))
-            code = 0
-        except BaseException as error:
-            text = traceback.format_exc()
-            try:
-                message = pickle.dumps(("error", error, text))
-                pickle.loads(message)  # an exception the parent cannot rebuild goes as text
-            except Exception:
-                message = pickle.dumps(("error", None, text))
-        with os.fdopen(pipe, "wb") as fh:
-            fh.write(message)
-    except BaseException:
-        code = 1
-    finally:
-        os._exit(code)
 
 
 def _split_rows(table: pa.Table, split: str) -> pa.Table:
