@@ -334,11 +334,23 @@ def project_discard_failed(*, project: Project) -> bool:
 def uploads_prune(*, keep: Iterable[str | Path] = (), now: float | None = None) -> int:
     """Deletes upload folders older than ``STALE_UPLOAD_SECONDS`` that no unfinished import job
     and no path in ``keep`` uses: set-ups left half way keep their upload only for a while.
-    Returns how many were deleted."""
+    Also deletes files as old in ``FILE_UPLOAD_TEMP_DIR`` (an upload is spooled there only while
+    its request runs; one left there, by a process killed mid-request, is never renamed).
+    Returns how many folders and spooled files were deleted."""
+    cutoff = (time.time() if now is None else now) - STALE_UPLOAD_SECONDS
+    deleted = 0
+    spool = Path(settings.FILE_UPLOAD_TEMP_DIR) if settings.FILE_UPLOAD_TEMP_DIR else None
+    if spool is not None and spool.is_dir():
+        for path in spool.iterdir():
+            try:
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    deleted += 1
+            except FileNotFoundError:  # renamed or removed by its request meanwhile
+                pass
     uploads = Path(settings.DATA_DIR) / "uploads"
     if not uploads.is_dir():
-        return 0
-    cutoff = (time.time() if now is None else now) - STALE_UPLOAD_SECONDS
+        return deleted
     in_use = {Path(p).parent.name for p in keep}
     in_use |= {
         Path(p).parent.name
@@ -346,7 +358,6 @@ def uploads_prune(*, keep: Iterable[str | Path] = (), now: float | None = None) 
             status__in=[ImportJob.Status.PENDING, ImportJob.Status.RUNNING]
         ).values_list("source_file", flat=True)
     }
-    deleted = 0
     for folder in uploads.iterdir():
         if folder.is_dir() and folder.name not in in_use and folder.stat().st_mtime < cutoff:
             shutil.rmtree(folder, ignore_errors=True)

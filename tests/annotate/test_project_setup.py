@@ -450,6 +450,21 @@ def test_it_prunes_stale_uploads_but_not_those_in_use(staff_client, settings):
     assert not abandoned.exists() and len(_uploads()) == 2
 
 
+def test_it_prunes_stale_spooled_uploads_only(settings, tmp_path):
+    """A file left in the upload spool by a request killed mid-way is deleted once stale; a
+    recent one (a request still receiving it) is left alone."""
+    settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path / "spool")
+    spool = Path(settings.FILE_UPLOAD_TEMP_DIR)
+    spool.mkdir()
+    stale, fresh = spool / "abc.upload.jsonl", spool / "def.upload.jsonl"
+    stale.write_text("{}\n")
+    fresh.write_text("{}\n")
+    old = time.time() - STALE_UPLOAD_SECONDS - 60
+    os.utime(stale, (old, old))
+    assert uploads_prune() == 1
+    assert not stale.exists() and fresh.exists()
+
+
 # --- members of a started project ---------------------------------------------------------------
 
 
