@@ -18,6 +18,7 @@ from ninja.errors import HttpError
 
 from annotate.models import Project
 from annotate.pagination import Page, paginate
+from annotate.services import row_status_wait
 from curation import selectors, services
 from curation.download import FORMATS as DOWNLOAD_FORMATS
 from curation.download import iter_download_zip
@@ -253,8 +254,17 @@ def _export(request, export_id: int) -> DatasetExport:
 
 
 @router.get("/exports/{export_id}", response=ExportOut, summary="Status and progress of an export")
-def export_status(request, export_id: int):
-    return _export(request, export_id)
+def export_status(request, export_id: int, wait: float = 0):
+    """``wait`` (seconds, at most 10): answer once the export is done, failed or cancelled, or
+    after that long, so a client learns of the end without polling (and without its polls
+    taking CPU from the build on a small machine). Each waiting request holds one web worker."""
+    export = _export(request, export_id)
+    finished = (
+        DatasetExport.Status.DONE,
+        DatasetExport.Status.FAILED,
+        DatasetExport.Status.CANCELLED,
+    )
+    return row_status_wait(row=export, finished=finished, seconds=wait)
 
 
 @router.get("/exports/{export_id}/download", summary="The export's files as a zip")

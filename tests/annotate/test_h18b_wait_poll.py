@@ -20,12 +20,12 @@ def job():
 @pytest.mark.parametrize("status", [s for s, _ in ImportJob.Status.choices])
 def test_it_reads_each_stored_status(job, status):
     ImportJob.objects.filter(pk=job.pk).update(status=status)
-    assert services._import_job_status(job.pk) == status
+    assert services._row_status(ImportJob, job.pk) == status
 
 
 def test_it_reads_none_for_a_missing_job(job):
     ImportJob.objects.filter(pk=job.pk).delete()
-    assert services._import_job_status(job.pk) is None
+    assert services._row_status(ImportJob, job.pk) is None
 
 
 def _finish_after(monkeypatch, polls: int, status: str) -> list[float]:
