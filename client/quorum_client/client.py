@@ -38,6 +38,9 @@ from quorum_client.upload import import_zip
 
 T = TypeVar("T")
 
+# The longest ``?wait=`` the import and export status endpoints honour (seconds).
+_SERVER_WAIT_MAX = 10.0
+
 
 def _problems(detail: Any) -> list[str]:
     """ninja's validation errors (``[{"loc": [...], "msg": ...}]``) as "field: message"."""
@@ -81,7 +84,8 @@ class Quorum:
     >>> q = Quorum("http://127.0.0.1:8000", token="qrm_...")  # or Quorum.from_env()
     >>> [p.name for p in q.projects()]
 
-    ``poll_interval``: seconds between status requests while waiting for a job.
+    ``poll_interval``: seconds between status requests while waiting for a job (imports and
+    exports: how long the server may hold one status request, answering as the job ends).
     """
 
     def __init__(
@@ -148,21 +152,26 @@ class Quorum:
     def _wait(
         self,
         what: str,
-        fetch: Callable[[], T],
+        fetch: Callable[[float], T],
         *,
         timeout: float,
         on_progress: Callable[[T], None] | None,
     ) -> T:
+        """``fetch(seconds)``: the status, where the endpoint can hold the answer until the
+        job finishes (``?wait=``, imports and exports) for at most that long; so the end is
+        seen when it happens, not at the next poll. An answer that came sooner and unfinished
+        (an endpoint without ``wait``) is followed by a pause of the rest of the interval."""
         deadline = time.monotonic() + timeout
         while True:
-            job = fetch()
+            asked = time.monotonic()
+            job = fetch(max(0.0, min(self.poll_interval, _SERVER_WAIT_MAX, deadline - asked)))
             if on_progress is not None:
                 on_progress(job)
             if job.finished:  # type: ignore[attr-defined]
                 return job
             if time.monotonic() > deadline:
                 raise JobTimeout(f"{what} not finished after {timeout:.0f} s", job=job)
-            time.sleep(self.poll_interval)
+            time.sleep(max(0.0, self.poll_interval - (time.monotonic() - asked)))
 
     # ------------------------------------------------------------------------- projects
 
@@ -262,8 +271,11 @@ class Quorum:
         raise_for_status(response)
         return ImportJob.from_json(response.json())
 
-    def import_job(self, job_id: int) -> ImportJob:
-        return ImportJob.from_json(self._request("GET", f"/imports/{job_id}").json())
+    def import_job(self, job_id: int, *, wait: float = 0) -> ImportJob:
+        """The import's status; ``wait`` (seconds, at most 10): answered once it is done or
+        failed, or after that long."""
+        params = {"wait": wait} if wait > 0 else None
+        return ImportJob.from_json(self._request("GET", f"/imports/{job_id}", params=params).json())
 
     def wait_for_import(
         self,
@@ -276,7 +288,7 @@ class Quorum:
         job_id = job if isinstance(job, int) else job.id
         done = self._wait(
             f"import {job_id}",
-            lambda: self.import_job(job_id),
+            lambda seconds: self.import_job(job_id, wait=seconds),
             timeout=timeout,
             on_progress=on_progress,
         )
@@ -360,8 +372,11 @@ class Quorum:
         """The project's export versions, newest first."""
         return list(self._pages(f"/projects/{project_id}/exports", {}, Export.from_json))
 
-    def export(self, export_id: int) -> Export:
-        return Export.from_json(self._request("GET", f"/exports/{export_id}").json())
+    def export(self, export_id: int, *, wait: float = 0) -> Export:
+        """The export's status; ``wait`` (seconds, at most 10): answered once it is done,
+        failed or cancelled, or after that long."""
+        params = {"wait": wait} if wait > 0 else None
+        return Export.from_json(self._request("GET", f"/exports/{export_id}", params=params).json())
 
     def wait_for_export(
         self,
@@ -375,7 +390,7 @@ class Quorum:
         export_id = export if isinstance(export, int) else export.id
         done = self._wait(
             f"export {export_id}",
-            lambda: self.export(export_id),
+            lambda seconds: self.export(export_id, wait=seconds),
             timeout=timeout,
             on_progress=on_progress,
         )
@@ -436,7 +451,10 @@ class Quorum:
         failed or was cancelled."""
         job_id = job if isinstance(job, int) else job.id
         done = self._wait(
-            f"job {job_id}", lambda: self.job(job_id), timeout=timeout, on_progress=on_progress
+            f"job {job_id}",
+            lambda _seconds: self.job(job_id),
+            timeout=timeout,
+            on_progress=on_progress,
         )
         if done.status != "done":
             reason = f": {done.error}" if done.error else ""
@@ -467,7 +485,7 @@ class Quorum:
         run_id = run if isinstance(run, int) else run.id
         return self._wait(
             f"scoring run {run_id}",
-            lambda: self.scoring_run(run_id),
+            lambda _seconds: self.scoring_run(run_id),
             timeout=timeout,
             on_progress=on_progress,
         )
