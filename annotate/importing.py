@@ -220,6 +220,10 @@ class MediaSource:
             self._zip = zipfile.ZipFile(self.path)
         except (zipfile.BadZipFile, ValueError, EOFError, OSError) as exc:
             return [Problem(None, "", f"{self.path.name}: not a readable zip file ({exc})")]
+        unnamed = sum(1 for info in self._zip.infolist() if not info.filename)
+        if unnamed:  # no path to check, read or report (zipfile's is_dir() fails on one)
+            noun = "an entry" if unnamed == 1 else f"{unnamed} entries"
+            return [Problem(None, "zip", f"{self.path.name}: {noun} without a name")]
         problems = []
         data_files = []
         export = export_root_in_zip(self._zip, max_bytes=self.max_media_bytes)
@@ -415,7 +419,7 @@ def export_root_in_zip(
         (
             PurePosixPath(info.filename)
             for info in archive.infolist()
-            if not info.is_dir()
+            if not info.filename.endswith("/")  # is_dir(), safe for an entry without a name
             and PurePosixPath(info.filename).name == _DATASHEET
             and info.file_size <= min(max_bytes, _DATASHEET_MAX_BYTES)
             and "__MACOSX" not in PurePosixPath(info.filename).parts

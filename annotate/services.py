@@ -1003,8 +1003,7 @@ def _count_rows(path: Path) -> int:
                 (
                     PurePosixPath(i.filename)
                     for i in archive.infolist()
-                    if not i.is_dir()
-                    and i.filename.endswith((".jsonl", ".json"))
+                    if i.filename.endswith((".jsonl", ".json"))
                     and "__MACOSX" not in PurePosixPath(i.filename).parts
                 ),
                 key=lambda p: (len(p.parts), str(p)),

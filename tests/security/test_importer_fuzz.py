@@ -109,6 +109,32 @@ def test_it_rejects_or_reads_any_upload(upload):
     _parse(name, data)
 
 
+def _zip_with_unnamed_entry(sheet: bool) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(zipfile.ZipInfo(""), b"x")
+        archive.writestr("rows.jsonl", b'{"prompt": "p", "candidates": ["a", "b"]}\n')
+        if sheet:
+            archive.writestr("datasheet.json", b'{"format": "quorum-export/1"}')
+    return buffer.getvalue()
+
+
+# Found by test_it_rejects_or_reads_any_upload (CI, 2026-12-06): an entry whose name is empty
+# made zipfile's ``is_dir()`` raise IndexError while the export's datasheet was looked for.
+def test_it_rejects_a_zip_entry_without_a_name_by_name(tmp_path):
+    for sheet in (False, True):
+        path = tmp_path / f"upload{int(sheet)}.zip"
+        path.write_bytes(_zip_with_unnamed_entry(sheet))
+        try:
+            parse_import(path, **LIMITS).source.close()
+        except ImportRejected as exc:
+            assert [(p.field, p.message) for p in exc.problems] == [
+                ("zip", f"{path.name}: an entry without a name")
+            ]
+        else:
+            raise AssertionError("a zip with an unnamed entry was read")
+
+
 # --- metadata stripping of damaged media ----------------------------------------------------
 # The importer strips what it has checked (``sniff_image`` opens and verifies the header, not
 # every block), and turns only ValueError into a line-and-field problem.
