@@ -299,46 +299,14 @@ def _pair_record(vote: Vote) -> A.PairRecord | None:
 
 
 def vote_records(votes: Iterable[Vote]) -> list[A.RankingRecord | A.PairRecord]:
-    """``[vote.record() for vote in votes]`` (each kept on its vote) in one loop.
-
-    A valid pair judgment's record is built here as `_pair_record` builds it (the same
-    checks, fields and field order), read from the vote's ``__dict__`` without a call per
-    vote: a pass builds one per judgment. Anything else goes through `Vote.record`'s path.
-    """
+    """``[vote.record() for vote in votes]`` (each kept on its vote) in one loop."""
     out = []
     append = out.append
-    new, pair_record, outcomes = _new_object, A.PairRecord, A.OUTCOMES
     for vote in votes:
         kept = vote.__dict__
         record = kept.get("_record")
         if record is None:
-            pair = kept["pair"]
-            outcome = kept["outcome"]
-            if (
-                pair is not None
-                and len(pair) == 2
-                and outcome in outcomes
-                and (a := pair[0]) != (b := pair[1])
-            ):
-                shown = kept["presented_order"]
-                if len(shown) == 2 and (
-                    (shown[0] == a and shown[1] == b) or (shown[0] == b and shown[1] == a)
-                ):
-                    presented = tuple(shown)
-                else:
-                    presented = None
-                record = new(pair_record)
-                # Field by field in field order (cheaper than ``update`` of keywords).
-                fields = record.__dict__
-                fields["task"] = kept["prompt_id"]
-                fields["annotator"] = kept["evaluator"]
-                fields["a"] = a
-                fields["b"] = b
-                fields["outcome"] = outcome
-                fields["presented_order"] = presented
-                fields["duration_ms"] = kept["duration_ms"]
-            else:
-                record = _pair_record(vote) or vote._make_record()
+            record = _pair_record(vote) or vote._make_record()
             kept["_record"] = record  # not a field: eq and hash ignore it
         append(record)
     return out

@@ -1,7 +1,7 @@
 """The flags pass's per-vote steps (h19f): the annotators of a pass's records numbered
 once (`agreement._annotator_codes`) for the pair table, the speed check and the anomaly
-test, the same answers as each numbering its own; `consensus.vote_records`' inline pair
-path equals `Vote.record`'s."""
+test, the same answers as each numbering its own; `consensus.vote_records` equals
+`Vote.record` of each vote."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def test_other_records_get_their_own_numbering():
         assert [list(index)[k] for k in codes.tolist()] == [r.annotator for r in records]
 
 
-def test_vote_records_inline_path_equals_each_votes_record():
+def test_vote_records_equal_each_votes_record():
     rng = random.Random(21)
 
     def votes():
