@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from annotate.models import RewardModel
 from tests.media_fixtures import png_bytes, write
 from workers.management.commands.playground import _is_loopback, staff_login
-from workers.playground import playground_score
+from workers.playground import gpu_worker_available, playground_score
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +80,16 @@ def test_it_scores_through_the_gpu_queue_when_a_worker_runs(celery_worker_proces
         candidates=[{"text": "one"}, {"text": "two"}],
         use_queue=False,
     )
+    # The worker answers the broadcast that picks the queue (a 1 s inspect by default: on a
+    # loaded machine one reply can come later, and the playground then scores in-process).
+    deadline = time.monotonic() + 60
+    while not gpu_worker_available(timeout=2.0):
+        assert time.monotonic() < deadline, "the gpu worker never answered the broadcast"
     queued = playground_score(
-        reward_model_id=rm.pk, prompt_text="q", candidates=[{"text": "one"}, {"text": "two"}]
+        reward_model_id=rm.pk,
+        prompt_text="q",
+        candidates=[{"text": "one"}, {"text": "two"}],
+        use_queue=True,
     )
     assert queued.ran_on == "gpu queue"
     assert queued.scores["packed"] == pytest.approx(local.scores["packed"], abs=1e-5)
