@@ -664,6 +664,36 @@ GOLD_BEST = 0.4
 GOLD_RATE = 0.1
 
 
+def _judge_ranking(
+    row: dict[str, Any],
+    index: int,
+    quality: dict[str, float],
+    gold: bool,
+    seed: int,
+    slug: str,
+    annotators: Sequence[AnnotatorProfile],
+    rng: random.Random,
+    *,
+    video: bool,
+) -> None:
+    """A ranking row's simulated judgments (``row["judgments"]``); prompt ``CYCLE_PROMPT``
+    of each project gets three, with an intransitive cycle planted in them."""
+    row["judgments"] = _judge_task(
+        pid=row["id"],
+        task_ids=list(quality),
+        quality=quality,
+        annotators=annotators,
+        count=3 if index == CYCLE_PROMPT else _coverage(rng, 3),
+        rng=rng,
+        gold_rng=_rng(seed, f"{slug}/gold", index) if gold else None,
+        pairwise=False,
+        video=video,
+    )
+    if index == CYCLE_PROMPT:
+        _plant_cycle(row["judgments"], quality)
+        row["metadata"]["demo_case"] = CYCLE_CASE
+
+
 def _is_gold(index: int, quality: dict[str, float], gold_so_far: int) -> bool:
     ordered = sorted(quality.values(), reverse=True)
     return (
@@ -1348,20 +1378,9 @@ def _vqa_project(
         row["candidates"] = candidates
         gold = _is_gold(i, quality, gold_count)
         gold_count += gold
-        row["judgments"] = _judge_task(
-            pid=pid,
-            task_ids=list(quality),
-            quality=quality,
-            annotators=annotators,
-            count=3 if i == CYCLE_PROMPT else _coverage(rng, 3),
-            rng=rng,
-            gold_rng=_rng(seed, f"{project.slug}/gold", i) if gold else None,
-            pairwise=False,
-            video="video" in row,
+        _judge_ranking(
+            row, i, quality, gold, seed, project.slug, annotators, rng, video="video" in row
         )
-        if i == CYCLE_PROMPT:
-            _plant_cycle(row["judgments"], quality)
-            row["metadata"]["demo_case"] = CYCLE_CASE
         prompts_truth[pid] = {"answer": question.answer, "scene": scene, "gold": gold}
         project.rows.append(row)
     project.truth = {"mode": "ranking", "prompts": prompts_truth, "candidates": cands_truth}
@@ -1441,20 +1460,7 @@ def _t2i_project(
         row["candidates"] = candidates
         gold = _is_gold(i, quality, gold_count)
         gold_count += gold
-        row["judgments"] = _judge_task(
-            pid=pid,
-            task_ids=list(quality),
-            quality=quality,
-            annotators=annotators,
-            count=3 if i == CYCLE_PROMPT else _coverage(rng, 3),
-            rng=rng,
-            gold_rng=_rng(seed, f"{project.slug}/gold", i) if gold else None,
-            pairwise=False,
-            video=False,
-        )
-        if i == CYCLE_PROMPT:
-            _plant_cycle(row["judgments"], quality)
-            row["metadata"]["demo_case"] = CYCLE_CASE
+        _judge_ranking(row, i, quality, gold, seed, project.slug, annotators, rng, video=False)
         prompts_truth[pid] = {
             "count": n,
             "colour": colour,
