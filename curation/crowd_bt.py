@@ -247,13 +247,20 @@ def _sums(index: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
 def _objective(
     theta: np.ndarray, cells: _Cells, alpha: float, mean: np.ndarray | float = 0.0
 ) -> np.ndarray:
-    if _halves(theta.shape[0], SPLIT_MIN_PROMPTS) is not None:
-        return _objective_by_halves(theta, cells, alpha, mean)
     p, _, _, w, scatter = cells
     flat = theta.reshape(-1)
-    loss = w * np.logaddexp(0.0, flat[scatter.loser] - flat[scatter.winner])
-    penalty = alpha * np.sum((theta - mean) ** 2, axis=1)
-    return _sums(p, loss, theta.shape[0]) + penalty
+    out = np.empty(theta.shape[0])
+
+    def part(rows: slice) -> None:
+        lo, hi = _cell_range(p, rows)
+        loss = w[lo:hi] * np.logaddexp(
+            0.0, flat[scatter.loser[lo:hi]] - flat[scatter.winner[lo:hi]]
+        )
+        penalty = alpha * np.sum((theta[rows] - _mean_rows(mean, rows)) ** 2, axis=1)
+        out[rows] = _sums(p[lo:hi] - rows.start, loss, rows.stop - rows.start) + penalty
+
+    _by_halves(part, theta.shape[0], SPLIT_MIN_PROMPTS)
+    return out
 
 
 def _gradient_hessian(
@@ -266,39 +273,95 @@ def _gradient_hessian(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Gradient and dense Hessian; with ``out`` (a ``[P, N, N]`` array of zeros, or one this
     function wrote before for the same ``cells``) the Hessian is written into it."""
-    if out is not None and _halves(theta.shape[0], SPLIT_MIN_PROMPTS) is not None:
-        return _gradient_hessian_by_halves(theta, cells, alpha, mean, out)
-    _, _, _, w, scatter = cells
+    p, _, _, w, scatter = cells
     n_prompts, n = theta.shape
     flat = theta.reshape(-1)
-    win = expit(flat[scatter.winner] - flat[scatter.loser])
-    push = w * (1 - win)
-    grad = 2 * alpha * (theta - mean)
-    grad -= _sums(scatter.winner, push, n_prompts * n).reshape(n_prompts, n)
-    grad += _sums(scatter.loser, push, n_prompts * n).reshape(n_prompts, n)
-    curvature = w * win * (1 - win)
-    values = np.concatenate([curvature, curvature, -curvature, -curvature])
+    grad = np.empty(theta.shape)
     if out is not None:
-        return grad, _hessian_into(out, scatter, values, alpha)
+        _compact_layout(scatter, n)  # once, before the halves read it
+
+    def part(rows: slice) -> np.ndarray:
+        lo, hi = _cell_range(p, rows)
+        win = _win(flat, scatter, lo, hi)
+        push = w[lo:hi] * (1 - win)
+        g = 2 * alpha * (theta[rows] - _mean_rows(mean, rows))
+        size, shift = (rows.stop - rows.start) * n, rows.start * n
+        g -= _sums(scatter.winner[lo:hi] - shift, push, size).reshape(-1, n)
+        g += _sums(scatter.loser[lo:hi] - shift, push, size).reshape(-1, n)
+        grad[rows] = g
+        curvature = w[lo:hi] * win * (1 - win)
+        if out is not None:
+            _hessian_rows(out, scatter, curvature, alpha, rows, lo, hi)
+        return curvature
+
+    if out is None:  # the whole batch, into a fresh Hessian
+        curvature = part(slice(0, n_prompts))
+        return grad, _fresh_hessian(scatter, curvature, alpha, theta.shape)
+    _by_halves(part, n_prompts, SPLIT_MIN_PROMPTS)
+    return grad, out
+
+
+def _win(flat: np.ndarray, scatter: Scatter, lo: int, hi: int) -> np.ndarray:
+    """Each of the cells ``lo:hi``'s probability that its winner wins, at strengths ``flat``."""
+    return expit(flat[scatter.winner[lo:hi]] - flat[scatter.loser[lo:hi]])
+
+
+def _mean_rows(mean: np.ndarray | float, rows: slice) -> np.ndarray | float:
+    """The prior mean of the prompts ``rows`` (a per-prompt ``[P, N]`` mean, else as given)."""
+    return mean[rows] if isinstance(mean, np.ndarray) and mean.ndim == 2 else mean
+
+
+def _fresh_hessian(
+    scatter: Scatter, curvature: np.ndarray, alpha: float, shape: tuple[int, int]
+) -> np.ndarray:
+    """The dense Hessian of every cell's ``curvature``, as a new ``[P, N, N]`` array."""
+    n_prompts, n = shape
+    values = np.concatenate([curvature, curvature, -curvature, -curvature])
     hess = _sums(scatter.hessian, values, n_prompts * n * n).reshape(n_prompts, n, n)
     diag = np.arange(n)
     hess[:, diag, diag] += 2 * alpha
-    return grad, hess
+    return hess
 
 
-def _hessian_into(
-    out: np.ndarray, scatter: Scatter, values: np.ndarray, alpha: float
-) -> np.ndarray:
-    """The dense Hessian written into ``out``, only where a cell lands and on the diagonal
-    (the rest stays 0): the same sums in the same order as a fresh `_sums` of
-    ``scatter.hessian``, so the same floats. A fresh ``[P, N, N]`` array per Newton step was
-    the largest cost of the final strengths at 940K (a bincount into 17M cells)."""
+def _hessian_rows(
+    out: np.ndarray,
+    scatter: Scatter,
+    curvature: np.ndarray,
+    alpha: float,
+    rows: slice,
+    lo: int,
+    hi: int,
+) -> None:
+    """The dense Hessian of the prompts ``rows`` written into ``out``, given the curvature of
+    their cells ``lo:hi``: only where a cell lands and on the diagonal (the rest stays 0).
+    Their entries of ``scatter.hessian`` (the same four runs, in the same order) are summed
+    into their run of the sorted positions: the same sums in the same order as a fresh
+    `_sums` of ``scatter.hessian`` (`_fresh_hessian`), so the same floats. A fresh ``[P, N,
+    N]`` array per Newton step was the largest cost of the final strengths at 940K (a
+    bincount into 17M cells)."""
     n = out.shape[1]
     positions, compact, on_diagonal = _compact_layout(scatter, n)
+    cells = len(scatter.winner)
+    if lo == 0 and hi == cells:  # every cell: every position, the entries as they are
+        part = (0, len(positions), compact)
+    else:
+        parts = scatter.__dict__.setdefault("_compact_parts", {})
+        key = (rows.start, rows.stop, lo, hi)
+        part = parts.get(key)
+        if part is None:
+            p_lo, p_hi = np.searchsorted(
+                positions, (rows.start * n * n, rows.stop * n * n)
+            ).tolist()
+            entries = np.concatenate([compact[k * cells + lo : k * cells + hi] for k in range(4)])
+            part = (p_lo, p_hi, entries - p_lo)
+            parts[key] = part
+    p_lo, p_hi, entries = part
+    values = np.concatenate([curvature, curvature, -curvature, -curvature])
     diag = np.arange(n)
-    out[:, diag, diag] = 2 * alpha
-    out.reshape(-1)[positions] = _sums(compact, values, len(positions)) + on_diagonal * (2 * alpha)
-    return out
+    out[rows, diag, diag] = 2 * alpha
+    out.reshape(-1)[positions[p_lo:p_hi]] = _sums(entries, values, p_hi - p_lo) + on_diagonal[
+        p_lo:p_hi
+    ] * (2 * alpha)
 
 
 def _compact_layout(scatter: Scatter, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -413,7 +476,7 @@ def _newton(
 
 class HessianBuffer:
     """One ``[P, N, N]`` array that successive dense Hessians are written into
-    (`_hessian_into`) instead of a fresh bincount into ``P * N * N`` cells each (17M at 940K
+    (`_hessian_rows`) instead of a fresh bincount into ``P * N * N`` cells each (17M at 940K
     judgments): the EM writes two per step (the leave-one-out margins' and the Newton
     step's), always on the same cells. `for_cells` answers it ready for ``cells``: as it
     is when the last Hessian written was of the same cells (the same `Scatter` object:
@@ -436,31 +499,21 @@ def _hessian(
 ) -> np.ndarray:
     """The Hessian of `_gradient_hessian` without the gradient (same arithmetic); written
     into ``workspace``'s array when given."""
-    if workspace is not None and _halves(theta.shape[0], SPLIT_MIN_PROMPTS) is not None:
-        out = workspace.for_cells(cells)
-        flat = theta.reshape(-1)
-        _, _, _, w, scatter = cells
-        _compact_layout(scatter, theta.shape[1])  # once, before the halves read it
-
-        def hessian_part(rows: slice) -> None:
-            lo, hi = _cell_range(cells[0], rows)
-            win = expit(flat[scatter.winner[lo:hi]] - flat[scatter.loser[lo:hi]])
-            _hessian_part(out, scatter, w[lo:hi] * win * (1 - win), alpha, rows, lo, hi)
-
-        _by_halves(hessian_part, theta.shape[0], SPLIT_MIN_PROMPTS)
-        return out
-    _, _, _, w, scatter = cells
-    n_prompts, n = theta.shape
+    p, _, _, w, scatter = cells
     flat = theta.reshape(-1)
-    win = expit(flat[scatter.winner] - flat[scatter.loser])
-    curvature = w * win * (1 - win)
-    values = np.concatenate([curvature, curvature, -curvature, -curvature])
-    if workspace is not None:
-        return _hessian_into(workspace.for_cells(cells), scatter, values, alpha)
-    hess = _sums(scatter.hessian, values, n_prompts * n * n).reshape(n_prompts, n, n)
-    diag = np.arange(n)
-    hess[:, diag, diag] += 2 * alpha
-    return hess
+    if workspace is None:
+        win = _win(flat, scatter, 0, len(w))
+        return _fresh_hessian(scatter, w * win * (1 - win), alpha, theta.shape)
+    out = workspace.for_cells(cells)
+    _compact_layout(scatter, theta.shape[1])  # once, before the halves read it
+
+    def part(rows: slice) -> None:
+        lo, hi = _cell_range(p, rows)
+        win = _win(flat, scatter, lo, hi)
+        _hessian_rows(out, scatter, w[lo:hi] * win * (1 - win), alpha, rows, lo, hi)
+
+    _by_halves(part, theta.shape[0], SPLIT_MIN_PROMPTS)
+    return out
 
 
 def _inverse_hessian(theta: np.ndarray, wins: np.ndarray | WinCells, alpha: float) -> np.ndarray:
@@ -548,96 +601,18 @@ def _by_halves(work: Callable[[slice], _T], size: int, minimum: int) -> list[_T]
     return [first, second.result()]
 
 
-# The objective, gradient and Hessian of large batches in the same two halves of prompts:
-# their cells are in flat-index order, so each half's cells are one contiguous run (found by
-# a search on the cells' prompts), and each prompt's sums (`_sums`, a bincount adding in
-# index order) see the same terms in the same order in its half as in the whole batch: the
-# same floats. A Hessian's entries of one half are one run of its sorted positions too.
+# The objective, gradient and Hessians (`_objective`, `_gradient_hessian`, `_hessian` into
+# a buffer) of large batches are worked in the same two halves of prompts: their cells are
+# in flat-index order, so each half's cells are one contiguous run (found by a search on the
+# cells' prompts), and each prompt's sums (`_sums`, a bincount adding in index order) see
+# the same terms in the same order in its half as in the whole batch: the same floats. A
+# Hessian's entries of one half are one run of its sorted positions too (`_hessian_rows`).
 
 
 def _cell_range(prompt: np.ndarray, rows: slice) -> tuple[int, int]:
     """The run of cells (``prompt``: each cell's prompt, non-decreasing) of prompts ``rows``."""
     lo, hi = np.searchsorted(prompt, (rows.start, rows.stop)).tolist()
     return lo, hi
-
-
-def _objective_by_halves(
-    theta: np.ndarray, cells: _Cells, alpha: float, mean: np.ndarray | float
-) -> np.ndarray:
-    """`_objective` worked in two halves of prompts (`_by_halves`)."""
-    p, _, _, w, scatter = cells
-    flat = theta.reshape(-1)
-    out = np.empty(theta.shape[0])
-
-    def part(rows: slice) -> None:
-        lo, hi = _cell_range(p, rows)
-        loss = w[lo:hi] * np.logaddexp(
-            0.0, flat[scatter.loser[lo:hi]] - flat[scatter.winner[lo:hi]]
-        )
-        centre = mean[rows] if isinstance(mean, np.ndarray) and mean.ndim == 2 else mean
-        penalty = alpha * np.sum((theta[rows] - centre) ** 2, axis=1)
-        out[rows] = _sums(p[lo:hi] - rows.start, loss, rows.stop - rows.start) + penalty
-
-    _by_halves(part, theta.shape[0], SPLIT_MIN_PROMPTS)
-    return out
-
-
-def _gradient_hessian_by_halves(
-    theta: np.ndarray, cells: _Cells, alpha: float, mean: np.ndarray | float, out: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """`_gradient_hessian` into ``out`` worked in two halves of prompts (`_by_halves`)."""
-    p, _, _, w, scatter = cells
-    n = theta.shape[1]
-    flat = theta.reshape(-1)
-    grad = np.empty(theta.shape)
-    _compact_layout(scatter, n)  # once, before the halves read it
-
-    def part(rows: slice) -> None:
-        lo, hi = _cell_range(p, rows)
-        win = expit(flat[scatter.winner[lo:hi]] - flat[scatter.loser[lo:hi]])
-        push = w[lo:hi] * (1 - win)
-        centre = mean[rows] if isinstance(mean, np.ndarray) and mean.ndim == 2 else mean
-        g = 2 * alpha * (theta[rows] - centre)
-        size, shift = (rows.stop - rows.start) * n, rows.start * n
-        g -= _sums(scatter.winner[lo:hi] - shift, push, size).reshape(-1, n)
-        g += _sums(scatter.loser[lo:hi] - shift, push, size).reshape(-1, n)
-        grad[rows] = g
-        _hessian_part(out, scatter, w[lo:hi] * win * (1 - win), alpha, rows, lo, hi)
-
-    _by_halves(part, theta.shape[0], SPLIT_MIN_PROMPTS)
-    return grad, out
-
-
-def _hessian_part(
-    out: np.ndarray,
-    scatter: Scatter,
-    curvature: np.ndarray,
-    alpha: float,
-    rows: slice,
-    lo: int,
-    hi: int,
-) -> None:
-    """`_hessian_into` for the prompts ``rows`` only, given the curvature of their cells
-    ``lo:hi``: their entries of ``scatter.hessian`` (the same four runs, in the same order)
-    summed into their run of positions."""
-    n = out.shape[1]
-    positions, compact, on_diagonal = _compact_layout(scatter, n)
-    parts = scatter.__dict__.setdefault("_compact_parts", {})
-    key = (rows.start, rows.stop, lo, hi)
-    part = parts.get(key)
-    if part is None:
-        cells = len(scatter.winner)
-        p_lo, p_hi = np.searchsorted(positions, (rows.start * n * n, rows.stop * n * n)).tolist()
-        entries = np.concatenate([compact[k * cells + lo : k * cells + hi] for k in range(4)])
-        part = (p_lo, p_hi, entries - p_lo)
-        parts[key] = part
-    p_lo, p_hi, entries = part
-    values = np.concatenate([curvature, curvature, -curvature, -curvature])
-    diag = np.arange(n)
-    out[rows, diag, diag] = 2 * alpha
-    out.reshape(-1)[positions[p_lo:p_hi]] = _sums(entries, values, p_hi - p_lo) + on_diagonal[
-        p_lo:p_hi
-    ] * (2 * alpha)
 
 
 # --------------------------------------------------------------------------- SPD algebra
