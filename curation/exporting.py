@@ -1943,11 +1943,8 @@ def write_snapshot(
     (`curation.download.DeflatedMembers`), made on the cores the writing leaves free."""
     progress = progress or (lambda _p, _s: None)
     progress(80, "JSONL, Parquet and Hugging Face datasets")
-    import datasets
-
     from curation.download import DeflatedMembers
 
-    datasets.disable_progress_bars()
     members = DeflatedMembers(out_dir)
     try:
         files = _write_files(snapshot, out_dir, source, options, progress, members)
@@ -1966,9 +1963,7 @@ def _write_files(
     progress: Progress,
     members: DeflatedMembers,
 ) -> list[dict[str, Any]]:
-    import datasets
     import pyarrow.parquet as pq
-    from datasets.table import InMemoryTable
 
     splits = list(options.splits)
     stored: dict[str, bytes] = {}
@@ -1993,20 +1988,20 @@ def _write_files(
             parquet = out_dir / "parquet" / f"{name}.parquet"
             pq.write_table(table, parquet)
             table, features = hf_image_columns(table, read_media)
-            info = datasets.DatasetInfo(features=features)
             # The table's content named by its Parquet file's digest: `datasets` would
             # otherwise fingerprint each split by pickling the whole in-memory table (a tenth
             # of a second per 10,000 rows) for a cache key nothing here uses.
             content = hashlib.sha256(parquet.read_bytes()).hexdigest()
             digests[parquet.relative_to(out_dir).as_posix()] = content
-            parts = {}
-            for split in splits:
-                parts[split] = datasets.Dataset(
-                    InMemoryTable(_split_rows(table, split)),
-                    info=info.copy(),
-                    fingerprint=hashlib.sha256(f"{content}:{split}".encode()).hexdigest()[:16],
-                )
-            save_dataset_dict(parts, out_dir / "hf" / name)
+            write_hf_folder(
+                out_dir / "hf" / name,
+                {split: _split_rows(table, split) for split in splits},
+                features,
+                {
+                    split: hashlib.sha256(f"{content}:{split}".encode()).hexdigest()[:16]
+                    for split in splits
+                },
+            )
             # Digested and deflated here, in this thread, while the JSONL is still being encoded.
             for path in (out_dir / "hf" / name).rglob("*.arrow"):
                 rel = path.relative_to(out_dir).as_posix()
@@ -2086,41 +2081,119 @@ def _split_rows(table: pa.Table, split: str) -> pa.Table:
     return table.filter(mask)
 
 
-def save_dataset_dict(parts: Mapping[str, datasets.Dataset], folder: Path) -> None:
-    """`datasets.DatasetDict.save_to_disk` for tables whose pictures `hf_image_columns`
-    already embedded: the same folder (``dataset_dict.json``; per split one Arrow shard,
-    ``state.json``, ``dataset_info.json``), which ``load_from_disk`` reads.
+# The Hugging Face folders, written as `datasets.DatasetDict.save_to_disk` (datasets 5) writes
+# them, byte for byte, with pyarrow and json only: importing `datasets` (with pandas, fsspec,
+# huggingface_hub) takes about 0.6 s of CPU in a fresh process, more than writing the shards.
+HF_SHARD = "data-00000-of-00001.arrow"
+# `datasets`' `Value` dtype of each Arrow type an export table may hold (its
+# `_arrow_to_datasets_dtype`).
+_HF_DTYPES = {
+    **{name: name for name in ("bool", "string", "large_string", "binary", "large_binary")},
+    **{f"{sign}int{bits}": f"{sign}int{bits}" for sign in ("", "u") for bits in (8, 16, 32, 64)},
+    "halffloat": "float16",
+    "float": "float32",
+    "double": "float64",
+}
+# The record batch size `datasets`' `ArrowWriter` takes for a table whose features hold an
+# `Image` or a binary `Value` (`config.ARROW_RECORD_BATCH_SIZE_FOR_IMAGE_DATASETS`,
+# `..._FOR_BINARY_DATASETS`), and for the others (`config.DEFAULT_MAX_BATCH_SIZE`).
+_HF_BATCH_IMAGES = 100
+_HF_BATCH = 1000
 
-    ``save_to_disk`` embeds image files again, a Python walk over every cell of every image
-    column (about a tenth of an export's CPU at 94K judgments, with no picture in it) that
-    finds nothing to read here. Every split gets its shard, an empty one too (without it
-    ``load_from_disk`` raises IndexError). One shard per split, whatever its size.
-    """
+
+def _hf_image_type() -> pa.DataType:
+    """The Arrow type of a `datasets.Image` cell."""
     import pyarrow as pa
-    from datasets.arrow_writer import ArrowWriter
-    from datasets.utils.py_utils import asdict as info_dict  # what save_to_disk writes
 
+    return pa.struct({"bytes": pa.binary(), "path": pa.string()})
+
+
+def hf_features(schema: pa.Schema) -> dict[str, Any]:
+    """The `datasets` features of an HF table, as `datasets` writes them in
+    ``dataset_info.json`` and the shard's schema (``Features`` through its ``asdict``): a
+    column of `HF_IMAGE_COLUMNS` of picture cells is an ``Image``, one of
+    `HF_IMAGE_LIST_COLUMNS` a ``List`` of them; the rest ``Value``s and ``List``s of them.
+    Raises ValueError for an Arrow type an export table does not hold (no guessing at how
+    `datasets` would name it)."""
+    import pyarrow as pa
+
+    image = _hf_image_type()
+
+    def feature(name: str, kind: pa.DataType, pictures: bool) -> dict[str, Any]:
+        if pictures and kind == image:
+            return {"_type": "Image"}
+        if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+            return {
+                "feature": feature(name, kind.value_type, pictures),
+                "_type": "LargeList" if pa.types.is_large_list(kind) else "List",
+            }
+        if str(kind) in _HF_DTYPES:
+            return {"dtype": _HF_DTYPES[str(kind)], "_type": "Value"}
+        raise ValueError(
+            f"Hugging Face folder: column {name!r} has a type ({kind}) without a feature"
+        )
+
+    pictures = HF_IMAGE_COLUMNS + HF_IMAGE_LIST_COLUMNS
+    return {f.name: feature(f.name, f.type, f.name in pictures) for f in schema}
+
+
+def _hf_batch_size(features: Mapping[str, Any]) -> int:
+    """`datasets`' `get_arrow_writer_batch_size_from_features` for `hf_features`' features."""
+
+    def small(feature: Mapping[str, Any]) -> bool:
+        if feature["_type"] in ("List", "LargeList"):
+            return small(feature["feature"])
+        return feature["_type"] == "Image" or feature.get("dtype") == "binary"
+
+    return _HF_BATCH_IMAGES if any(map(small, features.values())) else _HF_BATCH
+
+
+def write_hf_folder(
+    folder: Path,
+    splits: Mapping[str, pa.Table],
+    features: Mapping[str, Any],
+    fingerprints: Mapping[str, str],
+) -> None:
+    """The ``datasets.DatasetDict`` folder of ``splits`` (tables whose pictures
+    `hf_image_columns` embedded, ``features`` from it), byte for byte what
+    ``DatasetDict.save_to_disk`` writes for them (``num_shards`` 1 per split, each split's
+    ``Dataset`` made with its ``fingerprints`` entry): ``dataset_dict.json``; per split one Arrow
+    stream shard (the features in the schema's ``huggingface`` metadata, `datasets`' record
+    batch size), ``state.json`` and ``dataset_info.json``. ``load_from_disk`` reads it.
+
+    Every split gets its shard, an empty one too (without it ``load_from_disk`` raises
+    IndexError). Image cells are written as they are (``save_to_disk`` would walk every cell
+    of every image column to embed files these already hold)."""
+    import pyarrow as pa
+
+    features = dict(features)
+    if not splits:
+        raise ValueError("Hugging Face folder: no split to write")
+    info = {"citation": "", "description": "", "features": features, "homepage": "", "license": ""}
+    metadata = {"huggingface": json.dumps({"info": {"features": features}})}
+    batch = _hf_batch_size(features)
     folder.mkdir(parents=True)
-    (folder / "dataset_dict.json").write_text(json.dumps({"splits": list(parts)}))
-    for split, part in parts.items():
+    (folder / "dataset_dict.json").write_text(json.dumps({"splits": list(splits)}))
+    for split, table in splits.items():
+        if list(features) != table.column_names:
+            raise ValueError(
+                f"Hugging Face folder: split {split!r} has columns {table.column_names}, "
+                f"the features {list(features)}"
+            )
+        # `datasets`' schema: the columns' types as its features give them (nullable, no
+        # field metadata), its features as the schema's metadata.
+        schema = pa.schema([(f.name, f.type) for f in table.schema], metadata=metadata)
+        table = table.combine_chunks().cast(schema)
         path = folder / split
         path.mkdir()
-        shard = "data-00000-of-00001.arrow"
-        # A native file: given a path, `datasets` writes through a Python file object, a
-        # call per Arrow buffer (about 70,000 for the 10k peer export's three tables).
-        writer = ArrowWriter(
-            features=part.features,
-            stream=pa.OSFile(str(path / shard), "wb"),
-            embed_local_files=False,
-        )
-        try:
-            writer.write_table(part.data.table)
-            writer.finalize()
-        finally:
-            writer.close()
+        with (
+            pa.OSFile(str(path / HF_SHARD), "wb") as sink,
+            pa.ipc.new_stream(sink, schema) as writer,
+        ):
+            writer.write_table(table, max_chunksize=batch)
         state = {
-            "_data_files": [{"filename": shard}],
-            "_fingerprint": part._fingerprint,
+            "_data_files": [{"filename": HF_SHARD}],
+            "_fingerprint": fingerprints[split],
             "_format_columns": None,
             "_format_kwargs": {},
             "_format_type": None,
@@ -2128,10 +2201,21 @@ def save_dataset_dict(parts: Mapping[str, datasets.Dataset], folder: Path) -> No
             "_split": None,
         }
         (path / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
-        info = info_dict(part.info)
-        (path / "dataset_info.json").write_text(
-            json.dumps({key: info[key] for key in sorted(info)}, indent=2)
-        )
+        (path / "dataset_info.json").write_text(json.dumps(info, indent=2))
+
+
+def save_dataset_dict(parts: Mapping[str, datasets.Dataset], folder: Path) -> None:
+    """`write_hf_folder` for ``datasets.Dataset`` splits that share their features (their
+    tables, features and fingerprints), for callers holding those."""
+    from datasets.utils.py_utils import asdict as info_dict
+
+    (features,) = {json.dumps(info_dict(part.info)["features"]) for part in parts.values()}
+    write_hf_folder(
+        folder,
+        {split: part.data.table for split, part in parts.items()},
+        json.loads(features),
+        {split: part._fingerprint for split, part in parts.items()},
+    )
 
 
 def _stored_media_path(media_root: Path, name: str) -> Path:
@@ -2153,8 +2237,8 @@ HF_IMAGE_LIST_COLUMNS = ("response_images",)
 
 def hf_image_columns(
     table: pa.Table, read: Callable[[str], bytes]
-) -> tuple[pa.Table, datasets.Features]:
-    """An export table as the Hugging Face folders hold it, and its features.
+) -> tuple[pa.Table, dict[str, Any]]:
+    """An export table as the Hugging Face folders hold it, and its features (`hf_features`).
 
     Image path columns become ``datasets.Image()`` cells holding the picture's bytes, so
     ``ds[0]["chosen_image"]`` is a PIL image wherever the folder is loaded; a missing image
@@ -2168,16 +2252,14 @@ def hf_image_columns(
         table: Rows with path columns (the Parquet table).
         read: Returns the bytes of a path relative to the export root.
     """
-    import datasets
     import pyarrow as pa
 
-    image = datasets.Image()
+    image = _hf_image_type()
 
     def cell(path: str | None) -> dict[str, Any] | None:
         # The base name, as `datasets` keeps it when it embeds a file itself.
         return None if path is None else {"bytes": read(path), "path": os.path.basename(path)}
 
-    features = datasets.Features.from_arrow_schema(table.schema)
     for index, name in enumerate(table.column_names):
         if name not in HF_IMAGE_COLUMNS + HF_IMAGE_LIST_COLUMNS:
             continue
@@ -2192,14 +2274,9 @@ def hf_image_columns(
             cells = [
                 None if paths is None else [cell(p) for p in paths] for paths in values.to_pylist()
             ]
-        if name in HF_IMAGE_COLUMNS:
-            column = pa.array(cells, type=image.pa_type)
-            features[name] = image
-        else:
-            column = pa.array(cells, type=pa.list_(image.pa_type))
-            features[name] = datasets.List(image)
-        table = table.set_column(index, name, column)
-    return table, features
+        kind = image if name in HF_IMAGE_COLUMNS else pa.list_(image)
+        table = table.set_column(index, name, pa.array(cells, type=kind))
+    return table, hf_features(table.schema)
 
 
 def _digest(path: Path, member: DeflatedMember | None = None) -> str:
