@@ -29,6 +29,7 @@ from workers.media import (
     load_image,
     sample_video_frames,
 )
+from workers.reward_model.chat_skeleton import VARYING, ChatSkeleton, derive_skeleton
 from workers.reward_model.media_cache import (
     MEDIA_CACHE,
     MEDIA_STORE,
@@ -659,6 +660,8 @@ class RewardInputBuilder:
         self.overflow = overflow
         self.max_packed_candidates = max_packed_candidates
         self._lock = threading.Lock()
+        # Chat-template skeletons by (template, prompt media kinds, generation prompt or not).
+        self._skeletons: dict[tuple[str, tuple[str, ...], bool], ChatSkeleton | None] = {}
         # Visuals by (this builder, kind, file digest): what they are depends on the builder's
         # settings, so builders sharing a cache never share entries.
         self.media_cache = MEDIA_CACHE if media_cache is None else media_cache
@@ -707,6 +710,10 @@ class RewardInputBuilder:
             key=len,
             reverse=True,
         )
+
+    # Rows joined from the chat template's skeleton where it is exact (`chat_skeleton`); False:
+    # every row rendered by the template (the same strings; tests and benchmarks compare them).
+    chat_skeletons = True
 
     # What belongs to the process holding the builder, not to its settings: left out when it is
     # pickled (a row-building process gets the builder so, `workers.reward_model.row_building`).
@@ -891,25 +898,54 @@ class RewardInputBuilder:
                 return backend.encode(text, add_special_tokens=False).ids
             return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def _messages(self, item: _EncodedItem, bodies: Sequence[str] | None) -> list[dict]:
-        user: list[dict[str, Any]] = [{"type": visual.kind} for visual in item.prompt_visuals]
-        user.append({"type": "text", "text": item.prompt_text})
+    def _render_template(self, kinds: tuple[str, ...], prompt_text: str, answer: str | None) -> str:
+        """The chat template rendered: a user turn with media of `kinds` then `prompt_text`,
+        and an assistant turn holding `answer` (None: the generation prompt instead)."""
+        user: list[dict[str, Any]] = [{"type": kind} for kind in kinds]
+        user.append({"type": "text", "text": prompt_text})
         messages: list[dict[str, Any]] = [{"role": "user", "content": user}]
-        if bodies is not None:
-            text = RESPONSE_SEPARATOR.join(bodies)
-            messages.append({"role": "assistant", "content": [{"type": "text", "text": text}]})
-        return messages
+        if answer is not None:
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+        with self._lock:
+            return self.tokenizer.apply_chat_template(
+                messages,
+                chat_template=self.chat_template,
+                tokenize=False,
+                add_generation_prompt=answer is None,
+            )
+
+    def _skeleton(self, kinds: tuple[str, ...], generation: bool) -> ChatSkeleton | None:
+        """The chat template's skeleton for rows of this shape (`chat_skeleton`), derived at
+        the shape's first row; None where the template is not content-independent."""
+        key = (self.chat_template, kinds, generation)
+        try:
+            return self._skeletons[key]
+        except KeyError:
+            pass
+        skeleton = None
+        if self.chat_skeletons and not VARYING.search(self.chat_template):
+            skeleton = derive_skeleton(
+                lambda contents: self._render_template(
+                    kinds, contents[0], None if generation else contents[1]
+                ),
+                1 if generation else 2,
+            )
+        self._skeletons[key] = skeleton
+        return skeleton
 
     def render(self, item: _EncodedItem, bodies: Sequence[str] | None) -> str:
         """The chat-template string of a row; with `bodies` None, the prompt up to the
-        assistant header (the generation prompt)."""
-        with self._lock:
-            text = self.tokenizer.apply_chat_template(
-                self._messages(item, bodies),
-                chat_template=self.chat_template,
-                tokenize=False,
-                add_generation_prompt=bodies is None,
-            )
+        assistant header (the generation prompt). Joined from the template's skeleton for
+        the row's shape where it has one (the same string), else rendered."""
+        kinds = tuple(visual.kind for visual in item.prompt_visuals)
+        answer = None if bodies is None else RESPONSE_SEPARATOR.join(bodies)
+        skeleton = self._skeleton(kinds, answer is None)
+        if skeleton is None:
+            text = self._render_template(kinds, item.prompt_text, answer)
+        elif answer is None:
+            text = skeleton.fill((item.prompt_text,))
+        else:
+            text = skeleton.fill((item.prompt_text, answer))
         if self.molmo2 is not None:
             # Molmo2Processor starts every text with the BOS token (the EOS token when the
             # tokenizer has none) unless the chat template wrote it.
