@@ -116,6 +116,11 @@ def _annotator_codes(records: Sequence[Record]) -> tuple[np.ndarray, dict[Hashab
     return codes, index
 
 
+def _only_pair_records(records: Iterable[Record]) -> bool:
+    """``all(type(r) is PairRecord for r in records)`` by one C-level map."""
+    return set(map(type, records)) <= {PairRecord}
+
+
 # --------------------------------------------------------------------------- records
 
 
@@ -353,7 +358,7 @@ def pairwise_agreement(records: Iterable[Record]) -> dict[Hashable, TaskAgreemen
         A `TaskAgreement` per task.
     """
     records = list(records)
-    if records and all(isinstance(r, PairRecord) for r in records):
+    if records and (_only_pair_records(records) or all(isinstance(r, PairRecord) for r in records)):
         return _pairwise_agreement_of_pairs(records)
     return _pairwise_agreement_per_unit(records)
 
@@ -565,7 +570,7 @@ def _reliability_counts(
     columns of `_pair_table` (the table the flags pass builds anyway for the shared-unit
     counts and the anomaly test, and the export for its agreement figures); else from
     `_relation_table`. The same integers either way."""
-    if records and all(type(r) is PairRecord for r in records):
+    if records and _only_pair_records(records):
         return _pair_reliability_counts(records, gold)  # type: ignore[arg-type]
     return _table_reliability_counts(records, gold)
 
@@ -995,7 +1000,8 @@ def _pair_relation_columns(
 
     a_ids = [r.a for r in records]
     b_ids = [r.b for r in records]
-    if all(type(c) is int for c in a_ids) and all(type(c) is int for c in b_ids):
+    # ``all(type(c) is int for c in ...)`` by one C-level map each.
+    if set(map(type, a_ids)) <= {int} and set(map(type, b_ids)) <= {int}:
         a, b = np.array(a_ids, dtype=np.int64), np.array(b_ids, dtype=np.int64)
         preference = np.array([_PREFERENCE.get(r.outcome, 0) for r in records], dtype=np.int64)
         swap = a >= b  # not _precedes(a, b): the pair is (b, a), seen from b
@@ -1138,7 +1144,9 @@ def anomalous_voters(
     import numpy as np
 
     records = list(records)
-    if not all(isinstance(record, PairRecord) for record in records):
+    if not (
+        _only_pair_records(records) or all(isinstance(record, PairRecord) for record in records)
+    ):
         raise ValueError("anomalous_voters takes pair records only")
     if not records:
         return {}
@@ -1159,7 +1167,7 @@ def anomalous_voters(
     from_underdog = np.where(underdog_is_x[:, None], history, history[:, ::-1])
     at_least_as_surprising = np.cumsum(from_underdog, axis=1)[np.arange(len(records)), value_column]
     ratio = (1 + at_least_as_surprising) / (history.sum(axis=1) + 1)
-    log_p = np.array([math.log(r) for r in ratio.tolist()])  # libm's log, as the reference
+    log_p = np.array(list(map(math.log, ratio.tolist())))  # libm's log, as the reference
 
     threshold: dict[int, float] = {}
     order = np.argsort(annotator_a, kind="stable")

@@ -15,6 +15,7 @@ reward model enters as `RM_EVALUATOR` when asked to.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -255,9 +256,20 @@ def unpaired_message(vote: Vote) -> str:
     )
 
 
+def any_unpaired(votes: Iterable[Vote]) -> bool:
+    """``any(map(unpaired, votes))`` by C-level maps (no Python call per vote): the sizes
+    of the pairs the votes name are all 2."""
+    return not set(map(len, filter(_is_not_none, map(_pair_of, votes)))) <= {2}
+
+
+_is_not_none = functools.partial(operator.is_not, None)
+
+
 def without_unpaired(votes: Sequence[Vote]) -> Sequence[Vote]:
     """``votes`` without `unpaired` ones (the same list when there is none), each skipped
     one logged."""
+    if not any_unpaired(votes):
+        return votes
     skipped = [vote for vote in votes if vote.pair is not None and len(vote.pair) != 2]
     if not skipped:
         return votes
@@ -1260,20 +1272,17 @@ def evaluator_quality(
     votes = without_unpaired(votes)
     records = vote_records(votes)
     gold_by_prompt: dict[int, list[list[int]]] = {}
-    task_prompt = {vote.task_id: vote.prompt_id for vote in votes}
-    for task_id, ranking in (gold or {}).items():
-        if task_id in task_prompt:
-            gold_by_prompt[task_prompt[task_id]] = [list(g) for g in ranking]
+    if gold:  # the task -> prompt map only where there is gold to place
+        task_prompt = {vote.task_id: vote.prompt_id for vote in votes}
+        for task_id, ranking in gold.items():
+            if task_id in task_prompt:
+                gold_by_prompt[task_prompt[task_id]] = [list(g) for g in ranking]
     reliability = A.annotator_reliability(records, gold=gold_by_prompt)
-    compared = _compared_counts(records)
+    # Records are of two types (`Vote.record`); pair judgments only is a project's usual load.
+    pairs_only = set(map(type, records)) == {A.PairRecord}
+    compared = _compared_counts(records, pairs_only=pairs_only)
 
-    # Votes and records of each kind, pairs first (one pass; records are of these two types).
-    pair_kind: tuple[list[Vote], list[A.Record]] = ([], [])
-    ranking_kind: tuple[list[Vote], list[A.Record]] = ([], [])
-    for vote, record in zip(votes, records, strict=True):
-        kind = pair_kind if type(record) is A.PairRecord else ranking_kind
-        kind[0].append(vote)
-        kind[1].append(record)
+    pair_kind, ranking_kind = _by_kind(votes, records, pairs_only=pairs_only)
     pair_records = pair_kind[1]
 
     bias: dict = {}
@@ -1348,9 +1357,32 @@ def evaluator_quality(
     return result
 
 
-def _compared_counts(records: Sequence[A.RankingRecord | A.PairRecord]) -> Counter[str]:
-    """Per evaluator, relations on a (prompt, x, y) unit someone else also judged."""
-    if records and all(isinstance(r, A.PairRecord) for r in records):
+_Kind = tuple[Sequence[Vote], Sequence[A.Record]]
+
+
+def _by_kind(
+    votes: Sequence[Vote], records: Sequence[A.Record], *, pairs_only: bool
+) -> tuple[_Kind, _Kind]:
+    """The votes and their records (``records[i]`` is ``votes[i]``'s) of each kind, pairs
+    first, in input order: one pass where both kinds are there; ``pairs_only`` (the caller
+    knows every record is a `PairRecord`): the same lists, no pass."""
+    if pairs_only:
+        return (votes, records), ([], [])
+    pair_kind: tuple[list[Vote], list[A.Record]] = ([], [])
+    ranking_kind: tuple[list[Vote], list[A.Record]] = ([], [])
+    for vote, record in zip(votes, records, strict=True):
+        kind = pair_kind if type(record) is A.PairRecord else ranking_kind
+        kind[0].append(vote)
+        kind[1].append(record)
+    return pair_kind, ranking_kind
+
+
+def _compared_counts(
+    records: Sequence[A.RankingRecord | A.PairRecord], *, pairs_only: bool = False
+) -> Counter[str]:
+    """Per evaluator, relations on a (prompt, x, y) unit someone else also judged.
+    ``pairs_only``: the caller knows every record is a `PairRecord` (not checked again)."""
+    if records and (pairs_only or all(isinstance(r, A.PairRecord) for r in records)):
         return A.shared_unit_counts(records)  # type: ignore[arg-type,return-value]
     seen: dict[tuple, set[str]] = defaultdict(set)
     for record in records:

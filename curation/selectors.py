@@ -519,7 +519,7 @@ def usable_votes_by_prompt(
     marked = data.marked
     if not discarded and not marked:
         every = chain.from_iterable(by_prompt[p] for p in prompt_ids)
-        if not any(map(C.unpaired, every)):
+        if not C.any_unpaired(every):
             return {p: list(by_prompt[p]) for p in prompt_ids}
     return {
         p: [
