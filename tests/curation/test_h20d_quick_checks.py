@@ -6,6 +6,7 @@ placed on its prompts."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -14,8 +15,11 @@ from curation import agreement as A
 from curation import consensus as C
 
 
-def _votes(seed: int, n: int, *, sizes=(2,), rankings: float = 0.0) -> list[C.Vote]:
+def _votes(
+    seed: int, n: int, *, sizes=(2,), rankings: float = 0.0, untimed: bool = True
+) -> list[C.Vote]:
     rng = random.Random(seed)
+    times = [None, 500, 5000, 9000] if untimed else [500, 5000, 9000, 12000, 301]
     out = []
     for i in range(n):
         prompt = rng.randint(1, 30)
@@ -30,7 +34,7 @@ def _votes(seed: int, n: int, *, sizes=(2,), rankings: float = 0.0) -> list[C.Vo
                     evaluator,
                     ranking=tuple((m,) for m in members),
                     presented_order=tuple(rng.sample(members, 3)),
-                    duration_ms=rng.choice([None, 500, 5000, 9000]),
+                    duration_ms=rng.choice(times),
                 )
             )
             continue
@@ -46,7 +50,7 @@ def _votes(seed: int, n: int, *, sizes=(2,), rankings: float = 0.0) -> list[C.Vo
                 pair=pair,
                 outcome=rng.choice(["a", "b", "tie", "both_bad"]),
                 presented_order=shown,
-                duration_ms=rng.choice([None, 500, 5000, 9000]),
+                duration_ms=rng.choice(times),
             )
         )
     return out
@@ -111,11 +115,12 @@ def _quality(votes, **kwargs):
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_evaluator_quality_of_pairs_only_equals_the_general_path(seed, monkeypatch):
-    """The pairs-only shortcuts (no split pass, no second type check) answer what the
-    general path answers, forced here by `_by_kind` and `_compared_counts` seeing
-    ``pairs_only`` false."""
-    votes = _votes(seed, 600)
+@pytest.mark.parametrize("untimed", [True, False])
+def test_evaluator_quality_of_pairs_only_equals_the_general_path(seed, untimed, monkeypatch):
+    """The pairs-only shortcuts (no split pass, no second type check, durations grouped on
+    arrays where every vote is timed) answer what the general path answers, forced here by
+    `_by_kind` and `_compared_counts` seeing ``pairs_only`` false and no grouped durations."""
+    votes = _votes(seed, 600, untimed=untimed)
     gold = {votes[3].task_id: [[votes[3].pair[0]], [votes[3].pair[1]]]}
     fast = _quality(votes, gold=gold)
     real_by_kind, real_compared = C._by_kind, C._compared_counts
@@ -125,7 +130,28 @@ def test_evaluator_quality_of_pairs_only_equals_the_general_path(seed, monkeypat
     monkeypatch.setattr(
         C, "_compared_counts", lambda r, *, pairs_only=False: real_compared(r, pairs_only=False)
     )
-    assert _quality(votes, gold=gold) == fast
+    monkeypatch.setattr(C, "_durations_by_evaluator", lambda votes, records: None)
+    slow = _quality(votes, gold=gold)
+    assert slow == fast
+    assert all(type(q["median_ms"]) is float for q in fast.values())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_durations_by_evaluator_are_each_evaluators_in_vote_order(seed):
+    votes = _votes(seed, 500, untimed=False)
+    records = C.vote_records(votes)
+    A._annotator_codes.forget()
+    got = C._durations_by_evaluator(votes, records)
+    expected: dict[str, list[int]] = {}
+    for vote in votes:
+        expected.setdefault(vote.evaluator, []).append(vote.duration_ms)
+    assert {e: d.tolist() for e, d in got.items()} == expected
+    # A vote without a duration, a float or a bool one, or one past int64: the loop's.
+    for odd in (None, 1500.0, True, 2**63):
+        changed = [*votes[:7], dataclasses.replace(votes[7], duration_ms=odd), *votes[8:]]
+        changed_records = C.vote_records(changed)
+        A._annotator_codes.forget()
+        assert C._durations_by_evaluator(changed, changed_records) is None
 
 
 @pytest.mark.parametrize("seed", range(3))
