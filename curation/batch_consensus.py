@@ -340,6 +340,60 @@ def _strength_groups(nodes: Sequence[int], strengths: Mapping[int, float]) -> li
     return groups
 
 
+def _strength_rankings(
+    nodes: Sequence[Sequence[int]], strengths: Sequence[Mapping[int, float]]
+) -> tuple[list[list[list[int]]], np.ndarray, np.ndarray]:
+    """`_strength_groups` of every prompt's ``nodes`` (distinct candidate ids, any order) and
+    ``strengths`` at once, on arrays: the rankings; every node's candidate id, ascending, and
+    its tie group's position in its prompt's ranking. The same sort (strength descending,
+    then id, as float and int compare) and the same tolerance (``math.isclose(score, last,
+    abs_tol=1e-6)`` of each node's strength and the previous one's, term for term); with a
+    strength that is not finite, `_strength_groups` per prompt."""
+    sizes = np.fromiter(map(len, nodes), np.int64, len(nodes))
+    node_c = np.fromiter(chain.from_iterable(nodes), np.int64, int(sizes.sum()))
+    node_p = np.repeat(np.arange(len(nodes), dtype=np.int64), sizes)
+    values: list[float] = []
+    for prompt_nodes, prompt_strengths in zip(nodes, strengths, strict=True):
+        get = prompt_strengths.get
+        values.extend([float(get(n, 0.0)) for n in prompt_nodes])
+    score = np.array(values, dtype=np.float64)
+    if not np.isfinite(score).all():
+        rankings = [_strength_groups(n, s) for n, s in zip(nodes, strengths, strict=True)]
+        n = len(node_c)
+        ids = np.fromiter((c for r in rankings for group in r for c in group), np.int64, n)
+        at = np.fromiter(
+            (g for r in rankings for g, group in enumerate(r) for _ in group), np.int64, n
+        )
+        by_id = np.argsort(ids, kind="stable")
+        return rankings, ids[by_id], at[by_id]
+    order = np.lexsort((node_c, -score, node_p))
+    p, c, now = node_p[order], node_c[order], score[order]
+    new = np.ones(len(order), dtype=bool)
+    if len(order) > 1:
+        last, cur = now[:-1], now[1:]
+        diff = np.abs(last - cur)
+        close = (cur == last) | (diff <= np.abs(1e-9 * last)) | (diff <= np.abs(1e-9 * cur))
+        new[1:] = (p[1:] != p[:-1]) | ~(close | (diff <= 1e-6))
+    group = np.cumsum(new) - 1
+    # Ids ascending inside a group, groups in strength order.
+    inside = np.lexsort((c, group))
+    p, c, group = p[inside], c[inside], group[inside]
+    # Prompts stay in order (the first sort key): a node's position is its group's number
+    # less that of its prompt's first node.
+    position = group - group[np.searchsorted(p, p)]
+    starts = np.ones(len(group), dtype=bool)
+    starts[1:] = group[1:] != group[:-1]
+    rankings: list[list[list[int]]] = [[] for _ in nodes]
+    current: list[int] = []
+    for prompt, candidate, is_new in zip(p.tolist(), c.tolist(), starts.tolist(), strict=True):
+        if is_new:
+            current = []
+            rankings[prompt].append(current)
+        current.append(candidate)
+    by_id = np.argsort(c, kind="stable")
+    return rankings, c[by_id], position[by_id]
+
+
 def batch_consensus(
     votes_by_prompt: Mapping[int, Sequence[C.Vote]],
     *,
@@ -355,8 +409,7 @@ def batch_consensus(
     `exporting._pair_rows` (consensus origin) and `overruled.overruled_arcs` with ``eta``.
     """
     prompts: list[int] = []
-    rankings: dict[int, list[list[int]]] = {}
-    position: dict[int, int] = {}
+    prompt_nodes: list[set[int]] = []
     n_votes: dict[int, int] = {}
     kept: list[tuple[int, Sequence[C.Vote]]] = []
     for prompt_id, votes in votes_by_prompt.items():
@@ -366,23 +419,27 @@ def batch_consensus(
         if None in pairs:
             if any(v.pair is None and len(set(v.candidates)) != len(v.candidates) for v in votes):
                 continue  # a ranking naming a candidate twice: the per-prompt path's reading
-            nodes = sorted({c for v in votes for c in v.candidates})
+            nodes = {c for v in votes for c in v.candidates}
         else:  # pair judgments only: their candidates are their pairs
-            nodes = sorted(set(chain.from_iterable(pairs)))
-        strengths = scores.get(prompt_id, {})
-        ranking = _strength_groups(nodes, strengths)
+            nodes = set(chain.from_iterable(pairs))
         prompts.append(prompt_id)
-        rankings[prompt_id] = ranking
-        for g, group in enumerate(ranking):
-            for c in group:
-                position[c] = g
+        prompt_nodes.append(nodes)
         n_votes[prompt_id] = len(votes)
         kept.append((prompt_id, votes))
+    empty: Mapping[int, float] = {}
+    ranked, node_ids, node_position = _strength_rankings(
+        prompt_nodes, [scores.get(p, empty) for p in prompts]
+    )
+    rankings = dict(zip(prompts, ranked, strict=True))
+
+    def position(candidates: np.ndarray) -> np.ndarray:
+        # A candidate's tie group's position (candidates are one prompt's each).
+        return node_position[np.searchsorted(node_ids, candidates)]
+
     cols = _Columns.of(kept, weights)
     if cols is None:
         return _without_pairs(prompts, rankings, n_votes)
-    pos_x = np.array([position[c] for c in cols.px.tolist()], dtype=np.int64)
-    pos_y = np.array([position[c] for c in cols.py.tolist()], dtype=np.int64)
+    pos_x, pos_y = position(cols.px), position(cols.py)
     # A tie group of equal strengths stays one group where no arc joins two of its members;
     # one with an arc inside (a balanced cycle) is split by a feedback arc set
     # (`consensus._break_ties`): such prompts go to the per-prompt path.
@@ -395,8 +452,7 @@ def batch_consensus(
         cols = _Columns.of(kept, weights)
         if cols is None:
             return _without_pairs(prompts, rankings, n_votes)
-        pos_x = np.array([position[c] for c in cols.px.tolist()], dtype=np.int64)
-        pos_y = np.array([position[c] for c in cols.py.tolist()], dtype=np.int64)
+        pos_x, pos_y = position(cols.px), position(cols.py)
     return _assemble(cols, prompts, rankings, n_votes, pos_x < pos_y, eta, tied=pos_x == pos_y)
 
 

@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -1393,6 +1394,7 @@ def _export_tables(
     in the order they were built. A prompt's pairs are `PairOut`s, or a range of
     ``batch_rows.kept`` (a batched prompt's rows, columns already).
     """
+    import numpy as np
     import pyarrow as pa
 
     prompts = [source.prompts[p] for p in order]
@@ -1468,7 +1470,9 @@ def _export_tables(
             "votes_chosen": pa.array(pair_columns["votes_chosen"][at], pa.int32()),
             "votes_rejected": pa.array(pair_columns["votes_rejected"][at], pa.int32()),
             "ties": pa.array(pair_columns["ties"][at], pa.int32()),
-            "source": pa.array(pair_columns["source"][at], pa.string()),
+            "source": pa.array(pair_columns["source"][0], pa.string()).take(
+                pa.array(pair_columns["source"][1][at])
+            ),
             "denoised": pa.repeat(pa.scalar(options.denoise, pa.bool_()), n),
             "reward_model": pa.repeat(pa.scalar(reward_model, pa.string()), n),
             "judgment_ids": pa.ListArray.from_arrays(
@@ -1481,20 +1485,26 @@ def _export_tables(
         )
 
     def ranking_batch(rows: list[tuple[int, RankingOut]]) -> pa.RecordBatch:
-        p = pa.array([i for i, _ in rows], pa.int64())
-        flat = pa.array([index[c] for _, r in rows for c in r.order], pa.int64())
-        offsets = [0]
-        for _, r in rows:
-            offsets.append(offsets[-1] + len(r.order))
-        offsets_array = pa.array(offsets, pa.int32())
+        n = len(rows)
+        outs = [r for _, r in rows]
+        p = pa.array(np.fromiter((i for i, _ in rows), np.int64, n))
+        # Each row's candidates, flat (indexes into the candidate columns), and its offsets.
+        orders = [r.order for r in outs]
+        offsets = np.zeros(n + 1, dtype=np.int32)
+        np.cumsum(np.fromiter(map(len, orders), np.int32, n), out=offsets[1:])
+        size = int(offsets[-1])
+        flat = pa.array(
+            np.fromiter(map(index.__getitem__, chain.from_iterable(orders)), np.int64, size)
+        )
+        ranks = np.fromiter(chain.from_iterable(r.rankings for r in outs), np.int32, size)
+        offsets_array = pa.array(offsets)
 
         def listed(values: pa.Array) -> pa.Array:
             return pa.ListArray.from_arrays(offsets_array, values)
 
         columns = {
             "id": _joined(
-                prompt_cols["external_id"].take(p),
-                pa.array([r.suffix for _, r in rows], pa.string()),
+                prompt_cols["external_id"].take(p), pa.array([r.suffix for r in outs], pa.string())
             ),
             "split": prompt_cols["split"].take(p),
             "prompt_id": prompt_cols["external_id"].take(p),
@@ -1505,12 +1515,12 @@ def _export_tables(
             "response_kinds": listed(cand_cols["content_kind"].take(flat)),
             "response_images": listed(cand_cols["image"].take(flat)),
             "response_videos": listed(cand_cols["video"].take(flat)),
-            "rankings": listed(pa.array([k for _, r in rows for k in r.rankings], pa.int32())),
+            "rankings": listed(pa.array(ranks)),
             "candidate_ids": listed(cand_cols["external_id"].take(flat)),
             "models": listed(cand_cols["model"].take(flat)),
-            "source": pa.array([r.source for _, r in rows], pa.string()),
-            "n_judgments": pa.array([r.n_judgments for _, r in rows], pa.int32()),
-            "agreement": pa.array([r.agreement for _, r in rows], pa.float64()),
+            "source": pa.array([r.source for r in outs], pa.string()),
+            "n_judgments": pa.array(np.fromiter((r.n_judgments for r in outs), np.int32, n)),
+            "agreement": pa.array([r.agreement for r in outs], pa.float64()),
         }
         return pa.RecordBatch.from_arrays(
             [columns[f.name] for f in rankings_schema], schema=rankings_schema
@@ -1555,7 +1565,8 @@ def _pair_columns(
 ) -> dict[str, Any]:
     """Every pair row of the export, in table order, as numpy columns (``p``: the prompt's
     index in ``order``; ``better`` / ``worse``: the candidates' indexes in ``cells``;
-    ``agreement`` NaN where missing; ``source`` a list; row ``r``'s judgment ids are
+    ``agreement`` NaN where missing; ``source`` (names, each row's index in them); row
+    ``r``'s judgment ids are
     ``judgment_ids[jid_offsets[r]:jid_offsets[r + 1]]``). A prompt's rows are `PairOut`s
     or a range of ``batch_rows.kept``."""
     import numpy as np
@@ -1609,8 +1620,16 @@ def _pair_columns(
     by_id = np.argsort(ids)
     for side in ("better", "worse"):
         out[side] = by_id[np.searchsorted(ids, out[side], sorter=by_id)]
-    sources = ["consensus"] * n_batched + [r.source for r in outs]
-    out["source"] = [sources[t] for t in take.tolist()]
+    # Each row's source as an index into the few names there are (no string per row here).
+    names = ["consensus", *sorted({r.source for r in outs} - {"consensus"})]
+    code = {name: i for i, name in enumerate(names)}
+    sources = np.concatenate(
+        (
+            np.zeros(n_batched, dtype=np.int64),
+            np.fromiter((code[r.source] for r in outs), np.int64, len(outs)),
+        )
+    )
+    out["source"] = (names, sources[take])
     out["p"] = p
     # Judgment ids: each row's slice of the batched ids or its `PairOut` list.
     lengths = np.array([len(r.judgment_ids) for r in outs], dtype=np.int64)
