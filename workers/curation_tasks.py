@@ -22,11 +22,12 @@ from workers.jobs import run_job
 
 logger = logging.getLogger("quorum.jobs")
 
-# What an export build imports where it uses it (``datasets`` with pandas, pyarrow's Parquet
-# and compute modules, networkx, krippendorff, scipy.stats): about 0.9 s of CPU that the first
-# export of each worker process paid inside its job. A worker imports them once it starts,
-# in a background thread (it takes messages meanwhile; a task that needs a module first waits
-# on the import lock, no longer than the import itself).
+# What an export build imports where it uses it (pyarrow's Parquet and compute modules,
+# networkx, krippendorff, scipy.stats): CPU that the first export of each worker process would
+# pay inside its job. A worker imports them once it starts, in a background thread (it takes
+# messages meanwhile; a task that needs a module first waits on the import lock, no longer than
+# the import itself). ``datasets`` (with pandas) is not among them: an export writes its Hugging
+# Face folders with pyarrow (`curation.exporting.write_hf_folder`).
 WARM_MODULES = (
     "curation.services",
     "curation.task_flags",
@@ -40,9 +41,6 @@ WARM_MODULES = (
     "pyarrow",
     "pyarrow.compute",
     "pyarrow.parquet",
-    "datasets",
-    "datasets.arrow_writer",
-    "datasets.table",
 )
 
 
