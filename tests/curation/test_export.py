@@ -1003,7 +1003,7 @@ def test_it_writes_hf_folders_as_datasets_save_to_disk_does(tmp_path):
     import pyarrow as pa
     from datasets.table import InMemoryTable
 
-    from curation.exporting import hf_image_columns, save_dataset_dict
+    from curation.exporting import hf_image_columns, write_hf_folder
 
     datasets.disable_progress_bars()
     table = pa.table(
@@ -1023,7 +1023,12 @@ def test_it_writes_hf_folders_as_datasets_save_to_disk_does(tmp_path):
         for split in ("train", "test", "empty")
     }
     datasets.DatasetDict(parts).save_to_disk(str(tmp_path / "library"), num_shards={"empty": 1})
-    save_dataset_dict(parts, tmp_path / "ours")
+    write_hf_folder(
+        tmp_path / "ours",
+        {split: part.data.table for split, part in parts.items()},
+        features,
+        {split: part._fingerprint for split, part in parts.items()},
+    )
     library = datasets.load_from_disk(str(tmp_path / "library"))
     ours = datasets.load_from_disk(str(tmp_path / "ours"))
     assert list(ours) == ["train", "test", "empty"]
