@@ -508,7 +508,8 @@ def build_snapshot(
                 cycles["weight_removed"] += sum(w for _, _, w in batched_prompt.removed_arcs)
                 cycles["exact"] = False
             ranking, origin = batched_prompt.ranking, "consensus"
-            overruled += _overruled_arc_rows(source, batched_prompt.overruled)
+            if batched_prompt.overruled:
+                overruled += _overruled_arc_rows(source, batched_prompt.overruled)
             for reason, count in batched_prompt.drops:
                 drops_pairs[reason] += count
             assert batch_rows is not None
@@ -547,7 +548,8 @@ def build_snapshot(
             for c, cell in zip(ranked, _cells_of(source, cells, ranked), strict=True)
             if cell.content
         ]
-        without["candidates"].update(c for c in ranked if c not in with_content)
+        if len(with_content) < len(ranked):
+            without["candidates"].update(c for c in ranked if c not in with_content)
         if len(with_content) < 2 and len(ranked) >= 2:
             # Pairs need content on both sides, so there are none here either. A tie between
             # two model names (an arena tie) lands here too, so its vote reaches the board.
@@ -836,8 +838,8 @@ def jsonl_tables(snapshot: Snapshot) -> tuple[list[JsonlTable], list[tuple[str, 
             # The seed loader raises on a row without prompt text and trains on the next one
             # in its place: such rows (the question in the picture) stay in parquet/ and hf/.
             seed = [
-                text and bool(prompt.strip())
-                for text, prompt in zip(all_text, table.column("prompt").to_pylist(), strict=True)
+                text and has_text
+                for text, has_text in zip(all_text, _not_blank(table.column("prompt")), strict=True)
             ]
             n_seed = seed.count(True)
             if n_seed < n_text:
@@ -867,6 +869,23 @@ def jsonl_tables(snapshot: Snapshot) -> tuple[list[JsonlTable], list[tuple[str, 
     return written, skipped
 
 
+# The characters `str.strip` strips (those `str.isspace` holds true for), as an RE2 class of
+# every other character: a string matches exactly when ``text.strip()`` is not empty.
+_PY_SPACES = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + "\u2028\u2029\u202f\u205f\u3000"
+)
+_NOT_SPACE = "[^" + "".join(f"\\x{{{ord(c):x}}}" for c in _PY_SPACES) + "]"
+
+
+def _not_blank(strings: pa.ChunkedArray) -> list[bool]:
+    """Per row, ``bool(text.strip())`` (a missing value: False), matched by Arrow."""
+    import pyarrow.compute as pc
+
+    return pc.fill_null(pc.match_substring_regex(strings, _NOT_SPACE), False).to_pylist()
+
+
 def _all_text(kinds: pa.ChunkedArray) -> list[bool]:
     """Per row of a ``response_kinds`` column (lists, never missing), whether every kind is
     ``"text"`` (an empty list: True), counted by numpy over the flattened kinds."""
@@ -886,18 +905,21 @@ def _all_text(kinds: pa.ChunkedArray) -> list[bool]:
 
 
 def _empty_warnings(snapshot: Snapshot, splits: list[str]) -> list[str]:
+    import pyarrow.compute as pc
+
     warnings = []
     for name, table in (
         ("pairs", snapshot.pairs),
         ("rankings", snapshot.rankings),
         ("rankings_4", snapshot.variants),
     ):
-        counts = Counter(table.column("split").to_pylist())
         if not table.num_rows:
             warnings.append(f"table {name} is empty: {_EMPTY_WHY[name]}")
             continue
+        # The splits holding a row, by Arrow (no Python string per row).
+        present = set(pc.unique(table.column("split")).to_pylist())
         for split in splits:
-            if not counts[split]:
+            if split not in present:
                 warnings.append(f"table {name}: split {split!r} is empty (0 rows)")
     return warnings
 
@@ -1868,8 +1890,38 @@ def json_values(column: pa.Array) -> pa.Array:
     return pc.fill_null(out, pa.scalar("null", text))
 
 
+def _same_json(column: pa.Array) -> str | None:
+    """The JSON text (`json_values`) every row of ``column`` holds, or None where the rows
+    differ (or there are none). A value the same in every row is written into the lines'
+    constant text: no column of its JSON, one argument less for the join per row. Floats
+    compare by their bits (0.0 and -0.0 are written apart; a NaN equals a NaN); lists are
+    never taken as the same."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(column)
+    if not n or pa.types.is_list(column.type):
+        return None
+    if column.null_count == n:
+        return "null"
+    if column.null_count:
+        return None
+    values = column
+    if pa.types.is_floating(column.type):
+        if not pa.types.is_float64(column.type):
+            return None
+        values = column.view(pa.int64())
+    # The first row against the last before a pass over every row: a prompt or answer
+    # column differs there and costs nothing more.
+    first = values[0]
+    if first != values[n - 1] or not pc.all(pc.equal(values, first)).as_py():
+        return None
+    return json_values(column.slice(0, 1))[0].as_py()
+
+
 def _line_pieces(batch: pa.RecordBatch, shape: str) -> list[pa.Array | str]:
-    """One JSONL line per row of ``batch``, as constant text and columns of JSON values."""
+    """One JSONL line per row of ``batch``, as constant text and columns of JSON values (a
+    value the same in every row of the batch written in the constant text, `_same_json`)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -1880,7 +1932,10 @@ def _line_pieces(batch: pa.RecordBatch, shape: str) -> list[pa.Array | str]:
         nonlocal opening
         column = batch.column(name)
         head = f"{opening}{json.dumps(name)}: "
-        if column.null_count == 0 and (
+        same = _same_json(column)
+        if same is not None:
+            pieces.append(head + same)
+        elif column.null_count == 0 and (
             pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
         ):
             # No null to write as ``null``: the quotes go with the constant text around.
@@ -1904,6 +1959,11 @@ def _line_pieces(batch: pa.RecordBatch, shape: str) -> list[pa.Array | str]:
             continue
         name = name[:-1]
         column = batch.column(name)
+        same = _same_json(column)
+        if same is not None:
+            # Written in no line (missing or empty) or in every line.
+            pieces.append("" if same in ("null", '""') else f", {json.dumps(name)}: {same}")
+            continue
         present = pc.fill_null(pc.not_equal(column, ""), False)
         member = _joined(f", {json.dumps(name)}: ", json_values(column))
         pieces.append(pc.if_else(present, member, pa.scalar("", pa.large_string())))
