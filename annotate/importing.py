@@ -25,7 +25,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import marshal
 import os
+import select
+import signal
+import struct
+import tempfile
 import zipfile
 import zlib
 from collections import Counter
@@ -49,6 +54,12 @@ MAX_PROBLEMS = 200
 # A rubric rating's bounds: those of annotate.queue (RATING_MIN, RATING_MAX), which imports
 # this module's importer and so cannot be imported here.
 RATING_MIN, RATING_MAX = 1, 5
+# ``forked``: where an item lies in the scratch file (offset, size); how long the child may
+# send nothing before it is taken for stuck (killed, its items cut off: the caller falls back),
+# as a child forked from a process with other threads could be on a lock one of them held.
+_PLACE = struct.Struct("<QQ")
+FORKED_SILENCE_S = 30.0
+_CHILD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1)
 
 
 @dataclass(frozen=True)
@@ -1582,6 +1593,80 @@ class QuorumStream:
             out.append(record)
         return out
 
+    def chunks(self, size: int) -> Iterator[list[PromptRecord] | None]:
+        """``records`` of every ``size`` rows in turn, ending after the first None."""
+        for start in range(0, len(self.rows), size):
+            chunk = self.records(start, start + size)
+            yield chunk
+            if chunk is None:
+                return
+
+
+def forked(items: Iterator[Any]) -> Iterator[Any]:
+    """``items`` produced in a forked child process and yielded here as the child sends them,
+    then None if the child did not end cleanly (an exception, a signal): its items are not all
+    here, or where the child sent nothing for ``FORKED_SILENCE_S``. The caller works on one
+    item while the child produces the next on another core.
+
+    Each item (plain values only: ``marshal``'s types) is written into an unlinked scratch file
+    and its place sent through a pipe (a pipe alone, 64 KiB at a time, made the two processes
+    take turns for megabytes of rows). ``items`` must not touch the database connection or
+    anything else the child shares with this process; the child leaves by ``os._exit`` (no
+    clean-up of what it inherited). Closing the generator early kills the child.
+    """
+    read_fd, write_fd = os.pipe()
+    with tempfile.TemporaryFile() as spool:
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                # The parent's handlers (a worker's warm shutdown) are not the child's to run.
+                for number in _CHILD_SIGNALS:
+                    signal.signal(number, signal.SIG_DFL)
+                os.close(read_fd)
+                offset = 0
+                for item in items:
+                    blob = marshal.dumps(item)
+                    os.pwrite(spool.fileno(), blob, offset)
+                    os.write(write_fd, _PLACE.pack(offset, len(blob)))
+                    offset += len(blob)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        ended = False  # the pipe read to its end, between two items
+        try:
+            with open(read_fd, "rb", buffering=0) as places:
+                while True:
+                    place = _read_within(places, _PLACE.size, FORKED_SILENCE_S)
+                    if place == b"":
+                        ended = True
+                        break
+                    if place is None or len(place) != _PLACE.size:
+                        break  # silent, or cut off: the child died while writing
+                    offset, size = _PLACE.unpack(place)
+                    yield marshal.loads(os.pread(spool.fileno(), size, offset))
+        finally:
+            if not ended:
+                os.kill(pid, signal.SIGKILL)
+            status = os.waitpid(pid, 0)[1]
+    if not ended or os.waitstatus_to_exitcode(status) != 0:
+        yield None
+
+
+def _read_within(pipe: io.RawIOBase, n: int, seconds: float) -> bytes | None:
+    """Up to ``n`` bytes from ``pipe`` (fewer at its end); None where nothing came for
+    ``seconds``."""
+    got = b""
+    while len(got) < n:
+        if not select.select([pipe], [], [], seconds)[0]:
+            return None
+        more = pipe.read(n - len(got))
+        if not more:
+            break
+        got += more
+    return got
+
 
 def quorum_stream(
     path: str | os.PathLike,
@@ -1593,11 +1678,12 @@ def quorum_stream(
     max_data_bytes: int | None = None,
     max_text_chars: int | None = None,
     max_image_pixels: int | None = None,
+    unjudged: bool = False,
 ) -> QuorumStream | None:
     """``path`` opened as a ``QuorumStream`` (arguments as ``parse_import``'s), or None where
     it is not one: another format, a JSON array, an export, a zip, or a problem with the file
-    (``parse_import`` then reads it, and reports the problem). The caller closes the stream's
-    ``source``."""
+    (``parse_import`` then reads it, and reports the problem); ``unjudged``: or where a row
+    may hold judgments (the text names them). The caller closes the stream's ``source``."""
     path = Path(path)
     if format not in (None, "quorum") or path.suffix.lower() == ".zip":
         return None
@@ -1617,7 +1703,7 @@ def quorum_stream(
     except (ImportRejected, UnicodeDecodeError, *_ZIP_ERRORS):
         source.close()
         return None
-    if text.lstrip().startswith("["):
+    if text.lstrip().startswith("[") or (unjudged and '"judgments"' in text):
         source.close()
         return None
     rows = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]

@@ -12,7 +12,7 @@ import shutil
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +44,7 @@ from annotate.importing import (
     PromptRecord,
     QuorumStream,
     export_root_in_zip,
+    forked,
     parse_import,
     quorum_stream,
 )
@@ -340,7 +341,7 @@ def _import_file(
     created_by: AbstractBaseUser | None,
     statistics_later: bool,
 ) -> ImportResult:
-    if connection.vendor == "postgresql":
+    if connection.vendor in ("postgresql", "sqlite"):
         streamed = _import_streamed(
             path=path,
             project=project,
@@ -417,7 +418,7 @@ def _import_written(project: Project, counts: dict, statistics_later: bool) -> l
     return stale_tables
 
 
-# PostgreSQL, ``_import_streamed``: rows parsed per chunk while the chunk before is stored.
+# ``_import_streamed``: rows parsed per chunk while the chunk before is stored.
 STREAM_CHUNK_ROWS = 1000
 
 
@@ -437,12 +438,15 @@ def _import_streamed(
     created_by: AbstractBaseUser | None,
     statistics_later: bool,
 ) -> ImportResult | None:
-    """PostgreSQL: a Quorum JSONL file of text candidates into a project without prompts,
-    parsed ``STREAM_CHUNK_ROWS`` rows at a time, each chunk's candidates written into one
-    ``COPY`` left open (``bulk_insert.columns_copy``) before the next chunk is parsed: the
-    server stores a chunk while Python parses the next, where parsing everything first left
-    it idle (the peer file's 40,000 candidates 1.13 -> 0.88 s, bench/peers/
-    import_h17a_interleave.py). Then the prompts, tasks and slots, as ``_write_records``.
+    """A Quorum JSONL file of text candidates into a project without prompts, parsed
+    ``STREAM_CHUNK_ROWS`` rows at a time while the chunk before is stored. PostgreSQL: each
+    chunk's candidates written into one ``COPY`` left open (``bulk_insert.columns_copy``)
+    before the next chunk is parsed: the server stores a chunk while Python parses the next,
+    where parsing everything first left it idle (the peer file's 40,000 candidates 1.13 ->
+    0.88 s, bench/peers/import_h17a_interleave.py); then the prompts, tasks and slots, as
+    ``_write_records``. SQLite, a file without judgments: parsed and planned in a forked child
+    process, each chunk's rows of the four tables inserted here as they come
+    (``_write_forked``).
 
     None, with nothing written, where today's path is needed: any problem in the file (the
     ``COPY`` cancelled, the transaction rolled back: ``parse_import`` then reports them all,
@@ -454,6 +458,7 @@ def _import_streamed(
         format=format,
         source_name=source_name,
         **import_limits(),
+        unjudged=connection.vendor == "sqlite",  # _write_forked's
     )
     if stream is None:
         return None
@@ -489,6 +494,8 @@ def _write_streamed(
     """``_import_streamed``'s writes, in its transaction; ``_write_records``' counts."""
     if Prompt.objects.filter(project=project).exists():
         raise _NotStreamed  # appending: what exists is looked up first
+    if connection.vendor == "sqlite":
+        return _write_forked(project, stream, on_progress)
     trusted = references_trust_new_rows(model=Project, pk=project.pk)
     n = len(stream.rows)
     prompt_pks = ids_reserve(Prompt, n)  # one prompt a row (else a problem: not streamed)
@@ -580,6 +587,144 @@ def _write_streamed(
         counts=counts,
         on_progress=on_progress,
     )
+
+
+def _write_forked(
+    project: Project,
+    stream: QuorumStream,
+    on_progress: Callable[[str, int, int], None] | None,
+) -> dict[str, int]:
+    """SQLite, ``_write_streamed``'s writes of a file without judgments: the rows parsed and
+    turned into the four tables' columns in a forked child process (``importing.forked``,
+    ``_forked_columns``) a chunk at a time, each chunk's rows inserted here as it arrives, so
+    that the parse and the task planning (0.3 s of CPU at 10,000 prompts) run on the other
+    core beside the inserts instead of before them (where no core is idle, or the file is one
+    chunk: the same columns made here, no child).
+
+    The ids are the tables' next ones (``ids_reserve``: nothing else writes them until this
+    transaction ends, SQLite's write lock held from its start), given in row order as
+    ``_write_records`` gives them: prompts and candidates in the file's order, tasks in
+    ``_plan_new_prompt``'s, slots in their tasks' order."""
+    first = {model: ids_reserve(model, 1)[0] for model in (Prompt, Candidate, Task, TaskCandidate)}
+    size = 2 if project.mode == Project.Mode.PAIRWISE else project.candidates_per_task
+    project_id = Same(project.pk)
+    # Each table's columns of one value, as ``_write_records`` gives them.
+    constants = {
+        Prompt: {"project_id": project_id, "image": Same(""), "video": Same("")},
+        Candidate: {
+            "project_id": project_id,
+            "media": Same(""),
+            "created_at": Same(timezone.now()),
+        },
+        Task: {"project_id": project_id},
+        TaskCandidate: {},
+    }
+    done = dict.fromkeys(first, 0)
+    empty_answers = 0
+    prompt_pks: list[int] = []
+    chunks = _forked_columns(stream, project, size, first)
+    # One chunk: nothing to overlap. A busy machine: the child's CPU would compete with this
+    # process's instead of using an idle core (the peer import until done 1.45 -> 2.0 s at
+    # load 5-7 on 2 cores, bench/peers/import_h20a_fork.py). Either way: here, no child.
+    if len(stream.rows) > STREAM_CHUNK_ROWS and _core_idle():
+        chunks = forked(chunks)
+    with closing(chunks):
+        for item in chunks:
+            if item is None:
+                raise _NotStreamed  # a problem, media or a judgment: parse_import's
+            columns, empty = item
+            for (model, same), cols in zip(constants.items(), columns, strict=True):
+                n = len(next(iter(cols.values())))
+                start = first[model] + done[model]
+                pks = columns_insert(
+                    model, {**cols, **same}, checks_hold=True, ids=range(start, start + n)
+                )
+                done[model] += n
+                if model is Prompt:
+                    prompt_pks += pks
+            empty_answers += empty
+    if done[Prompt] != len(stream.rows):
+        raise RuntimeError(f"forked import: {done[Prompt]} prompts of {len(stream.rows)} rows")
+    if on_progress:
+        on_progress("rows", stream.total, stream.total)
+        on_progress("write", done[Prompt], done[Prompt])
+    return {
+        "prompts": done[Prompt],
+        "candidates": done[Candidate],
+        "tasks": done[Task],
+        "judgments": 0,
+        "skipped_existing": 0,
+        "empty_answers": empty_answers,
+        "_new_prompt_ids": prompt_pks,
+    }
+
+
+def _forked_columns(
+    stream: QuorumStream, project: Project, size: int, first: dict[type[models.Model], int]
+) -> Iterator[tuple[list[dict[str, list]], int] | None]:
+    """``_write_forked``'s child: for each chunk of rows the columns of its prompts,
+    candidates, tasks and slots (plain lists, ids from ``first``: each table's first id; the
+    columns of one value left to ``_write_forked``) and its count of empty answers; None at the
+    first row ``_write_forked`` cannot take."""
+    prompt_pk, cand_pk, task_pk = first[Prompt], first[Candidate], first[Task]
+    for chunk in stream.chunks(STREAM_CHUNK_ROWS):
+        if chunk is None or any(p.judgments for p in chunk):
+            yield None
+            return
+        wanted: dict[tuple[int, str], tuple[int, ...]] = {}
+        for pk, p in enumerate(chunk, start=prompt_pk):
+            ids = list(range(cand_pk, cand_pk + len(p.candidates)))
+            cand_pk += len(ids)
+            _plan_new_prompt(wanted, project, size, pk, ids, p.external_id)
+        cands = [c for p in chunk for c in p.candidates]
+        prompt_texts, texts = [p.text for p in chunk], [c.text for c in cands]
+        metadata = [c.metadata for c in cands]
+        keys = list(wanted)
+        groups = [wanted[k] for k in keys]
+        columns = [
+            {
+                "external_id": [p.external_id for p in chunk],
+                "text": prompt_texts,
+                "text_html": _plain_strs(markdown_html_stored_many(prompt_texts)),
+                "metadata": [p.metadata for p in chunk],
+            },
+            {
+                "prompt_id": [
+                    pk for pk, p in enumerate(chunk, start=prompt_pk) for _ in p.candidates
+                ],
+                "external_id": [c.external_id for c in cands],
+                "model_name": [c.model_name for c in cands],
+                "kind": [c.kind for c in cands],
+                "text": texts,
+                "text_html": _plain_strs(markdown_html_stored_many(texts)),
+                "metadata": metadata,
+            },
+            {
+                "prompt_id": [k[0] for k in keys],
+                "candidate_key": [k[1] for k in keys],
+            },
+            {
+                "task_id": [
+                    pk for pk, g in enumerate(groups, start=task_pk) for _ in range(len(g))
+                ],
+                "candidate_id": [c for g in groups for c in g],
+                "position": [position for g in groups for position in range(len(g))],
+            },
+        ]
+        yield columns, sum(1 for m in metadata if m and m.get(EMPTY_ANSWER))
+        prompt_pk += len(chunk)
+        task_pk += len(keys)
+
+
+def _core_idle() -> bool:
+    """Whether a core is free on average for a second process: the last minute's load average
+    (this process's own run included) at least half a core under the cores it may use."""
+    return os.getloadavg()[0] < len(os.sched_getaffinity(0)) - 0.5
+
+
+def _plain_strs(texts: list[str]) -> list[str]:
+    """``texts`` as plain ``str`` (``marshal`` refuses ``SafeString`` and other subclasses)."""
+    return list(map(str.__str__, texts))
 
 
 def _written_tables(counts: dict[str, int]) -> list[str]:
@@ -758,6 +903,24 @@ def _write_records(
     )
 
 
+def _plan_new_prompt(
+    wanted: dict[tuple[int, str], tuple[int, ...]],
+    project: Project,
+    size: int,
+    prompt_pk: int,
+    ids: list[int],
+    seed: str,
+) -> None:
+    """The annotation tasks of a new prompt without judgments (its candidates' ids ``ids``,
+    its external id ``seed``) added to ``wanted`` by (prompt, candidate key), those there kept;
+    ``size``: the project's task size."""
+    if 2 <= len(ids) <= size:  # one task of them all (plan_tasks' first case)
+        wanted.setdefault((prompt_pk, candidate_key(ids)), tuple(ids))
+    else:
+        for group in plan_tasks(ids, mode=project.mode, n=project.candidates_per_task, seed=seed):
+            wanted.setdefault((prompt_pk, candidate_key(group)), group)
+
+
 def _write_tasks_and_judgments(
     project: Project,
     prompt_records: list[PromptRecord],
@@ -783,13 +946,7 @@ def _write_tasks_and_judgments(
         prompt_pk = prompts[p.external_id]
         if p.external_id in new_prompt_ids and not p.judgments:
             ids = [cands[c.external_id] for c in p.candidates]
-            if 2 <= len(ids) <= size:  # one task of them all (plan_tasks' first case)
-                wanted.setdefault((prompt_pk, candidate_key(ids)), tuple(ids))
-            else:
-                for group in plan_tasks(
-                    ids, mode=project.mode, n=project.candidates_per_task, seed=p.external_id
-                ):
-                    wanted.setdefault((prompt_pk, candidate_key(group)), group)
+            _plan_new_prompt(wanted, project, size, prompt_pk, ids, p.external_id)
         for j in p.judgments:
             if j.kind == "pair":
                 group = tuple(cands[c] for c in j.pair)
