@@ -331,15 +331,17 @@ def content_rows(
     `PromptInfo` in between (an export would build each candidate twice)."""
     cand_fields = [f.name for f in fields(candidate_type)]  # type: ignore[arg-type]
     prompt_fields = [f.name for f in fields(prompt_type)]  # type: ignore[arg-type]
+    # One ``fetchall`` each (`fetched_rows`): 940K candidates at MR2Bench x10 were 9,400
+    # ``fetchmany(100)`` calls, each row copied into a new tuple.
     candidates = {
         row[0]: frozen_instance(candidate_type, zip(cand_fields, row, strict=True))
-        for row in Candidate.objects.filter(project=project)
-        .order_by("id")
-        .values_list(*cand_fields)
+        for row in fetched_rows(
+            Candidate.objects.filter(project=project).order_by("id").values_list(*cand_fields)
+        )
     }
     prompts = {
         row[0]: frozen_instance(prompt_type, zip(prompt_fields, row, strict=True))
-        for row in Prompt.objects.filter(project=project).values_list(*prompt_fields)
+        for row in fetched_rows(Prompt.objects.filter(project=project).values_list(*prompt_fields))
     }
     return candidates, prompts
 
