@@ -845,7 +845,9 @@ def jsonl_tables(snapshot: Snapshot) -> tuple[list[JsonlTable], list[tuple[str, 
             if n_seed < n_text:
                 why += f" ({n_text - n_seed} rows without prompt text left out: the seed "
                 why += "loader skips them; they are in parquet/ and hf/)"
-            written.append((folder, table.filter(pa.array(seed, pa.bool_())), "seed", why))
+            # Every row kept (the usual case): the table itself, no copy of its columns.
+            rows = table if n_seed == len(seed) else table.filter(pa.array(seed, pa.bool_()))
+            written.append((folder, rows, "seed", why))
         else:
             skipped.append(
                 (
