@@ -93,7 +93,7 @@ def main() -> None:
     wrap(E, "write_snapshot")
     wrap(E, "jsonl_tables")
     wrap(E, "_file_list")
-    wrap(E, "save_dataset_dict")
+    wrap(E, "write_hf_folder")
     wrap(E, "hf_image_columns")
     wrap(E, "_digest", "digest+deflate arrow")
     wrap(pq, "write_table", "parquet")

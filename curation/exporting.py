@@ -49,9 +49,8 @@ from curation import consensus as C
 from curation import graph as G
 
 if TYPE_CHECKING:
-    # pyarrow and datasets load in the worker that writes an export, not in every process that
-    # imports this module for its options and zip streaming (web, admin, commands).
-    import datasets
+    # pyarrow loads in the worker that writes an export, not in every process that imports
+    # this module for its options and zip streaming (web, admin, commands).
     import pyarrow as pa
 
     # numpy and scipy too: `batch_consensus` is imported where a snapshot is built.
@@ -2283,20 +2282,6 @@ def write_hf_folder(
         }
         (path / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
         (path / "dataset_info.json").write_text(json.dumps(info, indent=2))
-
-
-def save_dataset_dict(parts: Mapping[str, datasets.Dataset], folder: Path) -> None:
-    """`write_hf_folder` for ``datasets.Dataset`` splits that share their features (their
-    tables, features and fingerprints), for callers holding those."""
-    from datasets.utils.py_utils import asdict as info_dict
-
-    (features,) = {json.dumps(info_dict(part.info)["features"]) for part in parts.values()}
-    write_hf_folder(
-        folder,
-        {split: part.data.table for split, part in parts.items()},
-        json.loads(features),
-        {split: part._fingerprint for split, part in parts.items()},
-    )
 
 
 def _stored_media_path(media_root: Path, name: str) -> Path:
