@@ -4,12 +4,12 @@
   same file in several prompts, a prompt scored again) is decoded and preprocessed once per
   worker process and input builder.
 - :class:`MediaStore`: a directory of decoded frames, already resized to the model's size
-  (uint8, as a zlib stream of stored blocks), by file content and the builder's preprocessing
-  settings: filled by the first scoring of a file, read by every later scoring run and every
-  worker process sharing the directory (the workers use ``<QUORUM_DATA_DIR>/cache/media``).
-  What it saves is the decoding and resizing (nine tenths of a media file's preprocessing);
-  rescaling, normalising and patchifying are redone from the stored pixels, so the model gets
-  the same values bit for bit. Anything in it can be deleted at any time. It is bounded
+  (uint8, zlib-compressed), by file content and the builder's preprocessing settings: filled
+  by the first scoring of a file, read by every later scoring run and every worker process
+  sharing the directory (the workers use ``<QUORUM_DATA_DIR>/cache/media``). What it saves is
+  the decoding and resizing (nine tenths of a media file's preprocessing); rescaling,
+  normalising and patchifying are redone from the stored pixels, so the model gets the same
+  values bit for bit. Anything in it can be deleted at any time. It is bounded
   (``max_bytes``, the workers' ``QUORUM_MEDIA_STORE_MB``): past the bound, the entries used
   longest ago are deleted (an entry's modification time is its last use: reading an entry
   touches it, so the eviction does not depend on the file system recording access times).
