@@ -626,8 +626,12 @@ def _write_forked(
     # One chunk: nothing to overlap. A busy machine: the child's CPU would compete with this
     # process's instead of using an idle core (the peer import until done 1.45 -> 2.0 s at
     # load 5-7 on 2 cores, bench/peers/import_h20a_fork.py). Either way: here, no child.
-    if len(stream.rows) > STREAM_CHUNK_ROWS and _core_idle():
+    fork = settings.QUORUM_IMPORT_FORK
+    if len(stream.rows) > STREAM_CHUNK_ROWS and (
+        fork == "always" or (fork == "auto" and _core_idle())
+    ):
         chunks = forked(chunks)
+        logger.info("import into project %s: rows parsed in a forked child", project.pk)
     with closing(chunks):
         for item in chunks:
             if item is None:

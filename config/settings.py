@@ -251,6 +251,9 @@ QUORUM_MAX_IMAGE_PIXELS = env_int("QUORUM_MAX_IMAGE_MEGAPIXELS", 40, minimum=1) 
 QUORUM_MAX_REQUEST_BYTES = env_int("QUORUM_MAX_REQUEST_MB", 10, minimum=1) * 1024 * 1024
 # Imports with more rows than this run as a Celery task when started from the admin or API.
 QUORUM_ASYNC_IMPORT_ROWS = env_int("QUORUM_ASYNC_IMPORT_ROWS", 2000, minimum=0)
+# SQLite: a Quorum file without judgments parsed in a forked child beside the inserts
+# (annotate.services._write_forked): "auto" where a core is free, "always", or "never".
+QUORUM_IMPORT_FORK = env_choice("QUORUM_IMPORT_FORK", "auto", ("auto", "always", "never"))
 QUORUM_LEASE_MINUTES = env_int("QUORUM_LEASE_MINUTES", 10, minimum=1)
 # Bootstrap rounds of the leaderboard's confidence intervals: the CLI, the API and the dashboard
 # all use this, so one project shows the same intervals everywhere (for the same seed).

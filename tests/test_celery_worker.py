@@ -14,6 +14,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from annotate.models import ImportJob, Judgment
 from annotate.services import import_job_create
+from tests.conftest import is_postgres
 from workers.tasks import ping
 
 pytestmark = pytest.mark.worker
@@ -91,3 +92,35 @@ def test_torch_threads_do_not_spin_in_quorum_processes(tmp_path, given, expected
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-1] == expected
+
+
+@pytest.mark.skipif(is_postgres(), reason="the forked import is SQLite's")
+def test_an_import_job_parses_in_a_forked_child_of_a_prefork_worker(
+    celery_worker_process, tmp_path, settings
+):
+    """The forked parse (``services._write_forked``) inside a real prefork worker's child, as
+    deployed: its threads, signal handlers and database connection beside the fork. It stores
+    what the import without a child stores, ids included."""
+    from annotate.models import Candidate, Prompt, Task, TaskCandidate
+    from annotate.services import import_file
+    from tests.test_h20a_forked_import import _rows, _table, _write
+
+    worker = celery_worker_process(
+        queues="default", pool="prefork", extra_env={"QUORUM_IMPORT_FORK": "always"}
+    )
+    path = _write(tmp_path / "rows.jsonl", _rows(2_100))  # 3 chunks of up to 1,000 rows
+    job = import_job_create(path=path, project_name="forked", run_async=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        job.refresh_from_db()
+        if job.status in (ImportJob.Status.DONE, ImportJob.Status.FAILED):
+            break
+        time.sleep(0.3)
+    assert job.status == ImportJob.Status.DONE, job.errors
+    assert job.counts["prompts"] == 2_100
+    assert "rows parsed in a forked child" in worker.log.read_text()
+
+    settings.QUORUM_IMPORT_FORK = "never"
+    today = import_file(path=path, project_name="in-process").project
+    for model in (Prompt, Candidate, Task, TaskCandidate):
+        assert _table(model, job.project) == _table(model, today), model
