@@ -20,6 +20,16 @@ from workers.tasks import ping
 pytestmark = pytest.mark.worker
 
 
+def _wait_for(job: ImportJob, *, seconds: float) -> None:
+    """Until the import job is done or failed (its row refreshed), at most ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        job.refresh_from_db()
+        if job.status in (ImportJob.Status.DONE, ImportJob.Status.FAILED):
+            return
+        time.sleep(0.3)
+
+
 @pytest.mark.parametrize("pool", ["solo", "prefork"])
 def test_it_stops_a_task_at_the_soft_time_limit(pool, celery_worker_process):
     celery_worker_process(
@@ -61,12 +71,7 @@ def test_it_runs_an_import_job_end_to_end(celery_worker_process, tmp_path):
     path = tmp_path / "votes.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
     job = import_job_create(path=path, project_name="from-worker", run_async=True)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        job.refresh_from_db()
-        if job.status in (ImportJob.Status.DONE, ImportJob.Status.FAILED):
-            break
-        time.sleep(0.3)
+    _wait_for(job, seconds=90)
     assert job.status == ImportJob.Status.DONE, job.errors
     assert job.counts["judgments"] == 50
     assert Judgment.objects.filter(project__name="from-worker").count() == 50
@@ -110,12 +115,7 @@ def test_an_import_job_parses_in_a_forked_child_of_a_prefork_worker(
     )
     path = _write(tmp_path / "rows.jsonl", _rows(2_100))  # 3 chunks of up to 1,000 rows
     job = import_job_create(path=path, project_name="forked", run_async=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        job.refresh_from_db()
-        if job.status in (ImportJob.Status.DONE, ImportJob.Status.FAILED):
-            break
-        time.sleep(0.3)
+    _wait_for(job, seconds=120)
     assert job.status == ImportJob.Status.DONE, job.errors
     assert job.counts["prompts"] == 2_100
     assert "rows parsed in a forked child" in worker.log.read_text()
