@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,6 +43,39 @@ import django
 django.setup()
 from django.core.management import call_command
 call_command("migrate", verbosity=0)
+"""
+
+# After CHILD_SETUP: the import job's entry points, and the peer workload's tasks at ``path``.
+JOB_FILE = r"""
+from workload import write_quorum_jsonl
+from annotate.models import ImportJob
+from annotate.services import import_job_create
+path = write_quorum_jsonl(Path(tempfile.mkdtemp()) / "tasks.jsonl", int(os.environ["IMPORT_TASKS"]), judged=False)
+"""
+
+# After CHILD_SETUP: ``backend_cpu()``, the CPU seconds of this connection's PostgreSQL server
+# process on this machine (``/proc``; 0.0 on SQLite), its pid read once.
+BACKEND_CPU = r"""
+from django.db import connection
+connection.ensure_connection()
+pid = None
+if connection.vendor == "postgresql":
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+def backend_cpu():
+    if pid is None:
+        return 0.0
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+"""
+
+# After CHILD_SETUP: ``cpu()``, this process's CPU seconds (user + system).
+SELF_CPU = r"""
+import resource
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 """
 
 CHILD = (
@@ -83,6 +117,31 @@ def _tree(rev: str) -> Path:
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(path)], input=archive, check=True)
     return path
+
+
+def before_after_parser(
+    doc: str, *, runs: int, tasks: int | None = 10_000
+) -> argparse.ArgumentParser:
+    """The options of a script that runs an older tree against a newer one: ``--before``,
+    ``--after``, ``--runs`` and (unless ``tasks`` is None) ``--tasks``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--before", type=Path, required=True, help="the older tree (a folder)")
+    parser.add_argument("--after", type=Path, default=REPO, help="the newer tree (a folder)")
+    parser.add_argument("--runs", type=int, default=runs)
+    if tasks is not None:
+        parser.add_argument("--tasks", type=int, default=tasks)
+    return parser
+
+
+def before_after_trees(args: argparse.Namespace) -> dict[str, Path]:
+    return {"before": args.before.resolve(), "after": args.after.resolve()}
+
+
+def alternating(names: Iterable[str], runs: int) -> Iterator[str]:
+    """``names`` once per run, in order on even runs and reversed on odd ones (ABBA...)."""
+    names = list(names)
+    for run in range(runs):
+        yield from names if run % 2 == 0 else names[::-1]
 
 
 def run_child(tree: Path, tasks: int, child: str, marker: str, *, tag: str) -> str:
@@ -137,13 +196,12 @@ def main() -> None:
     }
     seconds: dict[str, list[float]] = {name: [] for name in trees}
     cpu: dict[str, list[float]] = {name: [] for name in trees}
-    for run in range(args.runs):
-        for name in list(trees) if run % 2 == 0 else list(trees)[::-1]:
-            wall, used = _once(trees[name], args.tasks)
-            seconds[name].append(wall)
-            cpu[name].append(used)
-            load = os.getloadavg()[0]
-            print(f"{name}: {wall:.2f} s, CPU {used:.2f} s (load {load:.1f})", file=sys.stderr)
+    for name in alternating(trees, args.runs):
+        wall, used = _once(trees[name], args.tasks)
+        seconds[name].append(wall)
+        cpu[name].append(used)
+        load = os.getloadavg()[0]
+        print(f"{name}: {wall:.2f} s, CPU {used:.2f} s (load {load:.1f})", file=sys.stderr)
     before, after = (statistics.median(seconds[n]) for n in ("before", "after"))
     cpu_before, cpu_after = (statistics.median(cpu[n]) for n in ("before", "after"))
     print(

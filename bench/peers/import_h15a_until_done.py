@@ -13,7 +13,6 @@ is set (``QUORUM_PEERS_DB_PREFIX`` names it). Nothing here asserts a timing.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -22,27 +21,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from import_before_after import CHILD_SETUP, REPO, run_child  # noqa: E402
+from import_before_after import (  # noqa: E402
+    BACKEND_CPU,
+    CHILD_SETUP,
+    JOB_FILE,
+    alternating,
+    before_after_parser,
+    before_after_trees,
+    run_child,
+)
 
 CHILD = (
     CHILD_SETUP
+    + JOB_FILE
+    + BACKEND_CPU
     + r"""
-from workload import write_quorum_jsonl
-from annotate.models import ImportJob
-from annotate.services import import_job_create
-path = write_quorum_jsonl(Path(tempfile.mkdtemp()) / "tasks.jsonl", int(os.environ["IMPORT_TASKS"]), judged=False)
-from django.db import connection
-connection.ensure_connection()
-pid = None
-if connection.vendor == "postgresql":
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        pid = cursor.fetchone()[0]
-def backend_cpu():
-    if pid is None:
-        return 0.0
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 s0 = backend_cpu()
 w0, c0 = time.time(), time.process_time()
 job = import_job_create(path=path, project_name="until-done", run_async=False)
@@ -55,28 +48,22 @@ print("DONE", job.finished_at.timestamp() - w0, "RETURNED", returned, "CPU", cpu
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", type=Path, required=True, help="the older tree (a folder)")
-    parser.add_argument("--after", type=Path, default=REPO, help="the newer tree (a folder)")
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--tasks", type=int, default=10_000)
-    args = parser.parse_args()
-    trees = {"before": args.before.resolve(), "after": args.after.resolve()}
+    args = before_after_parser(__doc__, runs=5).parse_args()
+    trees = before_after_trees(args)
     got: dict[str, dict[str, list[float]]] = {
         n: {"done": [], "returned": [], "cpu": []} for n in trees
     }
-    for run in range(args.runs):
-        for name in list(trees) if run % 2 == 0 else list(trees)[::-1]:
-            out = run_child(trees[name], args.tasks, CHILD, "DONE", tag="done").split()
-            i = out.index("DONE")
-            done, returned, cpu = float(out[i + 1]), float(out[i + 3]), float(out[i + 5])
-            for key, value in (("done", done), ("returned", returned), ("cpu", cpu)):
-                got[name][key].append(value)
-            print(
-                f"{name}: done after {done:.2f} s, returned {returned:.2f} s, CPU {cpu:.2f} s "
-                f"(load {os.getloadavg()[0]:.1f})",
-                file=sys.stderr,
-            )
+    for name in alternating(trees, args.runs):
+        out = run_child(trees[name], args.tasks, CHILD, "DONE", tag="done").split()
+        i = out.index("DONE")
+        done, returned, cpu = float(out[i + 1]), float(out[i + 3]), float(out[i + 5])
+        for key, value in (("done", done), ("returned", returned), ("cpu", cpu)):
+            got[name][key].append(value)
+        print(
+            f"{name}: done after {done:.2f} s, returned {returned:.2f} s, CPU {cpu:.2f} s "
+            f"(load {os.getloadavg()[0]:.1f})",
+            file=sys.stderr,
+        )
     med = {n: {k: statistics.median(v) for k, v in got[n].items()} for n in trees}
     b, a = med["before"], med["after"]
     print(

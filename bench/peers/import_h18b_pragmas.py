@@ -21,18 +21,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from import_before_after import CHILD_SETUP, REPO, run_child  # noqa: E402
+from import_before_after import (  # noqa: E402
+    CHILD_SETUP,
+    JOB_FILE,
+    REPO,
+    SELF_CPU,
+    alternating,
+    run_child,
+)
 
 CHILD = (
     CHILD_SETUP
+    + JOB_FILE
+    + SELF_CPU
     + r"""
-import resource
-from workload import write_quorum_jsonl
 from django.db import connection
 from django.db.backends.base import base as backend_base
-from annotate.models import ImportJob
-from annotate.services import import_job_create
-path = write_quorum_jsonl(Path(tempfile.mkdtemp()) / "tasks.jsonl", int(os.environ["IMPORT_TASKS"]), judged=False)
 connection.ensure_connection()
 pragma = os.environ["PRAGMA_VARIANT"]
 if pragma != "as-is":
@@ -47,9 +51,6 @@ def timed_commit(self):
     finally:
         commits[0] += time.perf_counter() - t
 backend_base.BaseDatabaseWrapper._commit = timed_commit
-def cpu():
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 w0, c0 = time.time(), cpu()
 job = import_job_create(path=path, project_name="pragmas", run_async=False)
 cpu_s, returned = cpu() - c0, time.time() - w0
@@ -73,21 +74,20 @@ def main() -> None:
     variants = args.variants.split(",")
     keys = ("done", "returned", "cpu", "commits")
     got = {v: {k: [] for k in keys} for v in variants}
-    for run in range(args.runs):
-        for variant in variants if run % 2 == 0 else variants[::-1]:
-            os.environ["PRAGMA_VARIANT"] = variant
-            out = run_child(REPO, args.tasks, CHILD, "COMMITS", tag="pragma").split()
-            i = out.index("DONE")
-            values = dict(zip(keys, map(float, out[i + 1 : i + 8 : 2]), strict=True))
-            for k in keys:
-                got[variant][k].append(values[k])
-            print(
-                f"{variant}: "
-                + ", ".join(f"{k} {values[k]:.3f}" for k in keys)
-                + f" (load {os.getloadavg()[0]:.1f})",
-                file=sys.stderr,
-                flush=True,
-            )
+    for variant in alternating(variants, args.runs):
+        os.environ["PRAGMA_VARIANT"] = variant
+        out = run_child(REPO, args.tasks, CHILD, "COMMITS", tag="pragma").split()
+        i = out.index("DONE")
+        values = dict(zip(keys, map(float, out[i + 1 : i + 8 : 2]), strict=True))
+        for k in keys:
+            got[variant][k].append(values[k])
+        print(
+            f"{variant}: "
+            + ", ".join(f"{k} {values[k]:.3f}" for k in keys)
+            + f" (load {os.getloadavg()[0]:.1f})",
+            file=sys.stderr,
+            flush=True,
+        )
     print(f"{args.tasks:,} tasks, medians of {args.runs} (s):")
     base = statistics.median(got[variants[0]]["done"])
     for variant in variants:

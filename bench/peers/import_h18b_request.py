@@ -14,7 +14,6 @@ timing.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -22,12 +21,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from import_before_after import CHILD_SETUP, REPO, run_child  # noqa: E402
+from import_before_after import (  # noqa: E402
+    CHILD_SETUP,
+    SELF_CPU,
+    alternating,
+    before_after_parser,
+    before_after_trees,
+    run_child,
+)
 
 CHILD = (
     CHILD_SETUP
+    + SELF_CPU
     + r"""
-import io, resource, statistics
+import io, statistics
 import httpx
 from workload import write_quorum_jsonl
 from django.contrib.auth import get_user_model
@@ -46,9 +53,6 @@ request = httpx.Request("POST", "http://testserver/api/imports",
     files={"file": (path.name, sent, "application/jsonl")}, data={"project_name": "bench"})
 body = request.read()
 handler = WSGIHandler()
-def cpu():
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 walls, cpus = [], []
 for i in range(int(os.environ["REQUESTS"])):
     environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/api/imports", "SERVER_NAME": "testserver",
@@ -73,30 +77,25 @@ shutil.rmtree(path.parent, ignore_errors=True)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", type=Path, required=True, help="the older tree (a folder)")
-    parser.add_argument("--after", type=Path, default=REPO, help="the newer tree (a folder)")
-    parser.add_argument("--runs", type=int, default=4)
+    parser = before_after_parser(__doc__, runs=4)
     parser.add_argument("--requests", type=int, default=8)
-    parser.add_argument("--tasks", type=int, default=10_000)
     args = parser.parse_args()
     os.environ["REQUESTS"] = str(args.requests)
-    trees = {"before": args.before.resolve(), "after": args.after.resolve()}
+    trees = before_after_trees(args)
     got: dict[str, dict[str, list[float]]] = {
         n: {"first": [], "wall": [], "cpu": []} for n in trees
     }
-    for run in range(args.runs):
-        for name in list(trees) if run % 2 == 0 else list(trees)[::-1]:
-            out = run_child(trees[name], args.tasks, CHILD, "CPU", tag="req").split()
-            i = out.index("FIRST")
-            first, wall, cpu = float(out[i + 1]), float(out[i + 4]), float(out[i + 6])
-            for k, v in (("first", first), ("wall", wall), ("cpu", cpu)):
-                got[name][k].append(v)
-            print(
-                f"{name}: first {first * 1000:.0f} ms, then median wall {wall * 1000:.1f} ms, "
-                f"CPU {cpu * 1000:.1f} ms (load {os.getloadavg()[0]:.1f})",
-                file=sys.stderr,
-            )
+    for name in alternating(trees, args.runs):
+        out = run_child(trees[name], args.tasks, CHILD, "CPU", tag="req").split()
+        i = out.index("FIRST")
+        first, wall, cpu = float(out[i + 1]), float(out[i + 4]), float(out[i + 6])
+        for k, v in (("first", first), ("wall", wall), ("cpu", cpu)):
+            got[name][k].append(v)
+        print(
+            f"{name}: first {first * 1000:.0f} ms, then median wall {wall * 1000:.1f} ms, "
+            f"CPU {cpu * 1000:.1f} ms (load {os.getloadavg()[0]:.1f})",
+            file=sys.stderr,
+        )
     med = {n: {k: statistics.median(v) for k, v in got[n].items()} for n in trees}
     b, a = med["before"], med["after"]
     print(

@@ -21,28 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from import_before_after import CHILD_SETUP, REPO, run_child  # noqa: E402
+from import_before_after import BACKEND_CPU, CHILD_SETUP, JOB_FILE, REPO, run_child  # noqa: E402
 
 CHILD = (
     CHILD_SETUP
+    + JOB_FILE
+    + BACKEND_CPU
     + r"""
 import cProfile, io, pstats
-from workload import write_quorum_jsonl
-from annotate.models import ImportJob
-from annotate.services import import_job_create
-path = write_quorum_jsonl(Path(tempfile.mkdtemp()) / "tasks.jsonl", int(os.environ["IMPORT_TASKS"]), judged=False)
-from django.db import connection
-connection.ensure_connection()
-pid = None
-if connection.vendor == "postgresql":
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        pid = cursor.fetchone()[0]
-def backend_cpu():
-    if pid is None:
-        return 0.0
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 profile = cProfile.Profile() if os.environ.get("H19B_PROFILE") else None
 s0 = backend_cpu()
 w0, c0 = time.time(), time.process_time()

@@ -13,7 +13,6 @@ is set (``QUORUM_PEERS_DB_PREFIX`` names it). Nothing here asserts a timing.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -21,28 +20,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from import_before_after import CHILD_SETUP, REPO, run_child  # noqa: E402
+from import_before_after import (  # noqa: E402
+    BACKEND_CPU,
+    CHILD_SETUP,
+    JOB_FILE,
+    alternating,
+    before_after_parser,
+    before_after_trees,
+    run_child,
+)
 
 CHILD = (
     CHILD_SETUP
+    + JOB_FILE
+    + BACKEND_CPU
     + r"""
 import resource
-from workload import write_quorum_jsonl
-from annotate.models import ImportJob
-from annotate.services import import_job_create
-path = write_quorum_jsonl(Path(tempfile.mkdtemp()) / "tasks.jsonl", int(os.environ["IMPORT_TASKS"]), judged=False)
-from django.db import connection
-connection.ensure_connection()
-pid = None
-if connection.vendor == "postgresql":
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        pid = cursor.fetchone()[0]
-def backend_cpu():
-    if pid is None:
-        return 0.0
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 def children_cpu():
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -58,26 +51,19 @@ print("DONE", job.finished_at.timestamp() - w0, "CPU", cpu, "CHILD", children_cp
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", type=Path, required=True, help="the older tree (a folder)")
-    parser.add_argument("--after", type=Path, default=REPO, help="the newer tree (a folder)")
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--tasks", type=int, default=10_000)
-    args = parser.parse_args()
-    trees = {"before": args.before.resolve(), "after": args.after.resolve()}
+    args = before_after_parser(__doc__, runs=5).parse_args()
+    trees = before_after_trees(args)
     got: dict[str, list[tuple[float, ...]]] = {name: [] for name in trees}
-    for run in range(args.runs):
-        order = list(trees) if run % 2 == 0 else list(trees)[::-1]
-        for name in order:
-            out = run_child(trees[name], args.tasks, CHILD, "DONE", tag="h20a")
-            words = out.split("DONE")[-1].split()
-            values = (float(words[0]), float(words[2]), float(words[4]), float(words[6]))
-            got[name].append(values)
-            print(
-                f"{name:6} done {values[0]:.3f} s  CPU {values[1]:.3f}  child {values[2]:.3f}"
-                f"  server {values[3]:.3f}  load {os.getloadavg()[0]:.1f}",
-                flush=True,
-            )
+    for name in alternating(trees, args.runs):
+        out = run_child(trees[name], args.tasks, CHILD, "DONE", tag="h20a")
+        words = out.split("DONE")[-1].split()
+        values = (float(words[0]), float(words[2]), float(words[4]), float(words[6]))
+        got[name].append(values)
+        print(
+            f"{name:6} done {values[0]:.3f} s  CPU {values[1]:.3f}  child {values[2]:.3f}"
+            f"  server {values[3]:.3f}  load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
     medians = {
         name: [statistics.median(v[i] for v in rows) for i in range(4)]
         for name, rows in got.items()

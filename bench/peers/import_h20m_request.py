@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from import_before_after import CHILD_SETUP, REPO, run_child  # noqa: E402
+from import_before_after import CHILD_SETUP, REPO, alternating, run_child  # noqa: E402
 
 CHILD = (
     CHILD_SETUP
@@ -140,22 +140,21 @@ def main() -> None:
         IMPORT_OVERLAP=str(int(args.overlap)),
     )
     got: dict[str, list[list[float]]] = {"sqlite": [], "postgres": []}
-    for run in range(args.runs):
-        for db in ("sqlite", "postgres") if run % 2 == 0 else ("postgres", "sqlite"):
-            if db == "sqlite":
-                os.environ.pop("DATABASE_URL", None)
-            else:
-                os.environ["DATABASE_URL"] = server
-            out = run_child(REPO, args.tasks, CHILD, "ROWS", tag="req")
-            rows = __import__("json").loads(out.split("ROWS", 1)[1])
-            for wall, cpu, sql, count in rows:
-                got[db].append([wall, cpu, wall - cpu, sql, count])
-            print(
-                f"{db}: "
-                + ", ".join(f"{r[0] * 1000:.0f}/{r[1] * 1000:.0f}" for r in rows)
-                + f" ms wall/CPU (load {os.getloadavg()[0]:.1f})",
-                file=sys.stderr,
-            )
+    for db in alternating(got, args.runs):
+        if db == "sqlite":
+            os.environ.pop("DATABASE_URL", None)
+        else:
+            os.environ["DATABASE_URL"] = server
+        out = run_child(REPO, args.tasks, CHILD, "ROWS", tag="req")
+        rows = __import__("json").loads(out.split("ROWS", 1)[1])
+        for wall, cpu, sql, count in rows:
+            got[db].append([wall, cpu, wall - cpu, sql, count])
+        print(
+            f"{db}: "
+            + ", ".join(f"{r[0] * 1000:.0f}/{r[1] * 1000:.0f}" for r in rows)
+            + f" ms wall/CPU (load {os.getloadavg()[0]:.1f})",
+            file=sys.stderr,
+        )
     os.environ["DATABASE_URL"] = server
     beside = ", its statistics refresh beside the request" if args.overlap else ""
     print(f"{args.tasks:,} tasks, request {args.pause} s after an import{beside}, medians (ms):")
