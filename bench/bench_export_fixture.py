@@ -27,13 +27,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import random
 import shutil
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from _harness import REPO, django_in
+
 KINDS = {"denoised": {"denoise": True}, "raw": {"denoise": False}}
 
 
@@ -112,18 +111,7 @@ def main() -> None:
 
     code, data = Path(args.code).resolve(), Path(args.data).resolve()
     data.mkdir(parents=True, exist_ok=True)
-    sys.path.insert(0, str(code))
-    sys.path.insert(0, str(REPO / "bench" / "peers"))
-    os.chdir(code)
-    os.environ["QUORUM_DATA_DIR"] = str(data)
-    os.environ.pop("DATABASE_URL", None)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    django_in(code, data, sqlite=True, peers=True)
     from workload import write_quorum_jsonl
 
     from annotate.models import Project

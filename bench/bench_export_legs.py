@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from _harness import REPO, bench_export_project, django_in
 
 
 def main() -> None:
@@ -48,31 +46,11 @@ def main() -> None:
     code = Path(args.code).resolve()
     data = Path(args.data).resolve()
     data.mkdir(parents=True, exist_ok=True)
-    sys.path.insert(0, str(code))
-    sys.path.insert(0, str(REPO / "bench" / "peers"))
-    os.chdir(code)
-    os.environ["QUORUM_DATA_DIR"] = str(data)
-    os.environ.pop("DATABASE_URL", None)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    from workload import write_quorum_jsonl
-
-    from annotate.models import Project
+    django_in(code, data, sqlite=True, peers=True)
     from curation import services
     from curation.models import DatasetExport
 
-    project = Project.objects.filter(name="bench-export").first()
-    if project is None:
-        from annotate.services import import_file
-
-        path = write_quorum_jsonl(data / "tasks.jsonl", args.tasks, judged=True, k=1)
-        import_file(path=path, project_name="bench-export")
-        project = Project.objects.get(name="bench-export")
+    project = bench_export_project(data, args.tasks)
     import datasets  # noqa: F401  (a long-lived worker has it imported already)
 
     from curation import download

@@ -14,16 +14,10 @@ first pass are reused by the next ones (`selectors.project_data(shared=True)`), 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from _harness import kept_world
 
 
 def main() -> None:
@@ -32,22 +26,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    data = Path(tempfile.mkdtemp(prefix="h18e-flags-"))
-    try:
-        shutil.copytree(Path(args.world), data, dirs_exist_ok=True)
-        project_id = json.loads((data / "setup.json").read_text())["project"]
-        os.environ["QUORUM_DATA_DIR"] = str(data)
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-        os.chdir(REPO)
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-
-        call_command("migrate", verbosity=0)
+    with kept_world(args.world, prefix="h18e-flags-", migrate=True) as project_id:
         run(project_id, args.repeat)
-    finally:
-        shutil.rmtree(data, ignore_errors=True)
 
 
 def _stored(project_id: int) -> tuple[list, list]:

@@ -14,17 +14,11 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import json
 import os
 import pstats
-import shutil
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from _harness import kept_world
 
 
 class _Clock:
@@ -55,22 +49,8 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=35)
     args = parser.parse_args()
 
-    data = Path(tempfile.mkdtemp(prefix="h19c-profile-"))
-    try:
-        shutil.copytree(Path(args.world), data, dirs_exist_ok=True)
-        project_id = json.loads((data / "setup.json").read_text())["project"]
-        os.environ["QUORUM_DATA_DIR"] = str(data)
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-        os.chdir(REPO)
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-
-        call_command("migrate", verbosity=0)
+    with kept_world(args.world, prefix="h19c-profile-", migrate=True) as project_id:
         run(project_id, args)
-    finally:
-        shutil.rmtree(data, ignore_errors=True)
 
 
 def run(project_id: int, args: argparse.Namespace) -> None:

@@ -11,17 +11,11 @@ CPU per step, fastest and median of the rounds; the results are compared.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from _harness import kept_world
 
 
 def main() -> None:
@@ -29,19 +23,8 @@ def main() -> None:
     parser.add_argument("--world", required=True)
     parser.add_argument("--rounds", type=int, default=8)
     args = parser.parse_args()
-    data = Path(tempfile.mkdtemp(prefix="h19f-passes-"))
-    try:
-        shutil.copytree(Path(args.world), data, dirs_exist_ok=True)
-        project_id = json.loads((data / "setup.json").read_text())["project"]
-        os.environ["QUORUM_DATA_DIR"] = str(data)
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-        os.chdir(REPO)
-        import django
-
-        django.setup()
+    with kept_world(args.world, prefix="h19f-passes-") as project_id:
         run(project_id, args.rounds)
-    finally:
-        shutil.rmtree(data, ignore_errors=True)
 
 
 def run(project_id: int, rounds: int) -> None:

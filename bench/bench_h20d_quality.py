@@ -19,29 +19,15 @@ import gc
 import hashlib
 import json
 import os
-import shutil
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from _harness import before_after_children, before_after_cpu, kept_world
 
 
 def child(code: Path, world: Path, runs: int) -> None:
-    sys.path.insert(0, str(code))
-    os.chdir(code)
-    data = Path(tempfile.mkdtemp(prefix="h20d-quality-"))
-    try:
-        shutil.copytree(world, data, dirs_exist_ok=True)
-        project_id = json.loads((data / "setup.json").read_text())["project"]
-        os.environ["QUORUM_DATA_DIR"] = str(data)
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-        import django
-
-        django.setup()
+    with kept_world(world, prefix="h20d-quality-", code=code) as project_id:
         from annotate.models import Project
         from curation import agreement as A
         from curation import consensus as C
@@ -74,8 +60,6 @@ def child(code: Path, world: Path, runs: int) -> None:
             ).encode()
         ).hexdigest()[:16]
         print(json.dumps({"cpu": cpu, "digest": digest, "evaluators": len(quality)}))
-    finally:
-        shutil.rmtree(data, ignore_errors=True)
 
 
 def main() -> None:
@@ -89,26 +73,17 @@ def main() -> None:
     world = Path(args.world).resolve()
     if args.child:
         return child(Path(args.child), world, args.runs)
-    codes = [("before", Path(args.before).resolve()), ("after", REPO)]
     cpu: dict[str, list[float]] = {"before": [], "after": []}
     digests = set()
     print(f"load average {os.getloadavg()[0]:.1f}", flush=True)
-    for r in range(args.rounds):
-        for label, code in codes if r % 2 == 0 else codes[::-1]:
-            command = [sys.executable, __file__, "--world", str(world), "--before", args.before]
-            command += ["--runs", str(args.runs), "--child", str(code)]
-            out = subprocess.run(command, check=True, capture_output=True, text=True)
-            got = json.loads(out.stdout.strip().splitlines()[-1])
-            cpu[label] += got["cpu"]
-            digests.add(got["digest"])
-            print(label, [round(c, 3) for c in got["cpu"]], got["digest"], flush=True)
+    command = [sys.executable, __file__, "--world", str(world), "--before", args.before]
+    command += ["--runs", str(args.runs)]
+    for label, got in before_after_children(args.before, args.rounds, command):
+        cpu[label] += got["cpu"]
+        digests.add(got["digest"])
+        print(label, [round(c, 3) for c in got["cpu"]], got["digest"], flush=True)
     print(f"load average {os.getloadavg()[0]:.1f}; answers' digests equal: {len(digests) == 1}")
-    b, a = cpu["before"], cpu["after"]
-    print(
-        f"CPU: before {min(b):.3f} s fastest / {statistics.median(b):.3f} median, "
-        f"after {min(a):.3f} / {statistics.median(a):.3f}; after/before "
-        f"{min(a) / min(b):.2f}x fastest, {statistics.median(a) / statistics.median(b):.2f}x median"
-    )
+    print("CPU: " + before_after_cpu(cpu["before"], cpu["after"]))
 
 
 if __name__ == "__main__":

@@ -9,18 +9,12 @@ answers compared.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import statistics
-import sys
-import tempfile
 import time
 from dataclasses import fields
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from _harness import kept_world
 
 
 def main() -> None:
@@ -28,21 +22,8 @@ def main() -> None:
     parser.add_argument("--world", required=True)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    data = Path(tempfile.mkdtemp(prefix="h20h-content-"))
-    try:
-        shutil.copytree(Path(args.world), data, dirs_exist_ok=True)
-        project_id = json.loads((data / "setup.json").read_text())["project"]
-        os.environ["QUORUM_DATA_DIR"] = str(data)
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-
-        call_command("migrate", verbosity=0)
+    with kept_world(args.world, prefix="h20h-content-", migrate=True) as project_id:
         run(project_id, args.rounds)
-    finally:
-        shutil.rmtree(data, ignore_errors=True)
 
 
 def run(project_id: int, rounds: int) -> None:
