@@ -102,3 +102,18 @@ def before_after_cpu(b: list[float], a: list[float]) -> str:
         f"after {min(a):.3f} / {statistics.median(a):.3f}; after/before "
         f"{min(a) / min(b):.2f}x fastest, {statistics.median(a) / statistics.median(b):.2f}x median"
     )
+
+
+def commit_worktree(rev: str, parent: Path) -> tuple[str, Path]:
+    """The full commit ``rev`` names, and a detached git worktree of it made under ``parent``
+    (``before-<commit>``); the caller removes it (``git worktree remove --force``)."""
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", rev], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    path = parent / f"before-{commit[:12]}"
+    subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), commit],
+        check=True,
+        capture_output=True,
+    )
+    return commit, path

@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from _harness import REPO, commit_worktree
 
 
 def _use_code(code: Path) -> None:
@@ -334,16 +334,6 @@ def _child(mode: str, code: Path, args: argparse.Namespace, **extra) -> dict:
         out.unlink(missing_ok=True)
 
 
-def _worktree(commit: str, parent: Path) -> Path:
-    path = parent / f"before-{commit[:12]}"
-    subprocess.run(
-        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), commit],
-        check=True,
-        capture_output=True,
-    )
-    return path
-
-
 def _load_average() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -397,22 +387,11 @@ def main() -> None:
     try:
         runs = [("after", REPO)]
         if args.after:
-            commit = subprocess.run(
-                ["git", "-C", str(REPO), "rev-parse", args.after],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout.strip()
-            worktrees.append(_worktree(commit, tmp))
+            commit, path = commit_worktree(args.after, tmp)
+            worktrees.append(path)
             runs = [(f"after ({commit[:7]})", worktrees[-1])]
         if args.before:
-            commit = subprocess.run(
-                ["git", "-C", str(REPO), "rev-parse", args.before],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout.strip()
-            worktree = _worktree(commit, tmp)
+            commit, worktree = commit_worktree(args.before, tmp)
             worktrees.append(worktree)
             runs.insert(0, (f"before ({commit[:7]})", worktree))
         # The world is written by the oldest code measured, so every run migrates forwards.

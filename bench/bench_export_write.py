@@ -31,7 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from _harness import REPO, commit_worktree
+
 # Files whose bytes hold the build time; compared with it masked.
 TIMED = ("datasheet.json", "datasheet.md")
 
@@ -153,18 +154,7 @@ def main() -> None:
         worktree = None
         try:
             if args.before:
-                commit = subprocess.run(
-                    ["git", "-C", str(REPO), "rev-parse", args.before],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                ).stdout.strip()
-                worktree = tmp / f"before-{commit[:12]}"
-                subprocess.run(
-                    ["git", "-C", str(REPO), "worktree", "add", "--detach", str(worktree), commit],
-                    check=True,
-                    capture_output=True,
-                )
+                commit, worktree = commit_worktree(args.before, tmp)
                 runs.append((f"before ({commit[:7]})", worktree))
             runs.append(("after (working tree)", REPO))
             pooled: dict[str, list] = {label: [] for label, _ in runs}
