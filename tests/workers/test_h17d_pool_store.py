@@ -6,42 +6,20 @@ from __future__ import annotations
 
 from concurrent.futures import Future
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from tests.workers.pure_core import _media_root, picture_and_clip  # noqa: F401  (autouse fixture)
 from workers import media
-from workers.media import DecodePool, decode_and_store, encode_video
+from workers.media import DecodePool, decode_and_store
 from workers.reward_model import CandidateInput, RewardInputBuilder, ScoringItem
 from workers.reward_model.media_cache import MediaCache, MediaStore
-from workers.tiny import build_tiny_reward_scorer, build_tiny_tokenizer
-
-
-@pytest.fixture(autouse=True)
-def _media_root():
-    """Shadow tests/conftest.py's autouse Django MEDIA_ROOT fixture (no Django here)."""
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def pool():
-    pool = DecodePool(1)
-    yield pool
-    pool.shutdown()
+from workers.tiny import build_tiny_reward_scorer
 
 
 @pytest.fixture
 def files(tmp_path):
-    rng = np.random.default_rng(23)
-    picture = tmp_path / "picture.png"
-    Image.fromarray(rng.integers(0, 255, (150, 200, 3), dtype=np.uint8)).save(picture)
-    clip = encode_video(tmp_path / "clip.mp4", rng.integers(0, 255, (12, 64, 96, 3), np.uint8))
-    return {"image": picture, "video": clip}
+    return picture_and_clip(tmp_path, 23)
 
 
 def _builder(tokenizer, store: MediaStore, pool: DecodePool | None) -> RewardInputBuilder:

@@ -6,46 +6,24 @@ from __future__ import annotations
 import json
 import zlib
 
-import numpy as np
 import pytest
 from PIL import Image
 
+from tests.workers.pure_core import _media_root, picture_and_clip  # noqa: F401  (autouse fixture)
 from workers import media
-from workers.media import DecodePool, encode_video
+from workers.media import DecodePool
 from workers.reward_model import CandidateInput, RewardInputBuilder, ScoringItem
 from workers.reward_model.media_cache import MediaCache, MediaStore
-from workers.tiny import build_tiny_reward_scorer, build_tiny_tokenizer
+from workers.tiny import build_tiny_reward_scorer
 
 QWEN3_LIMITS = {"video_max_pixels": 4 * 64 * 96, "video_min_pixels": 4 * 32 * 32}
 # The picture is 200 x 150, the clip's frames 96 x 64: one pixel under each.
 UNDER = {"image": 200 * 150 - 1, "video": 96 * 64 - 1}
 
 
-@pytest.fixture(autouse=True)
-def _media_root():
-    """Shadow tests/conftest.py's autouse Django MEDIA_ROOT fixture: this pure-core file runs
-    with ``-p no:django`` and touches no Django settings."""
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def pool():
-    pool = DecodePool(1)
-    yield pool
-    pool.shutdown()
-
-
 @pytest.fixture
 def files(tmp_path):
-    rng = np.random.default_rng(17)
-    picture = tmp_path / "picture.png"
-    Image.fromarray(rng.integers(0, 255, (150, 200, 3), dtype=np.uint8)).save(picture)
-    clip = encode_video(tmp_path / "clip.mp4", rng.integers(0, 255, (12, 64, 96, 3), np.uint8))
-    return {"image": picture, "video": clip}
+    return picture_and_clip(tmp_path, 17)
 
 
 def _builder(tokenizer, family: str, store: MediaStore | None, pool=None) -> RewardInputBuilder:

@@ -11,21 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.workers.pure_core import _media_root  # noqa: F401  (autouse fixture)
 from workers.media import _reformatter, encode_video, sample_video_frames
 from workers.reward_model import CandidateInput, RewardScorer, ScoringItem
 from workers.reward_model.media_cache import MEDIA_CACHE, MediaCache, file_digest
-from workers.tiny import build_tiny_reward_scorer, build_tiny_tokenizer
-
-
-@pytest.fixture(autouse=True)
-def _media_root():
-    """Shadow tests/conftest.py's autouse Django MEDIA_ROOT fixture: this pure-core file runs
-    with ``-p no:django`` and touches no Django settings."""
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tiny_tokenizer()
+from workers.tiny import build_tiny_reward_scorer
 
 
 @pytest.fixture

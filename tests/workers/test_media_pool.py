@@ -14,6 +14,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
     smart_resize as transformers_smart_resize,
 )
 
+from tests.workers.pure_core import _media_root  # noqa: F401  (autouse fixture)
 from workers import media
 from workers.media import DecodePool, encode_video, smart_resize
 from workers.reward_model import (
@@ -24,18 +25,7 @@ from workers.reward_model import (
     inputs,
 )
 from workers.reward_model.media_cache import MediaCache, MediaStore
-from workers.tiny import build_tiny_reward_scorer, build_tiny_tokenizer
-
-
-@pytest.fixture(autouse=True)
-def _media_root():
-    """Shadow tests/conftest.py's autouse Django MEDIA_ROOT fixture: this pure-core file runs
-    with ``-p no:django`` and touches no Django settings."""
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tiny_tokenizer()
+from workers.tiny import build_tiny_reward_scorer
 
 
 @pytest.fixture(scope="module")

@@ -9,36 +9,20 @@ import time
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from tests.workers.pure_core import _media_root, picture_and_clip  # noqa: F401  (autouse fixture)
 from workers import media
-from workers.media import encode_video
 from workers.reward_model import CandidateInput, RewardInputBuilder, RewardScorer, ScoringItem
 from workers.reward_model.media_cache import MediaCache, MediaStore
-from workers.tiny import build_tiny_reward_scorer, build_tiny_tokenizer
+from workers.tiny import build_tiny_reward_scorer
 
 # Qwen3-VL clips keep their own size rule; this budget keeps them small.
 QWEN3_LIMITS = {"video_max_pixels": 4 * 64 * 96, "video_min_pixels": 4 * 32 * 32}
 
 
-@pytest.fixture(autouse=True)
-def _media_root():
-    """Shadow tests/conftest.py's autouse Django MEDIA_ROOT fixture: this pure-core file runs
-    with ``-p no:django`` and touches no Django settings."""
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tiny_tokenizer()
-
-
 @pytest.fixture
 def files(tmp_path):
-    rng = np.random.default_rng(11)
-    picture = tmp_path / "picture.png"
-    Image.fromarray(rng.integers(0, 255, (150, 200, 3), dtype=np.uint8)).save(picture)
-    clip = encode_video(tmp_path / "clip.mp4", rng.integers(0, 255, (12, 64, 96, 3), np.uint8))
-    return {"image": picture, "video": clip}
+    return picture_and_clip(tmp_path, 11)
 
 
 def _builder(tokenizer, family: str, store: MediaStore | None) -> RewardInputBuilder:
