@@ -250,18 +250,19 @@ def test_it_writes_image_answers_as_molmo2s_processor(scorer, processor):
 # -- scores ----------------------------------------------------------------------------------
 
 
-def _direct_scores(scorer, inputs) -> list[float]:
+IMAGE_INPUTS = ("pixel_values", "image_token_pooling", "image_grids", "image_num_crops")
+
+
+def _direct_scores(scorer, inputs, media=IMAGE_INPUTS) -> list[float]:
     """The backbone run as transformers runs Molmo2 on the processor's inputs (its own
-    positions and mask), the value head read before each separator and at the last token."""
+    positions and mask; the ``media`` ones), the value head read before each separator and at
+    the last token."""
     model = scorer.model
     ids = inputs["input_ids"]
     with torch.no_grad():
         hidden = model.backbone(
             input_ids=ids,
-            pixel_values=inputs["pixel_values"],
-            image_token_pooling=inputs["image_token_pooling"],
-            image_grids=inputs["image_grids"],
-            image_num_crops=inputs["image_num_crops"],
+            **{name: inputs[name] for name in media},
             mm_token_type_ids=inputs["mm_token_type_ids"],
             use_cache=False,
         ).last_hidden_state[0]
@@ -476,23 +477,6 @@ def test_it_writes_a_video_answer_as_molmo2s_processor(scorer, processor, tmp_pa
     assert [last for _, _, last in row.slots] == [seps[0] - 1, len(row.ids) - 1]
 
 
-def _direct_video_scores(scorer, inputs) -> list[float]:
-    model = scorer.model
-    ids = inputs["input_ids"]
-    with torch.no_grad():
-        hidden = model.backbone(
-            input_ids=ids,
-            pixel_values_videos=inputs["pixel_values_videos"],
-            video_token_pooling=inputs["video_token_pooling"],
-            video_grids=inputs["video_grids"],
-            mm_token_type_ids=inputs["mm_token_type_ids"],
-            use_cache=False,
-        ).last_hidden_state[0]
-        seps = (ids[0] == scorer.builder.sep_id).nonzero().flatten().tolist()
-        reads = [*(s - 1 for s in seps), ids.shape[1] - 1]
-        return (model.value_head(hidden[reads].float()).squeeze(-1) / model.scale).tolist()
-
-
 def test_it_scores_videos_as_a_direct_forward_of_molmo2(scorer, processor, tmp_path):
     prompt_path, prompt_frames = _clip(tmp_path, "p.mp4", 23, 4)
     answer_path, answer_frames = _clip(tmp_path, "q.mp4", 14, 5)
@@ -506,17 +490,19 @@ def test_it_scores_videos_as_a_direct_forward_of_molmo2(scorer, processor, tmp_p
         [CandidateInput(text="Neither."), CandidateInput(kind="video", path=str(answer_path))],
     )
     expected = [
-        _direct_video_scores(
+        _direct_scores(
             scorer,
             _video_reference(
                 processor, prompted.prompt_text, ["A cat runs.", "Two dogs."], (prompt_frames, 10)
             ),
+            VIDEO_INPUTS,
         ),
-        _direct_video_scores(
+        _direct_scores(
             scorer,
             _video_reference(
                 processor, answered.prompt_text, ["Neither.", "<|video|>"], (answer_frames, 10)
             ),
+            VIDEO_INPUTS,
         ),
     ]
 
