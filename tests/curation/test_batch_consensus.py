@@ -89,55 +89,84 @@ def _source(
     )
 
 
+def group_by_prompt(votes: list[C.Vote]) -> dict[int, list[C.Vote]]:
+    out: dict[int, list[C.Vote]] = {}
+    for v in votes:
+        out.setdefault(v.prompt_id, []).append(v)
+    return out
+
+
+def random_weights(
+    rng: random.Random, evaluators: list[str]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Weights of all ``evaluators`` but the last, reliabilities (eta) of all but the last two.
+    Equal weights give balanced (zero) nets and cycles of equal weight, 0.1 + 0.2 - 0.3 a net
+    of 5.6e-17 (no arc in the graph: below graph._EPS); others random."""
+    weights = {e: rng.choice([0.5, 1.0, 0.1, 0.2, 0.3, rng.random()]) for e in evaluators[:-1]}
+    eta = {e: rng.random() for e in evaluators[:-2]}
+    return weights, eta
+
+
+def denoised_or_left_out(batch, prompt_id, prompt_votes, weights, scores):
+    """The per-prompt denoised consensus of a prompt and the batch's (None where the batch
+    left it out): left out exactly where a tie group of equal strength is joined by an arc
+    (split by a feedback arc set there); a tie group without one is batched."""
+    ref = C.prompt_consensus(
+        prompt_id, prompt_votes, weights=weights, denoise=True, scores=scores[prompt_id]
+    )
+    got = batch.get(prompt_id)
+    by_strength = C.groups_from_scores(
+        {c: scores[prompt_id].get(c, 0.0) for c in ref.candidates}, tol=1e-6
+    )
+    left_out = any(ref.ensemble.subgraph(g).number_of_edges() for g in by_strength)
+    assert (got is None) == left_out
+    return ref, got
+
+
+def assert_same_consensus(got, ref) -> None:
+    assert got.ranking == ref.ranking
+    assert (got.agreement, got.comparisons, got.n_votes) == (
+        ref.agreement,
+        ref.comparisons,
+        ref.n_votes,
+    )
+
+
+def same_pair_rows(source, prompt_id, got, ref, prompt_votes, options):
+    """The batch's pair rows and dropped pairs equal the per-prompt path's (the drops in order
+    too: the datasheet lists them so); returns the per-prompt rows and drops."""
+    drops_ref: Counter[str] = Counter()
+    drops_got: Counter[str] = Counter()
+    rows_ref = E._pair_rows(
+        source, ref, prompt_votes, ref.ranking, "consensus", options, False, drops_ref, {}
+    )
+    rows_got = E._batched_pair_rows(source, prompt_id, got, options, False, drops_got, {})
+    assert rows_got == rows_ref
+    assert list(drops_got.items()) == list(drops_ref.items())
+    return rows_ref, drops_ref
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_batch_equals_the_per_prompt_path_on_random_prompts(seed):
     votes, scores = _world(seed)
-    rng = random.Random(seed)
-    # Equal weights give balanced (zero) nets and cycles of equal weight, 0.1 + 0.2 - 0.3
-    # a net of 5.6e-17 (no arc in the graph: below graph._EPS); others random.
-    weights = {e: rng.choice([0.5, 1.0, 0.1, 0.2, 0.3, rng.random()]) for e in EVALUATORS[:-1]}
-    eta = {e: rng.random() for e in EVALUATORS[:-2]}
-    by_prompt: dict[int, list[C.Vote]] = {}
-    for v in votes:
-        by_prompt.setdefault(v.prompt_id, []).append(v)
+    weights, eta = random_weights(random.Random(seed), EVALUATORS)
+    by_prompt = group_by_prompt(votes)
     batch = BC.batch_consensus(by_prompt, weights=weights, scores=scores, eta=eta)
     source = _source(votes, len(by_prompt), max(c for v in votes for c in v.candidates))
     options = E.ExportOptions()
     seen = Counter()
     for prompt_id, prompt_votes in by_prompt.items():
-        ref = C.prompt_consensus(
-            prompt_id, prompt_votes, weights=weights, denoise=True, scores=scores[prompt_id]
-        )
-        got = batch.get(prompt_id)
-        by_strength = C.groups_from_scores(
-            {c: scores[prompt_id].get(c, 0.0) for c in ref.candidates}, tol=1e-6
-        )
-        # Left out: a tie group joined by an arc (split by a feedback arc set there); a tie
-        # group without one is batched (rankings are batched too).
-        left_out = any(ref.ensemble.subgraph(g).number_of_edges() for g in by_strength)
-        assert (got is None) == left_out
+        ref, got = denoised_or_left_out(batch, prompt_id, prompt_votes, weights, scores)
         if got is None:
             seen["per prompt"] += 1
             continue
         seen["batched"] += 1
         seen["batched with a tie group"] += any(len(g) > 1 for g in got.ranking)
         seen["with removed arcs"] += bool(ref.removed_arcs)
-        assert got.ranking == ref.ranking
-        assert (got.agreement, got.comparisons, got.n_votes) == (
-            ref.agreement,
-            ref.comparisons,
-            ref.n_votes,
-        )
+        assert_same_consensus(got, ref)
         assert got.removed_arcs == ref.removed_arcs  # same arcs, weights, order
         assert got.overruled == overruled_arcs(ref, prompt_votes, eta)
-        drops_ref: Counter[str] = Counter()
-        drops_got: Counter[str] = Counter()
-        rows_ref = E._pair_rows(
-            source, ref, prompt_votes, ref.ranking, "consensus", options, False, drops_ref, {}
-        )
-        rows_got = E._batched_pair_rows(source, prompt_id, got, options, False, drops_got, {})
-        assert rows_got == rows_ref
-        assert list(drops_got.items()) == list(drops_ref.items())  # order too (datasheet)
+        rows_ref, drops_ref = same_pair_rows(source, prompt_id, got, ref, prompt_votes, options)
         seen["pair rows"] += len(rows_ref)
         seen["dropped pairs"] += sum(drops_ref.values())
     # Every branch was exercised: both paths, tie groups, reversed arcs, rows and drops.
@@ -146,9 +175,7 @@ def test_batch_equals_the_per_prompt_path_on_random_prompts(seed):
 
 def test_eta_unknown_means_no_reliable_counts():
     votes, scores = _world(3, n_prompts=20)
-    by_prompt: dict[int, list[C.Vote]] = {}
-    for v in votes:
-        by_prompt.setdefault(v.prompt_id, []).append(v)
+    by_prompt = group_by_prompt(votes)
     batch = BC.batch_consensus(by_prompt, weights={}, scores=scores, eta=None)
     arcs = [a for b in batch.values() for a in b.overruled]
     assert arcs
@@ -204,9 +231,7 @@ def test_batch_prompt_flags_equal_the_per_prompt_flags(seed):
     weights = {e: rng.choice([0.5, 1.0, 0.1, 0.2, 0.3, rng.random()]) for e in EVALUATORS[:-1]}
     n_cands = max(c for v in votes for c in v.candidates)
     rm_scores = {c: rng.gauss(0, 2) for c in range(1, n_cands + 1) if rng.random() > 0.1}
-    by_prompt: dict[int, list[C.Vote]] = {}
-    for v in votes:
-        by_prompt.setdefault(v.prompt_id, []).append(v)
+    by_prompt = group_by_prompt(votes)
     batch = BC.batch_prompt_flags(by_prompt, weights=weights, rm_scores=rm_scores, rm_label="rm")
     seen = Counter()
     for prompt_id, prompt_votes in by_prompt.items():
@@ -225,9 +250,7 @@ def test_batch_prompt_flags_equal_the_per_prompt_flags(seed):
 
 def test_batch_prompt_flags_without_reward_model():
     votes, _ = _world(11, n_prompts=40)
-    by_prompt: dict[int, list[C.Vote]] = {}
-    for v in votes:
-        by_prompt.setdefault(v.prompt_id, []).append(v)
+    by_prompt = group_by_prompt(votes)
     batch = BC.batch_prompt_flags(by_prompt, weights={})
     assert batch
     for prompt_id, (flags, agreement, comparisons) in batch.items():

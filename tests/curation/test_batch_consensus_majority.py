@@ -19,6 +19,11 @@ from curation import consensus as C
 from curation import exporting as E
 from curation import graph as G
 from tests.curation.test_batch_consensus import _source as pair_source
+from tests.curation.test_batch_consensus import (
+    assert_same_consensus,
+    group_by_prompt,
+    same_pair_rows,
+)
 from tests.curation.test_batch_consensus_rankings import _ranking
 
 EVALUATORS = [f"ext:crowd:{i}" for i in range(6)]
@@ -59,13 +64,6 @@ def _world(seed: int, n_prompts: int = 60, *, stored: bool = False) -> list[C.Vo
     return votes
 
 
-def _by_prompt(votes: list[C.Vote]) -> dict[int, list[C.Vote]]:
-    out: dict[int, list[C.Vote]] = {}
-    for v in votes:
-        out.setdefault(v.prompt_id, []).append(v)
-    return out
-
-
 def _source(votes: list[C.Vote], n_prompts: int, *, empty_every: int = 0) -> E.SnapshotInput:
     """Every ``empty_every``-th candidate has an empty answer (no content)."""
     n_cands = max(c for v in votes for c in v.candidates)
@@ -79,23 +77,11 @@ def _weights(rng: random.Random) -> dict[str, float]:
 
 
 def _check_equal(prompt_id, got, ref, prompt_votes, source, seen):
-    assert got.ranking == ref.ranking
-    assert (got.agreement, got.comparisons, got.n_votes) == (
-        ref.agreement,
-        ref.comparisons,
-        ref.n_votes,
-    )
+    assert_same_consensus(got, ref)
     assert got.removed_arcs == ref.removed_arcs == ()
     assert got.overruled == []
     options = E.ExportOptions(denoise=False)
-    drops_ref: Counter[str] = Counter()
-    drops_got: Counter[str] = Counter()
-    rows_ref = E._pair_rows(
-        source, ref, prompt_votes, ref.ranking, "consensus", options, False, drops_ref, {}
-    )
-    rows_got = E._batched_pair_rows(source, prompt_id, got, options, False, drops_got, {})
-    assert rows_got == rows_ref
-    assert list(drops_got.items()) == list(drops_ref.items())  # order too (datasheet)
+    rows_ref, drops_ref = same_pair_rows(source, prompt_id, got, ref, prompt_votes, options)
     seen["pair rows"] += len(rows_ref)
     seen["no net preference"] += drops_ref[BC.NO_NET]
     seen["no content"] += drops_ref[E.NO_CONTENT_PAIR]
@@ -109,7 +95,7 @@ def test_majority_batch_equals_the_per_prompt_path_on_random_prompts(seed):
     votes = _world(seed)
     rng = random.Random(seed)
     weights = _weights(rng)
-    by_prompt = _by_prompt(votes)
+    by_prompt = group_by_prompt(votes)
     batch = BC.batch_majority(by_prompt, weights=weights)
     source = _source(votes, len(by_prompt), empty_every=7)
     seen: Counter[str] = Counter()
@@ -131,7 +117,7 @@ def test_majority_batch_with_the_reward_model_leaves_its_prompts_out():
     # Scores for some candidates only: prompts with fewer than two scored candidates have no
     # reward-model arcs and are batched.
     rm_scores = {c: rng.gauss(0, 1) for c in range(1, n_cands + 1) if rng.random() < 0.25}
-    by_prompt = _by_prompt(votes)
+    by_prompt = group_by_prompt(votes)
     batch = BC.batch_majority(by_prompt, weights=weights, rm_scores=rm_scores, rm_weight=0.4)
     source = _source(votes, len(by_prompt))
     seen: Counter[str] = Counter()
@@ -160,7 +146,7 @@ def test_a_ranking_naming_a_candidate_twice_is_left_to_the_per_prompt_path():
         C.Vote(1, 1, 1, "e1", ranking=((1,), (2,), (1,))),
         C.Vote(2, 2, 2, "e1", ranking=((3,), (4,))),
     ]
-    assert set(BC.batch_majority(_by_prompt(votes), weights={})) == {2}
+    assert set(BC.batch_majority(group_by_prompt(votes), weights={})) == {2}
 
 
 def test_copeland_ties_and_balanced_cycles():
@@ -183,7 +169,7 @@ def test_copeland_ties_and_balanced_cycles():
         C.Vote(10, 10, 3, "w3", pair=(8, 9), outcome="b"),
     ]
     weights = {"w1": 0.1, "w2": 0.2, "w3": 0.3}
-    by_prompt = _by_prompt(votes)
+    by_prompt = group_by_prompt(votes)
     batch = BC.batch_majority(by_prompt, weights=weights)
     ref = C.prompt_consensus(3, by_prompt[3], weights=weights, denoise=False)
     assert 0 < ref.evidence[(8, 9)].net < 1e-9

@@ -17,6 +17,13 @@ from curation import consensus as C
 from curation import exporting as E
 from curation.overruled import overruled_arcs
 from tests.curation.test_batch_consensus import _source as pair_source
+from tests.curation.test_batch_consensus import (
+    assert_same_consensus,
+    denoised_or_left_out,
+    group_by_prompt,
+    random_weights,
+    same_pair_rows,
+)
 
 EVALUATORS = [f"ext:crowd:{i}" for i in range(6)]
 
@@ -64,13 +71,6 @@ def _world(seed: int, n_prompts: int = 50) -> tuple[list[C.Vote], dict[int, dict
     return votes, scores
 
 
-def _by_prompt(votes: list[C.Vote]) -> dict[int, list[C.Vote]]:
-    out: dict[int, list[C.Vote]] = {}
-    for v in votes:
-        out.setdefault(v.prompt_id, []).append(v)
-    return out
-
-
 def _source(votes: list[C.Vote], n_prompts: int) -> E.SnapshotInput:
     return pair_source(votes, n_prompts, max(c for v in votes for c in v.candidates))
 
@@ -78,25 +78,14 @@ def _source(votes: list[C.Vote], n_prompts: int) -> E.SnapshotInput:
 @pytest.mark.parametrize("seed", range(8))
 def test_it_batches_ranking_judgments_as_the_per_prompt_path_reads_them(seed):
     votes, scores = _world(seed)
-    rng = random.Random(seed)
-    weights = {e: rng.choice([0.5, 1.0, 0.1, 0.2, 0.3, rng.random()]) for e in EVALUATORS[:-1]}
-    eta = {e: rng.random() for e in EVALUATORS[:-2]}
-    by_prompt = _by_prompt(votes)
+    weights, eta = random_weights(random.Random(seed), EVALUATORS)
+    by_prompt = group_by_prompt(votes)
     batch = BC.batch_consensus(by_prompt, weights=weights, scores=scores, eta=eta)
     source = _source(votes, len(by_prompt))
     options = E.ExportOptions()
     seen: Counter[str] = Counter()
     for prompt_id, prompt_votes in by_prompt.items():
-        ref = C.prompt_consensus(
-            prompt_id, prompt_votes, weights=weights, denoise=True, scores=scores[prompt_id]
-        )
-        got = batch.get(prompt_id)
-        by_strength = C.groups_from_scores(
-            {c: scores[prompt_id].get(c, 0.0) for c in ref.candidates}, tol=1e-6
-        )
-        # A tie group joined by an arc is split per prompt; one without an arc is batched.
-        left_out = any(ref.ensemble.subgraph(g).number_of_edges() for g in by_strength)
-        assert (got is None) == left_out
+        ref, got = denoised_or_left_out(batch, prompt_id, prompt_votes, weights, scores)
         if got is None:
             continue
         seen["batched with rankings"] += any(not v.is_pair for v in prompt_votes)
@@ -104,22 +93,10 @@ def test_it_batches_ranking_judgments_as_the_per_prompt_path_reads_them(seed):
             len(g) > 1 for v in prompt_votes for g in v.ranking
         )
         seen["with removed arcs"] += bool(ref.removed_arcs)
-        assert got.ranking == ref.ranking
-        assert (got.agreement, got.comparisons, got.n_votes) == (
-            ref.agreement,
-            ref.comparisons,
-            ref.n_votes,
-        )
+        assert_same_consensus(got, ref)
         assert got.removed_arcs == ref.removed_arcs
         assert got.overruled == overruled_arcs(ref, prompt_votes, eta)
-        drops_ref: Counter[str] = Counter()
-        drops_got: Counter[str] = Counter()
-        rows_ref = E._pair_rows(
-            source, ref, prompt_votes, ref.ranking, "consensus", options, False, drops_ref, {}
-        )
-        rows_got = E._batched_pair_rows(source, prompt_id, got, options, False, drops_got, {})
-        assert rows_got == rows_ref
-        assert list(drops_got.items()) == list(drops_ref.items())
+        rows_ref, _ = same_pair_rows(source, prompt_id, got, ref, prompt_votes, options)
         seen["pair rows"] += len(rows_ref)
         seen["rows with several judgments"] += sum(len(r.judgment_ids) > 1 for r in rows_ref)
     assert len(seen) == 5 and min(seen.values()) > 0, seen
@@ -131,7 +108,7 @@ def test_it_leaves_a_ranking_naming_a_candidate_twice_to_the_per_prompt_path():
         C.Vote(2, 2, 2, "e1", ranking=((3,), (4,))),
     ]
     scores = {1: {1: 1.0, 2: 0.0}, 2: {3: 1.0, 4: 0.0}}
-    batch = BC.batch_consensus(_by_prompt(votes), weights={}, scores=scores, eta=None)
+    batch = BC.batch_consensus(group_by_prompt(votes), weights={}, scores=scores, eta=None)
     assert set(batch) == {2}
 
 
