@@ -20,14 +20,8 @@ from curation.download import iter_download_zip
 from curation.models import DatasetExport
 from tests.curation.builders import fast_passwords  # noqa: F401  (autouse fixture)
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("_data_dir")]
 ALWAYS = {"datasheet.json", "datasheet.md", "overruled_arcs.jsonl"}
-
-
-@pytest.fixture(autouse=True)
-def _data_dir(settings, tmp_path):
-    settings.DATA_DIR = tmp_path / "data"
-    return settings.DATA_DIR
 
 
 @pytest.fixture

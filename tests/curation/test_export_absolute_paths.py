@@ -28,13 +28,7 @@ from tests.curation.builders import (  # noqa: F401  (fast_passwords: autouse fi
 from tests.factories import make_project
 from tests.media_fixtures import mp4_bytes, png_bytes
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _data_dir(settings, tmp_path):
-    settings.DATA_DIR = tmp_path / "data"
-    return settings.DATA_DIR
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("_data_dir")]
 
 
 @pytest.fixture

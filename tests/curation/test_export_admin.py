@@ -15,12 +15,7 @@ from tests.curation.builders import (  # noqa: F401  (fast_passwords: autouse fi
     fast_passwords,
 )
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _data_dir(settings, tmp_path):
-    settings.DATA_DIR = tmp_path / "data"
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("_data_dir")]
 
 
 def test_the_export_detail_page_shows_options_counts_and_files_in_words(client, users):

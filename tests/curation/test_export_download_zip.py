@@ -16,18 +16,12 @@ from curation.download import COMPRESS_LEVEL, iter_download_zip
 from curation.models import DatasetExport
 from tests.curation.builders import fast_passwords  # noqa: F401  (autouse fixture)
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("_data_dir")]
 
 try:  # the deflater the build uses (requirements.txt pins isal): its level-1 stream is the reference
     from isal import isal_zlib as deflater
 except ImportError:  # pragma: no cover - an install without isal deflates with zlib
     deflater = zlib
-
-
-@pytest.fixture(autouse=True)
-def _data_dir(settings, tmp_path):
-    settings.DATA_DIR = tmp_path / "data"
-    return settings.DATA_DIR
 
 
 def _deflated_size(data: bytes, level: int, library=deflater) -> int:

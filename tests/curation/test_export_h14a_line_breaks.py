@@ -22,14 +22,9 @@ from tests.curation.builders import (
 )
 from tests.factories import make_project
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("_data_dir")]
 BREAKS = "one\u2028two\u2029three\x85four"
 MODELS = ["model\u2028a", "model-b", "model\u2029c", "model\x85d"]
-
-
-@pytest.fixture(autouse=True)
-def _data_dir(settings, tmp_path):
-    settings.DATA_DIR = tmp_path / "data"
 
 
 def _export(users, denoise: bool) -> DatasetExport:

@@ -15,12 +15,7 @@ from curation.services import export_build, export_create
 from tests.curation.builders import fast_passwords, judge_pair  # noqa: F401
 from tests.factories import make_project, make_user
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _data_dir(settings, tmp_path):
-    settings.DATA_DIR = tmp_path / "data"
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("_data_dir")]
 
 
 @pytest.mark.parametrize("denoise", [True, False])

@@ -36,17 +36,11 @@ from tests.curation.test_export_votes_only import _votes
 from tests.factories import make_project
 from tests.media_fixtures import mp4_bytes, png_bytes
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("_data_dir")]
 
 REPO = Path(__file__).resolve().parents[2]
 SPLITS = {"train": 0.5, "test": 0.5}
 N_PROMPTS = 6
-
-
-@pytest.fixture(autouse=True)
-def _data_dir(settings, tmp_path):
-    settings.DATA_DIR = tmp_path / "data"
-    return settings.DATA_DIR
 
 
 # --------------------------------------------------------------------------- projects

@@ -22,15 +22,9 @@ from tests.curation.builders import (  # noqa: F401  (fast_passwords: autouse fi
 )
 from tests.factories import make_project
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("_data_dir")]
 
 MODELS = ("model-a", "model-b", "model-c", "model-d")  # best first, on every prompt
-
-
-@pytest.fixture(autouse=True)
-def _data_dir(settings, tmp_path):
-    settings.DATA_DIR = tmp_path / "data"
-    return settings.DATA_DIR
 
 
 def _build(project, **options) -> DatasetExport:

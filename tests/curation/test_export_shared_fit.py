@@ -18,13 +18,7 @@ from tests.curation.builders import (  # noqa: F401  (fast_passwords: autouse fi
     slots,
 )
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _data_dir(settings, tmp_path):
-    settings.DATA_DIR = tmp_path / "data"
-    return settings.DATA_DIR
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("_data_dir")]
 
 
 @pytest.fixture

@@ -14,13 +14,7 @@ from curation import services
 from curation.models import DatasetExport
 from tests.curation.test_export import _lines, _read_back
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _data_dir(settings, tmp_path):
-    settings.DATA_DIR = tmp_path / "data"
-    return settings.DATA_DIR
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("_data_dir")]
 
 
 def _votes(path: Path) -> Path:

@@ -25,12 +25,6 @@ from curation.models import DatasetExport
 from tests.curation.builders import fast_passwords  # noqa: F401  (autouse fixture)
 
 
-@pytest.fixture
-def _data_dir(settings, tmp_path):
-    settings.DATA_DIR = tmp_path / "data"
-    return settings.DATA_DIR
-
-
 def _zip(folder, **kwargs) -> bytes:
     return b"".join(iter_download_zip(folder, "x", **kwargs))
 

@@ -16,12 +16,6 @@ from tests.curation.builders import (
 )
 
 
-@pytest.fixture
-def _data_dir(settings, tmp_path):
-    settings.DATA_DIR = tmp_path / "data"
-    return settings.DATA_DIR
-
-
 def _files(folder) -> dict[str, bytes]:
     return {
         p.relative_to(folder).as_posix(): p.read_bytes()

@@ -18,12 +18,6 @@ from curation.download import BLOCK_SIZE, DeflatedMembers, deflated_members, ite
 from tests.curation.builders import fast_passwords  # noqa: F401  (autouse fixture)
 
 
-@pytest.fixture
-def _data_dir(settings, tmp_path):
-    settings.DATA_DIR = tmp_path / "data"
-    return settings.DATA_DIR
-
-
 @pytest.mark.parametrize("write", [False, True])
 @pytest.mark.parametrize("chunk", [1, 1000, BLOCK_SIZE, 2 * BLOCK_SIZE + 3])
 def test_it_digests_a_member_written_in_any_pieces(tmp_path, chunk, write):

@@ -17,14 +17,9 @@ from tests.curation.builders import (  # noqa: F401  (fast_passwords: autouse fi
     slots,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("_data_dir")]
 
 REPRS = ("{'", "{&#x27;", "&#x27;: ", "': ")
-
-
-@pytest.fixture(autouse=True)
-def _data_dir(settings, tmp_path):
-    settings.DATA_DIR = tmp_path / "data"
 
 
 @pytest.fixture
