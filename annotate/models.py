@@ -92,6 +92,23 @@ class _RenderedTextQuerySet(models.QuerySet):
         return super().bulk_update(objs, fields, *args, **kwargs)
 
 
+class _RenderedTextModel(models.Model):
+    """A row named by its ``external_id`` whose ``text`` is rendered into ``text_html`` when
+    written: through ``save()``, or the bulk writes of `_RenderedTextQuerySet`."""
+
+    objects = _RenderedTextQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return self.external_id
+
+    def save(self, *args, **kwargs) -> None:
+        _render_on_save(self, "text", "text_html", kwargs)
+        super().save(*args, **kwargs)
+
+
 class Project(models.Model):
     class Mode(models.TextChoices):
         RANKING = "ranking", "Rank N candidates"
@@ -180,7 +197,7 @@ class Membership(models.Model):
         return f"{self.user} in {self.project} ({self.role})"
 
 
-class Prompt(models.Model):
+class Prompt(_RenderedTextModel):
     # No index of its own: prompt_external_id_unique (project, external_id) leads with it.
     project = models.ForeignKey(
         Project, on_delete=models.CASCADE, related_name="prompts", db_index=False
@@ -195,8 +212,6 @@ class Prompt(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = _RenderedTextQuerySet.as_manager()
-
     class Meta:
         ordering = ["id"]
         constraints = [
@@ -205,15 +220,8 @@ class Prompt(models.Model):
             )
         ]
 
-    def __str__(self) -> str:
-        return self.external_id
 
-    def save(self, *args, **kwargs) -> None:
-        _render_on_save(self, "text", "text_html", kwargs)
-        super().save(*args, **kwargs)
-
-
-class Candidate(models.Model):
+class Candidate(_RenderedTextModel):
     class Kind(models.TextChoices):
         TEXT = "text"
         IMAGE = "image"
@@ -237,8 +245,6 @@ class Candidate(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = _RenderedTextQuerySet.as_manager()
-
     class Meta:
         ordering = ["id"]
         constraints = [
@@ -253,13 +259,6 @@ class Candidate(models.Model):
             # A project's model names one index probe each (the data browser's model list).
             models.Index(fields=["project", "model_name"], name="candidate_project_model"),
         ]
-
-    def __str__(self) -> str:
-        return self.external_id
-
-    def save(self, *args, **kwargs) -> None:
-        _render_on_save(self, "text", "text_html", kwargs)
-        super().save(*args, **kwargs)
 
 
 class Task(models.Model):
