@@ -13,6 +13,7 @@ from django.db import connection
 from annotate import queue
 from annotate.models import Judgment, Task
 from tests.factories import add_member, make_project, make_user
+from tests.threads import in_threads
 
 pytestmark = [
     pytest.mark.postgres,
@@ -38,43 +39,29 @@ def test_it_gives_every_task_exactly_k_judgments_under_concurrency():
     annotators = [make_user(f"conc{i}") for i in range(ANNOTATORS)]
     for user in annotators:
         add_member(project, user)
-    start = threading.Barrier(ANNOTATORS)
-    errors: list[BaseException] = []
     replays = Counter()
 
     def work(user) -> None:
-        try:
-            start.wait()
-            for cycle in range(CYCLES):
-                # None is final: next-task waits for tasks other requests hold locked
-                # (their leases in progress) before it answers that nothing is left.
-                assignment = queue.assignment_next(project=project, annotator=user)
-                if assignment is None:
-                    break
-                key = str(uuid.uuid4())
-                ranking = [[c] for c in assignment.presented_order]
-                first = queue.judgment_submit(
+        for cycle in range(CYCLES):
+            # None is final: next-task waits for tasks other requests hold locked
+            # (their leases in progress) before it answers that nothing is left.
+            assignment = queue.assignment_next(project=project, annotator=user)
+            if assignment is None:
+                break
+            key = str(uuid.uuid4())
+            ranking = [[c] for c in assignment.presented_order]
+            first = queue.judgment_submit(
+                assignment=assignment, project=project, idempotency_key=key, ranking=ranking
+            )
+            assert first.created
+            if cycle % 4 == 0:  # a retried request: same key, same judgment
+                again = queue.judgment_submit(
                     assignment=assignment, project=project, idempotency_key=key, ranking=ranking
                 )
-                assert first.created
-                if cycle % 4 == 0:  # a retried request: same key, same judgment
-                    again = queue.judgment_submit(
-                        assignment=assignment, project=project, idempotency_key=key, ranking=ranking
-                    )
-                    assert (again.created, again.judgment.pk) == (False, first.judgment.pk)
-                    replays[user.pk] += 1
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
+                assert (again.created, again.judgment.pk) == (False, first.judgment.pk)
+                replays[user.pk] += 1
 
-    threads = [threading.Thread(target=work, args=(u,)) for u in annotators]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    assert not any(t.is_alive() for t in threads)
-    assert errors == []
+    assert in_threads(work, annotators) == []
 
     per_task = Counter(Judgment.objects.values_list("task_id", flat=True))
     tasks = list(Task.objects.filter(project=project))

@@ -14,6 +14,7 @@ from django.db import OperationalError, connection, transaction
 from annotate import queue
 from annotate.models import Judgment, Task
 from tests.factories import add_member, make_project, make_user
+from tests.threads import in_threads
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -72,33 +73,20 @@ def test_it_gives_every_task_exactly_k_judgments_with_writers_in_threads(fast_pa
     annotators = [make_user(f"sq{i}") for i in range(annotators_n)]
     for user in annotators:
         add_member(project, user)
-    start = threading.Barrier(annotators_n)
-    errors: list[BaseException] = []
 
     def work(user) -> None:
-        try:
-            start.wait()
-            for _ in range(cycles):
-                assignment = queue.assignment_next(project=project, annotator=user)
-                if assignment is None:
-                    break
-                queue.judgment_submit(
-                    assignment=assignment,
-                    project=project,
-                    idempotency_key=str(uuid.uuid4()),
-                    ranking=[[c] for c in assignment.presented_order],
-                )
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
+        for _ in range(cycles):
+            assignment = queue.assignment_next(project=project, annotator=user)
+            if assignment is None:
+                break
+            queue.judgment_submit(
+                assignment=assignment,
+                project=project,
+                idempotency_key=str(uuid.uuid4()),
+                ranking=[[c] for c in assignment.presented_order],
+            )
 
-    threads = [threading.Thread(target=work, args=(u,)) for u in annotators]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    assert errors == []
+    assert in_threads(work, annotators) == []
     per_task = Counter(Judgment.objects.values_list("task_id", flat=True))
     assert sorted(per_task[t.pk] for t in Task.objects.filter(project=project)) == [k] * tasks_n
     pairs = list(Judgment.objects.values_list("task_id", "annotator_id"))
