@@ -1297,6 +1297,29 @@ def _render_vqa_picture(shapes: Sequence[Shape], word_index: int | None) -> byte
     return _png(img)
 
 
+@dataclass
+class _Truth:
+    """A project builder's hidden truth as it goes: each prompt's and each candidate's, and
+    how many gold prompts so far."""
+
+    prompts: dict[str, Any] = field(default_factory=dict)
+    candidates: dict[str, Any] = field(default_factory=dict)
+    gold_count: int = 0
+
+    def candidate(self, cid: str, pid: str, model: ModelProfile, quality: float, **more) -> None:
+        self.candidates[cid] = {"prompt": pid, "model": model.name, "quality": quality, **more}
+
+    def gold(self, index: int, quality: dict[str, float]) -> bool:
+        """Whether prompt ``index`` is gold (`_is_gold`), counted."""
+        gold = _is_gold(index, quality, self.gold_count)
+        self.gold_count += gold
+        return gold
+
+    def finish(self, project: DemoProject, mode: str) -> DemoProject:
+        project.truth = {"mode": mode, "prompts": self.prompts, "candidates": self.candidates}
+        return project
+
+
 def _vqa_project(
     seed: int, models: Sequence[ModelProfile], annotators: Sequence[AnnotatorProfile], count: int
 ) -> DemoProject:
@@ -1312,9 +1335,7 @@ def _vqa_project(
             "are equally good.",
         ),
     )
-    prompts_truth: dict[str, Any] = {}
-    cands_truth: dict[str, Any] = {}
-    gold_count = 0
+    truth = _Truth()
     for i in range(count):
         rng = _rng(seed, "vqa", i)
         pid = f"s{seed}-vqa-{i:04d}"
@@ -1369,22 +1390,15 @@ def _vqa_project(
             text = _distinct(text, used)
             candidates.append({"id": cid, "model": model.name, "kind": "text", "text": text})
             quality[cid] = q
-            cands_truth[cid] = {
-                "prompt": pid,
-                "model": model.name,
-                "quality": q,
-                "category": category,
-            }
+            truth.candidate(cid, pid, model, q, category=category)
         row["candidates"] = candidates
-        gold = _is_gold(i, quality, gold_count)
-        gold_count += gold
+        gold = truth.gold(i, quality)
         _judge_ranking(
             row, i, quality, gold, seed, project.slug, annotators, rng, video="video" in row
         )
-        prompts_truth[pid] = {"answer": question.answer, "scene": scene, "gold": gold}
+        truth.prompts[pid] = {"answer": question.answer, "scene": scene, "gold": gold}
         project.rows.append(row)
-    project.truth = {"mode": "ranking", "prompts": prompts_truth, "candidates": cands_truth}
-    return project
+    return truth.finish(project, "ranking")
 
 
 def _attributes(skill: float, difficulty: dict[str, float], rng: random.Random) -> dict[str, bool]:
@@ -1413,9 +1427,7 @@ def _t2i_project(
             "number of shapes, the right colour, the right shape, and a clean picture.",
         ),
     )
-    prompts_truth: dict[str, Any] = {}
-    cands_truth: dict[str, Any] = {}
-    gold_count = 0
+    truth = _Truth()
     for i in range(count):
         rng = _rng(seed, "t2i", i)
         pid = f"s{seed}-t2i-{i:04d}"
@@ -1450,26 +1462,19 @@ def _t2i_project(
             q = round(_clamp01(q + rng.gauss(0.0, 0.02)), 4)
             candidates.append({"id": cid, "model": model.name, "kind": "image", "image": rel})
             quality[cid] = q
-            cands_truth[cid] = {
-                "prompt": pid,
-                "model": model.name,
-                "quality": q,
-                "drawn": {"count": drawn_n, "colour": drawn_colour, "shape": drawn_shape},
-                "artefact": artefact,
-            }
+            drawn = {"count": drawn_n, "colour": drawn_colour, "shape": drawn_shape}
+            truth.candidate(cid, pid, model, q, drawn=drawn, artefact=artefact)
         row["candidates"] = candidates
-        gold = _is_gold(i, quality, gold_count)
-        gold_count += gold
+        gold = truth.gold(i, quality)
         _judge_ranking(row, i, quality, gold, seed, project.slug, annotators, rng, video=False)
-        prompts_truth[pid] = {
+        truth.prompts[pid] = {
             "count": n,
             "colour": colour,
             "shape": shape,
             "gold": gold,
         }
         project.rows.append(row)
-    project.truth = {"mode": "ranking", "prompts": prompts_truth, "candidates": cands_truth}
-    return project
+    return truth.finish(project, "ranking")
 
 
 def _t2v_project(
@@ -1486,9 +1491,7 @@ def _t2v_project(
             "does.",
         ),
     )
-    prompts_truth: dict[str, Any] = {}
-    cands_truth: dict[str, Any] = {}
-    gold_count = 0
+    truth = _Truth()
     size, frames = 64, 16
     for i in range(count):
         rng = _rng(seed, "t2v", i)
@@ -1537,16 +1540,9 @@ def _t2v_project(
             q = round(_clamp01(q + rng.gauss(0.0, 0.02)), 4)
             candidates.append({"id": cid, "model": model.name, "kind": "video", "video": rel})
             quality[cid] = q
-            cands_truth[cid] = {
-                "prompt": pid,
-                "model": model.name,
-                "quality": q,
-                "drawn": drawn,
-                "artefact": artefact,
-            }
+            truth.candidate(cid, pid, model, q, drawn=drawn, artefact=artefact)
         row["candidates"] = candidates
-        gold = _is_gold(i, quality, gold_count)
-        gold_count += gold
+        gold = truth.gold(i, quality)
         ids = list(quality)
         judgments = []
         gold_rng = _rng(seed, f"{project.slug}/gold", i) if gold else None
@@ -1564,15 +1560,14 @@ def _t2v_project(
                 key_suffix=f":{a}{b}",
             )
         row["judgments"] = judgments
-        prompts_truth[pid] = {
+        truth.prompts[pid] = {
             "colour": colour,
             "shape": shape,
             "direction": direction,
             "gold": gold,
         }
         project.rows.append(row)
-    project.truth = {"mode": "pairwise", "prompts": prompts_truth, "candidates": cands_truth}
-    return project
+    return truth.finish(project, "pairwise")
 
 
 # --- MR2Bench scale -------------------------------------------------------------------------
@@ -1601,8 +1596,7 @@ def _mr2bench_project(
             k=1,
         ),
     )
-    prompts_truth: dict[str, Any] = {}
-    cands_truth: dict[str, Any] = {}
+    truth = _Truth()
     for i in range(count):
         rng = _rng(seed, "mr2", i)
         pid = f"s{seed}-mr2-{i:05d}"
@@ -1618,12 +1612,7 @@ def _mr2bench_project(
             text = _distinct(text, used)
             candidates.append({"id": cid, "model": model.name, "kind": "text", "text": text})
             quality[cid] = q
-            cands_truth[cid] = {
-                "prompt": pid,
-                "model": model.name,
-                "quality": q,
-                "category": category,
-            }
+            truth.candidate(cid, pid, model, q, category=category)
         ids = list(quality)
         cycle = ids[:]
         rng.shuffle(cycle)
@@ -1657,9 +1646,8 @@ def _mr2bench_project(
                 "judgments": judgments,
             }
         )
-        prompts_truth[pid] = {"answer": question.answer, "panel": [a.username for a in panel]}
-    project.truth = {"mode": "pairwise", "prompts": prompts_truth, "candidates": cands_truth}
-    return project
+        truth.prompts[pid] = {"answer": question.answer, "panel": [a.username for a in panel]}
+    return truth.finish(project, "pairwise")
 
 
 # --- small helpers --------------------------------------------------------------------------
