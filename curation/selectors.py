@@ -8,7 +8,8 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from itertools import chain
+from itertools import chain, repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -389,6 +390,35 @@ EVALUATOR_SQL = Case(
 )
 
 
+# Display orders decoded per this many judgments (`_display_orders`): a chunk's decoded
+# lists are all that is held at a time.
+DISPLAY_ORDER_CHUNK = 8192
+
+
+def _display_orders(rows: Sequence[Sequence[Any]], column: int) -> Iterable[tuple[Any, ...]]:
+    """``tuple(json.loads(text) or ())`` of each row's JSON text in ``column`` (NULL: ``()``),
+    from one decode per `DISPLAY_ORDER_CHUNK` rows: at 94K judgments 35 ms of CPU where
+    decoding them one by one (or reading ``[12, 34]`` by a regular expression) took 95.
+    The texts are a JSON column's, one JSON value each."""
+    texts = list(map(itemgetter(column), rows))
+    chunks = (
+        texts[start : start + DISPLAY_ORDER_CHUNK]
+        for start in range(0, len(texts), DISPLAY_ORDER_CHUNK)
+    )
+    return chain.from_iterable(map(_decoded_orders, chunks))
+
+
+def _decoded_orders(texts: list[str | None]) -> list[tuple[Any, ...]]:
+    loads = json.loads
+    joined = ["null" if text is None else text for text in texts] if None in texts else texts
+    values = loads("[" + ",".join(joined) + "]")
+    if len(values) != len(texts):  # not one JSON value per text: decode them one by one
+        values = [None if text is None else loads(text) for text in texts]
+    if set(map(type, values)) <= {list}:
+        return list(map(tuple, values))
+    return [tuple(value or ()) for value in values]
+
+
 def _load_votes(
     judgments: QuerySet[Judgment],
     slots: QuerySet[TaskCandidate],
@@ -400,8 +430,8 @@ def _load_votes(
     """Every judgment of ``judgments`` as a `consensus.Vote`, in id order.
 
     Read as rows of plain columns (`fetched_rows`): the evaluator's id built in SQL, a pair
-    judgment's ranking as NULL and its display order without the JSON decoder; values that
-    repeat across votes (evaluator ids, a task's pair) are one object each.
+    judgment's ranking as NULL, every display order in one JSON decode (`_display_orders`);
+    values that repeat across votes (evaluator ids, a task's pair) are one object each.
     """
     loads = json.loads
     pair_of: dict[int, tuple[int, ...]] = {}  # a task's first two slots' candidates
@@ -435,9 +465,11 @@ def _load_votes(
         "duration_ms",
         "created_at" if with_times else "duration_ms",
     ]
+    rows = fetched_rows(judgments.order_by("id").values_list(*columns))
+    rows = rows if isinstance(rows, list) else list(rows)
     votes = []
     append = votes.append
-    new, vote_type, pair_text = object.__new__, C.Vote, PAIR_ORDER_TEXT.fullmatch
+    new, vote_type = object.__new__, C.Vote
     evaluators: dict[str, str] = {}
     one_evaluator = evaluators.setdefault
     pair_kind = Judgment.Kind.PAIR.value
@@ -448,17 +480,13 @@ def _load_votes(
         kind,
         ranking,
         outcome,
-        presented,
+        _,
         duration,
         created,
-    ) in fetched_rows(judgments.order_by("id").values_list(*columns)):
+    ), shown in zip(
+        rows, _display_orders(rows, 6) if with_presented else repeat((), len(rows)), strict=True
+    ):
         is_pair = kind == pair_kind
-        if not with_presented or presented is None:
-            shown = ()
-        elif is_pair and (two := pair_text(presented)) is not None:
-            shown = (int(two[1]), int(two[2]))  # what json.loads reads there, as a tuple
-        else:
-            shown = tuple(loads(presented) or ())
         # `consensus.loaded_vote` inline (no call per row): the fields one by one, in order.
         vote = new(vote_type)
         fields = vote.__dict__
