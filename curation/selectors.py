@@ -179,8 +179,8 @@ def frozen_instance(cls: type[T], *fields: Iterable[tuple[str, Any]] | dict[str,
 
 
 # A pair judgment's display order as the database gives its JSON text (json.dumps and
-# PostgreSQL's jsonb both write "[12, 34]"): read without the JSON decoder. Anything else
-# (other spacing, signs, more items) goes through ``json.loads``.
+# PostgreSQL's jsonb both write "[12, 34]"). No longer read by the loader, which decodes
+# every display order at once (`_display_orders`); kept for its test until both go.
 PAIR_ORDER_TEXT = re.compile(r"\[(0|[1-9][0-9]*), (0|[1-9][0-9]*)\]")
 
 
