@@ -27,6 +27,15 @@ def _flags(project: Project, kind: str, status: str = "open") -> list[Flag]:
     return list(Flag.objects.filter(project=project, kind=kind, status=status))
 
 
+def _one_task(users, *, candidates: int = 4, k: int = 2, extra: int = 0):
+    """A project of one prompt and its standard members (``extra`` more annotators): the
+    project, its task, the task's candidates in slot order and the annotators."""
+    project = make_project(n_prompts=1, n_candidates=candidates, k=k)
+    people = members(project, users, extra_annotators=extra)
+    task = Task.objects.get(project=project)
+    return project, task, slots(task), people
+
+
 def _triangle(project: Project, external_id: str = "tri") -> tuple[Prompt, list[Task], list[int]]:
     """A prompt with three candidates and the three pair tasks between them."""
     prompt = Prompt.objects.create(project=project, external_id=external_id, text="Which is best?")
@@ -48,10 +57,7 @@ def _triangle(project: Project, external_id: str = "tri") -> tuple[Prompt, list[
 
 
 def test_it_flags_low_agreement_after_a_judgment(users):
-    project = make_project(n_prompts=1, n_candidates=4, k=3)
-    people = members(project, users, extra_annotators=1)
-    task = Task.objects.get(project=project)
-    a, b, c, d = slots(task)
+    project, task, (a, b, c, d), people = _one_task(users, k=3, extra=1)
     judge_ranking(task, people[0], [[a], [b], [c], [d]])
     flags_update_for_task(task_id=task.pk)
     assert not _flags(project, "low_agreement")  # one judgment: nothing to disagree with
@@ -78,10 +84,7 @@ def test_it_flags_an_intransitive_cycle_across_pair_tasks(users):
 
 
 def test_it_flags_a_condorcet_cycle_in_rankings(users):
-    project = make_project(n_prompts=1, n_candidates=3, k=3)
-    people = members(project, users, extra_annotators=1)
-    task = Task.objects.get(project=project)
-    a, b, c = slots(task)
+    project, task, (a, b, c), people = _one_task(users, candidates=3, k=3, extra=1)
     judge_ranking(task, people[0], [[a], [b], [c]])
     judge_ranking(task, people[1], [[b], [c], [a]])
     judge_ranking(task, people[2], [[c], [a], [b]])
@@ -90,10 +93,7 @@ def test_it_flags_a_condorcet_cycle_in_rankings(users):
 
 
 def test_it_flags_a_confident_reward_model_against_the_humans(users):
-    project = make_project(n_prompts=1, n_candidates=4, k=2)
-    members(project, users)
-    task = Task.objects.get(project=project)
-    a, b, c, d = slots(task)
+    project, task, (a, b, c, d), _ = _one_task(users)
     score(project, {a: -3.0, b: 0.0, c: 1.0, d: 4.0})  # the model ranks d > c > b > a
     judge_ranking(task, users["annotator"], [[a], [b], [c], [d]])
     judge_ranking(task, users["annotator2"], [[a], [b], [c], [d]])
@@ -105,10 +105,7 @@ def test_it_flags_a_confident_reward_model_against_the_humans(users):
 
 
 def test_it_raises_no_model_flag_without_scores_and_still_flags_the_rest(users):
-    project = make_project(n_prompts=1, n_candidates=4, k=2)
-    members(project, users)
-    task = Task.objects.get(project=project)
-    a, b, c, d = slots(task)
+    project, task, (a, b, c, d), _ = _one_task(users)
     judge_ranking(task, users["annotator"], [[a], [b], [c], [d]])
     judge_ranking(task, users["annotator2"], [[d], [c], [b], [a]])
     flags_update_for_task(task_id=task.pk)
@@ -117,10 +114,7 @@ def test_it_raises_no_model_flag_without_scores_and_still_flags_the_rest(users):
 
 
 def test_it_ignores_an_unconfident_reward_model(users):
-    project = make_project(n_prompts=1, n_candidates=4, k=2)
-    members(project, users)
-    task = Task.objects.get(project=project)
-    a, b, c, d = slots(task)
+    project, task, (a, b, c, d), _ = _one_task(users)
     score(project, {a: 0.0, b: 0.1, c: 0.2, d: 0.3})  # sigmoid(0.3) < 0.75
     for user in (users["annotator"], users["annotator2"]):
         judge_ranking(task, user, [[a], [b], [c], [d]])
@@ -129,10 +123,7 @@ def test_it_ignores_an_unconfident_reward_model(users):
 
 
 def test_it_flags_a_failed_gold_judgment(users):
-    project = make_project(n_prompts=1, n_candidates=4, k=2)
-    members(project, users)
-    task = Task.objects.get(project=project)
-    a, b, c, d = slots(task)
+    project, task, (a, b, c, d), _ = _one_task(users)
     Task.objects.filter(pk=task.pk).update(is_gold=True, gold_ranking=[[a], [b], [c], [d]])
     right = judge_ranking(task, users["annotator"], [[a], [b], [d], [c]])
     wrong = judge_ranking(task, users["annotator2"], [[c], [d], [b], [a]])
@@ -143,10 +134,7 @@ def test_it_flags_a_failed_gold_judgment(users):
 
 
 def test_it_clears_a_flag_once_it_no_longer_holds(users):
-    project = make_project(n_prompts=1, n_candidates=4, k=3)
-    people = members(project, users, extra_annotators=2)
-    task = Task.objects.get(project=project)
-    a, b, c, d = slots(task)
+    project, task, (a, b, c, d), people = _one_task(users, k=3, extra=2)
     judge_ranking(task, people[0], [[a], [b], [c], [d]])
     judge_ranking(task, people[1], [[d], [c], [a], [b]])
     flags_update_for_task(task_id=task.pk)
@@ -163,10 +151,7 @@ def test_it_clears_a_flag_once_it_no_longer_holds(users):
 
 
 def test_it_reopens_a_resolved_flag_when_new_judgments_arrive(users):
-    project = make_project(n_prompts=1, n_candidates=4, k=3)
-    people = members(project, users, extra_annotators=1)
-    task = Task.objects.get(project=project)
-    a, b, c, d = slots(task)
+    project, task, (a, b, c, d), people = _one_task(users, k=3, extra=1)
     judge_ranking(task, people[0], [[a], [b], [c], [d]])
     judge_ranking(task, people[1], [[d], [c], [b], [a]])
     flags_update_for_task(task_id=task.pk)
