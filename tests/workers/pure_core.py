@@ -26,3 +26,23 @@ def picture_and_clip(folder: Path, seed: int) -> dict[str, Path]:
     Image.fromarray(rng.integers(0, 255, (150, 200, 3), dtype=np.uint8)).save(picture)
     clip = encode_video(folder / "clip.mp4", rng.integers(0, 255, (12, 64, 96, 3), np.uint8))
     return {"image": picture, "video": clip}
+
+
+def packed_forward(scorer, item):
+    """``item`` scored in one packed row of a Qwen2-VL-style ``scorer``: the row, its batch, the
+    model's scores of it and the backbone's last hidden states (no gradients)."""
+    import torch
+
+    builder = scorer.builder
+    (row,) = builder.plan(0, builder.encode_item(item), "packed").rows
+    batch = builder.collate([row], "packed")
+    with torch.no_grad():
+        scores = scorer.model(batch)[0]
+        hidden = scorer.model.backbone(
+            input_ids=batch.input_ids,
+            position_ids=batch.position_ids,
+            mm_token_type_ids=batch.mm_token_type_ids,
+            pixel_values=batch.pixel_values,
+            image_grid_thw=batch.image_grid_thw,
+        ).last_hidden_state[0]
+    return row, batch, scores, hidden

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from tests.workers.pure_core import packed_forward
 from workers.demo_model import widen_merger
 from workers.reward_model import (
     CandidateInput,
@@ -75,19 +76,7 @@ def test_it_scores_an_image_answer_from_its_visual_tokens_and_the_prompt(tokeniz
             CandidateInput(kind="image", media=_picture("blue", rng)),
         ],
     )
-    builder = scorer.builder
-    (row,) = builder.plan(0, builder.encode_item(item), "packed").rows
-    batch = builder.collate([row], "packed")
-
-    with torch.no_grad():
-        scores = scorer.model(batch)[0]
-        hidden = scorer.model.backbone(
-            input_ids=batch.input_ids,
-            position_ids=batch.position_ids,
-            mm_token_type_ids=batch.mm_token_type_ids,
-            pixel_values=batch.pixel_values,
-            image_grid_thw=batch.image_grid_thw,
-        ).last_hidden_state[0]
+    row, batch, scores, hidden = packed_forward(scorer, item)
     head, scale = scorer.model.value_head, scorer.model.scale
     image_pad = tokenizer.convert_tokens_to_ids("<|image_pad|>")
     first_response = row.slots[0][1]

@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.workers.pure_core import packed_forward
 from workers.media import VideoFrames, encode_video
 from workers.reward_model import (
     IM_END,
@@ -693,21 +694,10 @@ def test_it_reads_image_answers_from_their_visual_tokens_when_asked(tokenizer, m
             CandidateInput(kind="image", path=media["image2"]),
         ],
     )
-    builder = scorer.builder
-    (row,) = builder.plan(0, builder.encode_item(item), "packed").rows
-    batch = builder.collate([row], "packed")
-
+    row, batch, scores, hidden = packed_forward(scorer, item)
     with torch.no_grad():
-        scores = scorer.model(batch)[0]
-        hidden = scorer.model.backbone(
-            input_ids=batch.input_ids,
-            position_ids=batch.position_ids,
-            mm_token_type_ids=batch.mm_token_type_ids,
-            pixel_values=batch.pixel_values,
-            image_grid_thw=batch.image_grid_thw,
-        ).last_hidden_state[0]
         head, scale = scorer.model.value_head, scorer.model.scale
-        image_id = builder.token_ids["<|image_pad|>"]
+        image_id = scorer.builder.token_ids["<|image_pad|>"]
         expected = []
         for _, first, last in row.slots:
             span = torch.arange(first, last + 1)
