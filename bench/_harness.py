@@ -9,6 +9,7 @@ under test first on the path.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -117,3 +118,32 @@ def commit_worktree(rev: str, parent: Path) -> tuple[str, Path]:
         capture_output=True,
     )
     return commit, path
+
+
+def masked_digests(folder: Path, *, version: bool = False) -> dict[str, str]:
+    """SHA-256 of every file of an export folder by path, the build time masked where a file
+    holds it (the datasheet, ``datasheet.md``, the README cards), and with ``version`` the
+    export's version too; the datasheet's file list leaves out those files' digests."""
+    sheet = json.loads((folder / "datasheet.json").read_text())
+    created, number = sheet["created_at"], sheet.get("version")
+    out = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        data = path.read_bytes()
+        if rel == "datasheet.json":
+            sheet = json.loads(data)
+            sheet.pop("created_at")
+            if version:
+                sheet.pop("version")
+            sheet["files"] = [
+                f
+                for f in sheet["files"]
+                if f["path"] != "datasheet.md" and not f["path"].endswith("README.md")
+            ]
+            data = json.dumps(sheet, sort_keys=True).encode()
+        elif rel == "datasheet.md" or rel.endswith("README.md"):
+            data = data.replace(created.encode(), b"<created_at>")
+            if version:
+                data = data.replace(f"bench-export v{number}".encode(), b"bench-export v<version>")
+        out[rel] = hashlib.sha256(data).hexdigest()
+    return out

@@ -25,13 +25,12 @@ digests this wrote with the start commit's code (``tests/curation/data/export_re
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import shutil
 from pathlib import Path
 
-from _harness import REPO, django_in
+from _harness import REPO, django_in, masked_digests
 
 KINDS = {"denoised": {"denoise": True}, "raw": {"denoise": False}}
 
@@ -76,28 +75,6 @@ def crowd_rows(n_tasks: int, seed: int = 7) -> list[dict]:
             }
         )
     return rows
-
-
-def masked_digests(folder: Path) -> dict[str, str]:
-    """SHA-256 of every file of an export folder, the build time masked where a file holds it."""
-    created = json.loads((folder / "datasheet.json").read_text())["created_at"]
-    out = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = path.relative_to(folder).as_posix()
-        data = path.read_bytes()
-        if rel == "datasheet.json":
-            sheet = json.loads(data)
-            sheet.pop("created_at")
-            sheet["files"] = [
-                f
-                for f in sheet["files"]
-                if f["path"] != "datasheet.md" and not f["path"].endswith("README.md")
-            ]
-            data = json.dumps(sheet, sort_keys=True).encode()
-        elif rel == "datasheet.md" or rel.endswith("README.md"):
-            data = data.replace(created.encode(), b"<created_at>")
-        out[rel] = hashlib.sha256(data).hexdigest()
-    return out
 
 
 def main() -> None:

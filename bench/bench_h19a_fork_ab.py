@@ -32,33 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _hashes(folder: Path) -> dict[str, str]:
-    sheet = json.loads((folder / "datasheet.json").read_text())
-    created, version = sheet["created_at"], sheet["version"]
-    out = {}
-    for path in sorted(folder.rglob("*")):
-        if not path.is_file():
-            continue
-        rel = path.relative_to(folder).as_posix()
-        data = path.read_bytes()
-        if rel == "datasheet.json":
-            data_sheet = json.loads(data)
-            data_sheet.pop("created_at")
-            data_sheet.pop("version")
-            data_sheet["files"] = [
-                f
-                for f in data_sheet["files"]
-                if f["path"] != "datasheet.md" and not f["path"].endswith("README.md")
-            ]
-            data = json.dumps(data_sheet, sort_keys=True).encode()
-        elif rel == "datasheet.md" or rel.endswith("README.md"):
-            data = data.replace(created.encode(), b"<created_at>")
-            data = data.replace(f"bench-export v{version}".encode(), b"bench-export v<version>")
-        out[rel] = hashlib.sha256(data).hexdigest()
-    return out
+from _harness import REPO, masked_digests
 
 
 def _member_hashes(folder: Path) -> dict[str, dict]:
@@ -140,7 +114,7 @@ def child(args: argparse.Namespace) -> None:
         json.dumps(
             {
                 "rows": rows,
-                "files": _hashes(export.path),
+                "files": masked_digests(export.path, version=True),
                 "members": _member_hashes(export.path),
             }
         )
