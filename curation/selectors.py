@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -176,12 +175,6 @@ def frozen_instance(cls: type[T], *fields: Iterable[tuple[str, Any]] | dict[str,
     for part in fields:
         instance.__dict__.update(part)
     return instance
-
-
-# A pair judgment's display order as the database gives its JSON text (json.dumps and
-# PostgreSQL's jsonb both write "[12, 34]"). No longer read by the loader, which decodes
-# every display order at once (`_display_orders`); kept for its test until both go.
-PAIR_ORDER_TEXT = re.compile(r"\[(0|[1-9][0-9]*), (0|[1-9][0-9]*)\]")
 
 
 def project_data(

@@ -78,14 +78,6 @@ def test_pair_display_orders_read_without_the_decoder_equal_the_orms(users):
         assert vote.presented_order == tuple(shown_ids[vote.judgment_id] or ())
 
 
-def test_pair_order_text_pattern():
-    match = selectors.PAIR_ORDER_TEXT.fullmatch
-    assert match("[12, 34]").groups() == ("12", "34")
-    assert match("[0, 7]") is not None
-    for text in ("[12,34]", "[012, 3]", "[-1, 2]", "[1, 2, 3]", "[1]", "[]", "null", "[1.0, 2]"):
-        assert match(text) is None, text
-
-
 def test_loaded_vote_is_the_dataclass_vote():
     import dataclasses
 
