@@ -875,13 +875,19 @@ class _Parser:
     # --- Quorum JSONL ---
 
     def quorum(self, line: int, obj: dict, raw: str) -> PromptRecord | None:
-        pid = self.text(line, obj, "id", required=True)
-        text = self.text(line, obj, "prompt")
-        unknown = obj.keys() - _QUORUM_ROW_KEYS
-        if unknown:
+        limit = self.max_text_chars
+        pid, text = obj.get("id"), obj.get("prompt")
+        # The common id and prompt checked here (``text``'s first test), the rest by ``text``.
+        if not (
+            type(pid) is str and pid and not pid.isspace() and (limit is None or len(pid) <= limit)
+        ):
+            pid = self.text(line, obj, "id", required=True)
+        if not (type(text) is str and (limit is None or len(text) <= limit)):
+            text = self.text(line, obj, "prompt")
+        if not _QUORUM_ROW_KEYS.issuperset(obj):
             self.problem(
                 line,
-                sorted(unknown)[0],
+                sorted(obj.keys() - _QUORUM_ROW_KEYS)[0],
                 "unknown field (expected id, prompt, image, video, metadata, candidates, judgments)",
             )
         metadata = obj.get("metadata") or {}
@@ -889,12 +895,12 @@ class _Parser:
             self.problem(line, "metadata", "must be an object")
             metadata = {}
         record = PromptRecord(
-            line=line,
-            external_id=pid,
-            text=text,
-            image=self.media_ref(line, obj, "image", "image") if "image" in obj else None,
-            video=self.media_ref(line, obj, "video", "video") if "video" in obj else None,
-            metadata=metadata,
+            line,
+            pid,
+            text,
+            self.media_ref(line, obj, "image", "image") if "image" in obj else None,
+            self.media_ref(line, obj, "video", "video") if "video" in obj else None,
+            metadata,
         )
         if pid and not self.register_prompt(line, pid):
             return None
@@ -902,10 +908,13 @@ class _Parser:
         if not isinstance(candidates, list) or len(candidates) < 2:
             self.problem(line, "candidates", "must be a list of at least 2 candidates")
             candidates = []
-        limit = self.max_text_chars
+        seen, plain_keys = self.seen_candidate_ids, _PLAIN_CANDIDATE_KEYS
+        append = record.candidates.append
         for index, cand in enumerate(candidates):
-            if type(cand) is dict and not (
-                cand.keys() - _PLAIN_CANDIDATE_KEYS or cand.get("kind", "text") != "text"
+            if (
+                type(cand) is dict
+                and plain_keys.issuperset(cand)
+                and cand.get("kind", "text") == "text"
             ):
                 # The common candidate (text, nothing but id, model, text, kind "text" and
                 # metadata) checked in one expression; what it refuses takes the full path
@@ -917,23 +926,21 @@ class _Parser:
                     and type(model) is str
                     and type(ctext) is str
                     and type(cmeta) is dict
-                    and not (cid.isspace() or model.isspace())
                     and cid
                     and model
-                    and cid not in self.seen_candidate_ids
+                    and cid not in seen
+                    and not (cid.isspace() or model.isspace())
                     and (
                         limit is None
                         or (len(cid) <= limit and len(model) <= limit and len(ctext) <= limit)
                     )
                 ):
-                    self.seen_candidate_ids[cid] = line
+                    seen[cid] = line
                     if not ctext or ctext.isspace():
                         cmeta = {**cmeta, EMPTY_ANSWER: True}
                     elif cmeta is _NO_METADATA:
                         cmeta = {}
-                    record.candidates.append(
-                        CandidateRecord(cid, model, "text", ctext, None, cmeta)
-                    )
+                    append(CandidateRecord(cid, model, "text", ctext, None, cmeta))
                     continue
             where = f"candidates[{index}]."
             if not isinstance(cand, dict):
@@ -979,7 +986,9 @@ class _Parser:
                 cmeta = {**cmeta, EMPTY_ANSWER: True}
             if cid and self.register_candidate(line, cid, f"{where}id"):
                 record.candidates.append(CandidateRecord(cid, model, kind, ctext, media, cmeta))
-        judgments = obj.get("judgments") or []
+        judgments = obj.get("judgments")
+        if not judgments:  # as ``or []``: no judgments, nothing to check
+            return record
         if not isinstance(judgments, list):
             self.problem(line, "judgments", "must be a list")
             judgments = []
