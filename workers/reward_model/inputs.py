@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import math
@@ -140,9 +141,7 @@ def patchify_video_frames(
         `tuple[torch.FloatTensor, tuple[int, int, int]]`: patches of shape
         `(t * h * w, 3 * temporal_patch_size * patch_size**2)` and the grid `(t, h, w)`.
     """
-    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
-
+    _, smart_resize, clip_mean, clip_std = _qwen2vl_pil()
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
         raise ValueError(f"expected frames of shape (T, H, W, 3), got {frames.shape}")
     _, height, width, _ = frames.shape
@@ -156,8 +155,8 @@ def patchify_video_frames(
     if new_h % (patch_size * merge_size) or new_w % (patch_size * merge_size):
         raise ValueError(f"frame size {(new_h, new_w)} is not a multiple of the merged patch")
     frames = _resize_frames(frames, new_h, new_w)
-    mean = tuple(float(v) for v in image_mean or OPENAI_CLIP_MEAN)
-    std = tuple(float(v) for v in image_std or OPENAI_CLIP_STD)
+    mean = tuple(float(v) for v in image_mean or clip_mean)
+    std = tuple(float(v) for v in image_std or clip_std)
     grid_h, grid_w = new_h // patch_size, new_w // patch_size
     if frames.dtype == np.uint8 and len(mean) == len(std) == frames.shape[-1]:
         return _patchify_uint8(frames, mean, std, patch_size, temporal_patch_size, merge_size)
@@ -185,6 +184,20 @@ def patchify_video_frames(
         grid_t * grid_h * grid_w, channels * temporal_patch_size * patch_size * patch_size
     )
     return torch.from_numpy(np.ascontiguousarray(flat)), (grid_t, grid_h, grid_w)
+
+
+@functools.cache
+def _qwen2vl_pil() -> tuple[type, Any, Sequence[float], Sequence[float]]:
+    """(``Qwen2VLImageProcessorPil``, its ``smart_resize``, CLIP's mean and std), imported at the
+    first picture (transformers' modules load lazily) and kept: an import statement in the
+    function each picture or clip goes through costs about as much as a picture's rescaling."""
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+        Qwen2VLImageProcessorPil,
+        smart_resize,
+    )
+
+    return Qwen2VLImageProcessorPil, smart_resize, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 
 def _cat_pixels(visuals: Sequence[_Visual]) -> torch.Tensor:
@@ -1259,14 +1272,10 @@ class RewardInputBuilder:
         `image` is a Pillow image or its RGB pixels, ``(height, width, 3)`` uint8. `None` for
         any other processor, setting or image: the processor then runs as it does.
         """
-        from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
-            Qwen2VLImageProcessorPil,
-        )
-
+        processor_type, _, clip_mean, clip_std = _qwen2vl_pil()
         processor = self.image_processor
         if (
-            type(processor) is not Qwen2VLImageProcessorPil
+            type(processor) is not processor_type
             or not (processor.do_rescale and processor.do_normalize)
             or processor.rescale_factor != 1 / 255
         ):
@@ -1281,8 +1290,8 @@ class RewardInputBuilder:
         factor = self.patch_size * self.merge_size
         if width % factor or height % factor:
             return None  # not at a size _image_to_budget gives: the processor resizes it
-        mean = processor.image_mean or OPENAI_CLIP_MEAN
-        std = processor.image_std or OPENAI_CLIP_STD
+        mean = processor.image_mean or clip_mean
+        std = processor.image_std or clip_std
         if len(mean) != 3 or len(std) != 3:
             return None
         # patchify_video_frames(image[None], size=(height, width)) with its mean and std:
