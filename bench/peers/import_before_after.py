@@ -149,8 +149,12 @@ def run_child(tree: Path, tasks: int, child: str, marker: str, *, tag: str) -> s
     PostgreSQL database when ``DATABASE_URL`` names one (dropped after), and returns its stdout
     once it printed ``marker`` (its stderr's tail ends the script otherwise)."""
     data = Path(tempfile.mkdtemp(prefix=f"quorum-import-{tag}-"))
+    # The child's own temporary folders (its tasks.jsonl) go under ``data``, removed below even
+    # when the child fails or is killed before removing them itself.
+    (data / "tmp").mkdir()
     env = {
         **os.environ,
+        "TMPDIR": str(data / "tmp"),
         "IMPORT_TREE": str(tree),
         "IMPORT_WORKLOAD": str(Path(__file__).parent),
         "IMPORT_TASKS": str(tasks),

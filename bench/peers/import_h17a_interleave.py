@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -115,6 +116,7 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     path = write_quorum_jsonl(Path(tempfile.mkdtemp()) / "tasks.jsonl", args.tasks, judged=False)
     data = path.read_bytes()
+    shutil.rmtree(path.parent, ignore_errors=True)  # read once; nothing else uses it
     from django.db import connection
 
     db = connection.settings_dict

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -52,7 +53,6 @@ def main() -> None:
     if connection.vendor != "postgresql":
         sys.exit("set DATABASE_URL to a PostgreSQL database")
     call_command("migrate", verbosity=0)
-    path = write_quorum_jsonl(Path(tempfile.mkdtemp()) / "tasks.jsonl", args.tasks, judged=False)
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         pid = cursor.fetchone()[0]
@@ -64,6 +64,7 @@ def main() -> None:
     }
     got: dict[str, list[tuple[float, float]]] = {w: [] for w in ways}
     names = list(ways)
+    path = write_quorum_jsonl(Path(tempfile.mkdtemp()) / "tasks.jsonl", args.tasks, judged=False)
     try:
         for run in range(args.runs):
             for way in names[run % 3 :] + names[: run % 3]:
@@ -79,6 +80,7 @@ def main() -> None:
     finally:
         services._import_streamed = streamed
         Project.objects.filter(name__startswith="h17f-").delete()
+        shutil.rmtree(path.parent, ignore_errors=True)
     for way, values in got.items():
         wall = statistics.median(w for w, _ in values)
         cpu = statistics.median(c for _, c in values)

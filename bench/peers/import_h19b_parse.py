@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import importlib.util
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -46,7 +47,18 @@ def main() -> None:
     args = parser.parse_args()
     sys.path[:0] = [str(REPO), str(HERE)]
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    os.environ.setdefault("QUORUM_DATA_DIR", tempfile.mkdtemp(prefix="h19b-parse-"))
+    scratch = []  # the folders this run made, removed at its end
+    if "QUORUM_DATA_DIR" not in os.environ:
+        scratch.append(tempfile.mkdtemp(prefix="h19b-parse-"))
+        os.environ["QUORUM_DATA_DIR"] = scratch[-1]
+    try:
+        _run(args, scratch)
+    finally:
+        for folder in scratch:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, scratch: list) -> None:
     import django
 
     django.setup()
@@ -63,7 +75,8 @@ def main() -> None:
         }
         for name, tree in trees.items()
     }
-    path = write_quorum_jsonl(Path(tempfile.mkdtemp()) / "tasks.jsonl", args.tasks, judged=False)
+    scratch.append(tempfile.mkdtemp())
+    path = write_quorum_jsonl(Path(scratch[-1]) / "tasks.jsonl", args.tasks, judged=False)
     limits = {"max_media_bytes": 10**9, "max_file_bytes": 10**9, "max_text_chars": 100_000}
     texts = [c.text for p in mods["before"]["importing"].parse_import(path, **limits).prompts
              for c in p.candidates]  # fmt: skip
