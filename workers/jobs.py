@@ -699,11 +699,18 @@ def jobs_sweep(*, now=None) -> SweepReport:
 _flag_republished: dict[int, tuple[int, Any]] = {}
 
 
+# The sweep also deletes stale uploads (`annotate.project_setup.uploads_prune`: set-ups left
+# half way, files spooled by a request whose client or process went away), at most this often;
+# an upload prunes them too.
+UPLOADS_PRUNE_SECONDS = 3600.0
+
+
 class _Sweeper:
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="quorum-job-sweep", daemon=True)
+        self.pruned_at: float | None = None
 
     def _run(self) -> None:
         while not self.stop.wait(self.interval):
@@ -712,10 +719,24 @@ class _Sweeper:
                 report = jobs_sweep()
                 if report.published or report.retried or report.failed or report.flag_updates:
                     logger.info("job sweep: %s", report)
+                self.uploads_prune()
             except Exception:
                 logger.exception("job sweep failed; next one in %.0f s", self.interval)
             finally:
                 connection.close()
+
+    def uploads_prune(self) -> None:
+        """Stale uploads deleted, the first sweep and then every ``UPLOADS_PRUNE_SECONDS``
+        (only files past the age threshold: an upload being written stays)."""
+        now = time.monotonic()
+        if self.pruned_at is not None and now - self.pruned_at < UPLOADS_PRUNE_SECONDS:
+            return
+        self.pruned_at = now
+        from annotate.project_setup import uploads_prune
+
+        deleted = uploads_prune()
+        if deleted:
+            logger.info("job sweep: pruned %d stale upload(s)", deleted)
 
 
 _sweeper_state: dict[str, _Sweeper] = {}
