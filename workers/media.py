@@ -17,6 +17,7 @@ import math
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -47,6 +48,12 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# Seconds a decoding pool whose processes could not start is not started again (each try
+# costs a start); the asking threads decode meanwhile. A pool whose process died is started
+# again at the next call.
+START_RETRY_S = 60.0
+_clock = time.monotonic  # tests move it
 
 
 class MediaError(Exception):
@@ -523,7 +530,9 @@ class DecodePool:
     ``spawn`` (never forked from a process running torch's threads) on first use, import this
     module only (not torch nor transformers: about 0.4 s and 30 MB each), and live as long as
     the pool. A pool whose process died is dropped and started again on the next call;
-    meanwhile the caller decodes itself.
+    meanwhile the caller decodes itself. A pool that could not start (a process could not be
+    spawned) is not tried again for [`START_RETRY_S`] seconds, one warning each time; the
+    callers decode themselves meanwhile.
 
     Args:
         processes (`int`): How many; 0 (the default) turns the pool off.
@@ -534,6 +543,7 @@ class DecodePool:
             raise ValueError(f"processes must be >= 0, got {processes}")
         self.processes = processes
         self._executor: ProcessPoolExecutor | None = None
+        self._start_failed_at: float | None = None  # when a start last failed
         self._lock = threading.Lock()
 
     def configure(self, processes: int) -> None:
@@ -544,6 +554,8 @@ class DecodePool:
             if processes != self.processes and self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
                 self._executor = None
+            if processes != self.processes:
+                self._start_failed_at = None
             self.processes = processes
 
     def submit(
@@ -555,15 +567,41 @@ class DecodePool:
             if self.processes < 1:
                 return None
             if self._executor is None:
-                self._executor = ProcessPoolExecutor(
-                    self.processes, mp_context=multiprocessing.get_context("spawn")
-                )
+                failed = self._start_failed_at
+                if failed is not None and _clock() - failed < START_RETRY_S:
+                    return None
+                try:
+                    self._executor = ProcessPoolExecutor(
+                        self.processes, mp_context=multiprocessing.get_context("spawn")
+                    )
+                except OSError as exc:  # out of file descriptors
+                    self._could_not_start(None, exc)
+                    return None
             executor = self._executor
         try:
             return executor.submit(decode_and_store, kind, path, budget, store_path)
         except (BrokenProcessPool, RuntimeError) as exc:
             self.broken(executor, exc)
             return None
+        except OSError as exc:  # spawning a process failed
+            with self._lock:
+                if executor is not self._executor:
+                    return None
+                self._executor = None
+                self._could_not_start(executor, exc)
+            return None
+
+    def _could_not_start(self, executor: ProcessPoolExecutor | None, exc: OSError) -> None:
+        # Call holding self._lock: remembered (one warning a failed start, not one a call).
+        self._start_failed_at = _clock()
+        logger.warning(
+            "media decoding pool could not start (%s): decoding in the asking threads, and "
+            "not starting it again, for %.0f s",
+            exc,
+            START_RETRY_S,
+        )
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
 
     def broken(self, executor: ProcessPoolExecutor | None, exc: BaseException) -> None:
         """Drop `executor` (the pool's current one when `None`) after `exc`."""

@@ -40,6 +40,7 @@ import pickle
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -57,6 +58,12 @@ from workers.reward_model.records import AttentionMode, ScoringItem, ScoringResu
 __all__ = ["RowBuildError", "RowBuildPool", "RowBuildStartError", "prepare_item"]
 
 logger = logging.getLogger(__name__)
+
+# Seconds a pool whose processes could not start is not started again (each try costs a start:
+# seconds with spawn); the scorer's threads build the rows meanwhile. Processes that started
+# and then died are started again at the next call.
+START_RETRY_S = 60.0
+_clock = time.monotonic  # tests move it
 
 
 def prepare_item(
@@ -318,6 +325,10 @@ class _Starts:
 class RowBuildPool:
     """Processes that run [`prepare_item`] for a [`RewardScorer`] while it runs the model.
 
+    Processes that could not start are not started again for [`START_RETRY_S`] seconds
+    (one warning each time): meanwhile `processes` reads 0 and the scorer's threads build the
+    rows.
+
     Args:
         processes (`int`): How many; 0 (the default) turns the pool off (the scorer's threads
             build rows).
@@ -326,7 +337,9 @@ class RowBuildPool:
     def __init__(self, processes: int = 0) -> None:
         if processes < 0:
             raise ValueError(f"processes must be >= 0, got {processes}")
-        self.processes = processes
+        self._processes = processes
+        # When and why processes last could not start (None: they did, or were not tried).
+        self._start_failed: tuple[float, str] | None = None
         self._executor: ProcessPoolExecutor | None = None
         self._starts: _Starts | None = None
         self._fingerprint: tuple | None = None
@@ -338,9 +351,34 @@ class RowBuildPool:
         if processes < 0:
             raise ValueError(f"processes must be >= 0, got {processes}")
         with self._lock:
-            if processes != self.processes:
+            if processes != self._processes:
                 self._stop(wait=False)
-            self.processes = processes
+                self._start_failed = None
+            self._processes = processes
+
+    @property
+    def processes(self) -> int:
+        """How many processes build rows: the number set, or 0 while processes that could not
+        start are remembered (`START_RETRY_S`)."""
+        return 0 if self._backing_off() else self._processes
+
+    def _backing_off(self) -> str | None:
+        """Why processes could not start, while that is remembered; else None."""
+        failed = self._start_failed
+        if failed is None or _clock() - failed[0] >= START_RETRY_S:
+            return None
+        return failed[1]
+
+    def _could_not_start(self, failure: str) -> RowBuildStartError:
+        # Call holding self._lock: remembered (one warning a failed start, not one a call).
+        self._start_failed = (_clock(), failure)
+        logger.warning(
+            "the row-building processes could not start (%s): rows are built in threads, "
+            "and the processes not started again, for %.0f s",
+            failure,
+            START_RETRY_S,
+        )
+        return RowBuildStartError(f"the row-building processes could not start: {failure}")
 
     def clear_media_cache(self) -> None:
         """Empty the processes' media caches before their next item (their store stays)."""
@@ -350,28 +388,31 @@ class RowBuildPool:
     def session(self, builder: RewardInputBuilder) -> _Session:
         """Submits a call's items, built by copies of `builder` (processes started, or started
         again for a builder that changed, here)."""
-        if self.processes < 1:
+        if self._processes < 1:
             raise ValueError("the row-building pool is off")
         fingerprint = _fingerprint(builder)
         with self._lock:
             if self._executor is not None and fingerprint != self._fingerprint:
                 self._stop(wait=False)
             if self._executor is None:
+                failure = self._backing_off()
+                if failure is not None:
+                    raise RowBuildStartError(
+                        f"the row-building processes could not start: {failure}"
+                    )
                 context = multiprocessing.get_context("spawn")
                 spec = pickle.dumps(builder)
                 try:
                     starts = _Starts(context)
+                    executor = ProcessPoolExecutor(
+                        self._processes,
+                        mp_context=context,
+                        initializer=_start_process,
+                        initargs=(spec, starts.reports),
+                    )
                 except OSError as exc:  # out of file descriptors
-                    raise RowBuildStartError(
-                        f"the row-building processes could not start: {exc}"
-                    ) from exc
-                self._executor = ProcessPoolExecutor(
-                    self.processes,
-                    mp_context=context,
-                    initializer=_start_process,
-                    initargs=(spec, starts.reports),
-                )
-                self._starts, self._fingerprint = starts, fingerprint
+                    raise self._could_not_start(str(exc)) from exc
+                self._executor, self._starts, self._fingerprint = executor, starts, fingerprint
             executor, starts = self._executor, self._starts
             assert starts is not None
             store = builder.media_store
@@ -384,10 +425,14 @@ class RowBuildPool:
             )
         return _Session(self, executor, starts, media)
 
-    def _broken(self, executor: ProcessPoolExecutor) -> None:
+    def _broken(self, executor: ProcessPoolExecutor, failure: str | None = None) -> None:
+        """Stop `executor` if it is the current one; `failure`: why its processes could not
+        start (remembered, `START_RETRY_S`)."""
         with self._lock:
             if executor is self._executor:
                 self._stop(wait=False)
+                if failure is not None:
+                    self._could_not_start(failure)
 
     def _stop(self, *, wait: bool) -> None:
         # Call holding self._lock.
@@ -422,7 +467,7 @@ class _Session:
         """The executor is broken (`exc`): stopped, and the error to raise if its processes
         never started (None if one did: it died on an item)."""
         failure = self.starts.failed(self.executor)
-        self.pool._broken(self.executor)
+        self.pool._broken(self.executor, failure)
         if failure is None:
             return None
         return RowBuildStartError(f"the row-building processes could not start: {failure}")
